@@ -1,0 +1,112 @@
+"""Kafka plumbing both sides use: topic creation and the span producer client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.codecs.native import encode_native
+from shared.models import SPAN_CONTENT_TYPE, Event
+from shared.settings import Settings
+
+CONTENT_TYPE_HEADER = "content-type"
+
+
+async def ensure_topics(settings: Settings, topics: Iterable[str], *, partitions: int | None = None) -> None:
+    """Create the missing ``topics`` with ``TRACING_PARTITIONS`` partitions; existing ones are left alone.
+
+    Never left to broker auto-creation, which would make one partition (so one useful worker).
+    """
+    admin = AIOKafkaAdminClient(**settings.kafka_options())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in dict.fromkeys(topics) if t not in existing]
+        if not missing:
+            return
+        new = [
+            NewTopic(t, num_partitions=partitions or settings.partitions,
+                     replication_factor=settings.replication_factor)
+            for t in missing
+        ]
+        try:
+            await admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass  # another worker created it first
+        # Metadata propagates asynchronously; wait until every new topic is listed.
+        for _ in range(100):
+            if set(missing) <= set(await admin.list_topics()):
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await admin.close()
+
+
+class SpanProducer:
+    """Publishes native events, keyed by trace id so every span of a trace lands on one partition.
+
+    ``send`` groups the events of each trace into one message (a JSON array), the cheapest way to go fast.
+    Call ``flush`` to wait for delivery and ``close`` when done (or use ``async with``).
+    """
+
+    def __init__(self, settings: Settings, *, topic: str | None = None, linger_ms: int = 5) -> None:
+        self._topic = topic or settings.topic
+        self._producer = AIOKafkaProducer(
+            **settings.kafka_options(),
+            linger_ms=linger_ms,
+            max_batch_size=1024 * 1024,
+            max_request_size=8 * 1024 * 1024,
+            acks="all",
+        )
+        self._pending: list[asyncio.Future[object]] = []
+        self._headers = [(CONTENT_TYPE_HEADER, SPAN_CONTENT_TYPE.encode())]
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def __aenter__(self) -> SpanProducer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def send(self, events: Sequence[Event]) -> None:
+        """Queue ``events`` for delivery: one message per trace id. Returns once queued, not delivered."""
+        by_trace: dict[str, list[Event]] = defaultdict(list)
+        for event in events:
+            by_trace[event.trace_id].append(event)
+        for trace_id, batch in by_trace.items():
+            value = encode_native(batch[0] if len(batch) == 1 else batch)
+            await self.send_raw(value, key=trace_id.encode())
+
+    async def send_raw(self, value: bytes, *, key: bytes | None = None,
+                       headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Queue one message exactly as given (other formats, poison messages in tests)."""
+        future = await self._producer.send(
+            self._topic, value, key=key, headers=self._headers if headers is None else headers
+        )
+        self._pending.append(future)
+        if len(self._pending) >= 10_000:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until every queued message is acknowledged by the broker; raises if one failed."""
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def close(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            await self._producer.stop()

@@ -1,0 +1,101 @@
+"""The data model: native wire events and the spans every codec produces.
+
+Wire names are camelCase (``traceId``, ``startTimeUs``); Python attributes are snake_case with units in
+the name. Times are integer microseconds since the Unix epoch. Every Struct here is validated by msgspec
+at decode time (ids, non-negative times, known enum values), so inner code can trust its types.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+ID_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,64}$"
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=ID_PATTERN)]
+"""An opaque trace or span id: 1..64 of ``[A-Za-z0-9._:-]`` (W3C lowercase hex recommended)."""
+
+Micros = Annotated[int, msgspec.Meta(ge=0)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+TagValue = str | int | float | bool
+Tags = dict[Annotated[str, msgspec.Meta(min_length=1, max_length=256)], TagValue]
+
+Status = Literal["success", "error"]
+StatusInput = Literal["success", "ok", "error", "failed", "failure"]
+"""Accepted on input; normalized to :data:`Status` (``ok`` → success, ``failed``/``failure`` → error)."""
+Kind = Literal["server", "client", "producer", "consumer", "internal"]
+
+STATUS_OF: Final[dict[str, Status]] = {
+    "success": "success",
+    "ok": "success",
+    "error": "error",
+    "failed": "error",
+    "failure": "error",
+}
+
+SPAN_CONTENT_TYPE: Final = "application/vnd.tracing.span+json;v=1"
+
+
+class Log(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A timestamped event inside a span."""
+
+    timestamp_us: Micros
+    fields: Tags = {}
+
+
+class Span(msgspec.Struct, kw_only=True, rename="camel", tag="span", tag_field="type", omit_defaults=True):
+    """A span record: complete (``duration_us`` set) or open (``duration_us`` is ``None`` until finished).
+
+    Also the wire event ``{"type": "span", ...}`` of the native topic. ``status`` holds the normalized
+    value after decoding (see :data:`STATUS_OF`).
+    """
+
+    trace_id: Id
+    span_id: Id
+    parent_span_id: Id | None = None
+    service_name: Name
+    operation_name: Name
+    start_time_us: Micros
+    duration_us: Micros | None = None
+    status: StatusInput = "success"
+    kind: Kind | None = None
+    tags: Tags = {}
+    logs: list[Log] = []
+
+    def __post_init__(self) -> None:
+        self.status = STATUS_OF[self.status]
+
+    @property
+    def end_time_us(self) -> int | None:
+        return None if self.duration_us is None else self.start_time_us + self.duration_us
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent_span_id is None
+
+
+class SpanFinish(msgspec.Struct, kw_only=True, rename="camel", tag="finish", tag_field="type", omit_defaults=True):
+    """Closes an open span: sets its end time, optionally its status; ``tags`` merge into the span's."""
+
+    trace_id: Id
+    span_id: Id
+    end_time_us: Micros
+    status: StatusInput | None = None
+    tags: Tags = {}
+
+    def __post_init__(self) -> None:
+        if self.status is not None:
+            self.status = STATUS_OF[self.status]
+
+
+Event = Span | SpanFinish
+"""One native wire event."""
+
+
+def merge_finish(span: Span, finish: SpanFinish) -> Span:
+    """Apply a finish event to its span: duration from the end time (never negative), status, tags."""
+    duration = max(0, finish.end_time_us - span.start_time_us)
+    tags = span.tags | finish.tags if finish.tags else span.tags
+    return msgspec.structs.replace(
+        span, duration_us=duration, status=finish.status or span.status, tags=tags
+    )

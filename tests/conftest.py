@@ -1,0 +1,101 @@
+"""Shared fixtures.
+
+``kafka_bootstrap`` (session): a real Kafka broker, from the first source that answers:
+1. ``TRACING_KAFKA_BOOTSTRAP`` (the setting the product itself reads; ``make test`` sets it);
+2. a testcontainers Kafka container (KRaft) when a Docker engine answers;
+3. the project's own local broker (``deploy/kafka/kafka.sh``) on free ports in a temp dir.
+With ``CI=true`` a missing broker fails the run; it is never a skip.
+
+``settings`` (function): settings pointing at that broker with topic and group names unique to the test,
+so tests never see each other's messages, and a SQLite store in the test's temp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from_env = os.environ.get("TRACING_KAFKA_BOOTSTRAP")
+    if from_env:
+        yield from_env
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    state = tmp_path_factory.mktemp("kafka")
+    args = ["--port", str(_free_port()), "--controller-port", str(_free_port()), "--dir", str(state)]
+    result = subprocess.run(["bash", str(KAFKA_SH), "up", *args], capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        message = f"no Kafka broker: local launcher failed:\n{result.stderr[-3000:]}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield f"127.0.0.1:{args[1]}"
+    finally:
+        subprocess.run(["bash", str(KAFKA_SH), "down", "--dir", str(state)], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+async def kafka_ready(kafka_bootstrap: str) -> AsyncIterator[str]:
+    """The bootstrap address, after an admin client listed the broker's topics (proves it answers)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.list_topics()
+    finally:
+        await admin.close()
+    yield kafka_bootstrap
+
+
+@pytest.fixture
+def settings(kafka_ready: str, tmp_path: Path) -> Settings:
+    suffix = uuid.uuid4().hex[:10]
+    return Settings.from_env(
+        {},
+        kafka_bootstrap=kafka_ready,
+        topic=f"spans-{suffix}",
+        otlp_topic=f"otlp-{suffix}",
+        zipkin_topic=f"zipkin-{suffix}",
+        group=f"ingest-{suffix}",
+        partitions=4,
+        store_url=f"sqlite:///{tmp_path / 'traces.db'}",
+        grace_ms=200,
+        idle_timeout_s=3.0,
+        heartbeat_s=0.5,
+    )
