@@ -47,7 +47,7 @@ async def _drain(consumer: AIOKafkaConsumer, want: int, seen: dict[str, Event], 
     deadline = time.monotonic() + deadline_s
     while count < want and time.monotonic() < deadline:
         batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-        for tp, messages in batches.items():
+        for messages in batches.values():
             for message in messages:
                 assert message.key is not None
                 for event in decode_native(message.value):

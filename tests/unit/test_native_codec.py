@@ -13,7 +13,10 @@ from shared.models import Log, Span, SpanFinish
 
 ids = st.from_regex(r"\A[A-Za-z0-9._:-]{1,64}\Z")
 tag_values = st.one_of(
-    st.text(max_size=20), st.integers(-(2**53), 2**53), st.booleans(), st.floats(allow_nan=False, allow_infinity=False)
+    st.text(max_size=20),
+    st.integers(-(2**53), 2**53),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
 )
 tags = st.dictionaries(st.text(min_size=1, max_size=10), tag_values, max_size=4)
 spans = st.builds(
@@ -57,7 +60,12 @@ def test_round_trip(events: list[Span | SpanFinish]) -> None:
 
 
 def test_seed_style_ids_and_status_synonyms() -> None:
-    for given_status, stored in [("ok", "success"), ("failed", "error"), ("failure", "error"), ("error", "error")]:
+    for given_status, stored in [
+        ("ok", "success"),
+        ("failed", "error"),
+        ("failure", "error"),
+        ("error", "error"),
+    ]:
         [span] = decode_native(msgspec.json.encode(GOOD | {"status": given_status}))
         assert isinstance(span, Span)
         assert span.status == stored
@@ -66,7 +74,14 @@ def test_seed_style_ids_and_status_synonyms() -> None:
 
 def test_open_span_and_finish() -> None:
     body = {k: v for k, v in GOOD.items() if k != "durationUs"}
-    finish = {"type": "finish", "traceId": "t", "spanId": "s", "endTimeUs": 5, "status": "failed", "tags": {"a": 1}}
+    finish = {
+        "type": "finish",
+        "traceId": "t",
+        "spanId": "s",
+        "endTimeUs": 5,
+        "status": "failed",
+        "tags": {"a": 1},
+    }
     span, fin = decode_native(msgspec.json.encode([body, finish]))
     assert isinstance(span, Span) and span.duration_us is None
     assert isinstance(fin, SpanFinish) and fin.status == "error" and fin.tags == {"a": 1}
@@ -77,14 +92,23 @@ def test_open_span_and_finish() -> None:
     [
         (b"{not json", "malformed"),
         (b'{"type": "span"', "truncated"),
-        (msgspec.json.encode({k: v for k, v in GOOD.items() if k != "spanId"}), "missing required field `spanId`"),
-        (msgspec.json.encode(GOOD | {"startTimeUs": "soon"}), "Expected `int`, got `str` - at `$.startTimeUs`"),
+        (
+            msgspec.json.encode({k: v for k, v in GOOD.items() if k != "spanId"}),
+            "missing required field `spanId`",
+        ),
+        (
+            msgspec.json.encode(GOOD | {"startTimeUs": "soon"}),
+            "Expected `int`, got `str` - at `$.startTimeUs`",
+        ),
         (msgspec.json.encode(GOOD | {"traceId": "has space"}), "at `$.traceId`"),
         (msgspec.json.encode(GOOD | {"traceId": ""}), "at `$.traceId`"),
         (msgspec.json.encode(GOOD | {"spanId": "x" * 65}), "at `$.spanId`"),
         (msgspec.json.encode(GOOD | {"durationUs": -1}), ">= 0 - at `$.durationUs`"),
         (msgspec.json.encode(GOOD | {"type": "metric"}), "Invalid value 'metric' - at `$.type`"),
-        (msgspec.json.encode({k: v for k, v in GOOD.items() if k != "type"}), "missing required field `type`"),
+        (
+            msgspec.json.encode({k: v for k, v in GOOD.items() if k != "type"}),
+            "missing required field `type`",
+        ),
         (msgspec.json.encode(GOOD | {"status": "meh"}), "at `$.status`"),
         (msgspec.json.encode(GOOD | {"tags": {"a": [1]}}), "at `$.tags"),
         (msgspec.json.encode([GOOD, GOOD | {"kind": "lunch"}]), "at `$[1].kind`"),

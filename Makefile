@@ -1,0 +1,38 @@
+# The two commands a newcomer needs: `make run` and `make test`. CI runs `make test` (.ci/run).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint kafka-up kafka-down bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,postgres]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/tracing dev
+
+test: $(STAMP)
+	bash scripts/test.sh
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+kafka-up:
+	bash deploy/kafka/kafka.sh up
+
+kafka-down:
+	bash deploy/kafka/kafka.sh down
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	bash deploy/kafka/kafka.sh down || true
+	rm -rf .run data .mypy_cache .ruff_cache .pytest_cache

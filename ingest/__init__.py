@@ -1,0 +1,1 @@
+"""The ingest worker: Kafka span events in, stored and finalized traces out."""

@@ -1,0 +1,50 @@
+"""``python -m ingest``: run one ingest worker with settings from ``TRACING_*`` variables."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from ingest.worker import Worker
+from shared.settings import Settings, SettingsError
+from shared.store import open_store
+
+
+async def serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    store = await open_store(settings)
+    try:
+        worker = Worker(settings, store)
+        logging.getLogger("ingest").info(
+            "worker %s: group=%s topics=%s store=%s",
+            worker.worker_id,
+            settings.group,
+            worker.topics,
+            settings.store_url,
+        )
+        await worker.run(stop)
+    finally:
+        await store.close()
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"ingest: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

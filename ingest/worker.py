@@ -1,0 +1,312 @@
+"""The consumer worker: a thin async shell around the store.
+
+Per ``getmany`` batch: decode each message (poison → dead-letter topic), redact tags, write the spans of
+each partition in one store transaction, then commit the offsets. A separate loop finalizes the traces
+that are due in this worker's partitions. The store holds all state (spans, trace state, due times), so
+a crash or rebalance loses nothing: the next owner of a partition re-reads uncommitted messages
+(idempotent upserts) and finds its due traces in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from shared.codecs import DecodeError, decoder_for, format_of
+from shared.kafka import CONTENT_TYPE_HEADER, ensure_topics
+from shared.models import Event, Span, SpanFinish
+from shared.redact import Redactor
+from shared.settings import Settings
+from shared.store import Heartbeat, TraceStore
+
+log = logging.getLogger("ingest.worker")
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def shard_of(tp: TopicPartition) -> str:
+    return f"{tp.topic}/{tp.partition}"
+
+
+@dataclass
+class WorkerCounters:
+    """Totals since start; reported in the heartbeat."""
+
+    messages: int = 0
+    spans: int = 0
+    finishes: int = 0
+    spans_changed: int = 0
+    late_spans: int = 0
+    dead_lettered: int = 0
+    traces_finalized: int = 0
+    batches: int = 0
+    rate_window: list[tuple[float, int]] = field(default_factory=list)
+
+    def spans_per_second(self) -> float:
+        now = time.monotonic()
+        self.rate_window = [(t, n) for t, n in self.rate_window if now - t <= 10.0]
+        self.rate_window.append((now, self.spans + self.finishes))
+        (t0, n0), (t1, n1) = self.rate_window[0], self.rate_window[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Every batch is written and committed before the next fetch, so there is no buffer to flush:
+        # dropping the shards stops this worker finalizing traces it no longer owns.
+        self._worker.shards.difference_update(shard_of(tp) for tp in revoked)
+        log.info("partitions revoked: %s", sorted(shard_of(tp) for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # The due finalizations of these partitions are in the store; the finalizer finds them.
+        self._worker.shards.update(shard_of(tp) for tp in assigned)
+        log.info("partitions assigned: %s", sorted(shard_of(tp) for tp in assigned))
+
+
+class Worker:
+    """One member of the ingest consumer group."""
+
+    def __init__(self, settings: Settings, store: TraceStore, *, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.shards: set[str] = set()
+        self.counters = WorkerCounters()
+        self.formats = {settings.topic: "native"}
+        self._redactor = Redactor(settings.redact_keys, settings.redact_values) if settings.redact else None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._dlq: AIOKafkaProducer | None = None
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self.formats)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; then finish the batch in hand, commit, and leave the group."""
+        s = self.settings
+        await ensure_topics(s, [*self.topics, *(t + s.dlq_suffix for t in self.topics)])
+        self._dlq = AIOKafkaProducer(**s.kafka_options(), acks="all", linger_ms=5)
+        self._consumer = AIOKafkaConsumer(
+            **s.kafka_options(),
+            group_id=s.group,
+            client_id=self.worker_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_bytes=s.fetch_max_bytes,
+            max_partition_fetch_bytes=min(s.fetch_max_bytes, 4 * 1024 * 1024),
+            max_poll_interval_ms=300_000,
+        )
+        self._consumer.subscribe(self.topics, listener=_Rebalance(self))
+        await self._dlq.start()
+        try:
+            await self._consumer.start()
+            tasks = [
+                asyncio.create_task(self._finalize_loop(stop), name="finalize"),
+                asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
+            ]
+            try:
+                await self._consume_loop(stop)
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await self._heartbeat()
+        finally:
+            try:
+                await self._consumer.stop()  # leaves the group: partitions move at once
+            finally:
+                await self._dlq.stop()
+            log.info("worker %s stopped", self.worker_id)
+
+    # -- consuming ------------------------------------------------------------------------------------
+
+    async def _consume_loop(self, stop: asyncio.Event) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        while not stop.is_set():
+            fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=500, max_records=self.settings.batch_max))
+            stopping = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if fetch not in done:
+                fetch.cancel()
+                break
+            batches = fetch.result()
+            if batches:
+                await self.process(batches)
+
+    async def process(self, batches: dict[TopicPartition, Sequence[object]]) -> None:
+        """Decode, dead-letter, write and commit one fetched batch."""
+        assert self._consumer is not None
+        started = time.perf_counter()
+        offsets: dict[TopicPartition, int] = {}
+        dead: list[asyncio.Future[object]] = []
+        changed = late = 0
+        spans: list[Span] = []
+        finishes: list[SpanFinish] = []
+        shards: dict[str, str] = {}
+        for tp, messages in batches.items():
+            shard = shard_of(tp)
+            for message in messages:
+                events = await self._decode(tp, message, dead)
+                if events is None:
+                    continue
+                for event in events:
+                    (spans if isinstance(event, Span) else finishes).append(event)  # type: ignore[arg-type]
+                    shards.setdefault(event.trace_id, shard)
+            offsets[tp] = messages[-1].offset + 1  # type: ignore[attr-defined]
+            self.counters.messages += len(messages)
+        if spans or finishes:
+            # One transaction for the whole fetch: spans upserted and their traces touched together.
+            result = await self.store.write_batch(
+                spans,
+                finishes,
+                shards=shards,
+                now_us=now_us(),
+                grace_us=self.settings.grace_us,
+                idle_us=self.settings.idle_timeout_us,
+            )
+            changed, late = result.spans_changed, result.late_spans
+        spans_n, finishes_n = len(spans), len(finishes)
+        if dead:
+            await asyncio.gather(*dead)  # dead letters are durable before their offsets are committed
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # A rebalance took the partitions away mid-batch: the new owner re-reads these messages and
+            # the idempotent upserts make that harmless.
+            log.warning("commit failed after rebalance, messages will be re-read: %s", exc)
+        c = self.counters
+        c.batches += 1
+        c.spans += spans_n
+        c.finishes += finishes_n
+        c.spans_changed += changed
+        c.late_spans += late
+        log.debug(
+            "batch partitions=%d spans=%d finishes=%d changed=%d late=%d dead=%d ms=%.1f",
+            len(batches),
+            spans_n,
+            finishes_n,
+            changed,
+            late,
+            len(dead),
+            (time.perf_counter() - started) * 1000,
+        )
+
+    async def _decode(
+        self, tp: TopicPartition, message: object, dead: list[asyncio.Future[object]]
+    ) -> list[Event] | None:
+        headers: Sequence[tuple[str, bytes]] = getattr(message, "headers", ()) or ()
+        value: bytes | None = getattr(message, "value", None)
+        content_type = next((v.decode("latin-1") for k, v in headers if k == CONTENT_TYPE_HEADER), None)
+        try:
+            if value is None:
+                raise DecodeError("empty message")
+            events = decoder_for(format_of(content_type, self.formats[tp.topic]))(value)
+        except DecodeError as exc:
+            dead.append(await self._dead_letter(tp, message, str(exc)))
+            return None
+        if self._redactor is not None:
+            events = self._redactor.events(events)
+        return events
+
+    async def _dead_letter(self, tp: TopicPartition, message: object, reason: str) -> asyncio.Future[object]:
+        assert self._dlq is not None
+        self.counters.dead_lettered += 1
+        headers = list(getattr(message, "headers", ()) or ())
+        offset = getattr(message, "offset", -1)
+        headers += [
+            ("error", reason.encode()[:4096]),
+            ("source-topic", tp.topic.encode()),
+            ("source-partition", str(tp.partition).encode()),
+            ("source-offset", str(offset).encode()),
+        ]
+        log.warning("dead-lettered %s offset %s: %s", shard_of(tp), offset, reason)
+        future: asyncio.Future[object] = await self._dlq.send(
+            tp.topic + self.settings.dlq_suffix,
+            getattr(message, "value", None) or b"",
+            key=getattr(message, "key", None),
+            headers=headers,
+        )
+        return future
+
+    # -- finalizing -----------------------------------------------------------------------------------
+
+    async def finalize_due(self) -> int:
+        """Finalize every trace of this worker's partitions that is due now; returns how many."""
+        total = 0
+        while self.shards:
+            due = await self.store.due_traces(set(self.shards), now_us(), self.settings.finalize_batch)
+            if not due:
+                break
+            analyses = await self.store.finalize(due, now_us=now_us())
+            total += len(analyses)
+            if len(due) < self.settings.finalize_batch:
+                break
+        self.counters.traces_finalized += total
+        return total
+
+    async def _finalize_loop(self, stop: asyncio.Event) -> None:
+        interval = min(0.25, max(0.02, self.settings.grace_ms / 4000))
+        while not stop.is_set():
+            try:
+                await self.finalize_due()
+            except Exception:  # the store may be briefly unavailable; the work stays due in the store
+                log.exception("finalize failed; will retry")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+
+    # -- health ---------------------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        consumer = self._consumer
+        lag: dict[str, int] = {}
+        if consumer is not None:
+            for tp in consumer.assignment():
+                try:
+                    high = consumer.highwater(tp)
+                    position = await consumer.position(tp)
+                except (KafkaError, AssertionError, RuntimeError):
+                    continue
+                if high is not None:
+                    lag[shard_of(tp)] = max(0, high - position)
+        c = self.counters
+        await self.store.record_heartbeat(
+            Heartbeat(
+                worker_id=self.worker_id,
+                partitions=sorted(self.shards),
+                lag=lag,
+                spans_per_second=round(c.spans_per_second(), 1),
+                spans_total=c.spans + c.finishes,
+                late_spans=c.late_spans,
+                dead_lettered=c.dead_lettered,
+                traces_finalized=c.traces_finalized,
+                updated_at_us=now_us(),
+            )
+        )
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._heartbeat()
+            except Exception:
+                log.exception("heartbeat failed")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.heartbeat_s)
+            except TimeoutError:
+                pass

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `make test`: lint, type-check, then the whole pytest suite on a real Kafka broker (and PostgreSQL when
+# available). Starts what it needs and stops it again on exit, success or failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+state=.run/test
+started_kafka=0
+
+cleanup() {
+  local rc=$?
+  if [ "$started_kafka" = 1 ]; then bash deploy/kafka/kafka.sh down --dir "$state/kafka" || true; fi
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+
+echo "== ruff"
+"$PY" -m ruff check .
+"$PY" -m ruff format --check .
+echo "== mypy --strict"
+"$PY" -m mypy
+
+if [ -z "${TRACING_KAFKA_BOOTSTRAP:-}" ]; then
+  echo "== kafka"
+  rm -rf "$state/kafka"
+  started_kafka=1
+  bash deploy/kafka/kafka.sh up --port 19092 --controller-port 19093 --dir "$state/kafka"
+  export TRACING_KAFKA_BOOTSTRAP=127.0.0.1:19092
+fi
+
+echo "== pytest"
+set +e
+"$PY" -m pytest "$@"
+rc=$?
+set -e
+if [ $rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; exit 1; fi
+exit $rc

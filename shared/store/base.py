@@ -1,0 +1,268 @@
+"""The store contract: the Protocol every backend implements and the Structs it speaks.
+
+The store is the source of truth. Workers' in-memory state is an optimisation that can be lost at any
+time; everything needed to finish a trace's life (its spans, its state, its due time) is here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Annotated, Final, Literal, Protocol
+
+import msgspec
+
+from shared.analysis import Dependency, TraceAnalysis
+from shared.models import Span, SpanFinish
+
+TraceState = Literal["active", "finalized"]
+TraceStatus = Literal["active", "completed", "failed"]
+
+# Latency histogram bucket upper bounds (µs) for per-service percentiles; the last bucket is open-ended.
+BUCKET_BOUNDS_US: Final[tuple[int, ...]] = (
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+)
+
+
+class QueryError(ValueError):
+    """A query parameter is invalid; ``param`` names it (the API answers 400 naming it)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+        self.message = message
+
+
+class TraceQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A trace search. Validates itself when built: a bad value raises :class:`QueryError` naming it.
+
+    All filters are ANDed; ``tags`` pairs must all be present on some span of the trace.
+    Results are newest first (by trace start). Durations and times in microseconds.
+    """
+
+    service_name: str | None = None
+    operation_name: str | None = None
+    min_duration_us: int | None = None
+    max_duration_us: int | None = None
+    status: TraceStatus | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    start_us: int | None = None
+    end_us: int | None = None
+    limit: int = 20
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= 1000:
+            raise QueryError("limit", "must be between 1 and 1000")
+        if self.offset < 0:
+            raise QueryError("offset", "must be >= 0")
+        for name in ("min_duration_us", "max_duration_us", "start_us", "end_us"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise QueryError(name, "must be >= 0")
+        if (
+            self.min_duration_us is not None
+            and self.max_duration_us is not None
+            and self.min_duration_us > self.max_duration_us
+        ):
+            raise QueryError("maxDuration", "must be >= minDuration")
+        if self.start_us is not None and self.end_us is not None and self.start_us > self.end_us:
+            raise QueryError("end", "must be >= start")
+        if self.operation_name is not None and self.operation_name == "":
+            raise QueryError("operationName", "must not be empty")
+        if self.service_name is not None and self.service_name == "":
+            raise QueryError("serviceName", "must not be empty")
+
+
+class TraceSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of a search result. ``status`` is ``active`` until the trace is finalized."""
+
+    trace_id: str
+    root_service: str | None
+    root_operation: str | None
+    start_us: int
+    duration_us: int
+    span_count: int
+    error_count: int
+    status: TraceStatus
+    complete: bool
+    services: list[str]
+
+
+class Completeness(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """What the store knows about how whole a trace is (beyond what the analysis sees)."""
+
+    late_spans: int = 0  # spans that arrived after the trace was finalized
+    refinalizations: int = 0
+    finalized_at_us: int | None = None
+
+
+class StoredTrace(msgspec.Struct, frozen=True, kw_only=True):
+    """A trace as stored: its spans (finish events merged), state, and the analysis once finalized."""
+
+    trace_id: str
+    state: TraceState
+    spans: list[Span]
+    analysis: TraceAnalysis | None  # None while active
+    completeness: Completeness
+
+
+class WriteResult(msgspec.Struct, frozen=True, kw_only=True):
+    spans_changed: int  # span rows inserted or changed (duplicates excluded)
+    traces_touched: int
+    late_spans: int  # changed spans of traces that were already finalized
+
+
+class ServiceStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Rollup over the spans of one service in finalized traces."""
+
+    count: int
+    error_count: int
+    total_duration_us: int
+    histogram: list[int]  # counts per BUCKET_BOUNDS_US bucket, plus one open-ended bucket
+
+    def percentile_us(self, q: float) -> float:
+        """Estimate the q-quantile (0..1) by linear interpolation inside the histogram bucket."""
+        total = sum(self.histogram)
+        if total == 0:
+            return 0.0
+        rank = q * total
+        seen = 0
+        for i, n in enumerate(self.histogram):
+            if n and seen + n >= rank:
+                low = 0 if i == 0 else BUCKET_BOUNDS_US[i - 1]
+                high = BUCKET_BOUNDS_US[i] if i < len(BUCKET_BOUNDS_US) else low * 2
+                return low + (high - low) * max(0.0, rank - seen) / n
+            seen += n
+        return float(BUCKET_BOUNDS_US[-1])
+
+
+class SlowTrace(msgspec.Struct, frozen=True, kw_only=True):
+    trace_id: str
+    duration_us: int
+
+
+class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Aggregates served by ``/stats``; every number comes from rollups (O(1) in stored traces)."""
+
+    active_traces: int
+    completed_traces: int
+    failed_traces: int
+    total_duration_us: int  # sum over finalized traces
+    slowest: list[SlowTrace]
+    services: dict[str, ServiceStats]
+
+    @property
+    def total_traces(self) -> int:
+        return self.active_traces + self.completed_traces + self.failed_traces
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A worker's health record, written every few seconds."""
+
+    worker_id: str
+    partitions: list[str]
+    lag: dict[str, int]
+    spans_per_second: float
+    spans_total: int
+    late_spans: int
+    dead_lettered: int
+    traces_finalized: int
+    updated_at_us: int
+
+
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class TraceStore(Protocol):
+    """Async trace store. Every method is safe to call from many workers and API replicas at once.
+
+    Writes are idempotent: re-delivering a batch changes nothing; a span is keyed by (trace_id, span_id).
+    """
+
+    async def write_batch(
+        self,
+        spans: Sequence[Span],
+        finishes: Sequence[SpanFinish],
+        *,
+        shards: Mapping[str, str],
+        now_us: int,
+        grace_us: int,
+        idle_us: int,
+    ) -> WriteResult:
+        """Upsert spans and finish events and touch their traces' rows in ONE transaction.
+
+        A span whose stored content is identical is a no-op. ``shards`` maps every trace id of the batch
+        to the shard (e.g. ``"spans/3"``: the topic partition) of the message it came in; a trace seen for
+        the first time is owned by that shard, whose worker will finalize it. Due time: once a root
+        span (no parent) has a duration, ``min(due, now + grace)``; before that ``now + idle`` (sliding).
+        A changed span of a finalized trace is late: the trace becomes active again, due ``now + grace``.
+        """
+        ...
+
+    async def due_traces(self, shards: Collection[str], now_us: int, limit: int) -> list[str]:
+        """Ids of active traces owned by ``shards`` whose due time is <= ``now_us``, earliest due first."""
+        ...
+
+    async def finalize(self, trace_ids: Sequence[str], *, now_us: int) -> list[TraceAnalysis]:
+        """Analyze each still-active trace from its stored spans; store the summary, analysis and indexes,
+        and correct the rollups (subtract a previous finalization's contribution, add the new one), all in
+        one transaction. Traces no longer active are skipped. Returns the analyses written."""
+        ...
+
+    async def purge(self, before_us: int) -> int:
+        """Delete finalized traces that started before ``before_us`` (rollups corrected); returns count."""
+        ...
+
+    async def get_trace(self, trace_id: str) -> StoredTrace | None:
+        """The trace, or ``None`` if no span of it is stored."""
+        ...
+
+    async def find_traces(self, query: TraceQuery) -> list[TraceSummary]:
+        """Summaries of traces matching ``query``, newest first. ``status=active`` finds unfinalized ones;
+        other filters apply to finalized traces."""
+        ...
+
+    async def trace_of_span(self, span_id: str) -> str | None:
+        """The trace id of a stored span, or ``None`` (if several traces reuse the id, any one of them)."""
+        ...
+
+    async def stats(self, *, slowest: int = 5) -> StoreStats: ...
+
+    async def services(self) -> list[str]:
+        """Service names seen in finalized traces, sorted."""
+        ...
+
+    async def operations(self, service: str) -> list[str]:
+        """Operation names of ``service`` in finalized traces, sorted."""
+        ...
+
+    async def dependencies(self, since_us: int = 0, until_us: int | None = None) -> list[Dependency]:
+        """Parent service → child service call counts over traces that started in the window (hour grain)."""
+        ...
+
+    async def record_heartbeat(self, heartbeat: Heartbeat) -> None: ...
+
+    async def heartbeats(self, *, newer_than_us: int = 0) -> list[Heartbeat]: ...
+
+    async def check(self) -> None:
+        """Raise if the store cannot answer."""
+        ...
+
+    async def close(self) -> None: ...

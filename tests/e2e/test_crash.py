@@ -1,0 +1,98 @@
+"""Crash test: a worker process SIGKILLed three times while 50,000 spans flow loses and duplicates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from shared.analysis import analyze
+from shared.demo import make_trace
+from shared.kafka import SpanProducer, ensure_topics
+from shared.models import Span
+from shared.settings import Settings
+from shared.store import TraceQuery
+from shared.store.sqlite import sqlite_path
+from tests.e2e.helpers import reader, wait_for
+from tests.e2e.workers import WorkerProcess
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+TOTAL_SPANS = 50_000
+
+
+def _store_counts(settings: Settings) -> tuple[int, int]:
+    with contextlib.closing(sqlite3.connect(sqlite_path(settings.store_url), timeout=30)) as db:
+        spans = db.execute("SELECT count(*) FROM spans").fetchone()[0]
+        finalized = db.execute("SELECT count(*) FROM traces WHERE state = 'finalized'").fetchone()[0]
+    return spans, finalized
+
+
+async def test_sigkill_three_times_while_spans_flow(settings: Settings, tmp_path: Path) -> None:
+    rng = random.Random(11)
+    traces: list[list[Span]] = []
+    n = 0
+    while n < TOTAL_SPANS:
+        spans = make_trace(rng, time.time_ns() // 1000 - 2_000_000)
+        traces.append(spans)
+        n += len(spans)
+    await ensure_topics(settings, [settings.topic, settings.dlq_topic])
+    async with reader(settings):
+        pass  # creates the schema, so progress can be read before the worker's first write
+
+    worker = WorkerProcess(settings, tmp_path / "worker-0.log")
+    kills = 0
+
+    async def produce() -> None:
+        async with SpanProducer(settings) as producer:
+            for i, spans in enumerate(traces):
+                await producer.send(spans)
+                if i % 200 == 0:
+                    await producer.flush()
+                    await asyncio.sleep(0.05)  # spread the flow over several seconds
+
+    producing = asyncio.create_task(produce())
+    try:
+        while kills < 3:
+            # Kill only once the worker has stored something since its (re)start: a kill mid-stream.
+            before = _store_counts(settings)[0]
+
+            def progressed(before: int = before) -> bool:
+                return _store_counts(settings)[0] > before
+
+            await wait_for(progressed, timeout_s=60, what="worker progress")
+            await asyncio.sleep(rng.uniform(0.2, 1.0))
+            worker.kill()
+            kills += 1
+            worker = WorkerProcess(settings, tmp_path / f"worker-{kills}.log")
+        await producing
+        expected_spans = sum(len(t) for t in traces)
+        await wait_for(
+            lambda: _store_counts(settings) == (expected_spans, len(traces)),
+            timeout_s=180,
+            what="every span stored and every trace finalized",
+            interval_s=0.5,
+        )
+        assert worker.alive(), worker.output()
+    finally:
+        producing.cancel()
+        code = worker.stop()
+    assert code == 0, worker.output()
+    assert kills == 3
+
+    async with reader(settings) as store:
+        assert await store.find_traces(TraceQuery(status="active")) == []
+        stats = await store.stats()
+        assert stats.completed_traces + stats.failed_traces == len(traces)
+        per_service = Counter(s.service_name for t in traces for s in t)
+        assert {k: v.count for k, v in stats.services.items()} == dict(per_service)
+        for spans in rng.sample(traces, 300):
+            stored = await store.get_trace(spans[0].trace_id)
+            assert stored is not None and stored.analysis is not None
+            assert stored.analysis == analyze(spans[0].trace_id, spans)

@@ -1,0 +1,225 @@
+"""The ingest worker on the real broker: out-of-order, duplicated and late spans end up stored once each,
+with the same analysis an offline computation gives; poison messages go to the dead-letter topic."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import msgspec
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from shared.analysis import analyze
+from shared.demo import make_trace
+from shared.kafka import SpanProducer
+from shared.models import Span, SpanFinish
+from shared.settings import Settings
+from shared.store import TraceQuery, TraceStore
+from tests.e2e.helpers import reader, running_worker, wait_for
+
+pytestmark = pytest.mark.kafka
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+async def _all_finalized(settings: Settings, trace_ids: set[str], *, late: dict[str, int] | None = None) -> bool:
+    async with reader(settings) as store:
+        for trace_id in trace_ids:
+            trace = await store.get_trace(trace_id)
+            if trace is None or trace.state != "finalized":
+                return False
+            if late and trace.completeness.late_spans != late.get(trace_id, 0):
+                return False
+    return True
+
+
+async def test_out_of_order_duplicate_and_late_spans(settings: Settings) -> None:
+    rng = random.Random(7)
+    traces = [make_trace(rng, _now_us() - 1_000_000) for _ in range(150)]
+    by_trace = {t[0].trace_id: t for t in traces}
+    # Hold back one non-root span of some traces, to arrive after finalization.
+    held: list[Span] = []
+    for spans in traces[:20]:
+        if len(spans) > 2:
+            held.append(spans[-1])
+    held_ids = {s.span_id for s in held}
+    stream = [s for spans in traces for s in spans if s.span_id not in held_ids]
+    stream += rng.sample(stream, len(stream) // 10)  # duplicates
+    rng.shuffle(stream)  # children before roots, traces interleaved
+
+    async with SpanProducer(settings) as producer, running_worker(settings):
+        # one event per message for half, batched arrays for the rest
+        half = len(stream) // 2
+        for span in stream[:half]:
+            await producer.send([span])
+        await producer.send(stream[half:])
+        await producer.flush()
+        await wait_for(lambda: _all_finalized(settings, set(by_trace)), timeout_s=60, what="all traces finalized")
+
+        await producer.send(held)
+        await producer.flush()
+        late = {s.trace_id: 1 for s in held}
+        await wait_for(
+            lambda: _all_finalized(settings, set(by_trace), late=late),
+            timeout_s=60,
+            what="late spans refinalized",
+        )
+
+    async with reader(settings) as store:
+        for trace_id, spans in by_trace.items():
+            stored = await store.get_trace(trace_id)
+            assert stored is not None and stored.analysis is not None
+            assert sorted(stored.spans, key=lambda s: s.span_id) == sorted(spans, key=lambda s: s.span_id)
+            assert stored.analysis == analyze(trace_id, spans)
+            assert stored.completeness.refinalizations == late.get(trace_id, 0)
+        stats = await store.stats()
+        assert stats.completed_traces + stats.failed_traces == len(traces)
+        assert stats.active_traces == 0
+        failed = sum(1 for spans in traces if any(s.status == "error" for s in spans))
+        assert stats.failed_traces == failed
+        expected_spans: dict[str, int] = {}
+        for spans in traces:
+            for s in spans:
+                expected_spans[s.service_name] = expected_spans.get(s.service_name, 0) + 1
+        assert {k: v.count for k, v in stats.services.items()} == expected_spans
+        found = await store.find_traces(TraceQuery(service_name="database", limit=1000))
+        assert {t.trace_id for t in found} == {
+            tid for tid, spans in by_trace.items() if any(s.service_name == "database" for s in spans)
+        }
+
+
+async def test_open_spans_finish_events_and_rootless_idle_timeout(settings: Settings) -> None:
+    t0 = _now_us() - 500_000
+    root = Span(
+        trace_id="trace-abc-123",
+        span_id="span-root-001",
+        service_name="api-gateway",
+        operation_name="handleUserRequest",
+        start_time_us=t0,
+    )
+    child = Span(
+        trace_id="trace-abc-123",
+        span_id="span-child-002",
+        parent_span_id="span-root-001",
+        service_name="user-service",
+        operation_name="getUserById",
+        start_time_us=t0 + 10_000,
+        duration_us=45_000,
+        tags={"userId": "user-456", "password": "hunter2"},
+    )
+    finish = SpanFinish(
+        trace_id="trace-abc-123",
+        span_id="span-root-001",
+        end_time_us=t0 + 123_000,
+        status="failed",
+        tags={"contact": "alice@example.com"},
+    )
+    orphan = Span(
+        trace_id="rootless-1",
+        span_id="a",
+        parent_span_id="missing",
+        service_name="s",
+        operation_name="o",
+        start_time_us=t0,
+        duration_us=5,
+    )
+    async with SpanProducer(settings) as producer, running_worker(settings):
+        await producer.send([root, child, orphan])
+        await producer.flush()
+        async with reader(settings) as store:
+            # The root is open: the trace stays active past the grace window.
+            await wait_for(lambda: _exists(store, "trace-abc-123"), timeout_s=30, what="trace stored")
+            trace = await store.get_trace("trace-abc-123")
+            assert trace is not None and trace.state == "active"
+        await producer.send([finish])
+        await producer.flush()
+        await wait_for(lambda: _all_finalized(settings, {"trace-abc-123"}), timeout_s=30, what="finalized")
+        # The rootless trace finalizes on the idle timeout (3 s in tests), marked incomplete.
+        await wait_for(lambda: _all_finalized(settings, {"rootless-1"}), timeout_s=30, what="idle finalize")
+    async with reader(settings) as store:
+        trace = await store.get_trace("trace-abc-123")
+        assert trace is not None and trace.analysis is not None
+        stored_root = next(s for s in trace.spans if s.span_id == "span-root-001")
+        assert stored_root.duration_us == 123_000
+        assert stored_root.status == "error"
+        assert stored_root.tags == {"contact": "[REDACTED]"}
+        stored_child = next(s for s in trace.spans if s.span_id == "span-child-002")
+        assert stored_child.tags == {"userId": "user-456", "password": "[REDACTED]"}
+        assert trace.analysis.complete and trace.analysis.failed
+        assert trace.analysis.duration_us == 123_000
+        rootless = await store.get_trace("rootless-1")
+        assert rootless is not None and rootless.analysis is not None
+        assert not rootless.analysis.complete
+        assert rootless.analysis.orphan_spans == 1
+
+
+async def _exists(store: TraceStore, trace_id: str) -> bool:
+    return await store.get_trace(trace_id) is not None
+
+
+async def test_poison_messages_go_to_the_dead_letter_topic(settings: Settings) -> None:
+    rng = random.Random(3)
+    traces = [make_trace(rng, _now_us() - 1_000_000) for _ in range(40)]
+    poison = [
+        b"{not json",
+        b'{"type": "span"}',
+        b'{"type": "metric", "traceId": "t"}',
+        msgspec.json.encode(
+            {
+                "type": "span",
+                "traceId": "bad id!",
+                "spanId": "s",
+                "serviceName": "a",
+                "operationName": "b",
+                "startTimeUs": 1,
+            }
+        ),
+        msgspec.json.encode(
+            {
+                "type": "span",
+                "traceId": "t",
+                "spanId": "s",
+                "serviceName": "a",
+                "operationName": "b",
+                "startTimeUs": 1,
+                "durationUs": -5,
+            }
+        ),
+        b"",
+    ]
+    async with SpanProducer(settings) as producer, running_worker(settings) as worker:
+        for i, spans in enumerate(traces):
+            await producer.send(spans)
+            if i < len(poison):
+                await producer.send_raw(poison[i], key=b"poison")
+        await producer.flush()
+        ids = {t[0].trace_id for t in traces}
+        await wait_for(lambda: _all_finalized(settings, ids), timeout_s=60, what="good traces finalized")
+        assert worker.counters.dead_lettered == len(poison)
+
+    consumer = AIOKafkaConsumer(
+        settings.dlq_topic, **settings.kafka_options(), auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    try:
+        got: list[tuple[bytes, dict[str, bytes]]] = []
+        deadline = time.monotonic() + 30
+        while len(got) < len(poison) and time.monotonic() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                got.extend((m.value, dict(m.headers)) for m in messages)
+    finally:
+        await consumer.stop()
+    assert sorted(v for v, _ in got) == sorted(poison)
+    for value, headers in got:
+        assert headers["error"], f"no reason for {value!r}"
+        assert headers["source-topic"] == settings.topic.encode()
+    reasons = {v: h["error"].decode() for v, h in got}
+    assert "durationUs" in reasons[poison[4]]
+    assert "traceId" in reasons[poison[3]]
+    async with reader(settings) as store:
+        for spans in traces:
+            stored = await store.get_trace(spans[0].trace_id)
+            assert stored is not None and len(stored.spans) == len(spans)
