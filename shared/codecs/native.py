@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import msgspec
 
 from shared.codecs.errors import DecodeError
-from shared.models import Event, Span, SpanFinish
+from shared.models import Event, Span, SpanFinish, invalid_id
 
 _decoder = msgspec.json.Decoder(Span | SpanFinish | list[Span | SpanFinish])
 _encoder = msgspec.json.Encoder()
@@ -22,9 +22,13 @@ def decode_native(value: bytes) -> list[Event]:
         decoded = _decoder.decode(value)
     except msgspec.DecodeError as exc:  # ValidationError is a subclass: both carry a precise reason
         raise DecodeError(str(exc)) from None
-    if isinstance(decoded, list):
-        return decoded
-    return [decoded]
+    events: list[Event] = decoded if isinstance(decoded, list) else [decoded]
+    bad = invalid_id(events)
+    if bad is not None:
+        index, field, value = bad
+        where = f"$[{index}].{field}" if isinstance(decoded, list) else f"$.{field}"
+        raise DecodeError(f"invalid id {value!r}: expected 1..64 of [A-Za-z0-9._:-] - at `{where}`")
+    return events
 
 
 def encode_native(events: Event | Sequence[Event]) -> bytes:

@@ -103,6 +103,8 @@ def test_open_span_and_finish() -> None:
         (msgspec.json.encode(GOOD | {"traceId": "has space"}), "at `$.traceId`"),
         (msgspec.json.encode(GOOD | {"traceId": ""}), "at `$.traceId`"),
         (msgspec.json.encode(GOOD | {"spanId": "x" * 65}), "at `$.spanId`"),
+        (msgspec.json.encode([GOOD, GOOD | {"parentSpanId": "p/../x"}]), "at `$[1].parentSpanId`"),
+        (msgspec.json.encode(GOOD | {"spanId": "spän"}), "at `$.spanId`"),
         (msgspec.json.encode(GOOD | {"durationUs": -1}), ">= 0 - at `$.durationUs`"),
         (msgspec.json.encode(GOOD | {"type": "metric"}), "Invalid value 'metric' - at `$.type`"),
         (
