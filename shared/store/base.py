@@ -41,7 +41,7 @@ BUCKET_BOUNDS_US: Final[tuple[int, ...]] = (
 
 
 class QueryError(ValueError):
-    """A query parameter is invalid; ``param`` names it (the API answers 400 naming it)."""
+    """A query parameter is invalid; ``param`` names it as the HTTP API spells it (the API answers 400)."""
 
     def __init__(self, param: str, message: str) -> None:
         super().__init__(f"{param}: {message}")
@@ -72,10 +72,15 @@ class TraceQuery(msgspec.Struct, frozen=True, kw_only=True):
             raise QueryError("limit", "must be between 1 and 1000")
         if self.offset < 0:
             raise QueryError("offset", "must be >= 0")
-        for name in ("min_duration_us", "max_duration_us", "start_us", "end_us"):
+        for name, param in (
+            ("min_duration_us", "minDuration"),
+            ("max_duration_us", "maxDuration"),
+            ("start_us", "start"),
+            ("end_us", "end"),
+        ):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise QueryError(name, "must be >= 0")
+                raise QueryError(param, "must be >= 0")
         if (
             self.min_duration_us is not None
             and self.max_duration_us is not None

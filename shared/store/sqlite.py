@@ -75,8 +75,8 @@ CREATE TABLE IF NOT EXISTS traces (
     finalized_at_us INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS traces_due ON traces (due_us) WHERE state = 'active';
-CREATE INDEX IF NOT EXISTS traces_start ON traces (state, start_us);
-CREATE INDEX IF NOT EXISTS traces_duration ON traces (duration_us) WHERE state = 'finalized';
+CREATE INDEX IF NOT EXISTS traces_start ON traces (start_us) WHERE finalized_at_us IS NOT NULL;
+CREATE INDEX IF NOT EXISTS traces_duration ON traces (duration_us) WHERE finalized_at_us IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS trace_ops (
     service TEXT NOT NULL, operation TEXT NOT NULL, trace_id TEXT NOT NULL,
@@ -119,6 +119,7 @@ FROM json_each(?1) WHERE true
 ON CONFLICT (trace_id, span_id) DO UPDATE SET
     parent_id = excluded.parent_id, duration_us = excluded.duration_us, body = excluded.body
 WHERE spans.body IS NOT excluded.body
+  AND NOT (spans.duration_us IS NOT NULL AND excluded.duration_us IS NULL)  -- never reopen a finished span
 RETURNING trace_id, span_id
 """
 
@@ -147,7 +148,7 @@ ON CONFLICT (trace_id) DO UPDATE SET
     due_us = CASE WHEN traces.state = 'finalized' THEN excluded.last_seen_us + ?4
                   WHEN traces.root_done_us IS NOT NULL THEN traces.due_us
                   ELSE excluded.due_us END,
-    state = 'active', status = 'active'
+    state = 'active'  -- a re-opened trace keeps its last summary (and rollup share) until re-finalized
 """
 
 ROOT_DONE = """
@@ -347,8 +348,17 @@ class SqliteStore:
             trace_updates: list[tuple[Any, ...]] = []
             op_rows: list[tuple[str, str, str]] = []
             tag_index: list[tuple[str, str, str]] = []
+            # Only finish events and no span: nothing to finalize. The trace row goes; its finish rows stay
+            # and merge if the span ever arrives (which makes the trace active again).
+            empty = [r[0] for r in rows if r[0] not in span_rows]
+            if empty:
+                c.execute(
+                    "DELETE FROM traces WHERE trace_id IN (SELECT value FROM json_each(?1))", (_json.encode(empty),)
+                )
             for trace_id, old_contribution, _ in rows:
-                spans = decode_spans(span_rows.get(trace_id, []))
+                if trace_id not in span_rows:
+                    continue
+                spans = decode_spans(span_rows[trace_id])
                 analysis = analyze(trace_id, spans)
                 contrib = contribution(analysis, spans)
                 if old_contribution is not None:
@@ -427,7 +437,7 @@ class SqliteStore:
     async def purge(self, before_us: int) -> int:
         def tx(c: sqlite3.Connection) -> int:
             rows = c.execute(
-                "SELECT trace_id, contribution FROM traces WHERE state = 'finalized' AND start_us < ?",
+                "SELECT trace_id, contribution FROM traces WHERE finalized_at_us IS NOT NULL AND start_us < ?",
                 (before_us,),
             ).fetchall()
             if not rows:
@@ -507,7 +517,7 @@ class SqliteStore:
             where.append("t.state = 'active'")
             order = "t.first_seen_us DESC"
         else:
-            where.append("t.state = 'finalized'")
+            where.append("t.finalized_at_us IS NOT NULL")
             order = "t.start_us DESC"
             if query.status is not None:
                 where.append("t.status = ?")
@@ -568,9 +578,13 @@ class SqliteStore:
             completed, failed, duration = c.execute(
                 "SELECT completed, failed, duration_us FROM rollup_totals"
             ).fetchone()
-            active = c.execute("SELECT count(*) FROM traces WHERE state = 'active'").fetchone()[0]
+            # re-opened traces (late spans) still count as completed/failed until re-finalized
+            active = c.execute(
+                "SELECT count(*) FROM traces WHERE state = 'active' AND finalized_at_us IS NULL"
+            ).fetchone()[0]
             slow = c.execute(
-                "SELECT trace_id, duration_us FROM traces WHERE state = 'finalized' ORDER BY duration_us DESC LIMIT ?",
+                "SELECT trace_id, duration_us FROM traces WHERE finalized_at_us IS NOT NULL"
+                " ORDER BY duration_us DESC LIMIT ?",
                 (slowest,),
             ).fetchall()
             hist: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKET_BOUNDS_US) + 1))
