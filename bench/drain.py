@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
-import sqlite3
 import sys
 import tempfile
 import time
@@ -29,7 +27,6 @@ from shared.demo import make_trace
 from shared.kafka import SpanProducer, ensure_topics
 from shared.settings import Settings
 from shared.store import open_store
-from shared.store.sqlite import sqlite_path
 
 
 async def fill(settings: Settings, spans_wanted: int) -> tuple[int, int]:
@@ -69,32 +66,21 @@ async def raw_consume(settings: Settings, spans: int, messages: int) -> float:
         await consumer.stop()
 
 
-def counts(path: str) -> tuple[int, int]:
-    with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
-        return (
-            db.execute("SELECT count(*) FROM spans").fetchone()[0],
-            db.execute("SELECT count(*) FROM traces WHERE state = 'finalized'").fetchone()[0],
-        )
-
-
 async def drain(settings: Settings, spans: int, traces: int) -> tuple[float, float]:
     store = await open_store(settings)
     worker = Worker(settings, store)
     stop = asyncio.Event()
     started = time.perf_counter()
     task = asyncio.create_task(worker.run(stop))
-    path = sqlite_path(settings.store_url)
     stored_at = None
     try:
-        while True:
-            await asyncio.sleep(0.05)
+        # Progress from the worker's own counters: polling the database would compete with the worker.
+        while worker.counters.traces_finalized < traces:
+            await asyncio.sleep(0.02)
             if task.done():
                 task.result()
-            n_spans, n_final = await asyncio.to_thread(counts, path)
-            if stored_at is None and n_spans >= spans:
+            if stored_at is None and worker.counters.spans_changed >= spans:
                 stored_at = time.perf_counter()
-            if n_final >= traces:
-                break
     finally:
         stop.set()
         await task

@@ -41,9 +41,13 @@ def make_trace(
     *,
     error_rate: float = 0.05,
     max_depth: int = 4,
-    max_spans: int = 40,
+    max_spans: int = 60,
+    fan_out: int = 4,
 ) -> list[Span]:
-    """One trace as complete spans (root first). Children lie inside their parent's window."""
+    """One trace as complete spans (root first). Children lie inside their parent's window.
+
+    With the defaults a trace has about 13 spans on average (3 to about 40), across 3 to 8 services.
+    """
     trace_id = _hex(rng, 32)
     spans: list[Span] = []
 
@@ -57,7 +61,7 @@ def make_trace(
         spans.append(Span(trace_id="", span_id="", service_name=service, operation_name=operation, start_time_us=0))
         callees = CALLS.get(service, [])
         if depth < max_depth and callees:
-            for _ in range(rng.randint(0, 3)):
+            for _ in range(rng.randint(2, fan_out) if depth < 2 else rng.randint(0, fan_out - 1)):
                 if len(spans) >= max_spans:
                     break
                 callee = rng.choice(callees)

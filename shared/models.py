@@ -45,18 +45,22 @@ _ID_RE: Final = re.compile(ID_PATTERN)
 SPAN_CONTENT_TYPE: Final = "application/vnd.tracing.span+json;v=1"
 
 
-class Log(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+class Log(msgspec.Struct, frozen=True, kw_only=True, rename="camel", gc=False):
     """A timestamped event inside a span."""
 
     timestamp_us: Micros
     fields: Tags = {}
 
 
-class Span(msgspec.Struct, kw_only=True, rename="camel", tag="span", tag_field="type", omit_defaults=True):
+class Span(msgspec.Struct, kw_only=True, rename="camel", tag="span", tag_field="type", omit_defaults=True, gc=False):
     """A span record: complete (``duration_us`` set) or open (``duration_us`` is ``None`` until finished).
 
     Also the wire event ``{"type": "span", ...}`` of the native topic. ``status`` holds the normalized
     value after decoding (see :data:`STATUS_OF`).
+
+    ``gc=False`` and a tuple of logs keep a decoded span (and its tags dict, which holds only atomic
+    values) out of the cyclic garbage collector: a batch of 100k spans would otherwise trigger collections
+    costing more than the decoding itself (measured 3x). Spans never take part in reference cycles.
     """
 
     trace_id: Id
@@ -69,7 +73,7 @@ class Span(msgspec.Struct, kw_only=True, rename="camel", tag="span", tag_field="
     status: StatusInput = "success"
     kind: Kind | None = None
     tags: Tags = {}
-    logs: list[Log] = []
+    logs: tuple[Log, ...] = ()
 
     def __post_init__(self) -> None:
         self.status = STATUS_OF[self.status]
@@ -83,7 +87,9 @@ class Span(msgspec.Struct, kw_only=True, rename="camel", tag="span", tag_field="
         return self.parent_span_id is None
 
 
-class SpanFinish(msgspec.Struct, kw_only=True, rename="camel", tag="finish", tag_field="type", omit_defaults=True):
+class SpanFinish(
+    msgspec.Struct, kw_only=True, rename="camel", tag="finish", tag_field="type", omit_defaults=True, gc=False
+):
     """Closes an open span: sets its end time, optionally its status; ``tags`` merge into the span's."""
 
     trace_id: Id

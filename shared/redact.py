@@ -51,12 +51,12 @@ class Redactor:
                 if redacted is not None:
                     event = msgspec.structs.replace(event, tags=redacted)
             if isinstance(event, Span) and event.logs:
-                logs = [
+                logs = tuple(
                     msgspec.structs.replace(log, fields=fields)
                     if (fields := self.tags(log.fields)) is not None
                     else log
                     for log in event.logs
-                ]
+                )
                 event = msgspec.structs.replace(event, logs=logs)
             result.append(event)
         return result

@@ -31,7 +31,7 @@ spans = st.builds(
     status=st.sampled_from(["success", "error"]),
     kind=st.none() | st.sampled_from(["server", "client", "producer", "consumer", "internal"]),
     tags=tags,
-    logs=st.lists(st.builds(Log, timestamp_us=st.integers(0, 2**62), fields=tags), max_size=2),
+    logs=st.lists(st.builds(Log, timestamp_us=st.integers(0, 2**62), fields=tags), max_size=2).map(tuple),
 )
 finishes = st.builds(
     SpanFinish,
