@@ -25,9 +25,9 @@ def decode_native(value: bytes) -> list[Event]:
     events: list[Event] = decoded if isinstance(decoded, list) else [decoded]
     bad = invalid_id(events)
     if bad is not None:
-        index, field, value = bad
+        index, field, bad_id = bad
         where = f"$[{index}].{field}" if isinstance(decoded, list) else f"$.{field}"
-        raise DecodeError(f"invalid id {value!r}: expected 1..64 of [A-Za-z0-9._:-] - at `{where}`")
+        raise DecodeError(f"invalid id {bad_id!r}: expected 1..64 of [A-Za-z0-9._:-] - at `{where}`")
     return events
 
 
