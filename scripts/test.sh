@@ -26,6 +26,7 @@ if [ -z "${TRACING_KAFKA_BOOTSTRAP:-}" ]; then
   started_kafka=1
   bash deploy/kafka/kafka.sh up --port 19092 --controller-port 19093 --dir "$state/kafka"
   export TRACING_KAFKA_BOOTSTRAP=127.0.0.1:19092
+  export TRACING_TEST_KAFKA_DIR="$PWD/$state/kafka"  # lets fault tests restart the broker
 fi
 
 echo "== pytest"

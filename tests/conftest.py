@@ -17,7 +17,7 @@ import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,10 +45,26 @@ def _docker_answers() -> bool:
         return False
 
 
+class KafkaControl:
+    """Restarts the test broker when this test run owns it (fault tests); ``None`` dir means it can't."""
+
+    def __init__(self, state_dir: str | None) -> None:
+        self.state_dir = state_dir
+
+    def restart(self) -> None:
+        if self.state_dir is None:
+            raise RuntimeError("this broker is not ours to restart (set TRACING_TEST_KAFKA_DIR)")
+        subprocess.run(["bash", str(KAFKA_SH), "restart", "--dir", self.state_dir], check=True, timeout=300)
+
+
+_kafka_dir: list[str | None] = [None]
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from_env = os.environ.get("TRACING_KAFKA_BOOTSTRAP")
     if from_env:
+        _kafka_dir[0] = os.environ.get("TRACING_TEST_KAFKA_DIR")
         yield from_env
         return
     if _docker_answers():
@@ -65,6 +81,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+    _kafka_dir[0] = str(state)
     try:
         yield f"127.0.0.1:{args[1]}"
     finally:
@@ -72,7 +89,18 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-async def kafka_ready(kafka_bootstrap: str) -> AsyncIterator[str]:
+def kafka_control(kafka_bootstrap: str) -> KafkaControl:
+    """Control over the session broker; a test that needs it fails in CI if the broker isn't ours."""
+    control = KafkaControl(_kafka_dir[0])
+    if control.state_dir is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must run a broker this test run can restart (TRACING_TEST_KAFKA_DIR)")
+        pytest.skip("the broker is external; set TRACING_TEST_KAFKA_DIR to its kafka.sh state dir")
+    return control
+
+
+@pytest.fixture
+async def kafka_ready(kafka_bootstrap: str) -> str:
     """The bootstrap address, after an admin client listed the broker's topics (proves it answers)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
@@ -80,7 +108,7 @@ async def kafka_ready(kafka_bootstrap: str) -> AsyncIterator[str]:
         await admin.list_topics()
     finally:
         await admin.close()
-    yield kafka_bootstrap
+    return kafka_bootstrap
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@
 #   deploy/kafka/kafka.sh fetch                 download the jars into the cache (idempotent)
 #   deploy/kafka/kafka.sh up   [--port P] [--controller-port C] [--dir D]
 #   deploy/kafka/kafka.sh down [--dir D]
+#   deploy/kafka/kafka.sh restart [--dir D]      stop and start again on the same ports and data
 #   deploy/kafka/kafka.sh status [--dir D]
 #
 # Environment: TRACING_CACHE_DIR (jar cache, default ~/.cache/tracing), TRACING_KAFKA_DIR (state dir:
@@ -96,6 +97,7 @@ PROPS
   fi
   : > "$dir/kafka.log"
   echo "$port" > "$dir/port"
+  echo "$cport" > "$dir/controller-port"
   setsid nohup java "-Xms$heap" "-Xmx$heap" -XX:+UseG1GC -Djava.awt.headless=true "$logflag" \
     -cp "$cp" kafka.Kafka "$dir/server.properties" </dev/null >>"$dir/kafka.log" 2>&1 &
   echo $! > "$dir/kafka.pid"
@@ -120,8 +122,13 @@ down() {
 
 case "$cmd" in
   fetch) fetch ;;
+  restart)
+    # same ports and data as before: a broker restart as operators do it
+    [ -f "$dir/port" ] && port=$(cat "$dir/port")
+    [ -f "$dir/controller-port" ] && cport=$(cat "$dir/controller-port")
+    down; up ;;
   up) up ;;
   down) down ;;
   status) if alive; then echo "running pid $(cat "$dir/kafka.pid") port $(cat "$dir/port")"; else echo "stopped"; exit 1; fi ;;
-  *) echo "usage: kafka.sh fetch|up|down|status [--port P] [--controller-port C] [--dir D]" >&2; exit 2 ;;
+  *) echo "usage: kafka.sh fetch|up|down|restart|status [--port P] [--controller-port C] [--dir D]" >&2; exit 2 ;;
 esac
