@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "api":
         from query_api.__main__ import main as api_main
 
-        return api_main()
+        api_main()
+        return 0
     if args.command == "kafka":
         return _kafka(args.action)
     if args.command == "loadgen":

@@ -86,7 +86,11 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.shards: set[str] = set()
         self.counters = WorkerCounters()
-        self.formats = {settings.topic: "native"}
+        self.formats = {
+            settings.topic: "native",
+            settings.otlp_topic: settings.otlp_format,
+            settings.zipkin_topic: "zipkin_json",
+        }
         self._redactor = Redactor(settings.redact_keys, settings.redact_values) if settings.redact else None
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None

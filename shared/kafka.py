@@ -30,8 +30,11 @@ async def ensure_topics(settings: Settings, topics: Iterable[str], *, partitions
         if not missing:
             return
         new = [
-            NewTopic(t, num_partitions=partitions or settings.partitions,
-                     replication_factor=settings.replication_factor)
+            NewTopic(
+                t,
+                num_partitions=partitions or settings.partitions,
+                replication_factor=settings.replication_factor,
+            )
             for t in missing
         ]
         try:
@@ -80,24 +83,36 @@ class SpanProducer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def send(self, events: Sequence[Event]) -> None:
-        """Queue ``events`` for delivery: one message per trace id. Returns once queued, not delivered."""
+    async def send(self, events: Sequence[Event]) -> list[asyncio.Future[object]]:
+        """Queue ``events``: one message per trace id. Returns once queued, with the delivery futures of
+        exactly these messages (await them, or :meth:`publish`, to know they are acknowledged)."""
         by_trace: dict[str, list[Event]] = defaultdict(list)
         for event in events:
             by_trace[event.trace_id].append(event)
+        futures = []
         for trace_id, batch in by_trace.items():
             value = encode_native(batch[0] if len(batch) == 1 else batch)
-            await self.send_raw(value, key=trace_id.encode())
+            futures.append(await self.send_raw(value, key=trace_id.encode()))
+        return futures
 
-    async def send_raw(self, value: bytes, *, key: bytes | None = None,
-                       headers: list[tuple[str, bytes]] | None = None) -> None:
-        """Queue one message exactly as given (other formats, poison messages in tests)."""
-        future = await self._producer.send(
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Send ``events`` and wait until the broker acknowledged these messages (not anyone else's)."""
+        futures = await self.send(events)
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def send_raw(
+        self, value: bytes, *, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None
+    ) -> asyncio.Future[object]:
+        """Queue one message exactly as given (other formats, poison messages in tests); returns its
+        delivery future."""
+        future: asyncio.Future[object] = await self._producer.send(
             self._topic, value, key=key, headers=self._headers if headers is None else headers
         )
         self._pending.append(future)
         if len(self._pending) >= 10_000:
             await self.flush()
+        return future
 
     async def flush(self) -> None:
         """Wait until every queued message is acknowledged by the broker; raises if one failed."""

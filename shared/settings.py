@@ -33,6 +33,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     topic: str = "spans"
     otlp_topic: str = "otlp_spans"
     zipkin_topic: str = "zipkin"
+    otlp_format: Literal["otlp_proto", "otlp_json"] = "otlp_proto"
     dlq_suffix: str = ".dlq"
     group: str = "tracing-ingest"
     partitions: Positive = 12

@@ -1,0 +1,47 @@
+"""``python -m query_api``: serve the API on ``TRACING_API_BIND`` (default 127.0.0.1:3000).
+
+SIGTERM and SIGINT stop accepting connections, let requests in flight finish (up to 10 s), then close the
+Kafka producer (flushing it) and the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from aiohttp import web
+
+from shared.settings import Settings, SettingsError
+
+from .access_log import AccessLogger
+from .app import create_app
+
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"query_api: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
+    host, port = settings.api_host_port
+    log = logging.getLogger("query_api")
+    web.run_app(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("query_api.access"),
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        handle_signals=True,
+        print=lambda message: log.info("%s", message.strip()),
+    )
+    log.info("stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Typed application state (``web.AppKey``): what the cleanup contexts put on the app and views read."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import web
+
+from shared.kafka import SpanProducer
+from shared.settings import Settings
+from shared.store.base import TraceStore
+
+from .metrics import RequestMetrics
+from .service import QueryService
+from .writes import WriteService
+
+SETTINGS: Final = web.AppKey("settings", Settings)
+STORE: Final[web.AppKey[TraceStore]] = web.AppKey("store")
+PRODUCER: Final = web.AppKey("producer", SpanProducer)
+QUERIES: Final = web.AppKey("queries", QueryService)
+WRITES: Final = web.AppKey("writes", WriteService)
+METRICS: Final = web.AppKey("metrics", RequestMetrics)
+OPENAPI: Final = web.AppKey("openapi", bytes)
+"""The encoded OpenAPI document, built once."""

@@ -1,0 +1,117 @@
+"""The app's middlewares, outermost first: request metrics, error mapping, bearer-token auth.
+
+* :func:`errors` maps domain errors to JSON ``{"error": "..."}`` answers: 400 (bad parameter, named),
+  401/403 (auth), 404 (unknown trace, span or route), 405 (with ``Allow``), 413 (body too large), 503
+  (store or Kafka down). Anything unexpected is logged and answered 500 without details.
+* :func:`auth` checks bearer tokens: ``read_tokens`` for reads, ``write_tokens`` for POSTs (an empty set
+  leaves those open). ``/healthz`` and ``/openapi.json`` never need a token; a request that matches no
+  route gets its 404/405 without an auth check (the routes are public in ``/openapi.json`` anyway).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Mapping
+from typing import Final
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from aiokafka.errors import KafkaError
+
+from shared.store.base import QueryError
+
+from .encoding import encode
+from .errors import ApiError, Forbidden, Unauthorized
+from .keys import METRICS, SETTINGS
+from .shapes import ErrorBody
+
+log = logging.getLogger(__name__)
+
+OPEN_ROUTES: Final = frozenset({"/healthz", "/openapi.json"})
+UNMATCHED: Final = "unmatched"
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+_CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="tracing"'}
+
+
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=encode(ErrorBody(error=message)), content_type="application/json", headers=headers
+    )
+
+
+def route_of(request: web.Request) -> str:
+    """The matched route's template (``/traces/{traceId}``), or ``unmatched``."""
+    resource = request.match_info.route.resource
+    return UNMATCHED if resource is None or request.match_info.http_exception is not None else resource.canonical
+
+
+@web.middleware
+async def metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    response = await handler(request)
+    method = request.method if request.method in _METHODS else "OTHER"
+    request.app[METRICS].observe(method, route_of(request), response.status, time.perf_counter() - started)
+    return response
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    if exc.status == 404:
+        message = f"not found: {request.path}"
+    elif exc.status == 405:
+        allowed = exc.headers.get("Allow", "")
+        message = f"method {request.method} not allowed on {request.path}; allowed: {allowed}"
+    elif exc.status == 413:
+        message = f"body: larger than {request.app[SETTINGS].max_body_bytes} bytes"
+    else:
+        message = exc.reason
+    headers = {name: exc.headers[name] for name in ("Allow",) if name in exc.headers}
+    return error_response(exc.status, message, headers)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    except QueryError as exc:
+        return error_response(400, str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_error(request, exc)
+    except KafkaError as exc:
+        log.warning("kafka error on %s %s: %r", request.method, request.path, exc)
+        return error_response(503, f"kafka: {exc.__class__.__name__}: {exc}")
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "internal error")
+
+
+def check_bearer(authorization: str | None, tokens: tuple[str, ...]) -> None:
+    """Raise :class:`Unauthorized` without a bearer token, :class:`Forbidden` if it is not in ``tokens``.
+
+    Every accepted token is compared in constant time (``hmac.compare_digest``), all of them each time.
+    """
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("a bearer token is required (Authorization: Bearer <token>)", headers=_CHALLENGE)
+    given = token.encode()
+    accepted = False
+    for candidate in tokens:
+        accepted |= hmac.compare_digest(candidate.encode(), given)
+    if not accepted:
+        raise Forbidden("the bearer token is not accepted for this operation")
+
+
+@web.middleware
+async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if route_of(request) not in OPEN_ROUTES | {UNMATCHED}:
+        settings = request.app[SETTINGS]
+        tokens = settings.write_tokens if request.method == "POST" else settings.read_tokens
+        if tokens:
+            check_bearer(request.headers.get("Authorization"), tokens)
+    return await handler(request)

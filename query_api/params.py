@@ -1,0 +1,141 @@
+"""Query-string and path parameters: parsed and validated at the edge, each error naming its parameter.
+
+``/traces/query`` parameters become a :class:`TraceQuery` (milliseconds in, microseconds inside), which
+validates itself too (limit range, min <= max, start <= end).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Final
+
+from multidict import MultiMapping
+
+from shared.store.base import QueryError, TraceQuery, TraceStatus
+
+from .errors import BadRequest
+from .shapes import MAX_DURATION_MS, MAX_EPOCH_MS, check_id
+
+MAX_OFFSET: Final = 2**31 - 1
+DEFAULT_LIMIT: Final = 20
+
+STATUS_PARAM: Final[Mapping[str, TraceStatus]] = {
+    "active": "active",
+    "completed": "completed",
+    "failed": "failed",
+    "success": "completed",
+    "error": "failed",
+}
+"""Accepted ``status`` values: the trace states, plus the span statuses as synonyms."""
+
+_NUMBER: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER: Final = re.compile(r"[+-]?\d+")
+
+
+def _single(params: MultiMapping[str], name: str) -> str | None:
+    values = params.getall(name, [])
+    if len(values) > 1:
+        raise BadRequest(name, "must be given at most once")
+    return values[0] if values else None
+
+
+def _millis(params: MultiMapping[str], name: str, maximum: int) -> int | None:
+    """A non-negative number of milliseconds as microseconds, or ``None`` when absent."""
+    raw = _single(params, name)
+    if raw is None:
+        return None
+    if _NUMBER.fullmatch(raw) is None:
+        raise BadRequest(name, "must be a number")
+    value = float(raw)
+    if not math.isfinite(value):
+        raise BadRequest(name, "must be a number")
+    if value < 0:
+        raise BadRequest(name, "must be >= 0")
+    if value > maximum:
+        raise BadRequest(name, f"must be <= {maximum}")
+    return round(value * 1000)
+
+
+def _integer(params: MultiMapping[str], name: str, default: int) -> int:
+    raw = _single(params, name)
+    if raw is None:
+        return default
+    if _INTEGER.fullmatch(raw) is None:
+        raise BadRequest(name, "must be an integer")
+    return int(raw)
+
+
+def _name(params: MultiMapping[str], name: str) -> str | None:
+    value = _single(params, name)
+    if value is not None and not value:
+        raise BadRequest(name, "must not be empty")
+    return value
+
+
+def _tags(params: MultiMapping[str]) -> tuple[tuple[str, str], ...]:
+    tags: list[tuple[str, str]] = []
+    for raw in params.getall("tag", []):
+        key, sep, value = raw.partition(":")
+        if not sep or not key:
+            raise BadRequest("tag", f"expected key:value, got {raw!r}")
+        tags.append((key, value))
+    return tuple(tags)
+
+
+SEARCH_PARAMS: Final = (
+    "serviceName",
+    "operationName",
+    "minDuration",
+    "maxDuration",
+    "status",
+    "tag",
+    "start",
+    "end",
+    "limit",
+    "offset",
+)
+
+
+def trace_query(params: MultiMapping[str]) -> TraceQuery:
+    """The search described by ``/traces/query``'s parameters; :class:`BadRequest` names a bad one.
+
+    An unknown parameter is an error too: a misspelt filter (``minduration``) must not silently widen
+    the search.
+    """
+    for name in params:
+        if name not in SEARCH_PARAMS:
+            raise BadRequest(name or "(empty name)", f"unknown parameter; known: {', '.join(SEARCH_PARAMS)}")
+    status_raw = _single(params, "status")
+    status: TraceStatus | None = None
+    if status_raw is not None:
+        found = STATUS_PARAM.get(status_raw)
+        if found is None:
+            raise BadRequest("status", f"must be one of {', '.join(STATUS_PARAM)}")
+        status = found
+    offset = _integer(params, "offset", 0)
+    if offset > MAX_OFFSET:
+        raise BadRequest("offset", f"must be <= {MAX_OFFSET}")
+    try:
+        return TraceQuery(
+            service_name=_name(params, "serviceName"),
+            operation_name=_name(params, "operationName"),
+            min_duration_us=_millis(params, "minDuration", MAX_DURATION_MS),
+            max_duration_us=_millis(params, "maxDuration", MAX_DURATION_MS),
+            status=status,
+            tags=_tags(params),
+            start_us=_millis(params, "start", MAX_EPOCH_MS),
+            end_us=_millis(params, "end", MAX_EPOCH_MS),
+            limit=_integer(params, "limit", DEFAULT_LIMIT),
+            offset=offset,
+        )
+    except QueryError as exc:
+        raise BadRequest(exc.param, exc.message) from None
+
+
+def trace_id(match_info: Mapping[str, str]) -> str:
+    """The ``{traceId}`` path parameter, validated with the wire format's id rule."""
+    value = match_info["traceId"]
+    check_id("traceId", value)
+    return value
