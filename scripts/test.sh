@@ -14,6 +14,14 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# System tools the tests drive (the seed's curl + jq snippets), from Debian's packages when missing.
+missing=()
+for tool in curl jq; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing ${missing[*]}"
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 echo "== ruff"
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .

@@ -213,6 +213,14 @@ async def test_seed_workflows_field_by_field(pipeline: Pipeline) -> None:
     assert len(workers) == 1 and workers[0]["partitions"]
 
 
+async def _sh(script: str, env: dict[str, str] | None = None) -> str:
+    """Run a bash snippet (curl, jq) without blocking the event loop; its stdout."""
+    done = await asyncio.to_thread(
+        subprocess.run, ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout
+
+
 @pytest.mark.skipif(shutil.which("jq") is None or shutil.which("curl") is None, reason="needs curl and jq")
 async def test_seed_shell_workflow_runs_unchanged(pipeline: Pipeline, tmp_path: Path) -> None:
     """The seed's shell snippets, with only the host changed, run and print what the seed promises."""
@@ -230,9 +238,8 @@ curl -s -X POST $BASE/traces/span/finish -H "Content-Type: application/json" \\
   -d "{\\"spanId\\":\\"$ROOT_SPAN\\",\\"status\\":\\"success\\"}" > /dev/null
 echo "$TRACE"
 """
-    env = {**settings_env(p.settings), "BASE": p.base} if (p := pipeline) else {}
-    out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60, check=True)
-    trace_id = out.stdout.strip().splitlines()[-1]
+    env = {**settings_env(pipeline.settings), "BASE": pipeline.base}
+    trace_id = (await _sh(script, env)).strip().splitlines()[-1]
 
     async def visible() -> bool:
         status, body = await pipeline.get(f"/traces/{trace_id}")
@@ -241,22 +248,10 @@ echo "$TRACE"
     await wait_for(visible, timeout_s=30, what="the curl-made trace")
     deadline = time.monotonic() + 30
     while True:  # the seed's loop over slow traces: jq '.[].traceId' must work on /traces/query
-        listed = subprocess.run(
-            ["bash", "-c", f"curl -s '{pipeline.base}/traces/query?limit=20' | jq -r '.[].traceId'"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.split()
+        listed = (await _sh(f"curl -s '{pipeline.base}/traces/query?limit=20' | jq -r '.[].traceId'")).split()
         if trace_id in listed or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
     assert trace_id in listed
-    stats = subprocess.run(
-        ["bash", "-c", f"curl -s {pipeline.base}/stats | jq '.serviceStats'"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+    stats = await _sh(f"curl -s {pipeline.base}/stats | jq '.serviceStats'")
     assert "user-service" in stats
