@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from ingest.metrics import WorkerMetrics, serve_metrics
 from shared.codecs import DecodeError, decoder_for, format_of
 from shared.kafka import CONTENT_TYPE_HEADER, ensure_topics
 from shared.models import Event, Span, SpanFinish
@@ -86,6 +87,8 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.shards: set[str] = set()
         self.counters = WorkerCounters()
+        self.metrics = WorkerMetrics()
+        self.metrics_port: int | None = None
         self.formats = {
             settings.topic: "native",
             settings.otlp_topic: settings.otlp_format,
@@ -118,22 +121,26 @@ class Worker:
         await self._dlq.start()
         try:
             await self._consumer.start()
-            tasks = [
-                asyncio.create_task(self._finalize_loop(stop), name="finalize"),
-                asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
-            ]
-            try:
-                await self._consume_loop(stop)
-            finally:
-                stop.set()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                await self._heartbeat()
+            async with serve_metrics(self.metrics, s.worker_metrics_bind) as self.metrics_port:
+                await self._run_loops(stop)
         finally:
             try:
                 await self._consumer.stop()  # leaves the group: partitions move at once
             finally:
                 await self._dlq.stop()
             log.info("worker %s stopped", self.worker_id)
+
+    async def _run_loops(self, stop: asyncio.Event) -> None:
+        tasks = [
+            asyncio.create_task(self._finalize_loop(stop), name="finalize"),
+            asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
+        ]
+        try:
+            await self._consume_loop(stop)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._heartbeat()
 
     # -- consuming ------------------------------------------------------------------------------------
 
@@ -193,6 +200,13 @@ class Worker:
             # A rebalance took the partitions away mid-batch: the new owner re-reads these messages and
             # the idempotent upserts make that harmless.
             log.warning("commit failed after rebalance, messages will be re-read: %s", exc)
+        m = self.metrics
+        for tp, messages in batches.items():
+            m.messages.inc(len(messages), tp.topic)
+        m.spans.inc(len(spans) + len(finishes))
+        m.stored.inc(changed)
+        m.late.inc(late)
+        m.batch_seconds.observe(time.perf_counter() - started)
         c = self.counters
         c.batches += 1
         c.spans += spans_n
@@ -230,6 +244,7 @@ class Worker:
     async def _dead_letter(self, tp: TopicPartition, message: object, reason: str) -> asyncio.Future[object]:
         assert self._dlq is not None
         self.counters.dead_lettered += 1
+        self.metrics.dead.inc()
         headers = list(getattr(message, "headers", ()) or ())
         offset = getattr(message, "offset", -1)
         headers += [
@@ -256,11 +271,14 @@ class Worker:
             due = await self.store.due_traces(set(self.shards), now_us(), self.settings.finalize_batch)
             if not due:
                 break
+            started = time.perf_counter()
             analyses = await self.store.finalize(due, now_us=now_us())
+            self.metrics.finalize_seconds.observe(time.perf_counter() - started)
             total += len(analyses)
             if len(due) < self.settings.finalize_batch:
                 break
         self.counters.traces_finalized += total
+        self.metrics.finalized.inc(total)
         return total
 
     async def _finalize_loop(self, stop: asyncio.Event) -> None:
@@ -289,6 +307,9 @@ class Worker:
                     continue
                 if high is not None:
                     lag[shard_of(tp)] = max(0, high - position)
+        self.metrics.lag.values.clear()
+        for shard, behind in lag.items():
+            self.metrics.lag.set(behind, shard)
         c = self.counters
         await self.store.record_heartbeat(
             Heartbeat(

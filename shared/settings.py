@@ -50,6 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     fetch_max_bytes: Positive = 16 * 1024 * 1024
     finalize_batch: Positive = 500
     heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    worker_metrics_bind: str = ""  # host:port for the worker's Prometheus /metrics; empty = off
     # Redaction of tag values at ingest (on by default).
     redact: bool = True
     redact_keys: str = r"(?i)pass(word|wd)?|secret|token|authorization|api[-_.]?key|cookie|credential"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import time
 
+import aiohttp
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -161,6 +162,7 @@ async def _exists(store: TraceStore, trace_id: str) -> bool:
 
 
 async def test_poison_messages_go_to_the_dead_letter_topic(settings: Settings) -> None:
+    settings = msgspec.structs.replace(settings, worker_metrics_bind="127.0.0.1:0")
     rng = random.Random(3)
     traces = [make_trace(rng, _now_us() - 1_000_000) for _ in range(40)]
     poison = [
@@ -199,6 +201,12 @@ async def test_poison_messages_go_to_the_dead_letter_topic(settings: Settings) -
         ids = {t[0].trace_id for t in traces}
         await wait_for(lambda: _all_finalized(settings, ids), timeout_s=60, what="good traces finalized")
         assert worker.counters.dead_lettered == len(poison)
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{worker.metrics_port}/metrics") as r:
+            assert r.status == 200
+            text = await r.text()
+        assert f"tracing_worker_dead_lettered_total {float(len(poison))}" in text
+        assert f"tracing_worker_traces_finalized_total {float(len(traces))}" in text
+        assert "tracing_worker_batch_seconds_count" in text
 
     consumer = AIOKafkaConsumer(
         settings.dlq_topic, **settings.kafka_options(), auto_offset_reset="earliest", group_id=None
