@@ -15,6 +15,10 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
@@ -41,6 +45,7 @@ def dev(args: argparse.Namespace) -> int:
     from shared.settings import Settings
 
     settings = Settings.from_env()
+    ours = subprocess.call(["bash", str(KAFKA_SH), "status"], stdout=subprocess.DEVNULL) != 0
     if _kafka("up") != 0:
         return 1
     children: list[subprocess.Popen[bytes]] = []
@@ -54,14 +59,19 @@ def dev(args: argparse.Namespace) -> int:
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 child.kill()
-        if not args.keep_kafka:
+        if ours and not args.keep_kafka:  # a broker that was already running is left running
             _kafka("down")
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         env = dict(os.environ)
-        children.append(subprocess.Popen([sys.executable, "-m", "ingest"], env=env, stdin=subprocess.DEVNULL))
-        children.append(subprocess.Popen([sys.executable, "-m", "query_api"], env=env, stdin=subprocess.DEVNULL))
+        for module in ("ingest", "query_api"):
+            # Own session: a terminal's Ctrl-C reaches only this process, which stops the children in order.
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", module], env=env, stdin=subprocess.DEVNULL, start_new_session=True
+                )
+            )
         host, port = settings.api_host_port
         base = f"http://{host}:{port}"
         if not _wait_http(f"{base}/healthz", 60):
@@ -78,16 +88,30 @@ def dev(args: argparse.Namespace) -> int:
             f"  search:      curl '{base}/traces/query?serviceName=user-service&limit=5'\n"
             f"  slow traces: curl '{base}/traces/query?minDuration=100'\n"
             f"  API docs:    {base}/openapi.json\n"
-            f"Ctrl-C stops the worker, the API and the broker."
+            f"Demo traffic goes on at {args.follow_rate:g} traces/s. Ctrl-C stops the worker, the API and the broker."
         )
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
+        asyncio.run(_trickle(settings, children, args.follow_rate))
         print("tracing dev: a process exited; stopping", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
         stop_all()
+
+
+async def _trickle(settings: Settings, children: list[subprocess.Popen[bytes]], rate: float) -> None:
+    """Keep a little live traffic flowing while every child runs (returns when one exits)."""
+    import random
+
+    from shared.demo import make_trace
+    from shared.kafka import SpanProducer
+
+    rng = random.Random()
+    async with SpanProducer(settings) as producer:
+        while all(child.poll() is None for child in children):
+            if rate > 0:
+                await producer.publish(make_trace(rng, time.time_ns() // 1000, error_rate=0.01))
+            await asyncio.sleep(1 / rate if rate > 0 else 0.5)
 
 
 def loadgen(args: argparse.Namespace) -> int:
@@ -108,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("dev", help="broker + worker + API + demo traffic")
     p.add_argument("--traces", type=int, default=200)
     p.add_argument("--rate", type=float, default=100.0, help="demo traces per second")
+    p.add_argument("--follow-rate", type=float, default=2.0, help="live traces per second after the burst")
     p.add_argument("--keep-kafka", action="store_true", help="leave the broker running on exit")
     sub.add_parser("ingest", help="run one ingest worker (python -m ingest)")
     sub.add_parser("api", help="run the query API (python -m query_api)")

@@ -39,7 +39,7 @@ def make_trace(
     rng: random.Random,
     start_us: int,
     *,
-    error_rate: float = 0.05,
+    error_rate: float = 0.01,
     max_depth: int = 4,
     max_spans: int = 60,
     fan_out: int = 4,

@@ -31,7 +31,7 @@ async def generate(
     rate: float | None = None,
     seed: int = 1,
     progress: bool = True,
-    error_rate: float = 0.05,
+    error_rate: float = 0.01,
 ) -> LoadReport:
     """Publish ``traces`` traces (``rate`` traces/s, or unthrottled when ``None``)."""
     await ensure_topics(settings, [settings.topic])
