@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 state=.run/test
 started_kafka=0
+started_postgres=0
 
 cleanup() {
   local rc=$?
   if [ "$started_kafka" = 1 ]; then bash deploy/kafka/kafka.sh down --dir "$state/kafka" || true; fi
+  if [ "$started_postgres" = 1 ]; then bash scripts/postgres.sh down --dir "$state/postgres" || true; fi
   exit $rc
 }
 trap cleanup EXIT INT TERM
@@ -35,6 +37,14 @@ if [ -z "${TRACING_KAFKA_BOOTSTRAP:-}" ]; then
   bash deploy/kafka/kafka.sh up --port 19092 --controller-port 19093 --dir "$state/kafka"
   export TRACING_KAFKA_BOOTSTRAP=127.0.0.1:19092
   export TRACING_TEST_KAFKA_DIR="$PWD/$state/kafka"  # lets fault tests restart the broker
+fi
+
+if [ -z "${TRACING_TEST_POSTGRES_URL:-}" ]; then
+  echo "== postgres"
+  bash scripts/postgres.sh down --dir "$state/postgres" --purge  # a cluster left by an interrupted run
+  started_postgres=1
+  TRACING_TEST_POSTGRES_URL=$(bash scripts/postgres.sh up --port 15432 --dir "$state/postgres")
+  export TRACING_TEST_POSTGRES_URL
 fi
 
 echo "== pytest"

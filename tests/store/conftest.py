@@ -4,14 +4,20 @@ Every test in this directory takes ``store`` and so runs against each backend in
 never knows which one it has. Backends today:
 
 * ``sqlite-file``: a SQLite file (WAL) in the test's temp dir;
-* ``sqlite-memory``: ``sqlite:///:memory:``, the fast embedded variant.
+* ``sqlite-memory``: ``sqlite:///:memory:``, the fast embedded variant;
+* ``postgres``: a fresh schema per test (named by ``search_path`` in the URL, dropped afterwards) in the
+  database at ``TRACING_TEST_POSTGRES_URL``; without that variable the tests skip, or fail when CI=true.
+  A schema is created and dropped in milliseconds where a database per test would cost a copy of the
+  template; the store never qualifies table names, so each test sees only its own tables.
 
 Adding a backend is one entry in :data:`BACKENDS` plus its branch in :func:`_store_url`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,12 +29,7 @@ from shared.store import TraceStore, open_store
 BACKENDS = [
     pytest.param("sqlite-file", id="sqlite-file"),
     pytest.param("sqlite-memory", id="sqlite-memory"),
-    # ---- PostgreSQL plugs in here -------------------------------------------------------------------
-    # pytest.param("postgres", id="postgres"),
-    # Its URL comes from TRACING_TEST_POSTGRES_URL via _required_url() below: skipped when the variable is
-    # unset outside CI, a failure when CI=true (an integration test never silently skips in CI). Each test
-    # must get an EMPTY store: the postgres branch of _store_url() has to hand out a fresh database (or
-    # schema) per test and drop it afterwards, since the assertions count every trace in the store.
+    pytest.param("postgres", id="postgres"),
 ]
 
 
@@ -43,20 +44,50 @@ def _required_url(variable: str) -> str:
     pytest.skip(message)
 
 
-def _store_url(backend: str, tmp_path: Path) -> str:
+@contextlib.asynccontextmanager
+async def postgres_schema_url() -> AsyncIterator[str]:
+    """A URL of the test database whose ``search_path`` is a new, empty schema; the schema is dropped after."""
+    base = _required_url("TRACING_TEST_POSTGRES_URL")
+    import asyncpg
+
+    schema = f"test_{uuid.uuid4().hex}"
+    admin = await asyncpg.connect(base)
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            yield f"{base}{'&' if '?' in base else '?'}search_path={schema}"
+        finally:
+            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """For PostgreSQL-only tests: a URL whose ``search_path`` is a new, empty schema (see above)."""
+    async with postgres_schema_url() as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def _store_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
     if backend == "sqlite-file":
-        return f"sqlite:///{tmp_path / 'traces.db'}"
-    if backend == "sqlite-memory":
-        return "sqlite:///:memory:"
-    raise AssertionError(f"unknown store backend {backend!r}")
+        yield f"sqlite:///{tmp_path / 'traces.db'}"
+    elif backend == "sqlite-memory":
+        yield "sqlite:///:memory:"
+    elif backend == "postgres":
+        async with postgres_schema_url() as url:
+            yield url
+    else:
+        raise AssertionError(f"unknown store backend {backend!r}")
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TraceStore]:
     """An empty store of the parametrized backend, opened through ``open_store`` and closed afterwards."""
-    url = _store_url(request.param, tmp_path)
-    opened = await open_store(Settings.from_env({}, store_url=url))
-    try:
-        yield opened
-    finally:
-        await opened.close()
+    async with _store_url(request.param, tmp_path) as url:
+        opened = await open_store(Settings.from_env({}, store_url=url))
+        try:
+            yield opened
+        finally:
+            await opened.close()

@@ -1,0 +1,198 @@
+"""The deploy manifests (``deploy/docker-compose.yaml``, ``deploy/k8s/*.yaml``) agree with the code and
+with each other: every ``TRACING_*`` variable they set is a real setting with a valid value, the workers
+never outnumber the partitions, the API Service reaches the API pods, and the probes hit ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+
+from query_api.app import setup_routes
+from shared.settings import PREFIX, Settings
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+COMPOSE = DEPLOY / "docker-compose.yaml"
+K8S = sorted((DEPLOY / "k8s").glob("*.yaml"))
+READ_BY_SETTINGS_ITSELF = {f"{PREFIX}CONFIG"}  # names the TOML file; not a field
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
+
+
+def k8s_documents() -> list[dict[str, Any]]:
+    return [doc for path in K8S for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def k8s_object(kind: str, name: str) -> dict[str, Any]:
+    matches = [d for d in k8s_documents() if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind} {name!r} in deploy/k8s, found {len(matches)}"
+    return matches[0]
+
+
+def containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
+    return found
+
+
+def k8s_env(deployment: dict[str, Any]) -> dict[str, str]:
+    """The environment a Deployment's first container sees: its ConfigMaps and Secrets, then ``env``."""
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in k8s_documents()}
+    env: dict[str, str] = {}
+    container = containers(deployment)[0]
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(by_name["ConfigMap", source["configMapRef"]["name"]]["data"])
+        if "secretRef" in source:
+            secret = by_name["Secret", source["secretRef"]["name"]]
+            env.update(secret.get("stringData", {}))
+    env.update({e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e})
+    return env
+
+
+def compose_env(service: str) -> dict[str, str]:
+    environment = compose()["services"][service].get("environment", {})
+    assert isinstance(environment, dict), f"compose service {service}: use the mapping form of environment"
+    return {k: str(v) for k, v in environment.items()}
+
+
+def tracing_names(text: str) -> set[str]:
+    return set(re.findall(r"\b" + PREFIX + r"[A-Z0-9_]+\b", text))
+
+
+def manifests() -> Iterator[Path]:
+    yield COMPOSE
+    yield from K8S
+
+
+# -- docker compose ------------------------------------------------------------------------------------
+
+
+def test_compose_runs_kafka_in_kraft_mode_postgres_two_workers_and_the_api() -> None:
+    services = compose()["services"]
+    assert {"kafka", "postgres", "worker", "api"} <= set(services)
+    kafka = {k: str(v) for k, v in services["kafka"]["environment"].items()}
+    assert set(kafka["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}  # KRaft: no ZooKeeper
+    assert kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"].startswith(f"{kafka['KAFKA_NODE_ID']}@")
+    assert "CONTROLLER" in kafka["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    assert not any("ZOOKEEPER" in key for key in kafka)
+    assert services["worker"]["deploy"]["replicas"] == 2
+    assert services["worker"]["command"][-1] == "ingest"
+    assert services["api"]["command"][-1] == "query_api"
+    for name in ("worker", "api"):
+        url = compose_env(name)[f"{PREFIX}STORE_URL"]
+        assert url.startswith("postgresql://") and "@postgres:" in url, f"{name} must use the postgres service"
+        assert set(services[name]["depends_on"]) >= {"kafka", "postgres"}
+
+
+def test_compose_api_listens_on_its_published_port() -> None:
+    settings = Settings.from_env(compose_env("api"))
+    host, port = settings.api_host_port
+    assert host == "0.0.0.0"  # reachable from outside its container
+    published = [str(p).rsplit(":", 1)[-1] for p in compose()["services"]["api"]["ports"]]
+    assert str(port) in published
+
+
+def test_compose_file_is_valid_for_docker_compose() -> None:
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("no docker client")
+    probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip("the docker client has no compose plugin")
+    result = subprocess.run(
+        [docker, "compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
+# -- settings named anywhere -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", list(manifests()), ids=lambda p: p.name)
+def test_every_tracing_variable_in_a_manifest_is_a_setting(path: Path) -> None:
+    fields = {PREFIX + name.upper() for name in Settings.__struct_fields__} | READ_BY_SETTINGS_ITSELF
+    names = tracing_names(path.read_text())
+    assert names, f"{path.name} names no {PREFIX}* variable"
+    assert names <= fields, f"{path.name}: unknown settings {sorted(names - fields)}"
+
+
+@pytest.mark.parametrize("service", ["worker", "api"])
+def test_compose_settings_are_valid(service: str) -> None:
+    Settings.from_env(compose_env(service))  # raises SettingsError naming a bad value
+
+
+@pytest.mark.parametrize("deployment", ["tracing-worker", "tracing-api"])
+def test_k8s_settings_are_valid(deployment: str) -> None:
+    env = k8s_env(k8s_object("Deployment", deployment))
+    assert f"{PREFIX}STORE_URL" in env
+    settings = Settings.from_env(env)
+    assert settings.store_url.startswith("postgresql://")  # shared by every replica: never SQLite
+
+
+# -- kubernetes ----------------------------------------------------------------------------------------
+
+
+def test_k8s_workers_never_outnumber_the_partitions() -> None:
+    worker = k8s_object("Deployment", "tracing-worker")
+    partitions = Settings.from_env(k8s_env(worker)).partitions
+    assert 1 <= worker["spec"]["replicas"] <= partitions
+
+
+def test_k8s_deployments_select_their_own_pods() -> None:
+    for doc in k8s_documents():
+        if doc["kind"] == "Deployment":
+            selector = doc["spec"]["selector"]["matchLabels"]
+            labels = doc["spec"]["template"]["metadata"]["labels"]
+            assert selector.items() <= labels.items(), doc["metadata"]["name"]
+
+
+def test_k8s_api_service_targets_the_api_pods_and_port() -> None:
+    api = k8s_object("Deployment", "tracing-api")
+    service = k8s_object("Service", "tracing-api")
+    labels = api["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    worker_labels = k8s_object("Deployment", "tracing-worker")["spec"]["template"]["metadata"]["labels"]
+    assert not service["spec"]["selector"].items() <= worker_labels.items(), "the Service also selects workers"
+    ports = [p for c in containers(api) for p in c.get("ports", [])]
+    _, listen_port = Settings.from_env(k8s_env(api)).api_host_port
+    for port in service["spec"]["ports"]:
+        target = port.get("targetPort", port["port"])
+        matching = [p for p in ports if target in (p.get("name"), p["containerPort"])]
+        assert matching, f"Service port {port} targets no container port of the API"
+        assert matching[0]["containerPort"] == listen_port, "the API listens elsewhere (TRACING_API_BIND)"
+
+
+def test_k8s_probes_hit_healthz_on_a_served_route() -> None:
+    app = web.Application()
+    setup_routes(app)
+    served = {r.canonical for r in app.router.resources()}
+    assert "/healthz" in served
+    api = k8s_object("Deployment", "tracing-api")
+    probes = 0
+    for doc in k8s_documents():
+        if doc["kind"] != "Deployment":
+            continue
+        for container in containers(doc):
+            names = {p.get("name") for p in container.get("ports", [])}
+            numbers = {p["containerPort"] for p in container.get("ports", [])}
+            for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+                probe = container.get(kind)
+                if probe is None or "httpGet" not in probe:
+                    continue
+                probes += 1
+                assert probe["httpGet"]["path"] == "/healthz", f"{doc['metadata']['name']} {kind}"
+                assert probe["httpGet"]["port"] in names | numbers, f"{doc['metadata']['name']} {kind} port"
+    api_container = containers(api)[0]
+    assert "readinessProbe" in api_container and "livenessProbe" in api_container
+    assert probes >= 2
