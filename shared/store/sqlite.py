@@ -429,10 +429,21 @@ class SqliteStore:
             " calls = calls + excluded.calls, errors = errors + excluded.errors",
             list(d.dep_rows()),
         )
-        c.execute("DELETE FROM rollup_services WHERE spans <= 0")
-        c.execute("DELETE FROM rollup_buckets WHERE spans <= 0")
-        c.execute("DELETE FROM rollup_operations WHERE spans <= 0")
-        c.execute("DELETE FROM rollup_deps WHERE calls <= 0")
+        # rows emptied by this delta go (only keys that shrank are probed: no scan of the rollup tables)
+        shrunk = [(s,) for s, v in d.services.items() if v[0] < 0]
+        c.executemany("DELETE FROM rollup_services WHERE service = ? AND spans <= 0", shrunk)
+        c.executemany(
+            "DELETE FROM rollup_buckets WHERE service = ? AND bucket = ? AND spans <= 0",
+            [k for k, n in d.buckets.items() if n < 0],
+        )
+        c.executemany(
+            "DELETE FROM rollup_operations WHERE service = ? AND operation = ? AND spans <= 0",
+            [k for k, n in d.operations.items() if n < 0],
+        )
+        c.executemany(
+            "DELETE FROM rollup_deps WHERE hour = ? AND parent = ? AND child = ? AND calls <= 0",
+            [k for k, v in d.deps.items() if v[0] < 0],
+        )
 
     async def purge(self, before_us: int) -> int:
         def tx(c: sqlite3.Connection) -> int:
@@ -515,10 +526,10 @@ class SqliteStore:
         params: list[Any] = []
         if query.status == "active":
             where.append("t.state = 'active'")
-            order = "t.first_seen_us DESC"
+            order = "t.first_seen_us DESC, t.trace_id DESC"
         else:
             where.append("t.finalized_at_us IS NOT NULL")
-            order = "t.start_us DESC"
+            order = "t.start_us DESC, t.trace_id DESC"
             if query.status is not None:
                 where.append("t.status = ?")
                 params.append(query.status)
@@ -534,17 +545,21 @@ class SqliteStore:
         if query.end_us is not None:
             where.append("t.start_us <= ?")
             params.append(query.end_us)
+        # EXISTS probes (by trace id) keep the plan a walk down the start-time index that stops at LIMIT,
+        # instead of materializing every trace of a service and sorting it.
         if query.service_name is not None or query.operation_name is not None:
-            clause = "t.trace_id IN (SELECT trace_id FROM trace_ops WHERE 1"
+            clause = "EXISTS (SELECT 1 FROM trace_ops o WHERE o.trace_id = t.trace_id"
             if query.service_name is not None:
-                clause += " AND service = ?"
+                clause += " AND o.service = ?"
                 params.append(query.service_name)
             if query.operation_name is not None:
-                clause += " AND operation = ?"
+                clause += " AND o.operation = ?"
                 params.append(query.operation_name)
             where.append(clause + ")")
         for key, value in query.tags:
-            where.append("t.trace_id IN (SELECT trace_id FROM trace_tags WHERE key = ? AND value = ?)")
+            where.append(
+                "EXISTS (SELECT 1 FROM trace_tags g WHERE g.trace_id = t.trace_id AND g.key = ? AND g.value = ?)"
+            )
             params.extend((key, value))
         sql = (
             f"SELECT t.trace_id, t.root_service, t.root_operation, coalesce(t.start_us, t.first_seen_us),"
@@ -584,7 +599,7 @@ class SqliteStore:
             ).fetchone()[0]
             slow = c.execute(
                 "SELECT trace_id, duration_us FROM traces WHERE finalized_at_us IS NOT NULL"
-                " ORDER BY duration_us DESC LIMIT ?",
+                " ORDER BY duration_us DESC, trace_id LIMIT ?",
                 (slowest,),
             ).fetchall()
             hist: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKET_BOUNDS_US) + 1))
