@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import socket
 import time
 import uuid
@@ -26,6 +27,7 @@ from shared.codecs import DecodeError, decoder_for, format_of
 from shared.kafka import CONTENT_TYPE_HEADER, ensure_topics
 from shared.models import Event, Span, SpanFinish
 from shared.redact import Redactor
+from shared.sampling import Sampler
 from shared.settings import Settings
 from shared.store import Heartbeat, TraceStore
 
@@ -95,6 +97,9 @@ class Worker:
             settings.zipkin_topic: "zipkin_json",
         }
         self._redactor = Redactor(settings.redact_keys, settings.redact_values) if settings.redact else None
+        self._sampler = (
+            Sampler(settings.sample_rate, settings.sample_slow_ms * 1000) if settings.sample_rate < 1 else None
+        )
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
 
@@ -134,6 +139,7 @@ class Worker:
         tasks = [
             asyncio.create_task(self._finalize_loop(stop), name="finalize"),
             asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
+            asyncio.create_task(self._retention_loop(stop), name="retention"),
         ]
         try:
             await self._consume_loop(stop)
@@ -272,7 +278,7 @@ class Worker:
             if not due:
                 break
             started = time.perf_counter()
-            analyses = await self.store.finalize(due, now_us=now_us())
+            analyses = await self.store.finalize(due, now_us=now_us(), sampler=self._sampler)
             self.metrics.finalize_seconds.observe(time.perf_counter() - started)
             total += len(analyses)
             if len(due) < self.settings.finalize_batch:
@@ -292,6 +298,29 @@ class Worker:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
             except TimeoutError:
                 pass
+
+    async def purge_expired(self) -> int:
+        """Delete traces older than the retention window (rollups corrected by the store)."""
+        before = now_us() - int(self.settings.retention_h * 3_600_000_000)
+        purged = await self.store.purge(before)
+        if purged:
+            log.info("retention: purged %d traces that started before %d", purged, before)
+        return purged
+
+    async def _retention_loop(self, stop: asyncio.Event) -> None:
+        # every worker purges (idempotent; cheap when there is nothing to do), staggered by a random start
+        delay = random.uniform(1.0, self.settings.retention_check_s)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.purge_expired()
+            except Exception:
+                log.exception("retention purge failed; will retry")
+            delay = self.settings.retention_check_s
 
     # -- health ---------------------------------------------------------------------------------------
 

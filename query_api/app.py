@@ -18,6 +18,7 @@ from shared.store.base import TraceStore
 
 from . import handlers, middleware
 from .encoding import encode
+from .jaeger import add_jaeger_routes
 from .keys import METRICS, OPENAPI, PRODUCER, QUERIES, SETTINGS, STORE, WRITES
 from .metrics import RequestMetrics
 from .openapi import openapi_document
@@ -47,6 +48,7 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/healthz", handlers.healthz)
     router.add_get("/openapi.json", handlers.openapi)
     router.add_get("/metrics", handlers.metrics)
+    add_jaeger_routes(app)
 
 
 def _store_context(injected: TraceStore | None) -> CleanupContext:

@@ -45,6 +45,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     read_tokens: tuple[str, ...] = ()
     write_tokens: tuple[str, ...] = ()
     retention_h: Annotated[float, msgspec.Meta(gt=0)] = 168.0
+    retention_check_s: Annotated[float, msgspec.Meta(gt=0)] = 600.0  # how often workers purge
     # Worker tuning.
     batch_max: Positive = 5000
     fetch_max_bytes: Positive = 16 * 1024 * 1024

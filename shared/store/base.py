@@ -13,8 +13,9 @@ import msgspec
 
 from shared.analysis import Dependency, TraceAnalysis
 from shared.models import Span, SpanFinish
+from shared.sampling import Sampler
 
-TraceState = Literal["active", "finalized"]
+TraceState = Literal["active", "finalized", "dropped"]
 TraceStatus = Literal["active", "completed", "failed"]
 
 # Latency histogram bucket upper bounds (µs) for per-service percentiles; the last bucket is open-ended.
@@ -225,10 +226,16 @@ class TraceStore(Protocol):
         """Ids of active traces owned by ``shards`` whose due time is <= ``now_us``, earliest due first."""
         ...
 
-    async def finalize(self, trace_ids: Sequence[str], *, now_us: int) -> list[TraceAnalysis]:
+    async def finalize(
+        self, trace_ids: Sequence[str], *, now_us: int, sampler: Sampler | None = None
+    ) -> list[TraceAnalysis]:
         """Analyze each still-active trace from its stored spans; store the summary, analysis and indexes,
         and correct the rollups (subtract a previous finalization's contribution, add the new one), all in
-        one transaction. Traces no longer active are skipped. Returns the analyses written."""
+        one transaction. Traces no longer active are skipped. Returns the analyses written.
+
+        A trace the ``sampler`` does not keep still adds its contribution to the rollups, but its spans
+        and index rows are deleted and it becomes ``dropped``: not found, not searched, and spans written
+        for it later are discarded."""
         ...
 
     async def purge(self, before_us: int) -> int:

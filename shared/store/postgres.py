@@ -49,6 +49,7 @@ import msgspec
 
 from shared.analysis import Dependency, TraceAnalysis, analyze
 from shared.models import Span, SpanFinish, merge_finish
+from shared.sampling import Sampler
 from shared.store.base import (
     BUCKET_BOUNDS_US,
     Completeness,
@@ -112,6 +113,7 @@ CREATE TABLE IF NOT EXISTS traces (
 CREATE INDEX IF NOT EXISTS traces_due ON traces (due_us) WHERE state = 'active';
 CREATE INDEX IF NOT EXISTS traces_start ON traces (start_us) WHERE finalized_at_us IS NOT NULL;
 CREATE INDEX IF NOT EXISTS traces_duration ON traces (duration_us) WHERE finalized_at_us IS NOT NULL;
+CREATE INDEX IF NOT EXISTS traces_dropped ON traces (start_us) WHERE state = 'dropped';
 
 CREATE TABLE IF NOT EXISTS trace_ops (
     service text COLLATE "C" NOT NULL, operation text COLLATE "C" NOT NULL, trace_id text COLLATE "C" NOT NULL,
@@ -161,7 +163,9 @@ ON CONFLICT (trace_id) DO UPDATE SET state = t.state WHERE false
 RETURNING trace_id
 """
 
-FINALIZED_AMONG = "SELECT trace_id FROM traces WHERE trace_id = ANY($1::text[]) AND state = 'finalized'"
+FINALIZED_AMONG = (
+    "SELECT trace_id, state FROM traces WHERE trace_id = ANY($1::text[]) AND state IN ('finalized', 'dropped')"
+)
 
 # One row per (trace, span): of several versions in the batch, the last finished one wins, else the last
 # one (what applying them one by one gives, since an open version never replaces a finished one).
@@ -229,15 +233,16 @@ ORDER BY trace_id FOR UPDATE SKIP LOCKED
 """
 
 STORE_SUMMARIES = """
-UPDATE traces t SET state = 'finalized', root_service = u.root_service, root_operation = u.root_operation,
+UPDATE traces t SET state = u.state, root_service = u.root_service, root_operation = u.root_operation,
     start_us = u.start_us, duration_us = u.duration_us, span_count = u.span_count, error_count = u.error_count,
     status = u.status, complete = u.complete, services = u.services, analysis = u.analysis,
     contribution = u.contribution, late_spans = u.late_spans,
-    refinalizations = t.refinalizations + (t.finalized_at_us IS NOT NULL)::integer, finalized_at_us = $14::bigint
+    refinalizations = t.refinalizations + (t.finalized_at_us IS NOT NULL)::integer,
+    finalized_at_us = CASE WHEN u.state = 'finalized' THEN $15::bigint END  -- a dropped trace has no summary
 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::integer[], $7::integer[],
-            $8::text[], $9::boolean[], $10::text[], $11::text[], $12::text[], $13::integer[])
+            $8::text[], $9::boolean[], $10::text[], $11::text[], $12::text[], $13::integer[], $14::text[])
     AS u(trace_id, root_service, root_operation, start_us, duration_us, span_count, error_count,
-         status, complete, services, analysis, contribution, late_spans)
+         status, complete, services, analysis, contribution, late_spans, state)
 WHERE t.trace_id = u.trace_id
 """
 
@@ -435,11 +440,24 @@ class PostgresStore:
             late = 0
             existing = list(touched - inserted)
             if existing:
-                finalized = [r[0] for r in await c.fetch(FINALIZED_AMONG, existing)]
+                done = {r[0]: r[1] for r in await c.fetch(FINALIZED_AMONG, existing)}
+                dropped = [t for t, state in done.items() if state == "dropped"]
+                if dropped:  # a sampled-out trace stays out: its late spans go too
+                    await c.execute("DELETE FROM spans WHERE trace_id = ANY($1::text[])", dropped)
+                    gone = set(dropped)
+                    kept = [(t, sid) for t, sid in zip(trace_ids, span_ids, strict=True) if t not in gone]
+                    trace_ids, span_ids = [t for t, _ in kept], [sid for _, sid in kept]
+                    roots = [t for t in roots if t not in gone]
+                    touched -= gone
+                    existing = [t for t in existing if t not in gone]
+                    if not touched:
+                        return WriteResult(spans_changed=0, traces_touched=0, late_spans=0)
+                finalized = [t for t, state in done.items() if state == "finalized"]
                 if finalized:  # rare: spans arriving after their trace was finalized
                     status = await c.execute(MARK_LATE, trace_ids, span_ids, finalized)
                     late = int(status.rsplit(" ", 1)[1])
-                await c.execute(TOUCH_TRACES, existing, now_us, grace_us, idle_us)
+                if existing:
+                    await c.execute(TOUCH_TRACES, existing, now_us, grace_us, idle_us)
             if roots:
                 await c.execute(ROOT_DONE, list(set(roots)), now_us, grace_us)
             # a span and its finish in one batch are one changed row, not two
@@ -460,7 +478,9 @@ class PostgresStore:
         )
         return [r[0] for r in rows]
 
-    async def finalize(self, trace_ids: Sequence[str], *, now_us: int) -> list[TraceAnalysis]:
+    async def finalize(
+        self, trace_ids: Sequence[str], *, now_us: int, sampler: Sampler | None = None
+    ) -> list[TraceAnalysis]:
         if not trace_ids:
             return []
         ids = list(dict.fromkeys(trace_ids))
@@ -491,6 +511,7 @@ class PostgresStore:
             summaries: list[tuple[Any, ...]] = []
             op_rows: list[tuple[str, str, str]] = []
             tag_index: list[tuple[str, str, str]] = []
+            dropped: list[str] = []
             for trace_id, old_contribution in locked:
                 if trace_id not in bodies:
                     continue
@@ -501,6 +522,7 @@ class PostgresStore:
                     delta.add(decode_contribution(old_contribution), -1)
                 delta.add(contrib, +1)
                 results.append(analysis)
+                kept = sampler is None or sampler.keep(analysis)
                 summaries.append(
                     (
                         trace_id,
@@ -516,13 +538,19 @@ class PostgresStore:
                         _json.encode(analysis).decode(),
                         encode_contribution(contrib).decode(),
                         late_counts.get(trace_id, 0),
+                        "finalized" if kept else "dropped",
                     )
                 )
-                op_rows.extend((s, o, trace_id) for s, o in set(analysis.operations))
-                tag_index.extend(tag_rows(trace_id, spans))  # distinct per trace
+                if kept:
+                    op_rows.extend((s, o, trace_id) for s, o in set(analysis.operations))
+                    tag_index.extend(tag_rows(trace_id, spans))  # distinct per trace
+                else:
+                    dropped.append(trace_id)
             if not summaries:
                 return []
-            await c.execute(STORE_SUMMARIES, *_columns(summaries, 13), now_us)
+            await c.execute(STORE_SUMMARIES, *_columns(summaries, 14), now_us)
+            if dropped:  # sampled out: counted in the rollups, spans gone
+                await c.execute("DELETE FROM spans WHERE trace_id = ANY($1::text[])", dropped)
             # index rows of a re-finalized trace are replaced (deleted for every trace: a probe each, and
             # the COPY below can then never meet an old row)
             summarized = [row[0] for row in summaries]
@@ -566,7 +594,8 @@ class PostgresStore:
     async def purge(self, before_us: int) -> int:
         async def tx(c: asyncpg.Connection) -> int:
             rows = await c.fetch(
-                "SELECT trace_id, contribution FROM traces WHERE finalized_at_us IS NOT NULL AND start_us < $1"
+                "SELECT trace_id, contribution FROM traces"
+                " WHERE (finalized_at_us IS NOT NULL OR state = 'dropped') AND start_us < $1"
                 " LIMIT $2 FOR UPDATE SKIP LOCKED",
                 before_us,
                 PURGE_CHUNK,

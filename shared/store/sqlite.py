@@ -20,6 +20,7 @@ import msgspec
 
 from shared.analysis import Dependency, TraceAnalysis, analyze
 from shared.models import Span, SpanFinish, merge_finish
+from shared.sampling import Sampler
 from shared.store.base import (
     BUCKET_BOUNDS_US,
     Completeness,
@@ -77,6 +78,7 @@ CREATE TABLE IF NOT EXISTS traces (
 CREATE INDEX IF NOT EXISTS traces_due ON traces (due_us) WHERE state = 'active';
 CREATE INDEX IF NOT EXISTS traces_start ON traces (start_us) WHERE finalized_at_us IS NOT NULL;
 CREATE INDEX IF NOT EXISTS traces_duration ON traces (duration_us) WHERE finalized_at_us IS NOT NULL;
+CREATE INDEX IF NOT EXISTS traces_dropped ON traces (start_us) WHERE state = 'dropped';
 
 CREATE TABLE IF NOT EXISTS trace_ops (
     service TEXT NOT NULL, operation TEXT NOT NULL, trace_id TEXT NOT NULL,
@@ -132,7 +134,8 @@ RETURNING trace_id, span_id
 """
 
 FINALIZED_AMONG = """
-SELECT t.trace_id FROM json_each(?1) j CROSS JOIN traces t ON t.trace_id = j.value WHERE t.state = 'finalized'
+SELECT t.trace_id, t.state FROM json_each(?1) j CROSS JOIN traces t ON t.trace_id = j.value
+WHERE t.state IN ('finalized', 'dropped')
 """
 
 MARK_LATE = """
@@ -290,12 +293,24 @@ class SqliteStore:
                 return WriteResult(spans_changed=0, traces_touched=0, late_spans=0)
             traces = {t for t, _ in changed}
             traces_doc = _json.encode(list(traces))
-            owned_doc = _json.encode([(t, shards[t]) for t in traces])
             late = 0
-            finalized = {r[0] for r in c.execute(FINALIZED_AMONG, (traces_doc,))}
-            if finalized:  # rare: spans arriving after their trace was finalized
-                late_pairs = [pair for pair in changed if pair[0] in finalized]
-                late = c.execute(MARK_LATE, (_json.encode(late_pairs),)).rowcount
+            done = dict(c.execute(FINALIZED_AMONG, (traces_doc,)).fetchall())
+            if done:  # rare: spans arriving after their trace was finalized (or sampled out)
+                dropped = [t for t, state in done.items() if state == "dropped"]
+                if dropped:  # a sampled-out trace stays out: its late spans go too
+                    c.execute(
+                        "DELETE FROM spans WHERE trace_id IN (SELECT value FROM json_each(?1))",
+                        (_json.encode(dropped),),
+                    )
+                    changed = [pair for pair in changed if pair[0] not in done or done[pair[0]] != "dropped"]
+                    traces = {t for t, _ in changed}
+                    if not traces:
+                        return WriteResult(spans_changed=0, traces_touched=0, late_spans=0)
+                    traces_doc = _json.encode(list(traces))
+                late_pairs = [pair for pair in changed if pair[0] in done]
+                if late_pairs:
+                    late = c.execute(MARK_LATE, (_json.encode(late_pairs),)).rowcount
+            owned_doc = _json.encode([(t, shards[t]) for t in traces])
             c.execute(TOUCH_TRACES, (owned_doc, None, now_us, grace_us, idle_us))
             roots = candidates & traces
             if roots:
@@ -320,7 +335,9 @@ class SqliteStore:
 
         return await self._run(self._read, read)
 
-    async def finalize(self, trace_ids: Sequence[str], *, now_us: int) -> list[TraceAnalysis]:
+    async def finalize(
+        self, trace_ids: Sequence[str], *, now_us: int, sampler: Sampler | None = None
+    ) -> list[TraceAnalysis]:
         if not trace_ids:
             return []
         ids_doc = _json.encode(list(trace_ids))
@@ -348,6 +365,7 @@ class SqliteStore:
             trace_updates: list[tuple[Any, ...]] = []
             op_rows: list[tuple[str, str, str]] = []
             tag_index: list[tuple[str, str, str]] = []
+            dropped: list[str] = []
             # Only finish events and no span: nothing to finalize. The trace row goes; its finish rows stay
             # and merge if the span ever arrives (which makes the trace active again).
             empty = [r[0] for r in rows if r[0] not in span_rows]
@@ -365,8 +383,12 @@ class SqliteStore:
                     delta.add(decode_contribution(old_contribution), -1)
                 delta.add(contrib, +1)
                 results.append(analysis)
+                kept = sampler is None or sampler.keep(analysis)
+                if not kept:
+                    dropped.append(trace_id)
                 trace_updates.append(
                     (
+                        "finalized" if kept else "dropped",
                         analysis.root_service,
                         analysis.root_operation,
                         analysis.start_us,
@@ -379,14 +401,15 @@ class SqliteStore:
                         _json.encode(analysis).decode(),
                         encode_contribution(contrib).decode(),
                         late_counts.get(trace_id, 0),
-                        now_us,
+                        now_us if kept else None,  # a dropped trace has no summary to serve
                         trace_id,
                     )
                 )
-                op_rows.extend((s, o, trace_id) for s, o in analysis.operations)
-                tag_index.extend(tag_rows(trace_id, spans))
+                if kept:
+                    op_rows.extend((s, o, trace_id) for s, o in analysis.operations)
+                    tag_index.extend(tag_rows(trace_id, spans))
             c.executemany(
-                "UPDATE traces SET state = 'finalized', root_service = ?, root_operation = ?, start_us = ?,"
+                "UPDATE traces SET state = ?, root_service = ?, root_operation = ?, start_us = ?,"
                 " duration_us = ?, span_count = ?, error_count = ?, status = ?, complete = ?, services = ?,"
                 " analysis = ?, contribution = ?, late_spans = ?,"
                 " refinalizations = refinalizations + (finalized_at_us IS NOT NULL), finalized_at_us = ?"
@@ -397,6 +420,10 @@ class SqliteStore:
             c.execute("DELETE FROM trace_tags WHERE trace_id IN (SELECT value FROM json_each(?1))", (active_doc,))
             c.executemany("INSERT OR IGNORE INTO trace_ops VALUES (?, ?, ?)", op_rows)
             c.executemany("INSERT OR IGNORE INTO trace_tags VALUES (?, ?, ?)", tag_index)
+            if dropped:
+                c.execute(
+                    "DELETE FROM spans WHERE trace_id IN (SELECT value FROM json_each(?1))", (_json.encode(dropped),)
+                )
             self._apply(c, delta)
             return results
 
@@ -448,7 +475,8 @@ class SqliteStore:
     async def purge(self, before_us: int) -> int:
         def tx(c: sqlite3.Connection) -> int:
             rows = c.execute(
-                "SELECT trace_id, contribution FROM traces WHERE finalized_at_us IS NOT NULL AND start_us < ?",
+                "SELECT trace_id, contribution FROM traces WHERE finalized_at_us IS NOT NULL AND start_us < ?1"
+                " UNION ALL SELECT trace_id, contribution FROM traces WHERE state = 'dropped' AND start_us < ?1",
                 (before_us,),
             ).fetchall()
             if not rows:

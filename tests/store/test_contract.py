@@ -18,6 +18,7 @@ import pytest
 
 from shared.analysis import Dependency, TraceAnalysis, analyze
 from shared.models import Kind, Span, SpanFinish, Status, TagValue
+from shared.sampling import Sampler
 from shared.store import Heartbeat, QueryError, StoredTrace, TraceQuery, TraceStore, WriteResult
 from shared.store.base import BUCKET_BOUNDS_US
 
@@ -1166,3 +1167,35 @@ async def test_redelivered_open_version_never_erases_a_finished_span(store: Trac
     assert (await write(store, [open_root])).spans_changed == 0
     [root] = (await stored(store, "t1")).spans
     assert root.duration_us == 5 * MS
+
+
+# -- tail sampling ------------------------------------------------------------------------------------
+
+
+async def test_sampled_out_trace_counts_in_stats_but_is_gone(store: TraceStore) -> None:
+    drop_all = Sampler(rate=0.0, slow_us=10**12)
+    fast, failed = simple_trace("fast"), simple_trace("failed", child_status="error")
+    slow = simple_trace("slow", duration=2 * SECOND)
+    await write(store, [*fast, *failed, *slow])
+    await store.finalize(["fast", "failed", "slow"], now_us=NOW, sampler=Sampler(rate=0.0, slow_us=SECOND))
+    assert await store.get_trace("fast") is None  # dropped
+    assert (await stored(store, "failed")).state == "finalized"  # failed traces are always kept
+    assert (await stored(store, "slow")).state == "finalized"  # so are slow ones
+    assert sorted(await search(store)) == ["failed", "slow"]
+    stats = await store.stats()
+    assert (stats.total_traces, stats.completed_traces, stats.failed_traces, stats.active_traces) == (3, 2, 1, 0)
+    assert await rollups_of(store) == expected_rollups({"fast": fast, "failed": failed, "slow": slow})
+
+    # a late span of a dropped trace is dropped too: nothing reopens, nothing is counted twice
+    late = span("fast", "late", parent="root", start=T0 + MS, duration=MS)
+    assert (await write(store, [late], now=NOW + SECOND)).spans_changed == 0
+    assert await store.due_traces([SHARD], NOW + 10 * IDLE, 10) == []
+    assert await store.get_trace("fast") is None
+    assert await store.finalize(["fast"], now_us=NOW + 2 * SECOND, sampler=drop_all) == []
+    assert await rollups_of(store) == expected_rollups({"fast": fast, "failed": failed, "slow": slow})
+
+    # retention purges dropped traces as well, and takes their share out of the rollups
+    assert await store.purge(T0 + HOUR) == 3
+    stats = await store.stats()
+    assert stats.total_traces == 0
+    assert await rollups_of(store) == expected_rollups({})

@@ -1,0 +1,388 @@
+"""Jaeger's classic HTTP query API (``/api/...``, what the Jaeger UI and Grafana's Jaeger data source call).
+
+Every answer is Jaeger's envelope ``{"data", "total", "limit", "offset", "errors"}``; an error answer has
+``data: null`` and ``errors: [{"code", "msg"}]``. Traces use Jaeger's UI model (``internal/uimodel``):
+
+* a trace is ``{traceID, spans, processes, warnings}``; one process per service (``p1``, ``p2``... in order
+  of first appearance), with no process tags (spans here have none);
+* a span is ``{traceID, spanID, operationName, references, startTime, duration, tags, logs, processID,
+  warnings}``, times in microseconds; the parent becomes a ``CHILD_OF`` reference; the span kind becomes a
+  ``span.kind`` tag and an error status an ``error=true`` tag (unless the span has tags of those names);
+  tag types are ``string``, ``bool``, ``int64`` or ``float64`` (integers beyond ±2^53 are sent as strings,
+  as Jaeger does); an open span has duration 0 and a warning saying so.
+
+Trace ids are this store's ids, passed through unchanged: they may be any 1..64 characters of
+``[A-Za-z0-9._:-]`` rather than Jaeger's 16 or 32 hex digits, and are matched exactly (Jaeger would also
+match ``0abc`` for ``abc``).
+
+Routes: ``GET /api/traces/{traceID}``, ``GET /api/traces`` (search; or ``traceID=`` repeated to fetch several),
+``GET /api/services``, ``GET /api/services/{service}/operations``, ``GET /api/operations?service=``,
+``GET /api/dependencies?endTs=&lookback=`` (milliseconds).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import msgspec
+from aiohttp import web
+from multidict import MultiMapping
+
+from shared.models import Span, TagValue
+from shared.store.base import QueryError, StoredTrace, TraceQuery
+
+from .encoding import encode
+from .jaeger_common import (
+    MAX_EPOCH_US,
+    Failure,
+    ParamError,
+    build_query,
+    duration_bounds_us,
+    first,
+    go_duration_ns,
+    integer,
+    is_js_safe,
+    json_tag_value,
+    load_traces,
+    non_finite_text,
+    render,
+    result_limit,
+    search,
+)
+from .keys import STORE
+from .service import now_us
+from .shapes import is_id
+
+DEFAULT_LIMIT: Final = 20
+"""Traces a search returns when ``limit`` is not given (what the Jaeger UI sends by default)."""
+DEFAULT_DEPENDENCY_LOOKBACK_MS: Final = 24 * 3600 * 1000
+"""``/api/dependencies`` looks back one day unless ``lookback`` says otherwise (as Jaeger)."""
+TRACE_NOT_FOUND: Final = "trace not found"
+OPEN_SPAN_WARNING: Final = "span has no end time yet (still open); its duration is reported as 0"
+_DAYS_OR_WEEKS: Final = {"d": 86_400_000_000, "w": 7 * 86_400_000_000}
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+JSON = "application/json"
+
+
+# -- Jaeger's UI model -------------------------------------------------------------------------------
+
+
+class KeyValue(msgspec.Struct):
+    key: str
+    type: str
+    value: str | int | float | bool | None
+
+
+class Reference(msgspec.Struct, rename={"ref_type": "refType", "trace_id": "traceID", "span_id": "spanID"}):
+    ref_type: str
+    trace_id: str
+    span_id: str
+
+
+class Log(msgspec.Struct):
+    timestamp: int
+    fields: list[KeyValue]
+
+
+class JaegerSpan(
+    msgspec.Struct,
+    rename={
+        "trace_id": "traceID",
+        "span_id": "spanID",
+        "operation_name": "operationName",
+        "start_time": "startTime",
+        "process_id": "processID",
+    },
+):
+    trace_id: str
+    span_id: str
+    operation_name: str
+    references: list[Reference]
+    start_time: int
+    duration: int
+    tags: list[KeyValue]
+    logs: list[Log]
+    process_id: str
+    warnings: list[str] | None
+
+
+class Process(msgspec.Struct, rename={"service_name": "serviceName"}):
+    service_name: str
+    tags: list[KeyValue]
+
+
+class JaegerTrace(msgspec.Struct, rename={"trace_id": "traceID"}):
+    trace_id: str
+    spans: list[JaegerSpan]
+    processes: dict[str, Process]
+    warnings: list[str] | None
+
+
+class Operation(msgspec.Struct, rename={"span_kind": "spanKind"}):
+    name: str
+    span_kind: str
+
+
+class DependencyLink(msgspec.Struct, rename={"call_count": "callCount"}):
+    parent: str
+    child: str
+    call_count: int
+
+
+class StructuredError(msgspec.Struct, kw_only=True, omit_defaults=True, rename={"trace_id": "traceID"}):
+    code: int = 0
+    msg: str
+    trace_id: str = ""
+
+
+class Envelope(msgspec.Struct, kw_only=True):
+    data: Any
+    total: int = 0
+    limit: int = 0
+    offset: int = 0
+    errors: list[StructuredError] | None = None
+
+
+# -- conversion --------------------------------------------------------------------------------------
+
+
+def key_value(key: str, value: TagValue) -> KeyValue:
+    """A tag as Jaeger types it; integers a JavaScript number cannot hold exactly become strings."""
+    if isinstance(value, bool):
+        return KeyValue(key, "bool", value)
+    if isinstance(value, int):
+        return KeyValue(key, "int64", value if is_js_safe(value) else str(value))
+    if isinstance(value, float):
+        return KeyValue(key, "float64", value if math.isfinite(value) else non_finite_text(value))
+    return KeyValue(key, "string", value)
+
+
+def span_tags(span: Span) -> list[KeyValue]:
+    tags = [key_value(key, value) for key, value in span.tags.items()]
+    if span.kind is not None and "span.kind" not in span.tags:
+        tags.append(KeyValue("span.kind", "string", span.kind))
+    if span.status == "error" and "error" not in span.tags:
+        tags.append(KeyValue("error", "bool", True))
+    return tags
+
+
+def jaeger_trace(stored: StoredTrace) -> JaegerTrace:
+    """A stored trace in Jaeger's UI model; spans ordered by start time (then span id)."""
+    trace_id = stored.trace_id
+    spans = sorted(stored.spans, key=lambda s: (s.start_time_us, s.span_id))
+    process_ids: dict[str, str] = {}
+    out: list[JaegerSpan] = []
+    for span in spans:
+        process_id = process_ids.setdefault(span.service_name, f"p{len(process_ids) + 1}")
+        references = (
+            []
+            if span.parent_span_id is None
+            else [Reference(ref_type="CHILD_OF", trace_id=trace_id, span_id=span.parent_span_id)]
+        )
+        out.append(
+            JaegerSpan(
+                trace_id=trace_id,
+                span_id=span.span_id,
+                operation_name=span.operation_name,
+                references=references,
+                start_time=span.start_time_us,
+                duration=span.duration_us or 0,
+                tags=span_tags(span),
+                logs=[
+                    Log(timestamp=log.timestamp_us, fields=[key_value(k, v) for k, v in log.fields.items()])
+                    for log in span.logs
+                ],
+                process_id=process_id,
+                warnings=[OPEN_SPAN_WARNING] if span.duration_us is None else None,
+            )
+        )
+    processes = {pid: Process(service_name=service, tags=[]) for service, pid in process_ids.items()}
+    return JaegerTrace(trace_id=trace_id, spans=out, processes=processes, warnings=None)
+
+
+async def _traces_answer(traces: Sequence[StoredTrace], errors: list[StructuredError] | None = None) -> web.Response:
+    body = await render(
+        traces, lambda: msgspec.json.encode(Envelope(data=[jaeger_trace(t) for t in traces], errors=errors))
+    )
+    return web.Response(body=body, content_type=JSON)
+
+
+def _answer(envelope: Envelope, status: int = 200) -> web.Response:
+    return web.Response(body=encode(envelope), status=status, content_type=JSON)
+
+
+def error_answer(status: int, message: str) -> web.Response:
+    return _answer(Envelope(data=None, errors=[StructuredError(code=status, msg=message)]), status)
+
+
+def jaeger_errors(handler: Handler) -> Handler:
+    """Bad parameters and missing traces answered in Jaeger's envelope (other errors go to the app's
+    error middleware)."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except ParamError as exc:
+            return error_answer(400, f"unable to parse param '{exc.param}': {exc.reason}")
+        except Failure as exc:
+            return error_answer(exc.status, exc.message)
+        except QueryError as exc:
+            return error_answer(400, str(exc))
+
+    return wrapped
+
+
+# -- parameters --------------------------------------------------------------------------------------
+
+
+def _trace_id(param: str, value: str) -> str:
+    if not is_id(value):
+        raise ParamError(param, "a trace id is 1..64 characters of [A-Za-z0-9._:-]")
+    return value
+
+
+def _epoch_us(params: MultiMapping[str], name: str) -> int | None:
+    text = params.get(name, "")
+    if not text:
+        return None
+    value = integer(name, text)
+    if not 0 <= value <= MAX_EPOCH_US:
+        raise ParamError(name, f"must be between 0 and {MAX_EPOCH_US} microseconds since the epoch")
+    return value
+
+
+def _lookback_us(text: str) -> int | None:
+    """The UI's ``lookback`` (``1h``, ``2d``, ``custom``) in microseconds; ``None`` for ``custom``."""
+    if text == "custom":
+        return None
+    unit = _DAYS_OR_WEEKS.get(text[-1:])
+    if unit is not None and text[:-1].isdigit():
+        return int(text[:-1]) * unit
+    try:
+        value = go_duration_ns(text) // 1000
+    except ValueError as exc:
+        raise ParamError("lookback", str(exc)) from None
+    if value < 0:
+        raise ParamError("lookback", f'must not be negative, got "{text}"')
+    return value
+
+
+def _search_tags(params: MultiMapping[str]) -> list[tuple[str, str]]:
+    tags: list[tuple[str, str]] = []
+    for raw in params.getall("tag", []):
+        key, sep, value = raw.partition(":")
+        if not sep:
+            raise Failure(400, f"malformed 'tag' parameter, expecting key:value, received: {raw}")
+        tags.append((key, value))
+    for raw in params.getall("tags", []):
+        try:
+            decoded = json.loads(raw)
+        except ValueError as exc:
+            raise Failure(400, f"malformed 'tags' parameter, cannot unmarshal JSON: {exc}") from None
+        if not isinstance(decoded, dict):
+            raise Failure(400, "malformed 'tags' parameter, expecting a JSON object of key: value")
+        tags.extend((key, json_tag_value("tags", key, value)) for key, value in decoded.items())
+    return tags
+
+
+def search_query(params: MultiMapping[str]) -> TraceQuery:
+    """The store query of a classic search."""
+    limit_text = params.get("limit", "")
+    limit = result_limit(integer("limit", limit_text, bits=32), DEFAULT_LIMIT) if limit_text else DEFAULT_LIMIT
+    start_us = _epoch_us(params, "start")
+    end_us = _epoch_us(params, "end")
+    if start_us is None and params.get("lookback"):
+        lookback = _lookback_us(params["lookback"])
+        if lookback is not None:
+            start_us = max(0, (end_us if end_us is not None else now_us()) - lookback)
+    if start_us is not None and end_us is not None and start_us > end_us:
+        raise Failure(400, "'end' should not be before 'start'")
+    min_us, max_us = duration_bounds_us(first(params, "minDuration"), first(params, "maxDuration"))
+    return build_query(
+        service=params.get("service"),
+        operation=params.get("operation"),
+        tags=_search_tags(params),
+        min_duration_us=min_us,
+        max_duration_us=max_us,
+        start_us=start_us,
+        end_us=end_us,
+        limit=limit,
+    )
+
+
+# -- handlers ----------------------------------------------------------------------------------------
+
+
+@jaeger_errors
+async def get_trace(request: web.Request) -> web.Response:
+    trace_id = _trace_id("traceID", request.match_info["traceID"])
+    stored = await request.app[STORE].get_trace(trace_id)
+    if stored is None or not stored.spans:
+        raise Failure(404, TRACE_NOT_FOUND)
+    return await _traces_answer([stored])
+
+
+@jaeger_errors
+async def find_traces(request: web.Request) -> web.Response:
+    params = request.query
+    store = request.app[STORE]
+    wanted = list(dict.fromkeys(_trace_id("traceID", value) for value in params.getall("traceID", []) if value))
+    if wanted:
+        found = await load_traces(store, wanted)
+        known = {trace.trace_id for trace in found}
+        missing = [StructuredError(msg=TRACE_NOT_FOUND, trace_id=t) for t in wanted if t not in known]
+        return await _traces_answer(found, missing or None)
+    return await _traces_answer(await search(store, search_query(params)))
+
+
+@jaeger_errors
+async def services(request: web.Request) -> web.Response:
+    names = await request.app[STORE].services()
+    return _answer(Envelope(data=names, total=len(names)))
+
+
+@jaeger_errors
+async def service_operations(request: web.Request) -> web.Response:
+    names = await request.app[STORE].operations(request.match_info["service"])
+    return _answer(Envelope(data=names, total=len(names)))
+
+
+@jaeger_errors
+async def operations(request: web.Request) -> web.Response:
+    """Operations of ``service`` as ``{name, spanKind}``. Span kinds of operations are not indexed here, so
+    ``spanKind`` is always ``""`` (unknown) and a ``spanKind`` filter cannot narrow the list."""
+    service = request.query.get("service", "")
+    if not service:
+        raise Failure(400, "parameter 'service' is required")
+    names = await request.app[STORE].operations(service)
+    return _answer(Envelope(data=[Operation(name=name, span_kind="") for name in names], total=len(names)))
+
+
+@jaeger_errors
+async def dependencies(request: web.Request) -> web.Response:
+    """Service call counts over ``[endTs - lookback, endTs]`` (milliseconds; default: the last day up to
+    now), optionally only the links of ``service``. The store keeps them per hour, so the window is
+    widened to whole hours."""
+    params = request.query
+    end_text = params.get("endTs", "")
+    end_ms = integer("endTs", end_text) if end_text else now_us() // 1000
+    if not 0 <= end_ms <= MAX_EPOCH_US // 1000:
+        raise ParamError("endTs", f"must be between 0 and {MAX_EPOCH_US // 1000} milliseconds since the epoch")
+    lookback_text = params.get("lookback", "")
+    lookback_ms = integer("lookback", lookback_text) if lookback_text else DEFAULT_DEPENDENCY_LOOKBACK_MS
+    if lookback_ms < 0:
+        raise ParamError("lookback", "must not be negative")
+    links = await request.app[STORE].dependencies(max(0, end_ms - lookback_ms) * 1000, end_ms * 1000)
+    service = params.get("service", "")
+    data = [
+        DependencyLink(parent=link.parent, child=link.child, call_count=link.calls)
+        for link in links
+        if not service or service in (link.parent, link.child)
+    ]
+    return _answer(Envelope(data=data))
