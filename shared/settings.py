@@ -54,7 +54,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_metrics_bind: str = ""  # host:port for the worker's Prometheus /metrics; empty = off
     # Redaction of tag values at ingest (on by default).
     redact: bool = True
-    redact_keys: str = r"(?i)pass(word|wd)?|secret|token|authorization|api[-_.]?key|cookie|credential"
+    # whole words of a key (db.password, access_token, x-api-key) or a camelCase ending (userPassword),
+    # never a prefix of another word (passenger_count, max_tokens)
+    redact_keys: str = (
+        r"(?i)(?:^|[^a-z0-9])(?:pass(?:word|wd)?|secret|token|authorization|api[-_.]?key|cookie|credentials?)"
+        r"(?:[^a-z0-9]|$)|(?:password|secret|token)$"
+    )
     redact_values: str = r"[\w.+-]+@[\w-]+\.[\w.-]+|\b(?:\d[ -]?){13,16}\b"
     # Tail sampling at finalization: keep failed, keep slow, keep this fraction of the rest.
     sample_rate: Fraction = 1.0

@@ -1,0 +1,74 @@
+"""Tag redaction at ingest: every default key and value pattern, log fields, and what is left alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.models import Log, Span, SpanFinish
+from shared.redact import REDACTED, Redactor
+from shared.settings import Settings
+
+DEFAULTS = Settings.from_env({})
+
+
+@pytest.fixture
+def redactor() -> Redactor:
+    return Redactor(DEFAULTS.redact_keys, DEFAULTS.redact_values)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["password", "db.password", "PASSWD", "user.pass", "client_secret", "auth.token", "access_token",
+     "Authorization", "http.request.header.authorization", "api_key", "x-api-key", "apiKey", "cookie",
+     "set-cookie", "aws.credentials", "userPassword", "clientSecret"],
+)  # fmt: skip
+def test_sensitive_keys_are_redacted(redactor: Redactor, key: str) -> None:
+    assert redactor.tags({key: "s3cr3t", "http.method": "GET"}) == {key: REDACTED, "http.method": "GET"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["alice@example.com", "contact: bob.smith+tag@mail.example.org", "4111 1111 1111 1111",
+     "4111-1111-1111-1111", "card 5500005555555559 used"],
+)  # fmt: skip
+def test_sensitive_values_are_redacted(redactor: Redactor, value: str) -> None:
+    assert redactor.tags({"note": value}) == {"note": REDACTED}
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [{"http.status_code": 200, "user.id": "user-123"}, {"cache.hit": True, "ratio": 0.5},
+     {"order.id": "1234-5678"}, {"passenger_count": 3, "db.statement": "SELECT 1"},
+     {"llm.max_tokens": 512, "tokenizer": "bpe", "compass": "north"}],
+)  # fmt: skip
+def test_ordinary_tags_are_untouched(redactor: Redactor, tags: dict[str, object]) -> None:
+    assert redactor.tags(tags) is None  # type: ignore[arg-type]
+
+
+def test_non_string_values_of_sensitive_keys_are_redacted_too(redactor: Redactor) -> None:
+    assert redactor.tags({"token": 12345}) == {"token": REDACTED}
+
+
+def test_events_redact_span_tags_finish_tags_and_log_fields(redactor: Redactor) -> None:
+    span = Span(
+        trace_id="t", span_id="s", service_name="svc", operation_name="op", start_time_us=1,
+        tags={"password": "x", "ok": 1},
+        logs=(Log(timestamp_us=2, fields={"event": "login", "email": "eve@example.com"}),),
+    )  # fmt: skip
+    finish = SpanFinish(trace_id="t", span_id="s", end_time_us=3, tags={"authorization": "Bearer abc"})
+    clean = Span(trace_id="t", span_id="c", service_name="svc", operation_name="op", start_time_us=1, tags={"a": 1})
+    out = redactor.events([span, finish, clean])
+    assert isinstance(out[0], Span)
+    assert out[0].tags == {"password": REDACTED, "ok": 1}
+    assert out[0].logs[0].fields == {"event": "login", "email": REDACTED}
+    assert out[1].tags == {"authorization": REDACTED}
+    assert out[2] is clean  # unchanged events are not copied
+    assert span.tags["password"] == "x"  # the input is not mutated
+
+
+def test_custom_patterns_and_off() -> None:
+    custom = Redactor(r"^internal\.", r"\bSECRET-\d+\b")
+    assert custom.tags({"internal.id": "1", "password": "x", "v": "SECRET-42"}) == {
+        "internal.id": REDACTED, "password": "x", "v": REDACTED}  # fmt: skip
+    assert Redactor("", "").tags({"password": "x"}) is None
+    assert Settings.from_env({"TRACING_REDACT": "false"}).redact is False

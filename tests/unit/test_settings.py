@@ -1,0 +1,74 @@
+"""Settings: defaults, environment, TOML file, fail-fast errors naming the variable, Kafka security."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+
+from shared.settings import Settings, SettingsError
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    s = Settings.from_env({})
+    assert (s.kafka_bootstrap, s.topic, s.group, s.partitions) == ("127.0.0.1:9092", "spans", "tracing-ingest", 12)
+    assert (s.store_url, s.api_bind, s.grace_ms, s.idle_timeout_s) == (
+        "sqlite:///data/traces.db",
+        "127.0.0.1:3000",
+        500,
+        60,
+    )
+    assert (s.read_tokens, s.write_tokens, s.retention_h) == ((), (), 168)
+    assert (s.otlp_topic, s.zipkin_topic, s.dlq_topic) == ("otlp_spans", "zipkin", "spans.dlq")
+
+
+def test_environment_overrides_file_and_file_overrides_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "tracing.toml"
+    config.write_text('topic = "from-file"\ngrace_ms = 900\nread_tokens = "a,b"\n')
+    s = Settings.from_env({"TRACING_CONFIG": str(config), "TRACING_GRACE_MS": "100", "TRACING_WRITE_TOKENS": "w1, w2"})
+    assert (s.topic, s.grace_ms) == ("from-file", 100)
+    assert (s.read_tokens, s.write_tokens) == (("a", "b"), ("w1", "w2"))
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"TRACING_GRACE_MS": "-1"}, "TRACING_GRACE_MS"),
+        ({"TRACING_PARTITIONS": "many"}, "TRACING_PARTITIONS"),
+        ({"TRACING_PARTITIONS": "0"}, "TRACING_PARTITIONS"),
+        ({"TRACING_STORE_URL": "mysql://x"}, "TRACING_STORE_URL"),
+        ({"TRACING_API_BIND": "nowhere"}, "TRACING_API_BIND"),
+        ({"TRACING_IDLE_TIMEOUT_S": "0"}, "TRACING_IDLE_TIMEOUT_S"),
+        ({"TRACING_SAMPLE_RATE": "2"}, "TRACING_SAMPLE_RATE"),
+        ({"TRACING_REDACT_KEYS": "(unclosed"}, "TRACING_REDACT_KEYS"),
+        ({"TRACING_KAFKA_SECURITY_PROTOCOL": "TLS"}, "TRACING_KAFKA_SECURITY_PROTOCOL"),
+        ({"TRACING_CONFIG": "/nonexistent/tracing.toml"}, "TRACING_CONFIG"),
+    ],
+)
+def test_bad_values_fail_fast_naming_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
+
+
+def test_unknown_key_in_the_file_is_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "tracing.toml"
+    config.write_text("grace = 5\n")
+    with pytest.raises(SettingsError, match="unknown setting 'grace'"):
+        Settings.from_env({"TRACING_CONFIG": str(config)})
+
+
+def test_kafka_security_maps_onto_aiokafka_options() -> None:
+    plain = Settings.from_env({"TRACING_KAFKA_BOOTSTRAP": "k1:9092,k2:9092"}).kafka_options()
+    assert plain == {"bootstrap_servers": "k1:9092,k2:9092", "security_protocol": "PLAINTEXT"}
+    sasl = Settings.from_env(
+        {"TRACING_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "TRACING_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+         "TRACING_KAFKA_SASL_USERNAME": "u", "TRACING_KAFKA_SASL_PASSWORD": "p"}
+    ).kafka_options()  # fmt: skip
+    assert sasl["security_protocol"] == "SASL_SSL"
+    assert (sasl["sasl_mechanism"], sasl["sasl_plain_username"], sasl["sasl_plain_password"]) == (
+        "SCRAM-SHA-512",
+        "u",
+        "p",
+    )
+    assert isinstance(sasl["ssl_context"], ssl.SSLContext)
