@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from ingest.metrics import WorkerMetrics, serve_metrics
 from shared.codecs import DecodeError, decoder_for, format_of
@@ -110,7 +110,8 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; then finish the batch in hand, commit, and leave the group."""
         s = self.settings
-        await ensure_topics(s, [*self.topics, *(t + s.dlq_suffix for t in self.topics)])
+        if not await self._wait_for_kafka(stop):
+            return
         self._dlq = AIOKafkaProducer(**s.kafka_options(), acks="all", linger_ms=5)
         self._consumer = AIOKafkaConsumer(
             **s.kafka_options(),
@@ -148,11 +149,29 @@ class Worker:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._heartbeat()
 
+    async def _wait_for_kafka(self, stop: asyncio.Event) -> bool:
+        """Create the topics, retrying while the broker is unreachable (a worker may start before it, or
+        during a broker restart). False when ``stop`` was set first."""
+        s = self.settings
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                await ensure_topics(s, [*self.topics, *(t + s.dlq_suffix for t in self.topics)])
+                return True
+            except KafkaError as exc:
+                log.warning("kafka not reachable at %s (%s); retrying in %.1fs", s.kafka_bootstrap, exc, delay)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except TimeoutError:
+                delay = min(delay * 2, 10.0)
+        return False
+
     # -- consuming ------------------------------------------------------------------------------------
 
     async def _consume_loop(self, stop: asyncio.Event) -> None:
         assert self._consumer is not None
         consumer = self._consumer
+        retry_delay = 0.5
         while not stop.is_set():
             fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=500, max_records=self.settings.batch_max))
             stopping = asyncio.ensure_future(stop.wait())
@@ -162,8 +181,22 @@ class Worker:
                 fetch.cancel()
                 break
             batches = fetch.result()
-            if batches:
+            if not batches:
+                continue
+            try:
                 await self.process(batches)
+                retry_delay = 0.5
+            except Exception as exc:  # the store or the broker failed mid-batch: nothing was committed
+                # Rewind to the batch's first offsets so it is fetched and written again (idempotently).
+                log.warning("batch failed (%s: %s); retrying it in %.1fs", type(exc).__name__, exc, retry_delay)
+                assigned = consumer.assignment()
+                for tp, messages in batches.items():
+                    if tp in assigned:
+                        consumer.seek(tp, messages[0].offset)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=retry_delay)
+                except TimeoutError:
+                    retry_delay = min(retry_delay * 2, 10.0)
 
     async def process(self, batches: dict[TopicPartition, Sequence[object]]) -> None:
         """Decode, dead-letter, write and commit one fetched batch."""
@@ -200,12 +233,17 @@ class Worker:
         spans_n, finishes_n = len(spans), len(finishes)
         if dead:
             await asyncio.gather(*dead)  # dead letters are durable before their offsets are committed
+        # A rebalance may have taken partitions away while the batch was being written: their new owner
+        # re-reads those messages, and the idempotent upserts make that harmless. Commit the rest.
+        assigned = self._consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
         try:
-            await self._consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # A rebalance took the partitions away mid-batch: the new owner re-reads these messages and
-            # the idempotent upserts make that harmless.
-            log.warning("commit failed after rebalance, messages will be re-read: %s", exc)
+            if offsets:
+                await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("commit failed after a rebalance, messages will be re-read: %s", exc)
+        except KafkaError as exc:  # e.g. the coordinator moved during a broker restart
+            log.warning("commit failed (%s); the next batch's commit covers these offsets", exc)
         m = self.metrics
         for tp, messages in batches.items():
             m.messages.inc(len(messages), tp.topic)

@@ -50,12 +50,16 @@ async def test_sigkill_three_times_while_spans_flow(settings: Settings, tmp_path
     kills = 0
 
     async def produce() -> None:
+        # a steady flow over ~12 s, so that every kill lands mid-stream
+        started = time.monotonic()
         async with SpanProducer(settings) as producer:
             for i, spans in enumerate(traces):
                 await producer.send(spans)
-                if i % 200 == 0:
+                if i % 100 == 0:
                     await producer.flush()
-                    await asyncio.sleep(0.05)  # spread the flow over several seconds
+                    ahead = started + 12.0 * i / len(traces) - time.monotonic()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
 
     producing = asyncio.create_task(produce())
     try:
@@ -64,7 +68,7 @@ async def test_sigkill_three_times_while_spans_flow(settings: Settings, tmp_path
             before = _store_counts(settings)[0]
 
             def progressed(before: int = before) -> bool:
-                return _store_counts(settings)[0] > before
+                return _store_counts(settings)[0] > before or producing.done()
 
             await wait_for(progressed, timeout_s=60, what="worker progress")
             await asyncio.sleep(rng.uniform(0.2, 1.0))

@@ -3,6 +3,7 @@ with the same analysis an offline computation gives; poison messages go to the d
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 
@@ -11,12 +12,13 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from ingest.worker import Worker
 from shared.analysis import analyze
 from shared.demo import make_trace
 from shared.kafka import SpanProducer
 from shared.models import Span, SpanFinish
 from shared.settings import Settings
-from shared.store import TraceQuery, TraceStore
+from shared.store import TraceQuery, TraceStore, open_store
 from tests.e2e.helpers import reader, running_worker, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -230,4 +232,48 @@ async def test_poison_messages_go_to_the_dead_letter_topic(settings: Settings) -
     async with reader(settings) as store:
         for spans in traces:
             stored = await store.get_trace(spans[0].trace_id)
+            assert stored is not None and len(stored.spans) == len(spans)
+
+
+class FlakyStore:
+    """A store whose first ``failures`` write_batch calls fail, as a database restart would."""
+
+    def __init__(self, store: TraceStore, failures: int) -> None:
+        self._store = store
+        self.failures = failures
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def write_batch(self, *args: object, **kwargs: object) -> object:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("database restarting")
+        return await self._store.write_batch(*args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_failed_batch_is_fetched_and_written_again(settings: Settings) -> None:
+    rng = random.Random(5)
+    traces = [make_trace(rng, _now_us() - 1_000_000) for _ in range(30)]
+    async with SpanProducer(settings) as producer:
+        for spans in traces:
+            await producer.send(spans)
+    store = await open_store(settings)
+    flaky = FlakyStore(store, failures=3)
+    worker = Worker(settings, flaky)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await wait_for(
+            lambda: _all_finalized(settings, {t[0].trace_id for t in traces}), timeout_s=60, what="traces finalized"
+        )
+        assert flaky.failures == 0
+        assert not task.done()
+    finally:
+        stop.set()
+        await task
+        await store.close()
+    async with reader(settings) as r:
+        for spans in traces:
+            stored = await r.get_trace(spans[0].trace_id)
             assert stored is not None and len(stored.spans) == len(spans)

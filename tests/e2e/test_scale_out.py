@@ -102,7 +102,7 @@ async def test_workers_join_leave_crash_and_broker_restarts(
             workers[0].kill()
             workers[0] = WorkerProcess(settings, next(logs))
             await progressed(5_000)
-        kafka_control.restart()  # the broker restarts once, mid-stream
+        await asyncio.to_thread(kafka_control.restart)  # the broker restarts once, mid-stream
         await progressed(10_000)
         await producing
         expected_spans = sum(len(t) for t in traces)
