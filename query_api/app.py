@@ -23,6 +23,7 @@ from .keys import METRICS, OPENAPI, PRODUCER, QUERIES, SETTINGS, STORE, WRITES
 from .metrics import RequestMetrics
 from .openapi import openapi_document
 from .service import QueryService
+from .ui import add_ui_routes
 from .writes import WriteService
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
@@ -49,6 +50,7 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/openapi.json", handlers.openapi)
     router.add_get("/metrics", handlers.metrics)
     add_jaeger_routes(app)
+    add_ui_routes(app)
 
 
 def _store_context(injected: TraceStore | None) -> CleanupContext:

@@ -4,8 +4,9 @@
   401/403 (auth), 404 (unknown trace, span or route), 405 (with ``Allow``), 413 (body too large), 503
   (store or Kafka down). Anything unexpected is logged and answered 500 without details.
 * :func:`auth` checks bearer tokens: ``read_tokens`` for reads, ``write_tokens`` for POSTs (an empty set
-  leaves those open). ``/healthz`` and ``/openapi.json`` never need a token; a request that matches no
-  route gets its 404/405 without an auth check (the routes are public in ``/openapi.json`` anyway).
+  leaves those open). ``/healthz``, ``/openapi.json`` and the web UI's files never need a token; a
+  request that matches no route gets its 404/405 without an auth check (the routes are public in
+  ``/openapi.json`` anyway).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from .encoding import encode
 from .errors import ApiError, Forbidden, Unauthorized
 from .keys import METRICS, SETTINGS
 from .shapes import ErrorBody
+from .ui import UI_ROUTES
 
 log = logging.getLogger(__name__)
 
-OPEN_ROUTES: Final = frozenset({"/healthz", "/openapi.json"})
+OPEN_ROUTES: Final = frozenset({"/healthz", "/openapi.json", *UI_ROUTES})
 UNMATCHED: Final = "unmatched"
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="tracing"'}

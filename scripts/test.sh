@@ -16,9 +16,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# System tools the tests drive (the seed's curl + jq snippets), from Debian's packages when missing.
+# System tools the tests drive, from Debian's packages when missing: curl + jq (the seed's snippets) and
+# Chromium (the web UI tests; in CI a missing browser fails them, never skips).
 missing=()
 for tool in curl jq; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "== installing ${missing[*]}"
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

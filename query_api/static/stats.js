@@ -1,0 +1,265 @@
+// Stats page: trace totals, the slowest traces, per-service latency (SLA view) and ingest pipeline health.
+
+import { get } from "./api.js";
+import { card, empty, fmtAgo, fmtCount, fmtMs, fmtPercent, h, serviceDot, traceLink } from "./dom.js";
+
+const AUTO_REFRESH_MS = 5000;
+let autoRefresh = false;
+
+function tile(label, value, key, raw, extra, tone) {
+  return h(
+    "div",
+    { class: ["tile", tone && `tone-${tone}`], "data-stat": key, "data-value": raw },
+    h("span", { class: "tile-label" }, label),
+    h("span", { class: "tile-value", "data-testid": "stat-value" }, value),
+    extra ? h("span", { class: "tile-extra" }, extra) : null,
+  );
+}
+
+function totals(stats) {
+  const finalized = stats.completedTraces + stats.failedTraces;
+  const failRate = finalized ? (stats.failedTraces / finalized) * 100 : 0;
+  return h(
+    "div",
+    { class: "tiles", "data-testid": "stats-totals" },
+    tile("Total traces", fmtCount(stats.totalTraces), "totalTraces", stats.totalTraces),
+    tile("Active", fmtCount(stats.activeTraces), "activeTraces", stats.activeTraces, "in progress"),
+    tile("Completed", fmtCount(stats.completedTraces), "completedTraces", stats.completedTraces, null, "ok"),
+    tile(
+      "Failed",
+      fmtCount(stats.failedTraces),
+      "failedTraces",
+      stats.failedTraces,
+      `${fmtPercent(failRate)} of finished`,
+      stats.failedTraces ? "bad" : null,
+    ),
+    tile("Avg duration", fmtMs(stats.avgDuration), "avgDuration", stats.avgDuration, "finished traces"),
+  );
+}
+
+function slowest(stats) {
+  const max = Math.max(0, ...stats.slowestTraces.map((t) => t.duration));
+  return card(
+    "Slowest traces",
+    { "data-testid": "slowest-traces" },
+    stats.slowestTraces.length
+      ? h(
+          "table",
+          { class: "table" },
+          h("thead", {}, h("tr", {}, h("th", {}, "#"), h("th", {}, "Trace"), h("th", { class: "share-col" }, "Duration"))),
+          h(
+            "tbody",
+            {},
+            stats.slowestTraces.map((t, i) =>
+              h(
+                "tr",
+                { "data-testid": "slow-trace", "data-trace-id": t.traceId, "data-value": t.duration },
+                h("td", { class: "muted" }, String(i + 1)),
+                h("td", {}, traceLink(t.traceId)),
+                h(
+                  "td",
+                  { class: "share-col" },
+                  h(
+                    "div",
+                    { class: "share" },
+                    h("div", { class: "share-bar hot", style: { width: `${max ? (t.duration / max) * 100 : 0}%` } }),
+                    h("span", {}, fmtMs(t.duration)),
+                  ),
+                ),
+              ),
+            ),
+          ),
+        )
+      : empty("No finished traces yet."),
+  );
+}
+
+function pipeline(stats) {
+  const p = stats.pipeline;
+  const now = Date.now();
+  const item = (label, value, key, raw, warn) =>
+    h(
+      "div",
+      { class: ["kv", warn && "warn"], "data-stat": `pipeline.${key}`, "data-value": raw },
+      h("dt", {}, label),
+      h("dd", {}, value),
+    );
+  return card(
+    "Pipeline health",
+    { "data-testid": "pipeline" },
+    h(
+      "dl",
+      { class: "kvs kvs-wide" },
+      item("Workers", fmtCount(p.workers.length), "workers", p.workers.length, p.workers.length === 0),
+      item("Consumer lag", `${fmtCount(p.totalLag)} msgs`, "totalLag", p.totalLag, p.totalLag > 10000),
+      item("Throughput", `${fmtCount(Math.round(p.spansPerSecond * 10) / 10)} spans/s`, "spansPerSecond", p.spansPerSecond),
+      item("Dead-lettered", fmtCount(p.deadLettered), "deadLettered", p.deadLettered, p.deadLettered > 0),
+      item("Late spans", fmtCount(p.lateSpans), "lateSpans", p.lateSpans),
+    ),
+    p.workers.length
+      ? h(
+          "table",
+          { class: "table compact" },
+          h(
+            "thead",
+            {},
+            h(
+              "tr",
+              {},
+              h("th", {}, "Worker"),
+              h("th", {}, "Partitions"),
+              h("th", { class: "num" }, "Lag"),
+              h("th", { class: "num" }, "Spans/s"),
+              h("th", { class: "num" }, "Spans"),
+              h("th", { class: "num" }, "Finalized"),
+              h("th", {}, "Seen"),
+            ),
+          ),
+          h(
+            "tbody",
+            {},
+            p.workers.map((w) => {
+              const lag = Object.values(w.lag).reduce((a, b) => a + b, 0);
+              return h(
+                "tr",
+                { "data-testid": "worker-row", "data-worker": w.workerId },
+                h("td", { class: "mono" }, w.workerId),
+                h("td", { class: "muted", title: w.partitions.join(", ") }, `${w.partitions.length}`),
+                h("td", { class: "num", "data-field": "lag", "data-value": lag }, fmtCount(lag)),
+                h("td", { class: "num", "data-field": "spansPerSecond", "data-value": w.spansPerSecond }, fmtCount(w.spansPerSecond)),
+                h("td", { class: "num" }, fmtCount(w.spansTotal)),
+                h("td", { class: "num" }, fmtCount(w.tracesFinalized)),
+                h("td", { class: "muted" }, fmtAgo(w.updatedAt, now)),
+              );
+            }),
+          ),
+        )
+      : empty("No worker sent a heartbeat in the last 30 seconds."),
+  );
+}
+
+function services(stats) {
+  const entries = Object.entries(stats.serviceStats).sort((a, b) => a[0].localeCompare(b[0]));
+  const maxP99 = Math.max(0, ...entries.map(([, v]) => v.p99));
+  const cell = (key, raw, text, cls) => h("td", { class: ["num", cls], "data-field": key, "data-value": raw }, text);
+  return card(
+    "Services",
+    { "data-testid": "service-stats" },
+    h("p", { class: "muted" }, "Spans of finished traces; latency percentiles from histograms"),
+    entries.length
+      ? h(
+          "table",
+          { class: "table" },
+          h(
+            "thead",
+            {},
+            h(
+              "tr",
+              {},
+              h("th", {}, "Service"),
+              h("th", { class: "num" }, "Spans"),
+              h("th", { class: "num" }, "Avg"),
+              h("th", { class: "num" }, "Errors"),
+              h("th", { class: "num" }, "p50"),
+              h("th", { class: "num" }, "p95"),
+              h("th", { class: "num" }, "p99"),
+              h("th", { class: "lat-col", title: "bar from p50 to p99, tick at p95" }, "Latency p50 → p99 (| p95)"),
+            ),
+          ),
+          h(
+            "tbody",
+            {},
+            entries.map(([name, v]) => {
+              const errRate = v.count ? (v.errorCount / v.count) * 100 : 0;
+              return h(
+                "tr",
+                { "data-testid": "service-row", "data-service": name },
+                h("td", {}, serviceDot(name), name),
+                cell("count", v.count, fmtCount(v.count)),
+                cell("avgDuration", v.avgDuration, fmtMs(v.avgDuration)),
+                cell(
+                  "errorCount",
+                  v.errorCount,
+                  v.errorCount ? `${fmtCount(v.errorCount)} (${fmtPercent(errRate)})` : "0",
+                  v.errorCount && "err",
+                ),
+                cell("p50", v.p50, fmtMs(v.p50)),
+                cell("p95", v.p95, fmtMs(v.p95)),
+                cell("p99", v.p99, fmtMs(v.p99)),
+                h(
+                  "td",
+                  { class: "lat-col" },
+                  h(
+                    "div",
+                    { class: "lat" },
+                    h("div", {
+                      class: "lat-range",
+                      style: {
+                        left: `${maxP99 ? (v.p50 / maxP99) * 100 : 0}%`,
+                        width: `${maxP99 ? (Math.max(0, v.p99 - v.p50) / maxP99) * 100 : 0}%`,
+                      },
+                    }),
+                    h("div", { class: "lat-tick", style: { left: `${maxP99 ? (v.p95 / maxP99) * 100 : 0}%` } }),
+                  ),
+                ),
+              );
+            }),
+          ),
+        )
+      : empty("No finished traces yet."),
+  );
+}
+
+export async function renderStats(ctx) {
+  let timer = null;
+  const schedule = () => {
+    clearTimeout(timer);
+    if (autoRefresh) timer = setTimeout(refresh, AUTO_REFRESH_MS);
+  };
+  const auto = h("input", { type: "checkbox", checked: autoRefresh, "data-testid": "auto-refresh" });
+  auto.addEventListener("change", () => {
+    autoRefresh = auto.checked;
+    schedule();
+  });
+  const stamp = h("span", { class: "muted", "data-testid": "stats-updated" });
+  const toolbar = h(
+    "div",
+    { class: "toolbar page-toolbar" },
+    h("h1", { class: "page-title" }, "Statistics"),
+    h("span", { class: "spacer" }),
+    stamp,
+    h("label", { class: "check" }, auto, `auto-refresh (${AUTO_REFRESH_MS / 1000} s)`),
+    h("button", { type: "button", class: "ghost", "data-testid": "stats-refresh", onclick: () => refresh() }, "Refresh"),
+  );
+  const body = h("div", { class: "stats-page", "data-testid": "stats" }, h("p", { class: "loading" }, "Loading…"));
+  ctx.main.replaceChildren(toolbar, body);
+
+  const load = async () => {
+    const stats = await get("/stats");
+    if (!ctx.isCurrent()) return;
+    stamp.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    body.replaceChildren(
+      totals(stats),
+      h("div", { class: "stats-grid" }, slowest(stats), pipeline(stats)),
+      services(stats),
+    );
+  };
+  // In place (no "Loading…" flash); a failure shows in the banner and the last numbers stay.
+  async function refresh() {
+    if (!ctx.isCurrent()) return;
+    try {
+      await load();
+      ctx.clearError();
+    } catch (err) {
+      ctx.showError(err);
+    }
+    if (ctx.isCurrent()) schedule();
+  }
+  try {
+    await load();
+  } catch (err) {
+    body.replaceChildren(empty("The statistics could not be loaded: see the message above."));
+    throw err;
+  }
+  schedule();
+}

@@ -1,0 +1,172 @@
+"""The traces the UI tests look at, written into the store the way an ingest worker writes them.
+
+Times are relative to "now" (minus ten minutes), so the UI's default time windows (the dependency graph
+looks back one day) include them.
+
+* ``checkout-1``: an eight-span checkout across seven services, tags and logs on ``pay-1``; completed.
+* ``checkout-2``: the same shape, faster; completed.
+* ``orders-failed``: gateway → order-service → postgres, the last two with status error; failed.
+* ``health-1..3``: single-span traces of 8, 11 and 14 ms; completed.
+* ``upload-active``: an open root span with a finished child; never finalized (active).
+* ``search-orphan``: a root plus a span whose parent never arrived; completed, one orphan.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+from shared.models import Log, Span
+from shared.settings import Settings
+from shared.store.base import TraceStore
+
+BASE_US: Final = (time.time_ns() // 1000) - 600_000_000
+"""Where every trace starts: ten minutes before the test session."""
+
+SHOP_SERVICES: Final = (
+    "api-gateway",
+    "auth-service",
+    "order-service",
+    "inventory-service",
+    "payment-service",
+    "postgres",
+    "redis",
+    "fraud-service",
+)
+
+
+def _span(
+    trace: str,
+    span_id: str,
+    parent: str | None,
+    service: str,
+    operation: str,
+    start_ms: float,
+    duration_ms: float | None,
+    *,
+    trace_offset_ms: float = 0,
+    **extra: Any,
+) -> Span:
+    return Span(
+        trace_id=trace,
+        span_id=span_id,
+        parent_span_id=parent,
+        service_name=service,
+        operation_name=operation,
+        start_time_us=BASE_US + round((trace_offset_ms + start_ms) * 1000),
+        duration_us=None if duration_ms is None else round(duration_ms * 1000),
+        **extra,
+    )
+
+
+def _checkout(trace: str, scale: float, offset_ms: float) -> list[Span]:
+    def at(span_id: str, parent: str | None, service: str, op: str, start: float, dur: float, **kw: Any) -> Span:
+        return _span(trace, span_id, parent, service, op, start * scale, dur * scale, trace_offset_ms=offset_ms, **kw)
+
+    pay_start_us = BASE_US + round((offset_ms + 180 * scale) * 1000)
+    return [
+        at(f"gw-{trace[-1]}", None, "api-gateway", "POST /checkout", 0, 420, kind="server", tags={"http.status": 200}),
+        at(f"auth-{trace[-1]}", f"gw-{trace[-1]}", "auth-service", "verifyToken", 12, 40, kind="server"),
+        at(f"ord-{trace[-1]}", f"gw-{trace[-1]}", "order-service", "createOrder", 60, 340, kind="server"),
+        at(
+            f"inv-{trace[-1]}",
+            f"ord-{trace[-1]}",
+            "inventory-service",
+            "reserveItems",
+            70,
+            100,
+            tags={"items": 3, "warehouse": "eu-west"},
+        ),
+        at(
+            f"pay-{trace[-1]}",
+            f"ord-{trace[-1]}",
+            "payment-service",
+            "chargeCard",
+            180,
+            210,
+            kind="client",
+            tags={"http.method": "POST", "amount": 42.5, "card.present": False},
+            logs=(
+                Log(timestamp_us=pay_start_us + 5_000, fields={"event": "card tokenized"}),
+                Log(timestamp_us=pay_start_us + 150_000, fields={"event": "charge accepted", "attempt": 1}),
+            ),
+        ),
+        at(
+            f"db-{trace[-1]}",
+            f"pay-{trace[-1]}",
+            "postgres",
+            "INSERT payments",
+            200,
+            60,
+            kind="client",
+            tags={"db.statement": "INSERT INTO payments VALUES ($1, $2)"},
+        ),
+        at(f"cache-{trace[-1]}", f"pay-{trace[-1]}", "redis", "GET card-token", 190, 40, kind="client"),
+        at(f"fraud-{trace[-1]}", f"pay-{trace[-1]}", "fraud-service", "score", 265, 115),
+    ]
+
+
+def traces() -> dict[str, list[Span]]:
+    """Every trace of the data set by id (the active one included)."""
+    out: dict[str, list[Span]] = {
+        "checkout-1": _checkout("checkout-1", 1.0, 0),
+        "checkout-2": _checkout("checkout-2", 0.6, 60_000),
+        "orders-failed": [
+            _span("orders-failed", "gw-f", None, "api-gateway", "GET /orders", 0, 180, trace_offset_ms=120_000),
+            _span(
+                "orders-failed",
+                "ord-f",
+                "gw-f",
+                "order-service",
+                "listOrders",
+                10,
+                160,
+                trace_offset_ms=120_000,
+                status="error",
+                tags={"error": True},
+            ),
+            _span(
+                "orders-failed",
+                "db-f",
+                "ord-f",
+                "postgres",
+                "SELECT orders",
+                20,
+                140,
+                trace_offset_ms=120_000,
+                status="error",
+                tags={"error": True, "db.statement": "SELECT * FROM orders"},
+                logs=(Log(timestamp_us=BASE_US + 120_160_000, fields={"event": "error", "message": "timeout"}),),
+            ),
+        ],
+        "upload-active": [
+            _span("upload-active", "up-root", None, "api-gateway", "POST /upload", 0, None, trace_offset_ms=240_000),
+            _span(
+                "upload-active", "up-put", "up-root", "storage-service", "putObject", 10, 80, trace_offset_ms=240_000
+            ),
+        ],
+        "search-orphan": [
+            _span("search-orphan", "s-root", None, "api-gateway", "GET /search", 0, 100, trace_offset_ms=300_000),
+            _span("search-orphan", "s-q", "s-lost", "search-service", "query", 10, 50, trace_offset_ms=300_000),
+        ],
+    }
+    for i, duration in enumerate((8, 11, 14), start=1):
+        trace = f"health-{i}"
+        out[trace] = [
+            _span(trace, f"h-{i}", None, "api-gateway", "GET /health", 0, duration, trace_offset_ms=180_000 + i)
+        ]
+    return out
+
+
+ACTIVE: Final = frozenset({"upload-active"})
+
+
+async def seed(store: TraceStore, settings: Settings) -> None:
+    """Write every trace (one batch, as a worker would) and finalize all but the active one."""
+    spans = [span for trace in traces().values() for span in trace]
+    shard = f"{settings.topic}/0"
+    now = time.time_ns() // 1000
+    await store.write_batch(
+        spans, [], shards={s.trace_id: shard for s in spans}, now_us=now, grace_us=1_000_000, idle_us=3_600_000_000
+    )
+    await store.finalize([trace for trace in traces() if trace not in ACTIVE], now_us=now)
