@@ -26,6 +26,8 @@ if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nu
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
 echo "== ruff"
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .
@@ -36,8 +38,9 @@ if [ -z "${TRACING_KAFKA_BOOTSTRAP:-}" ]; then
   echo "== kafka"
   rm -rf "$state/kafka"
   started_kafka=1
-  bash deploy/kafka/kafka.sh up --port 19092 --controller-port 19093 --dir "$state/kafka"
-  export TRACING_KAFKA_BOOTSTRAP=127.0.0.1:19092
+  kafka_port=$(free_port)
+  bash deploy/kafka/kafka.sh up --port "$kafka_port" --controller-port "$(free_port)" --dir "$state/kafka"
+  export TRACING_KAFKA_BOOTSTRAP=127.0.0.1:$kafka_port
   export TRACING_TEST_KAFKA_DIR="$PWD/$state/kafka"  # lets fault tests restart the broker
 fi
 
@@ -45,7 +48,7 @@ if [ -z "${TRACING_TEST_POSTGRES_URL:-}" ]; then
   echo "== postgres"
   bash scripts/postgres.sh down --dir "$state/postgres" --purge  # a cluster left by an interrupted run
   started_postgres=1
-  TRACING_TEST_POSTGRES_URL=$(bash scripts/postgres.sh up --port 15432 --dir "$state/postgres")
+  TRACING_TEST_POSTGRES_URL=$(bash scripts/postgres.sh up --port "$(free_port)" --dir "$state/postgres")
   export TRACING_TEST_POSTGRES_URL
 fi
 
