@@ -31,7 +31,7 @@ kafka-down:
 	bash deploy/kafka/kafka.sh down
 
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	bash deploy/kafka/kafka.sh down || true

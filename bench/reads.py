@@ -1,11 +1,12 @@
-"""Benchmark: read latency as the store grows. `/stats` and `/traces/{id}/analyze` are served from
-precomputed rows (rollups, the stored analysis), so their cost must not grow with the number of traces.
+"""(e) Read latency over real HTTP with a large store: trace by id, analyze, query (by service; by
+minDuration) and stats, against ``python -m query_api`` running as its own process.
 
-    python bench/reads.py --traces 1000 100000      # one row per size; real HTTP over a socket
+    python bench/reads.py --spans 100000 1000000     # one column per store size
 
-Fills a fresh SQLite store per size directly through the store API (write_batch + finalize, as the
-worker does), starts the query API on it, and times requests with an HTTP client. No broker needed:
-the API's write side is not exercised.
+The store (SQLite) is filled directly through the store API (``write_batch`` + ``finalize``, as the worker
+does), then the API is started on it. ``/stats`` and ``/analyze`` are served from precomputed rows (rollups,
+the stored analysis), so their cost must not grow with the store. Needs a broker (the API's write side
+opens a producer at start-up) but publishes nothing.
 """
 
 from __future__ import annotations
@@ -13,105 +14,134 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import socket
-import statistics
+import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp
-from aiohttp import web
+import msgspec
 
-from query_api.app import create_app
+from bench.common import Processes, Row, free_port, log, percentile, render_table, settings_env, wait_http
 from shared.demo import make_trace
+from shared.models import Span
 from shared.settings import Settings
 from shared.store import TraceStore, open_store
 
 
-async def fill(store: TraceStore, traces: int, seed: int = 3) -> tuple[list[str], int]:
+@dataclass
+class Filled:
+    trace_ids: list[str]
+    spans: int
+    seconds: float
+
+
+async def fill(store: TraceStore, spans_wanted: int, *, seed: int = 3, chunk: int = 500) -> Filled:
+    """Demo traces (1 ms apart, starting an hour ago) written and finalized ``chunk`` traces at a time."""
     rng = random.Random(seed)
     ids: list[str] = []
     spans_total = 0
     start = time.time_ns() // 1000 - 3_600_000_000
-    chunk = 500
-    for i in range(0, traces, chunk):
-        batch = [make_trace(rng, start + (i + j) * 1000, max_spans=12) for j in range(min(chunk, traces - i))]
+    started = time.perf_counter()
+    while spans_total < spans_wanted:
+        batch: list[list[Span]] = []
+        while len(batch) < chunk and spans_total < spans_wanted:
+            trace = make_trace(rng, start + (len(ids) + len(batch)) * 1000)
+            batch.append(trace)
+            spans_total += len(trace)
         spans = [s for t in batch for s in t]
-        spans_total += len(spans)
         trace_ids = [t[0].trace_id for t in batch]
-        await store.write_batch(spans, [], shards={t: "bench/0" for t in trace_ids}, now_us=0, grace_us=0, idle_us=0)
+        await store.write_batch(spans, [], shards=dict.fromkeys(trace_ids, "bench/0"), now_us=0, grace_us=0, idle_us=0)
         await store.finalize(trace_ids, now_us=1)
         ids.extend(trace_ids)
-    return ids, spans_total
+        if spans_total // 100_000 != (spans_total - len(spans)) // 100_000:
+            log(f"store filled with {spans_total:,} / {spans_wanted:,} spans, {time.perf_counter() - started:.0f} s")
+    return Filled(ids, spans_total, time.perf_counter() - started)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+@dataclass
+class ReadsResult:
+    traces: int
+    spans: int
+    fill_seconds: float
+    latency_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # request -> (p50, p99)
 
 
-async def timed(session: aiohttp.ClientSession, urls: list[str]) -> tuple[float, float]:
+async def _timed(session: aiohttp.ClientSession, urls: list[str]) -> list[float]:
     samples = []
     for url in urls:
         t = time.perf_counter()
         async with session.get(url) as response:
             await response.read()
-            assert response.status == 200, (url, response.status)
+            if response.status != 200:
+                raise RuntimeError(f"GET {url}: HTTP {response.status}")
         samples.append((time.perf_counter() - t) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
+    return samples
 
 
-async def measure(traces: int, requests: int) -> dict[str, tuple[float, float]]:
-    tmp = tempfile.mkdtemp(prefix="bench-reads-")
-    settings = Settings.from_env({}, store_url=f"sqlite:///{tmp}/traces.db")
-    store = await open_store(settings)
-    ids, spans = await fill(store, traces)
-    port = _free_port()
-    app = create_app(settings, store=store)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    base = f"http://127.0.0.1:{port}"
-    rng = random.Random(9)
+async def read_latency(
+    settings: Settings, processes: Processes, workdir: Path, spans_wanted: int, requests: int
+) -> ReadsResult:
+    """Fill a fresh SQLite store in ``workdir`` with ``spans_wanted`` spans, serve it with the real API
+    process, and time ``requests`` sequential requests per kind (after a few warm-up requests)."""
+    store_path = workdir / f"reads-{spans_wanted}.db"
+    port = free_port()
+    api_settings = msgspec.structs.replace(
+        settings, store_url=f"sqlite:///{store_path}", api_bind=f"127.0.0.1:{port}", log_level="WARNING"
+    )
+    store = await open_store(api_settings)
     try:
-        async with aiohttp.ClientSession() as session:
-            picks = [rng.choice(ids) for _ in range(requests)]
-            results = {
-                "GET /stats": await timed(session, [f"{base}/stats"] * requests),
-                "GET /traces/{id}": await timed(session, [f"{base}/traces/{t}" for t in picks]),
-                "GET /traces/{id}/analyze": await timed(session, [f"{base}/traces/{t}/analyze" for t in picks]),
-                "GET /traces/query?serviceName=database&limit=20": await timed(
-                    session, [f"{base}/traces/query?serviceName=database&limit=20"] * requests
-                ),
-                "GET /traces/query?minDuration=100&limit=20": await timed(
-                    session, [f"{base}/traces/query?minDuration=100&limit=20"] * requests
-                ),
-            }
+        filled = await fill(store, spans_wanted)
     finally:
-        await runner.cleanup()
         await store.close()
-    print(f"  ({traces} traces, {spans} spans)", file=sys.stderr)
-    return results
+    result = ReadsResult(len(filled.trace_ids), filled.spans, filled.seconds)
+    api = processes.start(f"api-reads-{spans_wanted}", [sys.executable, "-m", "query_api"], settings_env(api_settings))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_http(f"{base}/healthz", 60, api)
+        rng = random.Random(9)
+        kinds: dict[str, Callable[[], str]] = {
+            "GET /traces/{id}": lambda: f"{base}/traces/{rng.choice(filled.trace_ids)}",
+            "GET /traces/{id}/analyze": lambda: f"{base}/traces/{rng.choice(filled.trace_ids)}/analyze",
+            "GET /traces/query?serviceName=database&limit=20": lambda: (
+                f"{base}/traces/query?serviceName=database&limit=20"
+            ),
+            "GET /traces/query?minDuration=100&limit=20": lambda: f"{base}/traces/query?minDuration=100&limit=20",
+            "GET /stats": lambda: f"{base}/stats",
+        }
+        async with aiohttp.ClientSession() as session:
+            for name, url in kinds.items():
+                await _timed(session, [url() for _ in range(min(20, requests))])  # warm-up: page cache, connection
+                samples = await _timed(session, [url() for _ in range(requests)])
+                result.latency_ms[name] = (percentile(samples, 0.5), percentile(samples, 0.99))
+    finally:
+        processes.stop(api)
+    return result
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--traces", type=int, nargs="+", default=[1000, 100_000])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--spans", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
-    table = {n: await measure(n, args.requests) for n in args.traces}
-    names = list(next(iter(table.values())))
-    header = "".join(f"{f'{n:,} traces p50/p99 ms':>28}" for n in args.traces)
-    print(f"{'request':<50}{header}")
-    for name in names:
-        cells = "".join(f"{f'{table[n][name][0]:.2f} / {table[n][name][1]:.2f}':>28}" for n in args.traces)
-        print(f"{name:<50}{cells}")
+    workdir = Path(tempfile.mkdtemp(prefix="tracing-bench-"))
+    processes = Processes(workdir)
+    settings = Settings.from_env()
+    try:
+        results = [await read_latency(settings, processes, workdir, n, args.requests) for n in args.spans]
+    finally:
+        processes.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+    rows = []
+    for result in results:
+        for name, (p50, p99) in result.latency_ms.items():
+            rows.append(Row("e", name, f"p50 {p50:.2f} ms, p99 {p99:.2f} ms", notes=f"{result.spans:,} spans stored"))
+    print(render_table(rows))
 
 
 if __name__ == "__main__":

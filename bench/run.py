@@ -1,0 +1,441 @@
+"""The benchmark: one command, one table (``make bench``).
+
+    python bench/run.py [--quick] [--only a,b,c,d,e,f,g] [--spans N] [--read-spans N] [--active-traces N]
+
+Rows, every figure measured in this run (see bench/README.md for what limits each):
+  a  raw aiokafka consume-only rate of a pre-filled topic (the ceiling for a Python consumer)
+  b  decode-only rate, native JSON messages → spans, in process
+  c  one worker end to end on SQLite and on PostgreSQL: until every span is stored, until every trace is
+     finalized; ratio to (a)
+  d  freshness: produce → queryable as finalized through the HTTP API, at a fixed offered rate
+  e  read latency over real HTTP with a large store (trace by id, query, stats, analyze)
+  f  worker peak RSS with many active traces
+  g  Zipkin's server draining the same spans (Zipkin v2 JSON), and our worker on that same input
+
+Prints the machine and the date above the table, and writes it as markdown to bench/results/latest.md.
+Needs a Kafka broker (TRACING_KAFKA_BOOTSTRAP, default 127.0.0.1:9092). Every process it starts is
+stopped before it exits, and the topics it created are deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import msgspec
+
+from bench import drain, freshness, memory, reads, workload, zipkin
+from bench.common import (
+    ROOT,
+    Postgres,
+    Processes,
+    Row,
+    Skipped,
+    delete_topics,
+    log,
+    machine,
+    mib,
+    ms,
+    percentile,
+    rate,
+    render_report,
+)
+from bench.workload import Filled
+from shared.kafka import ensure_topics
+from shared.settings import Settings
+
+PARTS = "abcdefg"
+DEFAULT_OUT = ROOT / "bench" / "results" / "latest.md"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    spans: int  # a, b, c, g: the pre-filled topics
+    read_spans: int  # e: spans in the store
+    active_traces: int  # f
+    fresh_rate: float  # d: offered spans/s
+    fresh_seconds: float  # d: how long
+    requests: int  # e: per request kind
+
+
+FULL = Sizes(
+    spans=200_000, read_spans=1_000_000, active_traces=100_000, fresh_rate=2000, fresh_seconds=20, requests=200
+)
+QUICK = Sizes(spans=5_000, read_spans=20_000, active_traces=2_000, fresh_rate=1000, fresh_seconds=3, requests=30)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes (the CI smoke run, < 60 s); Zipkin only if cached"
+    )
+    parser.add_argument("--only", default="", help="comma-separated rows to run, e.g. a,b,c (default: all)")
+    parser.add_argument("--spans", type=int, help=f"spans drained in a, c, g (default {FULL.spans:,})")
+    parser.add_argument("--read-spans", type=int, help=f"spans in the store for e (default {FULL.read_spans:,})")
+    parser.add_argument("--active-traces", type=int, help=f"open traces for f (default {FULL.active_traces:,})")
+    parser.add_argument("--rate", type=float, help=f"offered spans/s for d (default {FULL.fresh_rate:,.0f})")
+    parser.add_argument("--seconds", type=float, help=f"how long d produces (default {FULL.fresh_seconds:.0f})")
+    parser.add_argument("--requests", type=int, help=f"requests per kind in e (default {FULL.requests})")
+    parser.add_argument("--grace-ms", type=int, default=100, help="grace window of the workers in c and g")
+    parser.add_argument("--partitions", type=int, default=12, help="partitions of every topic the bench creates")
+    parser.add_argument("--batch-max", type=int, default=Settings().batch_max, help="the workers' getmany max_records")
+    parser.add_argument("--zipkin-heap", default="2g", help="-Xmx of Zipkin's JVM")
+    parser.add_argument("--bootstrap", default=os.environ.get("TRACING_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown copy of the table")
+    args = parser.parse_args(argv)
+    args.parts = [p.strip() for p in args.only.split(",") if p.strip()] or list(PARTS)
+    unknown = [p for p in args.parts if p not in PARTS]
+    if unknown:
+        parser.error(f"--only: unknown rows {unknown}; choose from {','.join(PARTS)}")
+    base = QUICK if args.quick else FULL
+    args.sizes = Sizes(
+        spans=args.spans or base.spans,
+        read_spans=args.read_spans or base.read_spans,
+        active_traces=args.active_traces or base.active_traces,
+        fresh_rate=args.rate or base.fresh_rate,
+        fresh_seconds=args.seconds or base.fresh_seconds,
+        requests=args.requests or base.requests,
+    )
+    return args
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.sizes: Sizes = args.sizes
+        self.workdir = workdir
+        self.processes = Processes(workdir)
+        self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        self.base = Settings.from_env(
+            {},
+            kafka_bootstrap=args.bootstrap,
+            partitions=args.partitions,
+            batch_max=args.batch_max,
+            **self.names("base"),
+        )
+        self.rows: list[Row] = []
+        self.failed = False
+        self.native: Filled | None = None
+        self.raw: drain.RawResult | None = None
+        self.ours_sqlite: float | None = None  # (c) every trace finalized, SQLite
+        self.native_topic = f"{self.prefix}-native"
+        self.zipkin_topic = f"{self.prefix}-zipkin"
+        self.zipkin_server: zipkin.ZipkinServer | None = None
+
+    def names(self, part: str) -> dict[str, str]:
+        """Topic and group names of one part: nothing it reads or writes is shared with another part."""
+        p = f"{self.prefix}-{part}"
+        return {"topic": f"{p}-spans", "otlp_topic": f"{p}-otlp", "zipkin_topic": f"{p}-zipkin", "group": p}
+
+    def settings(self, part: str, **overrides: object) -> Settings:
+        return msgspec.structs.replace(self.base, **{**self.names(part), **overrides})
+
+    async def part(self, key: str, measure: str, body: Callable[[], Awaitable[list[Row]]]) -> None:
+        """Run one part; its rows get the wall time. A skip or a failure becomes the row's result."""
+        log(f"({key}) {measure} ...")
+        started = time.monotonic()
+        try:
+            rows = await body()
+        except Skipped as exc:
+            rows = [Row(key, measure, f"n/a ({exc})")]
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            self.failed = True
+            reason = (str(exc).splitlines() or [""])[0][:160]
+            rows = [Row(key, measure, f"failed: {type(exc).__name__}: {reason}", failed=True)]
+        took = time.monotonic() - started
+        for row in rows:
+            row.seconds = took if row.seconds is None else row.seconds
+            log(f"({row.key}) {row.measure}: {row.result} {row.ratio}")
+        self.rows.extend(rows)
+
+    # -- the parts ------------------------------------------------------------------------------------
+
+    async def fill_native(self) -> list[Row]:
+        """The pre-filled native topic of a, c (b decodes a sample of its messages)."""
+        n = self.sizes.spans
+        self.native = await workload.fill(self.base, self.native_topic, n, "native", keep=5000)
+        f = self.native
+        log(f"filled {self.native_topic}: {f.spans:,} spans in {f.messages:,} messages, {f.seconds:.1f} s")
+        return []
+
+    async def raw_consume(self) -> list[Row]:
+        f = self.native
+        if f is None:
+            raise Skipped("the native topic was not filled")
+        self.raw = await drain.raw_consume(
+            self.settings("a"), self.native_topic, f.messages, f.spans, min_seconds=1.0 if self.args.quick else 3.0
+        )
+        return [
+            Row(
+                "a",
+                "raw aiokafka consume-only (getmany, no processing)",
+                f"{rate(self.raw.spans_per_s)}; {rate(self.raw.messages_per_s, 'msgs/s')}",
+                "1.00",
+                f"{f.spans:,} spans in {f.messages:,} messages (one per trace, {f.spans / f.messages:.1f} spans, "
+                f"{self.native_bytes() / f.messages / 1024:.1f} KiB each) on {self.base.partitions} partitions; "
+                f"{self.raw.passes} pass(es) in {self.raw.seconds:.1f} s from the partition assignment",
+            )
+        ]
+
+    def native_bytes(self) -> float:
+        sample = self.native.sample if self.native else []
+        return sum(len(v) for v in sample) / len(sample) * (self.native.messages if self.native else 0)
+
+    async def decode(self) -> list[Row]:
+        sample = (
+            self.native.sample
+            if self.native
+            else [workload.native_message(t) for t in workload.demo_traces(min(self.sizes.spans, 65_000))]
+        )
+        result = drain.decode_rate(sample, min_seconds=0.3 if self.args.quick else 2.0)
+        ratio = f"{result.spans_per_s / self.raw.spans_per_s:.2f} × (a)" if self.raw else ""
+        return [
+            Row(
+                "b",
+                "decode only (native JSON → spans, one core)",
+                f"{rate(result.spans_per_s)}; {rate(result.messages_per_s, 'msgs/s')}",
+                ratio,
+                f"{len(sample):,} messages decoded repeatedly with shared.codecs.native; with the worker's "
+                f"default tag redaction too: {rate(result.redacted_spans_per_s)}",
+            )
+        ]
+
+    async def drain_store(self, label: str, store_url: str) -> list[Row]:
+        f = self.native
+        if f is None:
+            raise Skipped("the native topic was not filled")
+        s = self.settings(f"c-{label}", topic=self.native_topic, store_url=store_url, grace_ms=self.args.grace_ms)
+        result = await drain.worker_drain(s, f.spans, f.messages)
+        if label == "SQLite":
+            self.ours_sqlite = result.finalized_per_s
+        return drain.drain_rows("c", label, result, self.raw, s.grace_ms)
+
+    async def drain_sqlite(self) -> list[Row]:
+        return await self.drain_store("SQLite", f"sqlite:///{self.workdir / 'drain.db'}")
+
+    async def drain_postgres(self) -> list[Row]:
+        postgres = Postgres(self.workdir, self.processes)
+        try:
+            url = postgres.up()
+            return await self.drain_store("PostgreSQL", url)
+        finally:
+            postgres.down()
+
+    async def freshness(self) -> list[Row]:
+        z = self.sizes
+        s = self.settings("d")
+        r = await freshness.freshness(
+            s, self.processes, self.workdir, spans_per_s=z.fresh_rate, seconds=z.fresh_seconds
+        )
+        if not r.latencies_ms:
+            raise RuntimeError(f"no trace became queryable ({r.traces} produced)")
+        p50, p99 = (percentile(r.latencies_ms, q) for q in (0.5, 0.99))
+        grace = r.grace_ms
+        missing = f"; {r.missing} never seen" if r.missing else ""
+        return [
+            Row(
+                "d",
+                "freshness: produced → finalized and queryable over HTTP",
+                f"p50 {ms(p50)}, p99 {ms(p99)}",
+                f"minus the {grace} ms grace: p50 {ms(p50 - grace)}, p99 {ms(p99 - grace)}",
+                f"offered {rate(r.offered_spans_per_s)} for {z.fresh_seconds:.0f} s (achieved "
+                f"{rate(r.achieved_spans_per_s)}), {r.traces:,} traces; one worker and the API as processes on "
+                f"SQLite, default settings; polled every {r.poll_ms:.0f} ms; max {ms(max(r.latencies_ms))}{missing}",
+            )
+        ]
+
+    async def reads(self) -> list[Row]:
+        z = self.sizes
+        r = await reads.read_latency(self.settings("e"), self.processes, self.workdir, z.read_spans, z.requests)
+        rows = [
+            Row("e", f"read {name}", f"p50 {ms(p50)}, p99 {ms(p99)}", "", "")
+            for name, (p50, p99) in r.latency_ms.items()
+        ]
+        rows[0].notes = (
+            f"{r.spans:,} spans / {r.traces:,} traces in SQLite (filled in {r.fill_seconds:.0f} s through the "
+            f"store API); the API as its own process; {z.requests} sequential requests per kind"
+        )
+        return rows
+
+    async def memory(self) -> list[Row]:
+        z = self.sizes
+        s = self.settings("f")
+        r = await memory.peak_memory(s, self.processes, self.workdir, traces=z.active_traces)
+        ok = "" if r.active_traces == r.traces else f"; the store reports {r.active_traces:,} active (expected all)"
+        return [
+            Row(
+                "f",
+                f"worker peak RSS with {r.traces:,} active traces",
+                f"{mib(r.peak_rss)} (VmHWM)",
+                f"{mib(r.baseline_rss)} after start-up",
+                f"{r.spans:,} spans, roots never finished (idle timeout 1 day), SQLite; produced and drained in "
+                f"{r.drain_seconds:.0f} s ({rate(r.spans / r.drain_seconds)}){ok}",
+            )
+        ]
+
+    def start_zipkin(self) -> zipkin.ZipkinServer:
+        self.zipkin_server = zipkin.ZipkinServer(
+            self.base,
+            self.processes,
+            topic=self.zipkin_topic,
+            group=f"{self.prefix}-g-zipkin",
+            max_spans=self.sizes.spans * 2,
+            heap=self.args.zipkin_heap,
+        )
+        self.zipkin_server.start()
+        return self.zipkin_server
+
+    async def start_zipkin_early(self) -> None:
+        """Quick runs only: the JVM starts (on an empty topic) while the other parts run, so that its start-up
+        (10-40 s on two cores) does not add to the run. Full runs never overlap it with a measurement."""
+        if not zipkin.jar_path().is_file():
+            return
+        await ensure_topics(self.base, [self.zipkin_topic])
+        self.start_zipkin()
+
+    async def zipkin(self) -> list[Row]:
+        if self.args.quick and not zipkin.jar_path().is_file():
+            raise Skipped("quick run and the Zipkin jar is not cached")
+        n = self.sizes.spans
+        server = self.zipkin_server
+        try:
+            if server is None:  # full run: fill first, then start: Zipkin drains a pre-filled topic, like (c)
+                filled = await workload.fill(self.base, self.zipkin_topic, n, "zipkin")
+                server = self.start_zipkin()
+            else:  # quick run: the server is up already; it drains while the topic fills
+                await server.ready()
+                filled = await workload.fill(self.base, self.zipkin_topic, n, "zipkin")
+            log(f"filled {self.zipkin_topic} (Zipkin v2 JSON): {filled.messages:,} messages, {filled.seconds:.1f} s")
+            z = await server.drain(filled.spans)
+        finally:
+            if server is not None:
+                server.stop()
+        ours = self.ours_sqlite
+        ratio = f"ours (c, SQLite, finalized) / Zipkin = {ours / z.spans_per_s:.2f}" if ours and z.spans_per_s else ""
+        rows = [
+            Row(
+                "g",
+                f"Zipkin {zipkin.VERSION} server: Kafka collector (1 stream) → in-memory storage",
+                rate(z.spans_per_s),
+                ratio,
+                f"the same {filled.spans:,} spans as Zipkin v2 JSON lists, one message per trace; {z.seconds:.1f} s "
+                f"from the first span counted; JVM start-up {z.startup_s:.0f} s; peak RSS {mib(z.peak_rss)}; "
+                f"{z.dropped} dropped",
+            )
+        ]
+        s = self.settings(
+            "g-ours",
+            zipkin_topic=self.zipkin_topic,
+            store_url=f"sqlite:///{self.workdir / 'zipkin-input.db'}",
+            grace_ms=self.args.grace_ms,
+        )
+        result = await drain.worker_drain(s, filled.spans, filled.messages)
+        rows.append(
+            Row(
+                "g",
+                "our worker on that same Zipkin JSON topic (SQLite): every trace finalized",
+                rate(result.finalized_per_s),
+                f"ours / Zipkin = {result.finalized_per_s / z.spans_per_s:.2f}" if z.spans_per_s else "",
+                f"every span stored at {rate(result.stored_per_s)}; {result.finalized_s:.1f} s from the "
+                f"partition assignment",
+            )
+        )
+        return rows
+
+    async def run(self) -> None:
+        parts = set(self.args.parts)
+        if self.args.quick and "g" in parts:
+            await self.start_zipkin_early()
+        if parts & set("abc"):
+            await self.part("a", "fill the native topic", self.fill_native)
+        if "a" in parts:
+            await self.part("a", "raw aiokafka consume-only", self.raw_consume)
+        if "b" in parts:
+            await self.part("b", "decode only", self.decode)
+        if "c" in parts:
+            await self.part("c", "one worker, SQLite", self.drain_sqlite)
+            await self.part("c", "one worker, PostgreSQL", self.drain_postgres)
+        if "d" in parts:
+            await self.part("d", "freshness", self.freshness)
+        if "e" in parts:
+            await self.part("e", "read latency", self.reads)
+        if "f" in parts:
+            await self.part("f", "worker peak RSS", self.memory)
+        if "g" in parts:
+            await self.part("g", "Zipkin server", self.zipkin)
+
+    def footnotes(self) -> list[str]:
+        z = self.sizes
+        notes = [
+            f"sizes: --spans {z.spans:,} (a, b, c, g), --read-spans {z.read_spans:,} (e), --active-traces "
+            f"{z.active_traces:,} (f), --rate {z.fresh_rate:,.0f} spans/s for {z.fresh_seconds:.0f} s (d)"
+            + (" (--quick: figures too small to mean anything)" if self.args.quick else ""),
+            f"c and g: one worker in the bench process (the real ingest.worker.Worker), batch_max "
+            f"{self.base.batch_max}, grace {self.args.grace_ms} ms, tag redaction on; d, f: `python -m ingest` "
+            f"processes; every topic has {self.base.partitions} partitions",
+            "ratios: (b) and (c) to (a) from this run; (g) ours to Zipkin's, both draining the same spans",
+        ]
+        if self.args.quick and self.zipkin_server is not None:
+            notes.append("quick run: Zipkin's JVM started at the beginning, alongside the other parts")
+        return notes
+
+    async def cleanup(self) -> None:
+        self.processes.stop_all()
+        try:
+            await delete_topics(self.base, self.prefix)
+        except Exception as exc:
+            log(f"could not delete the topics {self.prefix}-*: {exc}")
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    info = machine(args.bootstrap)
+    log("; ".join(f"{name}: {value}" for name, value in info.items()))
+    workdir = Path(tempfile.mkdtemp(prefix="tracing-bench-"))
+    bench = Bench(args, workdir)
+    started = time.monotonic()
+    try:
+        await bench.run()
+    finally:
+        await bench.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+    info["total time"] = f"{time.monotonic() - started:.0f} s"
+    report = render_report(info, bench.rows, bench.footnotes())
+    print(report, end="", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    log(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+    return 1 if bench.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # aiokafka logs transient errors (e.g. no leader yet for a topic created a moment ago) that it retries.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    # SIGTERM unwinds like Ctrl-C, so every finally block runs and no child process is left behind.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return asyncio.run(main_async(args))
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

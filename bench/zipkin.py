@@ -1,0 +1,168 @@
+"""(g) Zipkin's server as the peer: the same spans, as Zipkin v2 JSON lists (one message per trace), on a
+pre-filled topic of their own, drained by Zipkin's Kafka collector (one stream) into its in-memory storage.
+
+The jar (``io.zipkin:zipkin-server:<version>:jar:exec``: the Spring Boot jar with the Kafka collector) is
+fetched with Maven into ``$TRACING_CACHE_DIR/zipkin`` (default ``~/.cache/tracing/zipkin``), outside the
+repository. Progress is read from Zipkin's own ``/prometheus`` counter ``zipkin_collector_spans_total``;
+the clock starts at the first poll that sees a span counted, as for our worker's first fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from bench.common import CACHE_DIR, Child, Processes, Skipped, free_port, get_json, log, peak_rss, wait_http
+from shared.settings import Settings
+
+VERSION = "3.6.1"
+ARTIFACT = f"io.zipkin:zipkin-server:{VERSION}:jar:exec"
+STALL_S = 120.0
+
+
+def jar_path() -> Path:
+    return CACHE_DIR / "zipkin" / f"zipkin-server-{VERSION}-exec.jar"
+
+
+def fetch_jar() -> Path:
+    """The cached jar, downloaded from Maven Central first if missing."""
+    jar = jar_path()
+    if jar.is_file():
+        return jar
+    for tool in ("java", "mvn"):
+        if shutil.which(tool) is None:
+            raise Skipped(f"{tool} is not installed")
+    log(f"fetching {ARTIFACT} with Maven")
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [
+            "mvn",
+            "-B",
+            "-q",
+            "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy",
+            f"-Dartifact={ARTIFACT}",
+            f"-DoutputDirectory={jar.parent}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if result.returncode != 0 or not jar.is_file():
+        raise Skipped(f"Maven could not fetch {ARTIFACT}: {(result.stdout + result.stderr).strip()[-300:]}")
+    return jar
+
+
+_COUNTER = re.compile(
+    r'^(zipkin_collector_(?:spans|spans_dropped|messages)_total)\{transport="kafka",?\}\s+(\S+)', re.M
+)
+
+
+def kafka_counters(prometheus_text: str) -> dict[str, float]:
+    """Zipkin's Kafka collector counters from its ``/prometheus`` page (name without ``_total`` → value)."""
+    return {
+        m.group(1).removeprefix("zipkin_collector_").removesuffix("_total"): float(m.group(2))
+        for m in _COUNTER.finditer(prometheus_text)
+    }
+
+
+@dataclass
+class ZipkinResult:
+    spans_per_s: float
+    seconds: float
+    spans: int
+    startup_s: float
+    peak_rss: int
+    dropped: int
+    services: int
+
+
+class ZipkinServer:
+    """Zipkin (in-memory storage, Kafka collector with one stream) on ``topic``, which must exist: Zipkin
+    does not create it, and broker auto-creation would make a single partition."""
+
+    def __init__(
+        self, settings: Settings, processes: Processes, *, topic: str, group: str, max_spans: int, heap: str = "2g"
+    ) -> None:
+        self._settings = settings
+        self._processes = processes
+        self._topic = topic
+        self._group = group
+        self._max_spans = max_spans
+        self._heap = heap
+        self._child: Child | None = None
+        self._started = 0.0
+        self.startup_s: float | None = None
+        self.base = ""
+
+    def start(self) -> None:
+        jar = fetch_jar()
+        port = free_port()
+        env = {
+            "STORAGE_TYPE": "mem",
+            "MEM_MAX_SPANS": str(max(self._max_spans, 500_000)),
+            "QUERY_PORT": str(port),
+            "KAFKA_BOOTSTRAP_SERVERS": self._settings.kafka_bootstrap,
+            "KAFKA_TOPIC": self._topic,
+            "KAFKA_GROUP_ID": self._group,
+            "KAFKA_STREAMS": "1",
+        }
+        self.base = f"http://127.0.0.1:{port}"
+        self._started = time.monotonic()
+        self._child = self._processes.start("zipkin", ["java", f"-Xmx{self._heap}", "-jar", str(jar)], env)
+
+    async def ready(self) -> None:
+        """Until ``/health`` answers 200; notes the start-up time."""
+        assert self._child is not None
+        await wait_http(f"{self.base}/health", 240, self._child)
+        if self.startup_s is None:
+            self.startup_s = time.monotonic() - self._started
+
+    async def drain(self, spans: int, *, poll_s: float = 0.05) -> ZipkinResult:
+        """Until Zipkin counted ``spans`` spans. Rate = spans counted between the first poll that sees any
+        and the poll that sees them all, over the time between those polls."""
+        child = self._child
+        assert child is not None
+        await self.ready()
+        first: tuple[float, float] | None = None
+        last_count, last_change = -1.0, time.monotonic()
+        async with aiohttp.ClientSession() as session:
+            while True:
+                async with session.get(f"{self.base}/prometheus") as response:
+                    text = await response.text()
+                now = time.perf_counter()
+                counters = kafka_counters(text)
+                count = counters.get("spans", 0.0)
+                if first is None and count > 0:
+                    first = (now, count)
+                if count >= spans:
+                    break
+                if count != last_count:
+                    last_count, last_change = count, time.monotonic()
+                elif time.monotonic() - last_change > STALL_S:
+                    raise TimeoutError(f"Zipkin stalled at {count:.0f}/{spans} spans:\n{child.tail()}")
+                if child.process.poll() is not None:
+                    raise RuntimeError(f"Zipkin exited ({child.process.returncode}):\n{child.tail()}")
+                await asyncio.sleep(poll_s)
+            services = await get_json(session, f"{self.base}/api/v2/services")
+        assert first is not None and self.startup_s is not None
+        if now > first[0]:
+            seconds = now - first[0]
+            spans_per_s = (count - first[1]) / seconds
+        else:  # everything was counted before the first poll: too small to time
+            seconds, spans_per_s = 0.0, math.nan
+        hwm, _ = peak_rss(child.pid)
+        dropped = int(counters.get("spans_dropped", 0))
+        return ZipkinResult(spans_per_s, seconds, int(count), self.startup_s, hwm, dropped, len(services))
+
+    def stop(self) -> None:
+        if self._child is not None:
+            self._processes.stop(self._child)
+            self._child = None

@@ -1,0 +1,127 @@
+"""Smoke tests of the benchmark harness (bench/): the in-process parts at tiny sizes, no broker needed
+(except the one test marked ``kafka``)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench import drain, run, workload, zipkin
+from bench.common import Row, percentile, render_report, render_table, settings_env
+from bench.profiling import summarize
+from shared.codecs.native import decode_native
+from shared.codecs.zipkin import decode_zipkin_json
+from shared.models import Event, Span
+from shared.settings import Settings
+
+
+def test_decode_rate_at_a_tiny_size() -> None:
+    values = [workload.native_message(t) for t in workload.demo_traces(300)]
+    result = drain.decode_rate(values, min_seconds=0.01)
+    assert result.spans_per_s > 0 and result.messages_per_s > 0 and result.redacted_spans_per_s > 0
+    assert result.spans_per_s > result.messages_per_s  # a message holds a whole trace
+
+
+def test_decode_rate_refuses_nothing() -> None:
+    with pytest.raises(ValueError, match="no messages"):
+        drain.decode_rate([])
+
+
+def test_demo_traces_are_deterministic_and_sized() -> None:
+    first = list(workload.demo_traces(1000, start_us=1_000_000))
+    again = list(workload.demo_traces(1000, start_us=5_000_000))
+    assert [s.span_id for t in first for s in t] == [s.span_id for t in again for s in t]
+    spans = sum(len(t) for t in first)
+    assert spans >= 1000 and spans - len(first[-1]) < 1000
+
+
+def _essentials(events: list[Event]) -> list[tuple[object, ...]]:
+    out: list[tuple[object, ...]] = []
+    for s in events:
+        assert isinstance(s, Span)
+        kind = None if s.kind == "internal" else s.kind  # Zipkin has no internal kind
+        out.append((s.trace_id, s.span_id, s.parent_span_id, s.service_name, s.operation_name))
+        out.append((s.start_time_us, s.duration_us, s.status, kind))
+    return out
+
+
+def test_zipkin_messages_carry_the_same_spans() -> None:
+    for trace in workload.demo_traces(200):
+        native = decode_native(workload.native_message(trace))
+        converted = decode_zipkin_json(workload.zipkin_message(trace))
+        assert _essentials(converted) == _essentials(native)
+
+
+def test_table_is_aligned_markdown() -> None:
+    rows = [
+        Row("a", "raw consume", "1,000 spans/s", "1.00", "a | pipe", seconds=1.25),
+        Row("c", "one worker, SQLite", "n/a (no PostgreSQL)"),
+    ]
+    table = render_table(rows).splitlines()
+    assert len(table) == 4
+    assert table[0].startswith("|   | measure")
+    assert set(table[1]) <= {"|", "-"}
+    assert len({len(line) for line in table}) == 1  # every line padded to the same width
+    assert "a \\| pipe" in table[2] and "1.2 s" in table[2]
+    report = render_report({"date": "today", "machine": "2 cores"}, rows, ["sizes: tiny"])
+    assert report.startswith("# Benchmark\n\n- date: today\n- machine: 2 cores\n\n| ")
+    assert report.endswith("- sizes: tiny\n")
+
+
+def test_percentile_is_nearest_rank() -> None:
+    samples = [float(n) for n in range(100, 0, -1)]
+    assert percentile(samples, 0.5) == 50.0
+    assert percentile(samples, 0.99) == 99.0
+    assert percentile([7.0], 0.99) == 7.0
+    assert math.isnan(percentile([], 0.5))
+
+
+def test_settings_survive_the_trip_to_a_child_process() -> None:
+    settings = Settings.from_env(
+        {}, topic="t", grace_ms=0, idle_timeout_s=86_400.0, redact=False, read_tokens=("a", "b"), log_level="WARNING"
+    )
+    env = settings_env(settings)
+    assert env["TRACING_GRACE_MS"] == "0" and env["TRACING_REDACT"] == "false"
+    assert "TRACING_GROUP" not in env  # defaults are left out
+    assert Settings.from_env(env) == settings
+
+
+def test_zipkin_prometheus_counters() -> None:
+    text = (
+        '# TYPE zipkin_collector_spans_total counter\nzipkin_collector_spans_total{transport="kafka",} 1234.0\n'
+        'zipkin_collector_spans_total{transport="http",} 9.0\n'
+        'zipkin_collector_spans_dropped_total{transport="kafka",} 0.0\n'
+    )
+    assert zipkin.kafka_counters(text) == {"spans": 1234.0, "spans_dropped": 0.0}
+
+
+def test_profile_summary_of_raw_stacks() -> None:
+    raw = [
+        "thread (0x1): MainThread;main (ingest/worker.py:10);decode (shared/codecs/native.py:22) 3",
+        "thread (0x2): sqlite_0;run (threading.py:1);tx (/opt/app/shared/store/sqlite.py:289) 1",
+        "garbage",
+    ]
+    text = summarize(raw, top=5)
+    assert text.startswith("4 samples")
+    assert "75.0%  MainThread" in text and "25.0%  sqlite" in text
+    assert "75.0%  shared/codecs/native.py:22 decode" in text
+    assert "75.0%  main (ingest/worker.py)" in text
+
+
+def test_quick_sizes_and_row_selection() -> None:
+    args = run.parse_args(["--quick", "--only", "b,c"])
+    assert args.parts == ["b", "c"] and args.sizes == run.QUICK
+    assert run.parse_args(["--spans", "1234"]).sizes.spans == 1234
+    with pytest.raises(SystemExit):
+        run.parse_args(["--only", "z"])
+
+
+@pytest.mark.kafka
+async def test_raw_consume_and_worker_drain_at_a_tiny_size(settings: Settings) -> None:
+    filled = await workload.fill(settings, settings.topic, 300, "native", keep=5)
+    assert len(filled.sample) == 5
+    raw = await drain.raw_consume(settings, settings.topic, filled.messages, filled.spans, min_seconds=0.0)
+    assert raw.passes == 1 and raw.spans_per_s > 0
+    result = await drain.worker_drain(settings, filled.spans, filled.messages)
+    assert 0 < result.finalized_per_s <= result.stored_per_s
