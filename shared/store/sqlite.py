@@ -199,7 +199,8 @@ class SqliteStore:
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer: threading.Thread | None = None
 
     @classmethod
     async def open(cls, url_or_path: str) -> SqliteStore:
@@ -219,7 +220,12 @@ class SqliteStore:
         conn.execute("PRAGMA cache_size = -65536")
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA wal_autocheckpoint = 8192")  # fewer, larger checkpoints on the write path
+        if self._path != ":memory:":
+            # Checkpoints (the only fsyncs with synchronous=NORMAL) run in a thread of their own instead of
+            # inside whichever commit crosses the WAL threshold: the write path never waits for one.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True)
+            self._checkpointer.start()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:  # CREATE ... IF NOT EXISTS: safe when two processes race to create it
             conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
@@ -258,7 +264,24 @@ class SqliteStore:
     async def check(self) -> None:
         await self._run(self._read, lambda c: c.execute("SELECT 1").fetchone())
 
+    def _checkpoint_loop(self, interval_s: float = 0.5) -> None:
+        """PASSIVE checkpoints from a second connection: they copy WAL pages into the database file while
+        writers go on appending (never blocking them); a checkpoint that meets a lock just waits a turn."""
+        conn = sqlite3.connect(self._path, isolation_level=None, timeout=30.0, check_same_thread=False)
+        try:
+            while not self._stop_checkpoints.wait(interval_s):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.OperationalError:
+                    pass  # busy: the next turn catches up
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
     async def close(self) -> None:
+        self._stop_checkpoints.set()
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.join)
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
