@@ -33,24 +33,35 @@ def bucket_of(duration_us: int) -> int:
 
 
 def contribution(analysis: TraceAnalysis, spans: Sequence[Span]) -> Contribution:
-    services: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    buckets: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    operations: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    """One pass over the spans with plain dicts (a hot loop at finalization: no defaultdict factories)."""
+    services: dict[str, list[int]] = {}
+    buckets: dict[str, dict[int, int]] = {}
+    operations: dict[str, dict[str, int]] = {}
+    bounds = BUCKET_BOUNDS_US
     for span in spans:
+        service = span.service_name
         duration = span.duration_us or 0
-        row = services[span.service_name]
+        row = services.get(service)
+        if row is None:
+            row = services[service] = [0, 0, 0]
+            buckets[service] = {}
+            operations[service] = {}
         row[0] += 1
-        row[1] += span.status == "error"
+        if span.status == "error":
+            row[1] += 1
         row[2] += duration
-        buckets[span.service_name][bucket_of(duration)] += 1
-        operations[span.service_name][span.operation_name] += 1
+        hist = buckets[service]
+        bucket = bisect.bisect_left(bounds, duration)
+        hist[bucket] = hist.get(bucket, 0) + 1
+        ops = operations[service]
+        ops[span.operation_name] = ops.get(span.operation_name, 0) + 1
     hour = analysis.start_us // HOUR_US
     return Contribution(
         failed=analysis.failed,
         duration_us=analysis.duration_us,
         services={k: (v[0], v[1], v[2]) for k, v in services.items()},
-        buckets={k: dict(v) for k, v in buckets.items()},
-        operations={k: dict(v) for k, v in operations.items()},
+        buckets=buckets,
+        operations=operations,
         deps=[(hour, d.parent, d.child, d.calls, d.errors) for d in analysis.dependencies],
     )
 

@@ -19,5 +19,5 @@ def tag_rows(trace_id: str, spans: Sequence[Span]) -> Iterable[tuple[str, str, s
     seen: set[tuple[str, str]] = set()
     for span in spans:
         for key, value in span.tags.items():
-            seen.add((key, tag_text(value)))
+            seen.add((key, value if type(value) is str else tag_text(value)))  # strings: no call
     return ((k, v, trace_id) for k, v in seen)
