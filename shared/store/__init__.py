@@ -24,7 +24,7 @@ async def open_store(settings: Settings) -> TraceStore:
         from shared.store.sqlite import SqliteStore
 
         return await SqliteStore.open(url)
-    from shared.store.postgres import PostgresStore  # type: ignore[import-not-found, unused-ignore]
+    from shared.store.postgres import PostgresStore
 
     store: TraceStore = await PostgresStore.open(url)
     return store
