@@ -47,8 +47,8 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import msgspec
 
-from shared.analysis import Dependency, TraceAnalysis, analyze
-from shared.models import Span, SpanFinish, merge_finish
+from shared.analysis import Dependency, TraceAnalysis
+from shared.models import Span, SpanFinish
 from shared.sampling import Sampler
 from shared.store.base import (
     BUCKET_BOUNDS_US,
@@ -62,7 +62,8 @@ from shared.store.base import (
     TraceSummary,
     WriteResult,
 )
-from shared.store.rollups import HOUR_US, RollupDelta, contribution, decode_contribution, encode_contribution
+from shared.store.finalizing import decode_spans, finalize_trace
+from shared.store.rollups import HOUR_US, RollupDelta, decode_contribution
 from shared.store.tags import tag_rows
 
 T = TypeVar("T")
@@ -252,8 +253,6 @@ SUMMARY_COLUMNS = (
 )
 
 _json = msgspec.json.Encoder()
-_spans_decoder = msgspec.json.Decoder(list[Span])
-_finish_decoder = msgspec.json.Decoder(SpanFinish)
 _analysis_decoder = msgspec.json.Decoder(TraceAnalysis)
 _heartbeat_decoder = msgspec.json.Decoder(Heartbeat)
 _str_list = msgspec.json.Decoder(list[str])
@@ -294,17 +293,6 @@ def _json_text(event: Span | SpanFinish) -> str:
     """One event as the native JSON the store keeps (the same bytes for the same content: msgspec's
     encoding is deterministic, which the "unchanged span is a no-op" comparison relies on)."""
     return _json.encode(event).decode()
-
-
-def decode_spans(bodies: Sequence[str], finishes: Sequence[str | None]) -> list[Span]:
-    """Decode span bodies in one msgspec call, merging finish events into their spans."""
-    if not bodies:
-        return []
-    spans = _spans_decoder.decode("[" + ",".join(bodies) + "]")
-    for i, finish in enumerate(finishes):
-        if finish is not None:
-            spans[i] = merge_finish(spans[i], _finish_decoder.decode(finish))
-    return spans
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[Sequence[Any]]:
@@ -516,13 +504,9 @@ class PostgresStore:
                 if trace_id not in bodies:
                     continue
                 spans = decode_spans(bodies[trace_id], finishes[trace_id])
-                analysis = analyze(trace_id, spans)
-                contrib = contribution(analysis, spans)
-                if old_contribution is not None:
-                    delta.add(decode_contribution(old_contribution), -1)
-                delta.add(contrib, +1)
+                done = finalize_trace(trace_id, spans, previous=old_contribution, delta=delta, sampler=sampler)
+                analysis = done.analysis
                 results.append(analysis)
-                kept = sampler is None or sampler.keep(analysis)
                 summaries.append(
                     (
                         trace_id,
@@ -532,16 +516,16 @@ class PostgresStore:
                         analysis.duration_us,
                         analysis.span_count,
                         analysis.error_count,
-                        "failed" if analysis.failed else "completed",
+                        done.status,
                         analysis.complete,
-                        _json.encode(analysis.services).decode(),
-                        _json.encode(analysis).decode(),
-                        encode_contribution(contrib).decode(),
+                        done.services_json(),
+                        done.analysis_json(),
+                        done.contribution_json(),
                         late_counts.get(trace_id, 0),
-                        "finalized" if kept else "dropped",
+                        "finalized" if done.kept else "dropped",
                     )
                 )
-                if kept:
+                if done.kept:
                     op_rows.extend((s, o, trace_id) for s, o in set(analysis.operations))
                     tag_index.extend(tag_rows(trace_id, spans))  # distinct per trace
                 else:

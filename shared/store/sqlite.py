@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from shared.analysis import Dependency, TraceAnalysis, analyze
-from shared.models import Span, SpanFinish, merge_finish
+from shared.analysis import Dependency, TraceAnalysis
+from shared.models import Span, SpanFinish
 from shared.sampling import Sampler
 from shared.store.base import (
     BUCKET_BOUNDS_US,
@@ -33,7 +33,8 @@ from shared.store.base import (
     TraceSummary,
     WriteResult,
 )
-from shared.store.rollups import HOUR_US, RollupDelta, contribution, decode_contribution, encode_contribution
+from shared.store.finalizing import decode_spans, finalize_trace
+from shared.store.rollups import HOUR_US, RollupDelta, decode_contribution
 from shared.store.tags import tag_rows
 
 T = TypeVar("T")
@@ -166,8 +167,6 @@ SUMMARY_COLUMNS = (
 )
 
 _json = msgspec.json.Encoder()
-_spans_decoder = msgspec.json.Decoder(list[Span])
-_finish_decoder = msgspec.json.Decoder(SpanFinish)
 _analysis_decoder = msgspec.json.Decoder(TraceAnalysis)
 _heartbeat_decoder = msgspec.json.Decoder(Heartbeat)
 _str_list = msgspec.json.Decoder(list[str])
@@ -179,17 +178,6 @@ def sqlite_path(url: str) -> str:
     if not url.startswith(prefix):
         raise ValueError(f"not a sqlite URL: {url!r}")
     return url[len(prefix) :] or ":memory:"
-
-
-def decode_spans(rows: Sequence[tuple[str, str | None]]) -> list[Span]:
-    """Decode (body, finish) rows in one msgspec call, merging finish events into their spans."""
-    if not rows:
-        return []
-    spans = _spans_decoder.decode("[" + ",".join(body for body, _ in rows) + "]")
-    for i, (_, finish) in enumerate(rows):
-        if finish is not None:
-            spans[i] = merge_finish(spans[i], _finish_decoder.decode(finish))
-    return spans
 
 
 class SqliteStore:
@@ -399,36 +387,33 @@ class SqliteStore:
             for trace_id, old_contribution, _ in rows:
                 if trace_id not in span_rows:
                     continue
-                spans = decode_spans(span_rows[trace_id])
-                analysis = analyze(trace_id, spans)
-                contrib = contribution(analysis, spans)
-                if old_contribution is not None:
-                    delta.add(decode_contribution(old_contribution), -1)
-                delta.add(contrib, +1)
+                bodies = span_rows[trace_id]
+                spans = decode_spans([b for b, _ in bodies], [f for _, f in bodies])
+                done = finalize_trace(trace_id, spans, previous=old_contribution, delta=delta, sampler=sampler)
+                analysis = done.analysis
                 results.append(analysis)
-                kept = sampler is None or sampler.keep(analysis)
-                if not kept:
+                if not done.kept:
                     dropped.append(trace_id)
                 trace_updates.append(
                     (
-                        "finalized" if kept else "dropped",
+                        "finalized" if done.kept else "dropped",
                         analysis.root_service,
                         analysis.root_operation,
                         analysis.start_us,
                         analysis.duration_us,
                         analysis.span_count,
                         analysis.error_count,
-                        "failed" if analysis.failed else "completed",
+                        done.status,
                         analysis.complete,
-                        _json.encode(analysis.services).decode(),
-                        _json.encode(analysis).decode(),
-                        encode_contribution(contrib).decode(),
+                        done.services_json(),
+                        done.analysis_json(),
+                        done.contribution_json(),
                         late_counts.get(trace_id, 0),
-                        now_us if kept else None,  # a dropped trace has no summary to serve
+                        now_us if done.kept else None,  # a dropped trace has no summary to serve
                         trace_id,
                     )
                 )
-                if kept:
+                if done.kept:
                     op_rows.extend((s, o, trace_id) for s, o in analysis.operations)
                     tag_index.extend(tag_rows(trace_id, spans))
             c.executemany(
@@ -556,7 +541,7 @@ class SqliteStore:
             return StoredTrace(
                 trace_id=trace_id,
                 state=state,
-                spans=decode_spans(span_rows),
+                spans=decode_spans([b for b, _ in span_rows], [f for _, f in span_rows]),
                 analysis=_analysis_decoder.decode(analysis) if state == "finalized" and analysis else None,
                 completeness=Completeness(
                     late_spans=late, refinalizations=refinalizations, finalized_at_us=finalized_at
