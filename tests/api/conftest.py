@@ -1,6 +1,8 @@
-"""Fixtures for the query API tests: the real app on a real socket, a real SQLite store, real Kafka.
+"""Fixtures for the query API tests: the real app on a real socket, a real store, real Kafka.
 
-``store`` (function): the SQLite store named by the ``settings`` fixture, opened and closed around the test.
+``settings`` (function, overrides the root one): parametrized over the store backends, so every API test
+runs on SQLite and on PostgreSQL (a fresh schema per test; see ``tests/store/conftest.py``).
+``store`` (function): the store named by ``settings``, opened and closed around the test.
 ``serve_api`` (function): an async context manager factory; ``serve_api(**overrides)`` runs
 ``create_app(settings with overrides, store=store)`` with ``web.AppRunner`` + ``web.TCPSite`` on a free port
 and yields a :class:`~tests.api.support.LiveApi` (base URL, ``aiohttp.ClientSession``, store, settings).
@@ -22,10 +24,20 @@ from query_api import create_app
 from shared.settings import Settings
 from shared.store import open_store
 from shared.store.base import TraceStore
+from tests.store.conftest import postgres_schema_url
 
 from .support import LiveApi, serve
 
 ServeApi = Callable[..., AbstractAsyncContextManager[LiveApi]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def settings(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Settings]:
+    if request.param == "sqlite":
+        yield settings
+        return
+    async with postgres_schema_url() as url:
+        yield msgspec.structs.replace(settings, store_url=url)
 
 
 @pytest.fixture
