@@ -22,7 +22,6 @@ Routes: ``GET /api/traces/{traceID}``, ``GET /api/traces`` (search; or ``traceID
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,13 +32,14 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from shared.models import Span, TagValue
-from shared.store.base import QueryError, StoredTrace, TraceQuery
+from shared.store.base import StoredTrace, TraceQuery
 
 from .encoding import encode
 from .jaeger_common import (
     MAX_EPOCH_US,
     Failure,
     ParamError,
+    answering_errors,
     build_query,
     duration_bounds_us,
     first,
@@ -220,22 +220,8 @@ def error_answer(status: int, message: str) -> web.Response:
     return _answer(Envelope(data=None, errors=[StructuredError(code=status, msg=message)]), status)
 
 
-def jaeger_errors(handler: Handler) -> Handler:
-    """Bad parameters and missing traces answered in Jaeger's envelope (other errors go to the app's
-    error middleware)."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.Response:
-        try:
-            return await handler(request)
-        except ParamError as exc:
-            return error_answer(400, f"unable to parse param '{exc.param}': {exc.reason}")
-        except Failure as exc:
-            return error_answer(exc.status, exc.message)
-        except QueryError as exc:
-            return error_answer(400, str(exc))
-
-    return wrapped
+jaeger_errors = answering_errors(error_answer, lambda exc: f"unable to parse param '{exc.param}': {exc.reason}")
+"""Bad parameters and missing traces answered in Jaeger's envelope."""
 
 
 # -- parameters --------------------------------------------------------------------------------------

@@ -19,13 +19,17 @@ satisfy each condition; the duration is the trace's), and only finalized traces 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 
-from shared.store.base import StoredTrace, TraceQuery, TraceStatus, TraceStore
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from shared.store.base import QueryError, StoredTrace, TraceQuery, TraceStatus, TraceStore
 from shared.store.tags import tag_text
 
 T = TypeVar("T")
@@ -80,6 +84,29 @@ class Failure(Exception):
 
 
 # -- parameter syntaxes ------------------------------------------------------------------------------
+
+
+def answering_errors(
+    answer: Callable[[int, str], web.Response], word_param: Callable[[ParamError], str]
+) -> Callable[[Handler], Handler]:
+    """A handler decorator: bad parameters, failures and invalid queries answered in one API's error
+    shape (``answer``) with its own wording of a bad parameter; other errors go to the app's middleware."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except ParamError as exc:
+                return answer(400, word_param(exc))
+            except Failure as exc:
+                return answer(exc.status, exc.message)
+            except QueryError as exc:
+                return answer(400, str(exc))
+
+        return wrapped
+
+    return decorate
 
 
 def go_duration_ns(text: str) -> int:
@@ -286,6 +313,7 @@ __all__ = [
     "MAX_EPOCH_US",
     "Failure",
     "ParamError",
+    "answering_errors",
     "build_query",
     "duration_bounds_us",
     "first",

@@ -20,7 +20,6 @@ Parameters take Jaeger's canonical camelCase names and the snake_case aliases it
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,7 +30,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from shared.models import Span, TagValue
-from shared.store.base import QueryError, StoredTrace, TraceQuery
+from shared.store.base import StoredTrace, TraceQuery
 
 from .encoding import encode
 from .jaeger_common import (
@@ -40,6 +39,7 @@ from .jaeger_common import (
     MAX_EPOCH_US,
     Failure,
     ParamError,
+    answering_errors,
     build_query,
     duration_bounds_us,
     first,
@@ -236,22 +236,8 @@ async def _traces_answer(traces: Sequence[StoredTrace]) -> web.Response:
     return web.Response(body=body, content_type=JSON)
 
 
-def gateway_errors(handler: Handler) -> Handler:
-    """Bad parameters and empty results answered as the gRPC gateway's errors (other errors go to the
-    app's error middleware)."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.Response:
-        try:
-            return await handler(request)
-        except ParamError as exc:
-            return error_answer(400, f"malformed parameter {exc.param}: {exc.reason}")
-        except Failure as exc:
-            return error_answer(exc.status, exc.message)
-        except QueryError as exc:
-            return error_answer(400, str(exc))
-
-    return wrapped
+gateway_errors = answering_errors(error_answer, lambda exc: f"malformed parameter {exc.param}: {exc.reason}")
+"""Bad parameters and empty results answered as the gRPC gateway's errors."""
 
 
 # -- parameters --------------------------------------------------------------------------------------
