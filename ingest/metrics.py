@@ -3,22 +3,53 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from shared.prometheus import CONTENT_TYPE, Counter, Gauge, Histogram, Registry
 
 
+@dataclass
+class WorkerCounters:
+    """Totals since start: the one record of them, read by the heartbeat and by :class:`WorkerMetrics`."""
+
+    spans: int = 0
+    finishes: int = 0
+    spans_changed: int = 0
+    late_spans: int = 0
+    dead_lettered: int = 0
+    traces_finalized: int = 0
+    batches: int = 0
+    rate_window: list[tuple[float, int]] = field(default_factory=list)
+
+    def spans_per_second(self) -> float:
+        now = time.monotonic()
+        self.rate_window = [(t, n) for t, n in self.rate_window if now - t <= 10.0]
+        self.rate_window.append((now, self.spans + self.finishes))
+        (t0, n0), (t1, n1) = self.rate_window[0], self.rate_window[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+
 class WorkerMetrics:
-    def __init__(self) -> None:
+    def __init__(self, counters: WorkerCounters) -> None:
         r = self.registry = Registry()
+        c = counters
+
+        def total(read: Callable[[], int]) -> Callable[[], dict[tuple[str, ...], float]]:
+            return lambda: {(): read()}
+
         self.messages = r.add(Counter("tracing_worker_messages_total", "Kafka messages consumed.", ("topic",)))
-        self.spans = r.add(Counter("tracing_worker_spans_total", "Span and finish events decoded."))
-        self.stored = r.add(Counter("tracing_worker_spans_stored_total", "Span rows inserted or changed."))
-        self.late = r.add(Counter("tracing_worker_late_spans_total", "Spans that arrived after finalization."))
-        self.dead = r.add(Counter("tracing_worker_dead_lettered_total", "Messages sent to the dead-letter topic."))
-        self.finalized = r.add(Counter("tracing_worker_traces_finalized_total", "Traces finalized."))
+        for name, help_text, read in (
+            ("tracing_worker_spans_total", "Span and finish events decoded.", lambda: c.spans + c.finishes),
+            ("tracing_worker_spans_stored_total", "Span rows inserted or changed.", lambda: c.spans_changed),
+            ("tracing_worker_late_spans_total", "Spans that arrived after finalization.", lambda: c.late_spans),
+            ("tracing_worker_dead_lettered_total", "Messages sent to the dead-letter topic.", lambda: c.dead_lettered),
+            ("tracing_worker_traces_finalized_total", "Traces finalized.", lambda: c.traces_finalized),
+        ):
+            r.add(Counter(name, help_text, read=total(read)))
         self.lag = r.add(Gauge("tracing_worker_consumer_lag", "Messages behind the high watermark.", ("partition",)))
         self.batch_seconds = r.add(Histogram("tracing_worker_batch_seconds", "Decode + store + commit of a batch."))
         self.finalize_seconds = r.add(Histogram("tracing_worker_finalize_seconds", "One finalize transaction."))

@@ -17,12 +17,11 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from ingest.metrics import WorkerMetrics, serve_metrics
+from ingest.metrics import WorkerCounters, WorkerMetrics, serve_metrics
 from shared.codecs import DecodeError, decoder_for, format_of
 from shared.kafka import CONTENT_TYPE_HEADER, ensure_topics
 from shared.models import Event, Span, SpanFinish
@@ -40,28 +39,6 @@ def now_us() -> int:
 
 def shard_of(tp: TopicPartition) -> str:
     return f"{tp.topic}/{tp.partition}"
-
-
-@dataclass
-class WorkerCounters:
-    """Totals since start; reported in the heartbeat."""
-
-    messages: int = 0
-    spans: int = 0
-    finishes: int = 0
-    spans_changed: int = 0
-    late_spans: int = 0
-    dead_lettered: int = 0
-    traces_finalized: int = 0
-    batches: int = 0
-    rate_window: list[tuple[float, int]] = field(default_factory=list)
-
-    def spans_per_second(self) -> float:
-        now = time.monotonic()
-        self.rate_window = [(t, n) for t, n in self.rate_window if now - t <= 10.0]
-        self.rate_window.append((now, self.spans + self.finishes))
-        (t0, n0), (t1, n1) = self.rate_window[0], self.rate_window[-1]
-        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types
@@ -89,7 +66,7 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.shards: set[str] = set()
         self.counters = WorkerCounters()
-        self.metrics = WorkerMetrics()
+        self.metrics = WorkerMetrics(self.counters)
         self.metrics_port: int | None = None
         self.formats = {
             settings.topic: "native",
@@ -218,7 +195,6 @@ class Worker:
                     (spans if isinstance(event, Span) else finishes).append(event)  # type: ignore[arg-type]
                     shards.setdefault(event.trace_id, shard)
             offsets[tp] = messages[-1].offset + 1  # type: ignore[attr-defined]
-            self.counters.messages += len(messages)
         if spans or finishes:
             # One transaction for the whole fetch: spans upserted and their traces touched together.
             result = await self.store.write_batch(
@@ -247,9 +223,6 @@ class Worker:
         m = self.metrics
         for tp, messages in batches.items():
             m.messages.inc(len(messages), tp.topic)
-        m.spans.inc(len(spans) + len(finishes))
-        m.stored.inc(changed)
-        m.late.inc(late)
         m.batch_seconds.observe(time.perf_counter() - started)
         c = self.counters
         c.batches += 1
@@ -288,7 +261,6 @@ class Worker:
     async def _dead_letter(self, tp: TopicPartition, message: object, reason: str) -> asyncio.Future[object]:
         assert self._dlq is not None
         self.counters.dead_lettered += 1
-        self.metrics.dead.inc()
         headers = list(getattr(message, "headers", ()) or ())
         offset = getattr(message, "offset", -1)
         headers += [
@@ -322,7 +294,6 @@ class Worker:
             if len(due) < self.settings.finalize_batch:
                 break
         self.counters.traces_finalized += total
-        self.metrics.finalized.inc(total)
         return total
 
     async def _finalize_loop(self, stop: asyncio.Event) -> None:

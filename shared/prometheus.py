@@ -54,23 +54,9 @@ _M = TypeVar("_M", bound=_Metric)
 
 
 class Counter(_Metric):
+    """A total; ``inc`` it, or give ``read`` to sample totals kept elsewhere at render time."""
+
     kind = "counter"
-
-    def __init__(self, name: str, help_text: str, label_names: Sequence[str] = ()) -> None:
-        super().__init__(name, help_text, label_names)
-        self.values: dict[Labels, float] = defaultdict(float)
-
-    def inc(self, amount: float = 1, *labels: str) -> None:
-        self.values[labels] += amount
-
-    def samples(self) -> list[str]:
-        return [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in sorted(self.values.items())]
-
-
-class Gauge(Counter):
-    """A value that goes up and down; ``set`` it, or give ``read`` to sample it at render time."""
-
-    kind = "gauge"
 
     def __init__(
         self,
@@ -80,15 +66,25 @@ class Gauge(Counter):
         read: Callable[[], dict[Labels, float]] | None = None,
     ) -> None:
         super().__init__(name, help_text, label_names)
+        self.values: dict[Labels, float] = defaultdict(float)
         self._read = read
 
-    def set(self, value: float, *labels: str) -> None:
-        self.values[labels] = value
+    def inc(self, amount: float = 1, *labels: str) -> None:
+        self.values[labels] += amount
 
     def samples(self) -> list[str]:
         if self._read is not None:
             self.values = defaultdict(float, self._read())
-        return super().samples()
+        return [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in sorted(self.values.items())]
+
+
+class Gauge(Counter):
+    """A value that goes up and down; ``set`` it, or give ``read`` to sample it at render time."""
+
+    kind = "gauge"
+
+    def set(self, value: float, *labels: str) -> None:
+        self.values[labels] = value
 
 
 class Histogram(_Metric):

@@ -62,7 +62,7 @@ from shared.store.base import (
     TraceSummary,
     WriteResult,
 )
-from shared.store.finalizing import decode_spans, finalize_trace
+from shared.store.finalizing import decode_spans, finalize_trace, summary_from_row
 from shared.store.rollups import HOUR_US, RollupDelta, decode_contribution
 from shared.store.tags import tag_rows
 
@@ -255,7 +255,6 @@ SUMMARY_COLUMNS = (
 _json = msgspec.json.Encoder()
 _analysis_decoder = msgspec.json.Decoder(TraceAnalysis)
 _heartbeat_decoder = msgspec.json.Decoder(Heartbeat)
-_str_list = msgspec.json.Decoder(list[str])
 
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 
@@ -692,21 +691,7 @@ class PostgresStore:
             f"SELECT {SUMMARY_COLUMNS} FROM traces t WHERE {' AND '.join(where)}"
             f" ORDER BY {order} LIMIT {param(query.limit)} OFFSET {param(query.offset)}"
         )
-        return [
-            TraceSummary(
-                trace_id=r[0],
-                root_service=None if r[1] is None else py_text(r[1]),
-                root_operation=None if r[2] is None else py_text(r[2]),
-                start_us=r[3],
-                duration_us=r[4],
-                span_count=r[5],
-                error_count=r[6],
-                status=r[7],
-                complete=r[8],
-                services=_str_list.decode(r[9]) if r[9] else [],
-            )
-            for r in await self._pool.fetch(sql, *params)
-        ]
+        return [summary_from_row(r, py_text) for r in await self._pool.fetch(sql, *params)]
 
     async def stats(self, *, slowest: int = 5) -> StoreStats:
         async def read(c: asyncpg.Connection) -> StoreStats:

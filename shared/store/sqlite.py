@@ -33,7 +33,7 @@ from shared.store.base import (
     TraceSummary,
     WriteResult,
 )
-from shared.store.finalizing import decode_spans, finalize_trace
+from shared.store.finalizing import decode_spans, finalize_trace, summary_from_row
 from shared.store.rollups import HOUR_US, RollupDelta, decode_contribution
 from shared.store.tags import tag_rows
 
@@ -162,14 +162,9 @@ WHERE trace_id IN (SELECT value FROM json_each(?1)) AND root_done_us IS NULL
               AND s.body IS NOT NULL AND (s.duration_us IS NOT NULL OR s.finish IS NOT NULL))
 """
 
-SUMMARY_COLUMNS = (
-    "trace_id, root_service, root_operation, start_us, duration_us, span_count, error_count, status, complete, services"
-)
-
 _json = msgspec.json.Encoder()
 _analysis_decoder = msgspec.json.Decoder(TraceAnalysis)
 _heartbeat_decoder = msgspec.json.Decoder(Heartbeat)
-_str_list = msgspec.json.Decoder(list[str])
 
 
 def sqlite_path(url: str) -> str:
@@ -606,21 +601,7 @@ class SqliteStore:
         params.extend((query.limit, query.offset))
 
         def read(c: sqlite3.Connection) -> list[TraceSummary]:
-            return [
-                TraceSummary(
-                    trace_id=r[0],
-                    root_service=r[1],
-                    root_operation=r[2],
-                    start_us=r[3],
-                    duration_us=r[4],
-                    span_count=r[5],
-                    error_count=r[6],
-                    status=r[7],
-                    complete=bool(r[8]),
-                    services=_str_list.decode(r[9]) if r[9] else [],
-                )
-                for r in c.execute(sql, params)
-            ]
+            return [summary_from_row(r) for r in c.execute(sql, params)]
 
         return await self._run(self._read, read)
 

@@ -206,8 +206,8 @@ async def test_poison_messages_go_to_the_dead_letter_topic(settings: Settings) -
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{worker.metrics_port}/metrics") as r:
             assert r.status == 200
             text = await r.text()
-        assert f"tracing_worker_dead_lettered_total {float(len(poison))}" in text
-        assert f"tracing_worker_traces_finalized_total {float(len(traces))}" in text
+        assert f"tracing_worker_dead_lettered_total {len(poison)}\n" in text
+        assert f"tracing_worker_traces_finalized_total {len(traces)}\n" in text
         assert "tracing_worker_batch_seconds_count" in text
 
     consumer = AIOKafkaConsumer(
