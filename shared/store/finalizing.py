@@ -16,6 +16,7 @@ from typing import Any, Final
 import msgspec
 
 from shared.analysis import TraceAnalysis, analyze
+from shared.critical_paths import Path
 from shared.sampling import Sampler
 from shared.store.base import TraceSummary
 from shared.store.chunks import TraceState
@@ -33,6 +34,14 @@ def encode_analysis(analysis: TraceAnalysis) -> bytes:
 
 def decode_analysis(data: bytes) -> TraceAnalysis:
     return _analysis_decoder.decode(data)
+
+
+_critical_decoder: Final = msgspec.msgpack.Decoder(list[tuple[int, int]])
+
+
+def decode_critical(data: bytes) -> list[tuple[int, int]]:
+    """A trace's (calling context id, critical µs) list, as :attr:`Summary.critical_blob` stores it."""
+    return _critical_decoder.decode(data)
 
 
 def summary_from_row(row: Sequence[Any], text: Callable[[str], str] = str) -> TraceSummary:
@@ -76,6 +85,9 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     analysis_blob: bytes
     contribution_blob: bytes
     services_json: str
+    critical_blob: bytes
+    """msgpack list of (calling context id, critical µs): the trace's own critical path by context, for
+    tail queries over a bounded number of traces."""
 
     @property
     def status(self) -> str:
@@ -93,6 +105,8 @@ class FinalizePlan(msgspec.Struct, kw_only=True, gc=False):
     dropped: list[tuple[str, int, list[str]]]
     """(trace_id, tid, open span ids) of sampled-out traces: chunks and open-span entries go."""
     delta: RollupDelta
+    paths: dict[int, Path]
+    """The calling contexts of these traces' critical paths (id -> labels), for the context dictionary."""
 
     @property
     def analyses(self) -> list[TraceAnalysis]:
@@ -104,7 +118,7 @@ def plan_finalize(
 ) -> FinalizePlan:
     """Analyze each trace from its state and build everything its finalization writes."""
     delta = RollupDelta()
-    plan = FinalizePlan(summaries=[], waiting=[], index_removed=[], index_added=[], dropped=[], delta=delta)
+    plan = FinalizePlan(summaries=[], waiting=[], index_removed=[], index_added=[], dropped=[], delta=delta, paths={})
     for row in rows:
         state = states[row.trace_id]
         if not state.has_spans:
@@ -112,7 +126,7 @@ def plan_finalize(
             continue
         spans = state.spans()
         analysis = analyze(row.trace_id, spans)
-        share = contribution(analysis, spans)
+        share = contribution(analysis, spans, plan.paths)
         if row.contribution is not None:
             previous = decode_contribution(row.contribution)
             delta.add(previous, -1)
@@ -134,6 +148,7 @@ def plan_finalize(
                 analysis_blob=encode_analysis(analysis),
                 contribution_blob=encode_contribution(share),
                 services_json=_json.encode(analysis.services).decode(),
+                critical_blob=_analysis_encoder.encode(share.contexts),
             )
         )
     return plan

@@ -111,4 +111,5 @@ def _convert(old: V1Contribution, *, start_us: int, endpoint: tuple[str, str]) -
         ops=ops,
         deps=[(parent, child, calls, errors) for _, parent, child, calls, errors in old.deps],
         tags=[],
+        contexts=[],
     )

@@ -16,7 +16,9 @@ Series:
   histogram of the spans (fixed bounds :data:`~shared.store.base.BUCKET_BOUNDS_US`);
 * **endpoints**, per (root service, root operation): traces, failed traces, trace duration sum and
   histogram. Rootless traces count under the endpoint ``("", "")``.
-* **dependencies**, per hour and (parent service, child service): calls and error calls.
+* **dependencies**, per hour and (parent service, child service): calls and error calls;
+* **critical paths**, per (root service, root operation, calling context): critical-path time and the
+  traces the context was on the critical path of (:mod:`shared.critical_paths`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Final, TypeVar
 import msgspec
 
 from shared.analysis import TraceAnalysis
+from shared.critical_paths import Path, context_id, trace_contexts
 from shared.models import Span
 from shared.store.base import BUCKET_BOUNDS_US
 from shared.store.tags import tag_text
@@ -40,6 +43,8 @@ TOTAL: Final = 3
 GRAIN_US: Final = {MINUTE: MINUTE_US, HOUR: HOUR_US}
 HISTOGRAM_SIZE: Final = len(BUCKET_BOUNDS_US) + 1
 
+ContextKey = tuple[str, str, int]
+"""(root service, root operation, calling context id)."""
 OpKey = tuple[str, str, str]
 """(service, operation, span kind or "")."""
 EndpointKey = tuple[str, str]
@@ -60,6 +65,8 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True, array_like=True, g
     """(parent service, child service, calls, errors)."""
     tags: list[tuple[str, str]]
     """Distinct (key, value text) pairs of the trace's span tags: its rows in the tag index."""
+    contexts: list[tuple[int, int]]
+    """(calling context id, critical-path µs) of the trace's critical path."""
 
     def index_ops(self) -> list[tuple[str, str, int, int]]:
         """The trace's rows in the (service, operation) search index: one per (service, operation) and one
@@ -81,8 +88,9 @@ def bucket_of(duration_us: int) -> int:
     return bisect.bisect_left(BUCKET_BOUNDS_US, duration_us)
 
 
-def contribution(analysis: TraceAnalysis, spans: Sequence[Span]) -> Contribution:
-    """One pass over the spans with plain dicts (a hot loop at finalization)."""
+def contribution(analysis: TraceAnalysis, spans: Sequence[Span], paths: dict[int, Path] | None = None) -> Contribution:
+    """One pass over the spans with plain dicts (a hot loop at finalization). The calling contexts of
+    the critical path are added to ``paths`` (id -> labels) when given."""
     ops: dict[tuple[str, str, str | None], list[int]] = {}
     hists: dict[tuple[str, str, str | None], dict[int, int]] = {}
     tags: dict[tuple[str, str], None] = {}
@@ -116,7 +124,28 @@ def contribution(analysis: TraceAnalysis, spans: Sequence[Span]) -> Contribution
         ops=[(s, o, k or "", r[0], r[1], r[2], r[3], r[4], hists[s, o, k]) for (s, o, k), r in ops.items()],
         deps=[(d.parent, d.child, d.calls, d.errors) for d in analysis.dependencies],
         tags=list(tags),
+        contexts=_context_shares(analysis, spans, paths),
     )
+
+
+def _context_shares(
+    analysis: TraceAnalysis, spans: Sequence[Span], paths: dict[int, Path] | None
+) -> list[tuple[int, int]]:
+    shares: list[tuple[int, int]] = []
+    for path, critical_us in trace_contexts(analysis, spans).items():
+        ctx = _context_ids.get(path)
+        if ctx is None:
+            ctx = context_id(path)
+            if len(_context_ids) < 100_000:
+                _context_ids[path] = ctx
+        if paths is not None:
+            paths[ctx] = path
+        shares.append((ctx, critical_us))
+    return shares
+
+
+_context_ids: dict[Path, int] = {}
+"""Ids of the contexts seen (hashing a path costs more than looking it up); bounded."""
 
 
 Counters = list[int]
@@ -138,9 +167,10 @@ class RollupDelta:
         self.ops: dict[tuple[int, OpKey], Counters] = {}  # (minute, (service, operation, kind))
         self.endpoints: dict[tuple[int, EndpointKey], Counters] = {}  # (minute, (service, operation))
         self.deps: dict[tuple[int, str, str], list[int]] = {}  # (hour, parent, child) -> [calls, errors]
+        self.contexts: dict[tuple[int, ContextKey], list[int]] = {}  # (minute, key) -> [critical µs, traces]
 
     def __bool__(self) -> bool:
-        return bool(self.completed or self.failed or self.ops or self.endpoints or self.deps)
+        return bool(self.completed or self.failed or self.ops or self.endpoints or self.deps or self.contexts)
 
     def add(self, c: Contribution, sign: int) -> None:
         if c.failed:
@@ -168,6 +198,14 @@ class RollupDelta:
         erow[1] += sign * c.failed
         erow[2] += sign * c.duration_us
         erow[3 + bucket_of(c.duration_us)] += sign
+        contexts = self.contexts
+        for ctx, critical_us in c.contexts:
+            ckey = (minute, (*c.endpoint, ctx))
+            crow = contexts.get(ckey)
+            if crow is None:
+                crow = contexts[ckey] = [0, 0]
+            crow[0] += sign * critical_us
+            crow[1] += sign
         hour = c.start_us // HOUR_US
         for parent, child, calls, errors in c.deps:
             dkey = (hour, parent, child)
@@ -186,11 +224,15 @@ class RollupDelta:
         """``(grain, bucket, (root service, root operation), counters)``, as :meth:`op_rows`."""
         return _grains(self.endpoints)
 
+    def context_rows(self) -> list[tuple[int, int, ContextKey, list[int]]]:
+        """``(grain, bucket, (root service, root operation, context id), [critical µs, traces])``."""
+        return _grains(self.contexts)
+
     def dep_rows(self) -> list[tuple[int, str, str, int, int]]:
         return sorted((h, p, c, v[0], v[1]) for (h, p, c), v in self.deps.items() if any(v))
 
 
-K = TypeVar("K", bound=tuple[str, ...])
+K = TypeVar("K", bound=tuple[object, ...])
 
 
 def _grains(minute_rows: dict[tuple[int, K], Counters]) -> list[tuple[int, int, K, Counters]]:

@@ -42,6 +42,7 @@ CREATE TABLE traces (
     services text,
     analysis bytea,
     contribution bytea,
+    critical bytea,
     late_spans integer NOT NULL DEFAULT 0,
     refinalizations integer NOT NULL DEFAULT 0,
     finalized_at_us bigint
@@ -50,6 +51,7 @@ CREATE INDEX traces_due ON traces (due_us) WHERE state = 'active';
 CREATE INDEX traces_start ON traces (start_us) WHERE finalized_at_us IS NOT NULL;
 CREATE INDEX traces_duration ON traces (duration_us) WHERE finalized_at_us IS NOT NULL;
 CREATE INDEX traces_dropped ON traces (start_us) WHERE state = 'dropped';
+CREATE INDEX traces_endpoint ON traces (root_service, root_operation, duration_us) WHERE finalized_at_us IS NOT NULL;
 
 CREATE TABLE chunks (
     tid bigint NOT NULL, seq integer NOT NULL, late boolean NOT NULL, body bytea COMPRESSION lz4 NOT NULL,
@@ -81,6 +83,13 @@ CREATE TABLE rollup_endpoints (
     n bigint NOT NULL, errors bigint NOT NULL, duration_us bigint NOT NULL, {_HIST_DDL},
     PRIMARY KEY (grain, bucket, service, operation)
 );
+CREATE TABLE rollup_contexts (
+    grain smallint NOT NULL, bucket bigint NOT NULL,
+    service text COLLATE "C" NOT NULL, operation text COLLATE "C" NOT NULL, ctx bigint NOT NULL,
+    critical_us bigint NOT NULL, traces bigint NOT NULL,
+    PRIMARY KEY (grain, bucket, service, operation, ctx)
+);
+CREATE TABLE call_paths (ctx bigint PRIMARY KEY, label text COLLATE "C" NOT NULL, path bytea NOT NULL);
 CREATE TABLE rollup_deps (
     hour bigint NOT NULL, parent text COLLATE "C" NOT NULL, child text COLLATE "C" NOT NULL,
     calls bigint NOT NULL, errors bigint NOT NULL, PRIMARY KEY (hour, parent, child)

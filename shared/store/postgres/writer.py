@@ -31,6 +31,8 @@ from shared.store.rollups import Contribution, Counters, RollupDelta, decode_con
 from shared.store.sql import COUNTER_COLUMNS
 from shared.store.writing import TraceRow, WritePlan, plan_write
 
+_msgpack: Final = msgspec.msgpack.Encoder()
+
 
 class Conflict(Exception):
     """Another writer created a trace this transaction meant to create: retry the transaction."""
@@ -187,13 +189,14 @@ STORE_SUMMARIES: Final = """
 UPDATE traces t SET state = u.state, root_service = u.root_service, root_operation = u.root_operation,
     start_us = u.start_us, duration_us = u.duration_us, span_count = u.span_count, error_count = u.error_count,
     status = u.status, complete = u.complete, services = u.services, analysis = u.analysis,
-    contribution = u.contribution, late_spans = u.late_spans,
+    contribution = u.contribution, critical = u.critical, late_spans = u.late_spans,
     refinalizations = t.refinalizations + (t.finalized_at_us IS NOT NULL)::integer,
-    finalized_at_us = CASE WHEN u.state = 'finalized' THEN $15::bigint END  -- a dropped trace has no summary
+    finalized_at_us = CASE WHEN u.state = 'finalized' THEN $16::bigint END  -- a dropped trace has no summary
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::integer[], $7::integer[],
-            $8::text[], $9::boolean[], $10::text[], $11::bytea[], $12::bytea[], $13::integer[], $14::text[])
+            $8::text[], $9::boolean[], $10::text[], $11::bytea[], $12::bytea[], $13::bytea[], $14::integer[],
+            $15::text[])
     AS u(tid, root_service, root_operation, start_us, duration_us, span_count, error_count,
-         status, complete, services, analysis, contribution, late_spans, state)
+         status, complete, services, analysis, contribution, critical, late_spans, state)
 WHERE t.tid = u.tid
 """
 
@@ -236,16 +239,27 @@ async def finalize(
                 s.services_json,
                 s.analysis_blob,
                 s.contribution_blob,
+                s.critical_blob,
                 s.late_spans,
                 "finalized" if s.kept else "dropped",
             )
             for s in plan.summaries
         ]
-        await c.execute(STORE_SUMMARIES, *columns(summaries, 14), now_us)
+        await c.execute(STORE_SUMMARIES, *columns(summaries, 15), now_us)
     await remove_index_rows(c, [(tid, share) for _, tid, share in plan.index_removed])
     await add_index_rows(c, [(tid, share) for _, tid, share in plan.index_added])
     if plan.dropped:
         await delete_traces_data(c, [tid for _, tid, _ in plan.dropped])
+    if plan.paths:
+        ids, labels, paths = columns(
+            [(ctx, pg_text(path[-1]), _msgpack.encode(path)) for ctx, path in sorted(plan.paths.items())], 3
+        )
+        await c.execute(
+            "INSERT INTO call_paths SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[]) ON CONFLICT DO NOTHING",
+            ids,
+            labels,
+            paths,
+        )
     await apply_rollups(c, plan.delta)
     return Finalized(plan=plan, tids=tids, states=states)
 
@@ -386,4 +400,25 @@ async def apply_rollups(c: asyncpg.Connection, d: RollupDelta) -> None:
                 "DELETE FROM rollup_deps r USING unnest($1::bigint[], $2::text[], $3::text[]) AS u(hour, parent, child)"
                 " WHERE r.hour = u.hour AND r.parent = u.parent AND r.child = u.child AND r.calls <= 0",
                 *columns(gone, 3),
+            )
+    contexts = [
+        (g, b, pg_text(svc), pg_text(op), ctx, values[0], values[1])
+        for g, b, (svc, op, ctx), values in d.context_rows()
+    ]
+    if contexts:
+        await c.execute(
+            "INSERT INTO rollup_contexts AS r SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::text[],"
+            " $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])"
+            " ON CONFLICT (grain, bucket, service, operation, ctx) DO UPDATE SET"
+            " critical_us = r.critical_us + excluded.critical_us, traces = r.traces + excluded.traces",
+            *columns(contexts, 7),
+        )
+        emptied = [row[:5] for row in contexts if row[6] < 0]
+        if emptied:
+            await c.execute(
+                "DELETE FROM rollup_contexts r USING unnest($1::smallint[], $2::bigint[], $3::text[], $4::text[],"
+                " $5::bigint[]) AS u(grain, bucket, service, operation, ctx) WHERE r.grain = u.grain"
+                " AND r.bucket = u.bucket AND r.service = u.service AND r.operation = u.operation AND r.ctx = u.ctx"
+                " AND r.traces <= 0",
+                *columns(emptied, 5),
             )

@@ -13,7 +13,9 @@ Layout v2 (see the design page, "Storage layout v2"):
   carry the trace's start, so a search walks them newest first, and probes them by (..., start, tid).
 * ``rollup_ops`` / ``rollup_endpoints``: time-bucketed rollups at three grains (minute, hour, total; see
   :mod:`shared.store.rollups`), latency histograms as columns ``h0`` .. ``h18``; ``rollup_deps`` per hour.
-  All-time trace counts are the endpoints' total-grain rows.
+  All-time trace counts are the endpoints' total-grain rows. ``rollup_contexts`` holds the critical-path
+  time per endpoint and calling context (:mod:`shared.critical_paths`) at the same grains; ``call_paths``
+  names the contexts (id -> labels, and the last label for the bottom-up ranking).
 
 ``PRAGMA user_version`` holds the layout version (:mod:`shared.store.sqlite.migrate` upgrades older files).
 """
@@ -53,6 +55,7 @@ CREATE TABLE IF NOT EXISTS traces (
     services TEXT,
     analysis BLOB,          -- msgpack TraceAnalysis
     contribution BLOB,      -- msgpack Contribution: this trace's share of the rollups and indexes
+    critical BLOB,          -- msgpack [(context id, critical µs)]: its critical path by calling context
     late_spans INTEGER NOT NULL DEFAULT 0,
     refinalizations INTEGER NOT NULL DEFAULT 0,
     finalized_at_us INTEGER
@@ -61,6 +64,8 @@ CREATE INDEX IF NOT EXISTS traces_due ON traces (due_us) WHERE state = 'active';
 CREATE INDEX IF NOT EXISTS traces_start ON traces (start_us) WHERE finalized_at_us IS NOT NULL;
 CREATE INDEX IF NOT EXISTS traces_duration ON traces (duration_us) WHERE finalized_at_us IS NOT NULL;
 CREATE INDEX IF NOT EXISTS traces_dropped ON traces (start_us) WHERE state = 'dropped';
+CREATE INDEX IF NOT EXISTS traces_endpoint ON traces (root_service, root_operation, duration_us)
+    WHERE finalized_at_us IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, late INTEGER NOT NULL, body BLOB NOT NULL);
 
@@ -90,6 +95,12 @@ CREATE TABLE IF NOT EXISTS rollup_endpoints (
     n INTEGER NOT NULL, errors INTEGER NOT NULL, duration_us INTEGER NOT NULL, {_HIST_DDL},
     PRIMARY KEY (grain, bucket, service, operation)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_contexts (
+    grain INTEGER NOT NULL, bucket INTEGER NOT NULL, service TEXT NOT NULL, operation TEXT NOT NULL,
+    ctx INTEGER NOT NULL, critical_us INTEGER NOT NULL, traces INTEGER NOT NULL,
+    PRIMARY KEY (grain, bucket, service, operation, ctx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS call_paths (ctx INTEGER PRIMARY KEY, label TEXT NOT NULL, path BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS rollup_deps (
     hour INTEGER NOT NULL, parent TEXT NOT NULL, child TEXT NOT NULL,
     calls INTEGER NOT NULL, errors INTEGER NOT NULL, PRIMARY KEY (hour, parent, child)

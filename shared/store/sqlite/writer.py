@@ -24,7 +24,12 @@ from shared.store.sqlite.schema import CHUNK_BITS, HISTOGRAM_COLUMNS
 from shared.store.writing import TraceRow, WritePlan, plan_write
 
 _json: Final = msgspec.json.Encoder()
+_msgpack: Final = msgspec.msgpack.Encoder()
 CHUNK_MASK: Final = (1 << CHUNK_BITS) - 1
+
+
+def _path_blob(path: Sequence[str]) -> bytes:
+    return _msgpack.encode(path)
 
 
 def _doc(values: Any) -> str:
@@ -150,8 +155,8 @@ def finalize(
     c.executemany(
         "UPDATE traces SET state = ?, root_service = ?, root_operation = ?, start_us = ?, duration_us = ?,"
         " span_count = ?, error_count = ?, status = ?, complete = ?, services = ?, analysis = ?, contribution = ?,"
-        " late_spans = ?, refinalizations = refinalizations + (finalized_at_us IS NOT NULL), finalized_at_us = ?"
-        " WHERE tid = ?",
+        " critical = ?, late_spans = ?, refinalizations = refinalizations + (finalized_at_us IS NOT NULL),"
+        " finalized_at_us = ? WHERE tid = ?",
         [
             (
                 "finalized" if s.kept else "dropped",
@@ -166,6 +171,7 @@ def finalize(
                 s.services_json,
                 s.analysis_blob,
                 s.contribution_blob,
+                s.critical_blob,
                 s.late_spans,
                 now_us if s.kept else None,  # a dropped trace has no summary to serve
                 s.tid,
@@ -177,6 +183,11 @@ def finalize(
     add_index_rows(c, [(tid, share) for _, tid, share in plan.index_added])
     if plan.dropped:
         delete_traces_data(c, [tid for _, tid, _ in plan.dropped])
+    if plan.paths:
+        c.executemany(
+            "INSERT OR IGNORE INTO call_paths VALUES (?, ?, ?)",
+            [(ctx, path[-1], _path_blob(path)) for ctx, path in plan.paths.items()],
+        )
     apply_rollups(c, plan.delta)
     return Finalized(plan=plan, tids=tids, states=states)
 
@@ -291,4 +302,15 @@ def apply_rollups(c: sqlite3.Connection, d: RollupDelta) -> None:
     c.executemany(
         "DELETE FROM rollup_deps WHERE hour = ? AND parent = ? AND child = ? AND calls <= 0",
         [(h, p, ch) for h, p, ch, calls, _ in deps if calls < 0],
+    )
+    contexts = d.context_rows()
+    c.executemany(
+        "INSERT INTO rollup_contexts VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (grain, bucket, service, operation, ctx)"
+        " DO UPDATE SET critical_us = critical_us + excluded.critical_us, traces = traces + excluded.traces",
+        [(g, b, *key, *values) for g, b, key, values in contexts],
+    )
+    c.executemany(
+        "DELETE FROM rollup_contexts WHERE grain = ? AND bucket = ? AND service = ? AND operation = ? AND ctx = ?"
+        " AND traces <= 0",
+        [(g, b, *key) for g, b, key, values in contexts if values[1] < 0],
     )
