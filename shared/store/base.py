@@ -217,6 +217,28 @@ class RollupRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         )
 
 
+class ContextRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Critical-path time of one calling context of one endpoint, summed over traces (see
+    :mod:`shared.critical_paths`)."""
+
+    endpoint: tuple[str, str]
+    """(root service, root operation)."""
+    path: tuple[str, ...]
+    """``service:operation`` labels from the root span down to the span that owned the time."""
+    critical_us: int
+    traces: int
+    """Traces whose critical path ran through this context."""
+
+
+class TraceContexts(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One trace's critical path by calling context."""
+
+    trace_id: str
+    duration_us: int
+    contexts: list[tuple[tuple[str, ...], int]]
+    """(context labels, critical µs)."""
+
+
 class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
     """Aggregates served by ``/stats``; every number comes from rollups (O(1) in stored traces), over all
     time or over the traces that started in ``window`` (the minute-aligned window actually counted)."""
@@ -329,6 +351,22 @@ class TraceStore(Protocol):
         operation: over all time (``window`` None), over the whole minute-aligned window (``step_us``
         None), or per step (``step_us`` a multiple of a minute; ``t_us`` = the step's start). Steps and keys
         without data are left out. Costs O(buckets in the window x keys), never O(traces)."""
+        ...
+
+    async def critical_contexts(
+        self, window: Window | None, *, service: str | None = None, operation: str | None = None
+    ) -> list[ContextRow]:
+        """Critical-path time per endpoint (optionally one: root ``service`` and ``operation``) and calling
+        context, over all time or the traces that started in the minute-aligned ``window``; from the
+        rollups: O(buckets x contexts), never O(traces). Largest first."""
+        ...
+
+    async def slow_trace_contexts(
+        self, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
+    ) -> list[TraceContexts]:
+        """The ``limit`` slowest finalized traces of the endpoint (root ``service`` and ``operation``) that
+        lasted at least ``min_duration_us`` and started in the minute-aligned ``window``, slowest first,
+        each with its critical path by calling context."""
         ...
 
     async def services(self) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from shared.store.base import RollupRow, ServiceStats, SlowTrace, StoreStats, TraceQuery, Window
+from shared.store.base import ContextRow, RollupRow, ServiceStats, SlowTrace, StoreStats, TraceQuery, Window
 from shared.store.rollups import HISTOGRAM_SIZE, TOTAL, merge_counters
 from shared.store.search import step_grain, window_ranges
 
@@ -282,3 +282,71 @@ def stats_sql(
         params = [window.start_us, window.end_us]
     slow += " ORDER BY duration_us DESC, trace_id LIMIT ?"
     return (dialect.sql(active), params), (dialect.sql(slow), [*params, slowest])
+
+
+def context_sql(
+    dialect: Dialect, *, grain: int, first: int, end: int, service: str | None, operation: str | None
+) -> tuple[str, list[Any]]:
+    """Critical-path sums per endpoint and context over one grain and bucket range."""
+    where = "grain = ? AND bucket >= ? AND bucket < ?"
+    params: list[Any] = [grain, first, end]
+    if service is not None:
+        where += " AND service = ?"
+        params.append(dialect.text(service))
+    if operation is not None:
+        where += " AND operation = ?"
+        params.append(dialect.text(operation))
+    statement = (
+        f"SELECT service, operation, ctx, sum(critical_us), sum(traces) FROM rollup_contexts WHERE {where}"
+        " GROUP BY service, operation, ctx"
+    )
+    return dialect.sql(statement), params
+
+
+def plan_context_read(
+    dialect: Dialect, window: Window | None, *, service: str | None, operation: str | None
+) -> list[tuple[str, list[Any]]]:
+    ranges = [(TOTAL, 0, 1)] if window is None else window_ranges(window.aligned())
+    return [context_sql(dialect, grain=g, first=f, end=e, service=service, operation=operation) for g, f, e in ranges]
+
+
+def assemble_contexts(
+    results: Sequence[Sequence[Sequence[Any]]],
+    paths: Callable[[list[int]], dict[int, tuple[str, ...]]],
+    untext: Callable[[str], str] = str,
+) -> list[ContextRow]:
+    """Merge the per-range sums and name the contexts (``paths(ids)`` reads the dictionary); largest
+    first, then by endpoint and path."""
+    merged: dict[tuple[str, str, int], list[int]] = {}
+    for rows in results:
+        for service, operation, ctx, critical, traces in rows:
+            row = merged.setdefault((untext(service), untext(operation), int(ctx)), [0, 0])
+            row[0] += int(critical)
+            row[1] += int(traces)
+    names = paths(sorted({ctx for _, _, ctx in merged}))
+    out = [
+        ContextRow(endpoint=(service, operation), path=names[ctx], critical_us=critical, traces=traces)
+        for (service, operation, ctx), (critical, traces) in merged.items()
+        if traces > 0 and ctx in names
+    ]
+    out.sort(key=lambda r: (-r.critical_us, r.endpoint, r.path))
+    return out
+
+
+def slow_traces_sql(
+    dialect: Dialect, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
+) -> tuple[str, list[Any]]:
+    """The slowest traces of an endpoint: a walk down ``traces_endpoint`` (root service, root operation,
+    duration) from the slowest, stopping at ``limit``."""
+    statement = (
+        "SELECT trace_id, duration_us, critical FROM traces WHERE finalized_at_us IS NOT NULL"
+        " AND root_service = ? AND root_operation = ? AND duration_us >= ?"
+    )
+    params: list[Any] = [dialect.text(service), dialect.text(operation), min_duration_us]
+    if window is not None:
+        aligned = window.aligned()
+        statement += " AND start_us >= ? AND start_us < ?"
+        params.extend((aligned.start_us, aligned.end_us))
+    statement += " ORDER BY duration_us DESC, trace_id LIMIT ?"
+    params.append(limit)
+    return dialect.sql(statement), params

@@ -114,8 +114,7 @@ async def _migrate_v1(conn: asyncpg.Connection) -> None:
         moved = migrate_trace(
             rows, analysis_json=None, contribution_json=None, start_us=None, root_service=None, root_operation=None
         )
-        values = [trace_id, "waiting", "", 0, 0, 0, None, len(moved.chunks), *([None] * 7)]
-        values += [None, None, None, None, None, None, 0, 0, None]
+        values = [trace_id, "waiting", "", 0, 0, 0, None, len(moved.chunks), *([None] * 9), None, None, 0, 0, None]
         await _insert_trace(conn, values, moved.chunks)
     await add_index_rows(conn, indexed)
     await apply_rollups(conn, delta)
@@ -132,7 +131,7 @@ async def _insert_trace(conn: asyncpg.Connection, values: list[Any], chunks: lis
         "INSERT INTO traces (trace_id, state, shard, first_seen_us, last_seen_us, due_us, root_done_us, chunks,"
         " root_service, root_operation, start_us, duration_us, span_count, error_count, status, complete,"
         " services, analysis, contribution, late_spans, refinalizations, finalized_at_us)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, coalesce($14, 'active'), $15, $16, $17,"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, coalesce($15, 'active'), $16, $17,"
         " $18, $19, $20, $21, $22) RETURNING tid",
         *values,
     )

@@ -10,30 +10,36 @@ import msgspec
 from shared.analysis import Dependency
 from shared.store.base import (
     Completeness,
+    ContextRow,
     Heartbeat,
     RollupRow,
     StoredTrace,
     StoreStats,
+    TraceContexts,
     TraceQuery,
     TraceSummary,
     Window,
 )
-from shared.store.finalizing import decode_analysis, summary_from_row
+from shared.store.finalizing import decode_analysis, decode_critical, summary_from_row
 from shared.store.postgres.writer import pg_text, py_text, read_states
 from shared.store.rollups import HOUR_US, TOTAL
 from shared.store.search import CANDIDATE_PAGE, trace_has_matching_span
 from shared.store.sql import (
     Dialect,
     Series,
+    assemble_contexts,
     assemble_rollup_rows,
     assemble_stats,
+    plan_context_read,
     plan_rollup_read,
     search_sql,
+    slow_traces_sql,
     stats_sql,
 )
 
 DIALECT: Final = Dialect(numbered=True, text=pg_text, false="false", join="JOIN")
 _heartbeat_decoder: Final = msgspec.json.Decoder(Heartbeat)
+_path_decoder: Final = msgspec.msgpack.Decoder(list[str])
 
 
 async def get_trace(c: asyncpg.Connection, trace_id: str) -> StoredTrace | None:
@@ -112,6 +118,33 @@ async def stats(c: asyncpg.Connection, *, slowest: int, window: Window | None) -
         slowest=[(r[0], r[1]) for r in await c.fetch(slow_sql, *slow_params)],
         window=aligned,
     )
+
+
+async def _paths(c: asyncpg.Connection, ids: list[int]) -> dict[int, tuple[str, ...]]:
+    rows = await c.fetch("SELECT ctx, path FROM call_paths WHERE ctx = ANY($1::bigint[])", ids)
+    return {ctx: tuple(_path_decoder.decode(path)) for ctx, path in rows}
+
+
+async def critical_contexts(
+    c: asyncpg.Connection, window: Window | None, *, service: str | None, operation: str | None
+) -> list[ContextRow]:
+    statements = plan_context_read(DIALECT, window, service=service, operation=operation)
+    results = [await c.fetch(sql, *params) for sql, params in statements]
+    ids = sorted({int(r[2]) for rows in results for r in rows})
+    names = await _paths(c, ids)
+    return assemble_contexts(results, lambda _: names, py_text)
+
+
+async def slow_trace_contexts(
+    c: asyncpg.Connection, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
+) -> list[TraceContexts]:
+    sql, params = slow_traces_sql(DIALECT, service, operation, window, min_duration_us=min_duration_us, limit=limit)
+    rows = [(t, d, decode_critical(blob) if blob else []) for t, d, blob in await c.fetch(sql, *params)]
+    names = await _paths(c, sorted({ctx for _, _, shares in rows for ctx, _ in shares}))
+    return [
+        TraceContexts(trace_id=t, duration_us=d, contexts=[(names[ctx], us) for ctx, us in shares if ctx in names])
+        for t, d, shares in rows
+    ]
 
 
 async def services(c: asyncpg.Connection) -> list[str]:

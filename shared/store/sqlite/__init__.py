@@ -21,10 +21,12 @@ from shared.analysis import Dependency, TraceAnalysis
 from shared.models import Span, SpanFinish
 from shared.sampling import Sampler
 from shared.store.base import (
+    ContextRow,
     Heartbeat,
     RollupRow,
     StoredTrace,
     StoreStats,
+    TraceContexts,
     TraceQuery,
     TraceSummary,
     Window,
@@ -266,6 +268,23 @@ class SqliteStore:
         return await self._run(
             self._read,
             lambda c: reader.rollups(c, series, window, step_us=step_us, service=service, operation=operation),
+        )
+
+    async def critical_contexts(
+        self, window: Window | None, *, service: str | None = None, operation: str | None = None
+    ) -> list[ContextRow]:
+        return await self._run(
+            self._read, lambda c: reader.critical_contexts(c, window, service=service, operation=operation)
+        )
+
+    async def slow_trace_contexts(
+        self, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
+    ) -> list[TraceContexts]:
+        return await self._run(
+            self._read,
+            lambda c: reader.slow_trace_contexts(
+                c, service, operation, window, min_duration_us=min_duration_us, limit=limit
+            ),
         )
 
     async def services(self) -> list[str]:

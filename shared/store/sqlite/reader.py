@@ -11,29 +11,36 @@ import msgspec
 from shared.analysis import Dependency
 from shared.store.base import (
     Completeness,
+    ContextRow,
     Heartbeat,
     RollupRow,
     StoredTrace,
     StoreStats,
+    TraceContexts,
     TraceQuery,
     TraceSummary,
     Window,
 )
-from shared.store.finalizing import decode_analysis, summary_from_row
+from shared.store.finalizing import decode_analysis, decode_critical, summary_from_row
 from shared.store.rollups import HOUR_US, TOTAL
 from shared.store.search import CANDIDATE_PAGE, trace_has_matching_span
 from shared.store.sql import (
     Dialect,
     Series,
+    assemble_contexts,
     assemble_rollup_rows,
     assemble_stats,
+    plan_context_read,
     plan_rollup_read,
     search_sql,
+    slow_traces_sql,
     stats_sql,
 )
 from shared.store.sqlite.writer import read_states
 
 _heartbeat_decoder: Final = msgspec.json.Decoder(Heartbeat)
+_path_decoder: Final = msgspec.msgpack.Decoder(list[str])
+_json: Final = msgspec.json.Encoder()
 
 DIALECT: Final = Dialect(
     numbered=False, text=str, false="0", join="CROSS JOIN", duration_index_hint="INDEXED BY traces_duration"
@@ -114,6 +121,33 @@ def stats(c: sqlite3.Connection, *, slowest: int, window: Window | None) -> Stor
         slowest=c.execute(slow_sql, slow_params).fetchall(),
         window=aligned,
     )
+
+
+def _paths(c: sqlite3.Connection, ids: list[int]) -> dict[int, tuple[str, ...]]:
+    rows = c.execute(
+        "SELECT p.ctx, p.path FROM json_each(?1) j CROSS JOIN call_paths p ON p.ctx = j.value",
+        (_json.encode(ids).decode(),),
+    )
+    return {ctx: tuple(_path_decoder.decode(path)) for ctx, path in rows}
+
+
+def critical_contexts(
+    c: sqlite3.Connection, window: Window | None, *, service: str | None, operation: str | None
+) -> list[ContextRow]:
+    statements = plan_context_read(DIALECT, window, service=service, operation=operation)
+    return assemble_contexts([c.execute(sql, params).fetchall() for sql, params in statements], lambda i: _paths(c, i))
+
+
+def slow_trace_contexts(
+    c: sqlite3.Connection, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
+) -> list[TraceContexts]:
+    sql, params = slow_traces_sql(DIALECT, service, operation, window, min_duration_us=min_duration_us, limit=limit)
+    rows = [(t, d, decode_critical(blob) if blob else []) for t, d, blob in c.execute(sql, params)]
+    names = _paths(c, sorted({ctx for _, _, shares in rows for ctx, _ in shares}))
+    return [
+        TraceContexts(trace_id=t, duration_us=d, contexts=[(names[ctx], us) for ctx, us in shares if ctx in names])
+        for t, d, shares in rows
+    ]
 
 
 def services(c: sqlite3.Connection) -> list[str]:
