@@ -434,6 +434,7 @@ async def test_stats_has_every_field(api: LiveApi) -> None:
             "deadLettered": 1,
             "lateSpans": 3,
         },
+        "window": None,  # all time
     }
 
 
@@ -448,6 +449,7 @@ async def test_stats_of_an_empty_store(api: LiveApi) -> None:
         "slowestTraces": [],
         "serviceStats": {},
         "pipeline": {"workers": [], "totalLag": 0, "spansPerSecond": 0.0, "deadLettered": 0, "lateSpans": 0},
+        "window": None,
     }
 
 
@@ -466,6 +468,12 @@ async def test_healthz_openapi_and_metrics(api: LiveApi) -> None:
         "/traces/{traceId}/visualize",
         "/traces/{traceId}/analyze",
         "/stats",
+        "/stats/operations",
+        "/stats/timeseries",
+        "/analyze/endpoints",
+        "/analyze/endpoints/{service}/{operation}/critical-path",
+        "/analyze/endpoints/{service}/{operation}/changes",
+        "/analyze/operations",
         "/healthz",
         "/openapi.json",
         "/metrics",
