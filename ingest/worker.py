@@ -288,7 +288,9 @@ class Worker:
             if not due:
                 break
             started = time.perf_counter()
-            analyses = await self.store.finalize(due, now_us=now_us(), sampler=self._sampler)
+            analyses = await self.store.finalize(
+                due, now_us=now_us(), sampler=self._sampler, on_first=self.metrics.spans.observe
+            )
             self.metrics.finalize_seconds.observe(time.perf_counter() - started)
             total += len(analyses)
             if len(due) < self.settings.finalize_batch:

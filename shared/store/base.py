@@ -6,39 +6,19 @@ time; everything needed to finish a trace's life (its spans, its state, its due 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import Annotated, Final, Literal, Protocol
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Annotated, Literal, Protocol
 
 import msgspec
 
 from shared.analysis import Dependency, TraceAnalysis
 from shared.models import Span, SpanFinish
 from shared.sampling import Sampler
+from shared.store.buckets import BUCKET_BOUNDS_US
+from shared.store.rollups import Contribution
 
 TraceState = Literal["active", "finalized", "dropped"]
 TraceStatus = Literal["active", "completed", "failed"]
-
-# Latency histogram bucket upper bounds (µs) for per-service percentiles; the last bucket is open-ended.
-BUCKET_BOUNDS_US: Final[tuple[int, ...]] = (
-    100,
-    250,
-    500,
-    1_000,
-    2_500,
-    5_000,
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    30_000_000,
-    60_000_000,
-)
 
 
 class QueryError(ValueError):
@@ -304,11 +284,19 @@ class TraceStore(Protocol):
         ...
 
     async def finalize(
-        self, trace_ids: Sequence[str], *, now_us: int, sampler: Sampler | None = None
+        self,
+        trace_ids: Sequence[str],
+        *,
+        now_us: int,
+        sampler: Sampler | None = None,
+        on_first: Callable[[Sequence[Contribution]], None] | None = None,
     ) -> list[TraceAnalysis]:
         """Analyze each still-active trace from its stored spans; store the summary, analysis and indexes,
         and correct the rollups (subtract a previous finalization's contribution, add the new one), all in
         one transaction. Traces no longer active are skipped. Returns the analyses written.
+
+        ``on_first``: called once the transaction committed, with the contributions of the traces
+        finalized for the first time (for counters that cannot go back, such as Prometheus span metrics).
 
         A trace the ``sampler`` does not keep still adds its contribution to the rollups, but its spans
         and index rows are deleted and it becomes ``dropped``: not found, not searched, and spans written

@@ -107,6 +107,8 @@ class FinalizePlan(msgspec.Struct, kw_only=True, gc=False):
     delta: RollupDelta
     paths: dict[int, Path]
     """The calling contexts of these traces' critical paths (id -> labels), for the context dictionary."""
+    first: list[Contribution]
+    """The contributions of the traces finalized for the first time (for counters that never go back)."""
 
     @property
     def analyses(self) -> list[TraceAnalysis]:
@@ -118,7 +120,9 @@ def plan_finalize(
 ) -> FinalizePlan:
     """Analyze each trace from its state and build everything its finalization writes."""
     delta = RollupDelta()
-    plan = FinalizePlan(summaries=[], waiting=[], index_removed=[], index_added=[], dropped=[], delta=delta, paths={})
+    plan = FinalizePlan(
+        summaries=[], waiting=[], index_removed=[], index_added=[], dropped=[], delta=delta, paths={}, first=[]
+    )
     for row in rows:
         state = states[row.trace_id]
         if not state.has_spans:
@@ -132,6 +136,8 @@ def plan_finalize(
             delta.add(previous, -1)
             if row.indexed:
                 plan.index_removed.append((row.trace_id, row.tid, previous))
+        else:
+            plan.first.append(share)
         delta.add(share, +1)
         kept = sampler is None or sampler.keep(analysis)
         if kept:

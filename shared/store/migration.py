@@ -23,7 +23,7 @@ import msgspec
 from shared.analysis import TraceAnalysis
 from shared.models import Span, SpanFinish
 from shared.store.chunks import TraceState, encode_chunk
-from shared.store.rollups import Contribution, contribution
+from shared.store.rollups import Contribution, OpShare, contribution
 
 _span_decoder: Final = msgspec.json.Decoder(Span)
 _finish_decoder: Final = msgspec.json.Decoder(SpanFinish)
@@ -85,7 +85,7 @@ def migrate_trace(
 
 
 def _convert(old: V1Contribution, *, start_us: int, endpoint: tuple[str, str]) -> Contribution:
-    ops: list[tuple[str, str, str, int, int, int, int, int, dict[int, int]]] = []
+    ops: list[OpShare] = []
     for service, (spans, errors, total) in sorted(old.services.items()):
         operations = sorted(old.operations.get(service, {}).items()) or [("unknown", spans)]
         for i, (operation, count) in enumerate(operations):
@@ -101,6 +101,8 @@ def _convert(old: V1Contribution, *, start_us: int, endpoint: tuple[str, str]) -
                     0,
                     0,
                     dict(old.buckets.get(service, {})) if first else {},
+                    0,
+                    {},
                 )
             )
     return Contribution(

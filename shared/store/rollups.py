@@ -32,7 +32,7 @@ import msgspec
 from shared.analysis import TraceAnalysis
 from shared.critical_paths import Path, context_id, trace_contexts
 from shared.models import Span
-from shared.store.base import BUCKET_BOUNDS_US
+from shared.store.buckets import BUCKET_BOUNDS_US
 from shared.store.tags import tag_text
 
 MINUTE_US: Final = 60_000_000
@@ -43,6 +43,9 @@ TOTAL: Final = 3
 GRAIN_US: Final = {MINUTE: MINUTE_US, HOUR: HOUR_US}
 HISTOGRAM_SIZE: Final = len(BUCKET_BOUNDS_US) + 1
 
+OpShare = tuple[str, str, str, int, int, int, int, int, dict[int, int], int, dict[int, int]]
+"""(service, operation, kind, spans, error spans, duration µs, min span µs, max span µs, histogram,
+error spans' duration µs, error spans' histogram): one trace's spans of one (service, operation, kind)."""
 ContextKey = tuple[str, str, int]
 """(root service, root operation, calling context id)."""
 OpKey = tuple[str, str, str]
@@ -59,8 +62,8 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True, array_like=True, g
     failed: bool
     duration_us: int
     endpoint: EndpointKey
-    ops: list[tuple[str, str, str, int, int, int, int, int, dict[int, int]]]
-    """(service, operation, kind, spans, errors, duration µs, min span µs, max span µs, histogram)."""
+    ops: list[OpShare]
+    """Per (service, operation, kind) of its spans: counts, durations and histograms (:data:`OpShare`)."""
     deps: list[tuple[str, str, int, int]]
     """(parent service, child service, calls, errors)."""
     tags: list[tuple[str, str]]
@@ -72,7 +75,7 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True, array_like=True, g
         """The trace's rows in the (service, operation) search index: one per (service, operation) and one
         per service (operation ``""``), each with the smallest and largest duration of those spans."""
         rows: dict[tuple[str, str], list[int]] = {}
-        for service, operation, _, _, _, _, low, high, _ in self.ops:
+        for service, operation, _, _, _, _, low, high, *_ in self.ops:
             for key in ((service, operation), (service, "")):
                 row = rows.get(key)
                 if row is None:
@@ -93,6 +96,7 @@ def contribution(analysis: TraceAnalysis, spans: Sequence[Span], paths: dict[int
     the critical path are added to ``paths`` (id -> labels) when given."""
     ops: dict[tuple[str, str, str | None], list[int]] = {}
     hists: dict[tuple[str, str, str | None], dict[int, int]] = {}
+    error_hists: dict[tuple[str, str, str | None], dict[int, int]] = {}
     tags: dict[tuple[str, str], None] = {}
     bounds = BUCKET_BOUNDS_US
     bisect_left = bisect.bisect_left
@@ -101,11 +105,10 @@ def contribution(analysis: TraceAnalysis, spans: Sequence[Span], paths: dict[int
         duration = span.duration_us or 0
         row = ops.get(key)
         if row is None:
-            row = ops[key] = [0, 0, 0, duration, duration]
+            row = ops[key] = [0, 0, 0, duration, duration, 0]
             hists[key] = {}
+            error_hists[key] = {}
         row[0] += 1
-        if span.status == "error":
-            row[1] += 1
         row[2] += duration
         if duration < row[3]:
             row[3] = duration
@@ -114,6 +117,11 @@ def contribution(analysis: TraceAnalysis, spans: Sequence[Span], paths: dict[int
         hist = hists[key]
         bucket = bisect_left(bounds, duration)
         hist[bucket] = hist.get(bucket, 0) + 1
+        if span.status == "error":
+            row[1] += 1
+            row[5] += duration
+            errors = error_hists[key]
+            errors[bucket] = errors.get(bucket, 0) + 1
         for tag_key, value in span.tags.items():
             tags[tag_key, value if type(value) is str else tag_text(value)] = None
     return Contribution(
@@ -121,7 +129,10 @@ def contribution(analysis: TraceAnalysis, spans: Sequence[Span], paths: dict[int
         failed=analysis.failed,
         duration_us=analysis.duration_us,
         endpoint=(analysis.root_service or "", analysis.root_operation or ""),
-        ops=[(s, o, k or "", r[0], r[1], r[2], r[3], r[4], hists[s, o, k]) for (s, o, k), r in ops.items()],
+        ops=[
+            (s, o, k or "", r[0], r[1], r[2], r[3], r[4], hists[s, o, k], r[5], error_hists[s, o, k])
+            for (s, o, k), r in ops.items()
+        ],
         deps=[(d.parent, d.child, d.calls, d.errors) for d in analysis.dependencies],
         tags=list(tags),
         contexts=_context_shares(analysis, spans, paths),
@@ -180,7 +191,7 @@ class RollupDelta:
         self.duration_us += sign * c.duration_us
         minute = c.start_us // MINUTE_US
         ops = self.ops
-        for service, operation, kind, count, errors, total, _, _, hist in c.ops:
+        for service, operation, kind, count, errors, total, _, _, hist, _, _ in c.ops:
             key = (minute, (service, operation, kind))
             row = ops.get(key)
             if row is None:

@@ -14,7 +14,8 @@ import pytest
 
 from shared.analysis import analyze
 from shared.models import Span
-from shared.store.base import BUCKET_BOUNDS_US, ServiceStats
+from shared.store.base import ServiceStats
+from shared.store.buckets import BUCKET_BOUNDS_US
 
 from .support import LiveApi
 

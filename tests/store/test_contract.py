@@ -20,7 +20,7 @@ from shared.analysis import Dependency, TraceAnalysis, analyze
 from shared.models import Kind, Span, SpanFinish, Status, TagValue
 from shared.sampling import Sampler
 from shared.store import Heartbeat, QueryError, StoredTrace, TraceQuery, TraceStore, WriteResult
-from shared.store.base import BUCKET_BOUNDS_US
+from shared.store.buckets import BUCKET_BOUNDS_US
 
 HOUR = 3_600_000_000
 SECOND = 1_000_000

@@ -39,6 +39,7 @@ from shared.store.cache import TraceCache
 from shared.store.postgres import reader, writer
 from shared.store.postgres.migrate import create_or_migrate
 from shared.store.postgres.writer import pg_text, py_text
+from shared.store.rollups import Contribution
 from shared.store.writing import group_events
 
 T = TypeVar("T")
@@ -149,7 +150,12 @@ class PostgresStore:
         return [r[0] for r in rows]
 
     async def finalize(
-        self, trace_ids: Sequence[str], *, now_us: int, sampler: Sampler | None = None
+        self,
+        trace_ids: Sequence[str],
+        *,
+        now_us: int,
+        sampler: Sampler | None = None,
+        on_first: Callable[[Sequence[Contribution]], None] | None = None,
     ) -> list[TraceAnalysis]:
         if not trace_ids:
             return []
@@ -159,6 +165,8 @@ class PostgresStore:
             for trace_id, state in done.states.items():
                 if trace_id not in dropped:
                     self.cache.put(trace_id, done.tids[trace_id], state)
+        if on_first is not None and done.plan.first:
+            on_first(done.plan.first)
         return done.plan.analyses
 
     async def purge(self, before_us: int) -> int:

@@ -33,6 +33,7 @@ from shared.store.base import (
     WriteResult,
 )
 from shared.store.cache import TraceCache
+from shared.store.rollups import Contribution
 from shared.store.sqlite import reader, writer
 from shared.store.sqlite.migrate import create_or_migrate
 from shared.store.writing import group_events
@@ -197,22 +198,30 @@ class SqliteStore:
         return await self._run(self._read, read)
 
     async def finalize(
-        self, trace_ids: Sequence[str], *, now_us: int, sampler: Sampler | None = None
+        self,
+        trace_ids: Sequence[str],
+        *,
+        now_us: int,
+        sampler: Sampler | None = None,
+        on_first: Callable[[Sequence[Contribution]], None] | None = None,
     ) -> list[TraceAnalysis]:
         if not trace_ids:
             return []
         cache = self.cache
 
-        def job() -> list[TraceAnalysis]:
+        def job() -> writer.Finalized:
             done = self._tx(lambda c: writer.finalize(c, cache, trace_ids, now_us=now_us, sampler=sampler))
             if cache is not None:
                 dropped = {trace_id for trace_id, _, _ in done.plan.dropped}
                 for trace_id, state in done.states.items():
                     if trace_id not in dropped:
                         cache.put(trace_id, done.tids[trace_id], state)
-            return done.plan.analyses
+            return done
 
-        return await self._run(job)
+        done = await self._run(job)
+        if on_first is not None and done.plan.first:
+            on_first(done.plan.first)
+        return done.plan.analyses
 
     async def purge(self, before_us: int) -> int:
         def job() -> int:
