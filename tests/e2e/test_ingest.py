@@ -313,8 +313,8 @@ async def test_span_metrics_are_scraped_with_the_spanmetrics_names(settings: Set
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{worker.metrics_port}/metrics") as r:
             text = await r.text()
 
-    kinds = {None: "SPAN_KIND_UNSPECIFIED", "server": "SPAN_KIND_SERVER", "client": "SPAN_KIND_CLIENT",
-             "producer": "SPAN_KIND_PRODUCER", "consumer": "SPAN_KIND_CONSUMER", "internal": "SPAN_KIND_INTERNAL"}  # fmt: skip
+    kinds = {None: "SPAN_KIND_UNSPECIFIED"} | {k: f"SPAN_KIND_{k.upper()}" for k in ("server", "client", "producer")}
+    kinds |= {k: f"SPAN_KIND_{k.upper()}" for k in ("consumer", "internal")}
     calls: dict[tuple[tuple[str, str], ...], float] = {}
     le_10ms: dict[tuple[tuple[str, str], ...], float] = {}
     for spans in traces:  # the late span is not counted: its trace was finalized before
