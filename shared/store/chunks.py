@@ -117,6 +117,8 @@ class TraceState:
         """
         bodies = self.bodies
         finishes = self.finishes
+        if not bodies and not finishes:
+            return self._apply_fresh(events, late=late)
         before_body: dict[str, Span | None] = {}
         before_finish: dict[str, SpanFinish | None] = {}
         for event in events:
@@ -186,6 +188,34 @@ class TraceState:
                 root_finished = True
         return Change(
             events=changed_events, span_ids=span_ids, root_finished=root_finished, opened=opened, closed=closed
+        )
+
+    def _apply_fresh(self, events: Sequence[Event], *, late: bool) -> Change:
+        """:meth:`apply` on an empty state (a trace's first batch, the common case): the same rules, with
+        nothing stored to compare against."""
+        bodies = self.bodies
+        finishes = self.finishes
+        for event in events:
+            if isinstance(event, Span):
+                current = bodies.get(event.span_id)
+                if current is None or not (current.duration_us is not None and event.duration_us is None):
+                    bodies[event.span_id] = event
+            else:
+                finishes[event.span_id] = event
+        span_ids = list(dict.fromkeys([*bodies, *finishes]))
+        if late:
+            self.late.update(span_ids)
+        opened = [sid for sid, body in bodies.items() if body.duration_us is None and sid not in finishes]
+        root_finished = any(
+            body.parent_span_id is None and (body.duration_us is not None or sid in finishes)
+            for sid, body in bodies.items()
+        )
+        return Change(
+            events=[*bodies.values(), *finishes.values()],
+            span_ids=span_ids,
+            root_finished=root_finished,
+            opened=opened,
+            closed=[],
         )
 
     def spans(self) -> list[Span]:
