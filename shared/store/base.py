@@ -272,8 +272,9 @@ class TraceStore(Protocol):
         """Upsert spans and finish events and touch their traces' rows in ONE transaction.
 
         A span whose stored content is identical is a no-op. ``shards`` maps every trace id of the batch
-        to the shard (e.g. ``"spans/3"``: the topic partition) of the message it came in; a trace seen for
-        the first time is owned by that shard, whose worker will finalize it. Due time: once a root
+        to its shard (e.g. ``"spans/3"``: a topic partition; the worker names the partition the trace is
+        keyed to, so that every worker names the same one); a trace seen for the first time is owned by
+        that shard, whose worker will finalize it. Due time: once a root
         span (no parent) has a duration, ``min(due, now + grace)``; before that ``now + idle`` (sliding).
         A changed span of a finalized trace is late: the trace becomes active again, due ``now + grace``.
         """
