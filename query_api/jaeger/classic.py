@@ -34,8 +34,11 @@ from multidict import MultiMapping
 from shared.models import Span, TagValue
 from shared.store.base import StoredTrace, TraceQuery
 
-from .encoding import encode
-from .jaeger_common import (
+from ..encoding import encode
+from ..keys import STORE
+from ..service import now_us
+from ..shapes import is_id
+from .common import (
     MAX_EPOCH_US,
     Failure,
     ParamError,
@@ -53,9 +56,6 @@ from .jaeger_common import (
     result_limit,
     search,
 )
-from .keys import STORE
-from .service import now_us
-from .shapes import is_id
 
 DEFAULT_LIMIT: Final = 20
 """Traces a search returns when ``limit`` is not given (what the Jaeger UI sends by default)."""

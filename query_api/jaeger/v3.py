@@ -32,8 +32,10 @@ from multidict import MultiMapping
 from shared.models import Span, TagValue
 from shared.store.base import StoredTrace, TraceQuery
 
-from .encoding import encode
-from .jaeger_common import (
+from ..encoding import encode
+from ..keys import STORE
+from ..shapes import is_id
+from .common import (
     INT64_MAX,
     INT64_MIN,
     MAX_EPOCH_US,
@@ -52,8 +54,6 @@ from .jaeger_common import (
     rfc3339_ns,
     search,
 )
-from .keys import STORE
-from .shapes import is_id
 
 DEFAULT_SEARCH_DEPTH: Final = 100
 """Traces a search returns when ``query.searchDepth`` is not given (Jaeger's default)."""
