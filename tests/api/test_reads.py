@@ -225,6 +225,36 @@ async def test_an_active_trace_is_analyzed_on_the_fly(api: LiveApi) -> None:
     assert [c["spanId"] for c in tree["children"]] == ["child"]
 
 
+async def test_seed_tags_show_the_resource_and_scope_merged_in(api: LiveApi) -> None:
+    """Spans keep OTLP resource attributes and the scope apart (``resource``, ``scope_*``); the seed API
+    shows them among the tags as it did when the decoder folded them in: resource, then the scope as
+    ``otel.scope.name``/``otel.scope.version``, then the span's own tags, which win on a shared key."""
+    trace = "trace-otlp-resource"
+    resource = {"host.name": "web-1", "region": "eu", "service.version": "1.2"}
+    await api.ingest(
+        [
+            span(trace, "root", None, "web", "GET /", 0, 10, tags={"region": "us", "http.method": "GET"},
+                 resource=resource, scope_name="shop.web", scope_version="0.9"),
+            span(trace, "child", "root", "db", "select", 1, 5, tags={"db.system": "sqlite"}, scope_name="sql"),
+        ],
+        now_us=T0_US,
+    )  # fmt: skip
+    body = (await api.get(f"/traces/{trace}")).json
+    assert body["rootSpan"]["tags"] == {
+        "host.name": "web-1",
+        "region": "us",
+        "service.version": "1.2",
+        "otel.scope.name": "shop.web",
+        "otel.scope.version": "0.9",
+        "http.method": "GET",
+    }
+    assert list(body["rootSpan"]["tags"]) == [
+        "host.name", "region", "service.version", "otel.scope.name", "otel.scope.version", "http.method"]  # fmt: skip
+    (child,) = body["spans"]
+    assert child["tags"] == {"otel.scope.name": "sql", "db.system": "sqlite"}
+    assert "resource" not in body["rootSpan"] and "scopeName" not in body["rootSpan"]
+
+
 async def test_orphans_are_extra_roots(api: LiveApi) -> None:
     trace = "trace-orphans"
     await api.ingest(
