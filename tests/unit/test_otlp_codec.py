@@ -452,14 +452,14 @@ def test_long_names_and_keys_are_cut() -> None:
 
 def test_registered_formats_and_content_types() -> None:
     assert decoder_for("otlp_proto") is decode_otlp_proto and decoder_for("otlp_json") is decode_otlp_json
-    assert set(DECODERS) == {"native", "otlp_proto", "otlp_json", "zipkin_json"}
+    assert set(DECODERS) == {"native", "otlp_proto", "otlp_json", "zipkin_json", "zipkin_proto"}
     assert format_of("application/x-protobuf", "otlp_json") == "otlp_proto"
     assert format_of("application/json; charset=utf-8", "otlp_proto") == "otlp_json"
     assert format_of(None, "otlp_proto") == "otlp_proto"
     # the generic types only choose between OTLP's encodings: elsewhere the topic's format stays
     assert format_of("application/json", "zipkin_json") == "zipkin_json"
     assert format_of("application/json", "native") == "native"
-    assert format_of("application/x-protobuf", "zipkin_json") == "zipkin_json"
+    assert format_of("application/x-protobuf", "zipkin_json") == "zipkin_proto"
     assert format_of("application/vnd.tracing.span+json;v=1", "otlp_proto") == "native"
 
 
