@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from shared.store.base import (
     Completeness,
     Heartbeat,
@@ -18,13 +18,23 @@ from shared.store.base import (
 
 
 async def open_store(settings: Settings) -> TraceStore:
-    """The backend named by ``TRACING_STORE_URL`` (sqlite:///... or postgresql://...), opened."""
+    """The backend named by ``TRACING_STORE_URL`` (sqlite:///... or postgresql://...), opened.
+
+    Raises :class:`SettingsError` (one line, naming the extra to install) for a PostgreSQL URL when
+    asyncpg is not installed."""
     url = settings.store_url
     if url.startswith("sqlite:"):
         from shared.store.sqlite import SqliteStore
 
         return await SqliteStore.open(url)
-    from shared.store.postgres import PostgresStore
+    try:
+        from shared.store.postgres import PostgresStore
+    except ModuleNotFoundError as exc:
+        if exc.name != "asyncpg":
+            raise
+        raise SettingsError(
+            "TRACING_STORE_URL: a postgresql:// store needs asyncpg: pip install 'kafka-tracing[postgres]'"
+        ) from None
 
     store: TraceStore = await PostgresStore.open(url)
     return store
