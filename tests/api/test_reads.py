@@ -500,6 +500,11 @@ async def test_healthz_openapi_and_metrics(api: LiveApi) -> None:
         "/openapi.json",
         "/metrics",
     }
+    ingest = document["info"]["description"].split("\n\n")[1]  # the topics, their encodings, the detection
+    for name in (api.settings.topic, api.settings.otlp_topic, api.settings.zipkin_topic):
+        assert f"`{name}`" in ingest
+    for encoding in ("otlp_proto", "otlp_json", "zipkin_json", "zipkin_proto", "content-type"):
+        assert encoding in ingest
 
     await api.get("/traces/unknown-trace")
     metrics = await api.get("/metrics")
