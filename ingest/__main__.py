@@ -17,7 +17,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    store = await open_store(settings)
+    store = await open_store(settings, writer=True)
     try:
         worker = Worker(settings, store)
         logging.getLogger("ingest").info(

@@ -13,9 +13,10 @@ from typing import Final
 
 from shared.analysis import TraceAnalysis, TreeNode, analyze, ms, span_tree
 from shared.models import STATUS_OF, Span, flat_tags
-from shared.store.base import StoredTrace, TraceQuery, TraceStatus, TraceStore
+from shared.store.base import StoredTrace, TraceQuery, TraceStatus, TraceStore, Window
 
 from .errors import NotFound
+from .monitoring import window_view
 from .shapes import (
     AnalysisView,
     LogView,
@@ -195,8 +196,8 @@ class QueryService:
             dependencies=analysis.dependencies,
         )
 
-    async def stats(self) -> StatsView:
-        stats = await self._store.stats(slowest=self._slowest)
+    async def stats(self, window: Window | None = None) -> StatsView:
+        stats = await self._store.stats(slowest=self._slowest, window=window)
         beats = await self._store.heartbeats(newer_than_us=self._clock() - HEARTBEAT_WINDOW_US)
         finalized = stats.completed_traces + stats.failed_traces
         workers = [
@@ -238,6 +239,7 @@ class QueryService:
                 dead_lettered=sum(b.dead_lettered for b in beats),
                 late_spans=sum(b.late_spans for b in beats),
             ),
+            window=window_view(stats.window),
         )
 
     async def check(self) -> None:

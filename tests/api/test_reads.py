@@ -464,6 +464,7 @@ async def test_stats_has_every_field(api: LiveApi) -> None:
             "deadLettered": 1,
             "lateSpans": 3,
         },
+        "window": None,  # all time
     }
 
 
@@ -478,6 +479,7 @@ async def test_stats_of_an_empty_store(api: LiveApi) -> None:
         "slowestTraces": [],
         "serviceStats": {},
         "pipeline": {"workers": [], "totalLag": 0, "spansPerSecond": 0.0, "deadLettered": 0, "lateSpans": 0},
+        "window": None,
     }
 
 
@@ -496,6 +498,12 @@ async def test_healthz_openapi_and_metrics(api: LiveApi) -> None:
         "/traces/{traceId}/visualize",
         "/traces/{traceId}/analyze",
         "/stats",
+        "/stats/operations",
+        "/stats/timeseries",
+        "/analyze/endpoints",
+        "/analyze/endpoints/{service}/{operation}/critical-path",
+        "/analyze/endpoints/{service}/{operation}/changes",
+        "/analyze/operations",
         "/healthz",
         "/openapi.json",
         "/metrics",
