@@ -123,7 +123,7 @@ def build_span(
     scope_name = _pop_first(span_tags, SCOPE_NAME_TAGS)
     scope_version = _pop_first(span_tags, SCOPE_VERSION_TAGS)
     resource: Tags = {}
-    for key in [k for k in span_tags if (k.startswith(RESOURCE_PREFIXES) or k in RESOURCE_KEYS) and k != SERVICE]:
+    for key in [k for k in span_tags if _RESOURCE_KEY.get(k) or (k not in _RESOURCE_KEY and _is_resource(k))]:
         resource[key] = span_tags.pop(key)
     if remote_service:
         span_tags.setdefault("peer.service", remote_service)
@@ -146,6 +146,17 @@ def build_span(
         scope_name=scope_name,
         scope_version=scope_version,
     )
+
+
+_RESOURCE_KEY: Final[dict[str, bool]] = {}
+"""Tag key → whether it names a resource attribute (keys repeat across spans; bounded like the redactor's)."""
+
+
+def _is_resource(key: str) -> bool:
+    found = (key.startswith(RESOURCE_PREFIXES) or key in RESOURCE_KEYS) and key != SERVICE
+    if len(_RESOURCE_KEY) < 100_000:
+        _RESOURCE_KEY[key] = found
+    return found
 
 
 def _annotation_times(logs: tuple[Log, ...]) -> list[tuple[str, int]]:
