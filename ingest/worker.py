@@ -264,7 +264,7 @@ class Worker:
         try:
             if value is None:
                 raise DecodeError("empty message")
-            events = decoder_for(format_of(content_type, self.formats[tp.topic]))(value)
+            events = decoder_for(format_of(content_type, self.formats[tp.topic], value))(value)
         except DecodeError as exc:
             dead.append(await self._dead_letter(tp, message, str(exc)))
             return None

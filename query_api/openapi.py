@@ -179,6 +179,22 @@ _SEARCH_PARAMS: Final = [
 ]
 
 
+def _ingest_note(settings: Settings) -> str:
+    """What the ingest workers read besides this API's writes: the topics, their encodings, and how the
+    encoding of a message is told (``shared.codecs.format_of``)."""
+    return (
+        "Spans also arrive straight through Kafka, one topic per format: "
+        f"`{settings.topic}` native JSON events (what the write endpoints publish); "
+        f"`{settings.otlp_topic}` OTLP ExportTraceServiceRequest as protobuf or OTLP/JSON (the OpenTelemetry "
+        "Collector's Kafka exporter, `otlp_proto` or `otlp_json`); "
+        f"`{settings.zipkin_topic}` Zipkin v2 spans as a JSON list or a proto3 ListOfSpans (`zipkin_json`, "
+        "`zipkin_proto`). A message's encoding is its `content-type` header when it has one, else told from "
+        "its bytes (protobuf records, or JSON starting with `{` or `[`), else the topic's default "
+        f"(`{settings.otlp_format}` for OTLP, `zipkin_json` for Zipkin). Undecodable messages go to "
+        f"`<topic>{settings.dlq_suffix}` with an `error` header; nothing else is lost."
+    )
+
+
 def openapi_document(settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3.1 document, with security as configured in ``settings``."""
     types: list[Any] = [
@@ -459,7 +475,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "version": _version(),
             "description": "Search, inspect and analyze traces; record spans (published to Kafka). "
             "Times are milliseconds; epoch times are milliseconds since the Unix epoch. Errors are "
-            '`{"error": "..."}`.',
+            '`{"error": "..."}`.\n\n' + _ingest_note(settings),
         },
         "paths": paths,
         "components": {

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Final
 
 from shared.analysis import TraceAnalysis, TreeNode, analyze, ms, span_tree
-from shared.models import STATUS_OF, Span
+from shared.models import STATUS_OF, Span, flat_tags
 from shared.store.base import StoredTrace, TraceQuery, TraceStatus, TraceStore, Window
 
 from .errors import NotFound
@@ -60,7 +60,7 @@ def span_view(span: Span) -> SpanView:
         duration=_ms_or_none(span.duration_us),
         status=STATUS_OF[span.status],
         kind=span.kind,
-        tags=span.tags,
+        tags=flat_tags(span),  # resource attributes and scope merged in, as the seed API always showed them
         logs=[LogView(timestamp=ms(log.timestamp_us), fields=log.fields) for log in span.logs],
     )
 
