@@ -69,6 +69,7 @@ from .common import (
     json_tag_value,
     load_traces,
     non_finite_text,
+    operation_kinds,
     render,
     result_limit,
     search,
@@ -435,13 +436,14 @@ async def service_operations(request: web.Request) -> web.Response:
 
 @classic_route
 async def operations(request: web.Request) -> web.Response:
-    """Operations of ``service`` as ``{name, spanKind}``. Span kinds of operations are not indexed here, so
-    ``spanKind`` is always ``""`` (unknown) and a ``spanKind`` filter cannot narrow the list."""
+    """Operations of ``service`` as ``{name, spanKind}``, one per (operation, span kind) seen, as Jaeger's
+    stores keep them (``spanKind`` ``""`` when the spans set none); ``spanKind=server|client|...`` keeps
+    that kind only."""
     service = request.query.get("service", "")
     if not service:
         raise Failure(400, SERVICE_REQUIRED)
-    names = await request.app[STORE].operations(service)
-    return _answer(Envelope(data=[Operation(name=name, span_kind="") for name in names], total=len(names)))
+    found = await operation_kinds(request.app[STORE], service, request.query.get("spanKind", ""))
+    return _answer(Envelope(data=[Operation(name=n, span_kind=k) for n, k in found], total=len(found)))
 
 
 @classic_route

@@ -255,17 +255,22 @@ def build_query(
     end_us: int | None,
     limit: int,
 ) -> TraceQuery:
-    status, remaining = tag_filters(tags)
+    """A Jaeger search as Jaeger's stores run it: service, operation, every tag and the duration bounds
+    must hold on ONE span (the memory store's ``validSpan`` checks them all on each span; the Cassandra
+    and Badger stores keep their tag and duration indexes per service and operation). ``error=true``
+    also matches a span whose status is an error (Jaeger's error tag); the trace must then be failed."""
+    status, _ = tag_filters(tags)
     return TraceQuery(
         service_name=service or None,
         operation_name=operation or None,
         min_duration_us=min_duration_us,
         max_duration_us=max_duration_us,
         status=status,
-        tags=remaining,
+        tags=tuple(dict(tags).items()),
         start_us=start_us,
         end_us=end_us,
         limit=limit,
+        same_span=True,
     )
 
 
@@ -360,3 +365,11 @@ __all__ = [
     "search",
     "tag_filters",
 ]
+
+
+async def operation_kinds(store: TraceStore, service: str, span_kind: str) -> list[tuple[str, str]]:
+    """(operation, span kind) pairs of ``service``, only those of ``span_kind`` when given (any case, as
+    Jaeger reads it)."""
+    pairs = await store.operation_kinds(service)
+    wanted = span_kind.lower()
+    return [(name, kind) for name, kind in pairs if not wanted or kind == wanted]

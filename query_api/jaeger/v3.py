@@ -53,6 +53,7 @@ from .common import (
     integer,
     json_tag_value,
     non_finite_text,
+    operation_kinds,
     render,
     result_limit,
     rfc3339_ns,
@@ -348,9 +349,9 @@ async def services(request: web.Request) -> web.Response:
 
 @gateway_errors
 async def operations(request: web.Request) -> web.Response:
-    """Operations of ``service`` as ``{name, spanKind}``. Span kinds of operations are not indexed here, so
-    ``spanKind`` is ``""`` (unknown) and a ``spanKind`` filter cannot narrow the list; no service, no
-    operations."""
+    """Operations of ``service`` as ``{name, spanKind}``, one per (operation, span kind) seen;
+    ``spanKind`` keeps that kind only; no service, no operations."""
     service = request.query.get("service", "")
-    names = await request.app[STORE].operations(service) if service else []
-    return _answer(Operations(operations=[Operation(name=name, span_kind="") for name in names]))
+    kind = request.query.get("spanKind") or request.query.get("span_kind", "")  # span_kind: Jaeger's old name
+    found = await operation_kinds(request.app[STORE], service, kind) if service else []
+    return _answer(Operations(operations=[Operation(name=n, span_kind=k) for n, k in found]))

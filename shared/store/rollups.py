@@ -31,7 +31,7 @@ import msgspec
 
 from shared.analysis import TraceAnalysis
 from shared.critical_paths import Path, context_id, trace_contexts
-from shared.models import Span
+from shared.models import Span, flat_tags
 from shared.store.buckets import BUCKET_BOUNDS_US
 from shared.store.tags import tag_text
 
@@ -67,7 +67,8 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True, array_like=True, g
     deps: list[tuple[str, str, int, int]]
     """(parent service, child service, calls, errors)."""
     tags: list[tuple[str, str]]
-    """Distinct (key, value text) pairs of the trace's span tags: its rows in the tag index."""
+    """Distinct (key, value text) pairs of the trace's span tags, resource attributes, scope and log
+    fields: its rows in the tag index."""
     contexts: list[tuple[int, int]]
     """(calling context id, critical-path µs) of the trace's critical path."""
 
@@ -124,6 +125,12 @@ def contribution(analysis: TraceAnalysis, spans: Sequence[Span], paths: dict[int
             errors[bucket] = errors.get(bucket, 0) + 1
         for tag_key, value in span.tags.items():
             tags[tag_key, value if type(value) is str else tag_text(value)] = None
+        if span.resource or span.scope_name is not None or span.scope_version is not None:
+            for tag_key, value in flat_tags(span).items():  # resource attributes and scope are searched too
+                tags[tag_key, value if type(value) is str else tag_text(value)] = None
+        for log in span.logs:  # and log fields, as Jaeger's stores index them
+            for tag_key, value in log.fields.items():
+                tags[tag_key, value if type(value) is str else tag_text(value)] = None
     return Contribution(
         start_us=analysis.start_us,
         failed=analysis.failed,

@@ -14,18 +14,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from shared.models import Span
+from shared.models import Span, flat_tags
 from shared.store.base import QueryError, TraceQuery, Window
 from shared.store.rollups import GRAIN_US, HOUR, HOUR_US, MINUTE, MINUTE_US
 from shared.store.tags import tag_text
 
+ERROR_TAG: Final = ("error", "true")
+"""Jaeger's error tag; on a same-span search it also matches a span whose status is an error."""
 CANDIDATE_PAGE: Final = 200
 """Candidates fetched per round of a same-span search."""
 
 
 def span_matches(span: Span, query: TraceQuery) -> bool:
-    """One span has the query's service, operation, duration bounds and every tag (span tags, resource
-    attributes and log fields count, as in Jaeger's memory store)."""
+    """One span has the query's service, operation, duration bounds and every tag (span tags, process
+    tags, i.e. the resource and scope, and log fields count, as in Jaeger's memory store)."""
     if query.service_name is not None and span.service_name != query.service_name:
         return False
     if query.operation_name is not None and span.operation_name != query.operation_name:
@@ -39,14 +41,13 @@ def span_matches(span: Span, query: TraceQuery) -> bool:
 
 
 def _has_tag(span: Span, key: str, value: str) -> bool:
-    found = span.tags.get(key)
+    """On the span's tags, its resource attributes or scope (as ``otel.scope.*``), or a log's fields;
+    ``error=true`` also on a span whose status is an error."""
+    if (key, value) == ERROR_TAG and span.status == "error":
+        return True
+    found = flat_tags(span).get(key)
     if found is not None and tag_text(found) == value:
         return True
-    resource = getattr(span, "resource", None)
-    if resource:
-        found = resource.get(key)
-        if found is not None and tag_text(found) == value:
-            return True
     return any(key in log.fields and tag_text(log.fields[key]) == value for log in span.logs)
 
 

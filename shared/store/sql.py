@@ -14,7 +14,7 @@ import msgspec
 
 from shared.store.base import ContextRow, RollupRow, ServiceStats, SlowTrace, StoreStats, TraceQuery, Window
 from shared.store.rollups import HISTOGRAM_SIZE, TOTAL, merge_counters
-from shared.store.search import step_grain, window_ranges
+from shared.store.search import ERROR_TAG, step_grain, window_ranges
 
 HISTOGRAM_COLUMNS: Final = [f"h{i}" for i in range(HISTOGRAM_SIZE)]
 COUNTER_COLUMNS: Final = ["n", "errors", "duration_us", *HISTOGRAM_COLUMNS]
@@ -62,7 +62,8 @@ def search_sql(query: TraceQuery, dialect: Dialect, *, limit: int, offset: int) 
     text = dialect.text
     where: list[str] = []
     params: list[Any] = []
-    tags = list(query.tags)
+    # same-span: ``error=true`` may be a span's status rather than a tag: the spans are checked for it
+    tags = [tag for tag in query.tags if not (query.same_span and tag == ERROR_TAG)]
     if query.status == "active":
         source = "traces t"
         where.append("t.state = 'active'")

@@ -251,17 +251,30 @@ async def test_classic_search_by_operation(api: LiveApi) -> None:
 
 
 async def test_classic_search_by_tags(api: LiveApi) -> None:
+    """Service, operation and tags must hold on ONE span, as Jaeger's stores match them
+    (``internal/storage/v1/memory/memory.go``: ``validSpan`` checks the service, operation, durations and
+    every tag of the query on each span, tags looked up in the span's tags, its process's tags and its
+    log fields; ``validTrace`` keeps a trace when one span passes)."""
     await _seed(api)
-    assert await _search(api, "service=api-gateway&tag=db.type:postgresql") == [SEED]
-    assert await _search(api, "service=api-gateway&tags=" + quote(json.dumps({"card": "visa"}))) == [FAILED]
+    assert await _search(api, "service=database&tag=db.type:postgresql") == [SEED]
+    assert await _search(api, "service=api-gateway&tag=db.type:postgresql") == []  # on a database span
+    assert await _search(api, "service=payment-service&tags=" + quote(json.dumps({"card": "visa"}))) == [FAILED]
+    assert await _search(api, "service=api-gateway&tags=" + quote(json.dumps({"card": "visa"}))) == []
     assert await _search(api, "service=database&tags=" + quote(json.dumps({"rows": 3, "cache.hit": True}))) == [SEED]
-    # both forms together are ANDed
-    both = "service=api-gateway&tag=cache:miss&tags=" + quote(json.dumps({"db.type": "postgresql"}))
+    # both forms together are ANDed, on the same span
+    both = "service=user-service&tag=cache:miss&tags=" + quote(json.dumps({"userId": "user-456"}))
     assert await _search(api, both) == [SEED]
+    apart = "service=user-service&tag=cache:miss&tags=" + quote(json.dumps({"db.type": "postgresql"}))
+    assert await _search(api, apart) == []  # each tag is on a span of the trace, not on one span
     assert await _search(api, "service=api-gateway&tag=cache:miss&tag=card:visa") == []
-    # error=true finds traces with an error span (the status is not stored as a tag)
-    assert await _search(api, "service=api-gateway&tag=error:true") == [FAILED]
-    assert await _search(api, "service=api-gateway&tags=" + quote(json.dumps({"error": "true"}))) == [FAILED]
+    # error=true: a span whose status is an error (the status is not stored as a tag), of that service
+    assert await _search(api, "service=payment-service&tag=error:true") == [FAILED]
+    assert await _search(api, "service=payment-service&tags=" + quote(json.dumps({"error": "true"}))) == [FAILED]
+    assert await _search(api, "service=api-gateway&tag=error:true") == []  # its spans did not fail
+    # log fields count, as in Jaeger's memory store
+    assert await _search(api, "service=user-service&tag=" + quote("event:cache miss")) == [SEED]
+    assert await _search(api, "service=user-service&operation=getUserById&tag=cache:miss") == [SEED]
+    assert await _search(api, "service=user-service&operation=query&tag=cache:miss") == []
     # a value may hold colons
     assert await _search(api, "service=user-service&tag=userId:user-456") == [SEED]
 
@@ -347,6 +360,10 @@ async def test_classic_search_bad_parameters(api: LiveApi, query: str, message: 
 
 
 async def test_classic_services_and_operations(api: LiveApi) -> None:
+    """``/api/operations`` answers one ``{name, spanKind}`` per (operation, span kind) the service's spans
+    had, and ``spanKind`` keeps one kind, as Jaeger's stores do (``GetOperations`` with
+    ``OperationQueryParameters{ServiceName, SpanKind}``; the Cassandra store's ``operation_names_v2``
+    table is keyed by service, span kind and operation)."""
     services = ["api-gateway", "database", "payment-service", "user-service"]
     reply = await api.get("/api/services")
     assert reply.status == 200
@@ -358,7 +375,12 @@ async def test_classic_services_and_operations(api: LiveApi) -> None:
     assert (await api.get("/api/services/nobody/operations")).json == _envelope([], total=0)
     ops = await api.get("/api/operations?service=api-gateway&spanKind=server")
     assert ops.json == _envelope(
-        [{"name": "checkout", "spanKind": ""}, {"name": "handleUserRequest", "spanKind": ""}], total=2
+        [{"name": "checkout", "spanKind": "server"}, {"name": "handleUserRequest", "spanKind": "server"}], total=2
+    )
+    # each operation carries the span kinds it was seen with; spanKind filters (Jaeger's GetOperations)
+    assert (await api.get("/api/operations?service=api-gateway&spanKind=client")).json == _envelope([], total=0)
+    assert (await api.get("/api/operations?service=database")).json == _envelope(
+        [{"name": "query", "spanKind": ""}], total=1
     )
     missing = await api.get("/api/operations")
     assert missing.status == 400
@@ -613,6 +635,8 @@ async def test_v3_search_bad_parameters(api: LiveApi, query: str, message: str) 
 
 
 async def test_v3_services_and_operations(api: LiveApi) -> None:
+    """``/api/v3/operations``: as the classic one; Jaeger's v3 HTTP gateway reads ``spanKind`` and still
+    accepts its deprecated ``span_kind`` (``internal/...apiv3/http_gateway.go``, ``getOperations``)."""
     assert (await api.get("/api/v3/services")).json == {"services": []}
     await _seed(api)
     services = await api.get("/api/v3/services")
@@ -620,10 +644,12 @@ async def test_v3_services_and_operations(api: LiveApi) -> None:
     assert services.json == {"services": ["api-gateway", "database", "payment-service", "user-service"]}
     operations = await api.get("/api/v3/operations?service=api-gateway")
     assert operations.json == {
-        "operations": [{"name": "checkout", "spanKind": ""}, {"name": "handleUserRequest", "spanKind": ""}]
+        "operations": [{"name": "checkout", "spanKind": "server"}, {"name": "handleUserRequest", "spanKind": "server"}]
     }
-    assert (await api.get("/api/v3/operations?service=database&span_kind=client")).json == {
-        "operations": [{"name": "query", "spanKind": ""}]
+    # spanKind (and Jaeger's deprecated span_kind) filter: the database span set no kind
+    assert (await api.get("/api/v3/operations?service=database&span_kind=client")).json == {"operations": []}
+    assert (await api.get("/api/v3/operations?service=user-service&spanKind=client")).json == {
+        "operations": [{"name": "getUserById", "spanKind": "client"}]
     }
     assert (await api.get("/api/v3/operations")).json == {"operations": []}
 

@@ -255,11 +255,6 @@ async def test_seed_tags_show_the_resource_and_scope_merged_in(api: LiveApi) -> 
     assert "resource" not in body["rootSpan"] and "scopeName" not in body["rootSpan"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the store's tag index holds span.tags only (shared/store/rollups.py, contribution tags): it must "
-    "index shared.models.flat_tags(span), resource and scope included, as the tags held them before",
-)
 async def test_tag_search_finds_resource_attributes_and_the_scope(api: LiveApi) -> None:
     """``tag=host.name:web-1`` found OTLP spans when resource attributes were folded into tags; it must
     still find them now that they are kept as the resource (and the scope as ``otel.scope.name``)."""
