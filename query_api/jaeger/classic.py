@@ -20,9 +20,8 @@ reads it, case-insensitively and with leading zeros optional (``ABC`` finds ``ab
 and ``0000000000000abc``; see :func:`~query_api.jaeger.common.jaeger_id_spellings`).
 
 ``?prettyPrint=`` (any value but ``false``) indents a 200 answer by four spaces, as Jaeger does; errors
-are never indented. Without a metrics backend (this store serves none yet) ``/api/metrics/*`` answers 501
-``metrics querying is currently disabled``, as Jaeger's query service does, after checking the parameters
-as it does.
+are never indented. ``/api/metrics/*`` (the Monitor tab) answers from the store's rollups
+(:mod:`query_api.jaeger.metrics`), with Jaeger's parameters and ``MetricFamily`` answers.
 
 Routes: ``GET /api/traces/{traceID}``, ``GET /api/traces`` (search, ``service`` required; or ``traceID=``
 repeated to fetch several), ``GET /api/services``, ``GET /api/services/{service}/operations``,
@@ -52,6 +51,7 @@ from ..encoding import encode
 from ..keys import STORE
 from ..service import now_us
 from ..shapes import is_id
+from . import metrics
 from .common import (
     MAX_EPOCH_US,
     Failure,
@@ -61,7 +61,6 @@ from .common import (
     duration_bounds_us,
     find_trace,
     first,
-    go_bool,
     go_duration_ns,
     integer,
     is_js_safe,
@@ -82,15 +81,8 @@ DEFAULT_DEPENDENCY_LOOKBACK_MS: Final = 24 * 3600 * 1000
 TRACE_NOT_FOUND: Final = "trace not found"
 SERVICE_REQUIRED: Final = "parameter 'service' is required"
 """Jaeger's ``errServiceParameterRequired`` (``cmd/query/app/query_parser.go``)."""
-METRICS_DISABLED: Final = "metrics querying is currently disabled"
-"""Jaeger's ``disabled.ErrDisabled``, answered with 501 when its query service has no metrics backend."""
 PRETTY_PRINT_INDENT: Final = 4
 """Jaeger's ``prettyPrintIndent`` (four spaces, ``json.MarshalIndent``)."""
-METRICS_SPAN_KINDS: Final = frozenset(
-    {"SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT", "SPAN_KIND_PRODUCER",
-     "SPAN_KIND_CONSUMER"}
-)  # fmt: skip
-"""The span kinds Jaeger's metrics API accepts (``metrics.SpanKind`` names)."""
 _GO_FLOAT: Final = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|(?i:inf|infinity|nan))")
 """What ``strconv.ParseFloat`` accepts in decimal (its hex floats and underscores left aside)."""
 OPEN_SPAN_WARNING: Final = "span has no end time yet (still open); its duration is reported as 0"
@@ -263,7 +255,8 @@ async def _traces_answer(traces: Sequence[StoredTrace], errors: list[StructuredE
     return web.Response(body=body, content_type=JSON)
 
 
-def _answer(envelope: Envelope, status: int = 200) -> web.Response:
+def _answer(envelope: Envelope | metrics.MetricFamily, status: int = 200) -> web.Response:
+    """JSON of the envelope (or of a bare ``MetricFamily``: Jaeger writes that protobuf message as it is)."""
     return web.Response(body=encode(envelope), status=status, content_type=JSON)
 
 
@@ -473,49 +466,37 @@ async def dependencies(request: web.Request) -> web.Response:
 # -- metrics (Jaeger's Monitor tab) ------------------------------------------------------------------
 
 
-def _check_metrics_params(params: MultiMapping[str]) -> None:
-    """Jaeger's ``parseMetricsQueryParams``: ``service`` given (once or more), ``groupByOperation`` a Go
-    boolean, each ``spanKind`` a known kind, ``endTs``, ``lookback``, ``step`` and ``ratePer`` integers
-    (milliseconds). Only checked: no metrics are served (yet), so every valid query is answered 501."""
-    if "service" not in params:
-        raise ParamError("service", "please provide at least one service name")
-    if params.get("groupByOperation"):
-        go_bool("groupByOperation", params["groupByOperation"])
-    for kind in params.getall("spanKind", []):
-        if kind not in METRICS_SPAN_KINDS:
-            raise ParamError("spanKind", f"unsupported span kind: '{kind}'")
-    for name in ("endTs", "lookback", "step", "ratePer"):
-        if params.get(name):
-            integer(name, params[name])
+async def _metrics(request: web.Request, kind: str, quantile: float = 0.0) -> web.Response:
+    query = metrics.metrics_query(request.query, now_us() // 1000)
+    return _answer(await metrics.metric_family(request.app[STORE], query, kind, quantile))
 
 
 @classic_route
 async def metrics_latencies(request: web.Request) -> web.Response:
-    """``/api/metrics/latencies``: ``quantile`` (a float) and the common metrics parameters are checked as
-    Jaeger checks them; then 501 with Jaeger's "metrics querying is currently disabled", which the Jaeger
-    UI's Monitor tab shows as its "get started" page."""
-    quantile = request.query.get("quantile", "")
-    if not _GO_FLOAT.fullmatch(quantile):
-        raise ParamError("quantile", f'strconv.ParseFloat: parsing "{quantile}": invalid syntax')
-    _check_metrics_params(request.query)
-    raise Failure(501, METRICS_DISABLED)
+    """``/api/metrics/latencies``: the ``quantile`` (0..1) of the services' span latencies, from the
+    rollups (:mod:`query_api.jaeger.metrics`); ``quantile`` is parsed first, as Jaeger does."""
+    text = request.query.get("quantile", "")
+    if not _GO_FLOAT.fullmatch(text):
+        raise ParamError("quantile", f'strconv.ParseFloat: parsing "{text}": invalid syntax')
+    quantile = float(text)
+    if not 0 <= quantile <= 1:
+        raise ParamError("quantile", "must be between 0 and 1")
+    return await _metrics(request, "latencies", quantile)
 
 
 @classic_route
 async def metrics_calls(request: web.Request) -> web.Response:
-    """``/api/metrics/calls``: as :func:`metrics_latencies`, without ``quantile``."""
-    _check_metrics_params(request.query)
-    raise Failure(501, METRICS_DISABLED)
+    """``/api/metrics/calls``: the services' call rates (spans per second)."""
+    return await _metrics(request, "calls")
 
 
 @classic_route
 async def metrics_errors(request: web.Request) -> web.Response:
-    """``/api/metrics/errors``: as :func:`metrics_latencies`, without ``quantile``."""
-    _check_metrics_params(request.query)
-    raise Failure(501, METRICS_DISABLED)
+    """``/api/metrics/errors``: the services' error rates (errors per call)."""
+    return await _metrics(request, "errors")
 
 
 @classic_route
 async def metrics_minstep(request: web.Request) -> web.Response:
-    """``/api/metrics/minstep``: 501, as Jaeger's query service answers without a metrics backend."""
-    raise Failure(501, METRICS_DISABLED)
+    """``/api/metrics/minstep``: the smallest step, in milliseconds: a minute, the rollups' grain."""
+    return _answer(Envelope(data=metrics.MINUTE_MS))

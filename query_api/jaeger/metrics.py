@@ -1,0 +1,251 @@
+"""Jaeger's metrics API (``/api/metrics/latencies|calls|errors|minstep``), served from the store's
+time-bucketed rollups: the Jaeger UI's Monitor tab works with no Prometheus at all.
+
+What Jaeger's query service computes from Prometheus span metrics (``internal/storage/metricstore/
+prometheus/metricstore/reader.go``), computed here from the per-minute rollups of the spans:
+
+* ``calls``: ``sum(rate(calls[ratePer])) by (service_name[, span_name])``: spans per second over the
+  ``ratePer`` window ending at each point;
+* ``errors``: the same rate of spans with an error divided by the call rate (0 where there are calls and
+  no errors, as Jaeger fills it);
+* ``latencies``: ``histogram_quantile(q, sum(rate(duration_bucket[ratePer])) by (..., le))``: the
+  quantile, in milliseconds, of the latency histogram of the spans in the window (Prometheus's linear
+  interpolation inside a bucket; the largest finite bound for the open-ended one);
+* points every ``step`` from ``endTs - lookback`` (rounded up to a minute) to ``endTs``, as Prometheus's
+  ``query_range`` evaluates them; a point without spans in its window is left out. The rollups are per minute, so ``step`` and ``ratePer`` are rounded up to whole minutes and
+  ``minstep`` answers 60000.
+
+Answers are ``metrics.MetricFamily`` in Jaeger's protobuf JSON (``type`` as the enum name, RFC 3339
+timestamps, ``gaugeValue.doubleValue``), labels ``service_name`` and, grouped by operation,
+``operation``; the names get ``service_operation_`` instead of ``service_`` when grouped, as Jaeger's.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Final
+
+import msgspec
+from multidict import MultiMapping
+
+from shared.store.base import RollupRow, TraceStore, Window
+from shared.store.buckets import BUCKET_BOUNDS_US
+
+from .common import ParamError, go_bool, integer
+
+MINUTE_MS: Final = 60_000
+DEFAULT_LOOKBACK_MS: Final = 3_600_000
+DEFAULT_STEP_MS: Final = 5_000
+DEFAULT_RATE_PER_MS: Final = 600_000
+MAX_POINTS: Final = 2_000
+SPAN_KINDS: Final = {
+    "unspecified": "",
+    "internal": "internal",
+    "server": "server",
+    "client": "client",
+    "producer": "producer",
+    "consumer": "consumer",
+}
+"""Jaeger's span kind names (also accepted as ``SPAN_KIND_SERVER`` ...) -> the rollups' kind."""
+_BOUNDS_MS: Final = [bound / 1000 for bound in BUCKET_BOUNDS_US]
+
+
+class MetricsQuery(msgspec.Struct, frozen=True, kw_only=True):
+    services: tuple[str, ...]
+    group_by_operation: bool
+    span_kinds: tuple[str, ...]
+    end_ms: int
+    lookback_ms: int
+    step_ms: int
+    rate_per_ms: int
+
+
+def _span_kind(text: str) -> str:
+    name = text.lower().removeprefix("span_kind_")
+    if name not in SPAN_KINDS:
+        raise ParamError("spanKind", f"unsupported span kind: '{text}'")
+    return SPAN_KINDS[name]
+
+
+def _millis(params: MultiMapping[str], name: str, default: int) -> int:
+    text = params.get(name, "")
+    return default if not text else integer(name, text)
+
+
+def metrics_query(params: MultiMapping[str], now_ms: int) -> MetricsQuery:
+    """Jaeger's ``parseMetricsQueryParams``: ``service`` (repeatable, required), ``groupByOperation``,
+    ``spanKind`` (repeatable, default ``server``), ``endTs`` (default now), ``lookback`` (default 1 h),
+    ``step`` (default 5 s), ``ratePer`` (default 10 min), all in milliseconds."""
+    if "service" not in params:
+        raise ParamError("service", "please provide at least one service name")
+    grouped = go_bool("groupByOperation", params["groupByOperation"]) if params.get("groupByOperation") else False
+    kinds = tuple(dict.fromkeys(_span_kind(k) for k in params.getall("spanKind", []))) or ("server",)
+    end_ms = _millis(params, "endTs", now_ms)
+    lookback = _millis(params, "lookback", DEFAULT_LOOKBACK_MS)
+    step = _millis(params, "step", DEFAULT_STEP_MS)
+    rate_per = _millis(params, "ratePer", DEFAULT_RATE_PER_MS)
+    for name, value in (("endTs", end_ms), ("lookback", lookback), ("step", step), ("ratePer", rate_per)):
+        if value < 0 or value > 10**13:
+            raise ParamError(name, f"must be between 0 and {10**13} milliseconds")
+    step = max(MINUTE_MS, -(-step // MINUTE_MS) * MINUTE_MS)
+    rate_per = max(MINUTE_MS, -(-rate_per // MINUTE_MS) * MINUTE_MS)
+    if lookback // step > MAX_POINTS:
+        raise ParamError("step", f"gives more than {MAX_POINTS} points over the lookback: use a larger step")
+    services = tuple(dict.fromkeys(s for s in params.getall("service", []) if s))
+    return MetricsQuery(
+        services=services,
+        group_by_operation=grouped,
+        span_kinds=kinds,
+        end_ms=end_ms,
+        lookback_ms=lookback,
+        step_ms=step,
+        rate_per_ms=rate_per,
+    )
+
+
+# -- the MetricFamily JSON ----------------------------------------------------------------------------
+
+
+class GaugeValue(msgspec.Struct, rename="camel"):
+    double_value: float
+
+
+class MetricPoint(msgspec.Struct, rename="camel"):
+    gauge_value: GaugeValue
+    timestamp: str
+
+
+class Label(msgspec.Struct):
+    name: str
+    value: str
+
+
+class Metric(msgspec.Struct, rename="camel"):
+    labels: list[Label]
+    metric_points: list[MetricPoint]
+
+
+class MetricFamily(msgspec.Struct, omit_defaults=True):
+    name: str
+    type: str
+    help: str
+    metrics: list[Metric] = []
+
+
+def _timestamp(ms: int) -> str:
+    """RFC 3339 in UTC, as protobuf's JSON writes a Timestamp (fraction only when not whole seconds)."""
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    return text + (f".{ms % 1000:03d}Z" if ms % 1000 else "Z")
+
+
+def histogram_quantile(q: float, counts: Sequence[int]) -> float:
+    """Prometheus's ``histogram_quantile`` over the rollups' buckets (upper bounds in ms, then +Inf)."""
+    total = sum(counts)
+    if total == 0:
+        return math.nan
+    rank = q * total
+    seen = 0
+    for i, n in enumerate(counts):
+        if seen + n >= rank and n:
+            if i == len(_BOUNDS_MS):  # the open-ended bucket: its lower bound, as Prometheus answers
+                return _BOUNDS_MS[-1]
+            low = 0.0 if i == 0 else _BOUNDS_MS[i - 1]
+            return low + (_BOUNDS_MS[i] - low) * (rank - seen) / n
+        seen += n
+    return _BOUNDS_MS[-1]
+
+
+Series = dict[int, list[int]]
+"""minute start (ms) -> [count, errors, h0 .. h18]."""
+
+
+async def _minute_series(store: TraceStore, query: MetricsQuery) -> dict[tuple[str, str], Series]:
+    """Per (service, operation or "") the minute rows from the first point's window to ``endTs``."""
+    first = query.end_ms - query.lookback_ms - query.rate_per_ms
+    window = Window(start_us=max(0, first) * 1000, end_us=max(first + 1, query.end_ms + 1) * 1000)
+    out: dict[tuple[str, str], Series] = defaultdict(dict)
+    for service in query.services:
+        rows: list[RollupRow] = await store.rollups("operations", window, step_us=60_000_000, service=service)
+        for row in rows:
+            if row.key[2] not in query.span_kinds:
+                continue
+            key = (service, row.key[1] if query.group_by_operation else "")
+            series = out[key]
+            minute = row.t_us // 1000
+            values = series.get(minute)
+            if values is None:
+                values = series[minute] = [0] * (2 + len(row.histogram))
+            values[0] += row.count
+            values[1] += row.errors
+            for i, n in enumerate(row.histogram):
+                values[2 + i] += n
+    return out
+
+
+def _points(series: Series, query: MetricsQuery) -> list[tuple[int, list[int]]]:
+    """(point time, sums over its ``ratePer`` window [t - ratePer, t)) for every point with spans: prefix
+    sums over the minutes, so the cost is O(minutes + points)."""
+    if not series:
+        return []
+    width = len(next(iter(series.values())))
+    first = min(series)
+    last = max(series)
+    minutes = (last - first) // MINUTE_MS + 1
+    prefix = [[0] * width]
+    for i in range(minutes):
+        row = series.get(first + i * MINUTE_MS)
+        prefix.append(prefix[-1] if row is None else [a + b for a, b in zip(prefix[-1], row, strict=True)])
+
+    def upto(t: int) -> list[int]:  # sums of the minutes that start before t
+        index = min(max(0, -(-(t - first) // MINUTE_MS)), minutes)
+        return prefix[index]
+
+    points = []
+    start = query.end_ms - query.lookback_ms  # points at start, start + step, ... as Prometheus's query_range
+    t = -(-start // MINUTE_MS) * MINUTE_MS  # (from the minute the start falls in)
+    while t <= query.end_ms:
+        high, low = upto(t), upto(t - query.rate_per_ms)
+        if high[0] > low[0]:
+            points.append((t, [a - b for a, b in zip(high, low, strict=True)]))
+        t += query.step_ms
+    return points
+
+
+def _labels(service: str, operation: str, grouped: bool) -> list[Label]:
+    labels = [Label(name="service_name", value=service)]
+    if grouped:
+        labels.append(Label(name="operation", value=operation))
+    return labels
+
+
+async def metric_family(store: TraceStore, query: MetricsQuery, kind: str, quantile: float = 0.0) -> MetricFamily:
+    """The ``latencies``, ``calls`` or ``errors`` family of ``query``."""
+    if kind == "latencies":
+        name, help_text = "service_latencies", f"{quantile:.2f}th quantile latency, grouped by service"
+    elif kind == "calls":
+        name, help_text = "service_call_rate", "calls/sec, grouped by service"
+    else:
+        name = "service_error_rate"
+        help_text = "error rate, computed as a fraction of errors/sec over calls/sec, grouped by service"
+    if query.group_by_operation:
+        name = name.replace("service", "service_operation", 1)
+        help_text += " & operation"
+    metrics = []
+    seconds = query.rate_per_ms / 1000
+    for (service, operation), series in sorted((await _minute_series(store, query)).items()):
+        points = []
+        for t, sums in _points(series, query):
+            if kind == "calls":
+                value = sums[0] / seconds
+            elif kind == "errors":
+                value = sums[1] / sums[0]
+            else:
+                value = histogram_quantile(quantile, sums[2:])
+            points.append(MetricPoint(gauge_value=GaugeValue(double_value=value), timestamp=_timestamp(t)))
+        if points:
+            metrics.append(Metric(labels=_labels(service, operation, query.group_by_operation), metric_points=points))
+    return MetricFamily(name=name, type="GAUGE", help=help_text, metrics=metrics)
