@@ -364,8 +364,9 @@ class CassandraSession:
     :class:`CassandraError` naming the statement (never its bound values).
     """
 
-    def __init__(self, config: CassandraConfig, session: Any) -> None:
+    def __init__(self, config: CassandraConfig, cluster: Any, session: Any) -> None:
         self.config = config
+        self._cluster = cluster
         self._session = session
         self._prepared: dict[str, Prepared] = {}
         self._closed = False
@@ -412,8 +413,9 @@ class CassandraSession:
         try:
             session = await cluster.create_session()
         except acsylla.errors.CassException as exc:
+            cluster.destroy()  # else its I/O thread and wake-up sockets outlive it: fds leak per attempt
             raise CassandraError(f"cannot connect to Cassandra at {where}: {exc}") from exc
-        connected = cls(config, session)
+        connected = cls(config, cluster, session)
         try:
             if create_keyspace:
                 await connected.execute(config.create_keyspace_cql())
@@ -533,7 +535,10 @@ class CassandraSession:
         if self._closed:
             return
         self._closed = True
-        await self._session.close()
+        try:
+            await self._session.close()
+        finally:
+            self._cluster.destroy()
 
 
 def _read_pem(option: str, path: str) -> str:
