@@ -29,7 +29,7 @@
 # threads, no snapshots on drop/truncate, no waiting for gossip to settle (single-machine clusters are
 # settled at once), a short ring delay for joining nodes.
 # Environment: TRACING_CACHE_DIR (jar cache, default ~/.cache/tracing), TRACING_CASSANDRA_HEAP,
-# TRACING_CASSANDRA_TIMEOUT_S.
+# TRACING_CASSANDRA_TIMEOUT_S, TRACING_CASSANDRA_JVM_OPTS (more JVM options, after the script's own).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -238,8 +238,10 @@ start_node() {
     "-Dcassandra.storagedir=$home" "-Dcassandra.logdir=$home/logs" -Dcassandra-foreground=yes
     "-Dcassandra.jmx.local.port=$((jmx_port + i - 1))"
     -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=2000
-    -cp "$cache/lib/*" org.apache.cassandra.service.CassandraDaemon
   )
+  # extra JVM options last, so they win (e.g. TRACING_CASSANDRA_JVM_OPTS='-XX:TieredStopAtLevel=1')
+  read -r -a extra <<<"${TRACING_CASSANDRA_JVM_OPTS:-}"
+  jvm+=("${extra[@]}" -cp "$cache/lib/*" org.apache.cassandra.service.CassandraDaemon)
   # A new session whose shell records its own pid, then becomes the JVM (exec keeps the pid); stdin from
   # /dev/null and all output to the log, so nothing of the caller's stays open in the JVM.
   # As root, Cassandra mlockall()s its whole address space (CAP_IPC_LOCK ignores the memlock limit): a
@@ -267,7 +269,11 @@ start_node() {
     fi
     sleep 0.2
   done
-  log "node$i ready on $(address "$i"):$port in $((SECONDS - start))s (pid $(cat "$home/pid"), state in $home)"
+  pid=$(cat "$home/pid")
+  local ticks cpu
+  ticks=$(cut -d')' -f2 "/proc/$pid/stat" | awk '{print $12 + $13}')
+  cpu=$((ticks / $(getconf CLK_TCK)))
+  log "node$i ready on $(address "$i"):$port in $((SECONDS - start))s, ${cpu} CPU s (pid $pid, state in $home)"
 }
 
 save_options() {
