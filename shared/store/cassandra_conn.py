@@ -260,7 +260,7 @@ def _split_host_port(item: str) -> tuple[str, int | None]:
             raise CassandraUrlError(f"hosts: not a host name or address: {item!r}")
     if port_text is None:
         return host, None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not _is_number(port_text) or not 0 < int(port_text) < 65536:
         raise CassandraUrlError(f"port: expected 1..65535, got {port_text!r}")
     return host, int(port_text)
 
@@ -281,7 +281,7 @@ def _parse_datacenters(text: str) -> tuple[tuple[str, int], ...]:
     datacenters: list[tuple[str, int]] = []
     for item in text.split(","):
         name, colon, count = item.strip().partition(":")
-        if not colon or not _DC.fullmatch(name) or not count.isdigit() or not 1 <= int(count) <= 100:
+        if not colon or not _DC.fullmatch(name) or not _is_number(count) or not 1 <= int(count) <= 100:
             raise CassandraUrlError(f"replication: expected dc1:3,dc2:3 (datacenter:replicas), got {item!r}")
         if any(name == seen for seen, _ in datacenters):
             raise CassandraUrlError(f"replication: datacenter {name!r} given twice")
@@ -289,11 +289,16 @@ def _parse_datacenters(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(datacenters)
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes "²", which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _int_option(options: dict[str, str], name: str, default: int, low: int, high: int) -> int:
     text = options.pop(name, None)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not _is_number(text) or not low <= int(text) <= high:
         raise CassandraUrlError(f"{name}: expected a whole number {low}..{high}, got {text!r}")
     return int(text)
 

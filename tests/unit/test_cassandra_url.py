@@ -3,6 +3,8 @@ password kept out of messages, and ``TRACING_STORE_URL`` taking the scheme."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -91,6 +93,7 @@ def test_empty_values_are_absent() -> None:
         ("cassandra://a:0/k", "port"),
         ("cassandra://a:99999/k", "port"),
         ("cassandra://a:x/k", "port"),
+        ("cassandra://a:９０４２/k", "port"),
         ("cassandra://a:9042,b:9043/k", "port"),
         ("cassandra://a/Tracing", "keyspace"),
         ("cassandra://a/1abc", "keyspace"),
@@ -99,8 +102,10 @@ def test_empty_values_are_absent() -> None:
         ("cassandra://a/k?replication_factor=0", "replication_factor"),
         ("cassandra://a/k?replication_factor=three", "replication_factor"),
         ("cassandra://a/k?replication_factor=-1", "replication_factor"),
+        ("cassandra://a/k?replication_factor=%C2%B2", "replication_factor"),  # a superscript 2
         ("cassandra://a/k?replication_factor=2&replication=dc1:2", "replication_factor"),
         ("cassandra://a/k?replication=dc1", "replication"),
+        ("cassandra://a/k?replication=dc1:%C2%B3", "replication"),
         ("cassandra://a/k?replication=dc1:3,dc1:2", "replication"),
         ("cassandra://a/k?replication=dc1:3,dc2:2&local_dc=dc3", "local_dc"),
         ("cassandra://a/k?local_dc=no%20spaces", "local_dc"),
@@ -198,6 +203,19 @@ def test_any_text_parses_or_fails_with_the_url_error(netloc: str, query: str) ->
     message = ""
     try:
         parse(f"cassandra://{netloc}/k?{query}")
+    except CassandraUrlError as exc:
+        message = str(exc)
+    assert "\n" not in message
+
+
+@given(
+    st.sampled_from(["replication_factor", "replication", "local_dc", "consistency", "ssl", "connect_timeout_s"]),
+    st.text(max_size=12),
+)
+def test_any_value_of_an_option_parses_or_fails_with_the_url_error(name: str, value: str) -> None:
+    message = ""
+    try:
+        parse(f"cassandra://a:9042/k?{urlencode({name: value})}")
     except CassandraUrlError as exc:
         message = str(exc)
     assert "\n" not in message
