@@ -484,18 +484,18 @@ def main(argv: list[str] | None = None) -> int:
         started_dir = None
         url = args.url
         server_pid = args.server_pid
-        if url is None:
-            started_dir = Path(tmp) / "cluster"
-            ports = ["--port", str(free_port()), "--storage-port", str(free_port()), "--jmx-port", str(free_port())]
-            up = subprocess.run(
-                ["bash", str(CASSANDRA_SH), "up", "--dir", str(started_dir), "--keyspace", "bench", *ports],
-                check=True,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            url = up.stdout.strip().splitlines()[-1]
-            server_pid = int((started_dir / "node1" / "pid").read_text())
-        try:
+        try:  # a node this script starts is stopped on every way out, a failed `up` included
+            if url is None:
+                started_dir = Path(tmp) / "cluster"
+                ports = ["--port", str(free_port()), "--storage-port", str(free_port()), "--jmx-port", str(free_port())]
+                up = subprocess.run(
+                    ["bash", str(CASSANDRA_SH), "up", "--dir", str(started_dir), "--keyspace", "bench", *ports],
+                    check=True,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                url = up.stdout.strip().splitlines()[-1]
+                server_pid = int((started_dir / "node1" / "pid").read_text())
             results = run_all(args, url, server_pid)
         finally:
             if started_dir is not None:

@@ -78,10 +78,16 @@ done
 
 number() { case "$2" in '' | *[!0-9]*) die "$1 must be a number, got '$2'" ;; esac; }
 for key in nodes port storage_port jmx_port; do
-  if [ -n "${given[$key]:-}" ]; then number "--${key//_/-}" "${given[$key]}"; fi
+  if [ -n "${given[$key]:-}" ]; then
+    number "--${key//_/-}" "${given[$key]}"
+    if [ "$key" != nodes ] && { [ "${given[$key]}" -lt 1 ] || [ "${given[$key]}" -gt 65526 ]; }; then
+      die "--${key//_/-} must be 1..65526"
+    fi
+  fi
 done
-if [ -n "${given[keyspace]:-}" ] && ! [[ ${given[keyspace]} =~ ^[A-Za-z][A-Za-z0-9_]{0,47}$ ]]; then
-  die "--keyspace must be a CQL name (a letter, then up to 47 letters, digits or _), got '${given[keyspace]}'"
+# the keyspace only names the URL's keyspace (what the store creates), as the URL parser takes it
+if [ -n "${given[keyspace]:-}" ] && ! [[ ${given[keyspace]} =~ ^[a-z][a-z0-9_]{0,47}$ ]]; then
+  die "--keyspace must be a lower-case CQL name (a letter, then up to 47 letters, digits or _), got '${given[keyspace]}'"
 fi
 if [ -n "${given[nodes]:-}" ] && { [ "${given[nodes]}" -lt 1 ] || [ "${given[nodes]}" -gt 9 ]; }; then
   die "--nodes must be 1..9"
@@ -100,6 +106,7 @@ load_options() {
       case "$key" in nodes | port | storage_port | jmx_port | keyspace) printf -v "$key" '%s' "$value" ;; esac
     done <"$env_file"
     for key in "${!given[@]}"; do
+      if [ "$key" = keyspace ]; then keyspace=${given[keyspace]}; continue; fi  # not part of the cluster
       if [ "${given[$key]}" != "${!key}" ]; then
         die "$dir holds a cluster with $key=${!key} (asked ${given[$key]}): use it as is, or down --purge first"
       fi
