@@ -160,7 +160,7 @@ async def worker_drain(settings: Settings, spans: int, traces: int) -> DrainResu
     """One in-process worker drains the topics of ``settings`` into its store. Progress comes from the
     worker's own counters: polling the database would compete with the worker. The clock starts when the
     worker got its partitions (as for (a)), seen by polling every 5 ms."""
-    store = await open_store(settings)
+    store = await open_store(settings, writer=True)
     worker = Worker(settings, store, worker_id=f"bench-{uuid.uuid4().hex[:6]}")
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))

@@ -17,7 +17,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    store = await open_store(settings)
+    store = await open_store(settings, writer=True)
     try:
         worker = Worker(settings, store)
         logging.getLogger("ingest").info(
@@ -42,7 +42,11 @@ def main() -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except SettingsError as exc:  # found while opening the store (e.g. a driver that is not installed)
+        print(f"ingest: invalid setting: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

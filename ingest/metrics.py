@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from aiohttp import web
 
 from shared.prometheus import CONTENT_TYPE, Counter, Gauge, Histogram, Registry
+from shared.store.buckets import BUCKET_BOUNDS_US
+from shared.store.rollups import Contribution
 
 
 @dataclass
@@ -33,6 +36,60 @@ class WorkerCounters:
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
 
+SPAN_METRIC_LABELS: Final = ("service_name", "span_name", "span_kind", "status_code")
+SPAN_KINDS: Final = {
+    "": "SPAN_KIND_UNSPECIFIED",
+    "internal": "SPAN_KIND_INTERNAL",
+    "server": "SPAN_KIND_SERVER",
+    "client": "SPAN_KIND_CLIENT",
+    "producer": "SPAN_KIND_PRODUCER",
+    "consumer": "SPAN_KIND_CONSUMER",
+}
+
+
+class SpanMetrics:
+    """Span metrics named as the OpenTelemetry Collector's spanmetrics connector names them (Prometheus
+    exporter without namespace: ``traces_span_metrics_*``), so Jaeger's Monitor tab and Grafana
+    dashboards work on a Prometheus that scrapes the workers.
+
+    Each span is counted once, when its trace is finalized for the first time (a counter cannot go
+    back): spans of a later re-finalization (late spans) are not added, and traces sampled out still
+    count. Status is ``STATUS_CODE_ERROR`` for spans with an error, ``STATUS_CODE_UNSET`` otherwise (the
+    native model keeps no explicit OK). Duration buckets are the rollups' (milliseconds)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.calls = registry.add(
+            Counter(
+                "traces_span_metrics_calls_total",
+                "Spans, counted when their trace is first finalized.",
+                SPAN_METRIC_LABELS,
+            )
+        )
+        self.duration = registry.add(
+            Histogram(
+                "traces_span_metrics_duration_milliseconds",
+                "Span durations (ms), counted when their trace is first finalized.",
+                SPAN_METRIC_LABELS,
+                buckets=[bound / 1000 for bound in BUCKET_BOUNDS_US],
+            )
+        )
+
+    def observe(self, shares: Sequence[Contribution]) -> None:
+        calls, duration = self.calls, self.duration
+        for share in shares:
+            for service, operation, kind, spans, errors, total, _, _, hist, error_total, error_hist in share.ops:
+                kind_label = SPAN_KINDS.get(kind, "SPAN_KIND_UNSPECIFIED")
+                if spans > errors:
+                    ok = (service, operation, kind_label, "STATUS_CODE_UNSET")
+                    calls.inc(spans - errors, *ok)
+                    counts = {b: n - error_hist.get(b, 0) for b, n in hist.items()}
+                    duration.record(counts, (total - error_total) / 1000, *ok)
+                if errors:
+                    failed = (service, operation, kind_label, "STATUS_CODE_ERROR")
+                    calls.inc(errors, *failed)
+                    duration.record(error_hist, error_total / 1000, *failed)
+
+
 class WorkerMetrics:
     def __init__(self, counters: WorkerCounters) -> None:
         r = self.registry = Registry()
@@ -53,6 +110,7 @@ class WorkerMetrics:
         self.lag = r.add(Gauge("tracing_worker_consumer_lag", "Messages behind the high watermark.", ("partition",)))
         self.batch_seconds = r.add(Histogram("tracing_worker_batch_seconds", "Decode + store + commit of a batch."))
         self.finalize_seconds = r.add(Histogram("tracing_worker_finalize_seconds", "One finalize transaction."))
+        self.spans = SpanMetrics(r)
 
     def render(self) -> str:
         return self.registry.render()

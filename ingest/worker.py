@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.partitioner import murmur2
 
 from ingest.metrics import WorkerCounters, WorkerMetrics, serve_metrics
 from shared.codecs import DecodeError, decoder_for, format_of
@@ -39,6 +40,14 @@ def now_us() -> int:
 
 def shard_of(tp: TopicPartition) -> str:
     return f"{tp.topic}/{tp.partition}"
+
+
+def owner_shard(topic: str, partitions: int, trace_id: str) -> str:
+    """The shard that owns a trace whose spans came unkeyed (or keyed by something else): the partition
+    the trace id hashes to, as Kafka's default partitioner would place it keyed (murmur2). Every worker
+    names the same owner for a trace whichever partitions its spans arrived on, so exactly one worker
+    finalizes it; keyed by trace id, that is the partition the spans arrived on."""
+    return f"{topic}/{(murmur2(trace_id.encode()) & 0x7FFFFFFF) % partitions}"
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types
@@ -187,13 +196,18 @@ class Worker:
         shards: dict[str, str] = {}
         for tp, messages in batches.items():
             shard = shard_of(tp)
+            partitions = len(self._consumer.partitions_for_topic(tp.topic) or ()) or 1
             for message in messages:
                 events = await self._decode(tp, message, dead)
                 if events is None:
                     continue
+                key: bytes | None = getattr(message, "key", None)
                 for event in events:
                     (spans if isinstance(event, Span) else finishes).append(event)  # type: ignore[arg-type]
-                    shards.setdefault(event.trace_id, shard)
+                    trace_id = event.trace_id
+                    if trace_id not in shards:
+                        keyed = key is not None and key == trace_id.encode()
+                        shards[trace_id] = shard if keyed else owner_shard(tp.topic, partitions, trace_id)
             offsets[tp] = messages[-1].offset + 1  # type: ignore[attr-defined]
         if spans or finishes:
             # One transaction for the whole fetch: spans upserted and their traces touched together.
@@ -250,7 +264,7 @@ class Worker:
         try:
             if value is None:
                 raise DecodeError("empty message")
-            events = decoder_for(format_of(content_type, self.formats[tp.topic]))(value)
+            events = decoder_for(format_of(content_type, self.formats[tp.topic], value))(value)
         except DecodeError as exc:
             dead.append(await self._dead_letter(tp, message, str(exc)))
             return None
@@ -288,7 +302,9 @@ class Worker:
             if not due:
                 break
             started = time.perf_counter()
-            analyses = await self.store.finalize(due, now_us=now_us(), sampler=self._sampler)
+            analyses = await self.store.finalize(
+                due, now_us=now_us(), sampler=self._sampler, on_first=self.metrics.spans.observe
+            )
             self.metrics.finalize_seconds.observe(time.perf_counter() - started)
             total += len(analyses)
             if len(due) < self.settings.finalize_batch:

@@ -28,8 +28,17 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
-    host, port = settings.api_host_port
     log = logging.getLogger("query_api")
+    try:
+        _serve(settings, log)
+    except SettingsError as exc:  # found while opening the store (e.g. a driver that is not installed)
+        print(f"query_api: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    log.info("stopped")
+
+
+def _serve(settings: Settings, log: logging.Logger) -> None:
+    host, port = settings.api_host_port
     web.run_app(
         create_app(settings),
         host=host,
@@ -40,7 +49,6 @@ def main() -> None:
         handle_signals=True,
         print=lambda message: log.info("%s", message.strip()),
     )
-    log.info("stopped")
 
 
 if __name__ == "__main__":

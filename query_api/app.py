@@ -17,10 +17,12 @@ from shared.store import open_store
 from shared.store.base import TraceStore
 
 from . import handlers, middleware
+from .critical import CriticalPathService
 from .encoding import encode
 from .jaeger import add_jaeger_routes
-from .keys import METRICS, OPENAPI, PRODUCER, QUERIES, SETTINGS, STORE, WRITES
+from .keys import CRITICAL, METRICS, MONITOR, OPENAPI, PRODUCER, QUERIES, SETTINGS, STORE, WRITES
 from .metrics import RequestMetrics
+from .monitoring import MonitorService
 from .openapi import openapi_document
 from .service import QueryService
 from .ui import add_ui_routes
@@ -46,6 +48,12 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/traces/{traceId}/visualize", handlers.visualize_trace)
     router.add_get("/traces/{traceId}/analyze", handlers.analyze_trace)
     router.add_get("/stats", handlers.stats)
+    router.add_get("/stats/operations", handlers.operation_stats)
+    router.add_get("/stats/timeseries", handlers.timeseries)
+    router.add_get("/analyze/endpoints", handlers.endpoints)
+    router.add_get("/analyze/operations", handlers.hot_operations)
+    router.add_get("/analyze/endpoints/{service}/{operation:.+}/critical-path", handlers.endpoint_critical_path)
+    router.add_get("/analyze/endpoints/{service}/{operation:.+}/changes", handlers.endpoint_changes)
     router.add_get("/healthz", handlers.healthz)
     router.add_get("/openapi.json", handlers.openapi)
     router.add_get("/metrics", handlers.metrics)
@@ -91,6 +99,8 @@ def _producer_context(injected: SpanProducer | None) -> CleanupContext:
 async def _services_context(app: web.Application) -> AsyncIterator[None]:
     app[QUERIES] = QueryService(app[STORE])
     app[WRITES] = WriteService(app[PRODUCER], app[STORE])
+    app[MONITOR] = MonitorService(app[STORE])
+    app[CRITICAL] = CriticalPathService(app[STORE])
     yield
 
 

@@ -7,15 +7,18 @@ the error middleware.
 from __future__ import annotations
 
 import logging
-from typing import Any, TypeVar
+import time
+from typing import Any, Final, TypeVar
 
 import msgspec
 from aiohttp import web
 
+from shared.store.base import Window
+
 from . import params
 from .encoding import encode, encode_visualization
 from .errors import BadRequest, Unavailable, body_error
-from .keys import METRICS, OPENAPI, QUERIES, WRITES
+from .keys import CRITICAL, METRICS, MONITOR, OPENAPI, QUERIES, WRITES
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .shapes import FinishRequest, Health, SpanRequest, StartRequest
 
@@ -84,8 +87,83 @@ async def analyze_trace(request: web.Request) -> web.Response:
     return _json(await request.app[QUERIES].analysis(trace_id))
 
 
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+WINDOW_PARAMS: Final = ("window", "start", "end")
+
+
 async def stats(request: web.Request) -> web.Response:
-    return _json(await request.app[QUERIES].stats())
+    params.only(request.query, WINDOW_PARAMS)
+    return _json(await request.app[QUERIES].stats(params.window(request.query, _now_us())))
+
+
+async def operation_stats(request: web.Request) -> web.Response:
+    q = request.query
+    params.only(q, ("serviceName", *WINDOW_PARAMS))
+    service = params.required_name(q, "serviceName")
+    return _json(await request.app[MONITOR].operation_stats(service, params.window(q, _now_us())))
+
+
+async def timeseries(request: web.Request) -> web.Response:
+    q = request.query
+    params.only(q, ("serviceName", "operationName", "step", *WINDOW_PARAMS))
+    service = params.required_name(q, "serviceName")
+    operation = params.optional_name(q, "operationName")
+    now = _now_us()
+    window = params.window(q, now) or Window(start_us=now - 3_600_000_000, end_us=now)
+    step = params.milliseconds(q, "step")
+    return _json(await request.app[MONITOR].timeseries(service, operation, window, step or 60_000_000))
+
+
+# -- critical paths across traces ---------------------------------------------------------------------
+
+
+def _endpoint(request: web.Request) -> tuple[str, str]:
+    service, operation = request.match_info["service"], request.match_info["operation"]
+    for name, value in (("service", service), ("operation", operation)):
+        if not value or len(value) > 256:
+            raise BadRequest(name, "must be 1 to 256 characters")
+    return service, operation
+
+
+async def endpoints(request: web.Request) -> web.Response:
+    params.only(request.query, WINDOW_PARAMS)
+    return _json(await request.app[CRITICAL].endpoints(params.window(request.query, _now_us())))
+
+
+async def hot_operations(request: web.Request) -> web.Response:
+    params.only(request.query, WINDOW_PARAMS)
+    return _json(await request.app[CRITICAL].operations(params.window(request.query, _now_us())))
+
+
+async def endpoint_critical_path(request: web.Request) -> web.Response:
+    q = request.query
+    params.only(q, ("tail", "minDuration", *WINDOW_PARAMS))
+    service, operation = _endpoint(request)
+    tail = params.fraction(q, "tail")
+    min_duration = params.milliseconds(q, "minDuration")
+    if tail is not None and min_duration is not None:
+        raise BadRequest("tail", "give either tail or minDuration, not both")
+    view = await request.app[CRITICAL].critical_path(
+        service, operation, params.window(q, _now_us()), tail=tail, min_duration_us=min_duration
+    )
+    return _json(view)
+
+
+async def endpoint_changes(request: web.Request) -> web.Response:
+    q = request.query
+    params.only(q, ("window", "baseline", "limit"))
+    service, operation = _endpoint(request)
+    now = _now_us()
+    current = params.duration_text("window", q.get("window", "1h"))
+    baseline = params.duration_text("baseline", q.get("baseline", "24h"))
+    limit = params.integer(q, "limit", 20, low=1, high=1000)
+    window = Window(start_us=max(0, now - current), end_us=now)
+    aligned = window.aligned()
+    before = Window(start_us=max(0, aligned.start_us - baseline), end_us=max(1, aligned.start_us))
+    return _json(await request.app[CRITICAL].changes(service, operation, window, before, limit=limit))
 
 
 # -- operations --------------------------------------------------------------------------------------

@@ -21,15 +21,21 @@ from .shapes import (
     MAX_DURATION_MS,
     MAX_EPOCH_MS,
     AnalysisView,
+    ChangesView,
+    CriticalPathView,
+    EndpointView,
     ErrorBody,
     FinishRequest,
     FinishResponse,
     Health,
+    HotOperationView,
+    OperationStatsList,
     SpanRequest,
     SpanResponse,
     StartRequest,
     StartResponse,
     StatsView,
+    TimeseriesView,
     TraceSummaryView,
     TraceView,
     Visualization,
@@ -93,6 +99,37 @@ _TRACE_LINKS: Final = {
     )
 }
 
+_DURATION_TEXT: Final = {"type": "string", "pattern": "^0*[1-9][0-9]*(ms|s|m|h|d)$"}
+_WINDOW_PARAMS: Final = [
+    _query(
+        "window",
+        _DURATION_TEXT,
+        "Count the traces that started in the last `<n>s|m|h|d` (e.g. `15m`, `24h`, `7d`; at most 400d). "
+        "Rollups are per minute: the window is widened to the minutes it touches. Not with start/end.",
+    ),
+    _query(
+        "start",
+        {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS},
+        "Window start, milliseconds since the epoch (with `end`, default now). Without window or start: all time.",
+    ),
+    _query(
+        "end",
+        {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS},
+        "Window end (exclusive), milliseconds since the epoch; needs `start`.",
+    ),
+]
+_NAME: Final = {"type": "string", "minLength": 1, "maxLength": 256}
+
+
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": _NAME, "description": description}
+
+
+_ENDPOINT_PARAMS: Final = [
+    _path("service", "Root service of the endpoint's traces."),
+    _path("operation", "Root operation of the endpoint's traces (URL-encode `/` as `%2F`)."),
+]
+
 _SEARCH_PARAMS: Final = [
     _query("serviceName", {"type": "string", "minLength": 1}, "Traces with a span of this service."),
     _query("operationName", {"type": "string", "minLength": 1}, "Traces with a span of this operation."),
@@ -142,6 +179,22 @@ _SEARCH_PARAMS: Final = [
 ]
 
 
+def _ingest_note(settings: Settings) -> str:
+    """What the ingest workers read besides this API's writes: the topics, their encodings, and how the
+    encoding of a message is told (``shared.codecs.format_of``)."""
+    return (
+        "Spans also arrive straight through Kafka, one topic per format: "
+        f"`{settings.topic}` native JSON events (what the write endpoints publish); "
+        f"`{settings.otlp_topic}` OTLP ExportTraceServiceRequest as protobuf or OTLP/JSON (the OpenTelemetry "
+        "Collector's Kafka exporter, `otlp_proto` or `otlp_json`); "
+        f"`{settings.zipkin_topic}` Zipkin v2 spans as a JSON list or a proto3 ListOfSpans (`zipkin_json`, "
+        "`zipkin_proto`). A message's encoding is its `content-type` header when it has one, else told from "
+        "its bytes (protobuf records, or JSON starting with `{` or `[`), else the topic's default "
+        f"(`{settings.otlp_format}` for OTLP, `zipkin_json` for Zipkin). Undecodable messages go to "
+        f"`<topic>{settings.dlq_suffix}` with an `error` header; nothing else is lost."
+    )
+
+
 def openapi_document(settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3.1 document, with security as configured in ``settings``."""
     types: list[Any] = [
@@ -158,6 +211,12 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         StatsView,
         Health,
         ErrorBody,
+        OperationStatsList,
+        TimeseriesView,
+        list[EndpointView],
+        CriticalPathView,
+        list[HotOperationView],
+        ChangesView,
     ]
     (
         (
@@ -174,6 +233,12 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             stats,
             health,
             _,
+            operation_stats,
+            timeseries,
+            endpoints,
+            critical_path,
+            hot_operations,
+            changes,
         ),
         components,
     ) = msgspec.json.schema_components(types, ref_template=REF)
@@ -278,10 +343,101 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         },
         "/stats": {
             "get": read(
-                "Overall statistics and ingest pipeline health",
+                "Overall statistics and ingest pipeline health, over all time or a window",
                 _json(stats, "The statistics."),
-                errors=[],
+                errors=[400],
                 operationId="getStats",
+                parameters=_WINDOW_PARAMS,
+            )
+        },
+        "/stats/operations": {
+            "get": read(
+                "Per-operation statistics of a service (count, errors, average, p50/p95/p99)",
+                _json(operation_stats, "The service's operations, busiest first."),
+                errors=[400],
+                operationId="getOperationStats",
+                parameters=[
+                    {**_query("serviceName", _NAME, "The service."), "required": True},
+                    *_WINDOW_PARAMS,
+                ],
+            )
+        },
+        "/stats/timeseries": {
+            "get": read(
+                "A service's (or operation's) rate, errors and latency percentiles over time",
+                _json(timeseries, "One point per step with spans."),
+                errors=[400],
+                operationId="getTimeseries",
+                parameters=[
+                    {**_query("serviceName", _NAME, "The service."), "required": True},
+                    _query("operationName", _NAME, "Only this operation of the service."),
+                    *_WINDOW_PARAMS,
+                    _query(
+                        "step",
+                        {"type": "integer", "minimum": 60000, "multipleOf": 60000, "default": 60000},
+                        "Milliseconds per point: whole minutes; at most 1440 points per window (default: the "
+                        "last hour).",
+                    ),
+                ],
+            )
+        },
+        "/analyze/endpoints": {
+            "get": read(
+                "Endpoints (root service and operation) with latency percentiles and critical-path totals",
+                _json(endpoints, "Endpoints, largest critical-path total first."),
+                errors=[400],
+                operationId="getEndpoints",
+                parameters=_WINDOW_PARAMS,
+            )
+        },
+        "/analyze/endpoints/{service}/{operation}/critical-path": {
+            "get": read(
+                "Where an endpoint's latency goes: its traces' critical paths summed per calling context",
+                _json(critical_path, "The aggregated critical path."),
+                errors=[400],
+                operationId="getEndpointCriticalPath",
+                parameters=[
+                    *_ENDPOINT_PARAMS,
+                    *_WINDOW_PARAMS,
+                    _query(
+                        "tail",
+                        {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                        "Only the traces at or above this quantile of the endpoint's durations (e.g. 0.95), "
+                        "from their stored critical paths (at most 10,000 traces). Not with minDuration.",
+                    ),
+                    _query(
+                        "minDuration",
+                        {"type": "number", "minimum": 0, "maximum": MAX_DURATION_MS},
+                        "Only the traces that lasted at least this many milliseconds (at most 10,000).",
+                    ),
+                ],
+            )
+        },
+        "/analyze/endpoints/{service}/{operation}/changes": {
+            "get": read(
+                "The calling contexts whose mean critical time per trace grew most against a baseline",
+                _json(changes, "Largest growth first."),
+                errors=[400],
+                operationId="getEndpointChanges",
+                parameters=[
+                    *_ENDPOINT_PARAMS,
+                    _query("window", {**_DURATION_TEXT, "default": "1h"}, "The current window, up to now."),
+                    _query(
+                        "baseline",
+                        {**_DURATION_TEXT, "default": "24h"},
+                        "The baseline window, just before the current one (at most 400d, as the window).",
+                    ),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20}, "Changes."),
+                ],
+            )
+        },
+        "/analyze/operations": {
+            "get": read(
+                "Operations ranked by the critical-path time they own across every endpoint",
+                _json(hot_operations, "Largest first."),
+                errors=[400],
+                operationId="getHotOperations",
+                parameters=_WINDOW_PARAMS,
             )
         },
         "/metrics": {
@@ -319,7 +475,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "version": _version(),
             "description": "Search, inspect and analyze traces; record spans (published to Kafka). "
             "Times are milliseconds; epoch times are milliseconds since the Unix epoch. Errors are "
-            '`{"error": "..."}`.',
+            '`{"error": "..."}`.\n\n' + _ingest_note(settings),
         },
         "paths": paths,
         "components": {

@@ -13,7 +13,7 @@ from typing import Final
 
 from multidict import MultiMapping
 
-from shared.store.base import QueryError, TraceQuery, TraceStatus
+from shared.store.base import QueryError, TraceQuery, TraceStatus, Window
 
 from .errors import BadRequest
 from .shapes import MAX_DURATION_MS, MAX_EPOCH_MS, check_id
@@ -138,4 +138,87 @@ def trace_id(match_info: Mapping[str, str]) -> str:
     """The ``{traceId}`` path parameter, validated with the wire format's id rule."""
     value = match_info["traceId"]
     check_id("traceId", value)
+    return value
+
+
+_DURATION: Final = re.compile(r"(\d+)(ms|s|m|h|d)")
+_UNIT_US: Final = {"ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
+MAX_WINDOW_US: Final = 400 * 86_400_000_000
+"""The longest window accepted: 400 days."""
+
+
+def duration_text(name: str, raw: str) -> int:
+    """``15m``, ``1h``, ``7d``, ``30s`` (also ``ms``) as microseconds; :class:`BadRequest` names ``name``."""
+    match = _DURATION.fullmatch(raw.strip())
+    if match is None:
+        raise BadRequest(name, f"expected <number><s|m|h|d>, e.g. 15m or 24h, got {raw!r}")
+    value = int(match.group(1)) * _UNIT_US[match.group(2)]
+    if value <= 0:
+        raise BadRequest(name, "must be > 0")
+    if value > MAX_WINDOW_US:
+        raise BadRequest(name, "must be at most 400d")
+    return value
+
+
+def window(params: MultiMapping[str], now_us: int, *, name: str = "window") -> Window | None:
+    """The time window of a stats-like read: ``window=<n>s|m|h|d`` (the last n units up to now) or
+    ``start`` (and optionally ``end``, default now) in epoch milliseconds; ``None`` (all time) without
+    them. Both forms at once are a 400."""
+    raw = _single(params, name)
+    start = _millis(params, "start", MAX_EPOCH_MS)
+    end = _millis(params, "end", MAX_EPOCH_MS)
+    if raw is not None:
+        if start is not None or end is not None:
+            raise BadRequest(name, "give either window or start/end, not both")
+        return Window(start_us=max(0, now_us - duration_text(name, raw)), end_us=now_us)
+    if start is None:
+        if end is not None:
+            raise BadRequest("start", "is required with end")
+        return None
+    try:
+        return Window(start_us=start, end_us=now_us if end is None else end)
+    except QueryError as exc:
+        raise BadRequest(exc.param, exc.message) from None
+
+
+def only(params: MultiMapping[str], known: tuple[str, ...]) -> None:
+    """Reject parameters outside ``known`` (a misspelt filter must not silently widen a read)."""
+    for name in params:
+        if name not in known:
+            raise BadRequest(name or "(empty name)", f"unknown parameter; known: {', '.join(known)}")
+
+
+def required_name(params: MultiMapping[str], name: str) -> str:
+    value = _name(params, name)
+    if value is None:
+        raise BadRequest(name, "is required")
+    return value
+
+
+def optional_name(params: MultiMapping[str], name: str) -> str | None:
+    return _name(params, name)
+
+
+def milliseconds(params: MultiMapping[str], name: str) -> int | None:
+    """A non-negative duration in milliseconds, as microseconds."""
+    return _millis(params, name, MAX_DURATION_MS)
+
+
+def fraction(params: MultiMapping[str], name: str) -> float | None:
+    """A number in (0, 1), e.g. ``tail=0.95``."""
+    raw = _single(params, name)
+    if raw is None:
+        return None
+    if _NUMBER.fullmatch(raw) is None:
+        raise BadRequest(name, "must be a number")
+    value = float(raw)
+    if not 0 < value < 1:
+        raise BadRequest(name, "must be between 0 and 1 (exclusive), e.g. 0.95")
+    return value
+
+
+def integer(params: MultiMapping[str], name: str, default: int, *, low: int, high: int) -> int:
+    value = _integer(params, name, default)
+    if not low <= value <= high:
+        raise BadRequest(name, f"must be between {low} and {high}")
     return value

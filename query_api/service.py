@@ -12,10 +12,11 @@ from collections.abc import Callable
 from typing import Final
 
 from shared.analysis import TraceAnalysis, TreeNode, analyze, ms, span_tree
-from shared.models import STATUS_OF, Span
-from shared.store.base import StoredTrace, TraceQuery, TraceStatus, TraceStore
+from shared.models import STATUS_OF, Span, flat_tags
+from shared.store.base import StoredTrace, TraceQuery, TraceStatus, TraceStore, Window
 
 from .errors import NotFound
+from .monitoring import window_view
 from .shapes import (
     AnalysisView,
     LogView,
@@ -59,7 +60,7 @@ def span_view(span: Span) -> SpanView:
         duration=_ms_or_none(span.duration_us),
         status=STATUS_OF[span.status],
         kind=span.kind,
-        tags=span.tags,
+        tags=flat_tags(span),  # resource attributes and scope merged in, as the seed API always showed them
         logs=[LogView(timestamp=ms(log.timestamp_us), fields=log.fields) for log in span.logs],
     )
 
@@ -195,8 +196,8 @@ class QueryService:
             dependencies=analysis.dependencies,
         )
 
-    async def stats(self) -> StatsView:
-        stats = await self._store.stats(slowest=self._slowest)
+    async def stats(self, window: Window | None = None) -> StatsView:
+        stats = await self._store.stats(slowest=self._slowest, window=window)
         beats = await self._store.heartbeats(newer_than_us=self._clock() - HEARTBEAT_WINDOW_US)
         finalized = stats.completed_traces + stats.failed_traces
         workers = [
@@ -238,6 +239,7 @@ class QueryService:
                 dead_lettered=sum(b.dead_lettered for b in beats),
                 late_spans=sum(b.late_spans for b in beats),
             ),
+            window=window_view(stats.window),
         )
 
     async def check(self) -> None:

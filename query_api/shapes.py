@@ -320,8 +320,17 @@ class PipelineView(msgspec.Struct, kw_only=True, rename="camel"):
     late_spans: int
 
 
+class WindowView(msgspec.Struct, kw_only=True, rename="camel"):
+    """The time window a read counted: traces that started in ``[start, end)``, in whole minutes (the
+    rollups' grain: the window asked for is widened to the minutes it touches)."""
+
+    start: EpochMs
+    end: EpochMs
+
+
 class StatsView(msgspec.Struct, kw_only=True, rename="camel"):
-    """Overall statistics, from rollups (the cost does not grow with the number of stored traces)."""
+    """Overall statistics, from rollups (the cost does not grow with the number of stored traces): over
+    all time, or over the traces that started in ``window`` (``?window=15m`` or ``?start=&end=``)."""
 
     total_traces: int
     active_traces: int
@@ -331,6 +340,132 @@ class StatsView(msgspec.Struct, kw_only=True, rename="camel"):
     slowest_traces: list[SlowTraceView]
     service_stats: dict[str, ServiceStatsView]
     pipeline: PipelineView
+    window: WindowView | None = None
+
+
+class OperationStatsView(msgspec.Struct, kw_only=True, rename="camel"):
+    """Spans of one operation of a service (all its span kinds); percentiles from latency histograms."""
+
+    operation: str
+    span_kinds: Annotated[list[str], msgspec.Meta(description="Span kinds seen; empty string: none set.")]
+    count: int
+    error_count: int
+    avg_duration: Ms
+    p50: Ms
+    p95: Ms
+    p99: Ms
+
+
+class OperationStatsList(msgspec.Struct, kw_only=True, rename="camel"):
+    """Per-operation statistics of one service, busiest first."""
+
+    service_name: str
+    window: WindowView | None
+    operations: list[OperationStatsView]
+
+
+class TimePointView(msgspec.Struct, kw_only=True, rename="camel"):
+    """One step of a time series: spans that started in ``[t, t + step)``."""
+
+    t: EpochMs
+    count: int
+    errors: int
+    rate: Annotated[float, msgspec.Meta(description="Spans per second over the step.")]
+    p50: Ms
+    p95: Ms
+    p99: Ms
+
+
+class TimeseriesView(msgspec.Struct, kw_only=True, rename="camel"):
+    """A service's (or one operation's) spans over time; steps without spans are left out."""
+
+    step: Annotated[int, msgspec.Meta(description="Milliseconds per point.")]
+    service_name: str
+    operation_name: str | None
+    window: WindowView
+    points: list[TimePointView]
+
+
+class EndpointView(msgspec.Struct, kw_only=True, rename="camel"):
+    """An endpoint (root service and operation of traces) and its critical-path total."""
+
+    service: str
+    operation: str
+    traces: int
+    p50: Ms
+    p95: Ms
+    p99: Ms
+    critical_path_ms: Annotated[float, msgspec.Meta(description="Sum of its traces' critical paths, ms.")]
+
+
+class ContextView(msgspec.Struct, kw_only=True, rename="camel"):
+    """Critical-path time of one calling context (root span down to the span that owned the time)."""
+
+    path: list[str]
+    critical_ms: Ms
+    mean_ms: Annotated[float, msgspec.Meta(description="criticalMs per trace of the endpoint (or selection).")]
+    share: Percentage
+    traces: Annotated[int, msgspec.Meta(description="Traces whose critical path ran through this context.")]
+
+
+class SelectionView(msgspec.Struct, kw_only=True, rename="camel"):
+    """Which traces a tail read aggregated: the slowest ones of the endpoint in the window that lasted at
+    least ``minDurationMs``, at most ``limit``. Asked by quantile (``tail=0.95``), ``minDurationMs`` is the
+    duration of the endpoint's trace at that rank in the window (the slowest ``ceil(n * (1 - tail))``
+    traces, and any that tie with the last of them)."""
+
+    tail: float | None
+    min_duration_ms: Ms
+    limit: int
+    selected: int
+    truncated: Annotated[bool, msgspec.Meta(description="More traces matched than limit; the slowest were kept.")]
+
+
+class CriticalPathView(msgspec.Struct, kw_only=True, rename="camel"):
+    """Where an endpoint's latency goes: its traces' critical paths summed per calling context, largest first."""
+
+    endpoint: str
+    traces: int
+    critical_path_ms: Ms
+    contexts: list[ContextView]
+    window: WindowView | None
+    selection: SelectionView | None
+    max_depth: Annotated[
+        int, msgspec.Meta(description="Contexts deeper than this keep their first labels, '…', and the last.")
+    ]
+    elided_contexts: int
+
+
+class HotOperationView(msgspec.Struct, kw_only=True, rename="camel"):
+    """An operation ranked by the critical-path time it owned across every endpoint."""
+
+    operation: str
+    critical_ms: Ms
+    endpoints: int
+    share: Percentage
+
+
+class ChangeView(msgspec.Struct, kw_only=True, rename="camel"):
+    """A calling context's mean critical time per trace of the endpoint, now and in the baseline."""
+
+    path: list[str]
+    current_mean_ms: Ms
+    baseline_mean_ms: Ms
+    delta_ms: Ms
+    current_share: Percentage
+    baseline_share: Percentage
+
+
+class ChangesView(msgspec.Struct, kw_only=True, rename="camel"):
+    """The contexts whose mean critical time per trace grew most against the baseline window (just before
+    the current one)."""
+
+    endpoint: str
+    window: WindowView
+    baseline: WindowView
+    current_traces: int
+    baseline_traces: int
+    changes: list[ChangeView]
 
 
 class Health(msgspec.Struct, kw_only=True):

@@ -44,6 +44,11 @@ _ID_RE: Final = re.compile(ID_PATTERN)
 
 SPAN_CONTENT_TYPE: Final = "application/vnd.tracing.span+json;v=1"
 
+SCOPE_NAME_TAG: Final = "otel.scope.name"
+SCOPE_VERSION_TAG: Final = "otel.scope.version"
+"""The tag names an instrumentation scope takes where spans show it among their tags (the seed API, Jaeger's
+classic span tags), as OpenTelemetry's non-OTLP exporters name it."""
+
 
 class Log(msgspec.Struct, frozen=True, kw_only=True, rename="camel", gc=False):
     """A timestamped event inside a span."""
@@ -57,6 +62,13 @@ class Span(msgspec.Struct, kw_only=True, rename="camel", tag="span", tag_field="
 
     Also the wire event ``{"type": "span", ...}`` of the native topic. ``status`` holds the normalized
     value after decoding (see :data:`STATUS_OF`).
+
+    ``resource`` holds what describes the producer rather than the operation: OpenTelemetry's resource
+    attributes other than ``service.name`` (which is ``service_name``), e.g. ``host.name``,
+    ``service.version``; Jaeger shows them as the process's tags. ``scope_name``/``scope_version`` name the
+    instrumentation scope (the library that recorded the span), when the producer says. All three are
+    optional (wire ``resource``, ``scopeName``, ``scopeVersion``) and omitted on the wire when unset.
+    Spans decoded from one OTLP resource share one ``resource`` dict: treat it as read-only.
 
     ``gc=False`` and a tuple of logs keep a decoded span (and its tags dict, which holds only atomic
     values) out of the cyclic garbage collector: a batch of 100k spans would otherwise trigger collections
@@ -74,6 +86,9 @@ class Span(msgspec.Struct, kw_only=True, rename="camel", tag="span", tag_field="
     kind: Kind | None = None
     tags: Tags = {}
     logs: tuple[Log, ...] = ()
+    resource: Tags = {}
+    scope_name: Name | None = None
+    scope_version: Name | None = None
 
     def __post_init__(self) -> None:
         self.status = STATUS_OF[self.status]
@@ -105,6 +120,23 @@ class SpanFinish(
 
 Event = Span | SpanFinish
 """One native wire event."""
+
+
+def flat_tags(span: Span) -> Tags:
+    """The span's tags with its resource attributes and scope (as ``otel.scope.name``/``otel.scope.version``)
+    folded in; the span's own tags win on a shared key. The span's ``tags`` itself when it has neither.
+
+    This is how spans looked before resources were kept apart, and what the seed API still shows.
+    """
+    if not span.resource and span.scope_name is None and span.scope_version is None:
+        return span.tags
+    merged: Tags = dict(span.resource)
+    if span.scope_name is not None:
+        merged[SCOPE_NAME_TAG] = span.scope_name
+    if span.scope_version is not None:
+        merged[SCOPE_VERSION_TAG] = span.scope_version
+    merged.update(span.tags)
+    return merged
 
 
 def merge_finish(span: Span, finish: SpanFinish) -> Span:

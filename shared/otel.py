@@ -32,13 +32,14 @@ from opentelemetry.trace import SpanKind
 
 from shared.codecs.errors import DecodeError
 from shared.codecs.otlp import (
+    NO_SCOPE,
     SPAN_ID_BYTES,
     TRACE_ID_BYTES,
     ResourceInfo,
     build_span,
     id_from_int,
     resource_info,
-    scope_tags,
+    scope_info,
 )
 from shared.kafka import SpanProducer
 from shared.models import Span
@@ -79,7 +80,7 @@ def span_from_sdk(span: ReadableSpan, resource: ResourceInfo | None = None) -> S
         attributes=(span.attributes or {}).items(),
         events=[(event.timestamp, event.name, (event.attributes or {}).items()) for event in span.events],
         resource=resource or resource_info(span.resource.attributes.items()),
-        scope=scope_tags(scope.name, scope.version) if scope is not None else {},
+        scope=scope_info(scope.name, scope.version) if scope is not None else NO_SCOPE,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, TypeVar
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -108,6 +108,16 @@ class Histogram(_Metric):
             counts = self.counts[labels] = [0] * (len(self.buckets) + 1)
         counts[bisect_left(self.buckets, value)] += 1
         self.sums[labels] += value
+
+    def record(self, counts: Mapping[int, int], total: float, *labels: str) -> None:
+        """Add observations already bucketed: ``counts`` maps a bucket index (the first bound >= the
+        value, ``len(buckets)`` for +Inf) to how many; ``total`` is their sum."""
+        row = self.counts.get(labels)
+        if row is None:
+            row = self.counts[labels] = [0] * (len(self.buckets) + 1)
+        for bucket, n in counts.items():
+            row[bucket] += n
+        self.sums[labels] += total
 
     def samples(self) -> list[str]:
         lines = []

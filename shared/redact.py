@@ -1,6 +1,6 @@
 """Tag redaction applied at ingest: keys matching a pattern, or string values matching one, become
-``[REDACTED]``. Decisions per key are cached (keys repeat across spans); values are searched only when
-they are strings.
+``[REDACTED]``, in a span's tags, its log fields and its resource attributes alike. Decisions per key are
+cached (keys repeat across spans); values are searched only when they are strings.
 """
 
 from __future__ import annotations
@@ -43,20 +43,31 @@ class Redactor:
         return out
 
     def events(self, events: Sequence[Event]) -> list[Event]:
-        """``events`` with their tags (and span log fields) redacted; unchanged events are not copied."""
+        """``events`` with their tags, span log fields and span resources redacted; unchanged events are not
+        copied. A resource dict shared by many spans (one OTLP resource) is redacted once, and its
+        redacted copy shared by the same spans."""
         result: list[Event] = []
+        resources: dict[int, Tags | None] = {}  # id of a resource dict → its redacted copy (None: unchanged)
         for event in events:
             if event.tags:
                 redacted = self.tags(event.tags)
                 if redacted is not None:
                     event = msgspec.structs.replace(event, tags=redacted)
-            if isinstance(event, Span) and event.logs:
-                logs = tuple(
-                    msgspec.structs.replace(log, fields=fields)
-                    if (fields := self.tags(log.fields)) is not None
-                    else log
-                    for log in event.logs
-                )
-                event = msgspec.structs.replace(event, logs=logs)
+            if isinstance(event, Span):
+                if event.resource:
+                    key = id(event.resource)
+                    if key not in resources:
+                        resources[key] = self.tags(event.resource)
+                    resource = resources[key]
+                    if resource is not None:
+                        event = msgspec.structs.replace(event, resource=resource)
+                if event.logs:
+                    logs = tuple(
+                        msgspec.structs.replace(log, fields=fields)
+                        if (fields := self.tags(log.fields)) is not None
+                        else log
+                        for log in event.logs
+                    )
+                    event = msgspec.structs.replace(event, logs=logs)
             result.append(event)
         return result

@@ -265,7 +265,10 @@ function waterfall(trace, vis, analysis, rows) {
     const isError = node.status === "error";
     const color = serviceColor(node.serviceName);
     const end = start + length;
-    const labelLeft = end / total > 0.78;
+    // The duration label goes after the bar; when the bar reaches the right end, before it; when the bar
+    // spans (nearly) the whole track, as the root's does, inside its right end: never outside the track,
+    // where it would cover the service and operation names.
+    const labelAt = end / total <= 0.78 ? "after" : start / total >= 0.22 ? "before" : "inside";
     const toggle = row.hasChildren
       ? h(
           "button",
@@ -350,8 +353,14 @@ function waterfall(trace, vis, analysis, rows) {
         h(
           "span",
           {
-            class: ["wf-dur", labelLeft && "left"],
-            style: labelLeft ? { right: `calc(${pct(total - start, total)} + 6px)` } : { left: `calc(${pct(end, total)} + 6px)` },
+            class: ["wf-dur", labelAt !== "after" && labelAt],
+            "data-testid": "span-duration",
+            style:
+              labelAt === "after"
+                ? { left: `calc(${pct(end, total)} + 6px)` }
+                : labelAt === "before"
+                  ? { right: `calc(${pct(total - start, total)} + 6px)` }
+                  : { right: `calc(${pct(total - end, total)} + 4px)` },
           },
           open ? "open" : fmtMs(node.duration),
         ),

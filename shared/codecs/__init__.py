@@ -1,21 +1,40 @@
 """Wire-format codecs. Each turns one Kafka message value into native events, or raises DecodeError.
 
 Every decoder has the shape ``decode(value: bytes) -> list[Event]``; :func:`decoder_for` picks one by name,
-and :func:`format_of` names the format of a message from its ``content-type`` header and its topic's
-configured format:
+and :func:`format_of` names the format of one message, first from its ``content-type`` header, then from
+its first bytes, then by its topic's configured format:
 
-======================================  ==================  ============================================
-content-type (parameters ignored)       format              applies on
-======================================  ==================  ============================================
-``application/vnd.tracing.span+json``   ``native``          any topic (it can only mean the native format)
-``application/x-protobuf``              ``otlp_proto``      topics whose format is OTLP
-``application/json``                    ``otlp_json``       topics whose format is OTLP
-absent or anything else                 the topic's format
-======================================  ==================  ============================================
+1. ``content-type`` (parameters ignored), when it names a format the topic can carry:
 
-``application/json`` and ``application/x-protobuf`` name an encoding, not a schema: they only pick between
-OTLP's two encodings on the OTLP topic. On any other topic they keep the topic's format, so Zipkin JSON
-sent as ``application/json`` stays ``zipkin_json``, and native JSON stays ``native``.
+   ======================================  ================================================================
+   content-type                            format
+   ======================================  ================================================================
+   ``application/vnd.tracing.span+json``   ``native``, on any topic (it can only mean the native format)
+   ``application/x-protobuf``              ``otlp_proto`` on an OTLP topic, ``zipkin_proto`` on a Zipkin one
+   ``application/json``                    ``otlp_json`` on an OTLP topic, ``zipkin_json`` on a Zipkin one
+   ======================================  ================================================================
+
+   ``application/json`` and ``application/x-protobuf`` name an encoding, not a schema: they pick between
+   the two encodings of the topic's schema, and change nothing on the native topic.
+
+2. The payload (:func:`detect`), on OTLP and Zipkin topics: producers such as the OpenTelemetry
+   Collector's Kafka exporter set no content-type header, whatever their encoding.
+
+   * protobuf, when the whole value is a sequence of field 1, wire type 2 records (tag byte ``0x0A``, a
+     length, that many bytes) ending exactly at its end: the only field of both an OTLP
+     ``ExportTraceServiceRequest`` (``resource_spans``) and a Zipkin ``ListOfSpans`` (``spans``); an empty
+     value is an empty request;
+   * else JSON, when the first byte after JSON whitespace is ``{`` (an OTLP request, a Zipkin span) or
+     ``[`` (a Zipkin list).
+
+   ``0x0A`` is also a newline, so a JSON value may start like protobuf (``\n{`` reads as a record of 123
+   bytes). When a value reads both ways, protobuf must hold one level deeper too: every record's payload
+   must itself be well-formed protobuf fields (valid wire types, lengths ending exactly), which JSON text
+   never is in practice (it ends in ``}`` or ``]``, neither of which can end a protobuf field); otherwise
+   it is JSON.
+
+3. Otherwise the topic's format (``TRACING_OTLP_FORMAT`` on the OTLP topic, ``zipkin_json`` on the Zipkin
+   topic), whose decoder then says what is wrong.
 """
 
 from __future__ import annotations
@@ -26,10 +45,10 @@ from typing import Final, Literal
 from shared.codecs.errors import DecodeError
 from shared.codecs.native import decode_native
 from shared.codecs.otlp import decode_otlp_json, decode_otlp_proto
-from shared.codecs.zipkin import decode_zipkin_json
+from shared.codecs.zipkin import decode_zipkin_json, decode_zipkin_proto
 from shared.models import Event
 
-Format = Literal["native", "otlp_proto", "otlp_json", "zipkin_json"]
+Format = Literal["native", "otlp_proto", "otlp_json", "zipkin_json", "zipkin_proto"]
 Decoder = Callable[[bytes], list[Event]]
 
 DECODERS: dict[str, Decoder] = {
@@ -37,30 +56,109 @@ DECODERS: dict[str, Decoder] = {
     "otlp_proto": decode_otlp_proto,
     "otlp_json": decode_otlp_json,
     "zipkin_json": decode_zipkin_json,
+    "zipkin_proto": decode_zipkin_proto,
 }
 
-CONTENT_TYPES: dict[str, str] = {
-    "application/vnd.tracing.span+json": "native",
-    "application/x-protobuf": "otlp_proto",
-    "application/json": "otlp_json",
+NATIVE_CONTENT_TYPE: Final = "application/vnd.tracing.span+json"
+PROTOBUF_CONTENT_TYPE: Final = "application/x-protobuf"
+JSON_CONTENT_TYPE: Final = "application/json"
+
+ENCODINGS: Final[dict[str, tuple[str, str]]] = {
+    "otlp_proto": ("otlp_proto", "otlp_json"),
+    "otlp_json": ("otlp_proto", "otlp_json"),
+    "zipkin_json": ("zipkin_proto", "zipkin_json"),
+    "zipkin_proto": ("zipkin_proto", "zipkin_json"),
 }
+"""A topic format → the (protobuf, JSON) formats of its schema: what a content type or the payload picks
+between. The native format has one encoding and is not here."""
 
-OTLP_FORMATS: Final = frozenset({"otlp_proto", "otlp_json"})
-"""Formats that the generic content types (``application/json``, ``application/x-protobuf``) choose
-between; they apply only where the topic's format is one of these."""
+_JSON_WHITESPACE: Final = b" \t\n\r"
+_LENGTH_DELIMITED_FIELD_1: Final = 0x0A
 
 
-def format_of(content_type: str | None, default: str) -> str:
-    """The format named by a ``content-type`` header value (parameters ignored), else ``default``.
-
-    An OTLP content type applies only when ``default`` is an OTLP format (see the module's table).
-    """
+def format_of(content_type: str | None, default: str, value: bytes | None = None) -> str:
+    """The format of one message: named by its ``content-type`` header value (parameters ignored), else
+    detected from ``value`` (:func:`detect`), else ``default``, the topic's format. See the module's rules."""
     if content_type:
         base = content_type.split(";", 1)[0].strip().lower()
-        found = CONTENT_TYPES.get(base)
-        if found is not None and (found not in OTLP_FORMATS or default in OTLP_FORMATS):
-            return found
+        if base == NATIVE_CONTENT_TYPE:
+            return "native"
+        encodings = ENCODINGS.get(default)
+        if encodings is not None and base in (PROTOBUF_CONTENT_TYPE, JSON_CONTENT_TYPE):
+            return encodings[base == JSON_CONTENT_TYPE]
+    if value is not None:
+        return detect(value, default) or default
     return default
+
+
+def detect(value: bytes, default: str) -> str | None:
+    """The encoding of ``value`` among those of ``default``'s schema (see the module's rule 2), or ``None``
+    when it looks like neither, or the topic has one encoding only. Never raises; reads the record headers
+    of a protobuf value (O(resource spans)), and their fields' headers only when it also reads as JSON."""
+    encodings = ENCODINGS.get(default)
+    if encodings is None:
+        return None
+    start = value.lstrip(_JSON_WHITESPACE)[:1]
+    looks_like_json = start == b"{" or start == b"["
+    records = _field_1_records(value)
+    if records is not None and (not looks_like_json or all(_is_fields(value, *record) for record in records)):
+        return encodings[0]
+    return encodings[1] if looks_like_json else None
+
+
+def _varint(value: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    """The base-128 varint at ``pos`` (at most 10 bytes, before ``end``) and the position after it."""
+    result = shift = 0
+    while pos < end and shift <= 63:
+        byte = value[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+    return None
+
+
+def _field_1_records(value: bytes) -> list[tuple[int, int]] | None:
+    """The (start, end) of each payload when ``value`` is zero or more records of field 1, wire type 2, back
+    to back, ending at its end; else ``None``."""
+    records: list[tuple[int, int]] = []
+    pos, end = 0, len(value)
+    while pos < end:
+        if value[pos] != _LENGTH_DELIMITED_FIELD_1:
+            return None
+        read = _varint(value, pos + 1, end)
+        if read is None:
+            return None
+        length, pos = read
+        records.append((pos, pos + length))
+        pos += length
+    return records if pos == end else None
+
+
+def _is_fields(value: bytes, pos: int, end: int) -> bool:
+    """``value[pos:end]`` is a sequence of well-formed protobuf fields (payloads not looked into)."""
+    while pos < end:
+        tag = _varint(value, pos, end)
+        if tag is None or tag[0] >> 3 == 0:
+            return False
+        key, pos = tag
+        wire_type = key & 7
+        if wire_type == 0:
+            read = _varint(value, pos, end)
+            if read is None:
+                return False
+            pos = read[1]
+        elif wire_type == 1 or wire_type == 5:
+            pos += 8 if wire_type == 1 else 4
+        elif wire_type == 2:
+            read = _varint(value, pos, end)
+            if read is None:
+                return False
+            pos = read[1] + read[0]
+        else:  # groups (3, 4) are not used by these messages; 6 and 7 do not exist
+            return False
+    return pos == end
 
 
 def decoder_for(fmt: str) -> Decoder:
@@ -70,4 +168,13 @@ def decoder_for(fmt: str) -> Decoder:
         raise DecodeError(f"unknown format {fmt!r}") from None
 
 
-__all__ = ["CONTENT_TYPES", "DECODERS", "DecodeError", "Decoder", "Format", "decoder_for", "format_of"]
+__all__ = [
+    "DECODERS",
+    "ENCODINGS",
+    "DecodeError",
+    "Decoder",
+    "Format",
+    "decoder_for",
+    "detect",
+    "format_of",
+]

@@ -8,8 +8,9 @@ protobuf decoder, the JSON decoder and the SDK exporter (:mod:`shared.otel`) ali
 OTLP                                        native span
 ==========================================  ================================================================
 resource attribute ``service.name``         ``service_name`` (missing or empty: ``unknown_service``)
-other resource attributes                   tags, unless the span sets the same key (span attributes win)
-scope ``name`` / ``version``                tags ``otel.scope.name`` / ``otel.scope.version`` (when set)
+other resource attributes                   ``resource`` (converted as ``attributes`` are), one dict shared
+                                            by every span of the resource
+scope ``name`` / ``version``                ``scope_name`` / ``scope_version`` (empty: ``None``; cut to 256)
 ``trace_id`` / ``span_id``                  lowercase hex (16 / 8 bytes; missing, wrong length or all zeros:
                                             :class:`DecodeError`)
 ``parent_span_id``                          lowercase hex; empty or all zeros: ``None`` (a root)
@@ -27,6 +28,9 @@ scope ``name`` / ``version``                tags ``otel.scope.name`` / ``otel.sc
 ``links``, ``trace_state``, ``flags``,      ignored (the native model has no place for them)
 scope attributes, dropped counts
 ==========================================  ================================================================
+
+Resource attributes were folded into the tags before spans had a ``resource``; :func:`shared.models.flat_tags`
+gives that view back (the seed API shows it).
 
 Names longer than 256 characters are cut to 256, tag keys likewise; empty tag keys are dropped.
 
@@ -58,8 +62,6 @@ UNKNOWN_SERVICE: Final = "unknown_service"
 UNKNOWN_OPERATION: Final = "unknown"
 SERVICE_NAME: Final = "service.name"
 STATUS_DESCRIPTION_TAG: Final = "otel.status_description"
-SCOPE_NAME_TAG: Final = "otel.scope.name"
-SCOPE_VERSION_TAG: Final = "otel.scope.version"
 EVENT_FIELD: Final = "event"
 STATUS_CODE_ERROR: Final = 2
 KINDS: Final[dict[int, Kind]] = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
@@ -117,10 +119,10 @@ def to_tags(attributes: Iterable[tuple[str, object]]) -> Tags:
 
 
 class ResourceInfo(NamedTuple):
-    """What every span of one resource shares: its service name and the tags its other attributes give."""
+    """What every span of one resource shares: its service name and its other attributes (as tags)."""
 
     service_name: str
-    tags: Tags
+    attributes: Tags
 
 
 def resource_info(attributes: Iterable[tuple[str, object]]) -> ResourceInfo:
@@ -129,13 +131,21 @@ def resource_info(attributes: Iterable[tuple[str, object]]) -> ResourceInfo:
     return ResourceInfo(bounded_name(str(service) if service is not None else "", UNKNOWN_SERVICE), tags)
 
 
-def scope_tags(name: str | None, version: str | None) -> Tags:
-    tags: Tags = {}
-    if name:
-        tags[SCOPE_NAME_TAG] = name
-    if version:
-        tags[SCOPE_VERSION_TAG] = version
-    return tags
+class ScopeInfo(NamedTuple):
+    """An instrumentation scope's name and version; ``None`` where the producer gave none."""
+
+    name: str | None
+    version: str | None
+
+
+NO_SCOPE: Final = ScopeInfo(None, None)
+
+
+def scope_info(name: str | None, version: str | None) -> ScopeInfo:
+    """A scope as the model holds it: empty strings become ``None``, longer ones are cut to 256."""
+    if not name and not version:
+        return NO_SCOPE
+    return ScopeInfo(name[:MAX_NAME] if name else None, version[:MAX_NAME] if version else None)
 
 
 def id_from_bytes(raw: bytes, size: int, what: str) -> str:
@@ -194,12 +204,12 @@ def build_span(
     attributes: Iterable[tuple[str, object]],
     events: Iterable[tuple[int, str, Iterable[tuple[str, object]]]],
     resource: ResourceInfo,
-    scope: Tags,
+    scope: ScopeInfo,
 ) -> Span:
     """The native span for one OTLP span, its ids already normalized (``id_from_*``, ``parent_from_*``).
 
-    Tags: resource attributes, then scope name/version, then the span's attributes (each later one wins
-    on a shared key), then the status message.
+    Tags: the span's attributes, then the status message (``otel.status_description``). The resource's
+    attributes go to ``resource`` (the same dict for every span of it) and the scope to ``scope_*``.
     """
     if start_ns <= 0:
         raise DecodeError(
@@ -207,7 +217,7 @@ def build_span(
         )
     start_us = start_ns // 1000
     duration_us = None if end_ns <= 0 else max(0, end_ns // 1000 - start_us)
-    tags = resource.tags | scope | to_tags(attributes) if resource.tags or scope else to_tags(attributes)
+    tags = to_tags(attributes)
     if status_message:
         tags[STATUS_DESCRIPTION_TAG] = status_message
     logs = tuple(
@@ -226,6 +236,9 @@ def build_span(
         kind=KINDS.get(kind),
         tags=tags,
         logs=logs,
+        resource=resource.attributes,
+        scope_name=scope.name,
+        scope_version=scope.version,
     )
 
 
@@ -263,7 +276,7 @@ def decode_otlp_proto(value: bytes) -> list[Event]:
         for r, resource_spans in enumerate(request.resource_spans):
             resource = resource_info(_pairs_pb(resource_spans.resource.attributes))
             for s, scope_spans in enumerate(resource_spans.scope_spans):
-                scope = scope_tags(scope_spans.scope.name, scope_spans.scope.version)
+                scope = scope_info(scope_spans.scope.name, scope_spans.scope.version)
                 for i, span in enumerate(scope_spans.spans):
                     try:
                         events.append(
@@ -431,11 +444,11 @@ def decode_otlp_json(value: bytes) -> list[Event]:
             resource_attributes = resource_spans.resource.attributes if resource_spans.resource else []
             resource = resource_info(_pairs_json(resource_attributes))
             for s, scope_spans in enumerate(resource_spans.scope_spans or ()):
-                scope = scope_spans.scope or _Scope()
-                scope_tag_values = scope_tags(scope.name, scope.version)
+                given = scope_spans.scope
+                scope = scope_info(given.name, given.version) if given is not None else NO_SCOPE
                 for i, span in enumerate(scope_spans.spans):
                     try:
-                        events.append(_span_from_json(span, resource, scope_tag_values))
+                        events.append(_span_from_json(span, resource, scope))
                     except DecodeError as exc:
                         raise DecodeError(f"{_where(r, s, i)}: {exc}") from None
     except RecursionError:
@@ -443,7 +456,7 @@ def decode_otlp_json(value: bytes) -> list[Event]:
     return events
 
 
-def _span_from_json(span: _Span, resource: ResourceInfo, scope: Tags) -> Span:
+def _span_from_json(span: _Span, resource: ResourceInfo, scope: ScopeInfo) -> Span:
     trace_id = id_from_hex(span.trace_id or "", TRACE_ID_BYTES, "traceId")
     span_id = id_from_hex(span.span_id or "", SPAN_ID_BYTES, "spanId")
     status = span.status or _Status()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from shared.store.base import (
     Completeness,
     Heartbeat,
@@ -17,16 +17,30 @@ from shared.store.base import (
 )
 
 
-async def open_store(settings: Settings) -> TraceStore:
-    """The backend named by ``TRACING_STORE_URL`` (sqlite:///... or postgresql://...), opened."""
+async def open_store(settings: Settings, *, writer: bool = False) -> TraceStore:
+    """The backend named by ``TRACING_STORE_URL`` (sqlite:///... or postgresql://...), opened.
+
+    ``writer``: the store of an ingest worker, which keeps a copy of the traces it writes (up to
+    ``TRACING_CACHE_MB``) so that it finalizes them without reading them back.
+
+    Raises :class:`SettingsError` (one line, naming the extra to install) for a PostgreSQL URL when
+    asyncpg is not installed."""
     url = settings.store_url
+    cache_bytes = settings.cache_mb * 1024 * 1024 if writer else 0
     if url.startswith("sqlite:"):
         from shared.store.sqlite import SqliteStore
 
-        return await SqliteStore.open(url)
-    from shared.store.postgres import PostgresStore
+        return await SqliteStore.open(url, cache_bytes=cache_bytes)
+    try:
+        from shared.store.postgres import PostgresStore
+    except ModuleNotFoundError as exc:
+        if exc.name != "asyncpg":
+            raise
+        raise SettingsError(
+            "TRACING_STORE_URL: a postgresql:// store needs asyncpg: pip install 'kafka-tracing[postgres]'"
+        ) from None
 
-    store: TraceStore = await PostgresStore.open(url)
+    store: TraceStore = await PostgresStore.open(url, cache_bytes=cache_bytes)
     return store
 
 

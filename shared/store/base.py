@@ -6,39 +6,19 @@ time; everything needed to finish a trace's life (its spans, its state, its due 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import Annotated, Final, Literal, Protocol
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Annotated, Literal, Protocol
 
 import msgspec
 
 from shared.analysis import Dependency, TraceAnalysis
 from shared.models import Span, SpanFinish
 from shared.sampling import Sampler
+from shared.store.buckets import BUCKET_BOUNDS_US
+from shared.store.rollups import Contribution
 
 TraceState = Literal["active", "finalized", "dropped"]
 TraceStatus = Literal["active", "completed", "failed"]
-
-# Latency histogram bucket upper bounds (µs) for per-service percentiles; the last bucket is open-ended.
-BUCKET_BOUNDS_US: Final[tuple[int, ...]] = (
-    100,
-    250,
-    500,
-    1_000,
-    2_500,
-    5_000,
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    30_000_000,
-    60_000_000,
-)
 
 
 class QueryError(ValueError):
@@ -53,8 +33,17 @@ class QueryError(ValueError):
 class TraceQuery(msgspec.Struct, frozen=True, kw_only=True):
     """A trace search. Validates itself when built: a bad value raises :class:`QueryError` naming it.
 
-    All filters are ANDed; ``tags`` pairs must all be present on some span of the trace.
-    Results are newest first (by trace start). Durations and times in microseconds.
+    All filters are ANDed. Results are newest first (by trace start). Durations and times in µs.
+
+    Two meanings, as the two APIs that search define them:
+
+    * ``same_span=False`` (the seed's ``/traces/query``): trace-level. ``service_name`` /
+      ``operation_name``: some span of the trace has that service (and that operation, in the same span);
+      each ``tags`` pair is on some span; ``min``/``max_duration_us`` bound the trace's duration.
+    * ``same_span=True`` (Jaeger's ``/api/traces``, as Jaeger's stores match): one span of the trace must
+      have the service, the operation, every tag, and a duration within the bounds, all at once.
+
+    ``start_us``/``end_us`` bound the trace's start in both.
     """
 
     service_name: str | None = None
@@ -67,6 +56,7 @@ class TraceQuery(msgspec.Struct, frozen=True, kw_only=True):
     end_us: int | None = None
     limit: int = 20
     offset: int = 0
+    same_span: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= 1000:
@@ -164,8 +154,74 @@ class SlowTrace(msgspec.Struct, frozen=True, kw_only=True):
     duration_us: int
 
 
+class Window(msgspec.Struct, frozen=True, kw_only=True):
+    """A time window ``[start_us, end_us)`` of trace start times, in µs since the epoch.
+
+    Rollups are kept per minute, so a store counts the traces of every minute the window touches: the
+    start is rounded down and the end up to whole minutes (:meth:`aligned`), and answers say which window
+    they counted."""
+
+    start_us: int
+    end_us: int
+
+    def __post_init__(self) -> None:
+        if self.start_us < 0:
+            raise QueryError("start", "must be >= 0")
+        if self.end_us <= self.start_us:
+            raise QueryError("end", "must be after start")
+
+    def aligned(self, grain_us: int = 60_000_000) -> Window:
+        start = self.start_us - self.start_us % grain_us
+        end = -(-self.end_us // grain_us) * grain_us
+        return Window(start_us=start, end_us=end)
+
+
+class RollupRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One rollup series' sums over one step of a window (or the whole window / all time).
+
+    ``key``: ``(service, operation, span kind or "")`` for the operations series, ``(root service, root
+    operation)`` for the endpoints series (``("", "")``: traces without a root). ``count`` spans or traces,
+    ``errors`` of them with an error, ``duration_us`` their durations' sum, ``histogram`` their latency
+    histogram over :data:`BUCKET_BOUNDS_US`."""
+
+    t_us: int
+    key: tuple[str, ...]
+    count: int
+    errors: int
+    duration_us: int
+    histogram: list[int]
+
+    def stats(self) -> ServiceStats:
+        return ServiceStats(
+            count=self.count, error_count=self.errors, total_duration_us=self.duration_us, histogram=self.histogram
+        )
+
+
+class ContextRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Critical-path time of one calling context of one endpoint, summed over traces (see
+    :mod:`shared.critical_paths`)."""
+
+    endpoint: tuple[str, str]
+    """(root service, root operation)."""
+    path: tuple[str, ...]
+    """``service:operation`` labels from the root span down to the span that owned the time."""
+    critical_us: int
+    traces: int
+    """Traces whose critical path ran through this context."""
+
+
+class TraceContexts(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One trace's critical path by calling context."""
+
+    trace_id: str
+    duration_us: int
+    contexts: list[tuple[tuple[str, ...], int]]
+    """(context labels, critical µs)."""
+
+
 class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
-    """Aggregates served by ``/stats``; every number comes from rollups (O(1) in stored traces)."""
+    """Aggregates served by ``/stats``; every number comes from rollups (O(1) in stored traces), over all
+    time or over the traces that started in ``window`` (the minute-aligned window actually counted)."""
 
     active_traces: int
     completed_traces: int
@@ -173,6 +229,7 @@ class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
     total_duration_us: int  # sum over finalized traces
     slowest: list[SlowTrace]
     services: dict[str, ServiceStats]
+    window: Window | None = None
 
     @property
     def total_traces(self) -> int:
@@ -215,8 +272,9 @@ class TraceStore(Protocol):
         """Upsert spans and finish events and touch their traces' rows in ONE transaction.
 
         A span whose stored content is identical is a no-op. ``shards`` maps every trace id of the batch
-        to the shard (e.g. ``"spans/3"``: the topic partition) of the message it came in; a trace seen for
-        the first time is owned by that shard, whose worker will finalize it. Due time: once a root
+        to its shard (e.g. ``"spans/3"``: a topic partition; the worker names the partition the trace is
+        keyed to, so that every worker names the same one); a trace seen for the first time is owned by
+        that shard, whose worker will finalize it. Due time: once a root
         span (no parent) has a duration, ``min(due, now + grace)``; before that ``now + idle`` (sliding).
         A changed span of a finalized trace is late: the trace becomes active again, due ``now + grace``.
         """
@@ -227,11 +285,19 @@ class TraceStore(Protocol):
         ...
 
     async def finalize(
-        self, trace_ids: Sequence[str], *, now_us: int, sampler: Sampler | None = None
+        self,
+        trace_ids: Sequence[str],
+        *,
+        now_us: int,
+        sampler: Sampler | None = None,
+        on_first: Callable[[Sequence[Contribution]], None] | None = None,
     ) -> list[TraceAnalysis]:
         """Analyze each still-active trace from its stored spans; store the summary, analysis and indexes,
         and correct the rollups (subtract a previous finalization's contribution, add the new one), all in
         one transaction. Traces no longer active are skipped. Returns the analyses written.
+
+        ``on_first``: called once the transaction committed, with the contributions of the traces
+        finalized for the first time (for counters that cannot go back, such as Prometheus span metrics).
 
         A trace the ``sampler`` does not keep still adds its contribution to the rollups, but its spans
         and index rows are deleted and it becomes ``dropped``: not found, not searched, and spans written
@@ -252,10 +318,45 @@ class TraceStore(Protocol):
         ...
 
     async def trace_of_span(self, span_id: str) -> str | None:
-        """The trace id of a stored span, or ``None`` (if several traces reuse the id, any one of them)."""
+        """The trace id of a stored OPEN span (no duration, no finish event yet), or ``None``. Only open
+        spans are indexed by span id: they are what a finish by span id alone can close. If several
+        traces have an open span of that id, any one of them."""
         ...
 
-    async def stats(self, *, slowest: int = 5) -> StoreStats: ...
+    async def stats(self, *, slowest: int = 5, window: Window | None = None) -> StoreStats:
+        """All-time aggregates, or those of the traces that started in ``window`` (minute-aligned)."""
+        ...
+
+    async def rollups(
+        self,
+        series: Literal["operations", "endpoints"],
+        window: Window | None,
+        *,
+        step_us: int | None = None,
+        service: str | None = None,
+        operation: str | None = None,
+    ) -> list[RollupRow]:
+        """Rollup sums per key, optionally filtered by service (root service for endpoints) and
+        operation: over all time (``window`` None), over the whole minute-aligned window (``step_us``
+        None), or per step (``step_us`` a multiple of a minute; ``t_us`` = the step's start). Steps and keys
+        without data are left out. Costs O(buckets in the window x keys), never O(traces)."""
+        ...
+
+    async def critical_contexts(
+        self, window: Window | None, *, service: str | None = None, operation: str | None = None
+    ) -> list[ContextRow]:
+        """Critical-path time per endpoint (optionally one: root ``service`` and ``operation``) and calling
+        context, over all time or the traces that started in the minute-aligned ``window``; from the
+        rollups: O(buckets x contexts), never O(traces). Largest first."""
+        ...
+
+    async def slow_trace_contexts(
+        self, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
+    ) -> list[TraceContexts]:
+        """The ``limit`` slowest finalized traces of the endpoint (root ``service`` and ``operation``) that
+        lasted at least ``min_duration_us`` and started in the minute-aligned ``window``, slowest first,
+        each with its critical path by calling context."""
+        ...
 
     async def services(self) -> list[str]:
         """Service names seen in finalized traces, sorted."""
@@ -263,6 +364,10 @@ class TraceStore(Protocol):
 
     async def operations(self, service: str) -> list[str]:
         """Operation names of ``service`` in finalized traces, sorted."""
+        ...
+
+    async def operation_kinds(self, service: str) -> list[tuple[str, str]]:
+        """(operation, span kind or "") pairs seen for ``service`` in finalized traces, sorted."""
         ...
 
     async def dependencies(self, since_us: int = 0, until_us: int | None = None) -> list[Dependency]:

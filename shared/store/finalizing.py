@@ -1,24 +1,47 @@
-"""What every backend does the same way with stored rows: decode a trace's span rows (finish events
-merged), turn one trace's spans into everything its finalization writes, and read a summary row back.
-Pure: no I/O."""
+"""Finalization, the same for every backend: from the due traces' rows and states, everything their
+finalization writes. Pure: no I/O.
+
+A backend's ``finalize`` locks the active rows among the given ids (:class:`FinalizeRow`), gets each
+trace's current state (the cache's copy when its chunk count matches the row's, else its chunks read
+back), calls :func:`plan_finalize` and writes the plan in the same transaction: summaries, the search
+index rows of the traces (the old ones out, the new ones in), the rollup delta, and for sampled-out
+traces the deletion of their chunks.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
 
 import msgspec
 
 from shared.analysis import TraceAnalysis, analyze
-from shared.models import Span, SpanFinish, merge_finish
+from shared.critical_paths import Path
 from shared.sampling import Sampler
 from shared.store.base import TraceSummary
+from shared.store.chunks import TraceState
 from shared.store.rollups import Contribution, RollupDelta, contribution, decode_contribution, encode_contribution
 
-_json = msgspec.json.Encoder()
-_spans_decoder = msgspec.json.Decoder(list[Span])
-_finish_decoder = msgspec.json.Decoder(SpanFinish)
-_str_list = msgspec.json.Decoder(list[str])
+_json: Final = msgspec.json.Encoder()
+_str_list: Final = msgspec.json.Decoder(list[str])
+_analysis_encoder: Final = msgspec.msgpack.Encoder()
+_analysis_decoder: Final = msgspec.msgpack.Decoder(TraceAnalysis)
+
+
+def encode_analysis(analysis: TraceAnalysis) -> bytes:
+    return _analysis_encoder.encode(analysis)
+
+
+def decode_analysis(data: bytes) -> TraceAnalysis:
+    return _analysis_decoder.decode(data)
+
+
+_critical_decoder: Final = msgspec.msgpack.Decoder(list[tuple[int, int]])
+
+
+def decode_critical(data: bytes) -> list[tuple[int, int]]:
+    """A trace's (calling context id, critical µs) list, as :attr:`Summary.critical_blob` stores it."""
+    return _critical_decoder.decode(data)
 
 
 def summary_from_row(row: Sequence[Any], text: Callable[[str], str] = str) -> TraceSummary:
@@ -38,51 +61,100 @@ def summary_from_row(row: Sequence[Any], text: Callable[[str], str] = str) -> Tr
     )
 
 
-def decode_spans(bodies: Sequence[str], finishes: Sequence[str | None]) -> list[Span]:
-    """Decode span bodies in one msgspec call, merging each non-null finish event into its span."""
-    if not bodies:
-        return []
-    spans = _spans_decoder.decode("[" + ",".join(bodies) + "]")
-    for i, finish in enumerate(finishes):
-        if finish is not None:
-            spans[i] = merge_finish(spans[i], _finish_decoder.decode(finish))
-    return spans
+class FinalizeRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What finalization needs of an active trace's row."""
+
+    trace_id: str
+    tid: int
+    chunks: int
+    contribution: bytes | None
+    """The previous finalization's share (a re-opened trace), to take out of the rollups."""
+    indexed: bool
+    """The previous finalization kept the trace (its search index rows exist)."""
 
 
-class Finalized(msgspec.Struct, frozen=True, kw_only=True):
-    """One trace's finalization, ready to be written."""
+class Summary(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One finalized trace's row values."""
 
+    trace_id: str
+    tid: int
     analysis: TraceAnalysis
-    contribution: Contribution
-    kept: bool  # False: sampled out (counted in the rollups, spans and index rows go)
+    kept: bool
+    """False: sampled out (counted in the rollups; its chunks and index rows go; state ``dropped``)."""
+    late_spans: int
+    analysis_blob: bytes
+    contribution_blob: bytes
+    services_json: str
+    critical_blob: bytes
+    """msgpack list of (calling context id, critical µs): the trace's own critical path by context, for
+    tail queries over a bounded number of traces."""
 
     @property
     def status(self) -> str:
         return "failed" if self.analysis.failed else "completed"
 
-    def analysis_json(self) -> str:
-        return _json.encode(self.analysis).decode()
 
-    def services_json(self) -> str:
-        return _json.encode(self.analysis.services).decode()
+class FinalizePlan(msgspec.Struct, kw_only=True, gc=False):
+    summaries: list[Summary]
+    waiting: list[str]
+    """Traces with finish events only (no span): they wait, unsearched, for their spans."""
+    index_removed: list[tuple[str, int, Contribution]]
+    """(trace_id, tid, previous contribution) of re-finalized traces whose old index rows go."""
+    index_added: list[tuple[str, int, Contribution]]
+    """(trace_id, tid, contribution) of kept traces: their new index rows."""
+    dropped: list[tuple[str, int, list[str]]]
+    """(trace_id, tid, open span ids) of sampled-out traces: chunks and open-span entries go."""
+    delta: RollupDelta
+    paths: dict[int, Path]
+    """The calling contexts of these traces' critical paths (id -> labels), for the context dictionary."""
+    first: list[Contribution]
+    """The contributions of the traces finalized for the first time (for counters that never go back)."""
 
-    def contribution_json(self) -> str:
-        return encode_contribution(self.contribution).decode()
+    @property
+    def analyses(self) -> list[TraceAnalysis]:
+        return [s.analysis for s in self.summaries]
 
 
-def finalize_trace(
-    trace_id: str,
-    spans: Sequence[Span],
-    *,
-    previous: str | bytes | None,
-    delta: RollupDelta,
-    sampler: Sampler | None,
-) -> Finalized:
-    """Analyze the trace, take a previous finalization's share out of ``delta`` and put the new one in,
-    and decide whether the sampler keeps it."""
-    analysis = analyze(trace_id, spans)
-    share = contribution(analysis, spans)
-    if previous is not None:
-        delta.add(decode_contribution(previous), -1)
-    delta.add(share, +1)
-    return Finalized(analysis=analysis, contribution=share, kept=sampler is None or sampler.keep(analysis))
+def plan_finalize(
+    rows: Sequence[FinalizeRow], states: Mapping[str, TraceState], *, sampler: Sampler | None
+) -> FinalizePlan:
+    """Analyze each trace from its state and build everything its finalization writes."""
+    delta = RollupDelta()
+    plan = FinalizePlan(
+        summaries=[], waiting=[], index_removed=[], index_added=[], dropped=[], delta=delta, paths={}, first=[]
+    )
+    for row in rows:
+        state = states[row.trace_id]
+        if not state.has_spans:
+            plan.waiting.append(row.trace_id)
+            continue
+        spans = state.spans()
+        analysis = analyze(row.trace_id, spans)
+        share = contribution(analysis, spans, plan.paths)
+        if row.contribution is not None:
+            previous = decode_contribution(row.contribution)
+            delta.add(previous, -1)
+            if row.indexed:
+                plan.index_removed.append((row.trace_id, row.tid, previous))
+        else:
+            plan.first.append(share)
+        delta.add(share, +1)
+        kept = sampler is None or sampler.keep(analysis)
+        if kept:
+            plan.index_added.append((row.trace_id, row.tid, share))
+        else:
+            plan.dropped.append((row.trace_id, row.tid, state.open_span_ids()))
+        plan.summaries.append(
+            Summary(
+                trace_id=row.trace_id,
+                tid=row.tid,
+                analysis=analysis,
+                kept=kept,
+                late_spans=len(state.late),
+                analysis_blob=encode_analysis(analysis),
+                contribution_blob=encode_contribution(share),
+                services_json=_json.encode(analysis.services).decode(),
+                critical_blob=_analysis_encoder.encode(share.contexts),
+            )
+        )
+    return plan

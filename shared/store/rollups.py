@@ -1,82 +1,187 @@
-"""What one finalized trace adds to the rollups, so that every backend can add it once and subtract it
-exactly on re-finalization or purge (never double counted). Pure: no I/O.
+"""What one finalized trace adds to the rollups and to the search indexes, so that every backend can add
+it once and take it out exactly on re-finalization or purge (never double counted). Pure: no I/O.
+
+Rollups are time-bucketed by the trace's start time, at three grains kept side by side:
+
+* ``MINUTE``: one bucket per minute (bucket = start µs // 60 s), for windows and time series;
+* ``HOUR``: one bucket per hour, so long windows read 60x fewer rows;
+* ``TOTAL``: one bucket (0) for all time, so ``/stats`` without a window reads a handful of rows.
+
+A trace's contribution goes to the bucket of its start at each grain; the hour and total rows are sums of
+the minute rows, written in the same transaction, so the grains never disagree.
+
+Series:
+
+* **operations**, per (service, operation, span kind): spans, error spans, duration sum, the latency
+  histogram of the spans (fixed bounds :data:`~shared.store.base.BUCKET_BOUNDS_US`);
+* **endpoints**, per (root service, root operation): traces, failed traces, trace duration sum and
+  histogram. Rootless traces count under the endpoint ``("", "")``.
+* **dependencies**, per hour and (parent service, child service): calls and error calls;
+* **critical paths**, per (root service, root operation, calling context): critical-path time and the
+  traces the context was on the critical path of (:mod:`shared.critical_paths`).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import Final, TypeVar
 
 import msgspec
 
 from shared.analysis import TraceAnalysis
+from shared.critical_paths import Path, context_id, trace_contexts
 from shared.models import Span
-from shared.store.base import BUCKET_BOUNDS_US
+from shared.store.buckets import BUCKET_BOUNDS_US
+from shared.store.tags import tag_text
 
-HOUR_US = 3_600_000_000
+MINUTE_US: Final = 60_000_000
+HOUR_US: Final = 3_600_000_000
+MINUTE: Final = 1
+HOUR: Final = 2
+TOTAL: Final = 3
+GRAIN_US: Final = {MINUTE: MINUTE_US, HOUR: HOUR_US}
+HISTOGRAM_SIZE: Final = len(BUCKET_BOUNDS_US) + 1
+
+OpShare = tuple[str, str, str, int, int, int, int, int, dict[int, int], int, dict[int, int]]
+"""(service, operation, kind, spans, error spans, duration µs, min span µs, max span µs, histogram,
+error spans' duration µs, error spans' histogram): one trace's spans of one (service, operation, kind)."""
+ContextKey = tuple[str, str, int]
+"""(root service, root operation, calling context id)."""
+OpKey = tuple[str, str, str]
+"""(service, operation, span kind or "")."""
+EndpointKey = tuple[str, str]
+"""(root service, root operation); ("", "") for rootless traces."""
 
 
-class Contribution(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    """One trace's share of every rollup. Stored with the trace; subtracted before it is replaced."""
+class Contribution(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
+    """One trace's share of every rollup and its search index entries. Stored with the trace (msgpack)
+    and subtracted before it is replaced, or when the trace is purged."""
 
+    start_us: int
     failed: bool
     duration_us: int
-    services: dict[str, tuple[int, int, int]]  # service -> (spans, errors, total duration µs)
-    buckets: dict[str, dict[int, int]]  # service -> histogram bucket -> spans
-    operations: dict[str, dict[str, int]]  # service -> operation -> spans
-    deps: list[tuple[int, str, str, int, int]]  # (hour, parent, child, calls, errors)
+    endpoint: EndpointKey
+    ops: list[OpShare]
+    """Per (service, operation, kind) of its spans: counts, durations and histograms (:data:`OpShare`)."""
+    deps: list[tuple[str, str, int, int]]
+    """(parent service, child service, calls, errors)."""
+    tags: list[tuple[str, str]]
+    """Distinct (key, value text) pairs of the trace's span tags: its rows in the tag index."""
+    contexts: list[tuple[int, int]]
+    """(calling context id, critical-path µs) of the trace's critical path."""
+
+    def index_ops(self) -> list[tuple[str, str, int, int]]:
+        """The trace's rows in the (service, operation) search index: one per (service, operation) and one
+        per service (operation ``""``), each with the smallest and largest duration of those spans."""
+        rows: dict[tuple[str, str], list[int]] = {}
+        for service, operation, _, _, _, _, low, high, *_ in self.ops:
+            for key in ((service, operation), (service, "")):
+                row = rows.get(key)
+                if row is None:
+                    rows[key] = [low, high]
+                else:
+                    row[0] = min(row[0], low)
+                    row[1] = max(row[1], high)
+        return [(s, o, lo, hi) for (s, o), (lo, hi) in rows.items()]
 
 
 def bucket_of(duration_us: int) -> int:
+    """The latency histogram bucket of a duration: the first bound >= it, else the open-ended one."""
     return bisect.bisect_left(BUCKET_BOUNDS_US, duration_us)
 
 
-def contribution(analysis: TraceAnalysis, spans: Sequence[Span]) -> Contribution:
-    """One pass over the spans with plain dicts (a hot loop at finalization: no defaultdict factories)."""
-    services: dict[str, list[int]] = {}
-    buckets: dict[str, dict[int, int]] = {}
-    operations: dict[str, dict[str, int]] = {}
+def contribution(analysis: TraceAnalysis, spans: Sequence[Span], paths: dict[int, Path] | None = None) -> Contribution:
+    """One pass over the spans with plain dicts (a hot loop at finalization). The calling contexts of
+    the critical path are added to ``paths`` (id -> labels) when given."""
+    ops: dict[tuple[str, str, str | None], list[int]] = {}
+    hists: dict[tuple[str, str, str | None], dict[int, int]] = {}
+    error_hists: dict[tuple[str, str, str | None], dict[int, int]] = {}
+    tags: dict[tuple[str, str], None] = {}
     bounds = BUCKET_BOUNDS_US
+    bisect_left = bisect.bisect_left
     for span in spans:
-        service = span.service_name
+        key = (span.service_name, span.operation_name, span.kind)
         duration = span.duration_us or 0
-        row = services.get(service)
+        row = ops.get(key)
         if row is None:
-            row = services[service] = [0, 0, 0]
-            buckets[service] = {}
-            operations[service] = {}
+            row = ops[key] = [0, 0, 0, duration, duration, 0]
+            hists[key] = {}
+            error_hists[key] = {}
         row[0] += 1
+        row[2] += duration
+        if duration < row[3]:
+            row[3] = duration
+        elif duration > row[4]:
+            row[4] = duration
+        hist = hists[key]
+        bucket = bisect_left(bounds, duration)
+        hist[bucket] = hist.get(bucket, 0) + 1
         if span.status == "error":
             row[1] += 1
-        row[2] += duration
-        hist = buckets[service]
-        bucket = bisect.bisect_left(bounds, duration)
-        hist[bucket] = hist.get(bucket, 0) + 1
-        ops = operations[service]
-        ops[span.operation_name] = ops.get(span.operation_name, 0) + 1
-    hour = analysis.start_us // HOUR_US
+            row[5] += duration
+            errors = error_hists[key]
+            errors[bucket] = errors.get(bucket, 0) + 1
+        for tag_key, value in span.tags.items():
+            tags[tag_key, value if type(value) is str else tag_text(value)] = None
     return Contribution(
+        start_us=analysis.start_us,
         failed=analysis.failed,
         duration_us=analysis.duration_us,
-        services={k: (v[0], v[1], v[2]) for k, v in services.items()},
-        buckets=buckets,
-        operations=operations,
-        deps=[(hour, d.parent, d.child, d.calls, d.errors) for d in analysis.dependencies],
+        endpoint=(analysis.root_service or "", analysis.root_operation or ""),
+        ops=[
+            (s, o, k or "", r[0], r[1], r[2], r[3], r[4], hists[s, o, k], r[5], error_hists[s, o, k])
+            for (s, o, k), r in ops.items()
+        ],
+        deps=[(d.parent, d.child, d.calls, d.errors) for d in analysis.dependencies],
+        tags=list(tags),
+        contexts=_context_shares(analysis, spans, paths),
     )
 
 
+def _context_shares(
+    analysis: TraceAnalysis, spans: Sequence[Span], paths: dict[int, Path] | None
+) -> list[tuple[int, int]]:
+    shares: list[tuple[int, int]] = []
+    for path, critical_us in trace_contexts(analysis, spans).items():
+        ctx = _context_ids.get(path)
+        if ctx is None:
+            ctx = context_id(path)
+            if len(_context_ids) < 100_000:
+                _context_ids[path] = ctx
+        if paths is not None:
+            paths[ctx] = path
+        shares.append((ctx, critical_us))
+    return shares
+
+
+_context_ids: dict[Path, int] = {}
+"""Ids of the contexts seen (hashing a path costs more than looking it up); bounded."""
+
+
+Counters = list[int]
+"""[count, errors, duration µs, h0 .. h18]: one rollup row's values."""
+
+
+def _counters() -> Counters:
+    return [0] * (3 + HISTOGRAM_SIZE)
+
+
 class RollupDelta:
-    """Sum of many contributions, each added (+1) or subtracted (-1), ready for one upsert per table."""
+    """The sum of many contributions, each added (+1) or subtracted (-1), as rows ready for one upsert
+    per table. Minute rows are summed as contributions come; hour and total rows derive from them."""
 
     def __init__(self) -> None:
         self.completed = 0
         self.failed = 0
         self.duration_us = 0
-        self.services: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-        self.buckets: dict[tuple[str, int], int] = defaultdict(int)
-        self.operations: dict[tuple[str, str], int] = defaultdict(int)
-        self.deps: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0])
+        self.ops: dict[tuple[int, OpKey], Counters] = {}  # (minute, (service, operation, kind))
+        self.endpoints: dict[tuple[int, EndpointKey], Counters] = {}  # (minute, (service, operation))
+        self.deps: dict[tuple[int, str, str], list[int]] = {}  # (hour, parent, child) -> [calls, errors]
+        self.contexts: dict[tuple[int, ContextKey], list[int]] = {}  # (minute, key) -> [critical µs, traces]
+
+    def __bool__(self) -> bool:
+        return bool(self.completed or self.failed or self.ops or self.endpoints or self.deps or self.contexts)
 
     def add(self, c: Contribution, sign: int) -> None:
         if c.failed:
@@ -84,42 +189,93 @@ class RollupDelta:
         else:
             self.completed += sign
         self.duration_us += sign * c.duration_us
-        for service, (count, errors, total) in c.services.items():
-            row = self.services[service]
+        minute = c.start_us // MINUTE_US
+        ops = self.ops
+        for service, operation, kind, count, errors, total, _, _, hist, _, _ in c.ops:
+            key = (minute, (service, operation, kind))
+            row = ops.get(key)
+            if row is None:
+                row = ops[key] = _counters()
             row[0] += sign * count
             row[1] += sign * errors
             row[2] += sign * total
-        for service, hist in c.buckets.items():
-            for bucket, n in hist.items():
-                self.buckets[service, bucket] += sign * n
-        for service, ops in c.operations.items():
-            for op, n in ops.items():
-                self.operations[service, op] += sign * n
-        for hour, parent, child, calls, errors in c.deps:
-            dep = self.deps[hour, parent, child]
+            for b, n in hist.items():
+                row[3 + b] += sign * n
+        ekey = (minute, c.endpoint)
+        erow = self.endpoints.get(ekey)
+        if erow is None:
+            erow = self.endpoints[ekey] = _counters()
+        erow[0] += sign
+        erow[1] += sign * c.failed
+        erow[2] += sign * c.duration_us
+        erow[3 + bucket_of(c.duration_us)] += sign
+        contexts = self.contexts
+        for ctx, critical_us in c.contexts:
+            ckey = (minute, (*c.endpoint, ctx))
+            crow = contexts.get(ckey)
+            if crow is None:
+                crow = contexts[ckey] = [0, 0]
+            crow[0] += sign * critical_us
+            crow[1] += sign
+        hour = c.start_us // HOUR_US
+        for parent, child, calls, errors in c.deps:
+            dkey = (hour, parent, child)
+            dep = self.deps.get(dkey)
+            if dep is None:
+                dep = self.deps[dkey] = [0, 0]
             dep[0] += sign * calls
             dep[1] += sign * errors
 
-    def service_rows(self) -> Iterable[tuple[str, int, int, int]]:
-        return ((s, v[0], v[1], v[2]) for s, v in self.services.items() if any(v))
+    def op_rows(self) -> list[tuple[int, int, OpKey, Counters]]:
+        """``(grain, bucket, (service, operation, kind), counters)`` at every grain, non-zero rows only,
+        in key order (concurrent writers lock shared rows in the same order)."""
+        return _grains(self.ops)
 
-    def bucket_rows(self) -> Iterable[tuple[str, int, int]]:
-        return ((s, b, n) for (s, b), n in self.buckets.items() if n)
+    def endpoint_rows(self) -> list[tuple[int, int, EndpointKey, Counters]]:
+        """``(grain, bucket, (root service, root operation), counters)``, as :meth:`op_rows`."""
+        return _grains(self.endpoints)
 
-    def operation_rows(self) -> Iterable[tuple[str, str, int]]:
-        return ((s, o, n) for (s, o), n in self.operations.items() if n)
+    def context_rows(self) -> list[tuple[int, int, ContextKey, list[int]]]:
+        """``(grain, bucket, (root service, root operation, context id), [critical µs, traces])``."""
+        return _grains(self.contexts)
 
-    def dep_rows(self) -> Iterable[tuple[int, str, str, int, int]]:
-        return ((h, p, c, v[0], v[1]) for (h, p, c), v in self.deps.items() if any(v))
+    def dep_rows(self) -> list[tuple[int, str, str, int, int]]:
+        return sorted((h, p, c, v[0], v[1]) for (h, p, c), v in self.deps.items() if any(v))
 
 
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(Contribution)
+K = TypeVar("K", bound=tuple[object, ...])
+
+
+def _grains(minute_rows: dict[tuple[int, K], Counters]) -> list[tuple[int, int, K, Counters]]:
+    """Minute rows plus the hour and total rows they sum to, dropping rows that sum to zero."""
+    by_grain: dict[tuple[int, int, K], Counters] = {}
+    for (minute, key), values in minute_rows.items():
+        for grain_key in ((MINUTE, minute, key), (HOUR, minute * MINUTE_US // HOUR_US, key), (TOTAL, 0, key)):
+            row = by_grain.get(grain_key)
+            if row is None:
+                by_grain[grain_key] = list(values)
+            else:
+                for i, v in enumerate(values):
+                    row[i] += v
+    return sorted((grain, bucket, key, values) for (grain, bucket, key), values in by_grain.items() if any(values))
+
+
+def merge_counters(rows: Iterable[Sequence[int]]) -> Counters:
+    """The element-wise sum of counter rows."""
+    total = _counters()
+    for row in rows:
+        for i, v in enumerate(row):
+            total[i] += v
+    return total
+
+
+_encoder: Final = msgspec.msgpack.Encoder()
+_decoder: Final = msgspec.msgpack.Decoder(Contribution)
 
 
 def encode_contribution(c: Contribution) -> bytes:
     return _encoder.encode(c)
 
 
-def decode_contribution(data: bytes | str) -> Contribution:
+def decode_contribution(data: bytes) -> Contribution:
     return _decoder.decode(data)

@@ -254,16 +254,16 @@ async def test_classic_search_by_tags(api: LiveApi) -> None:
     await _seed(api)
     assert await _search(api, "service=api-gateway&tag=db.type:postgresql") == [SEED]
     assert await _search(api, "service=api-gateway&tags=" + quote(json.dumps({"card": "visa"}))) == [FAILED]
-    assert await _search(api, "tags=" + quote(json.dumps({"rows": 3, "cache.hit": True}))) == [SEED]
+    assert await _search(api, "service=database&tags=" + quote(json.dumps({"rows": 3, "cache.hit": True}))) == [SEED]
     # both forms together are ANDed
-    both = "tag=cache:miss&tags=" + quote(json.dumps({"db.type": "postgresql"}))
+    both = "service=api-gateway&tag=cache:miss&tags=" + quote(json.dumps({"db.type": "postgresql"}))
     assert await _search(api, both) == [SEED]
-    assert await _search(api, "tag=cache:miss&tag=card:visa") == []
+    assert await _search(api, "service=api-gateway&tag=cache:miss&tag=card:visa") == []
     # error=true finds traces with an error span (the status is not stored as a tag)
     assert await _search(api, "service=api-gateway&tag=error:true") == [FAILED]
-    assert await _search(api, "tags=" + quote(json.dumps({"error": "true"}))) == [FAILED]
+    assert await _search(api, "service=api-gateway&tags=" + quote(json.dumps({"error": "true"}))) == [FAILED]
     # a value may hold colons
-    assert await _search(api, "tag=userId:user-456") == [SEED]
+    assert await _search(api, "service=user-service&tag=userId:user-456") == [SEED]
 
 
 async def test_classic_search_by_go_durations(api: LiveApi) -> None:

@@ -1,10 +1,10 @@
-"""Jaeger's parameter syntaxes as :mod:`query_api.jaeger_common` reads them (pure functions, no server)."""
+"""Jaeger's parameter syntaxes as :mod:`query_api.jaeger.common` reads them (pure functions, no server)."""
 
 from __future__ import annotations
 
 import pytest
 
-from query_api.jaeger_common import (
+from query_api.jaeger.common import (
     Failure,
     ParamError,
     duration_bounds_us,

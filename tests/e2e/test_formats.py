@@ -206,8 +206,8 @@ async def test_sdk_app_exports_through_kafka_span_exporter(settings: Settings) -
     root, charge = by_name["GET /checkout"], by_name["charge"]
     assert (root.start_time_us, root.duration_us, root.kind, root.status) == (t0 // 1000, 55_000, "server", "success")
     assert root.tags["http.method"] == "GET" and root.tags["retry"] is False
-    assert root.tags["otel.scope.name"] == "shop.gateway" and root.tags["service.version"] == "1.0"
-    assert "service.name" not in root.tags
+    assert (root.scope_name, root.scope_version, root.resource["service.version"]) == ("shop.gateway", "0.1", "1.0")
+    assert "service.name" not in root.resource and "service.version" not in root.tags
     # gateway calls orders at +1 ms, orders starts at +2 ms, calls payments at +12 ms; charge starts at +13 ms
     assert charge.start_time_us == t0 // 1000 + 13_000 and charge.duration_us == 25_000
     assert (charge.status, charge.tags["amount"]) == ("error", 12.5)

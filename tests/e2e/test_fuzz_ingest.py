@@ -1,6 +1,7 @@
 """Fuzzing the worker through the real broker: hypothesis-generated payloads for every format (native,
 OTLP protobuf and JSON, Zipkin) mixed with good traces never stop the worker and never lose a good span.
-Every payload a decoder rejects offline lands in that topic's dead-letter topic; everything else is stored.
+Every payload a decoder rejects offline (chosen by the payload's encoding, as the worker chooses it) lands in
+that topic's dead-letter topic; everything else is stored.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.codecs import DecodeError, decoder_for
+from shared.codecs import DecodeError, decoder_for, format_of
 from shared.demo import make_trace
 from shared.kafka import CONTENT_TYPE_HEADER, SpanProducer, ensure_topics
 from shared.settings import Settings
@@ -45,9 +46,11 @@ payloads = st.one_of(
 )
 
 
-def _rejected(value: bytes, fmt: str) -> bool:
+def _rejected(value: bytes, topic_format: str) -> bool:
+    """Whether the worker dead-letters ``value`` on a topic of ``topic_format``: it picks the decoder as the
+    worker does, by the payload (no content-type header here), then by the topic's format."""
     try:
-        decoder_for(fmt)(value)
+        decoder_for(format_of(None, topic_format, value))(value)
     except DecodeError:
         return True
     return False

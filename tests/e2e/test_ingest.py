@@ -277,3 +277,61 @@ async def test_a_failed_batch_is_fetched_and_written_again(settings: Settings) -
         for spans in traces:
             stored = await r.get_trace(spans[0].trace_id)
             assert stored is not None and len(stored.spans) == len(spans)
+
+
+def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """``name``'s samples in a Prometheus text exposition: labels (sorted pairs) -> value."""
+    out: dict[tuple[tuple[str, str], ...], float] = {}
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        labels_text, value = line[len(name) + 1 :].rsplit("} ", 1)
+        pairs = tuple(sorted(tuple(part.split("=", 1)) for part in labels_text.split('",')))
+        out[tuple((k, v.strip('"')) for k, v in pairs)] = float(value)
+    return out
+
+
+async def test_span_metrics_are_scraped_with_the_spanmetrics_names(settings: Settings) -> None:
+    """``traces_span_metrics_calls_total`` and ``..._duration_milliseconds_bucket`` (labels service_name,
+    span_name, span_kind, status_code), as the Collector's spanmetrics connector names them: every span
+    counted once at its trace's first finalization; a late span's re-finalization adds nothing."""
+    settings = msgspec.structs.replace(settings, worker_metrics_bind="127.0.0.1:0", grace_ms=100)
+    rng = random.Random(21)
+    traces = [make_trace(rng, _now_us() - 1_000_000, error_rate=0.2) for _ in range(30)]
+    async with SpanProducer(settings) as producer, running_worker(settings) as worker:
+        for spans in traces:
+            await producer.send(spans)
+        await producer.flush()
+        ids = {t[0].trace_id for t in traces}
+        await wait_for(lambda: _all_finalized(settings, ids), timeout_s=60, what="traces finalized")
+        late = msgspec.structs.replace(traces[0][-1], span_id="late0000000000ff", duration_us=5)
+        await producer.send([late])
+        await producer.flush()
+        await wait_for(
+            lambda: _all_finalized(settings, {late.trace_id}, late={late.trace_id: 1}), timeout_s=60, what="late"
+        )
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{worker.metrics_port}/metrics") as r:
+            text = await r.text()
+
+    kinds = {None: "SPAN_KIND_UNSPECIFIED"} | {k: f"SPAN_KIND_{k.upper()}" for k in ("server", "client", "producer")}
+    kinds |= {k: f"SPAN_KIND_{k.upper()}" for k in ("consumer", "internal")}
+    calls: dict[tuple[tuple[str, str], ...], float] = {}
+    le_10ms: dict[tuple[tuple[str, str], ...], float] = {}
+    for spans in traces:  # the late span is not counted: its trace was finalized before
+        for s in spans:
+            labels = (
+                ("service_name", s.service_name),
+                ("span_kind", kinds[s.kind]),
+                ("span_name", s.operation_name),
+                ("status_code", "STATUS_CODE_ERROR" if s.status == "error" else "STATUS_CODE_UNSET"),
+            )
+            calls[labels] = calls.get(labels, 0) + 1
+            le_10ms[labels] = le_10ms.get(labels, 0) + ((s.duration_us or 0) <= 10_000)
+    assert "# TYPE traces_span_metrics_calls_total counter" in text
+    assert "# TYPE traces_span_metrics_duration_milliseconds histogram" in text
+    assert _samples(text, "traces_span_metrics_calls_total") == calls
+    buckets = _samples(text, "traces_span_metrics_duration_milliseconds_bucket")
+    at_10ms = {tuple(p for p in k if p[0] != "le"): v for k, v in buckets.items() if ("le", "10.0") in k}
+    assert at_10ms == le_10ms
+    counts = _samples(text, "traces_span_metrics_duration_milliseconds_count")
+    assert counts == calls

@@ -3,12 +3,15 @@
 Every test in this directory takes ``store`` and so runs against each backend in :data:`BACKENDS`; a test
 never knows which one it has. Backends today:
 
-* ``sqlite-file``: a SQLite file (WAL) in the test's temp dir;
-* ``sqlite-memory``: ``sqlite:///:memory:``, the fast embedded variant;
+* ``sqlite-file``: a SQLite file (WAL) in the test's temp dir, opened as a worker opens it (with the
+  writer's trace cache, so finalization and de-duplication mostly use the cached copy);
+* ``sqlite-memory``: ``sqlite:///:memory:``, the fast embedded variant, opened as a reader opens it (no
+  cache: every write and finalization reads the stored chunks back);
 * ``postgres``: a fresh schema per test (named by ``search_path`` in the URL, dropped afterwards) in the
   database at ``TRACING_TEST_POSTGRES_URL``; without that variable the tests skip, or fail when CI=true.
   A schema is created and dropped in milliseconds where a database per test would cost a copy of the
-  template; the store never qualifies table names, so each test sees only its own tables.
+  template; the store never qualifies table names, so each test sees only its own tables. Opened with
+  the writer's cache.
 
 Adding a backend is one entry in :data:`BACKENDS` plus its branch in :func:`_store_url`.
 """
@@ -86,7 +89,7 @@ async def _store_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TraceStore]:
     """An empty store of the parametrized backend, opened through ``open_store`` and closed afterwards."""
     async with _store_url(request.param, tmp_path) as url:
-        opened = await open_store(Settings.from_env({}, store_url=url))
+        opened = await open_store(Settings.from_env({}, store_url=url), writer=request.param != "sqlite-memory")
         try:
             yield opened
         finally:

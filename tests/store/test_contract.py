@@ -20,7 +20,7 @@ from shared.analysis import Dependency, TraceAnalysis, analyze
 from shared.models import Kind, Span, SpanFinish, Status, TagValue
 from shared.sampling import Sampler
 from shared.store import Heartbeat, QueryError, StoredTrace, TraceQuery, TraceStore, WriteResult
-from shared.store.base import BUCKET_BOUNDS_US
+from shared.store.buckets import BUCKET_BOUNDS_US
 
 HOUR = 3_600_000_000
 SECOND = 1_000_000
@@ -973,12 +973,23 @@ async def test_dependencies_by_window_at_hour_grain(store: TraceStore) -> None:
 
 
 async def test_trace_of_span(store: TraceStore) -> None:
-    await write(store, [*simple_trace("t1"), span("t2", "only-in-t2")])
+    """Only open spans are indexed by span id (what a finish by span id alone closes)."""
+    await write(store, [*simple_trace("t1"), span("t2", "only-in-t2", duration=None)])
     assert await store.trace_of_span("only-in-t2") == "t2"
-    assert await store.trace_of_span("root") in {"t1"}
+    assert await store.trace_of_span("root") is None  # finished: not in the open-span index
     assert await store.trace_of_span("missing") is None
-    await write(store, [span("t3", "root")])
-    assert await store.trace_of_span("root") in {"t1", "t3"}  # a reused id: any one of its traces
+    await write(store, [span("t3", "only-in-t2", parent="x", duration=None)])
+    assert await store.trace_of_span("only-in-t2") in {"t2", "t3"}  # a reused id: any one of its traces
+    await write(store, [], [finish("t2", "only-in-t2", T0 + MS)])
+    assert await store.trace_of_span("only-in-t2") == "t3"  # closed in t2 by its finish event
+    await write(store, [span("t3", "only-in-t2", parent="x", duration=MS)])
+    assert await store.trace_of_span("only-in-t2") is None  # closed in t3 by a finished version
+    # open after finalization too (a late finish closes it), gone with a purge
+    await write(store, [span("t4", "root", duration=10 * MS), span("t4", "open", parent="root", duration=None)])
+    await finalize_one(store, "t4")
+    assert await store.trace_of_span("open") == "t4"
+    assert await store.purge(T0 + HOUR) >= 1
+    assert await store.trace_of_span("open") is None
 
 
 async def test_heartbeats_upsert_per_worker_and_filter_by_age(store: TraceStore) -> None:
@@ -1061,6 +1072,7 @@ async def test_sql_like_names_and_tags_are_inert(store: TraceStore) -> None:
             tags={HOSTILE: HOSTILE, "q": "'"},
         ),
         span("trace-abc-123", "c", parent="span.1:a_b-C", service="db", operation="x", tags={"k": HOSTILE}),
+        span("trace-abc-123", "o:p.e-n", parent="c", service="db", operation="x", duration=None),
     ]
     long_id = "A" * 64
     await write(store, [*spans, span(long_id, "0", service='"; --', operation="%")])
@@ -1077,7 +1089,7 @@ async def test_sql_like_names_and_tags_are_inert(store: TraceStore) -> None:
     assert await search(store, tags=(("k", "' OR '1'='1"),)) == []
     assert await store.services() == sorted([HOSTILE, "db", '"; --'])
     assert await store.operations(HOSTILE) == [HOSTILE]
-    assert await store.trace_of_span("span.1:a_b-C") == "trace-abc-123"
+    assert await store.trace_of_span("o:p.e-n") == "trace-abc-123"
     assert {"db", HOSTILE, '"; --'} == set((await store.stats()).services)
     deps = await store.dependencies()
     assert [(d.parent, d.child) for d in deps] == [(HOSTILE, "db")]

@@ -8,7 +8,7 @@ the page logged no console error, and saves a screenshot under ``artifacts/scree
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
@@ -19,6 +19,9 @@ from tests.api.support import LiveApi, serve
 
 from .conftest import Page
 from .data import SHOP_SERVICES
+
+if TYPE_CHECKING:
+    from playwright.async_api import FloatRect
 
 pytestmark = pytest.mark.kafka
 
@@ -180,6 +183,50 @@ async def test_trace_waterfall_is_to_scale(ui_api: LiveApi, page: Page) -> None:
     root = trace["rootSpan"]
     for span_id, width in widths.items():
         assert abs(width - widths[root["spanId"]] * spans[span_id]["duration"] / root["duration"]) <= 1
+    assert page.errors() == []
+
+
+def _intersect(a: FloatRect, b: FloatRect) -> bool:
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )
+
+
+@pytest.mark.parametrize("width", [1440, 1000])  # 1000: the narrow layout (a 240 px name column)
+async def test_duration_labels_never_cover_the_names(ui_api: LiveApi, page: Page, width: int) -> None:
+    """Each bar's duration label stays inside its row's track: after the bar, before it when the bar
+    reaches the right end, inside its right end when the bar spans the track (the root's) — never over the
+    service and operation names, as the root row's label once was."""
+    await page.page.set_viewport_size({"width": width, "height": 900})
+    await _open(page, f"{ui_api.url}/ui/#/trace/checkout-1")
+    rows = page.page.get_by_test_id("span-row")
+    placement = {}
+    for i in range(await rows.count()):
+        row = rows.nth(i)
+        span_id = await _attr(row, "data-span-id")
+        label = await row.get_by_test_id("span-duration").bounding_box()
+        names = await row.locator(".wf-label").bounding_box()
+        service = await row.locator(".svc").bounding_box()
+        operation = await row.locator(".op").bounding_box()
+        track = await row.locator(".wf-track").bounding_box()
+        bar = await row.get_by_test_id("span-bar").bounding_box()
+        assert label and names and service and operation and track and bar
+        assert not _intersect(label, service) and not _intersect(label, operation), span_id
+        assert not _intersect(label, names), span_id
+        assert track["x"] <= label["x"] and label["x"] + label["width"] <= track["x"] + track["width"] + 1, span_id
+        placement[span_id] = (
+            "inside" if bar["x"] <= label["x"] and label["x"] + label["width"] <= bar["x"] + bar["width"]
+            else "after" if label["x"] >= bar["x"] + bar["width"] else "before"
+        )  # fmt: skip
+    assert placement["gw-1"] == "inside"  # the root: its bar is the whole track
+    assert placement["ord-1"] == "inside"  # 60..400 of 420 ms: no room on either side
+    assert placement["auth-1"] == "after"  # a narrow bar near the start
+    assert placement["fraud-1"] == "before"  # a bar ending near the right end
+    if width == 1440:
+        await page.screenshot("trace-duration-labels")
     assert page.errors() == []
 
 

@@ -32,6 +32,9 @@ spans = st.builds(
     kind=st.none() | st.sampled_from(["server", "client", "producer", "consumer", "internal"]),
     tags=tags,
     logs=st.lists(st.builds(Log, timestamp_us=st.integers(0, 2**62), fields=tags), max_size=2).map(tuple),
+    resource=tags,
+    scope_name=st.none() | st.text(min_size=1, max_size=20),
+    scope_version=st.none() | st.text(min_size=1, max_size=20),
 )
 finishes = st.builds(
     SpanFinish,
@@ -70,6 +73,20 @@ def test_seed_style_ids_and_status_synonyms() -> None:
         assert isinstance(span, Span)
         assert span.status == stored
         assert span.trace_id == "trace-abc-123"
+
+
+def test_resource_and_scope_are_optional_fields() -> None:
+    """``resource``, ``scopeName`` and ``scopeVersion`` (added with defaults: events without them decode as
+    before) travel on the wire when set and are left out when not."""
+    plain = (
+        b'{"type": "span", "traceId": "t", "spanId": "s", "serviceName": "a", "operationName": "b", "startTimeUs": 1}'
+    )
+    (span,) = decode_native(plain)
+    assert isinstance(span, Span) and (span.resource, span.scope_name, span.scope_version) == ({}, None, None)
+    assert b"resource" not in encode_native(span) and b"scope" not in encode_native(span)
+    full = msgspec.structs.replace(span, resource={"host.name": "h"}, scope_name="lib", scope_version="1")
+    assert b'"resource":{"host.name":"h"},"scopeName":"lib","scopeVersion":"1"' in encode_native(full)
+    assert decode_native(encode_native(full)) == [full]
 
 
 def test_open_span_and_finish() -> None:

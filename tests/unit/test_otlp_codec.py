@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from shared.codecs import DECODERS, DecodeError, decoder_for, format_of
 from shared.codecs.otlp import decode_otlp_json, decode_otlp_proto
-from shared.models import Log, Span, Tags
+from shared.models import Log, Span, Tags, flat_tags
 from shared.otel import span_from_sdk, spans_from_sdk
 
 T0 = 1_732_500_000_000_000_000  # ns
@@ -77,14 +77,19 @@ def _expected(spans: list[ReadableSpan]) -> dict[str, Span]:
     root, child, grandchild = by_name["POST /checkout"], by_name["charge"], by_name["validate"]
     trace_id = f"{root.context.trace_id:032x}"
     root_id, child_id = f"{root.context.span_id:016x}", f"{child.context.span_id:016x}"
-    resource_tags: Tags = {
+    resource: Tags = {
         k: v
         for k, v in root.resource.attributes.items()
         if k != "service.name" and isinstance(v, str | bool | int | float)
     }
-    assert len(resource_tags) == len(root.resource.attributes) - 1
-    scope: Tags = {"otel.scope.name": "shop.checkout", "otel.scope.version": "2.1.0"}
-    common: dict[str, Any] = {"trace_id": trace_id, "service_name": "checkout"}
+    assert len(resource) == len(root.resource.attributes) - 1 and resource["region"] == "eu"
+    common: dict[str, Any] = {
+        "trace_id": trace_id,
+        "service_name": "checkout",
+        "resource": resource,
+        "scope_name": "shop.checkout",
+        "scope_version": "2.1.0",
+    }
     return {
         "POST /checkout": Span(
             **common,
@@ -93,9 +98,7 @@ def _expected(spans: list[ReadableSpan]) -> dict[str, Span]:
             start_time_us=T0 // 1000,
             duration_us=10_000,
             kind="server",
-            tags=resource_tags
-            | scope
-            | {"http.method": "POST", "http.status_code": 500, "ratio": 0.25, "retry": True, "region": "us"},
+            tags={"http.method": "POST", "http.status_code": 500, "ratio": 0.25, "retry": True, "region": "us"},
             logs=(Log(timestamp_us=T0 // 1000 + 1500, fields={"key": "cart:42", "attempt": 2, "event": "cache miss"}),),
         ),
         "charge": Span(
@@ -107,9 +110,7 @@ def _expected(spans: list[ReadableSpan]) -> dict[str, Span]:
             duration_us=7000,
             status="error",
             kind="client",
-            tags=resource_tags
-            | scope
-            | {"items": '["a","b"]', "amounts": "[1,2,3]", "otel.status_description": "card declined"},
+            tags={"items": '["a","b"]', "amounts": "[1,2,3]", "otel.status_description": "card declined"},
         ),
         "validate": Span(
             **common,
@@ -119,7 +120,6 @@ def _expected(spans: list[ReadableSpan]) -> dict[str, Span]:
             start_time_us=T0 // 1000 + 2500,  # 2_500_999 ns is 2500 µs after T0 (floor)
             duration_us=500,  # ends at 3000 µs
             kind="internal",
-            tags=resource_tags | scope,
         ),
     }
 
@@ -293,13 +293,11 @@ def test_hand_written_json_after_the_spec_example() -> None:
         status="error",
         kind="server",
         tags={
-            "host.name": "span-wins",
-            "otel.scope.name": "my.library",
-            "otel.scope.version": "1.0.0",
             "my.span.attr": "some value",
             "http.status_code": 503,
             "ratio": 0.5,
             "sampled": True,
+            "host.name": "span-wins",
             "list": '["a",1,null]',
             "map": '{"k":false}',
             "raw": "AAEC",
@@ -307,7 +305,20 @@ def test_hand_written_json_after_the_spec_example() -> None:
             "otel.status_description": "upstream unavailable",
         },
         logs=(Log(timestamp_us=1544712660500000, fields={"exception.type": "Boom", "event": "exception"}),),
+        resource={"host.name": "web-1"},
+        scope_name="my.library",
+        scope_version="1.0.0",
     )
+    assert (
+        flat_tags(server)
+        == {
+            "host.name": "span-wins",  # the span's attribute wins over the resource's, as before
+            "otel.scope.name": "my.library",
+            "otel.scope.version": "1.0.0",
+        }
+        | server.tags
+    )
+    assert isinstance(root, Span) and root.resource is server.resource  # one dict per resource, shared by its spans
     assert isinstance(root, Span) and root.kind is None
     assert root.parent_span_id is None and root.duration_us is None and root.status == "success"
     # no service.name → unknown_service; empty name → unknown; all-zero parent → root; end < start → 0
@@ -441,14 +452,14 @@ def test_long_names_and_keys_are_cut() -> None:
 
 def test_registered_formats_and_content_types() -> None:
     assert decoder_for("otlp_proto") is decode_otlp_proto and decoder_for("otlp_json") is decode_otlp_json
-    assert set(DECODERS) == {"native", "otlp_proto", "otlp_json", "zipkin_json"}
+    assert set(DECODERS) == {"native", "otlp_proto", "otlp_json", "zipkin_json", "zipkin_proto"}
     assert format_of("application/x-protobuf", "otlp_json") == "otlp_proto"
     assert format_of("application/json; charset=utf-8", "otlp_proto") == "otlp_json"
     assert format_of(None, "otlp_proto") == "otlp_proto"
     # the generic types only choose between OTLP's encodings: elsewhere the topic's format stays
     assert format_of("application/json", "zipkin_json") == "zipkin_json"
     assert format_of("application/json", "native") == "native"
-    assert format_of("application/x-protobuf", "zipkin_json") == "zipkin_json"
+    assert format_of("application/x-protobuf", "zipkin_json") == "zipkin_proto"
     assert format_of("application/vnd.tracing.span+json;v=1", "otlp_proto") == "native"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.models import Log, Span, SpanFinish
+from shared.models import Log, Span, SpanFinish, Tags
 from shared.redact import REDACTED, Redactor
 from shared.settings import Settings
 
@@ -64,6 +64,26 @@ def test_events_redact_span_tags_finish_tags_and_log_fields(redactor: Redactor) 
     assert out[1].tags == {"authorization": REDACTED}
     assert out[2] is clean  # unchanged events are not copied
     assert span.tags["password"] == "x"  # the input is not mutated
+
+
+def test_events_redact_resource_attributes_once_per_resource(redactor: Redactor) -> None:
+    """OTLP resource attributes (``Span.resource``, one dict shared by the spans of a resource) are redacted
+    as tags are; the spans of one resource keep sharing one (redacted) dict; a clean resource is kept."""
+    shared_resource: Tags = {"host.name": "web-1", "deploy.api_key": "k-123", "owner": "ops@example.com"}
+    clean_resource: Tags = {"host.name": "web-2"}
+    spans = [
+        Span(trace_id="t", span_id=f"s{i}", service_name="svc", operation_name="op", start_time_us=1,
+             resource=shared_resource)
+        for i in range(3)
+    ] + [Span(trace_id="t", span_id="c", service_name="svc", operation_name="op", start_time_us=1,
+              resource=clean_resource)]  # fmt: skip
+    out = redactor.events(spans)
+    assert all(isinstance(span, Span) for span in out)
+    first, second, third, clean = (span for span in out if isinstance(span, Span))
+    assert first.resource == {"host.name": "web-1", "deploy.api_key": REDACTED, "owner": REDACTED}
+    assert first.resource is second.resource is third.resource
+    assert clean is spans[3] and clean.resource is clean_resource
+    assert shared_resource["deploy.api_key"] == "k-123"  # the input is not mutated
 
 
 def test_custom_patterns_and_off() -> None:

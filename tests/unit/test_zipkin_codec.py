@@ -1,5 +1,6 @@
-"""The Zipkin v2 JSON decoder: the documented span shape, Zipkin's id rules, and malformed input rejected
-with a reason."""
+"""The Zipkin v2 decoders, JSON and proto3: the documented span shape, Zipkin's id rules, what the
+OpenTelemetry Collector's translator puts in tags, one mapping for both encodings, and malformed input
+rejected with a reason."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.codecs import DecodeError, decoder_for, format_of
-from shared.codecs.zipkin import decode_zipkin_json
-from shared.models import Log, Span
+from shared.codecs.zipkin import decode_zipkin_json, decode_zipkin_proto
+from shared.models import Event, Log, Span
+from tests.collector import ZipkinEndpoint, ZipkinSpan, zipkin_proto_span
 
 # The shape of Zipkin's documented v2 example (a server span of "backend" called by "frontend"), plus the
 # client span that called it and an annotation.
@@ -190,6 +192,176 @@ zipkin_spans = st.fixed_dictionaries(
 def test_random_span_lists_raise_only_decode_errors(spans: list[dict[str, Any]]) -> None:
     try:
         events = decode_zipkin_json(json.dumps(spans).encode())
+    except DecodeError:
+        return
+    for event in events:
+        assert msgspec.convert(msgspec.to_builtins(event), Span) == event
+
+
+# -- the mapping of what the OpenTelemetry Collector puts in Zipkin spans ------------------------------
+
+
+def test_collector_tags_become_scope_kind_and_resource() -> None:
+    """The Collector's Zipkin translator folds the instrumentation scope (``otel.library.*``), the span kind
+    ``internal`` (``span.kind``) and the resource attributes into tags; they are sorted back out, as the
+    Collector's own Zipkin receiver does (``to_translator.go``). Other tags, the status tags included, stay."""
+    tags = {
+        "otel.library.name": "shop.web", "otel.library.version": "0.9", "span.kind": "internal",
+        "host.name": "web-1", "service.version": "1.2", "telemetry.sdk.language": "python", "k8s.pod.name": "p",
+        "deployment.environment": "prod", "http.method": "GET", "otel.status_code": "Error", "error": "true",
+        "otel.status_description": "boom", "db.system": "sqlite", "service.name": "kept-as-a-tag",
+    }  # fmt: skip
+    [span] = _decode({"traceId": "5af7183fb1d4cf5f", "id": "abc", "timestamp": 1, "tags": tags})
+    assert (span.kind, span.scope_name, span.scope_version, span.status) == ("internal", "shop.web", "0.9", "error")
+    assert span.resource == {
+        "host.name": "web-1", "service.version": "1.2", "telemetry.sdk.language": "python", "k8s.pod.name": "p",
+        "deployment.environment": "prod"}  # fmt: skip
+    assert span.tags == {
+        "http.method": "GET", "otel.status_code": "Error", "error": "true", "otel.status_description": "boom",
+        "db.system": "sqlite", "service.name": "kept-as-a-tag"}  # fmt: skip
+    # a kind given by the span wins, and the tag goes; OpenTelemetry's newer scope tag names count too
+    tags = {"span.kind": "server", "otel.scope.name": "lib", "otel.library.name": "old"}
+    [span] = _decode({"traceId": "5af7183fb1d4cf5f", "id": "abc", "timestamp": 1, "kind": "CLIENT", "tags": tags})
+    assert (span.kind, span.scope_name, span.scope_version) == ("client", "lib", None)
+    assert span.tags == {"span.kind": "server"}
+
+
+def test_go_nulls_and_huge_times() -> None:
+    """Go's ``encoding/json`` writes a nil slice or map as ``null``; times beyond 10^16 µs are refused (they
+    would overflow the store's 64-bit columns once a duration is added)."""
+    [span] = _decode(SERVER | {"annotations": None, "tags": None})
+    assert (span.logs, span.tags) == ((), {"peer.service": "frontend"})
+    with pytest.raises(DecodeError, match="timestamp out of range"):
+        _decode(SERVER | {"timestamp": 2**63})
+    with pytest.raises(DecodeError, match=r"annotations\[0\].timestamp out of range"):
+        _decode(SERVER | {"annotations": [{"timestamp": 10**17, "value": "x"}]})
+
+
+# -- proto3 ListOfSpans ------------------------------------------------------------------------------------
+
+
+def _zipkin_model(span: dict[str, Any]) -> ZipkinSpan:
+    """A Zipkin v2 JSON span as zipkin-go's model (what the proto encoder of :mod:`tests.collector` takes)."""
+    trace = span["traceId"].rjust(32, "0")
+
+    def endpoint(name: str) -> ZipkinEndpoint | None:
+        given = span.get(name)
+        return None if given is None else ZipkinEndpoint(service_name=given.get("serviceName", ""))
+
+    return ZipkinSpan(
+        trace_high=int(trace[:16], 16),
+        trace_low=int(trace[16:], 16),
+        id=int(span["id"], 16),
+        parent=int(span["parentId"], 16) if span.get("parentId") else None,
+        name=span.get("name", ""),
+        kind=span.get("kind", ""),
+        timestamp_ns=span.get("timestamp", 0) * 1000,
+        duration_ns=span.get("duration", 0) * 1000,
+        local=endpoint("localEndpoint"),
+        remote=endpoint("remoteEndpoint"),
+        annotations=[(a["timestamp"] * 1000, a["value"]) for a in span.get("annotations", [])],
+        tags=span.get("tags", {}),
+        shared=span.get("shared", False),
+    )
+
+
+def _proto(*spans: dict[str, Any]) -> bytes:
+    return b"".join(
+        b"\x0a" + _varint(len(body)) + body for body in (zipkin_proto_span(_zipkin_model(s)) for s in spans)
+    )
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def test_proto_is_mapped_as_json_is() -> None:
+    """One mapping for both encodings: the documented example, a shared span and a 64-bit trace id (which
+    zipkin-go's proto encoder writes as 16 bytes with a zero high half, and a root's parent as 8 zero bytes)."""
+    shared = {k: v for k, v in (SERVER | {"id": CLIENT["id"], "shared": True}).items() if k != "parentId"}
+    spans = [SERVER, CLIENT, shared, {"traceId": "1", "id": "2", "timestamp": 3, "name": "Upper Case Stays"}]
+    decoded = decode_zipkin_proto(_proto(*spans))
+    assert decoded == decode_zipkin_json(json.dumps(spans).encode())
+    assert [s.trace_id for s in decoded][-1] == "0000000000000001"
+    assert [getattr(s, "parent_span_id", "?") for s in decoded] == ["6b221d5bc9e6496c", None, "6b221d5bc9e6496c", None]
+    assert decode_zipkin_proto(b"") == []
+    assert decoder_for("zipkin_proto") is decode_zipkin_proto
+
+
+def test_proto_kinds_and_unknown_fields() -> None:
+    for number, kind in ((1, "client"), (2, "server"), (3, "producer"), (4, "consumer"), (0, None), (9, None)):
+        span_bytes = zipkin_proto_span(_zipkin_model({"traceId": "1", "id": "2", "timestamp": 3}))
+        span_bytes += b"\x20" + _varint(number)  # field 4 (kind), varint
+        span_bytes += b"\xa8\x06\x01"  # field 101, varint 1: a field this decoder does not know, skipped
+        [span] = decode_zipkin_proto(_record(1, span_bytes))
+        assert isinstance(span, Span) and span.kind == kind
+
+
+def _record(number: int, data: bytes) -> bytes:
+    return bytes([number << 3 | 2]) + _varint(len(data)) + data
+
+
+ID = b"\x00" * 7 + b"\x01"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (_record(1, _record(1, b"abc")), "traceId must be 8 or 16 bytes, got 3"),
+        (_record(1, _record(1, ID) + _record(3, b"")), "id must be 8 bytes, got 0"),
+        (_record(1, _record(1, ID) + _record(2, b"ab") + _record(3, ID)), "parentId must be 0 or 8 bytes, got 2"),
+        (_record(1, _record(1, b"\x00" * 8) + _record(3, ID)), "traceId is all zeros"),
+        (_record(1, _record(1, ID) + _record(3, ID)), "timestamp is missing"),
+        (_record(1, _record(1, ID) + _record(3, ID) + b"\x31" + b"\x00" * 4), "not a Zipkin proto3"),  # short fixed64
+        (_record(1, _record(1, ID) + _record(3, ID) + _record(5, b"\xff\xfe")), "not a Zipkin proto3"),  # not UTF-8
+        (b"\x0a\x05abc", "not a Zipkin proto3 ListOfSpans"),  # shorter than its length
+    ],
+)
+def test_malformed_proto_is_rejected_with_a_reason(value: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        decode_zipkin_proto(value)
+
+
+proto_spans = st.fixed_dictionaries(
+    {"traceId": st.sampled_from(["5af7183fb1d4cf5f", "5af7183fb1d4cf5f5af7183fb1d4cf5f", "1"]),
+     "id": st.sampled_from(["352bff9a74ca9ad2", "1", "0"]), "timestamp": st.integers(0, 2 * 10**16)},
+    optional={
+        "parentId": st.sampled_from(["6b221d5bc9e6496c", "352bff9a74ca9ad2"]),
+        "name": st.text(max_size=300), "kind": st.sampled_from(["SERVER", "CLIENT", "PRODUCER", "CONSUMER"]),
+        "duration": st.integers(0, 2 * 10**16), "shared": st.booleans(),
+        "localEndpoint": st.fixed_dictionaries({}, optional={"serviceName": st.text(max_size=300)}),
+        "remoteEndpoint": st.fixed_dictionaries({}, optional={"serviceName": st.text(min_size=1, max_size=20)}),
+        "tags": st.dictionaries(st.text(max_size=300), st.text(max_size=5), max_size=3),
+        "annotations": st.lists(st.fixed_dictionaries({"timestamp": st.integers(1, 10**16),
+                                                       "value": st.text(max_size=5)}), max_size=2),
+    },
+)  # fmt: skip
+
+
+@given(st.lists(proto_spans, max_size=4))
+def test_random_proto_lists_decode_as_their_json_does(spans: list[dict[str, Any]]) -> None:
+    """What the proto decoder makes of a list is what the JSON decoder makes of the same spans: the same
+    spans, or a DecodeError (the one mapping rejects the same spans for the same reason)."""
+    try:
+        expected: list[Event] | str = decode_zipkin_json(json.dumps(spans).encode())
+    except DecodeError as exc:
+        expected = str(exc).split(": ", 1)[0]  # "span <i>"
+    try:
+        got: list[Event] | str = decode_zipkin_proto(_proto(*spans))
+    except DecodeError as exc:
+        got = str(exc).split(": ", 1)[0]
+    assert got == expected
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_raise_only_decode_errors(value: bytes) -> None:
+    try:
+        events = decode_zipkin_proto(value)
     except DecodeError:
         return
     for event in events:

@@ -1,7 +1,9 @@
 """Jaeger's current HTTP query API (``/api/v3/...``, the gRPC-gateway of ``api_v3.QueryService``).
 
 Traces are answered as OTLP JSON wrapped in ``{"result": {"resourceSpans": [...]}}``: one resource per
-service of each trace (``service.name`` resource attribute) with one empty ``scope``; span and trace ids as
+service and resource of each trace (attributes: ``service.name`` first, then the spans' resource
+attributes), one ``scopeSpans`` per instrumentation scope in it (``scope`` holds ``name``/``version`` when
+the producer gave them, else it is ``{}``), all in order of first span start; span and trace ids as
 given (see below), times as strings of nanoseconds since the epoch (``startTimeUnixNano``), ``kind`` as the
 OTLP enum number (0 unspecified, 1 internal, 2 server, 3 client, 4 producer, 5 consumer), ``status`` ``{}``
 (unset) or ``{"code": 2}`` (error), tags as ``attributes`` (``stringValue``, ``boolValue``, ``intValue`` as
@@ -10,7 +12,8 @@ at its start (zero length). Errors are ``{"error": {"httpCode", "message"}}``; l
 lookup that finds nothing is a 404 ``No traces found``.
 
 Trace and span ids are this store's ids, passed through unchanged: any 1..64 characters of
-``[A-Za-z0-9._:-]``, so they are OTLP's lowercase hex only when the producers used such ids.
+``[A-Za-z0-9._:-]``, so they are OTLP's lowercase hex only when the producers used such ids. A trace is
+looked up by its id as given, then, for a hex id, as Jaeger reads it (any case, leading zeros optional).
 
 Parameters take Jaeger's canonical camelCase names and the snake_case aliases it still accepts
 (``query.serviceName`` or ``query.service_name``, ...). Routes: ``GET /api/v3/services``,
@@ -32,8 +35,10 @@ from multidict import MultiMapping
 from shared.models import Span, TagValue
 from shared.store.base import StoredTrace, TraceQuery
 
-from .encoding import encode
-from .jaeger_common import (
+from ..encoding import encode
+from ..keys import STORE
+from ..shapes import is_id
+from .common import (
     INT64_MAX,
     INT64_MIN,
     MAX_EPOCH_US,
@@ -42,6 +47,7 @@ from .jaeger_common import (
     answering_errors,
     build_query,
     duration_bounds_us,
+    find_trace,
     first,
     go_bool,
     integer,
@@ -52,8 +58,6 @@ from .jaeger_common import (
     rfc3339_ns,
     search,
 )
-from .keys import STORE
-from .shapes import is_id
 
 DEFAULT_SEARCH_DEPTH: Final = 100
 """Traces a search returns when ``query.searchDepth`` is not given (Jaeger's default)."""
@@ -109,8 +113,9 @@ class OtlpSpan(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True)
     status: Status
 
 
-class Scope(msgspec.Struct):
-    pass
+class Scope(msgspec.Struct, omit_defaults=True):
+    name: str = ""
+    version: str = ""
 
 
 class ScopeSpans(msgspec.Struct):
@@ -204,19 +209,29 @@ def otlp_span(span: Span) -> OtlpSpan:
     )
 
 
+ResourceKey = tuple[str, tuple[tuple[str, TagValue], ...]]
+ScopeKey = tuple[str, str]
+
+
 def resource_spans(traces: Sequence[StoredTrace]) -> TracesData:
-    """One ``resourceSpans`` entry per service of each trace (services in order of first span start)."""
+    """One ``resourceSpans`` entry per (service, resource attributes) of each trace, one ``scopeSpans`` per
+    scope in it; resources, scopes and spans in order of first span start (then span id)."""
     out: list[ResourceSpans] = []
     for trace in traces:
-        by_service: dict[str, list[OtlpSpan]] = {}
+        grouped: dict[ResourceKey, dict[ScopeKey, list[OtlpSpan]]] = {}
         for span in sorted(trace.spans, key=lambda s: (s.start_time_us, s.span_id)):
-            by_service.setdefault(span.service_name, []).append(otlp_span(span))
+            scopes = grouped.setdefault((span.service_name, tuple(span.resource.items())), {})
+            scopes.setdefault((span.scope_name or "", span.scope_version or ""), []).append(otlp_span(span))
         out.extend(
             ResourceSpans(
-                resource=Resource(attributes=[KeyValue("service.name", {"stringValue": service})]),
-                scope_spans=[ScopeSpans(scope=Scope(), spans=spans)],
+                resource=Resource(
+                    attributes=[KeyValue("service.name", {"stringValue": service}), *_attributes(dict(resource))]
+                ),
+                scope_spans=[
+                    ScopeSpans(scope=Scope(name, version), spans=spans) for (name, version), spans in scopes.items()
+                ],
             )
-            for service, spans in by_service.items()
+            for (service, resource), scopes in grouped.items()
         )
     return TracesData(resource_spans=out)
 
@@ -316,8 +331,8 @@ async def get_trace(request: web.Request) -> web.Response:
         if given is not None:
             _time_ns(given)  # a lookup hint in Jaeger; validated, not needed here
     _check_raw_traces(params, "rawTraces", "raw_traces")
-    stored = await request.app[STORE].get_trace(trace_id)
-    return await _traces_answer([] if stored is None or not stored.spans else [stored])
+    stored = await find_trace(request.app[STORE], trace_id)  # hex ids in any case, as Jaeger reads them
+    return await _traces_answer([] if stored is None else [stored])
 
 
 @gateway_errors

@@ -61,6 +61,7 @@ _RFC3339: Final = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+\- ])(\d{2}):(\d{2}))"
 )
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_HEX: Final = re.compile(r"[0-9a-fA-F]+")
 _GO_TRUE: Final = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _GO_FALSE: Final = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 
@@ -271,13 +272,40 @@ def build_query(
 # -- reading traces ----------------------------------------------------------------------------------
 
 
+def jaeger_id_spellings(trace_id: str) -> list[str]:
+    """The ids a trace looked up as ``trace_id`` may be stored under, in the order they are tried.
+
+    ``trace_id`` itself first (ids here are opaque: ``trace-abc-123`` is one). Then, when it is 1..32 hex
+    digits, which Jaeger reads as one 128-bit number whatever their case and leading zeros
+    (``model.TraceIDFromString``: ``strconv.ParseUint(s, 16, 64)`` per half), the spellings producers store
+    that number under: lower case as given, 16 digits (a 64-bit id, as Zipkin writes it) and 32 digits (as
+    OTLP writes it)."""
+    spellings = [trace_id]
+    if len(trace_id) <= 32 and _HEX.fullmatch(trace_id):
+        value = int(trace_id, 16)
+        forms = [trace_id.lower(), *([f"{value:016x}"] if value < 1 << 64 else []), f"{value:032x}"]
+        spellings.extend(form for form in dict.fromkeys(forms) if form != trace_id)
+    return spellings
+
+
+async def find_trace(store: TraceStore, trace_id: str) -> StoredTrace | None:
+    """The stored trace Jaeger would answer for ``trace_id`` (see :func:`jaeger_id_spellings`): the first
+    spelling with a stored span; ``None`` when there is none. A miss costs one read per spelling (4 at most)."""
+    for spelling in jaeger_id_spellings(trace_id):
+        stored = await store.get_trace(spelling)
+        if stored is not None and stored.spans:
+            return stored
+    return None
+
+
 async def load_traces(store: TraceStore, trace_ids: Sequence[str]) -> list[StoredTrace]:
-    """The stored traces of ``trace_ids``, in that order; ids with no stored span are left out."""
+    """The stored traces of ``trace_ids`` (each found as :func:`find_trace` finds it), in that order; ids with
+    no stored span are left out."""
     gate = asyncio.Semaphore(LOAD_CONCURRENCY)
 
     async def load(trace_id: str) -> StoredTrace | None:
         async with gate:
-            return await store.get_trace(trace_id)
+            return await find_trace(store, trace_id)
 
     loaded = await asyncio.gather(*(load(trace_id) for trace_id in trace_ids))
     return [trace for trace in loaded if trace is not None and trace.spans]
@@ -316,11 +344,13 @@ __all__ = [
     "answering_errors",
     "build_query",
     "duration_bounds_us",
+    "find_trace",
     "first",
     "go_bool",
     "go_duration_ns",
     "integer",
     "is_js_safe",
+    "jaeger_id_spellings",
     "json_tag_value",
     "load_traces",
     "non_finite_text",

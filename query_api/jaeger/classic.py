@@ -3,49 +3,69 @@
 Every answer is Jaeger's envelope ``{"data", "total", "limit", "offset", "errors"}``; an error answer has
 ``data: null`` and ``errors: [{"code", "msg"}]``. Traces use Jaeger's UI model (``internal/uimodel``):
 
-* a trace is ``{traceID, spans, processes, warnings}``; one process per service (``p1``, ``p2``... in order
-  of first appearance), with no process tags (spans here have none);
+* a trace is ``{traceID, spans, processes, warnings}``; one process per service and resource (``p1``,
+  ``p2``... in order of first appearance, as Jaeger's ``model/converter/json`` numbers its deduplicated
+  processes), its tags the resource's attributes (OTLP resource attributes other than ``service.name``, as
+  Jaeger's OTLP translator makes them process tags);
 * a span is ``{traceID, spanID, operationName, references, startTime, duration, tags, logs, processID,
-  warnings}``, times in microseconds; the parent becomes a ``CHILD_OF`` reference; the span kind becomes a
-  ``span.kind`` tag and an error status an ``error=true`` tag (unless the span has tags of those names);
+  warnings}``, times in microseconds; the parent becomes a ``CHILD_OF`` reference; the instrumentation scope
+  becomes the first tags ``otel.scope.name``/``otel.scope.version``, the span kind a ``span.kind`` tag and an
+  error status an ``error=true`` tag (unless the span has tags of those names), as Jaeger's translator does;
   tag types are ``string``, ``bool``, ``int64`` or ``float64`` (integers beyond ±2^53 are sent as strings,
   as Jaeger does); an open span has duration 0 and a warning saying so.
 
-Trace ids are this store's ids, passed through unchanged: they may be any 1..64 characters of
-``[A-Za-z0-9._:-]`` rather than Jaeger's 16 or 32 hex digits, and are matched exactly (Jaeger would also
-match ``0abc`` for ``abc``).
+Trace ids are this store's ids: they may be any 1..64 characters of ``[A-Za-z0-9._:-]`` rather than
+Jaeger's 16 or 32 hex digits, and are looked up as given first; a hex id is then also looked up as Jaeger
+reads it, case-insensitively and with leading zeros optional (``ABC`` finds ``abc``, ``00000000000000000abc``
+and ``0000000000000abc``; see :func:`~query_api.jaeger.common.jaeger_id_spellings`).
 
-Routes: ``GET /api/traces/{traceID}``, ``GET /api/traces`` (search; or ``traceID=`` repeated to fetch several),
-``GET /api/services``, ``GET /api/services/{service}/operations``, ``GET /api/operations?service=``,
-``GET /api/dependencies?endTs=&lookback=`` (milliseconds).
+``?prettyPrint=`` (any value but ``false``) indents a 200 answer by four spaces, as Jaeger does; errors
+are never indented. Without a metrics backend (this store serves none yet) ``/api/metrics/*`` answers 501
+``metrics querying is currently disabled``, as Jaeger's query service does, after checking the parameters
+as it does.
+
+Routes: ``GET /api/traces/{traceID}``, ``GET /api/traces`` (search, ``service`` required; or ``traceID=``
+repeated to fetch several), ``GET /api/services``, ``GET /api/services/{service}/operations``,
+``GET /api/operations?service=``, ``GET /api/dependencies?endTs=&lookback=`` (milliseconds),
+``GET /api/metrics/{latencies,calls,errors,minstep}``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import math
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Handler as AnyHandler
 from multidict import MultiMapping
 
-from shared.models import Span, TagValue
+from shared.models import SCOPE_NAME_TAG, SCOPE_VERSION_TAG, Span, TagValue
 from shared.store.base import StoredTrace, TraceQuery
 
-from .encoding import encode
-from .jaeger_common import (
+from ..encoding import encode
+from ..keys import STORE
+from ..service import now_us
+from ..shapes import is_id
+from .common import (
     MAX_EPOCH_US,
     Failure,
     ParamError,
     answering_errors,
     build_query,
     duration_bounds_us,
+    find_trace,
     first,
+    go_bool,
     go_duration_ns,
     integer,
     is_js_safe,
+    jaeger_id_spellings,
     json_tag_value,
     load_traces,
     non_finite_text,
@@ -53,19 +73,31 @@ from .jaeger_common import (
     result_limit,
     search,
 )
-from .keys import STORE
-from .service import now_us
-from .shapes import is_id
 
 DEFAULT_LIMIT: Final = 20
 """Traces a search returns when ``limit`` is not given (what the Jaeger UI sends by default)."""
 DEFAULT_DEPENDENCY_LOOKBACK_MS: Final = 24 * 3600 * 1000
 """``/api/dependencies`` looks back one day unless ``lookback`` says otherwise (as Jaeger)."""
 TRACE_NOT_FOUND: Final = "trace not found"
+SERVICE_REQUIRED: Final = "parameter 'service' is required"
+"""Jaeger's ``errServiceParameterRequired`` (``cmd/query/app/query_parser.go``)."""
+METRICS_DISABLED: Final = "metrics querying is currently disabled"
+"""Jaeger's ``disabled.ErrDisabled``, answered with 501 when its query service has no metrics backend."""
+PRETTY_PRINT_INDENT: Final = 4
+"""Jaeger's ``prettyPrintIndent`` (four spaces, ``json.MarshalIndent``)."""
+METRICS_SPAN_KINDS: Final = frozenset(
+    {"SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT", "SPAN_KIND_PRODUCER",
+     "SPAN_KIND_CONSUMER"}
+)  # fmt: skip
+"""The span kinds Jaeger's metrics API accepts (``metrics.SpanKind`` names)."""
+_GO_FLOAT: Final = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|(?i:inf|infinity|nan))")
+"""What ``strconv.ParseFloat`` accepts in decimal (its hex floats and underscores left aside)."""
 OPEN_SPAN_WARNING: Final = "span has no end time yet (still open); its duration is reported as 0"
 _DAYS_OR_WEEKS: Final = {"d": 86_400_000_000, "w": 7 * 86_400_000_000}
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+RENDER_INLINE_MAX_BYTES: Final = 1 << 20
+"""Answers larger than this are indented in a worker thread."""
 JSON = "application/json"
 
 
@@ -163,7 +195,8 @@ def key_value(key: str, value: TagValue) -> KeyValue:
 
 
 def span_tags(span: Span) -> list[KeyValue]:
-    tags = [key_value(key, value) for key, value in span.tags.items()]
+    tags = [KeyValue(key, "string", value) for key, value in _scope_tags(span) if key not in span.tags]
+    tags += [key_value(key, value) for key, value in span.tags.items()]
     if span.kind is not None and "span.kind" not in span.tags:
         tags.append(KeyValue("span.kind", "string", span.kind))
     if span.status == "error" and "error" not in span.tags:
@@ -171,14 +204,32 @@ def span_tags(span: Span) -> list[KeyValue]:
     return tags
 
 
+def _scope_tags(span: Span) -> list[tuple[str, str]]:
+    pairs = []
+    if span.scope_name is not None:
+        pairs.append((SCOPE_NAME_TAG, span.scope_name))
+    if span.scope_version is not None:
+        pairs.append((SCOPE_VERSION_TAG, span.scope_version))
+    return pairs
+
+
+ProcessKey = tuple[str, tuple[tuple[str, TagValue], ...]]
+
+
 def jaeger_trace(stored: StoredTrace) -> JaegerTrace:
     """A stored trace in Jaeger's UI model; spans ordered by start time (then span id)."""
     trace_id = stored.trace_id
     spans = sorted(stored.spans, key=lambda s: (s.start_time_us, s.span_id))
-    process_ids: dict[str, str] = {}
+    process_ids: dict[ProcessKey, str] = {}
+    processes: dict[str, Process] = {}
     out: list[JaegerSpan] = []
     for span in spans:
-        process_id = process_ids.setdefault(span.service_name, f"p{len(process_ids) + 1}")
+        key: ProcessKey = (span.service_name, tuple(span.resource.items()))
+        process_id = process_ids.get(key)
+        if process_id is None:
+            process_id = process_ids[key] = f"p{len(process_ids) + 1}"
+            tags = [key_value(name, value) for name, value in span.resource.items()]
+            processes[process_id] = Process(service_name=span.service_name, tags=tags)
         references = (
             []
             if span.parent_span_id is None
@@ -201,7 +252,6 @@ def jaeger_trace(stored: StoredTrace) -> JaegerTrace:
                 warnings=[OPEN_SPAN_WARNING] if span.duration_us is None else None,
             )
         )
-    processes = {pid: Process(service_name=service, tags=[]) for service, pid in process_ids.items()}
     return JaegerTrace(trace_id=trace_id, spans=out, processes=processes, warnings=None)
 
 
@@ -278,7 +328,9 @@ def _search_tags(params: MultiMapping[str]) -> list[tuple[str, str]]:
 
 
 def search_query(params: MultiMapping[str]) -> TraceQuery:
-    """The store query of a classic search."""
+    """The store query of a classic search. As in Jaeger's ``parseTraceQueryParams``, every parameter is
+    parsed first, then ``service`` is required (a search by ``traceID=`` needs none: see
+    :func:`find_traces`), then the bounds must be in order."""
     limit_text = params.get("limit", "")
     limit = result_limit(integer("limit", limit_text, bits=32), DEFAULT_LIMIT) if limit_text else DEFAULT_LIMIT
     start_us = _epoch_us(params, "start")
@@ -287,13 +339,22 @@ def search_query(params: MultiMapping[str]) -> TraceQuery:
         lookback = _lookback_us(params["lookback"])
         if lookback is not None:
             start_us = max(0, (end_us if end_us is not None else now_us()) - lookback)
+    tags = _search_tags(params)
+    service = params.get("service", "")
+    try:
+        min_us, max_us = duration_bounds_us(first(params, "minDuration"), first(params, "maxDuration"))
+    except Failure:  # the durations parsed but are out of order: Jaeger names a missing service first
+        if not service:
+            raise Failure(400, SERVICE_REQUIRED) from None
+        raise
+    if not service:
+        raise Failure(400, SERVICE_REQUIRED)
     if start_us is not None and end_us is not None and start_us > end_us:
         raise Failure(400, "'end' should not be before 'start'")
-    min_us, max_us = duration_bounds_us(first(params, "minDuration"), first(params, "maxDuration"))
     return build_query(
-        service=params.get("service"),
+        service=service,
         operation=params.get("operation"),
-        tags=_search_tags(params),
+        tags=tags,
         min_duration_us=min_us,
         max_duration_us=max_us,
         start_us=start_us,
@@ -305,16 +366,45 @@ def search_query(params: MultiMapping[str]) -> TraceQuery:
 # -- handlers ----------------------------------------------------------------------------------------
 
 
-@jaeger_errors
+def classic_route(handler: Handler) -> AnyHandler:
+    """A classic handler as Jaeger's ``APIHandler`` answers: errors in its envelope (never indented, as its
+    ``handleError``), and a 200 answer indented by four spaces when ``prettyPrint`` has any value other than
+    ``""`` and ``"false"`` (its ``writeJSON``)."""
+    answered = jaeger_errors(handler)
+
+    @functools.wraps(handler)
+    async def route(request: web.Request) -> web.StreamResponse:
+        response = await answered(request)
+        pretty = request.query.get("prettyPrint", "")
+        if (
+            pretty
+            and pretty != "false"
+            and response.status == 200
+            and isinstance(response, web.Response)
+            and isinstance(response.body, bytes)
+        ):
+            body = response.body
+            if len(body) > RENDER_INLINE_MAX_BYTES:
+                response.body = await asyncio.to_thread(msgspec.json.format, body, indent=PRETTY_PRINT_INDENT)
+            else:
+                response.body = msgspec.json.format(body, indent=PRETTY_PRINT_INDENT)
+        return response
+
+    return route
+
+
+@classic_route
 async def get_trace(request: web.Request) -> web.Response:
+    """One trace; its id is matched as Jaeger's ``model.TraceIDFromString`` reads hex ids (case-insensitive,
+    leading zeros optional: see :func:`~query_api.jaeger.common.find_trace`)."""
     trace_id = _trace_id("traceID", request.match_info["traceID"])
-    stored = await request.app[STORE].get_trace(trace_id)
-    if stored is None or not stored.spans:
+    stored = await find_trace(request.app[STORE], trace_id)
+    if stored is None:
         raise Failure(404, TRACE_NOT_FOUND)
     return await _traces_answer([stored])
 
 
-@jaeger_errors
+@classic_route
 async def find_traces(request: web.Request) -> web.Response:
     params = request.query
     store = request.app[STORE]
@@ -322,35 +412,39 @@ async def find_traces(request: web.Request) -> web.Response:
     if wanted:
         found = await load_traces(store, wanted)
         known = {trace.trace_id for trace in found}
-        missing = [StructuredError(msg=TRACE_NOT_FOUND, trace_id=t) for t in wanted if t not in known]
+        missing = [
+            StructuredError(msg=TRACE_NOT_FOUND, trace_id=t)
+            for t in wanted
+            if not known.intersection(jaeger_id_spellings(t))
+        ]
         return await _traces_answer(found, missing or None)
     return await _traces_answer(await search(store, search_query(params)))
 
 
-@jaeger_errors
+@classic_route
 async def services(request: web.Request) -> web.Response:
     names = await request.app[STORE].services()
     return _answer(Envelope(data=names, total=len(names)))
 
 
-@jaeger_errors
+@classic_route
 async def service_operations(request: web.Request) -> web.Response:
     names = await request.app[STORE].operations(request.match_info["service"])
     return _answer(Envelope(data=names, total=len(names)))
 
 
-@jaeger_errors
+@classic_route
 async def operations(request: web.Request) -> web.Response:
     """Operations of ``service`` as ``{name, spanKind}``. Span kinds of operations are not indexed here, so
     ``spanKind`` is always ``""`` (unknown) and a ``spanKind`` filter cannot narrow the list."""
     service = request.query.get("service", "")
     if not service:
-        raise Failure(400, "parameter 'service' is required")
+        raise Failure(400, SERVICE_REQUIRED)
     names = await request.app[STORE].operations(service)
     return _answer(Envelope(data=[Operation(name=name, span_kind="") for name in names], total=len(names)))
 
 
-@jaeger_errors
+@classic_route
 async def dependencies(request: web.Request) -> web.Response:
     """Service call counts over ``[endTs - lookback, endTs]`` (milliseconds; default: the last day up to
     now), optionally only the links of ``service``. The store keeps them per hour, so the window is
@@ -372,3 +466,54 @@ async def dependencies(request: web.Request) -> web.Response:
         if not service or service in (link.parent, link.child)
     ]
     return _answer(Envelope(data=data))
+
+
+# -- metrics (Jaeger's Monitor tab) ------------------------------------------------------------------
+
+
+def _check_metrics_params(params: MultiMapping[str]) -> None:
+    """Jaeger's ``parseMetricsQueryParams``: ``service`` given (once or more), ``groupByOperation`` a Go
+    boolean, each ``spanKind`` a known kind, ``endTs``, ``lookback``, ``step`` and ``ratePer`` integers
+    (milliseconds). Only checked: no metrics are served (yet), so every valid query is answered 501."""
+    if "service" not in params:
+        raise ParamError("service", "please provide at least one service name")
+    if params.get("groupByOperation"):
+        go_bool("groupByOperation", params["groupByOperation"])
+    for kind in params.getall("spanKind", []):
+        if kind not in METRICS_SPAN_KINDS:
+            raise ParamError("spanKind", f"unsupported span kind: '{kind}'")
+    for name in ("endTs", "lookback", "step", "ratePer"):
+        if params.get(name):
+            integer(name, params[name])
+
+
+@classic_route
+async def metrics_latencies(request: web.Request) -> web.Response:
+    """``/api/metrics/latencies``: ``quantile`` (a float) and the common metrics parameters are checked as
+    Jaeger checks them; then 501 with Jaeger's "metrics querying is currently disabled", which the Jaeger
+    UI's Monitor tab shows as its "get started" page."""
+    quantile = request.query.get("quantile", "")
+    if not _GO_FLOAT.fullmatch(quantile):
+        raise ParamError("quantile", f'strconv.ParseFloat: parsing "{quantile}": invalid syntax')
+    _check_metrics_params(request.query)
+    raise Failure(501, METRICS_DISABLED)
+
+
+@classic_route
+async def metrics_calls(request: web.Request) -> web.Response:
+    """``/api/metrics/calls``: as :func:`metrics_latencies`, without ``quantile``."""
+    _check_metrics_params(request.query)
+    raise Failure(501, METRICS_DISABLED)
+
+
+@classic_route
+async def metrics_errors(request: web.Request) -> web.Response:
+    """``/api/metrics/errors``: as :func:`metrics_latencies`, without ``quantile``."""
+    _check_metrics_params(request.query)
+    raise Failure(501, METRICS_DISABLED)
+
+
+@classic_route
+async def metrics_minstep(request: web.Request) -> web.Response:
+    """``/api/metrics/minstep``: 501, as Jaeger's query service answers without a metrics backend."""
+    raise Failure(501, METRICS_DISABLED)

@@ -1,0 +1,123 @@
+"""SLA monitoring reads: per-operation statistics and time series of a service, from the time-bucketed
+rollups (O(buckets in the window), never O(traces)). Milliseconds out."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Final
+
+from shared.analysis import ms
+from shared.store.base import QueryError, RollupRow, ServiceStats, TraceStore, Window
+from shared.store.rollups import merge_counters
+
+from .errors import BadRequest
+from .shapes import OperationStatsList, OperationStatsView, TimePointView, TimeseriesView, WindowView
+
+MAX_POINTS: Final = 1440
+"""The most points a time series answers (a day at one-minute steps)."""
+MINUTE_US: Final = 60_000_000
+
+
+def window_view(window: Window | None) -> WindowView | None:
+    if window is None:
+        return None
+    aligned = window.aligned()
+    return WindowView(start=ms(aligned.start_us), end=ms(aligned.end_us))
+
+
+def merged(rows: Sequence[RollupRow]) -> ServiceStats:
+    """The sum of rollup rows as one :class:`ServiceStats` (counts, errors, durations, histogram)."""
+    total = merge_counters([[r.count, r.errors, r.duration_us, *r.histogram] for r in rows])
+    return ServiceStats(count=total[0], error_count=total[1], total_duration_us=total[2], histogram=total[3:])
+
+
+def quantiles(stats: ServiceStats) -> tuple[float, float, float]:
+    return ms(stats.percentile_us(0.50)), ms(stats.percentile_us(0.95)), ms(stats.percentile_us(0.99))
+
+
+class MonitorService:
+    def __init__(self, store: TraceStore) -> None:
+        self._store = store
+
+    async def operation_stats(self, service: str, window: Window | None) -> OperationStatsList:
+        rows = await self._store.rollups("operations", window, service=service)
+        per_operation: dict[str, list[RollupRow]] = defaultdict(list)
+        for row in rows:
+            per_operation[row.key[1]].append(row)
+        operations = []
+        for operation, group in per_operation.items():
+            stats = merged(group)
+            p50, p95, p99 = quantiles(stats)
+            operations.append(
+                OperationStatsView(
+                    operation=operation,
+                    span_kinds=sorted({r.key[2] for r in group}),
+                    count=stats.count,
+                    error_count=stats.error_count,
+                    avg_duration=ms(stats.total_duration_us / stats.count) if stats.count else 0.0,
+                    p50=p50,
+                    p95=p95,
+                    p99=p99,
+                )
+            )
+        operations.sort(key=lambda o: (-o.count, o.operation))
+        return OperationStatsList(service_name=service, window=window_view(window), operations=operations)
+
+    async def series(
+        self,
+        service: str,
+        operation: str | None,
+        window: Window,
+        step_us: int,
+        *,
+        span_kinds: Sequence[str] | None = None,
+        by_operation: bool = False,
+    ) -> dict[str | None, list[tuple[int, ServiceStats]]]:
+        """Per step (and per operation when ``by_operation``): the summed rollups of the service's spans
+        of those kinds; steps without spans are left out. Raises :class:`BadRequest` for a step the
+        minute rollups cannot serve or that gives too many points."""
+        check_step(window, step_us)
+        try:
+            rows = await self._store.rollups(
+                "operations", window, step_us=step_us, service=service, operation=operation
+            )
+        except QueryError as exc:
+            raise BadRequest(exc.param, exc.message) from None
+        groups: dict[str | None, dict[int, list[RollupRow]]] = defaultdict(lambda: defaultdict(list))
+        for row in rows:
+            if span_kinds is not None and row.key[2] not in span_kinds:
+                continue
+            groups[row.key[1] if by_operation else None][row.t_us].append(row)
+        return {key: [(t, merged(rs)) for t, rs in sorted(steps.items())] for key, steps in groups.items()}
+
+    async def timeseries(self, service: str, operation: str | None, window: Window, step_us: int) -> TimeseriesView:
+        series = (await self.series(service, operation, window, step_us)).get(None, [])
+        points = []
+        for t, stats in series:
+            p50, p95, p99 = quantiles(stats)
+            points.append(
+                TimePointView(
+                    t=ms(t),
+                    count=stats.count,
+                    errors=stats.error_count,
+                    rate=round(stats.count / (step_us / 1_000_000), 6),
+                    p50=p50,
+                    p95=p95,
+                    p99=p99,
+                )
+            )
+        view = window_view(window)
+        assert view is not None
+        return TimeseriesView(
+            step=step_us // 1000, service_name=service, operation_name=operation, window=view, points=points
+        )
+
+
+def check_step(window: Window, step_us: int, *, param: str = "step") -> None:
+    if step_us < MINUTE_US or step_us % MINUTE_US:
+        raise BadRequest(param, "must be a whole number of minutes (60000 ms steps): the rollups are per minute")
+    aligned = window.aligned()
+    points = -(-(aligned.end_us - aligned.start_us) // step_us)
+    if points > MAX_POINTS:
+        raise BadRequest(param, f"gives {points} points over this window; at most {MAX_POINTS}: use a larger step")

@@ -1,0 +1,113 @@
+"""The PostgreSQL schema (storage layout v2): the same tables and columns as SQLite's
+(:mod:`shared.store.sqlite.schema` explains them), in PostgreSQL's types.
+
+* Text that is sorted or compared is ``COLLATE "C"`` (code point order, as SQLite and Python).
+* Chunk bodies are ``bytea`` compressed with lz4 when PostgreSQL moves them out of line (pglz, the
+  default, costs the one shared database several times more CPU per byte).
+* ``tid`` comes from an identity column: never reused, it names the row's incarnation.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from shared.store.sql import HISTOGRAM_COLUMNS
+
+SCHEMA_VERSION: Final = 2
+SCHEMA_LOCK_KEY: Final = 0x7472_6163_696E_6701  # pg_advisory_xact_lock key guarding schema changes
+
+_HIST_DDL: Final = ", ".join(f"{c} bigint NOT NULL" for c in HISTOGRAM_COLUMNS)
+
+SCHEMA: Final = f"""
+CREATE TABLE IF NOT EXISTS tracing_meta (key text PRIMARY KEY, value text NOT NULL);
+
+CREATE TABLE traces (
+    tid bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    trace_id text COLLATE "C" NOT NULL UNIQUE,
+    state text NOT NULL,    -- active | finalized | dropped | waiting
+    shard text NOT NULL,
+    first_seen_us bigint NOT NULL,
+    last_seen_us bigint NOT NULL,
+    due_us bigint NOT NULL,
+    root_done_us bigint,
+    chunks integer NOT NULL,
+    root_service text COLLATE "C",
+    root_operation text COLLATE "C",
+    start_us bigint,
+    duration_us bigint,
+    span_count integer,
+    error_count integer,
+    status text NOT NULL DEFAULT 'active',
+    complete boolean,
+    services text,
+    analysis bytea,
+    contribution bytea,
+    critical bytea,
+    late_spans integer NOT NULL DEFAULT 0,
+    refinalizations integer NOT NULL DEFAULT 0,
+    finalized_at_us bigint
+) WITH (fillfactor = 85);
+CREATE INDEX traces_due ON traces (due_us) WHERE state = 'active';
+CREATE INDEX traces_start ON traces (start_us) WHERE finalized_at_us IS NOT NULL;
+CREATE INDEX traces_duration ON traces (duration_us) WHERE finalized_at_us IS NOT NULL;
+CREATE INDEX traces_dropped ON traces (start_us) WHERE state = 'dropped';
+CREATE INDEX traces_endpoint ON traces (root_service, root_operation, duration_us) WHERE finalized_at_us IS NOT NULL;
+
+CREATE TABLE chunks (
+    tid bigint NOT NULL, seq integer NOT NULL, late boolean NOT NULL, body bytea COMPRESSION lz4 NOT NULL,
+    PRIMARY KEY (tid, seq)
+);
+
+CREATE TABLE open_spans (span_id text COLLATE "C" NOT NULL, tid bigint NOT NULL, PRIMARY KEY (span_id, tid));
+CREATE INDEX open_spans_by_trace ON open_spans (tid);
+
+CREATE TABLE trace_ops (
+    service text COLLATE "C" NOT NULL, operation text COLLATE "C" NOT NULL, start_us bigint NOT NULL,
+    tid bigint NOT NULL, min_us bigint NOT NULL, max_us bigint NOT NULL,
+    PRIMARY KEY (service, operation, start_us, tid)
+);
+CREATE TABLE trace_tags (
+    key text COLLATE "C" NOT NULL, value text COLLATE "C" NOT NULL, start_us bigint NOT NULL, tid bigint NOT NULL,
+    PRIMARY KEY (key, value, start_us, tid)
+);
+
+CREATE TABLE rollup_ops (
+    grain smallint NOT NULL, bucket bigint NOT NULL,
+    service text COLLATE "C" NOT NULL, operation text COLLATE "C" NOT NULL, kind text COLLATE "C" NOT NULL,
+    n bigint NOT NULL, errors bigint NOT NULL, duration_us bigint NOT NULL, {_HIST_DDL},
+    PRIMARY KEY (grain, bucket, service, operation, kind)
+);
+CREATE TABLE rollup_endpoints (
+    grain smallint NOT NULL, bucket bigint NOT NULL,
+    service text COLLATE "C" NOT NULL, operation text COLLATE "C" NOT NULL,
+    n bigint NOT NULL, errors bigint NOT NULL, duration_us bigint NOT NULL, {_HIST_DDL},
+    PRIMARY KEY (grain, bucket, service, operation)
+);
+CREATE TABLE rollup_contexts (
+    grain smallint NOT NULL, bucket bigint NOT NULL,
+    service text COLLATE "C" NOT NULL, operation text COLLATE "C" NOT NULL, ctx bigint NOT NULL,
+    critical_us bigint NOT NULL, traces bigint NOT NULL,
+    PRIMARY KEY (grain, bucket, service, operation, ctx)
+);
+CREATE TABLE call_paths (ctx bigint PRIMARY KEY, label text COLLATE "C" NOT NULL, path bytea NOT NULL);
+CREATE TABLE rollup_deps (
+    hour bigint NOT NULL, parent text COLLATE "C" NOT NULL, child text COLLATE "C" NOT NULL,
+    calls bigint NOT NULL, errors bigint NOT NULL, PRIMARY KEY (hour, parent, child)
+);
+CREATE TABLE IF NOT EXISTS heartbeats (
+    worker_id text COLLATE "C" PRIMARY KEY, updated_us bigint NOT NULL, body text NOT NULL
+);
+"""
+
+V1_TABLES: Final = (
+    "spans",
+    "traces",
+    "trace_ops",
+    "trace_tags",
+    "rollup_totals",
+    "rollup_services",
+    "rollup_buckets",
+    "rollup_operations",
+    "rollup_deps",
+)
+"""Layout v1's tables, except ``tracing_meta`` and ``heartbeats``, which v2 keeps as they are."""

@@ -1,0 +1,352 @@
+"""The SQL both SQL backends read with: searches and rollup reads, written once for the tables the two
+schemas share (same names, same columns), with ``?`` placeholders. A backend passes a :class:`Dialect`:
+its placeholder style, how text parameters and results are escaped, and its index hints.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Literal
+
+import msgspec
+
+from shared.store.base import ContextRow, RollupRow, ServiceStats, SlowTrace, StoreStats, TraceQuery, Window
+from shared.store.rollups import HISTOGRAM_SIZE, TOTAL, merge_counters
+from shared.store.search import step_grain, window_ranges
+
+HISTOGRAM_COLUMNS: Final = [f"h{i}" for i in range(HISTOGRAM_SIZE)]
+COUNTER_COLUMNS: Final = ["n", "errors", "duration_us", *HISTOGRAM_COLUMNS]
+
+SUMMARY_COLUMNS: Final = (
+    "t.trace_id, t.root_service, t.root_operation, coalesce(t.start_us, t.first_seen_us), coalesce(t.duration_us, 0),"
+    " coalesce(t.span_count, 0), coalesce(t.error_count, 0), t.status, coalesce(t.complete, {false}), t.services, t.tid"
+)
+"""A search result row: the columns of :func:`~shared.store.finalizing.summary_from_row`, then the tid."""
+
+Series = Literal["operations", "endpoints"]
+SERIES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
+    "operations": ("rollup_ops", ("service", "operation", "kind")),
+    "endpoints": ("rollup_endpoints", ("service", "operation")),
+}
+
+
+class Dialect(msgspec.Struct, frozen=True, kw_only=True):
+    numbered: bool
+    """``$1, $2, ...`` placeholders (PostgreSQL) instead of ``?`` (SQLite)."""
+    text: Callable[[str], str]
+    """Escapes a text parameter as the backend stores text."""
+    false: str
+    """The literal false."""
+    join: str
+    """The join that keeps the written order (the index walked first): SQLite's planner otherwise may
+    start from ``traces``; ``CROSS JOIN`` tells it not to. PostgreSQL plans this well with ``JOIN``."""
+    duration_index_hint: str = ""
+    """Makes a window's slowest traces walk the duration index (SQLite's ``INDEXED BY``)."""
+
+    def sql(self, statement: str) -> str:
+        if not self.numbered:
+            return statement
+        counter = iter(range(1, 1 << 30))
+        return re.sub(r"\?", lambda _: f"${next(counter)}", statement)
+
+
+def search_sql(query: TraceQuery, dialect: Dialect, *, limit: int, offset: int) -> tuple[str, list[Any]]:
+    """One search page. It walks the most specific index newest first (the service's (or service and
+    operation's) rows of ``trace_ops``, else the first tag's rows of ``trace_tags``, else the traces'
+    start index) and probes the other conditions by key, so it can stop at ``limit``.
+
+    For a same-span query the statement yields candidates: traces whose (service, operation) rows allow
+    the duration bounds and that have every tag on some span; the caller checks the spans."""
+    text = dialect.text
+    where: list[str] = []
+    params: list[Any] = []
+    tags = list(query.tags)
+    if query.status == "active":
+        source = "traces t"
+        where.append("t.state = 'active'")
+        order = "t.first_seen_us DESC, t.tid DESC"
+        start = "t.start_us"
+    else:
+        if query.service_name is not None:
+            source = f"trace_ops d {dialect.join} traces t ON t.tid = d.tid"
+            where.append("d.service = ? AND d.operation = ?")
+            params.extend((text(query.service_name), text(query.operation_name or "")))
+            if query.same_span:
+                if query.min_duration_us is not None:
+                    where.append("d.max_us >= ?")
+                    params.append(query.min_duration_us)
+                if query.max_duration_us is not None:
+                    where.append("d.min_us <= ?")
+                    params.append(query.max_duration_us)
+            start = "d.start_us"
+        elif tags:
+            key, value = tags.pop(0)
+            source = f"trace_tags d {dialect.join} traces t ON t.tid = d.tid"
+            where.append("d.key = ? AND d.value = ?")
+            params.extend((text(key), text(value)))
+            start = "d.start_us"
+        else:
+            source = "traces t"
+            where.append("t.finalized_at_us IS NOT NULL")
+            start = "t.start_us"
+        order = f"{start} DESC, t.tid DESC"
+        if query.status is not None:
+            where.append("t.status = ?")
+            params.append(query.status)
+        if query.operation_name is not None and query.service_name is None:
+            # an operation of any service: probe the (service, operation) rows of the services that have it
+            where.append(
+                f"EXISTS (SELECT 1 FROM rollup_ops r {dialect.join} trace_ops o ON o.service = r.service"
+                " AND o.operation = r.operation AND o.start_us = t.start_us AND o.tid = t.tid"
+                f" WHERE r.grain = {TOTAL} AND r.bucket = 0 AND r.operation = ?)"
+            )
+            params.append(text(query.operation_name))
+    if not query.same_span:
+        if query.min_duration_us is not None:
+            where.append("t.duration_us >= ?")
+            params.append(query.min_duration_us)
+        if query.max_duration_us is not None:
+            where.append("t.duration_us <= ?")
+            params.append(query.max_duration_us)
+    if query.start_us is not None:
+        where.append(f"{start} >= ?")
+        params.append(query.start_us)
+    if query.end_us is not None:
+        where.append(f"{start} <= ?")
+        params.append(query.end_us)
+    for key, value in tags:
+        where.append(
+            "EXISTS (SELECT 1 FROM trace_tags g WHERE g.key = ? AND g.value = ? AND g.start_us = t.start_us"
+            " AND g.tid = t.tid)"
+        )
+        params.extend((text(key), text(value)))
+    columns = SUMMARY_COLUMNS.format(false=dialect.false)
+    statement = f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ? OFFSET ?"
+    params.extend((limit, offset))
+    return dialect.sql(statement), params
+
+
+def rollup_sql(
+    series: Series,
+    dialect: Dialect,
+    *,
+    grain: int,
+    first: int,
+    end: int,
+    per_step: int | None,
+    service: str | None,
+    operation: str | None,
+) -> tuple[str, list[Any]]:
+    """Sums of one rollup table's rows of one grain and bucket range, per key (and per step)."""
+    table, keys = SERIES[series]
+    key_list = ", ".join(keys)
+    step = "0" if per_step is None else f"(bucket - {int(first)}) / {int(per_step)}"
+    sums = ", ".join(f"sum({c})" for c in COUNTER_COLUMNS)
+    where = "grain = ? AND bucket >= ? AND bucket < ?"
+    params: list[Any] = [grain, first, end]
+    if service is not None:
+        where += " AND service = ?"
+        params.append(dialect.text(service))
+    if operation is not None:
+        where += " AND operation = ?"
+        params.append(dialect.text(operation))
+    statement = (
+        f"SELECT {step} AS step, {key_list}, {sums} FROM {table} WHERE {where}"
+        f" GROUP BY step, {key_list} ORDER BY step, {key_list}"
+    )
+    return dialect.sql(statement), params
+
+
+class RollupRead(msgspec.Struct, frozen=True, kw_only=True):
+    """The statements of one :meth:`TraceStore.rollups` call, and how to assemble their rows."""
+
+    statements: list[tuple[str, list[Any]]]
+    width: int
+    """Key columns per row."""
+    window: Window | None
+    """Minute-aligned; ``None``: all time."""
+    step_us: int | None
+
+
+def plan_rollup_read(
+    series: Series,
+    dialect: Dialect,
+    window: Window | None,
+    *,
+    step_us: int | None,
+    service: str | None,
+    operation: str | None,
+) -> RollupRead:
+    """The statements that answer a rollups call: one for all time or a time series, one per grain range
+    (whole hours from the hour rows, the edges from the minute rows) for a whole window."""
+
+    def select(grain: int, first: int, end: int, per_step: int | None) -> tuple[str, list[Any]]:
+        return rollup_sql(
+            series,
+            dialect,
+            grain=grain,
+            first=first,
+            end=end,
+            per_step=per_step,
+            service=service,
+            operation=operation,
+        )
+
+    width = len(SERIES[series][1])
+    if window is None:
+        return RollupRead(statements=[select(TOTAL, 0, 1, None)], width=width, window=None, step_us=None)
+    aligned = window.aligned()
+    if step_us is None:
+        statements = [select(grain, first, end, None) for grain, first, end in window_ranges(aligned)]
+        return RollupRead(statements=statements, width=width, window=aligned, step_us=None)
+    grain, first, end, per_step = step_grain(aligned, step_us)
+    return RollupRead(statements=[select(grain, first, end, per_step)], width=width, window=aligned, step_us=step_us)
+
+
+def assemble_rollup_rows(
+    read: RollupRead, results: Sequence[Sequence[Sequence[Any]]], untext: Callable[[str], str] = str
+) -> list[RollupRow]:
+    """The :class:`RollupRow` list from the rows each statement of ``read`` returned (in order)."""
+    width = read.width
+
+    def row(t_us: int, key: Sequence[Any], values: Sequence[Any]) -> RollupRow:
+        return RollupRow(
+            t_us=t_us,
+            key=tuple(untext(k) for k in key),
+            count=int(values[0]),
+            errors=int(values[1]),
+            duration_us=int(values[2]),
+            histogram=[int(v) for v in values[3 : 3 + HISTOGRAM_SIZE]],
+        )
+
+    window = read.window
+    if window is None:
+        return [row(0, r[1 : 1 + width], r[1 + width :]) for r in results[0]]
+    if read.step_us is None:
+        merged: dict[tuple[Any, ...], list[Sequence[int]]] = defaultdict(list)
+        for rows in results:
+            for r in rows:
+                merged[tuple(r[1 : 1 + width])].append([int(v) for v in r[1 + width :]])
+        summed = [(key, merge_counters(values)) for key, values in sorted(merged.items())]
+        return [row(window.start_us, key, values) for key, values in summed if values[0]]
+    step_us = read.step_us
+    return [
+        row(window.start_us + int(r[0]) * step_us, r[1 : 1 + width], r[1 + width :]) for r in results[0] if r[1 + width]
+    ]
+
+
+def assemble_stats(
+    endpoints: Sequence[RollupRow],
+    operations: Sequence[RollupRow],
+    *,
+    active: int,
+    slowest: Sequence[tuple[str, int]],
+    window: Window | None,
+) -> StoreStats:
+    """``/stats`` from the endpoint rollups (trace counts), the operation rollups (per service), the count
+    of active traces and the slowest finalized ones."""
+    failed = sum(r.errors for r in endpoints)
+    per_service: dict[str, list[Sequence[int]]] = defaultdict(list)
+    for r in operations:
+        per_service[r.key[0]].append([r.count, r.errors, r.duration_us, *r.histogram])
+    services = {}
+    for name, rows in sorted(per_service.items()):
+        total = merge_counters(rows)
+        services[name] = ServiceStats(
+            count=total[0], error_count=total[1], total_duration_us=total[2], histogram=total[3:]
+        )
+    return StoreStats(
+        active_traces=active,
+        completed_traces=sum(r.count for r in endpoints) - failed,
+        failed_traces=failed,
+        total_duration_us=sum(r.duration_us for r in endpoints),
+        slowest=[SlowTrace(trace_id=t, duration_us=d) for t, d in slowest],
+        services=services,
+        window=window,
+    )
+
+
+def stats_sql(
+    dialect: Dialect, window: Window | None, slowest: int
+) -> tuple[tuple[str, list[Any]], tuple[str, list[Any]]]:
+    """The two statements of ``/stats`` besides the rollups: active traces (never finalized; first seen
+    in the window) and the slowest finalized traces (started in the window), walking the duration index."""
+    active = "SELECT count(*) FROM traces WHERE state = 'active' AND finalized_at_us IS NULL"
+    slow = f"SELECT trace_id, duration_us FROM traces {dialect.duration_index_hint} WHERE finalized_at_us IS NOT NULL"
+    params: list[Any] = []
+    if window is not None:
+        active += " AND first_seen_us >= ? AND first_seen_us < ?"
+        slow += " AND start_us >= ? AND start_us < ?"
+        params = [window.start_us, window.end_us]
+    slow += " ORDER BY duration_us DESC, trace_id LIMIT ?"
+    return (dialect.sql(active), params), (dialect.sql(slow), [*params, slowest])
+
+
+def context_sql(
+    dialect: Dialect, *, grain: int, first: int, end: int, service: str | None, operation: str | None
+) -> tuple[str, list[Any]]:
+    """Critical-path sums per endpoint and context over one grain and bucket range."""
+    where = "grain = ? AND bucket >= ? AND bucket < ?"
+    params: list[Any] = [grain, first, end]
+    if service is not None:
+        where += " AND service = ?"
+        params.append(dialect.text(service))
+    if operation is not None:
+        where += " AND operation = ?"
+        params.append(dialect.text(operation))
+    statement = (
+        f"SELECT service, operation, ctx, sum(critical_us), sum(traces) FROM rollup_contexts WHERE {where}"
+        " GROUP BY service, operation, ctx"
+    )
+    return dialect.sql(statement), params
+
+
+def plan_context_read(
+    dialect: Dialect, window: Window | None, *, service: str | None, operation: str | None
+) -> list[tuple[str, list[Any]]]:
+    ranges = [(TOTAL, 0, 1)] if window is None else window_ranges(window.aligned())
+    return [context_sql(dialect, grain=g, first=f, end=e, service=service, operation=operation) for g, f, e in ranges]
+
+
+def assemble_contexts(
+    results: Sequence[Sequence[Sequence[Any]]],
+    paths: Callable[[list[int]], dict[int, tuple[str, ...]]],
+    untext: Callable[[str], str] = str,
+) -> list[ContextRow]:
+    """Merge the per-range sums and name the contexts (``paths(ids)`` reads the dictionary); largest
+    first, then by endpoint and path."""
+    merged: dict[tuple[str, str, int], list[int]] = {}
+    for rows in results:
+        for service, operation, ctx, critical, traces in rows:
+            row = merged.setdefault((untext(service), untext(operation), int(ctx)), [0, 0])
+            row[0] += int(critical)
+            row[1] += int(traces)
+    names = paths(sorted({ctx for _, _, ctx in merged}))
+    out = [
+        ContextRow(endpoint=(service, operation), path=names[ctx], critical_us=critical, traces=traces)
+        for (service, operation, ctx), (critical, traces) in merged.items()
+        if traces > 0 and ctx in names
+    ]
+    out.sort(key=lambda r: (-r.critical_us, r.endpoint, r.path))
+    return out
+
+
+def slow_traces_sql(
+    dialect: Dialect, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
+) -> tuple[str, list[Any]]:
+    """The slowest traces of an endpoint: a walk down ``traces_endpoint`` (root service, root operation,
+    duration) from the slowest, stopping at ``limit``."""
+    statement = (
+        "SELECT trace_id, duration_us, critical FROM traces WHERE finalized_at_us IS NOT NULL"
+        " AND root_service = ? AND root_operation = ? AND duration_us >= ?"
+    )
+    params: list[Any] = [dialect.text(service), dialect.text(operation), min_duration_us]
+    if window is not None:
+        aligned = window.aligned()
+        statement += " AND start_us >= ? AND start_us < ?"
+        params.extend((aligned.start_us, aligned.end_us))
+    statement += " ORDER BY duration_us DESC, trace_id LIMIT ?"
+    params.append(limit)
+    return dialect.sql(statement), params

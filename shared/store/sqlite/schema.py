@@ -1,0 +1,111 @@
+"""The SQLite schema (storage layout v2) and its migration from layout v1.
+
+Layout v2 (see the design page, "Storage layout v2"):
+
+* ``traces``: one row per trace. ``tid`` is its integer key (AUTOINCREMENT: never reused, so it names
+  the row's incarnation); ``chunks`` counts its stored chunks. Summary columns are set at finalization.
+* ``chunks``: the spans, one row per (trace, write batch): ``id = tid << CHUNK_BITS | seq``, so a trace's
+  chunks are one contiguous key range, and a new trace's chunks append at the end of the table.
+* ``open_spans``: the span-id index, for open spans only.
+* ``trace_ops`` / ``trace_tags``: search indexes, written once per finalization. ``trace_ops`` has a row
+  per (service, operation) of the trace and one per service (operation ``''``), with the smallest and
+  largest duration of those spans; ``trace_tags`` a row per distinct (key, value) of its spans. Both
+  carry the trace's start, so a search walks them newest first, and probes them by (..., start, tid).
+* ``rollup_ops`` / ``rollup_endpoints``: time-bucketed rollups at three grains (minute, hour, total; see
+  :mod:`shared.store.rollups`), latency histograms as columns ``h0`` .. ``h18``; ``rollup_deps`` per hour.
+  All-time trace counts are the endpoints' total-grain rows. ``rollup_contexts`` holds the critical-path
+  time per endpoint and calling context (:mod:`shared.critical_paths`) at the same grains; ``call_paths``
+  names the contexts (id -> labels, and the last label for the bottom-up ranking).
+
+``PRAGMA user_version`` holds the layout version (:mod:`shared.store.sqlite.migrate` upgrades older files).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from shared.store.rollups import HISTOGRAM_SIZE
+
+SCHEMA_VERSION: Final = 2
+CHUNK_BITS: Final = 24
+"""Chunk ids are ``tid << CHUNK_BITS | seq``: up to 16.7M chunks per trace."""
+
+HISTOGRAM_COLUMNS: Final = [f"h{i}" for i in range(HISTOGRAM_SIZE)]
+_HIST_DDL: Final = ", ".join(f"{c} INTEGER NOT NULL" for c in HISTOGRAM_COLUMNS)
+
+SCHEMA: Final = f"""
+CREATE TABLE IF NOT EXISTS traces (
+    tid INTEGER PRIMARY KEY AUTOINCREMENT,
+    trace_id TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,    -- active | finalized | dropped | waiting
+    shard TEXT NOT NULL,    -- topic/partition whose worker finalizes it
+    first_seen_us INTEGER NOT NULL,
+    last_seen_us INTEGER NOT NULL,
+    due_us INTEGER NOT NULL,
+    root_done_us INTEGER,   -- when a finished root span was first seen
+    chunks INTEGER NOT NULL,
+    root_service TEXT,
+    root_operation TEXT,
+    start_us INTEGER,
+    duration_us INTEGER,
+    span_count INTEGER,
+    error_count INTEGER,
+    status TEXT NOT NULL DEFAULT 'active',
+    complete INTEGER,
+    services TEXT,
+    analysis BLOB,          -- msgpack TraceAnalysis
+    contribution BLOB,      -- msgpack Contribution: this trace's share of the rollups and indexes
+    critical BLOB,          -- msgpack [(context id, critical µs)]: its critical path by calling context
+    late_spans INTEGER NOT NULL DEFAULT 0,
+    refinalizations INTEGER NOT NULL DEFAULT 0,
+    finalized_at_us INTEGER
+);
+CREATE INDEX IF NOT EXISTS traces_due ON traces (due_us) WHERE state = 'active';
+CREATE INDEX IF NOT EXISTS traces_start ON traces (start_us) WHERE finalized_at_us IS NOT NULL;
+CREATE INDEX IF NOT EXISTS traces_duration ON traces (duration_us) WHERE finalized_at_us IS NOT NULL;
+CREATE INDEX IF NOT EXISTS traces_dropped ON traces (start_us) WHERE state = 'dropped';
+CREATE INDEX IF NOT EXISTS traces_endpoint ON traces (root_service, root_operation, duration_us)
+    WHERE finalized_at_us IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, late INTEGER NOT NULL, body BLOB NOT NULL);
+
+CREATE TABLE IF NOT EXISTS open_spans (
+    span_id TEXT NOT NULL, tid INTEGER NOT NULL, PRIMARY KEY (span_id, tid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS open_spans_by_trace ON open_spans (tid);
+
+CREATE TABLE IF NOT EXISTS trace_ops (
+    service TEXT NOT NULL, operation TEXT NOT NULL, start_us INTEGER NOT NULL, tid INTEGER NOT NULL,
+    min_us INTEGER NOT NULL, max_us INTEGER NOT NULL,
+    PRIMARY KEY (service, operation, start_us, tid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trace_tags (
+    key TEXT NOT NULL, value TEXT NOT NULL, start_us INTEGER NOT NULL, tid INTEGER NOT NULL,
+    PRIMARY KEY (key, value, start_us, tid)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS rollup_ops (
+    grain INTEGER NOT NULL, bucket INTEGER NOT NULL,
+    service TEXT NOT NULL, operation TEXT NOT NULL, kind TEXT NOT NULL,
+    n INTEGER NOT NULL, errors INTEGER NOT NULL, duration_us INTEGER NOT NULL, {_HIST_DDL},
+    PRIMARY KEY (grain, bucket, service, operation, kind)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_endpoints (
+    grain INTEGER NOT NULL, bucket INTEGER NOT NULL, service TEXT NOT NULL, operation TEXT NOT NULL,
+    n INTEGER NOT NULL, errors INTEGER NOT NULL, duration_us INTEGER NOT NULL, {_HIST_DDL},
+    PRIMARY KEY (grain, bucket, service, operation)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_contexts (
+    grain INTEGER NOT NULL, bucket INTEGER NOT NULL, service TEXT NOT NULL, operation TEXT NOT NULL,
+    ctx INTEGER NOT NULL, critical_us INTEGER NOT NULL, traces INTEGER NOT NULL,
+    PRIMARY KEY (grain, bucket, service, operation, ctx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS call_paths (ctx INTEGER PRIMARY KEY, label TEXT NOT NULL, path BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS rollup_deps (
+    hour INTEGER NOT NULL, parent TEXT NOT NULL, child TEXT NOT NULL,
+    calls INTEGER NOT NULL, errors INTEGER NOT NULL, PRIMARY KEY (hour, parent, child)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS heartbeats (
+    worker_id TEXT PRIMARY KEY, updated_us INTEGER NOT NULL, body TEXT NOT NULL
+) WITHOUT ROWID;
+"""

@@ -1,0 +1,185 @@
+"""The write path of storage layout v2, the same for every backend: from one batch of events and what
+the store holds of the batch's traces, the rows to write. Pure: no I/O.
+
+A backend's ``write_batch`` does, in one transaction:
+
+1. read the row (:class:`TraceRow`) of every trace of the batch that exists, locking it where writers
+   run concurrently, and the trace's current :class:`~shared.store.chunks.TraceState` (its copy in the
+   writer's cache when that is provably current, else its chunks read back);
+2. :func:`plan_write`;
+3. write the plan: insert the new traces' rows, update the existing ones, insert one chunk per changed
+   trace, and maintain the open-span index;
+4. after the commit, put the new states into the cache.
+
+Due times follow the store contract: before a root span finished, ``now + idle`` (sliding with every
+write); once one has, ``min(due, now + grace)``; a trace that was finalized and changes again is late:
+active again, due ``now + grace``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import msgspec
+
+from shared.models import Event, Span, SpanFinish
+from shared.store.base import WriteResult
+from shared.store.chunks import TraceState, encode_chunk
+
+RowState = Literal["active", "finalized", "dropped", "waiting"]
+"""A trace row's state. ``waiting``: only finish events are stored, no span yet (not searchable, not
+due, not counted); the trace becomes active when a span arrives."""
+
+
+class TraceRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What a write or a finalization needs of an existing trace's row."""
+
+    trace_id: str
+    tid: int
+    """The row's incarnation: assigned when the row is created, never reused (a purged and re-created
+    trace gets a new one), so a cached state of an older incarnation can never pass for the current."""
+    state: RowState
+    chunks: int
+    root_done_us: int | None
+    due_us: int
+
+
+class NewTrace(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    trace_id: str
+    shard: str
+    due_us: int
+    root_done_us: int | None
+
+
+class TraceUpdate(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    trace_id: str
+    tid: int
+    chunks: int
+    due_us: int
+    root_done_us: int | None
+    shard: str | None
+    """A waiting trace (finish events only) is owned by the shard of the write that brings its first
+    span, as a new trace would be; ``None``: the owner stays."""
+
+
+class Chunk(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    trace_id: str
+    seq: int
+    """0 for a trace's first chunk; the trace row's chunk count before this one."""
+    late: bool
+    body: bytes
+
+
+class WritePlan(msgspec.Struct, kw_only=True, gc=False):
+    new: list[NewTrace]
+    updates: list[TraceUpdate]
+    chunks: list[Chunk]
+    opened: list[tuple[str, str]]
+    """(trace_id, span_id) entering the open-span index."""
+    closed: list[tuple[str, str]]
+    """(trace_id, span_id) leaving it."""
+    states: dict[str, TraceState]
+    """Every changed trace's state after this batch (for the cache, once committed)."""
+    result: WriteResult
+
+
+def group_events(spans: Sequence[Span], finishes: Sequence[SpanFinish]) -> dict[str, list[Event]]:
+    """The batch's events per trace, in batch order (spans first: a finish is kept beside its span
+    whatever the order, so only the order among a span's versions matters)."""
+    grouped: dict[str, list[Event]] = {}
+    for part in (spans, finishes):
+        for event in part:
+            events = grouped.get(event.trace_id)
+            if events is None:
+                grouped[event.trace_id] = [event]
+            else:
+                events.append(event)
+    return grouped
+
+
+def plan_write(
+    batch: Mapping[str, Sequence[Event]],
+    rows: Mapping[str, TraceRow],
+    states: Mapping[str, TraceState],
+    *,
+    shards: Mapping[str, str],
+    now_us: int,
+    grace_us: int,
+    idle_us: int,
+) -> WritePlan:
+    """The rows that writing ``batch`` produces.
+
+    ``rows``: the existing traces of the batch; ``states``: the current state of each of them (mutated
+    in place: pass states that are not in any cache). Traces of the batch not in ``rows`` are new. A
+    ``dropped`` trace (sampled out) discards its events. Only the net change of each span is stored, so
+    a duplicate changes nothing, not even the trace's due time.
+    """
+    new: list[NewTrace] = []
+    updates: list[TraceUpdate] = []
+    chunks: list[Chunk] = []
+    opened: list[tuple[str, str]] = []
+    closed: list[tuple[str, str]] = []
+    changed_states: dict[str, TraceState] = {}
+    spans_changed = late_spans = 0
+    for trace_id, events in batch.items():
+        row = rows.get(trace_id)
+        if row is None:
+            state = TraceState()
+            late = False
+        elif row.state == "dropped":
+            continue
+        else:
+            state = states[trace_id]
+            late = row.state == "finalized"
+        change = state.apply(events, late=late)
+        if not change.events:
+            continue
+        body = encode_chunk(change.events)
+        seq = state.version
+        state.version += 1
+        state.nbytes += len(body)
+        chunks.append(Chunk(trace_id=trace_id, seq=seq, late=late, body=body))
+        changed_states[trace_id] = state
+        spans_changed += len(change.span_ids)
+        if late:
+            late_spans += len(change.span_ids)
+        opened.extend((trace_id, span_id) for span_id in change.opened)
+        closed.extend((trace_id, span_id) for span_id in change.closed)
+        if row is None:
+            due = now_us + idle_us
+            root_done: int | None = None
+            if change.root_finished:
+                root_done = now_us
+                due = min(due, now_us + grace_us)
+            new.append(NewTrace(trace_id=trace_id, shard=shards[trace_id], due_us=due, root_done_us=root_done))
+            continue
+        root_done = row.root_done_us
+        if row.state == "finalized":
+            due = now_us + grace_us
+        elif root_done is not None:
+            due = row.due_us
+        else:
+            due = now_us + idle_us
+        if root_done is None and change.root_finished:
+            root_done = now_us
+            due = min(due, now_us + grace_us)
+        updates.append(
+            TraceUpdate(
+                trace_id=trace_id,
+                tid=row.tid,
+                chunks=state.version,
+                due_us=due,
+                root_done_us=root_done,
+                shard=shards[trace_id] if row.state == "waiting" else None,
+            )
+        )
+    return WritePlan(
+        new=new,
+        updates=updates,
+        chunks=chunks,
+        opened=opened,
+        closed=closed,
+        states=changed_states,
+        result=WriteResult(spans_changed=spans_changed, traces_touched=len(chunks), late_spans=late_spans),
+    )
