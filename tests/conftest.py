@@ -7,7 +7,7 @@
 With ``CI=true`` a missing broker fails the run; it is never a skip.
 
 ``cassandra_url`` (session): a real Cassandra, from ``TRACING_TEST_CASSANDRA_URL`` (``make test`` sets it)
-or else one node started with ``scripts/cassandra.sh`` on free ports in a temp dir (about 15-25 s here),
+or else one node started with ``scripts/cassandra.sh`` on free ports in a temp dir (11-60 s here),
 stopped and removed after the session. ``cassandra_keyspace_url`` (function): that URL with a keyspace of
 the test's own (``test_<hex>``), dropped afterwards. With ``CI=true`` a missing Cassandra or driver (the
 ``cassandra`` extra) fails the run; it is never a skip.
