@@ -5,12 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint kafka-up kafka-down bench clean
+.PHONY: run test lint kafka-up kafka-down cassandra-up cassandra-down bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,postgres]'
+	$(PY) -m pip install -q -e '.[dev,postgres,cassandra]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -30,9 +30,16 @@ kafka-up:
 kafka-down:
 	bash deploy/kafka/kafka.sh down
 
+cassandra-up:
+	bash scripts/cassandra.sh up $(CASSANDRA_ARGS)
+
+cassandra-down:
+	bash scripts/cassandra.sh down
+
 bench: $(STAMP)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	bash deploy/kafka/kafka.sh down || true
+	bash scripts/cassandra.sh down || true
 	rm -rf .run data .mypy_cache .ruff_cache .pytest_cache

@@ -113,9 +113,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 re.compile(getattr(self, field))
             except re.error as exc:
                 raise SettingsError(f"{PREFIX}{field.upper()}: not a valid regular expression: {exc}") from exc
-        if not self.store_url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        if self.store_url.startswith("cassandra:"):
+            from shared.store.cassandra_conn import CassandraConfig, CassandraUrlError
+
+            try:
+                CassandraConfig.from_url(self.store_url)
+            except CassandraUrlError as exc:
+                raise SettingsError(f"{PREFIX}STORE_URL: {exc}") from exc
+        elif not self.store_url.startswith(("sqlite://", "postgresql://", "postgres://")):
             raise SettingsError(
-                f"{PREFIX}STORE_URL: expected sqlite:///path.db or postgresql://..., got {self.store_url!r}"
+                f"{PREFIX}STORE_URL: expected sqlite:///path.db, postgresql://... or cassandra://..., "
+                f"got {self.store_url!r}"
             )
         host, _, port = self.api_bind.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) <= 65535:

@@ -6,6 +6,12 @@
 3. the project's own local broker (``deploy/kafka/kafka.sh``) on free ports in a temp dir.
 With ``CI=true`` a missing broker fails the run; it is never a skip.
 
+``cassandra_url`` (session): a real Cassandra, from ``TRACING_TEST_CASSANDRA_URL`` (``make test`` sets it)
+or else one node started with ``scripts/cassandra.sh`` on free ports in a temp dir (11-60 s here),
+stopped and removed after the session. ``cassandra_keyspace_url`` (function): that URL with a keyspace of
+the test's own (``test_<hex>``), dropped afterwards. With ``CI=true`` a missing Cassandra or driver (the
+``cassandra`` extra) fails the run; it is never a skip.
+
 ``settings`` (function): settings pointing at that broker with topic and group names unique to the test,
 so tests never see each other's messages, and a SQLite store in the test's temp dir.
 """
@@ -17,9 +23,10 @@ import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -27,6 +34,7 @@ from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
+CASSANDRA_SH = ROOT / "scripts" / "cassandra.sh"
 
 
 def _free_port() -> int:
@@ -86,6 +94,54 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"127.0.0.1:{args[1]}"
     finally:
         subprocess.run(["bash", str(KAFKA_SH), "down", "--dir", str(state)], capture_output=True, timeout=60)
+
+
+def _missing(message: str) -> None:
+    """A prerequisite is missing: fail under CI, skip elsewhere."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def cassandra_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    try:
+        import acsylla  # noqa: F401 (the driver of the cassandra extra)
+    except ImportError:
+        _missing("no Cassandra driver: pip install -e '.[cassandra]'")
+    from_env = os.environ.get("TRACING_TEST_CASSANDRA_URL")
+    if from_env:
+        yield from_env
+        return
+    state = tmp_path_factory.mktemp("cassandra")
+    ports = ["--port", str(_free_port()), "--storage-port", str(_free_port()), "--jmx-port", str(_free_port())]
+    up = [str(CASSANDRA_SH), "up", "--dir", str(state), *ports]
+    result = subprocess.run(["bash", *up], capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        subprocess.run(["bash", str(CASSANDRA_SH), "down", "--dir", str(state)], capture_output=True, timeout=120)
+        _missing(f"no Cassandra: scripts/cassandra.sh up failed:\n{result.stderr[-3000:]}")
+    try:
+        yield result.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(
+            ["bash", str(CASSANDRA_SH), "down", "--dir", str(state), "--purge"], capture_output=True, timeout=120
+        )
+
+
+@pytest.fixture
+async def cassandra_keyspace_url(cassandra_url: str) -> AsyncIterator[str]:
+    """``cassandra_url`` with a new keyspace name (not created: the code under test creates it), dropped
+    after the test. Replication and every other option stay those of ``cassandra_url``."""
+    from shared.store.cassandra_conn import CassandraConfig, CassandraSession
+
+    base = CassandraConfig.from_url(cassandra_url)
+    keyspace = f"test_{uuid.uuid4().hex[:20]}"
+    yield msgspec.structs.replace(base, keyspace=keyspace).url(with_password=True)
+    admin = await CassandraSession.connect(msgspec.structs.replace(base, keyspace="system"), create_keyspace=False)
+    try:
+        await admin.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+    finally:
+        await admin.close()
 
 
 @pytest.fixture

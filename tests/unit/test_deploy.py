@@ -1,6 +1,8 @@
-"""The deploy manifests (``deploy/docker-compose.yaml``, ``deploy/k8s/*.yaml``) agree with the code and
+"""The deploy manifests (``deploy/docker-compose.yaml``, ``deploy/k8s/*.yaml``, and their Cassandra
+variants ``deploy/docker-compose.cassandra.yaml`` and ``deploy/k8s/cassandra/``) agree with the code and
 with each other: every ``TRACING_*`` variable they set is a real setting with a valid value, the workers
-never outnumber the partitions, the API Service reaches the API pods, and the probes hit ``/healthz``.
+never outnumber the partitions, the API Service reaches the API pods, the probes hit ``/healthz``, and the
+Cassandra store URLs name the nodes those manifests run, with a replication factor they can hold.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from aiohttp import web
 
 from query_api.app import setup_routes
 from shared.settings import PREFIX, Settings
+from shared.store.cassandra_conn import CassandraConfig
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yaml"
+COMPOSE_CASSANDRA = DEPLOY / "docker-compose.cassandra.yaml"
 K8S = sorted((DEPLOY / "k8s").glob("*.yaml"))
+K8S_CASSANDRA = sorted((DEPLOY / "k8s" / "cassandra").glob("*.yaml"))
 READ_BY_SETTINGS_ITSELF = {f"{PREFIX}CONFIG"}  # names the TOML file; not a field
 
 
@@ -30,8 +35,29 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
-def k8s_documents() -> list[dict[str, Any]]:
-    return [doc for path in K8S for doc in yaml.safe_load_all(path.read_text()) if doc]
+class ComposeLoader(yaml.SafeLoader):
+    """YAML with Compose's merge tags: ``!override`` and ``!reset`` keep the value they tag."""
+
+
+def _tagged(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)  # type: ignore[arg-type]
+
+
+for _tag in ("!override", "!reset"):
+    ComposeLoader.add_constructor(_tag, _tagged)
+
+
+def compose_cassandra() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.load(COMPOSE_CASSANDRA.read_text(), Loader=ComposeLoader)  # noqa: S506 (SafeLoader)
+    return loaded
+
+
+def k8s_documents(paths: list[Path] = K8S) -> list[dict[str, Any]]:
+    return [doc for path in paths for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 def k8s_object(kind: str, name: str) -> dict[str, Any]:
@@ -45,9 +71,10 @@ def containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def k8s_env(deployment: dict[str, Any]) -> dict[str, str]:
-    """The environment a Deployment's first container sees: its ConfigMaps and Secrets, then ``env``."""
-    by_name = {(d["kind"], d["metadata"]["name"]): d for d in k8s_documents()}
+def k8s_env(deployment: dict[str, Any], paths: list[Path] = K8S) -> dict[str, str]:
+    """The environment a Deployment's first container sees: its ConfigMaps and Secrets, then ``env``; of
+    two objects with one name in ``paths``, the later one, as ``kubectl apply`` in that order leaves it."""
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in k8s_documents(paths)}
     env: dict[str, str] = {}
     container = containers(deployment)[0]
     for source in container.get("envFrom", []):
@@ -72,7 +99,9 @@ def tracing_names(text: str) -> set[str]:
 
 def manifests() -> Iterator[Path]:
     yield COMPOSE
+    yield COMPOSE_CASSANDRA
     yield from K8S
+    yield DEPLOY / "k8s" / "cassandra" / "store.yaml"
 
 
 # -- docker compose ------------------------------------------------------------------------------------
@@ -196,6 +225,105 @@ def test_k8s_probes_hit_healthz_on_a_served_route() -> None:
     api_container = containers(api)[0]
     assert "readinessProbe" in api_container and "livenessProbe" in api_container
     assert probes >= 2
+
+
+# -- Cassandra: compose variant -------------------------------------------------------------------------
+
+
+def test_compose_cassandra_is_cassandra_5_in_its_profile_with_a_cqlsh_healthcheck() -> None:
+    cassandra = compose()["services"]["cassandra"]
+    assert cassandra["image"].startswith("cassandra:5")
+    assert cassandra["profiles"] == ["cassandra"]  # the default `up` stays Kafka + PostgreSQL
+    test = " ".join(cassandra["healthcheck"]["test"])
+    assert "cqlsh" in test and "system.local" in test
+    env = {k: str(v) for k, v in cassandra["environment"].items()}
+    assert ("MAX_HEAP_SIZE" in env) == ("HEAP_NEWSIZE" in env)  # the image takes both or neither
+    assert any(v.endswith(":/var/lib/cassandra") for v in cassandra["volumes"])
+
+
+@pytest.mark.parametrize("service", ["worker", "api"])
+def test_compose_cassandra_variant_points_workers_and_api_at_the_node(service: str) -> None:
+    base, variant = compose()["services"], compose_cassandra()["services"]
+    assert set(variant) <= set(base), "the variant only changes services of the base file"
+    env = compose_env(service) | {k: str(v) for k, v in variant[service]["environment"].items()}
+    settings = Settings.from_env(env)
+    config = CassandraConfig.from_url(settings.store_url)
+    assert config.hosts == ("cassandra",) and config.port == 9042
+    assert config.replication_factor == 1  # one node holds one replica
+    assert config.local_dc == str(base["cassandra"]["environment"]["CASSANDRA_DC"])
+    depends = variant[service]["depends_on"]
+    assert set(depends) == {"kafka", "cassandra"}, "waits for Kafka and Cassandra, never for PostgreSQL"
+    assert all(d["condition"] == "service_healthy" for d in depends.values())
+    assert "!override" in COMPOSE_CASSANDRA.read_text()  # else Compose would merge postgres back in
+
+
+def test_compose_cassandra_variant_is_valid_for_docker_compose() -> None:
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("no docker client")
+    probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip("the docker client has no compose plugin")
+    files = ["-f", str(COMPOSE), "-f", str(COMPOSE_CASSANDRA), "--profile", "cassandra"]
+    result = subprocess.run([docker, "compose", *files, "config", "-q"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+# -- Cassandra: kubernetes ------------------------------------------------------------------------------
+
+
+def cassandra_object(kind: str) -> dict[str, Any]:
+    matches = [d for d in k8s_documents(K8S_CASSANDRA) if d["kind"] == kind]
+    assert len(matches) == 1, f"expected one {kind} in deploy/k8s/cassandra, found {len(matches)}"
+    return matches[0]
+
+
+def test_k8s_cassandra_is_a_3_replica_statefulset_behind_its_headless_service() -> None:
+    statefulset, service = cassandra_object("StatefulSet"), cassandra_object("Service")
+    assert statefulset["spec"]["replicas"] == 3
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+    assert service["spec"]["clusterIP"] == "None"  # headless: a stable DNS name per pod
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert statefulset["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    for doc in k8s_documents():  # and no pod of the workers or the API
+        if "template" in doc.get("spec", {}):
+            assert not service["spec"]["selector"].items() <= doc["spec"]["template"]["metadata"]["labels"].items()
+    budget = cassandra_object("PodDisruptionBudget")
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert budget["spec"]["maxUnavailable"] == 1  # a QUORUM of 3 survives one node down
+
+
+def test_k8s_cassandra_pods_keep_their_data_and_probe_cql() -> None:
+    statefulset = cassandra_object("StatefulSet")
+    (container,) = containers(statefulset)
+    assert container["image"].startswith("cassandra:5")
+    claims = {t["metadata"]["name"] for t in statefulset["spec"]["volumeClaimTemplates"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert claims and claims <= set(mounts) and "/var/lib/cassandra" in {mounts[c] for c in claims}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["cql"] == 9042
+    probe = container["readinessProbe"]["tcpSocket"]["port"]
+    assert probe in ports or probe in ports.values()
+    assert {"requests", "limits"} <= set(container["resources"])
+    env = {e["name"]: e["value"] for e in container["env"]}
+    service = cassandra_object("Service")["metadata"]["name"]
+    assert env["CASSANDRA_SEEDS"] == f"{statefulset['metadata']['name']}-0.{service}"
+
+
+@pytest.mark.parametrize("deployment", ["tracing-worker", "tracing-api"])
+def test_k8s_workers_and_api_on_cassandra_reach_every_node_at_quorum(deployment: str) -> None:
+    env = k8s_env(k8s_object("Deployment", deployment), K8S + K8S_CASSANDRA)
+    config = CassandraConfig.from_url(Settings.from_env(env).store_url)
+    statefulset, service = cassandra_object("StatefulSet"), cassandra_object("Service")
+    replicas, name = statefulset["spec"]["replicas"], statefulset["metadata"]["name"]
+    assert set(config.hosts) == {f"{name}-{i}.{service['metadata']['name']}" for i in range(replicas)}
+    cql = {p["name"]: p["port"] for p in service["spec"]["ports"]}["cql"]
+    assert config.port == cql
+    assert config.replication_factor == replicas == 3
+    dc = {e["name"]: e["value"] for e in containers(statefulset)[0]["env"]}["CASSANDRA_DC"]
+    assert config.local_dc == dc
+    assert config.consistency in ("QUORUM", "LOCAL_QUORUM")  # reads see every acknowledged write
 
 
 # -- packaging: what `pip install .` (the Dockerfile) puts in the image --------------------------------
