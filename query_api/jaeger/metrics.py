@@ -12,8 +12,8 @@ prometheus/metricstore/reader.go``), computed here from the per-minute rollups o
   quantile, in milliseconds, of the latency histogram of the spans in the window (Prometheus's linear
   interpolation inside a bucket; the largest finite bound for the open-ended one);
 * points every ``step`` from ``endTs - lookback`` (rounded up to a minute) to ``endTs``, as Prometheus's
-  ``query_range`` evaluates them; a point without spans in its window is left out. The rollups are per minute, so ``step`` and ``ratePer`` are rounded up to whole minutes and
-  ``minstep`` answers 60000.
+  ``query_range`` evaluates them; a point without spans in its window is left out. The rollups are per
+  minute, so ``step`` and ``ratePer`` are rounded up to whole minutes and ``minstep`` answers 60000.
 
 Answers are ``metrics.MetricFamily`` in Jaeger's protobuf JSON (``type`` as the enum name, RFC 3339
 timestamps, ``gaugeValue.doubleValue``), labels ``service_name`` and, grouped by operation,
