@@ -56,8 +56,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka s
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Every batch is written and committed before the next fetch, so there is no buffer to flush:
-        # dropping the shards stops this worker finalizing traces it no longer owns.
+        # dropping the shards stops this worker finalizing traces it no longer owns. Then wait for a
+        # finalize round in flight to end, so the next owner never finalizes alongside this worker (the
+        # round never waits on the fetch loop, which is what is calling this).
         self._worker.shards.difference_update(shard_of(tp) for tp in revoked)
+        async with self._worker.finalizing:
+            pass
         log.info("partitions revoked: %s", sorted(shard_of(tp) for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -74,6 +78,8 @@ class Worker:
         self.store = store
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.shards: set[str] = set()
+        self.finalizing = asyncio.Lock()
+        """Held by a finalize round (see :meth:`finalize_due`)."""
         self.counters = WorkerCounters()
         self.metrics = WorkerMetrics(self.counters)
         self.metrics_port: int | None = None
@@ -297,18 +303,19 @@ class Worker:
     async def finalize_due(self) -> int:
         """Finalize every trace of this worker's partitions that is due now; returns how many."""
         total = 0
-        while self.shards:
-            due = await self.store.due_traces(set(self.shards), now_us(), self.settings.finalize_batch)
-            if not due:
-                break
-            started = time.perf_counter()
-            analyses = await self.store.finalize(
-                due, now_us=now_us(), sampler=self._sampler, on_first=self.metrics.spans.observe
-            )
-            self.metrics.finalize_seconds.observe(time.perf_counter() - started)
-            total += len(analyses)
-            if len(due) < self.settings.finalize_batch:
-                break
+        async with self.finalizing:
+            while self.shards:
+                due = await self.store.due_traces(set(self.shards), now_us(), self.settings.finalize_batch)
+                if not due:
+                    break
+                started = time.perf_counter()
+                analyses = await self.store.finalize(
+                    due, now_us=now_us(), sampler=self._sampler, on_first=self.metrics.spans.observe
+                )
+                self.metrics.finalize_seconds.observe(time.perf_counter() - started)
+                total += len(analyses)
+                if len(due) < self.settings.finalize_batch:
+                    break
         self.counters.traces_finalized += total
         return total
 
@@ -327,7 +334,7 @@ class Worker:
     async def purge_expired(self) -> int:
         """Delete traces older than the retention window (rollups corrected by the store)."""
         before = now_us() - int(self.settings.retention_h * 3_600_000_000)
-        purged = await self.store.purge(before)
+        purged = await self.store.purge(before, shards=set(self.shards))
         if purged:
             log.info("retention: purged %d traces that started before %d", purged, before)
         return purged

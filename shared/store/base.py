@@ -304,8 +304,12 @@ class TraceStore(Protocol):
         for it later are discarded."""
         ...
 
-    async def purge(self, before_us: int) -> int:
-        """Delete finalized traces that started before ``before_us`` (rollups corrected); returns count."""
+    async def purge(self, before_us: int, *, shards: Collection[str] | None = None) -> int:
+        """Delete finalized traces that started before ``before_us`` (rollups corrected); returns count.
+
+        ``shards``: the caller's shards (a worker's partitions). A backend whose rollup rows have one writer
+        per shard purges only the traces of these shards; the SQL backends, whose transactions let any
+        process correct any rollup row, purge every old trace whatever is passed."""
         ...
 
     async def get_trace(self, trace_id: str) -> StoredTrace | None:

@@ -169,7 +169,7 @@ class PostgresStore:
             on_first(done.plan.first)
         return done.plan.analyses
 
-    async def purge(self, before_us: int) -> int:
+    async def purge(self, before_us: int, *, shards: Collection[str] | None = None) -> int:
         total = 0
         while True:  # in chunks: short transactions, and traces being written or finalized are skipped
             purged = await self._write(lambda c: writer.purge(c, before_us, PURGE_CHUNK))

@@ -223,7 +223,7 @@ class SqliteStore:
             on_first(done.plan.first)
         return done.plan.analyses
 
-    async def purge(self, before_us: int) -> int:
+    async def purge(self, before_us: int, *, shards: Collection[str] | None = None) -> int:
         def job() -> int:
             total = 0
             while True:
