@@ -24,6 +24,10 @@ IPv6 addresses go in brackets. The keyspace (default ``tracing``) is 1..48 lower
                        the certificate; ``none``)
 ``connect_timeout_s``  per connection attempt, seconds (default 5)
 ``request_timeout_s``  per request, seconds (default 12)
+``namespace``          1..64 letters, digits, ``_`` or ``-``: the store keeps its rows apart from
+                       those of other namespaces in the same keyspace and tables (default: none).
+                       Isolates tests (one namespace per test, one keyspace per run) without schema
+                       changes; in production leave it out.
 =====================  =========================================================================
 
 Values are percent-decoded (write ``+`` in a password as ``%2B``). Empty values are the same as absent.
@@ -41,7 +45,7 @@ import asyncio
 import ipaddress
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -59,6 +63,7 @@ SslVerify = Literal["none", "cert", "identity"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,47}")
 _DC = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_NAMESPACE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HOSTNAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
@@ -78,6 +83,7 @@ _OPTIONS = (
     "ssl_verify",
     "connect_timeout_s",
     "request_timeout_s",
+    "namespace",
 )
 
 
@@ -108,6 +114,7 @@ class CassandraConfig(msgspec.Struct, frozen=True, kw_only=True):
     ssl_verify: SslVerify = "cert"
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    namespace: str = ""  # '' = none (production)
 
     def __repr__(self) -> str:
         fields = {f: getattr(self, f) for f in self.__struct_fields__}
@@ -181,6 +188,10 @@ class CassandraConfig(msgspec.Struct, frozen=True, kw_only=True):
         config["ssl_verify"] = verify
         config["connect_timeout_s"] = _float_option(options, "connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S)
         config["request_timeout_s"] = _float_option(options, "request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S)
+        namespace = options.pop("namespace", "")
+        if namespace and not _NAMESPACE.fullmatch(namespace):
+            raise CassandraUrlError(f"namespace: expected 1..64 letters, digits, _ or -, got {namespace!r}")
+        config["namespace"] = namespace
         if options:
             raise CassandraUrlError(f"{sorted(options)[0]}: unknown option (known: {', '.join(_OPTIONS)})")
         return cls(**config)
@@ -207,6 +218,8 @@ class CassandraConfig(msgspec.Struct, frozen=True, kw_only=True):
             options["ssl_verify"] = self.ssl_verify
         options["connect_timeout_s"] = repr(self.connect_timeout_s)
         options["request_timeout_s"] = repr(self.request_timeout_s)
+        if self.namespace:
+            options["namespace"] = self.namespace
         query = "&".join(f"{name}={quote(value, safe=':,/')}" for name, value in options.items())
         return f"{SCHEME}://{userinfo}{hosts}:{self.port}/{self.keyspace}?{query}"
 
@@ -480,6 +493,53 @@ class CassandraSession:
             raise CassandraError(f"{_short(cql)!r} failed: {exc}") from exc
         return [row.as_tuple() for row in result.all()]
 
+    async def pages(
+        self,
+        statement: Prepared,
+        values: Sequence[Any] = (),
+        *,
+        page_size: int = 1000,
+        consistency: Consistency | None = None,
+    ) -> AsyncIterator[list[Row]]:
+        """The rows of ``statement``, one page (at most ``page_size`` rows) at a time, in the statement's
+        order; each page is fetched when the caller asks for it, so a caller that stops early reads no
+        further. Errors as :meth:`execute`."""
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        import acsylla
+
+        level = acsylla.Consistency[consistency] if consistency else None
+        state: bytes | None = None
+        while True:
+            bound = statement._driver.bind(
+                list(values) if values else None, page_size=page_size, page_state=state, consistency=level
+            )
+            try:
+                result = await self._session.execute(bound)
+            except acsylla.errors.CassException as exc:
+                raise CassandraError(f"{_short(statement.cql)!r} failed: {exc}") from exc
+            rows = [row.as_tuple() for row in result.all()]
+            more = result.has_more_pages()
+            if rows or not more:
+                yield rows
+            if not more:
+                return
+            state = result.page_state()
+
+    async def execute_all(
+        self,
+        statement: Prepared,
+        values: Sequence[Any] = (),
+        *,
+        page_size: int = 5000,
+        consistency: Consistency | None = None,
+    ) -> list[Row]:
+        """Every row of ``statement``, however many pages it takes (:meth:`execute` returns one page)."""
+        rows: list[Row] = []
+        async for page in self.pages(statement, values, page_size=page_size, consistency=consistency):
+            rows.extend(page)
+        return rows
+
     async def execute_many(
         self,
         statement: Prepared,
@@ -534,6 +594,30 @@ class CassandraSession:
             await self._session.execute_batch(batch)
         except acsylla.errors.CassException as exc:
             raise CassandraError(f"batch of {len(values)} x {_short(statement.cql)!r} failed: {exc}") from exc
+
+    async def execute_statements(
+        self,
+        items: Sequence[tuple[Prepared, Sequence[Any]]],
+        *,
+        consistency: Consistency | None = None,
+    ) -> None:
+        """Run several prepared statements (e.g. inserts and deletes of one partition) as one UNLOGGED
+        batch, as :meth:`execute_batch` does for one statement."""
+        if not items:
+            return
+        import acsylla
+
+        batch = acsylla.create_batch_unlogged()
+        for statement, item in items:
+            batch.add_statement(statement._driver.bind(list(item)))
+        batch.set_consistency(acsylla.Consistency[consistency or self.config.consistency])
+        try:
+            await self._session.execute_batch(batch)
+        except acsylla.errors.CassException as exc:
+            names = sorted({_short(statement.cql) for statement, _ in items})
+            raise CassandraError(
+                f"batch of {len(items)} statements ({'; '.join(names)[:300]!r}) failed: {exc}"
+            ) from exc
 
     async def close(self) -> None:
         """Let in-flight requests finish, then close every connection. Idempotent."""

@@ -69,6 +69,38 @@ async def test_creates_the_keyspace_then_writes_and_reads_at_quorum(cassandra_ke
         await session.close()  # idempotent
 
 
+async def test_pages_follow_the_page_state_to_the_last_row(cassandra_keyspace_url: str) -> None:
+    session = await connect(cassandra_keyspace_url)
+    try:
+        await session.execute("CREATE TABLE rows (p int, c int, v text, PRIMARY KEY (p, c))")
+        insert = await session.prepare("INSERT INTO rows (p, c, v) VALUES (?, ?, ?)")
+        await session.execute_many(insert, [(1, c, f"v{c}") for c in range(250)], concurrency=32)
+        select = await session.prepare("SELECT c FROM rows WHERE p = ?")
+        pages = [page async for page in session.pages(select, (1,), page_size=100)]
+        assert [len(p) for p in pages] == [100, 100, 50]
+        assert [row[0] for page in pages for row in page] == list(range(250))
+        assert [row[0] for row in await session.execute_all(select, (1,), page_size=7)] == list(range(250))
+        assert await session.execute_all(select, (2,)) == []
+        first = None
+        async for page in session.pages(select, (1,), page_size=10):  # stopping early reads no further
+            first = page
+            break
+        assert first == [(c,) for c in range(10)]
+        with pytest.raises(ValueError, match="page_size"):
+            await session.execute_all(select, (1,), page_size=0)
+
+        # several statements of one partition in one unlogged batch: inserts and a delete together
+        delete = await session.prepare("DELETE FROM rows WHERE p = ? AND c = ?")
+        await session.execute_statements([(insert, (1, 1000, "new")), (delete, (1, 0)), (delete, (1, 1))])
+        rows = await session.execute_all(select, (1,))
+        assert rows[0] == (2,) and rows[-1] == (1000,) and len(rows) == 249
+        await session.execute_statements([])  # nothing to do
+        with pytest.raises(CassandraError, match="batch of 1 statements"):
+            await session.execute_statements([(insert, (1, 1, "x"))], consistency="THREE")
+    finally:
+        await session.close()
+
+
 async def test_an_existing_keyspace_is_left_as_it_is(cassandra_keyspace_url: str) -> None:
     first = await connect(cassandra_keyspace_url)
     await first.close()

@@ -76,6 +76,14 @@ def test_several_datacenters_and_credentials_before_the_host() -> None:
     assert "'dc1': 3, 'dc2': 2" in config.create_keyspace_cql()
 
 
+def test_a_namespace_isolates_rows_and_is_none_by_default() -> None:
+    assert parse("cassandra://a/k").namespace == ""
+    config = parse("cassandra://a/k?namespace=test_0f3A-9")
+    assert config.namespace == "test_0f3A-9"
+    assert "namespace=test_0f3A-9" in config.url()
+    assert "namespace" not in parse("cassandra://a/k").url()
+
+
 def test_empty_values_are_absent() -> None:
     config = parse("cassandra://a:9042/k?username=&password=&local_dc=&ssl=")
     assert (config.username, config.password, config.local_dc, config.ssl) == ("", "", "", False)
@@ -123,6 +131,9 @@ def test_empty_values_are_absent() -> None:
         ("cassandra://a/k?replication_factr=3", "replication_factr"),
         ("cassandra://a/k?bogus=", "bogus"),
         ("cassandra://a/k?consistency=ONE&consistency=ALL", "consistency"),
+        ("cassandra://a/k?namespace=a%20b", "namespace"),
+        ("cassandra://a/k?namespace=" + "n" * 65, "namespace"),
+        ("cassandra://a/k?namespace=t%C3%A9st", "namespace"),
     ],
 )
 def test_a_bad_url_is_one_line_naming_the_option(url: str, named: str) -> None:
@@ -190,6 +201,7 @@ def configs(draw: st.DrawFn) -> CassandraConfig:
         ssl_verify=draw(st.sampled_from(["none", "cert", "identity"])) if ssl else "cert",
         connect_timeout_s=draw(st.floats(0.01, 3600)),
         request_timeout_s=draw(st.floats(0.01, 3600)),
+        namespace=draw(st.one_of(st.just(""), st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True))),
     )
 
 
