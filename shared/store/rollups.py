@@ -16,7 +16,8 @@ Series:
   histogram of the spans (fixed bounds :data:`~shared.store.base.BUCKET_BOUNDS_US`);
 * **endpoints**, per (root service, root operation): traces, failed traces, trace duration sum and
   histogram. Rootless traces count under the endpoint ``("", "")``.
-* **dependencies**, per hour and (parent service, child service): calls and error calls;
+* **dependencies**, per hour and (parent service, child service): calls and error calls (summed per
+  minute, so that a backend can keep every grain);
 * **critical paths**, per (root service, root operation, calling context): critical-path time and the
   traces the context was on the critical path of (:mod:`shared.critical_paths`).
 """
@@ -184,7 +185,7 @@ class RollupDelta:
         self.duration_us = 0
         self.ops: dict[tuple[int, OpKey], Counters] = {}  # (minute, (service, operation, kind))
         self.endpoints: dict[tuple[int, EndpointKey], Counters] = {}  # (minute, (service, operation))
-        self.deps: dict[tuple[int, str, str], list[int]] = {}  # (hour, parent, child) -> [calls, errors]
+        self.deps: dict[tuple[int, tuple[str, str]], list[int]] = {}  # (minute, (parent, child)) -> [calls, errors]
         self.contexts: dict[tuple[int, ContextKey], list[int]] = {}  # (minute, key) -> [critical µs, traces]
 
     def __bool__(self) -> bool:
@@ -224,9 +225,8 @@ class RollupDelta:
                 crow = contexts[ckey] = [0, 0]
             crow[0] += sign * critical_us
             crow[1] += sign
-        hour = c.start_us // HOUR_US
         for parent, child, calls, errors in c.deps:
-            dkey = (hour, parent, child)
+            dkey = (minute, (parent, child))
             dep = self.deps.get(dkey)
             if dep is None:
                 dep = self.deps[dkey] = [0, 0]
@@ -247,7 +247,18 @@ class RollupDelta:
         return _grains(self.contexts)
 
     def dep_rows(self) -> list[tuple[int, str, str, int, int]]:
-        return sorted((h, p, c, v[0], v[1]) for (h, p, c), v in self.deps.items() if any(v))
+        """``(hour, parent, child, calls, errors)``, non-zero rows only, in key order."""
+        hours: dict[tuple[int, str, str], list[int]] = {}
+        for (minute, (parent, child)), (calls, errors) in self.deps.items():
+            row = hours.setdefault((minute * MINUTE_US // HOUR_US, parent, child), [0, 0])
+            row[0] += calls
+            row[1] += errors
+        return sorted((h, p, c, v[0], v[1]) for (h, p, c), v in hours.items() if any(v))
+
+    def dep_grain_rows(self) -> list[tuple[int, int, tuple[str, str], list[int]]]:
+        """``(grain, bucket, (parent, child), [calls, errors])`` at every grain, as :meth:`op_rows` (for a
+        backend that derives each grain from the one below)."""
+        return _grains(self.deps)
 
 
 K = TypeVar("K", bound=tuple[object, ...])
