@@ -18,19 +18,35 @@ from shared.store.base import (
 
 
 async def open_store(settings: Settings, *, writer: bool = False) -> TraceStore:
-    """The backend named by ``TRACING_STORE_URL`` (sqlite:///... or postgresql://...), opened.
+    """The backend named by ``TRACING_STORE_URL`` (sqlite:///..., postgresql://... or cassandra://...),
+    opened.
 
     ``writer``: the store of an ingest worker, which keeps a copy of the traces it writes (up to
     ``TRACING_CACHE_MB``) so that it finalizes them without reading them back.
 
     Raises :class:`SettingsError` (one line, naming the extra to install) for a PostgreSQL URL when
-    asyncpg is not installed."""
+    asyncpg is not installed, or a Cassandra URL when acsylla is not."""
     url = settings.store_url
     cache_bytes = settings.cache_mb * 1024 * 1024 if writer else 0
     if url.startswith("sqlite:"):
         from shared.store.sqlite import SqliteStore
 
         return await SqliteStore.open(url, cache_bytes=cache_bytes)
+    if url.startswith("cassandra:"):
+        try:
+            import acsylla  # noqa: F401 (the driver of the cassandra extra)
+        except ModuleNotFoundError as exc:
+            if exc.name != "acsylla":
+                raise
+            raise SettingsError(
+                "TRACING_STORE_URL: a cassandra:// store needs acsylla: pip install 'kafka-tracing[cassandra]'"
+            ) from None
+        from shared.store.cassandra import CassandraStore
+
+        cassandra: TraceStore = await CassandraStore.open(
+            url, cache_bytes=cache_bytes, retention_h=settings.retention_h
+        )
+        return cassandra
     try:
         from shared.store.postgres import PostgresStore
     except ModuleNotFoundError as exc:

@@ -7,6 +7,11 @@ never knows which one it has. Backends today:
   writer's trace cache, so finalization and de-duplication mostly use the cached copy);
 * ``sqlite-memory``: ``sqlite:///:memory:``, the fast embedded variant, opened as a reader opens it (no
   cache: every write and finalization reads the stored chunks back);
+* ``cassandra``: a fresh namespace per test (the ``namespace`` URL option) in one keyspace for the whole
+  session (created by the first store, dropped at the end), on the node of ``cassandra_url`` (see
+  ``tests/conftest.py``: ``TRACING_TEST_CASSANDRA_URL``, else a node started for the session; CI=true
+  without either fails). A namespace costs nothing to create, where a keyspace per test would cost the
+  tables' schema changes. Opened with the writer's cache.
 * ``postgres``: a fresh schema per test (named by ``search_path`` in the URL, dropped afterwards) in the
   database at ``TRACING_TEST_POSTGRES_URL``; without that variable the tests skip, or fail when CI=true.
   A schema is created and dropped in milliseconds where a database per test would cost a copy of the
@@ -18,12 +23,14 @@ Adding a backend is one entry in :data:`BACKENDS` plus its branch in :func:`_sto
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from shared.settings import Settings
@@ -33,6 +40,7 @@ BACKENDS = [
     pytest.param("sqlite-file", id="sqlite-file"),
     pytest.param("sqlite-memory", id="sqlite-memory"),
     pytest.param("postgres", id="postgres"),
+    pytest.param("cassandra", id="cassandra"),
 ]
 
 
@@ -72,8 +80,34 @@ async def postgres_url() -> AsyncIterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def cassandra_store_keyspace(cassandra_url: str) -> Iterator[str]:
+    """``cassandra_url`` with a keyspace of this session's own (created by the first store opened on it,
+    dropped when the session ends)."""
+    from shared.store.cassandra_conn import CassandraConfig, CassandraSession
+
+    base = CassandraConfig.from_url(cassandra_url)
+    keyspace = f"test_{uuid.uuid4().hex[:20]}"
+    yield msgspec.structs.replace(base, keyspace=keyspace).url(with_password=True)
+
+    async def drop() -> None:
+        config = msgspec.structs.replace(base, keyspace="system", request_timeout_s=120.0)  # 21 tables to drop
+        admin = await CassandraSession.connect(config, create_keyspace=False)
+        try:
+            await admin.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        finally:
+            await admin.close()
+
+    asyncio.run(drop())
+
+
+def cassandra_namespace_url(keyspace_url: str) -> str:
+    """The session keyspace's URL with a new namespace: an empty store."""
+    return f"{keyspace_url}&namespace=t{uuid.uuid4().hex}"
+
+
 @contextlib.asynccontextmanager
-async def _store_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+async def _store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[str]:
     if backend == "sqlite-file":
         yield f"sqlite:///{tmp_path / 'traces.db'}"
     elif backend == "sqlite-memory":
@@ -81,6 +115,8 @@ async def _store_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
     elif backend == "postgres":
         async with postgres_schema_url() as url:
             yield url
+    elif backend == "cassandra":
+        yield cassandra_namespace_url(request.getfixturevalue("cassandra_store_keyspace"))
     else:
         raise AssertionError(f"unknown store backend {backend!r}")
 
@@ -88,7 +124,7 @@ async def _store_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TraceStore]:
     """An empty store of the parametrized backend, opened through ``open_store`` and closed afterwards."""
-    async with _store_url(request.param, tmp_path) as url:
+    async with _store_url(request.param, tmp_path, request) as url:
         opened = await open_store(Settings.from_env({}, store_url=url), writer=request.param != "sqlite-memory")
         try:
             yield opened

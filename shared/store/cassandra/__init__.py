@@ -1,0 +1,233 @@
+"""Cassandra backend (acsylla): the store for clusters that outgrow one PostgreSQL.
+
+``TRACING_STORE_URL=cassandra://host1,host2:9042/keyspace?replication_factor=3`` (options:
+:mod:`shared.store.cassandra_conn`). The layout is storage layout v2 laid out for Cassandra
+(:mod:`.schema`); the planning is every backend's (:mod:`shared.store.writing`,
+:mod:`shared.store.finalizing`, :mod:`shared.store.rollups`, :mod:`shared.store.search`). What differs
+is how concurrency is made safe without transactions, lightweight transactions, logged batches or
+counters:
+
+* **one owner per trace**: every worker names the same owner shard for a trace, and one process holds a
+  shard at a time (the consumer group), so only that process finalizes the trace and writes the rollup
+  slices of its shard (:mod:`.finalizer`, :mod:`.aggregates`);
+* **writers only add**: a chunk and its trace's columns are one statement; the trace's state is derived
+  from its chunk set and the set its last finalization used (:mod:`.rows`), so a chunk that races a
+  finalization re-opens the trace whatever the clocks (:mod:`.writer`);
+* **every read and write at the URL's consistency level**, QUORUM by default: with replication factor 3
+  a QUORUM read sees every acknowledged QUORUM write (2 + 2 > 3) while one replica is down.
+
+In one process every shard is owned, so ``finalize`` writes the rollups before it returns (the contract
+suite runs unchanged). The writer's trace cache is used from the event loop only; a state is out of the
+cache while a call uses it and goes back only once the call's writes are acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Final, Literal
+
+import msgspec
+
+from shared.analysis import Dependency, TraceAnalysis
+from shared.models import Span, SpanFinish
+from shared.sampling import Sampler
+from shared.store.base import (
+    ContextRow,
+    Heartbeat,
+    RollupRow,
+    StoredTrace,
+    StoreStats,
+    TraceContexts,
+    TraceQuery,
+    TraceSummary,
+    Window,
+    WriteResult,
+)
+from shared.store.cache import TraceCache
+from shared.store.cassandra.aggregates import Aggregates
+from shared.store.cassandra.due import DueIndex
+from shared.store.cassandra.finalizer import Owner
+from shared.store.cassandra.reader import Reader
+from shared.store.cassandra.rows import StoredRow
+from shared.store.cassandra.schema import Cql, create_tables
+from shared.store.cassandra.writer import HourLists, write_batch
+from shared.store.cassandra_conn import CassandraConfig, CassandraSession
+from shared.store.rollups import Contribution
+from shared.store.writing import group_events
+
+DEFAULT_RETENTION_H: Final = 168.0
+MAX_TTL_S: Final = 630_720_000  # Cassandra's limit (20 years)
+HEARTBEAT: Final = "INSERT INTO heartbeats (ns, worker_id, updated_us, body) VALUES (?, ?, ?, ?) USING TTL ?"
+
+_json: Final = msgspec.json.Encoder()
+
+__all__ = ["CassandraStore"]
+
+
+def ttl_for(retention_h: float) -> int:
+    """Every row's time to live: twice the retention (at least an hour), the purge's safety net."""
+    return min(MAX_TTL_S, max(3600, int(2 * retention_h * 3600)))
+
+
+class CassandraStore:
+    """The distributed store: any number of worker and API processes on one cluster."""
+
+    def __init__(self, session: CassandraSession, *, cache_bytes: int = 0, ttl_s: int) -> None:
+        self._session = session
+        self.cql = Cql(session, ttl_s=ttl_s)
+        self.cache = TraceCache(cache_bytes) if cache_bytes > 0 else None
+        self._due = DueIndex(self.cql)
+        self._hours = HourLists(self.cql)
+        self._aggregates = Aggregates(self.cql)
+        self._owner = Owner(self.cql, self._aggregates, self._hours)
+        self._reader = Reader(self.cql)
+        self._rounds = asyncio.Lock()
+        """Finalizations and purges, one at a time (each is a round of its shards' rollups)."""
+        self._known: dict[str, StoredRow] = {}
+        """The rows the last due scan read, for the finalization that follows it."""
+
+    @classmethod
+    async def open(cls, url: str, *, cache_bytes: int = 0, retention_h: float = DEFAULT_RETENTION_H) -> CassandraStore:
+        """Connect, creating the keyspace and the tables that are missing. ``cache_bytes`` > 0 keeps the
+        writer's copy of recent traces (workers); ``retention_h`` sets the rows' TTL (twice it)."""
+        session = await CassandraSession.connect(CassandraConfig.from_url(url))
+        try:
+            await create_tables(session)
+        except BaseException:
+            await session.close()
+            raise
+        return cls(session, cache_bytes=cache_bytes, ttl_s=ttl_for(retention_h))
+
+    async def check(self) -> None:
+        await self._session.execute("SELECT release_version FROM system.local")
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    # -- writes ---------------------------------------------------------------------------------------
+
+    async def write_batch(
+        self,
+        spans: Sequence[Span],
+        finishes: Sequence[SpanFinish],
+        *,
+        shards: Mapping[str, str],
+        now_us: int,
+        grace_us: int,
+        idle_us: int,
+    ) -> WriteResult:
+        if not spans and not finishes:
+            return WriteResult(spans_changed=0, traces_touched=0, late_spans=0)
+        batch = group_events(spans, finishes)
+        missing = set(batch).difference(shards)
+        if missing:
+            raise KeyError(f"no shard given for trace(s) {sorted(missing)}")
+        done = await write_batch(
+            self.cql,
+            self._due,
+            self._hours,
+            self.cache,
+            batch,
+            shards=shards,
+            now_us=now_us,
+            grace_us=grace_us,
+            idle_us=idle_us,
+        )
+        if self.cache is not None:  # written: the states are the stored ones now
+            for trace_id, state in done.states.items():
+                self.cache.put(trace_id, done.keys[trace_id], state)
+        return done.plan.result
+
+    async def due_traces(self, shards: Collection[str], now_us: int, limit: int) -> list[str]:
+        if not shards:
+            return []
+        self._aggregates.keep_only(shards)
+        due, rows = await self._due.scan(shards, now_us, limit)
+        self._known = {t: rows[t] for t in due}
+        return due
+
+    async def finalize(
+        self,
+        trace_ids: Sequence[str],
+        *,
+        now_us: int,
+        sampler: Sampler | None = None,
+        on_first: Callable[[Sequence[Contribution]], None] | None = None,
+    ) -> list[TraceAnalysis]:
+        if not trace_ids:
+            return []
+        async with self._rounds:
+            known, self._known = self._known, {}
+            done = await self._owner.finalize(self.cache, trace_ids, now_us=now_us, sampler=sampler, known=known)
+        if self.cache is not None:
+            for trace_id, (key, state) in done.states.items():
+                self.cache.put(trace_id, key, state)
+        if on_first is not None and done.first:
+            on_first(done.first)
+        return done.analyses
+
+    async def purge(self, before_us: int, *, shards: Collection[str] | None = None) -> int:
+        cache = self.cache
+        async with self._rounds:
+            self._known = {}
+            return await self._owner.purge(
+                before_us, shards, on_purged=cache.discard if cache is not None else lambda _: None
+            )
+
+    async def record_heartbeat(self, heartbeat: Heartbeat) -> None:
+        cql = self.cql
+        body = _json.encode(heartbeat).decode()
+        await cql.partitions([[(HEARTBEAT, (cql.ns, heartbeat.worker_id, heartbeat.updated_at_us, body, cql.ttl_s))]])
+
+    # -- reads ----------------------------------------------------------------------------------------
+
+    async def heartbeats(self, *, newer_than_us: int = 0) -> list[Heartbeat]:
+        return await self._reader.heartbeats(newer_than_us)
+
+    async def get_trace(self, trace_id: str) -> StoredTrace | None:
+        return await self._reader.get_trace(trace_id)
+
+    async def trace_of_span(self, span_id: str) -> str | None:
+        return await self._reader.trace_of_span(span_id)
+
+    async def find_traces(self, query: TraceQuery) -> list[TraceSummary]:
+        return await self._reader.find_traces(query)
+
+    async def stats(self, *, slowest: int = 5, window: Window | None = None) -> StoreStats:
+        return await self._reader.stats(slowest=slowest, window=window)
+
+    async def rollups(
+        self,
+        series: Literal["operations", "endpoints"],
+        window: Window | None,
+        *,
+        step_us: int | None = None,
+        service: str | None = None,
+        operation: str | None = None,
+    ) -> list[RollupRow]:
+        return await self._reader.rollups(series, window, step_us=step_us, service=service, operation=operation)
+
+    async def critical_contexts(
+        self, window: Window | None, *, service: str | None = None, operation: str | None = None
+    ) -> list[ContextRow]:
+        return await self._reader.critical_contexts(window, service=service, operation=operation)
+
+    async def slow_trace_contexts(
+        self, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
+    ) -> list[TraceContexts]:
+        return await self._reader.slow_trace_contexts(
+            service, operation, window, min_duration_us=min_duration_us, limit=limit
+        )
+
+    async def services(self) -> list[str]:
+        return await self._reader.services()
+
+    async def operations(self, service: str) -> list[str]:
+        return sorted({operation for operation, _ in await self._reader.operation_kinds(service)})
+
+    async def operation_kinds(self, service: str) -> list[tuple[str, str]]:
+        return await self._reader.operation_kinds(service)
+
+    async def dependencies(self, since_us: int = 0, until_us: int | None = None) -> list[Dependency]:
+        return await self._reader.dependencies(since_us, until_us)

@@ -1,0 +1,322 @@
+"""Rollups exact under replays and crashes, without counters or transactions.
+
+Each trace's contribution is stored under its owner shard (``contribs``, by start minute). An aggregate
+row lives in a **slice**: one series, grain, bucket and shard (``((ns, grain, bucket), shard, key...)``).
+A slice has one writer, the shard's owner, which always writes complete values (never increments) and
+keeps, per slice, the values it wrote and the ``token`` it wrote them with. A slice is a pure function of
+the level below: a minute slice is the sum of the minute's contributions, an hour slice the sum of its
+minute slices, the all-time slice the sum of the hour slices.
+
+Updating a slice (:meth:`Aggregates.apply`) reads its stored keys and tokens first (one read per slice):
+when they are exactly what this process last wrote, the new values are its copy plus the round's delta;
+otherwise (another process wrote the slice since: a takeover after a crash or a rebalance; or this
+process's own earlier write failed; or it never wrote it) the slice is recomputed from the level below.
+Grains go in order (minutes, then hours, then all time), so a recomputed hour sees this round's minutes.
+
+A round (a finalization or a purge of one shard) first records itself in ``rollup_pending`` (the minutes
+it touches, and the traces whose contribution it moves to a new minute), then writes the contributions,
+then the slices, and deletes the record when everything is written. A new owner (:meth:`adopt`) finishes
+what a crashed owner left: it recomputes the slices of every pending round's minutes before it writes
+anything. Replays rewrite the same contributions (idempotent), so the slices stay the sum of what is
+stored, counted once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import OrderedDict
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any, Final
+
+import msgspec
+
+from shared.store.cassandra.schema import COUNTER_COLUMNS, Cql
+from shared.store.rollups import HOUR, MINUTE, TOTAL, RollupDelta, decode_contribution
+
+Key = tuple[Any, ...]
+GrainRows = list[tuple[int, int, Key, list[int]]]
+
+
+class Series(msgspec.Struct, frozen=True):
+    """One rollup table: its key columns, value columns, and which value is > 0 exactly while the row
+    counts something (a row whose count drops to 0 is deleted, as in the SQL stores)."""
+
+    name: str
+    table: str
+    keys: tuple[str, ...]
+    values: tuple[str, ...]
+    live: int
+    delta_rows: str
+    """The :class:`RollupDelta` method that gives this series' rows at every grain."""
+
+    def rows(self, delta: RollupDelta) -> GrainRows:
+        rows: GrainRows = getattr(delta, self.delta_rows)()
+        return rows
+
+    def insert_cql(self) -> str:
+        columns = ("ns", "grain", "bucket", "shard", *self.keys, *self.values, "stamp")
+        return f"INSERT INTO {self.table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) USING TTL ?"
+
+    def delete_cql(self) -> str:
+        where = " AND ".join(f"{c} = ?" for c in ("ns", "grain", "bucket", "shard", *self.keys))
+        return f"DELETE FROM {self.table} WHERE {where}"
+
+    def slice_cql(self, *columns: str) -> str:
+        return (
+            f"SELECT {', '.join((*self.keys, *columns))} FROM {self.table}"
+            " WHERE ns = ? AND grain = ? AND bucket = ? AND shard = ?"
+        )
+
+    def bucket_cql(self) -> str:
+        """Every shard's rows of one bucket (what reads sum)."""
+        return (
+            f"SELECT {', '.join(('shard', *self.keys, *self.values))} FROM {self.table}"
+            " WHERE ns = ? AND grain = ? AND bucket = ?"
+        )
+
+
+OPS: Final = Series(
+    name="ops",
+    table="rollup_ops",
+    keys=("service", "operation", "kind"),
+    values=COUNTER_COLUMNS,
+    live=0,
+    delta_rows="op_rows",
+)
+ENDPOINTS: Final = Series(
+    name="endpoints",
+    table="rollup_endpoints",
+    keys=("service", "operation"),
+    values=COUNTER_COLUMNS,
+    live=0,
+    delta_rows="endpoint_rows",
+)
+CONTEXTS: Final = Series(
+    name="contexts",
+    table="rollup_contexts",
+    keys=("service", "operation", "ctx"),
+    values=("critical_us", "traces"),
+    live=1,
+    delta_rows="context_rows",
+)
+DEPS: Final = Series(
+    name="deps",
+    table="rollup_deps",
+    keys=("parent", "child"),
+    values=("calls", "errors"),
+    live=0,
+    delta_rows="dep_grain_rows",
+)
+SERIES: Final = (OPS, ENDPOINTS, CONTEXTS, DEPS)
+
+SliceKey = tuple[str, int, int, str]
+"""(series name, grain, bucket, shard)."""
+Content = dict[Key, tuple[list[int], int]]
+"""A slice as this process wrote it: key -> (values, token)."""
+
+CONTRIBS: Final = "SELECT body FROM contribs WHERE ns = ? AND shard = ? AND minute = ?"
+HOURS: Final = "SELECT hour FROM rollup_hours WHERE ns = ?"
+LIST_HOUR: Final = "INSERT INTO rollup_hours (ns, hour) VALUES (?, ?)"
+PENDING: Final = "SELECT stamp, minutes, traces FROM rollup_pending WHERE ns = ? AND shard = ?"
+BEGIN: Final = "INSERT INTO rollup_pending (ns, shard, stamp, minutes, traces) VALUES (?, ?, ?, ?, ?) USING TTL ?"
+END: Final = "DELETE FROM rollup_pending WHERE ns = ? AND shard = ? AND stamp = ?"
+FIX_MINUTES: Final = "UPDATE traces USING TTL ? SET contrib_minutes = contrib_minutes + ? WHERE ns = ? AND trace_id = ?"
+
+_moves = msgspec.msgpack.Encoder()
+_moves_decoder = msgspec.msgpack.Decoder(list[tuple[str, int]])
+
+
+def touched_minutes(delta: RollupDelta) -> set[int]:
+    """The minute buckets a delta changes (every contribution adds an endpoint row to its minute)."""
+    return {minute for minute, _ in delta.endpoints}
+
+
+def sum_rows(rows: Iterable[Sequence[Any]], width: int) -> dict[Key, list[int]]:
+    """Rows of (key..., values...) summed per key."""
+    sums: dict[Key, list[int]] = {}
+    for row in rows:
+        key = tuple(row[:width])
+        values = row[width:]
+        total = sums.get(key)
+        if total is None:
+            sums[key] = [int(v or 0) for v in values]
+        else:
+            for i, v in enumerate(values):
+                total[i] += int(v or 0)
+    return sums
+
+
+class Aggregates:
+    """The owner's side of the rollups of one store: its copy of the slices it wrote (bounded, least
+    recently used first out), the shards it has adopted, and the rounds' bookkeeping. Not safe for
+    concurrent rounds: the store runs finalizations and purges one at a time."""
+
+    def __init__(self, cql: Cql, *, max_slices: int = 20_000) -> None:
+        self.cql = cql
+        self.max_slices = max_slices
+        self._memory: OrderedDict[SliceKey, Content] = OrderedDict()
+        self._adopted: set[str] = set()
+        self._released: set[str] = set()
+        self._process = secrets.randbits(31)
+        self._counter = 0
+        self._hours: set[int] = set()
+
+    def _token(self) -> int:
+        self._counter += 1
+        return (self._process << 32) | (self._counter & 0xFFFFFFFF)
+
+    # -- ownership ------------------------------------------------------------------------------------
+
+    def keep_only(self, shards: Collection[str]) -> None:
+        """The caller owns ``shards`` now (a worker's due scan): the adopted shards it no longer names are
+        released at the start of the next round (their copies dropped, re-adopted when owned again)."""
+        self._released.update(self._adopted.difference(shards))
+        self._released.difference_update(shards)
+
+    def _forget(self, shard: str) -> None:
+        for key in [k for k in self._memory if k[3] == shard]:
+            del self._memory[key]
+        self._adopted.discard(shard)
+
+    def invalidate(self, shard: str) -> None:
+        """A round of ``shard`` failed part way: trust nothing of it (the pending record stays, and the next
+        round adopts the shard again, recomputing what the failed round touched)."""
+        self._forget(shard)
+
+    async def adopt(self, shards: Iterable[str]) -> None:
+        """Before the first round of a shard: finish every round a previous owner left pending."""
+        for shard in self._released:
+            self._forget(shard)
+        self._released.clear()
+        for shard in sorted(set(shards).difference(self._adopted)):
+            cql = self.cql
+            pending = await cql.rows(PENDING, (cql.ns, shard))
+            self._forget(shard)
+            minutes: set[int] = set()
+            moves: list[tuple[str, int]] = []
+            for _, recorded, traces in pending:
+                minutes.update(recorded or ())
+                if traces:
+                    moves.extend(_moves_decoder.decode(traces))
+            if moves:  # a round that moved a contribution may have stopped before the trace recorded it
+                await cql.many(FIX_MINUTES, [(cql.ttl_s, {minute}, cql.ns, t) for t, minute in moves])
+            if minutes:
+                await self.apply(shard, RollupDelta(), refresh=minutes)
+            if pending:
+                await cql.partitions([[(END, (cql.ns, shard, token)) for token, _, _ in pending]])
+            self._adopted.add(shard)
+
+    async def begin(self, shard: str, delta: RollupDelta, moves: Sequence[tuple[str, int]]) -> int:
+        """Record a round of ``shard`` before it writes anything: the minutes ``delta`` touches and the
+        (trace, new minute) ``moves`` of the contributions it writes. Returns the record's token."""
+        cql = self.cql
+        token = self._token()
+        blob = _moves.encode(list(moves)) if moves else None
+        await cql.partitions([[(BEGIN, (cql.ns, shard, token, touched_minutes(delta), blob, cql.ttl_s))]])
+        return token
+
+    async def end(self, shard: str, token: int) -> None:
+        await self.cql.partitions([[(END, (self.cql.ns, shard, token))]])
+
+    # -- slices ---------------------------------------------------------------------------------------
+
+    async def apply(self, shard: str, delta: RollupDelta, *, refresh: Collection[int] = ()) -> None:
+        """Bring every slice of ``shard`` that ``delta`` touches up to date (the contributions are written
+        already); ``refresh``: minutes whose slices (and their hours, and all time) are recomputed whatever
+        this process holds."""
+        changes: dict[int, dict[tuple[Series, int], dict[Key, list[int]]]] = {MINUTE: {}, HOUR: {}, TOTAL: {}}
+        forced: set[tuple[str, int, int]] = set()
+        for spec in SERIES:
+            for grain, bucket, key, values in spec.rows(delta):
+                changes[grain].setdefault((spec, bucket), {})[key] = values
+            for minute in refresh:
+                for grain, bucket in ((MINUTE, minute), (HOUR, minute // 60), (TOTAL, 0)):
+                    changes[grain].setdefault((spec, bucket), {})
+                    forced.add((spec.name, grain, bucket))
+        minute_sums: dict[int, asyncio.Task[RollupDelta]] = {}
+        for grain in (MINUTE, HOUR, TOTAL):
+            slices = list(changes[grain].items())
+
+            async def update(index: int, grain: int = grain, slices: list[Any] = slices) -> None:
+                (spec, bucket), change = slices[index]
+                force = (spec.name, grain, bucket) in forced
+                await self._update(spec, grain, bucket, shard, change, force=force, minute_sums=minute_sums)
+
+            await self.cql.each(len(slices), update)
+            if grain == HOUR:
+                new_hours = sorted({bucket for (_, bucket) in changes[HOUR]}.difference(self._hours))
+                if new_hours:
+                    await self.cql.partitions([[(LIST_HOUR, (self.cql.ns, h)) for h in new_hours]])
+                    self._hours.update(new_hours)
+
+    async def _update(
+        self,
+        spec: Series,
+        grain: int,
+        bucket: int,
+        shard: str,
+        change: dict[Key, list[int]],
+        *,
+        force: bool,
+        minute_sums: dict[int, asyncio.Task[RollupDelta]],
+    ) -> None:
+        cql = self.cql
+        width = len(spec.keys)
+        slice_key = (spec.name, grain, bucket, shard)
+        stored = {
+            tuple(r[:width]): r[width] for r in await cql.rows(spec.slice_cql("stamp"), (cql.ns, grain, bucket, shard))
+        }
+        mine = self._memory.pop(slice_key, None)  # nothing is trusted while the slice is being written
+        content: dict[Key, list[int]]
+        if not force and mine is not None and {k: t for k, (_, t) in mine.items()} == stored:
+            content = {k: list(v) for k, (v, _) in mine.items()}
+            for key, values in change.items():
+                base = content.get(key)
+                content[key] = values if base is None else [a + b for a, b in zip(base, values, strict=True)]
+            touched = set(change)
+        else:
+            content = await self._recompute(spec, grain, bucket, shard, minute_sums)
+            touched = set(content) | set(stored)
+        token = self._token()
+        statements: list[tuple[str, Sequence[Any]]] = []
+        kept: Content = {}
+        for key in touched:
+            written = content.get(key)
+            if written is not None and written[spec.live] > 0:
+                statements.append((spec.insert_cql(), (cql.ns, grain, bucket, shard, *key, *written, token, cql.ttl_s)))
+                kept[key] = (written, token)
+            elif key in stored:
+                statements.append((spec.delete_cql(), (cql.ns, grain, bucket, shard, *key)))
+        for key, kept_values in content.items():
+            if key not in touched and kept_values[spec.live] > 0:
+                kept[key] = (kept_values, stored[key])
+        await cql.partitions([statements])
+        self._memory[slice_key] = kept
+        while len(self._memory) > self.max_slices:
+            self._memory.popitem(last=False)
+
+    async def _recompute(
+        self, spec: Series, grain: int, bucket: int, shard: str, minute_sums: dict[int, asyncio.Task[RollupDelta]]
+    ) -> dict[Key, list[int]]:
+        """The slice's values from the level below."""
+        cql = self.cql
+        if grain == MINUTE:
+            task = minute_sums.get(bucket)
+            if task is None:
+                task = minute_sums[bucket] = asyncio.ensure_future(self._minute_sum(shard, bucket))
+            delta = await task
+            return {key: values for g, b, key, values in spec.rows(delta) if g == MINUTE and b == bucket}
+        if grain == HOUR:
+            below = [(MINUTE, m) for m in range(bucket * 60, bucket * 60 + 60)]
+        else:
+            hours = {row[0] for row in await cql.rows(HOURS, (cql.ns,))} | self._hours
+            below = [(HOUR, h) for h in sorted(hours)]
+        results = await cql.many(spec.slice_cql(*spec.values), [(cql.ns, g, b, shard) for g, b in below])
+        return sum_rows((row for rows in results for row in rows), len(spec.keys))
+
+    async def _minute_sum(self, shard: str, minute: int) -> RollupDelta:
+        delta = RollupDelta()
+        for (body,) in await self.cql.rows(CONTRIBS, (self.cql.ns, shard, minute)):
+            delta.add(decode_contribution(body), +1)
+        return delta
