@@ -9,7 +9,9 @@ With ``CI=true`` a missing broker fails the run; it is never a skip.
 ``cassandra_url`` (session): a real Cassandra, from ``TRACING_TEST_CASSANDRA_URL`` (``make test`` sets it)
 or else one node started with ``scripts/cassandra.sh`` on free ports in a temp dir (11-60 s here),
 stopped and removed after the session. ``cassandra_keyspace_url`` (function): that URL with a keyspace of
-the test's own (``test_<hex>``), dropped afterwards. With ``CI=true`` a missing Cassandra or driver (the
+the test's own (``test_<hex>``), dropped afterwards. ``cassandra_store_keyspace`` (session): that URL with
+a keyspace for the whole session's stores (each test takes a namespace of its own in it:
+:func:`cassandra_namespace_url`), dropped at the end. With ``CI=true`` a missing Cassandra or driver (the
 ``cassandra`` extra) fails the run; it is never a skip.
 
 ``settings`` (function): settings pointing at that broker with topic and group names unique to the test,
@@ -18,6 +20,7 @@ so tests never see each other's messages, and a SQLite store in the test's temp 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -142,6 +145,32 @@ async def cassandra_keyspace_url(cassandra_url: str) -> AsyncIterator[str]:
         await admin.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
     finally:
         await admin.close()
+
+
+@pytest.fixture(scope="session")
+def cassandra_store_keyspace(cassandra_url: str) -> Iterator[str]:
+    """``cassandra_url`` with a keyspace of this session's own (created by the first store opened on it,
+    dropped when the session ends)."""
+    from shared.store.cassandra_conn import CassandraConfig, CassandraSession
+
+    base = CassandraConfig.from_url(cassandra_url)
+    keyspace = f"test_{uuid.uuid4().hex[:20]}"
+    yield msgspec.structs.replace(base, keyspace=keyspace).url(with_password=True)
+
+    async def drop() -> None:
+        config = msgspec.structs.replace(base, keyspace="system", request_timeout_s=120.0)  # 21 tables to drop
+        admin = await CassandraSession.connect(config, create_keyspace=False)
+        try:
+            await admin.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        finally:
+            await admin.close()
+
+    asyncio.run(drop())
+
+
+def cassandra_namespace_url(keyspace_url: str) -> str:
+    """The session keyspace's URL with a new namespace: an empty store."""
+    return f"{keyspace_url}&namespace=t{uuid.uuid4().hex}"
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Fixtures for the query API tests: the real app on a real socket, a real store, real Kafka.
 
 ``settings`` (function, overrides the root one): parametrized over the store backends, so every API test
-runs on SQLite and on PostgreSQL (a fresh schema per test; see ``tests/store/conftest.py``).
+runs on SQLite, on PostgreSQL (a fresh schema per test) and on Cassandra (a fresh namespace per test; see
+``tests/store/conftest.py``).
 ``store`` (function): the store named by ``settings``, opened and closed around the test.
 ``serve_api`` (function): an async context manager factory; ``serve_api(**overrides)`` runs
 ``create_app(settings with overrides, store=store)`` with ``web.AppRunner`` + ``web.TCPSite`` on a free port
@@ -24,6 +25,7 @@ from query_api import create_app
 from shared.settings import Settings
 from shared.store import open_store
 from shared.store.base import TraceStore
+from tests.conftest import cassandra_namespace_url
 from tests.store.conftest import postgres_schema_url
 
 from .support import LiveApi, serve
@@ -31,10 +33,14 @@ from .support import LiveApi, serve
 ServeApi = Callable[..., AbstractAsyncContextManager[LiveApi]]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "cassandra"])
 async def settings(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Settings]:
     if request.param == "sqlite":
         yield settings
+        return
+    if request.param == "cassandra":
+        url = cassandra_namespace_url(request.getfixturevalue("cassandra_store_keyspace"))
+        yield msgspec.structs.replace(settings, store_url=url)
         return
     async with postgres_schema_url() as url:
         yield msgspec.structs.replace(settings, store_url=url)

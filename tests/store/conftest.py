@@ -23,18 +23,17 @@ Adding a backend is one entry in :data:`BACKENDS` plus its branch in :func:`_sto
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from shared.settings import Settings
 from shared.store import TraceStore, open_store
+from tests.conftest import cassandra_namespace_url
 
 BACKENDS = [
     pytest.param("sqlite-file", id="sqlite-file"),
@@ -78,32 +77,6 @@ async def postgres_url() -> AsyncIterator[str]:
     """For PostgreSQL-only tests: a URL whose ``search_path`` is a new, empty schema (see above)."""
     async with postgres_schema_url() as url:
         yield url
-
-
-@pytest.fixture(scope="session")
-def cassandra_store_keyspace(cassandra_url: str) -> Iterator[str]:
-    """``cassandra_url`` with a keyspace of this session's own (created by the first store opened on it,
-    dropped when the session ends)."""
-    from shared.store.cassandra_conn import CassandraConfig, CassandraSession
-
-    base = CassandraConfig.from_url(cassandra_url)
-    keyspace = f"test_{uuid.uuid4().hex[:20]}"
-    yield msgspec.structs.replace(base, keyspace=keyspace).url(with_password=True)
-
-    async def drop() -> None:
-        config = msgspec.structs.replace(base, keyspace="system", request_timeout_s=120.0)  # 21 tables to drop
-        admin = await CassandraSession.connect(config, create_keyspace=False)
-        try:
-            await admin.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
-        finally:
-            await admin.close()
-
-    asyncio.run(drop())
-
-
-def cassandra_namespace_url(keyspace_url: str) -> str:
-    """The session keyspace's URL with a new namespace: an empty store."""
-    return f"{keyspace_url}&namespace=t{uuid.uuid4().hex}"
 
 
 @contextlib.asynccontextmanager

@@ -29,7 +29,7 @@ from shared.store.cassandra.aggregates import CONTEXTS, DEPS, ENDPOINTS, HOURS, 
 from shared.store.cassandra.rows import derive_state, read_chunks, read_rows
 from shared.store.cassandra.schema import Cql
 from shared.store.finalizing import decode_analysis, decode_critical, summary_from_row
-from shared.store.rollups import HOUR, HOUR_US, TOTAL, decode_contribution
+from shared.store.rollups import HOUR, HOUR_US, MINUTE, TOTAL, decode_contribution
 from shared.store.search import CANDIDATE_PAGE, ERROR_TAG, step_grain, trace_has_matching_span, window_ranges
 from shared.store.sql import RollupRead, assemble_contexts, assemble_rollup_rows, assemble_stats
 
@@ -278,8 +278,16 @@ class Reader:
     async def _bucket_sums(
         self, spec: Series, grain: int, buckets: Sequence[int], *, service: str | None, operation: str | None
     ) -> dict[int, dict[tuple[Any, ...], list[int]]]:
-        """Per bucket, every key's values summed over the shards (filtered by service and operation)."""
+        """Per bucket, every key's values summed over the shards (filtered by service and operation). Only
+        buckets of the hours that have rollup rows are read (a window may span years)."""
         cql = self.cql
+        if isinstance(buckets, range) and grain in (MINUTE, HOUR) and buckets:
+            per_hour = 60 if grain == MINUTE else 1
+            first, end = buckets.start, buckets.stop
+            hours = sorted(
+                h for (h,) in await cql.rows(HOURS, (cql.ns,)) if first // per_hour <= h <= (end - 1) // per_hour
+            )
+            buckets = [b for h in hours for b in range(max(first, h * per_hour), min(end, (h + 1) * per_hour))]
         results = await cql.many(spec.bucket_cql(), [(cql.ns, grain, b) for b in buckets])
         out: dict[int, dict[tuple[Any, ...], list[int]]] = {}
         for bucket, rows in zip(buckets, results, strict=True):
