@@ -79,7 +79,7 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.shards: set[str] = set()
         self.finalizing = asyncio.Lock()
-        """Held by a finalize round (see :meth:`finalize_due`)."""
+        """Held by a finalize round (see :meth:`finalize_due`) and by a retention purge."""
         self.counters = WorkerCounters()
         self.metrics = WorkerMetrics(self.counters)
         self.metrics_port: int | None = None
@@ -332,9 +332,13 @@ class Worker:
                 pass
 
     async def purge_expired(self) -> int:
-        """Delete traces older than the retention window (rollups corrected by the store)."""
+        """Delete traces older than the retention window (rollups corrected by the store). Runs under
+        :attr:`finalizing`, like a finalize round: a store whose rollup rows have one writer per shard
+        corrects them in the purge too, so a revoked worker must not be purging while the next owner
+        starts."""
         before = now_us() - int(self.settings.retention_h * 3_600_000_000)
-        purged = await self.store.purge(before, shards=set(self.shards))
+        async with self.finalizing:
+            purged = await self.store.purge(before, shards=set(self.shards))
         if purged:
             log.info("retention: purged %d traces that started before %d", purged, before)
         return purged

@@ -45,6 +45,7 @@ import asyncio
 import ipaddress
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -382,10 +383,11 @@ class CassandraSession:
     :class:`CassandraError` naming the statement (never its bound values).
     """
 
-    def __init__(self, config: CassandraConfig, cluster: Any, session: Any) -> None:
+    def __init__(self, config: CassandraConfig, cluster: Any, session: Any, hosts: _HostEvents | None = None) -> None:
         self.config = config
         self._cluster = cluster
         self._session = session
+        self._hosts = hosts or _HostEvents()
         self._prepared: dict[str, Prepared] = {}
         self._closed = False
 
@@ -399,6 +401,7 @@ class CassandraSession:
         """
         import acsylla
 
+        hosts = _HostEvents()
         options: dict[str, Any] = {
             "port": config.port,
             "connect_timeout": config.connect_timeout_s,
@@ -406,6 +409,7 @@ class CassandraSession:
             "consistency": acsylla.Consistency[config.consistency],
             "token_aware_routing": True,
             "log_level": "error",
+            "host_listener_callback": hosts.on_event,
         }
         if config.local_dc:
             options["load_balance_dc_aware"] = config.local_dc
@@ -433,7 +437,7 @@ class CassandraSession:
         except acsylla.errors.CassException as exc:
             cluster.destroy()  # else its I/O thread and wake-up sockets outlive it: fds leak per attempt
             raise CassandraError(f"cannot connect to Cassandra at {where}: {exc}") from exc
-        connected = cls(config, cluster, session)
+        connected = cls(config, cluster, session, hosts)
         try:
             if create_keyspace:
                 await connected.execute(config.create_keyspace_cql())
@@ -458,6 +462,7 @@ class CassandraSession:
         except acsylla.errors.CassException as exc:
             raise CassandraError(f"cannot prepare {_short(cql)!r}: {exc}") from exc
         prepared = self._prepared[cql] = Prepared(cql, statement)
+        self._hosts.prepared = True
         return prepared
 
     def _statement(self, statement: Prepared | str, values: Sequence[Any], consistency: Consistency | None) -> Any:
@@ -620,14 +625,44 @@ class CassandraSession:
             ) from exc
 
     async def close(self) -> None:
-        """Let in-flight requests finish, then close every connection. Idempotent."""
+        """Let in-flight requests finish, then close every connection. Idempotent.
+
+        Waits until :data:`HOST_UP_SETTLE_S` after the last host came up (or joined): the C++ driver
+        prepares every statement again on such a host, and a session torn down meanwhile aborts the
+        process ("pure virtual method called": CASSCPP-3, fixed in the Apache driver in 2026, not yet in
+        the driver acsylla 1.2 bundles)."""
         if self._closed:
             return
         self._closed = True
+        settle = self._hosts.last_up + HOST_UP_SETTLE_S - time.monotonic()
+        if settle > 0:
+            await asyncio.sleep(settle)
         try:
             await self._session.close()
         finally:
             self._cluster.destroy()
+
+
+HOST_UP_SETTLE_S = 3.0
+
+
+class _HostEvents:
+    """When the driver last saw a host come back up, or a new host join once statements were prepared
+    (monotonic seconds; -inf: never). The hosts found when connecting do not count: there is nothing to
+    prepare on them again."""
+
+    def __init__(self) -> None:
+        self.last_up = float("-inf")
+        self.prepared = False
+        self._down: set[str] = set()
+
+    def on_event(self, event: Any, address: str) -> None:
+        name = getattr(event, "name", "")
+        if name in ("DOWN", "REMOVE"):
+            self._down.add(address)
+        elif (name == "UP" and address in self._down) or (name == "ADD" and self.prepared):
+            self._down.discard(address)
+            self.last_up = time.monotonic()
 
 
 def _read_pem(option: str, path: str) -> str:

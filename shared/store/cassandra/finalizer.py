@@ -126,14 +126,11 @@ class Owner:
         *,
         now_us: int,
         sampler: Sampler | None,
-        known: Mapping[str, StoredRow],
     ) -> Finalized:
-        """Finalize the active traces among ``trace_ids`` (``known``: rows read moments ago by the due scan,
-        as current as a read now)."""
+        """Finalize the active traces among ``trace_ids``."""
         cql = self.cql
         ids = list(dict.fromkeys(trace_ids))
-        rows = {t: known[t] for t in ids if t in known}
-        rows.update(await read_rows(cql, [t for t in ids if t not in rows]))
+        rows = await read_rows(cql, ids)
         active = [rows[t] for t in ids if rows[t].exists and rows[t].state == "active"]
         if not active:
             return Finalized(analyses=[], first=[], states={})

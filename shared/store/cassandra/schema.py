@@ -1,10 +1,11 @@
 """The Cassandra layout (storage layout v2 without transactions) and :class:`Cql`, the session bound to one
 namespace.
 
-Every partition key starts with ``ns``, the store's namespace (``''`` in production; the contract tests
-use one per test), so that one keyspace and one set of tables serve many isolated stores. Times are µs
-since the epoch; ``hour`` columns are ``start_us // 3600 s`` (or of ``first_seen_us`` for the active
-index), ``minute`` ``// 60 s``, ``grain`` and ``bucket`` as :mod:`shared.store.rollups` defines them.
+Every partition key starts with ``ns``, the store's namespace (:data:`DEFAULT_NAMESPACE` in production;
+the contract tests use one per test), so that one keyspace and one set of tables serve many isolated
+stores. Times are µs since the epoch; ``hour`` columns are ``start_us // 3600 s`` (or of the writer's
+clock for the active index), ``minute`` ``// 60 s``, ``grain`` and ``bucket`` as
+:mod:`shared.store.rollups` defines them.
 
 * ``traces ((ns, trace_id), seq, chunk_id)``: one partition per trace. Its clustering rows are the chunks
   (``seq``: the chunk count the writer read, so chunks merge in write order; ``chunk_id``: random, so
@@ -15,19 +16,19 @@ index), ``minute`` ``// 60 s``, ``grain`` and ``bucket`` as :mod:`shared.store.r
   a column writers race on: :mod:`.rows` derives it from the chunk set and the set the last
   finalization used (``final_n``, ``final_fp``).
 * ``open_spans ((ns, span_id), trace_id)``: the span-id index of open spans (``tid``: the incarnation).
-* ``due ((ns, shard, bucket), due_us, trace_id, entry)`` and ``due_buckets ((ns, shard), bucket)``: the
-  due index, scanned by the shard's owner only (:mod:`.due`); short ``gc_grace`` (a resurrected entry is
-  checked against its trace and dropped).
+* ``due ((ns, shard, bucket), due_us, trace_id, entry)`` (``entry``: the chunk written with it) and
+  ``due_buckets ((ns, shard), bucket)``: the due index, scanned by the shard's owner only (:mod:`.due`);
+  short ``gc_grace`` (a resurrected entry is checked against its trace and dropped).
 * Search, written at finalization: ``idx_ops``, ``idx_tags``, ``idx_start`` (newest first per start hour),
   ``idx_duration`` (slowest first per start hour), ``idx_endpoint`` (slowest first per root service,
   operation and hour); ``idx_active`` (active traces by the hour they were first seen or re-opened);
   ``index_hours`` lists the hours that have rows. ``by_start ((ns, hour), shard, start_us, trace_id)``:
-  every finalized or dropped trace, for the retention purge of one shard; ``purge_marks``: how far each
-  shard was purged.
+  every finalized or dropped trace, for the retention purge of one shard.
 * Rollups (:mod:`.aggregates`): ``contribs ((ns, shard, minute), trace_id)`` (each trace's contribution
   under its owner shard), ``rollup_ops`` / ``rollup_endpoints`` / ``rollup_contexts`` / ``rollup_deps``
-  ``((ns, grain, bucket), shard, key...)`` with a ``stamp`` per row (who wrote it), ``rollup_hours`` (hours with rows),
-  ``rollup_pending`` (rounds begun and not finished), ``call_paths``, plus ``heartbeats``.
+  ``((ns, grain, bucket), shard, key...)`` with a ``stamp`` per row (who wrote it), ``rollup_hours``
+  (hours with rows), ``rollup_pending`` (rounds begun and not finished), ``call_paths``, plus
+  ``heartbeats``.
 
 No lightweight transactions, no logged batches, no counters anywhere.
 """
@@ -62,7 +63,7 @@ TABLES: Final[dict[str, str]] = {
     "open_spans": """CREATE TABLE IF NOT EXISTS open_spans (
         ns text, span_id text, trace_id text, tid bigint, PRIMARY KEY ((ns, span_id), trace_id))""",
     "due": f"""CREATE TABLE IF NOT EXISTS due (
-        ns text, shard text, bucket bigint, due_us bigint, trace_id text, entry bigint,
+        ns text, shard text, bucket bigint, due_us bigint, trace_id text, entry bigint, written_us bigint,
         PRIMARY KEY ((ns, shard, bucket), due_us, trace_id, entry)) {_SHORT_LIVED}""",
     "due_buckets": f"""CREATE TABLE IF NOT EXISTS due_buckets (
         ns text, shard text, bucket bigint, PRIMARY KEY ((ns, shard), bucket)) {_SHORT_LIVED}""",
@@ -94,8 +95,6 @@ TABLES: Final[dict[str, str]] = {
     "by_start": """CREATE TABLE IF NOT EXISTS by_start (
         ns text, hour bigint, shard text, start_us bigint, trace_id text,
         PRIMARY KEY ((ns, hour), shard, start_us, trace_id))""",
-    "purge_marks": """CREATE TABLE IF NOT EXISTS purge_marks (
-        ns text, shard text, before_us bigint, PRIMARY KEY ((ns), shard))""",
     "contribs": """CREATE TABLE IF NOT EXISTS contribs (
         ns text, shard text, minute bigint, trace_id text, body blob,
         PRIMARY KEY ((ns, shard, minute), trace_id))""",
@@ -142,6 +141,9 @@ async def create_tables(session: CassandraSession) -> None:
             await session.execute(ddl)
 
 
+DEFAULT_NAMESPACE: Final = "."
+"""``ns`` without a namespace option: Cassandra refuses an empty partition key of one column (and a URL
+namespace never contains a dot)."""
 BATCH_ROWS: Final = 100
 """Statements per unlogged batch of one partition (bigger groups are split: each part is still atomic)."""
 
@@ -153,7 +155,7 @@ class Cql:
 
     def __init__(self, session: CassandraSession, *, ttl_s: int, concurrency: int = 64) -> None:
         self.session = session
-        self.ns = session.config.namespace
+        self.ns = session.config.namespace or DEFAULT_NAMESPACE
         self.ttl_s = ttl_s
         self.concurrency = concurrency
 

@@ -6,9 +6,9 @@ Per batch (the planning is :func:`~shared.store.writing.plan_write`, as in every
 1. read each trace's partition (its static columns and chunk ids, :mod:`.rows`) and its current state:
    the writer's cached copy when it was built from exactly the stored chunk set, else the chunks;
 2. plan; then, for every changed trace, in this order:
-3. its due-index entry and its open-span index changes (a crash after this step leaves entries ahead of
-   the data: a due entry whose trace does not say that due time is dropped by the owner's scan, an open
-   span entry of a trace never stored is never answered);
+3. its due-index entry (naming the chunk of step 4, :mod:`.due`) and its open-span index changes (a crash
+   after this step leaves entries ahead of the data: a due entry whose chunk never came is dropped by
+   the owner's scan after a while, an open-span entry of a trace never stored is never answered);
 4. its chunk and its columns, ONE statement (atomic within the partition: the chunk is stored exactly
    when the trace row says so); a replayed batch finds its spans stored and writes nothing;
 5. its ``idx_active`` row when the trace is new or was finalized (a crash before this step only hides
@@ -126,7 +126,7 @@ async def write_batch(
     statics: dict[str, dict[str, Any]] = {}
     active: list[tuple[str, Sequence[Any]]] = []
     for new in plan.new:
-        entries.append((new.shard, new.due_us, new.trace_id, new_id()))
+        entries.append((new.shard, new.due_us, new.trace_id, chunk_ids[new.trace_id]))
         columns = {
             "tid": incarnations[new.trace_id],
             "shard": new.shard,
@@ -142,7 +142,7 @@ async def write_batch(
     for update in plan.updates:
         row = stored[update.trace_id]
         shard = update.shard or row.shard or shards[update.trace_id]
-        entries.append((shard, update.due_us, update.trace_id, new_id()))
+        entries.append((shard, update.due_us, update.trace_id, chunk_ids[update.trace_id]))
         columns = {"last_seen_us": now_us, "due_us": update.due_us}
         if update.root_done_us is not None:
             columns["root_done_us"] = update.root_done_us
