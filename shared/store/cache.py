@@ -60,6 +60,11 @@ class TraceCache:
         self.hits += 1
         return entry[1]
 
+    def version(self, trace_id: str) -> int | None:
+        """The chunk count of the cached state of ``trace_id`` (``None``: none cached), without taking it."""
+        entry = self._entries.get(trace_id)
+        return None if entry is None else entry[1].version
+
     def put(self, trace_id: str, tid: int, state: TraceState) -> None:
         """Remember ``state`` (the stored state of incarnation ``tid``) as the newest entry."""
         if self.max_bytes <= 0:

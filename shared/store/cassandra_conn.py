@@ -498,6 +498,22 @@ class CassandraSession:
             raise CassandraError(f"{_short(cql)!r} failed: {exc}") from exc
         return [row.as_tuple() for row in result.all()]
 
+    async def _page(
+        self, statement: Prepared, values: Sequence[Any], page_size: int, state: bytes | None, level: Any
+    ) -> tuple[list[Row], bytes | None]:
+        """One page of ``statement`` and the state of the next (``None``: this was the last)."""
+        import acsylla
+
+        bound = statement._driver.bind(
+            list(values) if values else None, page_size=page_size, page_state=state, consistency=level
+        )
+        try:
+            result = await self._session.execute(bound)
+        except acsylla.errors.CassException as exc:
+            raise CassandraError(f"{_short(statement.cql)!r} failed: {exc}") from exc
+        rows = [row.as_tuple() for row in result.all()]
+        return rows, (result.page_state() if result.has_more_pages() else None)
+
     async def pages(
         self,
         statement: Prepared,
@@ -516,20 +532,11 @@ class CassandraSession:
         level = acsylla.Consistency[consistency] if consistency else None
         state: bytes | None = None
         while True:
-            bound = statement._driver.bind(
-                list(values) if values else None, page_size=page_size, page_state=state, consistency=level
-            )
-            try:
-                result = await self._session.execute(bound)
-            except acsylla.errors.CassException as exc:
-                raise CassandraError(f"{_short(statement.cql)!r} failed: {exc}") from exc
-            rows = [row.as_tuple() for row in result.all()]
-            more = result.has_more_pages()
-            if rows or not more:
+            rows, state = await self._page(statement, values, page_size, state, level)
+            if rows or state is None:
                 yield rows
-            if not more:
+            if state is None:
                 return
-            state = result.page_state()
 
     async def execute_all(
         self,
@@ -540,9 +547,15 @@ class CassandraSession:
         consistency: Consistency | None = None,
     ) -> list[Row]:
         """Every row of ``statement``, however many pages it takes (:meth:`execute` returns one page)."""
-        rows: list[Row] = []
-        async for page in self.pages(statement, values, page_size=page_size, consistency=consistency):
-            rows.extend(page)
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        import acsylla
+
+        level = acsylla.Consistency[consistency] if consistency else None
+        rows, state = await self._page(statement, values, page_size, None, level)
+        while state is not None:
+            more, state = await self._page(statement, values, page_size, state, level)
+            rows.extend(more)
         return rows
 
     async def execute_many(

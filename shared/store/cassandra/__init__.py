@@ -49,6 +49,7 @@ from shared.store.cassandra.aggregates import Aggregates
 from shared.store.cassandra.due import DueIndex
 from shared.store.cassandra.finalizer import Owner
 from shared.store.cassandra.reader import Reader
+from shared.store.cassandra.rows import StoredRow
 from shared.store.cassandra.schema import Cql, create_tables
 from shared.store.cassandra.writer import HourLists, write_batch
 from shared.store.cassandra_conn import CassandraConfig, CassandraSession
@@ -83,6 +84,8 @@ class CassandraStore:
         self._reader = Reader(self.cql)
         self._rounds = asyncio.Lock()
         """Finalizations and purges, one at a time (each is a round of its shards' rollups)."""
+        self._scanned: dict[str, StoredRow] = {}
+        """The rows of the traces the last due scan returned, for the finalization that follows it."""
 
     @classmethod
     async def open(cls, url: str, *, cache_bytes: int = 0, retention_h: float = DEFAULT_RETENTION_H) -> CassandraStore:
@@ -140,7 +143,8 @@ class CassandraStore:
         if not shards:
             return []
         self._aggregates.keep_only(shards)
-        return await self._due.scan(shards, now_us, limit)
+        due, self._scanned = await self._due.scan(shards, now_us, limit)
+        return due
 
     async def finalize(
         self,
@@ -153,7 +157,8 @@ class CassandraStore:
         if not trace_ids:
             return []
         async with self._rounds:
-            done = await self._owner.finalize(self.cache, trace_ids, now_us=now_us, sampler=sampler)
+            scanned, self._scanned = self._scanned, {}
+            done = await self._owner.finalize(self.cache, trace_ids, now_us=now_us, sampler=sampler, scanned=scanned)
         if self.cache is not None:
             for trace_id, (key, state) in done.states.items():
                 self.cache.put(trace_id, key, state)
@@ -164,6 +169,7 @@ class CassandraStore:
     async def purge(self, before_us: int, *, shards: Collection[str] | None = None) -> int:
         cache = self.cache
         async with self._rounds:
+            self._scanned = {}
             return await self._owner.purge(
                 before_us, shards, on_purged=cache.discard if cache is not None else lambda _: None
             )

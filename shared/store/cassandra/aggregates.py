@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -38,42 +38,53 @@ Key = tuple[Any, ...]
 GrainRows = list[tuple[int, int, Key, list[int]]]
 
 
-class Series(msgspec.Struct, frozen=True):
+class Series:
     """One rollup table: its key columns, value columns, and which value is > 0 exactly while the row
     counts something (a row whose count drops to 0 is deleted, as in the SQL stores)."""
 
-    name: str
-    table: str
-    keys: tuple[str, ...]
-    values: tuple[str, ...]
-    live: int
-    delta_rows: str
-    """The :class:`RollupDelta` method that gives this series' rows at every grain."""
+    __slots__ = (
+        "bucket_cql",
+        "delete_cql",
+        "delta_rows",
+        "insert_cql",
+        "keys",
+        "live",
+        "name",
+        "stamps_cql",
+        "table",
+        "values",
+        "values_cql",
+    )
+
+    def __init__(
+        self, *, name: str, table: str, keys: tuple[str, ...], values: tuple[str, ...], live: int, delta_rows: str
+    ) -> None:
+        self.name = name
+        self.table = table
+        self.keys = keys
+        self.values = values
+        self.live = live
+        self.delta_rows = delta_rows
+        """The :class:`RollupDelta` method that gives this series' rows at every grain."""
+        columns = ("ns", "grain", "bucket", "shard", *keys, *values, "stamp")
+        self.insert_cql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) USING TTL ?"
+        )
+        where = " AND ".join(f"{c} = ?" for c in ("ns", "grain", "bucket", "shard", *keys))
+        self.delete_cql = f"DELETE FROM {table} WHERE {where}"
+        self.bucket_cql = (
+            f"SELECT {', '.join(('shard', *keys, *values))} FROM {table} WHERE ns = ? AND grain = ? AND bucket = ?"
+        )
+        """Every shard's rows of one bucket (what reads sum)."""
+        one = " WHERE ns = ? AND grain = ? AND bucket = ? AND shard = ?"
+        self.stamps_cql = f"SELECT {', '.join((*keys, 'stamp'))} FROM {table}{one}"
+        """One slice's keys and who wrote them."""
+        self.values_cql = f"SELECT {', '.join((*keys, *values))} FROM {table}{one}"
+        """One slice's keys and values."""
 
     def rows(self, delta: RollupDelta) -> GrainRows:
         rows: GrainRows = getattr(delta, self.delta_rows)()
         return rows
-
-    def insert_cql(self) -> str:
-        columns = ("ns", "grain", "bucket", "shard", *self.keys, *self.values, "stamp")
-        return f"INSERT INTO {self.table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) USING TTL ?"
-
-    def delete_cql(self) -> str:
-        where = " AND ".join(f"{c} = ?" for c in ("ns", "grain", "bucket", "shard", *self.keys))
-        return f"DELETE FROM {self.table} WHERE {where}"
-
-    def slice_cql(self, *columns: str) -> str:
-        return (
-            f"SELECT {', '.join((*self.keys, *columns))} FROM {self.table}"
-            " WHERE ns = ? AND grain = ? AND bucket = ? AND shard = ?"
-        )
-
-    def bucket_cql(self) -> str:
-        """Every shard's rows of one bucket (what reads sum)."""
-        return (
-            f"SELECT {', '.join(('shard', *self.keys, *self.values))} FROM {self.table}"
-            " WHERE ns = ? AND grain = ? AND bucket = ?"
-        )
 
 
 OPS: Final = Series(
@@ -207,17 +218,34 @@ class Aggregates:
                 await cql.partitions([[(END, (cql.ns, shard, token)) for token, _, _ in pending]])
             self._adopted.add(shard)
 
-    async def begin(self, shard: str, delta: RollupDelta, moves: Sequence[tuple[str, int]]) -> int:
-        """Record a round of ``shard`` before it writes anything: the minutes ``delta`` touches and the
-        (trace, new minute) ``moves`` of the contributions it writes. Returns the record's token."""
+    async def begin(self, rounds: Mapping[str, tuple[RollupDelta, Sequence[tuple[str, int]]]]) -> dict[str, int]:
+        """Record a round of each shard (shard -> (delta, moves)) before it writes anything: the minutes the
+        delta touches and the (trace, new minute) moves of the contributions it writes. Returns each
+        record's token."""
         cql = self.cql
-        token = self._token()
-        blob = _moves.encode(list(moves)) if moves else None
-        await cql.partitions([[(BEGIN, (cql.ns, shard, token, touched_minutes(delta), blob, cql.ttl_s))]])
-        return token
+        tokens = {shard: self._token() for shard in rounds}
+        await cql.partitions(
+            [
+                (
+                    BEGIN,
+                    (
+                        cql.ns,
+                        shard,
+                        tokens[shard],
+                        touched_minutes(delta),
+                        _moves.encode(list(moves)) if moves else None,
+                        cql.ttl_s,
+                    ),
+                )
+            ]
+            for shard, (delta, moves) in rounds.items()
+        )
+        return tokens
 
-    async def end(self, shard: str, token: int) -> None:
-        await self.cql.partitions([[(END, (self.cql.ns, shard, token))]])
+    async def end(self, tokens: Mapping[str, int]) -> None:
+        """The rounds of :meth:`begin` are written: their records go."""
+        cql = self.cql
+        await cql.partitions([(END, (cql.ns, shard, token))] for shard, token in tokens.items())
 
     # -- slices ---------------------------------------------------------------------------------------
 
@@ -264,9 +292,7 @@ class Aggregates:
         cql = self.cql
         width = len(spec.keys)
         slice_key = (spec.name, grain, bucket, shard)
-        stored = {
-            tuple(r[:width]): r[width] for r in await cql.rows(spec.slice_cql("stamp"), (cql.ns, grain, bucket, shard))
-        }
+        stored = {tuple(r[:width]): r[width] for r in await cql.rows(spec.stamps_cql, (cql.ns, grain, bucket, shard))}
         mine = self._memory.pop(slice_key, None)  # nothing is trusted while the slice is being written
         content: dict[Key, list[int]]
         if not force and mine is not None and {k: t for k, (_, t) in mine.items()} == stored:
@@ -284,10 +310,10 @@ class Aggregates:
         for key in touched:
             written = content.get(key)
             if written is not None and written[spec.live] > 0:
-                statements.append((spec.insert_cql(), (cql.ns, grain, bucket, shard, *key, *written, token, cql.ttl_s)))
+                statements.append((spec.insert_cql, (cql.ns, grain, bucket, shard, *key, *written, token, cql.ttl_s)))
                 kept[key] = (written, token)
             elif key in stored:
-                statements.append((spec.delete_cql(), (cql.ns, grain, bucket, shard, *key)))
+                statements.append((spec.delete_cql, (cql.ns, grain, bucket, shard, *key)))
         for key, kept_values in content.items():
             if key not in touched and kept_values[spec.live] > 0:
                 kept[key] = (kept_values, stored[key])
@@ -312,7 +338,7 @@ class Aggregates:
         else:
             hours = {row[0] for row in await cql.rows(HOURS, (cql.ns,))} | self._hours
             below = [(HOUR, h) for h in sorted(hours)]
-        results = await cql.many(spec.slice_cql(*spec.values), [(cql.ns, g, b, shard) for g, b in below])
+        results = await cql.many(spec.values_cql, [(cql.ns, g, b, shard) for g, b in below])
         return sum_rows((row for rows in results for row in rows), len(spec.keys))
 
     async def _minute_sum(self, shard: str, minute: int) -> RollupDelta:

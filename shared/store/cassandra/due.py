@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Final
 
-from shared.store.cassandra.rows import read_rows
+from shared.store.cassandra.rows import StoredRow, read_rows
 from shared.store.cassandra.schema import Cql
 
 BUCKET_US: Final = 10_000_000
@@ -81,8 +81,9 @@ class DueIndex:
         if len(self._listed) > 50_000:
             self._listed.clear()  # re-listing is idempotent: forgetting only costs inserts
 
-    async def scan(self, shards: Collection[str], now_us: int, limit: int) -> list[str]:
-        """The ``limit`` earliest due active traces of ``shards`` (due <= ``now_us``), earliest first."""
+    async def scan(self, shards: Collection[str], now_us: int, limit: int) -> tuple[list[str], dict[str, StoredRow]]:
+        """The ``limit`` earliest due active traces of ``shards`` (due <= ``now_us``), earliest first, and
+        their rows as this scan read them."""
         cql = self.cql
         shards = list(shards)
         last = now_us // BUCKET_US
@@ -98,6 +99,7 @@ class DueIndex:
                 entries.setdefault(trace_id, []).append((shard, (bucket, due_us, trace_id, entry, written_us or 0)))
         order = sorted(entries, key=lambda t: (min(e[1][1] for e in entries[t]), t))
         due: list[tuple[int, str]] = []
+        read: dict[str, StoredRow] = {}
         stale: list[tuple[str, Entry]] = []
         for start in range(0, len(order), max(limit, 64)):
             if len(due) >= limit:
@@ -119,9 +121,11 @@ class DueIndex:
                         stale.append((shard, entry))
                 if is_due:
                     due.append((row.due_us or 0, trace_id))
+                    read[trace_id] = row
         await self._forget(stale, empty)
         due.sort()
-        return [trace_id for _, trace_id in due[:limit]]
+        picked = [trace_id for _, trace_id in due[:limit]]
+        return picked, {t: read[t] for t in picked}
 
     async def _forget(self, stale: list[tuple[str, Entry]], empty: list[tuple[str, int]]) -> None:
         cql = self.cql

@@ -17,6 +17,7 @@ finalizes it again (the same contribution rewritten) and recomputes what was pen
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -126,11 +127,20 @@ class Owner:
         *,
         now_us: int,
         sampler: Sampler | None,
+        scanned: Mapping[str, StoredRow],
     ) -> Finalized:
-        """Finalize the active traces among ``trace_ids``."""
+        """Finalize the active traces among ``trace_ids``. ``scanned``: rows the due scan read moments ago,
+        used unless this process wrote the trace since (a row older than another process's write is
+        harmless: the chunk it does not list is not in the finalized set, so it re-opens the trace)."""
         cql = self.cql
         ids = list(dict.fromkeys(trace_ids))
-        rows = await read_rows(cql, ids)
+        rows: dict[str, StoredRow] = {}
+        for trace_id in ids:
+            row = scanned.get(trace_id)
+            ahead = cache.version(trace_id) if cache is not None else None
+            if row is not None and (ahead is None or ahead == len(row.chunk_ids)):
+                rows[trace_id] = row
+        rows.update(await read_rows(cql, [t for t in ids if t not in rows]))
         active = [rows[t] for t in ids if rows[t].exists and rows[t].state == "active"]
         if not active:
             return Finalized(analyses=[], first=[], states={})
@@ -185,19 +195,20 @@ class Owner:
         }
 
         await self.aggregates.adopt(plans)
-        tokens: dict[str, int] = {}
         try:
-            for shard, plan in plans.items():
-                moves = [(s.trace_id, s.analysis.start_us // MINUTE_US) for s in plan.summaries]
-                tokens[shard] = await self.aggregates.begin(shard, plan.delta, moves)
+            tokens = await self.aggregates.begin(
+                {
+                    shard: (plan.delta, [(s.trace_id, s.analysis.start_us // MINUTE_US) for s in plan.summaries])
+                    for shard, plan in plans.items()
+                }
+            )
             await cql.partitions(self._contributions(plans, rows).values())
             groups: dict[tuple[Any, ...], Statements] = {}
             for shard, plan in plans.items():
                 self._trace_rows(groups, shard, plan, rows, chunk_sets, late_sets, now_us)
             await cql.partitions(groups.values())
-            for shard, plan in plans.items():
-                await self.aggregates.apply(shard, plan.delta)
-                await self.aggregates.end(shard, tokens.pop(shard))
+            await asyncio.gather(*(self.aggregates.apply(shard, plan.delta) for shard, plan in plans.items()))
+            await self.aggregates.end(tokens)
         except BaseException:
             for shard in plans:
                 self.aggregates.invalidate(shard)
@@ -402,13 +413,13 @@ class Owner:
             if t in gone or not rows[t].exists or rows[t].start_us != start
         ]
         await self.aggregates.adopt([shard])
-        token = await self.aggregates.begin(shard, delta, [])
+        tokens = await self.aggregates.begin({shard: (delta, [])})
         try:
             await cql.partitions(contribs.values())
             await self.aggregates.apply(shard, delta)
             await cql.partitions([[(DELETE_TRACE, (ns, t))] for t in sorted(gone)])
             await cql.partitions(retention)
-            await self.aggregates.end(shard, token)
+            await self.aggregates.end(tokens)
         except BaseException:
             self.aggregates.invalidate(shard)
             raise

@@ -12,38 +12,35 @@ import msgspec
 from shared.store.rollups import HOUR_US, Contribution
 
 
-class Table(msgspec.Struct, frozen=True):
-    name: str
-    partition: tuple[str, ...]
-    clustering: tuple[str, ...]
-    values: tuple[str, ...] = ()
+class Table:
+    """One index table: its key columns, value columns, and the statements that write and delete a row."""
 
-    def insert_cql(self) -> str:
-        columns = (*self.partition, *self.clustering, *self.values)
-        return f"INSERT INTO {self.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) USING TTL ?"
+    __slots__ = ("clustering", "delete_cql", "insert_cql", "name", "partition", "values")
 
-    def delete_cql(self) -> str:
-        return f"DELETE FROM {self.name} WHERE {' AND '.join(f'{c} = ?' for c in (*self.partition, *self.clustering))}"
+    def __init__(
+        self, name: str, partition: tuple[str, ...], clustering: tuple[str, ...], values: tuple[str, ...] = ()
+    ) -> None:
+        self.name = name
+        self.partition = partition
+        self.clustering = clustering
+        self.values = values
+        columns = (*partition, *clustering, *values)
+        self.insert_cql = (
+            f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) USING TTL ?"
+        )
+        self.delete_cql = f"DELETE FROM {name} WHERE {' AND '.join(f'{c} = ?' for c in (*partition, *clustering))}"
 
 
 IDX_OPS: Final = Table(
-    name="idx_ops",
-    partition=("ns", "service", "operation", "hour"),
-    clustering=("start_us", "trace_id"),
-    values=("min_us", "max_us"),
+    "idx_ops", ("ns", "service", "operation", "hour"), ("start_us", "trace_id"), ("min_us", "max_us")
 )
-IDX_TAGS: Final = Table(name="idx_tags", partition=("ns", "key", "value", "hour"), clustering=("start_us", "trace_id"))
-IDX_START: Final = Table(name="idx_start", partition=("ns", "hour"), clustering=("start_us", "trace_id"))
-IDX_DURATION: Final = Table(
-    name="idx_duration", partition=("ns", "hour"), clustering=("duration_us", "trace_id"), values=("start_us",)
-)
+IDX_TAGS: Final = Table("idx_tags", ("ns", "key", "value", "hour"), ("start_us", "trace_id"))
+IDX_START: Final = Table("idx_start", ("ns", "hour"), ("start_us", "trace_id"))
+IDX_DURATION: Final = Table("idx_duration", ("ns", "hour"), ("duration_us", "trace_id"), ("start_us",))
 IDX_ENDPOINT: Final = Table(
-    name="idx_endpoint",
-    partition=("ns", "service", "operation", "hour"),
-    clustering=("duration_us", "trace_id"),
-    values=("start_us", "critical"),
+    "idx_endpoint", ("ns", "service", "operation", "hour"), ("duration_us", "trace_id"), ("start_us", "critical")
 )
-BY_START: Final = Table(name="by_start", partition=("ns", "hour"), clustering=("shard", "start_us", "trace_id"))
+BY_START: Final = Table("by_start", ("ns", "hour"), ("shard", "start_us", "trace_id"))
 
 
 class IndexRow(msgspec.Struct, frozen=True, gc=False):
@@ -88,7 +85,7 @@ def index_changes(
     groups: dict[tuple[Any, ...], list[tuple[str, Sequence[Any]]]] = {}
     for row in old:
         if (row.table.name, row.key) not in kept:
-            groups.setdefault(row.partition, []).append((row.table.delete_cql(), row.key))
+            groups.setdefault(row.partition, []).append((row.table.delete_cql, row.key))
     for row in new_rows:
-        groups.setdefault(row.partition, []).append((row.table.insert_cql(), (*row.key, *row.values, ttl_s)))
+        groups.setdefault(row.partition, []).append((row.table.insert_cql, (*row.key, *row.values, ttl_s)))
     return groups

@@ -288,7 +288,7 @@ class Reader:
                 h for (h,) in await cql.rows(HOURS, (cql.ns,)) if first // per_hour <= h <= (end - 1) // per_hour
             )
             buckets = [b for h in hours for b in range(max(first, h * per_hour), min(end, (h + 1) * per_hour))]
-        results = await cql.many(spec.bucket_cql(), [(cql.ns, grain, b) for b in buckets])
+        results = await cql.many(spec.bucket_cql, [(cql.ns, grain, b) for b in buckets])
         out: dict[int, dict[tuple[Any, ...], list[int]]] = {}
         for bucket, rows in zip(buckets, results, strict=True):
             picked = [

@@ -158,6 +158,8 @@ class Cql:
         self.ns = session.config.namespace or DEFAULT_NAMESPACE
         self.ttl_s = ttl_s
         self.concurrency = concurrency
+        self._in_flight = asyncio.Semaphore(4 * concurrency)
+        """Bounds the requests of concurrent calls together (finalizing many shards at once)."""
 
     async def rows(self, cql: str, values: Sequence[Any]) -> list[Row]:
         """All rows of one statement (paged)."""
@@ -175,7 +177,8 @@ class Cql:
 
         async def lane() -> None:
             for index in cursor:  # the lanes share one cursor: each job runs once
-                await job(index)
+                async with self._in_flight:
+                    await job(index)
 
         try:
             async with asyncio.TaskGroup() as group:
