@@ -1,0 +1,192 @@
+"""Faults on a 3-node Cassandra cluster (replication factor 3): three ``python -m ingest`` processes share a
+12-partition topic of unkeyed, duplicated spans (one trace's spans on several partitions, so on several
+workers at once); one worker is SIGKILLed and restarted, one Cassandra node is SIGKILLed mid-stream and
+started again. Afterwards every span is stored once, every trace is finalized, the rollups are exact
+(per service, per window, the dependencies) and sampled analyses equal the offline ``analyze()``.
+
+The cluster is this test's own (``scripts/cassandra.sh up --nodes 3`` on free ports in a temp dir),
+stopped in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from shared.analysis import analyze
+from shared.codecs.native import encode_native
+from shared.demo import make_trace
+from shared.kafka import SpanProducer, ensure_topics
+from shared.models import Span
+from shared.settings import Settings
+from shared.store import TraceQuery, TraceStore, open_store
+from shared.store.base import Window
+from shared.store.cassandra_conn import CassandraConfig
+from tests.conftest import CASSANDRA_SH, _free_port, _missing
+from tests.e2e.helpers import wait_for
+from tests.e2e.workers import WorkerProcess
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+TRACES = 1500
+SECOND = 1_000_000
+
+
+def _cluster(state: Path, *args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(CASSANDRA_SH), *args, "--dir", str(state)], capture_output=True, text=True, timeout=timeout_s
+    )
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """(URL, state dir) of a fresh 3-node cluster on 127.0.0.1 .. 127.0.0.3; stopped and removed after.
+
+    ``TRACING_TEST_CASSANDRA_CLUSTER_DIR`` names the state dir of a running 3-node cluster of
+    ``scripts/cassandra.sh`` to use instead (a keyspace of the test's own in it; left running): to iterate
+    on this test without starting three nodes every time."""
+    try:
+        import acsylla  # noqa: F401 (the driver of the cassandra extra)
+    except ImportError:
+        _missing("no Cassandra driver: pip install -e '.[cassandra]'")
+    existing = os.environ.get("TRACING_TEST_CASSANDRA_CLUSTER_DIR")
+    if existing:
+        found = _cluster(Path(existing), "url")
+        assert found.returncode == 0, found.stderr
+        base = CassandraConfig.from_url(found.stdout.strip().splitlines()[-1])
+        keyspace = f"faults_{uuid.uuid4().hex[:16]}"
+        yield msgspec.structs.replace(base, keyspace=keyspace).url(with_password=True), Path(existing)
+        return
+    state = tmp_path / "cassandra"
+    ports = ["--port", str(_free_port()), "--storage-port", str(_free_port()), "--jmx-port", str(_free_port())]
+    try:
+        up = _cluster(state, "up", "--nodes", "3", *ports, timeout_s=900)
+        if up.returncode != 0:
+            _missing(f"no 3-node Cassandra cluster: scripts/cassandra.sh up failed:\n{up.stderr[-3000:]}")
+        yield up.stdout.strip().splitlines()[-1], state
+    finally:
+        _cluster(state, "down", "--purge", timeout_s=180)
+
+
+def _unkeyed_messages(rng: random.Random, traces: list[list[Span]]) -> list[bytes]:
+    """Each trace's spans in 1-3 messages, plus a third of its spans again in one more: sent without a
+    key, they land on several partitions, duplicates included."""
+    messages: list[bytes] = []
+    for spans in traces:
+        shuffled = rng.sample(spans, len(spans))
+        parts = rng.randint(1, min(3, len(spans)))
+        for i in range(parts):
+            messages.append(encode_native(shuffled[i::parts]))
+        again = rng.sample(spans, max(1, len(spans) // 3))
+        messages.append(encode_native(again))
+    rng.shuffle(messages)
+    return messages
+
+
+async def _finalized(store: TraceStore) -> tuple[int, int, int]:
+    """(spans counted in the rollups, traces finalized, traces active)."""
+    stats = await store.stats()
+    return (
+        sum(s.count for s in stats.services.values()),
+        stats.completed_traces + stats.failed_traces,
+        stats.active_traces,
+    )
+
+
+async def test_worker_and_node_killed_mid_stream_lose_and_double_nothing(
+    settings: Settings, cluster: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, state = cluster
+    settings = msgspec.structs.replace(settings, store_url=url, partitions=12, idle_timeout_s=4.0, grace_ms=300)
+    rng = random.Random(16)
+    begin = time.time_ns() // 1000 - 60 * SECOND
+    traces = [make_trace(rng, begin + i * 20_000) for i in range(TRACES)]
+    messages = _unkeyed_messages(rng, traces)
+    await ensure_topics(settings, [settings.topic, settings.dlq_topic])
+    store = await open_store(settings)  # creates the keyspace and tables before the workers race for them
+    logs = iter(tmp_path / f"worker-{i}.log" for i in range(10))
+    workers = [WorkerProcess(settings, next(logs)) for _ in range(3)]
+    sent = asyncio.Event()
+
+    async def produce() -> None:
+        # a steady flow over ~25 s, so that both kills land mid-stream
+        started = time.monotonic()
+        async with SpanProducer(settings) as producer:
+            for i, value in enumerate(messages):
+                await producer.send_raw(value, key=None)
+                if i % 200 == 0:
+                    await producer.flush()
+                    ahead = started + 25.0 * i / len(messages) - time.monotonic()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+        sent.set()
+
+    async def progressed(by: int) -> None:
+        start = (await _finalized(store))[1]
+
+        async def moved() -> bool:
+            return (await _finalized(store))[1] >= start + by or sent.is_set()
+
+        await wait_for(moved, timeout_s=120, what=f"{by} more traces finalized", interval_s=0.5)
+
+    producing = asyncio.create_task(produce())
+    node_back: asyncio.Task[subprocess.CompletedProcess[str]] | None = None
+    try:
+        await progressed(100)
+        workers[0].kill()  # SIGKILL: no commit, no leaving the group, a finalize round maybe half done
+        workers[0] = WorkerProcess(settings, next(logs))
+        await progressed(100)
+        killed = _cluster(state, "kill", "--node", "3", timeout_s=60)
+        assert killed.returncode == 0, killed.stderr
+        await progressed(100)  # QUORUM (2 of 3 replicas) goes on without node 3
+        node_back = asyncio.create_task(asyncio.to_thread(_cluster, state, "start", "--node", "3"))
+        await producing
+        expected_spans = sum(len(t) for t in traces)
+
+        async def drained() -> bool:
+            return await _finalized(store) == (expected_spans, len(traces), 0)
+
+        await wait_for(drained, timeout_s=180, what="every span stored and every trace finalized", interval_s=1)
+        started = await node_back
+        assert started.returncode == 0, started.stderr[-3000:]
+    finally:
+        producing.cancel()
+        codes = [w.stop() for w in workers]
+        if node_back is not None:
+            await asyncio.wait([node_back], timeout=300)
+    assert codes == [0] * len(workers), "\n".join(w.output()[-3000:] for w in workers)
+
+    try:
+        assert await store.find_traces(TraceQuery(status="active")) == []
+        stats = await store.stats()
+        per_service = Counter(s.service_name for t in traces for s in t)
+        assert {k: v.count for k, v in stats.services.items()} == dict(per_service)
+        failed = sum(1 for t in traces if any(s.status == "error" for s in t))
+        assert (stats.completed_traces, stats.failed_traces) == (len(traces) - failed, failed)
+        # the minute and hour slices sum to the same counts as all time
+        first = min(s.start_time_us for t in traces for s in t)
+        last = max(s.start_time_us for t in traces for s in t)
+        windowed = await store.stats(window=Window(start_us=first, end_us=last + 1))
+        assert {k: v.count for k, v in windowed.services.items()} == dict(per_service)
+        calls: Counter[tuple[str, str]] = Counter()
+        for spans in traces:
+            for d in analyze(spans[0].trace_id, spans).dependencies:
+                calls[d.parent, d.child] += d.calls
+        assert {(d.parent, d.child): d.calls for d in await store.dependencies()} == dict(calls)
+        for spans in rng.sample(traces, 200):
+            stored = await store.get_trace(spans[0].trace_id)
+            assert stored is not None and stored.analysis is not None
+            assert sorted(s.span_id for s in stored.spans) == sorted(s.span_id for s in spans)
+            assert stored.analysis == analyze(spans[0].trace_id, spans)
+    finally:
+        await store.close()
