@@ -36,9 +36,13 @@ from tests.conftest import CASSANDRA_SH, _free_port, _missing
 from tests.e2e.helpers import wait_for
 from tests.e2e.workers import WorkerProcess
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.slow,
+    pytest.mark.timeout(600),  # three nodes take 1-2 min to start on 2 shared cores, before the test proper
+]
 
-TRACES = 1500
+TRACES = 1200
 SECOND = 1_000_000
 
 
@@ -157,6 +161,20 @@ async def test_worker_and_node_killed_mid_stream_lose_and_double_nothing(
             return await _finalized(store) == (expected_spans, len(traces), 0)
 
         await wait_for(drained, timeout_s=180, what="every span stored and every trace finalized", interval_s=1)
+        # A trace can be re-opened by a duplicate that raced its finalization (two workers wrote the same
+        # spans as two chunks): its counts are already right, and it is finalized again soon.
+        pending = [t[0].trace_id for t in traces]
+
+        async def all_finalized() -> bool:
+            left = []
+            for i in range(0, len(pending), 100):
+                part = pending[i : i + 100]
+                states = await asyncio.gather(*(store.get_trace(t) for t in part))
+                left.extend(t for t, s in zip(part, states, strict=True) if s is None or s.state != "finalized")
+            pending[:] = left
+            return not pending
+
+        await wait_for(all_finalized, timeout_s=60, what="every trace finalized (none re-opened)", interval_s=1)
         started = await node_back
         assert started.returncode == 0, started.stderr[-3000:]
     finally:
