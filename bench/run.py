@@ -5,8 +5,8 @@
 Rows, every figure measured in this run (see bench/README.md for what limits each):
   a  raw aiokafka consume-only rate of a pre-filled topic (the ceiling for a Python consumer)
   b  decode-only rate, native JSON messages → spans, in process
-  c  one worker end to end on SQLite and on PostgreSQL: until every span is stored, until every trace is
-     finalized; ratio to (a)
+  c  one worker end to end on SQLite, on PostgreSQL and on one Cassandra node: until every span is stored,
+     until every trace is finalized; ratio to (a); and two worker processes on a 3-node Cassandra cluster
   d  freshness: produce → queryable as finalized through the HTTP API, at a fixed offered rate
   e  read latency over real HTTP with a large store (trace by id, query, stats, analyze)
   f  worker peak RSS with many active traces
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import msgspec
 
-from bench import drain, freshness, memory, reads, workload, zipkin
+from bench import cassandra, drain, freshness, memory, reads, workload, zipkin
 from bench.common import (
     ROOT,
     Postgres,
@@ -238,6 +238,16 @@ class Bench:
         finally:
             postgres.down()
 
+    async def drain_cassandra(self, nodes: int) -> list[Row]:
+        f = self.native
+        if f is None:
+            raise Skipped("the native topic was not filled")
+        if self.args.quick:
+            raise Skipped("quick run: starting Cassandra nodes takes longer than the whole quick run")
+        s = self.settings(f"c-cassandra-{nodes}", topic=self.native_topic, grace_ms=self.args.grace_ms)
+        drain_cluster = cassandra.one_worker if nodes == 1 else cassandra.two_workers
+        return await drain_cluster(s, self.workdir, self.processes, f.spans, f.messages, self.raw)
+
     async def freshness(self) -> list[Row]:
         z = self.sizes
         s = self.settings("d")
@@ -372,6 +382,8 @@ class Bench:
         if "c" in parts:
             await self.part("c", "one worker, SQLite", self.drain_sqlite)
             await self.part("c", "one worker, PostgreSQL", self.drain_postgres)
+            await self.part("c", "one worker, Cassandra (1 node)", lambda: self.drain_cassandra(1))
+            await self.part("c", "two workers, Cassandra (3 nodes)", lambda: self.drain_cassandra(3))
         if "d" in parts:
             await self.part("d", "freshness", self.freshness)
         if "e" in parts:

@@ -1,0 +1,137 @@
+"""Row (c) on Cassandra: one worker on one Cassandra node, beside SQLite and PostgreSQL; and two workers
+(``python -m ingest`` processes) on a 3-node cluster (replication factor 3, QUORUM).
+
+Part of ``bench/run.py`` (row c). The clusters are throwaway ones from ``scripts/cassandra.sh`` in the
+bench's work dir, stopped and deleted when the part ends (also when it fails). Without Java, Maven (for
+the first fetch of the jars) or the ``cassandra`` extra, the rows say ``n/a`` and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from bench.common import Processes, Row, Skipped, free_port, settings_env
+from bench.drain import STALL_S, DrainResult, RawResult, drain_rows, worker_drain
+from shared.settings import Settings
+from shared.store import TraceStore, open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "cassandra.sh"
+
+
+class Cluster:
+    """A throwaway cluster of ``nodes`` nodes, stopped and deleted by :meth:`down` (or at the bench's exit)."""
+
+    def __init__(self, workdir: Path, processes: Processes, nodes: int) -> None:
+        self.dir = workdir / f"cassandra-{nodes}"
+        self.nodes = nodes
+        self._up = False
+        processes.on_exit(self.down)
+
+    def up(self) -> str:
+        try:
+            import acsylla  # noqa: F401  # the Cassandra backend's driver
+        except ImportError:
+            raise Skipped("acsylla is not installed (pip install -e '.[cassandra]')") from None
+        if shutil.which("java") is None:
+            raise Skipped("no java (Cassandra runs on Java 17)")
+        self._up = True
+        ports = ["--port", str(free_port()), "--storage-port", str(free_port()), "--jmx-port", str(free_port())]
+        result = subprocess.run(
+            ["bash", str(SCRIPT), "up", "--nodes", str(self.nodes), "--dir", str(self.dir), *ports],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        url = next((x for x in result.stdout.split() if x.startswith("cassandra://")), None)
+        if result.returncode != 0 or url is None:
+            reason = (result.stderr.strip().splitlines() or ["no URL printed"])[-1]
+            raise Skipped(f"scripts/cassandra.sh up --nodes {self.nodes} failed: {reason}")
+        return url
+
+    def down(self) -> None:
+        if self._up:
+            self._up = False
+            subprocess.run(
+                ["bash", str(SCRIPT), "down", "--dir", str(self.dir), "--purge"], capture_output=True, timeout=180
+            )
+
+
+async def one_worker(
+    settings: Settings, workdir: Path, processes: Processes, spans: int, traces: int, raw: RawResult | None
+) -> list[Row]:
+    """One in-process worker (as for SQLite and PostgreSQL) on one node."""
+    cluster = Cluster(workdir, processes, 1)
+    try:
+        url = cluster.up()
+        result = await worker_drain(msgspec.structs.replace(settings, store_url=url), spans, traces)
+    finally:
+        cluster.down()
+    return drain_rows("c", "Cassandra (1 node)", result, raw, settings.grace_ms)
+
+
+async def two_workers(
+    settings: Settings, workdir: Path, processes: Processes, spans: int, traces: int, raw: RawResult | None
+) -> list[Row]:
+    """Two ``python -m ingest`` processes on a 3-node cluster, progress read from their heartbeats."""
+    cluster = Cluster(workdir, processes, 3)
+    try:
+        url = cluster.up()
+        s = msgspec.structs.replace(settings, store_url=url, heartbeat_s=0.2, log_level="WARNING")
+        store = await open_store(s)  # creates the schema before the workers start
+        try:
+            result = await _drain_processes(s, store, processes, spans, traces, workers=2)
+        finally:
+            await store.close()
+    finally:
+        cluster.down()
+    rows = drain_rows("c", "Cassandra (3 nodes, RF 3)", result, raw, settings.grace_ms)
+    for row in rows:
+        row.measure = row.measure.replace("one worker", "two workers")
+        row.notes += "; two python -m ingest processes, QUORUM reads and writes"
+    return rows
+
+
+async def _drain_processes(
+    settings: Settings, store: TraceStore, processes: Processes, spans: int, traces: int, *, workers: int
+) -> DrainResult:
+    """Start ``workers`` worker processes and time them from the first heartbeat that shows partitions
+    until their heartbeats add up to every span stored and every trace finalized (within a heartbeat)."""
+    env = settings_env(settings)
+    children = [processes.start(f"worker-cassandra-{i}", [sys.executable, "-m", "ingest"], env) for i in range(workers)]
+    assigned_at: float | None = None
+    stored_at: float | None = None
+    last, last_change = (-1, -1), time.monotonic()
+    try:
+        while True:
+            await asyncio.sleep(0.1)
+            for child in children:
+                if child.process.poll() is not None:
+                    raise RuntimeError(f"a worker exited with {child.process.returncode}: see {child.log_path}")
+            beats = await store.heartbeats()
+            if assigned_at is None and any(b.partitions for b in beats):
+                assigned_at = time.perf_counter()
+            stored = sum(b.spans_total for b in beats)
+            finalized = sum(b.traces_finalized for b in beats)
+            if stored_at is None and stored >= spans:
+                stored_at = time.perf_counter()
+            if stored >= spans and finalized >= traces:
+                finalized_at = time.perf_counter()
+                break
+            if (stored, finalized) != last:
+                last, last_change = (stored, finalized), time.monotonic()
+            elif time.monotonic() - last_change > STALL_S:
+                raise TimeoutError(f"workers stalled: {stored}/{spans} spans, {finalized}/{traces} traces")
+    finally:
+        for child in children:
+            processes.stop(child)
+    assert assigned_at is not None and stored_at is not None
+    stored_s, finalized_s = stored_at - assigned_at, finalized_at - assigned_at
+    return DrainResult(spans / stored_s, spans / finalized_s, stored_s, finalized_s, 0)
