@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from shared.models import Log, Span, SpanFinish, Tags
@@ -92,3 +94,14 @@ def test_custom_patterns_and_off() -> None:
         "internal.id": REDACTED, "password": "x", "v": REDACTED}  # fmt: skip
     assert Redactor("", "").tags({"password": "x"}) is None
     assert Settings.from_env({"TRACING_REDACT": "false"}).redact is False
+
+
+def test_cached_and_short_values_decide_as_the_pattern_does() -> None:
+    """The per-value cache and the shortest-match skip never change a decision: every value is redacted
+    exactly when the value pattern finds it, asked once or many times."""
+    r = Redactor("", Settings().redact_values)
+    values = ["a@b.c", "ab.c", "4111 1111 1111 1111", "4111", "GET", "x" * 3, "user@example.com", ""]
+    for _ in range(3):
+        for value in values:
+            expected = re.search(Settings().redact_values, value) is not None
+            assert (r.tags({"k": value}) is not None) == expected, value
