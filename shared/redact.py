@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 import re._parser as sre_parse  # type: ignore[import-not-found]  # CPython's regex parser, not in typeshed
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
-from shared.models import Event, Span, Tags
+from shared.models import Event, Span, SpanFinish, Tags
 
 REDACTED = "[REDACTED]"
+E = TypeVar("E", Span, SpanFinish, Event)
 
 
 CACHE_ENTRIES: Final = 100_000
@@ -71,11 +72,11 @@ class Redactor:
                 out[key] = REDACTED
         return out
 
-    def events(self, events: Sequence[Event]) -> list[Event]:
+    def events(self, events: Sequence[E]) -> list[E]:
         """``events`` with their tags, span log fields and span resources redacted; unchanged events are not
         copied. A resource dict shared by many spans (one OTLP resource) is redacted once, and its
         redacted copy shared by the same spans."""
-        result: list[Event] = []
+        result: list[E] = []
         resources: dict[int, Tags | None] = {}  # id of a resource dict → its redacted copy (None: unchanged)
         for event in events:
             if event.tags:

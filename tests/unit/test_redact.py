@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from shared.models import Log, Span, SpanFinish, Tags
+from shared.models import Event, Log, Span, SpanFinish, Tags
 from shared.redact import REDACTED, Redactor
 from shared.settings import Settings
 
@@ -59,7 +59,8 @@ def test_events_redact_span_tags_finish_tags_and_log_fields(redactor: Redactor) 
     )  # fmt: skip
     finish = SpanFinish(trace_id="t", span_id="s", end_time_us=3, tags={"authorization": "Bearer abc"})
     clean = Span(trace_id="t", span_id="c", service_name="svc", operation_name="op", start_time_us=1, tags={"a": 1})
-    out = redactor.events([span, finish, clean])
+    events: list[Event] = [span, finish, clean]
+    out = redactor.events(events)
     assert isinstance(out[0], Span)
     assert out[0].tags == {"password": REDACTED, "ok": 1}
     assert out[0].logs[0].fields == {"event": "login", "email": REDACTED}
