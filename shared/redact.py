@@ -23,6 +23,8 @@ E = TypeVar("E", Span, SpanFinish, Event)
 
 CACHE_ENTRIES: Final = 100_000
 """Decisions remembered per cache (keys; string values): beyond it, new ones are computed each time."""
+CACHED_VALUE_CHARS: Final = 256
+"""Only values up to this long are remembered (keys are at most 256 by the model): at most ~50 MB."""
 
 
 def _shortest_match(pattern: re.Pattern[str]) -> int:
@@ -50,7 +52,7 @@ class Redactor:
 
     def _learn_value(self, value: str) -> bool:
         hit = self._value is not None and len(value) >= self._shortest and self._value.search(value) is not None
-        if len(self._value_hits) < CACHE_ENTRIES:
+        if len(self._value_hits) < CACHE_ENTRIES and len(value) <= CACHED_VALUE_CHARS:
             self._value_hits[value] = hit
         return hit
 
