@@ -156,7 +156,7 @@ function changesCard(changes, onBaseline, baseline, changesWindow, pageWindow) {
     : empty("No critical paths in either window.");
   return card(
     "Changes against a baseline",
-    { "data-testid": "changes" },
+    { "data-testid": "changes", "data-window": changesWindow, "data-baseline": baseline },
     h(
       "div",
       { class: "toolbar" },

@@ -127,6 +127,8 @@ export function flameGraph(tree, { endpointTotal }) {
             height: ROW - 2,
             fill: colorOf(node.label),
           }),
+          // a white edge between neighbours, drawn apart from the box so the box keeps its exact width
+          s("line", { class: "flame-sep", x1: w.toFixed(3), x2: w.toFixed(3), y1: 0, y2: ROW - 2 }),
           label ? s("text", { x: 5, y: ROW / 2 + 3, fill: inkOn(colorOf(node.label)) }, label) : null,
         ),
       );

@@ -1,7 +1,7 @@
 """The traces the UI tests look at, written into the store the way an ingest worker writes them.
 
 Times are relative to "now": most traces start ten minutes before the test session (inside every time
-window the UI offers), a few checkouts earlier, so the windows separate them (:func:`started_ago_ms`).
+window the UI offers), a few checkouts earlier, so the windows separate them (:func:`trace_starts_ms`).
 
 * ``checkout-1``: an eight-span checkout across seven services, tags and logs on ``pay-1``; completed.
 * ``checkout-2``: the same shape, faster; completed.
@@ -181,9 +181,9 @@ def traces() -> dict[str, list[Span]]:
 ACTIVE: Final = frozenset({"upload-active"})
 
 
-def started_ago_ms(trace: str, now_us: int) -> float:
-    """How long before ``now_us`` the trace ``trace`` started, in ms (its earliest span's start)."""
-    return (now_us - min(span.start_time_us for span in traces()[trace])) / 1000
+def trace_starts_ms() -> dict[str, float]:
+    """When each trace started (its earliest span), in ms since the epoch: what time windows count by."""
+    return {trace: min(span.start_time_us for span in spans) / 1000 for trace, spans in traces().items()}
 
 
 async def seed(store: TraceStore, settings: Settings) -> None:
