@@ -71,7 +71,6 @@ export const METRICS = {
     unit: "% of spans",
     series: [{ key: "errorRate", label: "errors", value: (p) => (p.count ? (p.errors / p.count) * 100 : 0) }],
     axis: (v) => `${trimmed(v)}%`,
-    fixedTop: 100,
   },
   latency: {
     title: "Latency",
@@ -105,8 +104,7 @@ function drawChart(metric, answer, width, hover) {
   const { start, end } = answer.window;
   const points = answer.points;
   const max = Math.max(0, ...points.flatMap((p) => metric.series.map((series) => series.value(p))));
-  let { top, ticks } = niceTicks(max);
-  if (metric.fixedTop && top > metric.fixedTop) ({ top, ticks } = niceTicks(metric.fixedTop));
+  const { top, ticks } = niceTicks(max);
   const { plotW, plotH, x, y } = scales(start, end, top, width);
 
   const grid = ticks.map((v) =>

@@ -4,9 +4,9 @@
 // against a baseline window just before the current one.
 
 import { get } from "./api.js";
-import { card, empty, fmtCount, fmtMs, fmtPercent, h, serviceDot } from "./dom.js";
+import { card, empty, fmtCount, fmtMs, fmtPercent, h, numCell, serviceDot, table } from "./dom.js";
 import { flameGraph, contextTree } from "./flame.js";
-import { endpointHash, splitLabel } from "./hot.js";
+import { barCell, endpointHash, splitLabel } from "./hot.js";
 import { pickWindow, windowLabel, windowParams, windowPicker, withWindow } from "./timewindow.js";
 
 const TAIL = "0.95";
@@ -42,12 +42,9 @@ function pathCell(path) {
   return h("td", { class: "path-cell", "data-field": "path", "data-value": JSON.stringify(path) }, parts);
 }
 
-const num = (key, raw, text, cls) => h("td", { class: ["num", cls], "data-field": key, "data-value": raw }, text);
-
 function contextsTable(contexts) {
   const body = h("tbody", {});
   const more = h("button", { type: "button", class: "ghost small", "data-testid": "contexts-more" });
-  let shown = 0;
   const fill = (count) => {
     body.replaceChildren(
       ...contexts.slice(0, count).map((c) =>
@@ -55,24 +52,14 @@ function contextsTable(contexts) {
           "tr",
           { "data-testid": "context-row" },
           pathCell(c.path),
-          num("criticalMs", c.criticalMs, fmtMs(c.criticalMs)),
-          num("meanMs", c.meanMs, fmtMs(c.meanMs)),
-          h(
-            "td",
-            { class: "share-col", "data-field": "share", "data-value": c.share },
-            h(
-              "div",
-              { class: "share" },
-              h("div", { class: "share-bar hot", style: { width: `${Math.min(100, c.share)}%` } }),
-              h("span", {}, fmtPercent(c.share)),
-            ),
-          ),
-          num("traces", c.traces, fmtCount(c.traces)),
+          numCell("criticalMs", c.criticalMs, fmtMs(c.criticalMs)),
+          numCell("meanMs", c.meanMs, fmtMs(c.meanMs)),
+          barCell("share", c.share, c.share / 100, fmtPercent(c.share), true),
+          numCell("traces", c.traces, fmtCount(c.traces)),
         ),
       ),
     );
-    shown = Math.min(count, contexts.length);
-    more.hidden = shown >= contexts.length;
+    more.hidden = count >= contexts.length;
     more.textContent = `Show all ${fmtCount(contexts.length)} contexts`;
   };
   more.addEventListener("click", () => fill(contexts.length));
@@ -80,26 +67,23 @@ function contextsTable(contexts) {
   return h(
     "div",
     {},
-    h(
-      "table",
-      { class: "table", "data-testid": "contexts-table" },
-      h(
-        "thead",
-        {},
-        h(
-          "tr",
-          {},
-          h("th", {}, "Calling context (root › … › the span that owned the time)"),
-          h("th", { class: "num" }, "Critical time"),
-          h("th", { class: "num", title: "per trace of the endpoint (or of the tail)" }, "Mean / trace"),
-          h("th", { class: "share-col" }, "Share"),
-          h("th", { class: "num", title: "traces whose critical path ran through it" }, "Traces"),
-        ),
-      ),
+    table(
+      { "data-testid": "contexts-table" },
+      [
+        "Calling context (root › … › the span that owned the time)",
+        ["Critical time", { class: "num" }],
+        ["Mean / trace", { class: "num", title: "per trace of the endpoint (or of the tail)" }],
+        ["Share", { class: "share-col" }],
+        ["Traces", { class: "num", title: "traces whose critical path ran through it" }],
+      ],
       body,
     ),
     h("div", { class: "table-foot" }, more),
   );
+}
+
+function signed(ms) {
+  return `${ms > 0 ? "+" : ms < 0 ? "−" : "±"}${fmtMs(Math.abs(ms))}`;
 }
 
 function changesCard(changes, onBaseline, baseline, changesWindow, pageWindow) {
@@ -113,43 +97,27 @@ function changesCard(changes, onBaseline, baseline, changesWindow, pageWindow) {
     pageWindow === "all"
       ? `Last ${changesWindow} (the page shows all time) against the window just before it`
       : `The ${windowLabel(changesWindow)} against the window just before it`;
-  const table = changes.changes.length
-    ? h(
-        "table",
-        { class: "table", "data-testid": "changes-table" },
-        h(
-          "thead",
-          {},
+  const rows = changes.changes.length
+    ? table(
+        { "data-testid": "changes-table" },
+        [
+          "Calling context",
+          ["Now, mean", { class: "num" }],
+          ["Baseline, mean", { class: "num" }],
+          ["Change", { class: "num" }],
+          ["Share now", { class: "num" }],
+          ["Share before", { class: "num" }],
+        ],
+        changes.changes.map((c) =>
           h(
             "tr",
-            {},
-            h("th", {}, "Calling context"),
-            h("th", { class: "num" }, "Now, mean"),
-            h("th", { class: "num" }, "Baseline, mean"),
-            h("th", { class: "num" }, "Change"),
-            h("th", { class: "num" }, "Share now"),
-            h("th", { class: "num" }, "Share before"),
-          ),
-        ),
-        h(
-          "tbody",
-          {},
-          changes.changes.map((c) =>
-            h(
-              "tr",
-              { "data-testid": "change-row" },
-              pathCell(c.path),
-              num("currentMeanMs", c.currentMeanMs, fmtMs(c.currentMeanMs)),
-              num("baselineMeanMs", c.baselineMeanMs, fmtMs(c.baselineMeanMs)),
-              num(
-                "deltaMs",
-                c.deltaMs,
-                `${c.deltaMs > 0 ? "+" : c.deltaMs < 0 ? "−" : "±"}${fmtMs(Math.abs(c.deltaMs))}`,
-                c.deltaMs > 0 ? "worse" : c.deltaMs < 0 ? "better" : null,
-              ),
-              num("currentShare", c.currentShare, fmtPercent(c.currentShare)),
-              num("baselineShare", c.baselineShare, fmtPercent(c.baselineShare)),
-            ),
+            { "data-testid": "change-row" },
+            pathCell(c.path),
+            numCell("currentMeanMs", c.currentMeanMs, fmtMs(c.currentMeanMs)),
+            numCell("baselineMeanMs", c.baselineMeanMs, fmtMs(c.baselineMeanMs)),
+            numCell("deltaMs", c.deltaMs, signed(c.deltaMs), c.deltaMs > 0 ? "worse" : c.deltaMs < 0 ? "better" : null),
+            numCell("currentShare", c.currentShare, fmtPercent(c.currentShare)),
+            numCell("baselineShare", c.baselineShare, fmtPercent(c.baselineShare)),
           ),
         ),
       )
@@ -169,7 +137,7 @@ function changesCard(changes, onBaseline, baseline, changesWindow, pageWindow) {
       ),
     ),
     h("p", { class: "muted" }, "Mean critical time per trace of each context, largest growth first"),
-    table,
+    rows,
   );
 }
 

@@ -3,7 +3,7 @@
 // /analyze/operations): operations ranked by the critical-path time they own over every endpoint.
 
 import { get } from "./api.js";
-import { card, empty, fmtCount, fmtMs, fmtPercent, h, serviceDot } from "./dom.js";
+import { card, empty, fmtCount, fmtMs, fmtPercent, h, numCell, serviceDot, table } from "./dom.js";
 import { pickWindow, windowLabel, windowParams, windowPicker, withWindow } from "./timewindow.js";
 
 /** The hash of an endpoint's page (the operation may hold "/": every part is encoded). */
@@ -20,67 +20,64 @@ export function splitLabel(label) {
   return cut < 0 ? [label, ""] : [label.slice(0, cut), label.slice(cut + 1)];
 }
 
-const num = (key, raw, text, cls) => h("td", { class: ["num", cls], "data-field": key, "data-value": raw }, text);
+/** A service and operation as a link (a dot in the service's colour, the service in bold). */
+export function labelLink(href, service, operation, attrs) {
+  return h(
+    "a",
+    { class: "label-link", href, ...attrs },
+    serviceDot(service),
+    h("span", { class: "svc" }, service),
+    h("span", { class: "op" }, operation),
+  );
+}
+
+/** A cell with a bar ``fraction`` (0..1) of its width long and ``text``; carries its raw value. */
+export function barCell(key, raw, fraction, text, hot) {
+  return h(
+    "td",
+    { class: "share-col", "data-field": key, "data-value": raw },
+    h(
+      "div",
+      { class: "share" },
+      h("div", { class: ["share-bar", hot && "hot"], style: { width: `${Math.max(0, Math.min(1, fraction)) * 100}%` } }),
+      h("span", {}, text),
+    ),
+  );
+}
 
 /** The endpoints table (largest critical-path total first, as the API ranks them); ``limit`` rows at most. */
 export function endpointTable(endpoints, win, limit = Infinity) {
   const rows = endpoints.slice(0, limit);
   const top = Math.max(0, ...rows.map((e) => e.criticalPathMs));
-  return h(
-    "table",
-    { class: "table", "data-testid": "endpoint-table" },
-    h(
-      "thead",
-      {},
-      h(
+  return table(
+    { "data-testid": "endpoint-table" },
+    [
+      "Endpoint",
+      ["Traces", { class: "num" }],
+      ["p50", { class: "num" }],
+      ["p95", { class: "num" }],
+      ["p99", { class: "num" }],
+      ["Mean critical", { class: "num", title: "critical-path time per trace" }],
+      ["Critical path, total", { class: "share-col" }],
+    ],
+    rows.map((e) => {
+      const mean = e.traces ? e.criticalPathMs / e.traces : 0;
+      return h(
         "tr",
-        {},
-        h("th", {}, "Endpoint"),
-        h("th", { class: "num" }, "Traces"),
-        h("th", { class: "num" }, "p50"),
-        h("th", { class: "num" }, "p95"),
-        h("th", { class: "num" }, "p99"),
-        h("th", { class: "num", title: "critical-path time per trace" }, "Mean critical"),
-        h("th", { class: "share-col" }, "Critical path, total"),
-      ),
-    ),
-    h(
-      "tbody",
-      {},
-      rows.map((e) =>
+        { "data-testid": "endpoint-row", "data-service": e.service, "data-operation": e.operation },
         h(
-          "tr",
-          { "data-testid": "endpoint-row", "data-service": e.service, "data-operation": e.operation },
-          h(
-            "td",
-            { class: "endpoint-cell" },
-            h(
-              "a",
-              { href: endpointHash(e.service, e.operation, win), "data-testid": "endpoint-link" },
-              serviceDot(e.service),
-              h("span", { class: "svc" }, e.service),
-              " ",
-              h("span", { class: "op" }, e.operation),
-            ),
-          ),
-          num("traces", e.traces, fmtCount(e.traces)),
-          num("p50", e.p50, fmtMs(e.p50)),
-          num("p95", e.p95, fmtMs(e.p95)),
-          num("p99", e.p99, fmtMs(e.p99)),
-          num("meanCritical", e.traces ? e.criticalPathMs / e.traces : 0, fmtMs(e.traces ? e.criticalPathMs / e.traces : 0)),
-          h(
-            "td",
-            { class: "share-col", "data-field": "criticalPathMs", "data-value": e.criticalPathMs },
-            h(
-              "div",
-              { class: "share" },
-              h("div", { class: "share-bar", style: { width: `${top ? (e.criticalPathMs / top) * 100 : 0}%` } }),
-              h("span", {}, fmtMs(e.criticalPathMs)),
-            ),
-          ),
+          "td",
+          {},
+          labelLink(endpointHash(e.service, e.operation, win), e.service, e.operation, { "data-testid": "endpoint-link" }),
         ),
-      ),
-    ),
+        numCell("traces", e.traces, fmtCount(e.traces)),
+        numCell("p50", e.p50, fmtMs(e.p50)),
+        numCell("p95", e.p95, fmtMs(e.p95)),
+        numCell("p99", e.p99, fmtMs(e.p99)),
+        numCell("meanCritical", mean, fmtMs(mean)),
+        barCell("criticalPathMs", e.criticalPathMs, top ? e.criticalPathMs / top : 0, fmtMs(e.criticalPathMs)),
+      );
+    }),
   );
 }
 
@@ -116,62 +113,28 @@ export async function renderEndpoints(ctx) {
 
 function hotTable(ranking, win) {
   const top = Math.max(0, ...ranking.map((r) => r.criticalMs));
-  return h(
-    "table",
-    { class: "table hot-table", "data-testid": "hot-table" },
-    h(
-      "thead",
-      {},
-      h(
+  return table(
+    { "data-testid": "hot-table" },
+    [
+      "#",
+      "Operation",
+      ["Critical time", { class: "num" }],
+      ["Endpoints", { class: "num", title: "endpoints on whose critical path it is" }],
+      ["Share of all critical time", { class: "share-col" }],
+    ],
+    ranking.map((r, i) => {
+      const [service, operation] = splitLabel(r.operation);
+      const search = withWindow(`#/search?${new URLSearchParams({ serviceName: service, operationName: operation })}`, win);
+      return h(
         "tr",
-        {},
-        h("th", {}, "#"),
-        h("th", {}, "Operation"),
-        h("th", { class: "num" }, "Critical time"),
-        h("th", { class: "num", title: "endpoints on whose critical path it is" }, "Endpoints"),
-        h("th", { class: "share-col" }, "Share of all critical time"),
-      ),
-    ),
-    h(
-      "tbody",
-      {},
-      ranking.map((r, i) => {
-        const [service, operation] = splitLabel(r.operation);
-        const search = withWindow(
-          `#/search?${new URLSearchParams({ serviceName: service, operationName: operation })}`,
-          win,
-        );
-        return h(
-          "tr",
-          { "data-testid": "hot-row", "data-operation": r.operation },
-          h("td", { class: "muted" }, String(i + 1)),
-          h(
-            "td",
-            {},
-            h(
-              "a",
-              { href: search, title: "traces with this operation", "data-testid": "hot-search" },
-              serviceDot(service),
-              h("span", { class: "svc" }, service),
-              " ",
-              h("span", { class: "op" }, operation),
-            ),
-          ),
-          num("criticalMs", r.criticalMs, fmtMs(r.criticalMs)),
-          num("endpoints", r.endpoints, fmtCount(r.endpoints)),
-          h(
-            "td",
-            { class: "share-col", "data-field": "share", "data-value": r.share },
-            h(
-              "div",
-              { class: "share" },
-              h("div", { class: "share-bar hot", style: { width: `${top ? (r.criticalMs / top) * 100 : 0}%` } }),
-              h("span", {}, fmtPercent(r.share)),
-            ),
-          ),
-        );
-      }),
-    ),
+        { "data-testid": "hot-row", "data-operation": r.operation },
+        h("td", { class: "muted" }, String(i + 1)),
+        h("td", {}, labelLink(search, service, operation, { title: "traces with this operation", "data-testid": "hot-search" })),
+        numCell("criticalMs", r.criticalMs, fmtMs(r.criticalMs)),
+        numCell("endpoints", r.endpoints, fmtCount(r.endpoints)),
+        barCell("share", r.share, top ? r.criticalMs / top : 0, fmtPercent(r.share), true),
+      );
+    }),
   );
 }
 

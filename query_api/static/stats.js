@@ -6,13 +6,15 @@
 
 import { get, mapLimited } from "./api.js";
 import { drawServiceCharts, serviceCharts } from "./charts.js";
-import { card, empty, fmtAgo, fmtCount, fmtMs, fmtPercent, fmtTime, h, serviceDot, traceLink } from "./dom.js";
+import { card, empty, fmtAgo, fmtCount, fmtMs, fmtPercent, fmtTime, h, numCell, serviceDot, table, traceLink } from "./dom.js";
 import { endpointTable } from "./hot.js";
-import { chartWindow, pickWindow, windowLabel, windowPicker, withWindow } from "./timewindow.js";
+import { chartStep, pickWindow, windowLabel, windowPicker, withWindow } from "./timewindow.js";
 
 const AUTO_REFRESH_MS = 5000;
 const SERVICE_CONCURRENCY = 4;
 const TOP_ENDPOINTS = 10;
+const HOUR_MS = 3600e3;
+const WEEK_MS = 7 * 24 * HOUR_MS;
 let autoRefresh = false;
 
 function tile(label, value, key, raw, extra, tone) {
@@ -238,52 +240,31 @@ function services(stats, win, jump) {
 }
 
 function operationTable(answer) {
-  const cell = (key, raw, text, cls) => h("td", { class: ["num", cls], "data-field": key, "data-value": raw }, text);
   if (!answer.operations.length) return empty("No spans of this service in this window.");
-  return h(
-    "table",
+  return table(
     { class: "table compact", "data-testid": "op-table" },
-    h(
-      "thead",
-      {},
+    ["Operation", "Kinds", ...["Spans", "Errors", "Avg", "p50", "p95", "p99"].map((label) => [label, { class: "num" }])],
+    answer.operations.map((op) =>
       h(
         "tr",
-        {},
-        h("th", {}, "Operation"),
-        h("th", {}, "Kinds"),
-        h("th", { class: "num" }, "Spans"),
-        h("th", { class: "num" }, "Errors"),
-        h("th", { class: "num" }, "Avg"),
-        h("th", { class: "num" }, "p50"),
-        h("th", { class: "num" }, "p95"),
-        h("th", { class: "num" }, "p99"),
-      ),
-    ),
-    h(
-      "tbody",
-      {},
-      answer.operations.map((op) =>
+        { "data-testid": "op-row", "data-operation": op.operation },
+        h("td", { class: "op-name" }, op.operation),
         h(
-          "tr",
-          { "data-testid": "op-row", "data-operation": op.operation },
-          h("td", { class: "op-name" }, op.operation),
-          h(
-            "td",
-            { class: "muted", "data-field": "spanKinds", "data-value": JSON.stringify(op.spanKinds) },
-            op.spanKinds.map((kind) => kind || "—").join(", "),
-          ),
-          cell("count", op.count, fmtCount(op.count)),
-          cell(
-            "errorCount",
-            op.errorCount,
-            op.errorCount ? `${fmtCount(op.errorCount)} (${fmtPercent((op.errorCount / op.count) * 100)})` : "0",
-            op.errorCount && "err",
-          ),
-          cell("avgDuration", op.avgDuration, fmtMs(op.avgDuration)),
-          cell("p50", op.p50, fmtMs(op.p50)),
-          cell("p95", op.p95, fmtMs(op.p95)),
-          cell("p99", op.p99, fmtMs(op.p99)),
+          "td",
+          { class: "muted", "data-field": "spanKinds", "data-value": JSON.stringify(op.spanKinds) },
+          op.spanKinds.map((kind) => kind || "—").join(", "),
         ),
+        numCell("count", op.count, fmtCount(op.count)),
+        numCell(
+          "errorCount",
+          op.errorCount,
+          op.errorCount ? `${fmtCount(op.errorCount)} (${fmtPercent((op.errorCount / op.count) * 100)})` : "0",
+          op.errorCount && "err",
+        ),
+        numCell("avgDuration", op.avgDuration, fmtMs(op.avgDuration)),
+        numCell("p50", op.p50, fmtMs(op.p50)),
+        numCell("p95", op.p95, fmtMs(op.p95)),
+        numCell("p99", op.p99, fmtMs(op.p99)),
       ),
     ),
   );
@@ -382,14 +363,16 @@ export async function renderStats(ctx) {
     if (!ctx.isCurrent()) return;
     const same = sameWindow(stats);
     const names = Object.keys(stats.serviceStats).sort((a, b) => a.localeCompare(b));
+    const step = chartStep(win);
     const chartParams = (name) => {
-      const params = new URLSearchParams({ serviceName: name, step: String(chartWindow(win).step) });
-      if (stats.window) {
-        params.set("start", same.get("start"));
-        params.set("end", same.get("end"));
-      } else {
-        params.set("window", "7d");
-      }
+      const params = new URLSearchParams({ serviceName: name, step: String(step) });
+      // The window of /stats (all time: the last 7 days, up to the server's now). Steps of whole hours
+      // start at a whole hour, so the store reads its hour rows (60 times fewer than minute rows): the
+      // first step may begin up to 59 minutes before the window.
+      let start = stats.window ? stats.window.start : Date.now() - WEEK_MS;
+      if (step % HOUR_MS === 0) start -= start % HOUR_MS;
+      params.set("start", String(start));
+      if (stats.window) params.set("end", String(stats.window.end));
       return params;
     };
     const [endpoints, perService] = await Promise.all([

@@ -40,9 +40,9 @@ export function windowLength(value) {
   return LENGTH.get(value) ?? null;
 }
 
-/** The charts' window and step for a page window: "all" charts the last 7 days. */
-export function chartWindow(value) {
-  return { length: LENGTH.get(value) ?? LENGTH.get("7d"), step: STEPS.get(value) ?? STEPS.get("all") };
+/** The charts' step (ms) for a page window ("all" is charted over the last 7 days). */
+export function chartStep(value) {
+  return STEPS.get(value) ?? STEPS.get("all");
 }
 
 /** The API's window parameters: ``window=1h``, nothing for all time. */
