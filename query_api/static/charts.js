@@ -9,7 +9,8 @@
 import { h, s } from "./dom.js";
 
 const HEIGHT = 168;
-const MARGIN = { left: 52, right: 14, top: 12, bottom: 26 };
+const MARGIN = { right: 14, top: 12, bottom: 26 };
+const LABEL_CHAR_W = 6.4; // the axis labels' 11px digits, to make room for the longest
 const MINUTE = 60e3;
 const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
@@ -89,13 +90,13 @@ function trimmed(v) {
 }
 
 /** The x of time ``t`` and the y of value ``v`` in a plot of ``width`` px over [start, end] and [0, top]. */
-function scales(start, end, top, width) {
-  const plotW = width - MARGIN.left - MARGIN.right;
+function scales(start, end, top, width, left) {
+  const plotW = width - left - MARGIN.right;
   const plotH = HEIGHT - MARGIN.top - MARGIN.bottom;
   return {
     plotW,
     plotH,
-    x: (t) => MARGIN.left + ((t - start) / (end - start)) * plotW,
+    x: (t) => left + ((t - start) / (end - start)) * plotW,
     y: (v) => MARGIN.top + plotH - (v / top) * plotH,
   };
 }
@@ -105,14 +106,16 @@ function drawChart(metric, answer, width, hover) {
   const points = answer.points;
   const max = Math.max(0, ...points.flatMap((p) => metric.series.map((series) => series.value(p))));
   const { top, ticks } = niceTicks(max);
-  const { plotW, plotH, x, y } = scales(start, end, top, width);
+  const labels = ticks.map((v) => metric.axis(v));
+  const left = Math.ceil(Math.max(...labels.map((label) => label.length)) * LABEL_CHAR_W + 12);
+  const { plotW, plotH, x, y } = scales(start, end, top, width, left);
 
-  const grid = ticks.map((v) =>
+  const grid = ticks.map((v, i) =>
     s(
       "g",
       { class: "y-tick" },
-      s("line", { x1: MARGIN.left, x2: MARGIN.left + plotW, y1: y(v), y2: y(v) }),
-      s("text", { x: MARGIN.left - 6, y: y(v) + 4, "text-anchor": "end" }, metric.axis(v)),
+      s("line", { x1: left, x2: left + plotW, y1: y(v), y2: y(v) }),
+      s("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" }, labels[i]),
     ),
   );
   const xTicks = timeTicks(start, end, plotW).map(({ t, label }) =>
@@ -149,7 +152,7 @@ function drawChart(metric, answer, width, hover) {
   const guide = s("line", { class: "guide", y1: MARGIN.top, y2: MARGIN.top + plotH, x1: 0, x2: 0, visibility: "hidden" });
   const overlay = s("rect", {
     class: "overlay",
-    x: MARGIN.left,
+    x: left,
     y: MARGIN.top,
     width: plotW,
     height: plotH,
@@ -170,13 +173,13 @@ function drawChart(metric, answer, width, hover) {
       "data-start": start,
       "data-end": end,
       "data-top": top,
-      x: MARGIN.left,
+      x: left,
       y: MARGIN.top,
       width: plotW,
       height: plotH,
     }),
     s("g", { class: "grid" }, grid),
-    s("line", { class: "axis", x1: MARGIN.left, x2: MARGIN.left + plotW, y1: MARGIN.top + plotH, y2: MARGIN.top + plotH }),
+    s("line", { class: "axis", x1: left, x2: left + plotW, y1: MARGIN.top + plotH, y2: MARGIN.top + plotH }),
     s("g", { class: "x-axis" }, xTicks),
     s("g", { class: "lines" }, lines),
     guide,
