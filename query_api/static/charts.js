@@ -293,12 +293,13 @@ export function serviceCharts(answer, name) {
 }
 
 /** Draw ``charts`` (from :func:`serviceCharts`, now in the page) and redraw them when their width
- *  changes; ``alive()`` false stops the redraws (the page was left). */
+ *  changes; the redraws stop once ``alive()`` is false (the page was left) or the charts left the page
+ *  (a refresh replaced them). */
 export function drawServiceCharts(charts, alive) {
   for (const chart of charts) chart.draw();
-  if (typeof ResizeObserver === "undefined") return;
+  if (typeof ResizeObserver === "undefined" || !charts.length) return;
   const observer = new ResizeObserver(() => {
-    if (!alive()) {
+    if (!alive() || !charts[0].root.isConnected) {
       observer.disconnect();
       return;
     }

@@ -304,7 +304,7 @@ export async function renderEndpoint(ctx) {
   flame.draw();
   if (typeof ResizeObserver !== "undefined") {
     const observer = new ResizeObserver(() => {
-      if (ctx.isCurrent()) flame.draw();
+      if (ctx.isCurrent() && flame.root.isConnected) flame.draw();
       else observer.disconnect();
     });
     observer.observe(flame.root);
