@@ -1,5 +1,7 @@
 """(e) Read latency over real HTTP with a large store: trace by id, analyze, query (by service; by
-minDuration) and stats, against ``python -m query_api`` running as its own process.
+minDuration), stats (all time and over the last hour), a service's time series, Jaeger's latency metrics,
+an endpoint's aggregated critical path (from the rollups, and over the slowest 10,000 traces of the
+endpoint), against ``python -m query_api`` running as its own process.
 
     python bench/reads.py --spans 100000 1000000     # one column per store size
 
@@ -41,17 +43,23 @@ class Filled:
     seconds: float
 
 
+SPREAD_US = 86_400_000_000
+"""The fill spreads its traces over the last day, so windows of an hour or a day hold different traces."""
+
+
 async def fill(store: TraceStore, spans_wanted: int, *, seed: int = 3, chunk: int = 500) -> Filled:
-    """Demo traces (1 ms apart, starting an hour ago) written and finalized ``chunk`` traces at a time."""
+    """Demo traces spread evenly over the last day (about 13 spans each), written and finalized
+    ``chunk`` traces at a time."""
     rng = random.Random(seed)
     ids: list[str] = []
     spans_total = 0
-    start = time.time_ns() // 1000 - 3_600_000_000
+    start = time.time_ns() // 1000 - SPREAD_US
+    gap = max(1, SPREAD_US * 13 // max(1, spans_wanted))
     started = time.perf_counter()
     while spans_total < spans_wanted:
         batch: list[list[Span]] = []
         while len(batch) < chunk and spans_total < spans_wanted:
-            trace = make_trace(rng, start + (len(ids) + len(batch)) * 1000)
+            trace = make_trace(rng, start + (len(ids) + len(batch)) * gap)
             batch.append(trace)
             spans_total += len(trace)
         spans = [s for t in batch for s in t]
@@ -62,6 +70,11 @@ async def fill(store: TraceStore, spans_wanted: int, *, seed: int = 3, chunk: in
         if spans_total // 100_000 != (spans_total - len(spans)) // 100_000:
             log(f"store filled with {spans_total:,} / {spans_wanted:,} spans, {time.perf_counter() - started:.0f} s")
     return Filled(ids, spans_total, time.perf_counter() - started)
+
+
+TAIL = 0.6
+"""The tail asked for in the tail read: with 1M spans stored, processOrder's slowest 40% are the 10,000
+traces a tail read aggregates at most."""
 
 
 @dataclass
@@ -113,6 +126,20 @@ async def read_latency(
             ),
             "GET /traces/query?minDuration=100&limit=20": lambda: f"{base}/traces/query?minDuration=100&limit=20",
             "GET /stats": lambda: f"{base}/stats",
+            "GET /stats?window=1h": lambda: f"{base}/stats?window=1h",
+            "GET /stats/timeseries?serviceName=database&window=1h&step=60000": lambda: (
+                f"{base}/stats/timeseries?serviceName=database&window=1h&step=60000"
+            ),
+            "GET /api/metrics/latencies?service=api-gateway&quantile=0.95 (1 h, 1 min step)": lambda: (
+                f"{base}/api/metrics/latencies?service=api-gateway&quantile=0.95&lookback=3600000&step=60000"
+                "&ratePer=600000"
+            ),
+            "GET /analyze/endpoints/api-gateway/processOrder/critical-path?window=24h": lambda: (
+                f"{base}/analyze/endpoints/api-gateway/processOrder/critical-path?window=24h"
+            ),
+            f"GET .../critical-path?window=24h&tail={TAIL} (10,000 traces)": lambda: (
+                f"{base}/analyze/endpoints/api-gateway/processOrder/critical-path?window=24h&tail={TAIL}"
+            ),
         }
         async with aiohttp.ClientSession() as session:
             for name, url in kinds.items():

@@ -16,7 +16,8 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -24,8 +25,9 @@ from aiokafka.partitioner import murmur2
 
 from ingest.metrics import WorkerCounters, WorkerMetrics, serve_metrics
 from shared.codecs import DecodeError, decoder_for, format_of
+from shared.codecs.native import decode_native_many
 from shared.kafka import CONTENT_TYPE_HEADER, ensure_topics
-from shared.models import Event, Span, SpanFinish
+from shared.models import SPAN_CONTENT_TYPE, Event, Span, SpanFinish
 from shared.redact import Redactor
 from shared.sampling import Sampler
 from shared.settings import Settings
@@ -195,7 +197,7 @@ class Worker:
         assert self._consumer is not None
         started = time.perf_counter()
         offsets: dict[TopicPartition, int] = {}
-        dead: list[asyncio.Future[object]] = []
+        dead: list[Coroutine[Any, Any, asyncio.Future[object]]] = []
         changed = late = 0
         spans: list[Span] = []
         finishes: list[SpanFinish] = []
@@ -203,18 +205,19 @@ class Worker:
         for tp, messages in batches.items():
             shard = shard_of(tp)
             partitions = len(self._consumer.partitions_for_topic(tp.topic) or ()) or 1
-            for message in messages:
-                events = await self._decode(tp, message, dead)
-                if events is None:
-                    continue
-                key: bytes | None = getattr(message, "key", None)
-                for event in events:
-                    (spans if isinstance(event, Span) else finishes).append(event)  # type: ignore[arg-type]
-                    trace_id = event.trace_id
-                    if trace_id not in shards:
-                        keyed = key is not None and key == trace_id.encode()
-                        shards[trace_id] = shard if keyed else owner_shard(tp.topic, partitions, trace_id)
+            keys = {getattr(m, "key", None) for m in messages}
+            for event in self._decoded(tp, messages, dead):
+                (spans if isinstance(event, Span) else finishes).append(event)  # type: ignore[arg-type]
+                trace_id = event.trace_id
+                if trace_id not in shards:
+                    # keyed by its id: owned by the partition its spans arrive on; else the one it hashes to
+                    keyed = trace_id.encode() in keys
+                    shards[trace_id] = shard if keyed else owner_shard(tp.topic, partitions, trace_id)
             offsets[tp] = messages[-1].offset + 1  # type: ignore[attr-defined]
+        sent = [await send for send in dead]  # queued to the dead-letter producer
+        if self._redactor is not None:
+            spans = self._redactor.events(spans)
+            finishes = self._redactor.events(finishes)
         if spans or finishes:
             # One transaction for the whole fetch: spans upserted and their traces touched together.
             result = await self.store.write_batch(
@@ -227,8 +230,8 @@ class Worker:
             )
             changed, late = result.spans_changed, result.late_spans
         spans_n, finishes_n = len(spans), len(finishes)
-        if dead:
-            await asyncio.gather(*dead)  # dead letters are durable before their offsets are committed
+        if sent:
+            await asyncio.gather(*sent)  # dead letters are durable before their offsets are committed
         # A rebalance may have taken partitions away while the batch was being written: their new owner
         # re-reads those messages, and the idempotent upserts make that harmless. Commit the rest.
         assigned = self._consumer.assignment()
@@ -257,26 +260,38 @@ class Worker:
             finishes_n,
             changed,
             late,
-            len(dead),
+            len(sent),
             (time.perf_counter() - started) * 1000,
         )
 
-    async def _decode(
-        self, tp: TopicPartition, message: object, dead: list[asyncio.Future[object]]
-    ) -> list[Event] | None:
-        headers: Sequence[tuple[str, bytes]] = getattr(message, "headers", ()) or ()
-        value: bytes | None = getattr(message, "value", None)
-        content_type = next((v.decode("latin-1") for k, v in headers if k == CONTENT_TYPE_HEADER), None)
-        try:
-            if value is None:
-                raise DecodeError("empty message")
-            events = decoder_for(format_of(content_type, self.formats[tp.topic], value))(value)
-        except DecodeError as exc:
-            dead.append(await self._dead_letter(tp, message, str(exc)))
-            return None
-        if self._redactor is not None:
-            events = self._redactor.events(events)
+    def _decoded(
+        self, tp: TopicPartition, messages: Sequence[object], dead: list[Coroutine[Any, Any, asyncio.Future[object]]]
+    ) -> list[Event]:
+        """The events of every good message of one partition's fetch, in order; a poison message is queued
+        for the dead-letter topic instead. Native messages are decoded together in one msgspec call when
+        every one of them is good (the common case), else one by one."""
+        fmt = self.formats[tp.topic]
+        if fmt == "native" and len(messages) > 1:
+            values = [getattr(m, "value", None) or b"" for m in messages]
+            if all(self._content_type(m) in (None, SPAN_CONTENT_TYPE) for m in messages):
+                together = decode_native_many(values)
+                if together is not None:
+                    return together
+        events: list[Event] = []
+        for message in messages:
+            value: bytes | None = getattr(message, "value", None)
+            try:
+                if value is None:
+                    raise DecodeError("empty message")
+                events.extend(decoder_for(format_of(self._content_type(message), fmt, value))(value))
+            except DecodeError as exc:
+                dead.append(self._dead_letter(tp, message, str(exc)))
         return events
+
+    @staticmethod
+    def _content_type(message: object) -> str | None:
+        headers: Sequence[tuple[str, bytes]] = getattr(message, "headers", ()) or ()
+        return next((v.decode("latin-1") for k, v in headers if k == CONTENT_TYPE_HEADER), None)
 
     async def _dead_letter(self, tp: TopicPartition, message: object, reason: str) -> asyncio.Future[object]:
         assert self._dlq is not None

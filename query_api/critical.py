@@ -94,27 +94,22 @@ class CriticalPathService:
             rows = [(c.path, c.critical_us, c.traces) for c in contexts]
             traces = endpoint_traces
         else:
-            threshold = min_duration_us
-            if threshold is None:  # the tail by rank: the slowest ceil(n * (1 - tail)) traces, and ties
+            if min_duration_us is None:  # the tail by rank: the slowest ceil(n * (1 - tail)) traces
                 assert tail is not None
-                rank = min(TAIL_LIMIT, max(1, math.ceil(endpoint_traces * (1 - tail) - 1e-9)))
-                slowest = await self._store.slow_trace_contexts(
-                    service, operation, window, min_duration_us=0, limit=rank
+                wanted = max(1, math.ceil(endpoint_traces * (1 - tail) - 1e-9))
+                selected = await self._store.slow_trace_contexts(
+                    service, operation, window, min_duration_us=0, limit=min(wanted, TAIL_LIMIT)
                 )
-                threshold = slowest[-1].duration_us if slowest else 0
-            slow = await self._store.slow_trace_contexts(
-                service, operation, window, min_duration_us=threshold, limit=TAIL_LIMIT + 1
-            )
-            truncated = len(slow) > TAIL_LIMIT
-            slow = slow[:TAIL_LIMIT]
-            sums: dict[tuple[str, ...], list[int]] = {}
-            for trace in slow:
-                for path, critical in trace.contexts:
-                    row = sums.setdefault(path, [0, 0])
-                    row[0] += critical
-                    row[1] += 1
-            rows = [(path, critical, n) for path, (critical, n) in sums.items()]
-            traces = len(slow)
+                truncated = wanted > TAIL_LIMIT
+                threshold = selected.min_duration_us or 0
+            else:
+                selected = await self._store.slow_trace_contexts(
+                    service, operation, window, min_duration_us=min_duration_us, limit=TAIL_LIMIT
+                )
+                truncated = selected.traces == TAIL_LIMIT
+                threshold = min_duration_us
+            rows = [(c.path, c.critical_us, c.traces) for c in selected.contexts]
+            traces = selected.traces
             selection = SelectionView(
                 tail=tail, min_duration_ms=ms(threshold), limit=TAIL_LIMIT, selected=traces, truncated=truncated
             )

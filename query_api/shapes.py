@@ -410,15 +410,17 @@ class ContextView(msgspec.Struct, kw_only=True, rename="camel"):
 
 class SelectionView(msgspec.Struct, kw_only=True, rename="camel"):
     """Which traces a tail read aggregated: the slowest ones of the endpoint in the window that lasted at
-    least ``minDurationMs``, at most ``limit``. Asked by quantile (``tail=0.95``), ``minDurationMs`` is the
-    duration of the endpoint's trace at that rank in the window (the slowest ``ceil(n * (1 - tail))``
-    traces, and any that tie with the last of them)."""
+    least ``minDurationMs``, at most ``limit``. Asked by quantile (``tail=0.95``): the slowest
+    ``ceil(n * (1 - tail))`` of the endpoint's ``n`` traces in the window, and ``minDurationMs`` is the
+    duration of the fastest of them."""
 
     tail: float | None
     min_duration_ms: Ms
     limit: int
     selected: int
-    truncated: Annotated[bool, msgspec.Meta(description="More traces matched than limit; the slowest were kept.")]
+    truncated: Annotated[
+        bool, msgspec.Meta(description="The limit was reached: more traces may have matched; the slowest were kept.")
+    ]
 
 
 class CriticalPathView(msgspec.Struct, kw_only=True, rename="camel"):

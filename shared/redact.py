@@ -1,52 +1,84 @@
 """Tag redaction applied at ingest: keys matching a pattern, or string values matching one, become
-``[REDACTED]``, in a span's tags, its log fields and its resource attributes alike. Decisions per key are
-cached (keys repeat across spans); values are searched only when they are strings.
+``[REDACTED]``, in a span's tags, its log fields and its resource attributes alike.
+
+Each pattern is compiled once. Decisions are cached per key and per string value (both repeat across
+spans: ``GET``, ``postgresql``, a statement text), up to a bound; a value shorter than the shortest text the
+value pattern can match is never searched (with the default pattern, most tag values).
 """
 
 from __future__ import annotations
 
 import re
+import re._parser as sre_parse  # type: ignore[import-not-found]  # CPython's regex parser, not in typeshed
 from collections.abc import Sequence
+from typing import Final, TypeVar
 
 import msgspec
 
-from shared.models import Event, Span, Tags
+from shared.models import Event, Span, SpanFinish, Tags
 
 REDACTED = "[REDACTED]"
+E = TypeVar("E", Span, SpanFinish, Event)
+
+
+CACHE_ENTRIES: Final = 100_000
+"""Decisions remembered per cache (keys; string values): beyond it, new ones are computed each time."""
+CACHED_VALUE_CHARS: Final = 256
+"""Only values up to this long are remembered (keys are at most 256 by the model): at most ~50 MB."""
+
+
+def _shortest_match(pattern: re.Pattern[str]) -> int:
+    """The fewest characters a match of ``pattern`` can have (0 when it cannot be told)."""
+    try:
+        low, _ = sre_parse.parse(pattern.pattern, pattern.flags).getwidth()
+    except Exception:  # an internal module: when it cannot tell, every value is searched
+        return 0
+    return int(low)
 
 
 class Redactor:
     def __init__(self, key_pattern: str, value_pattern: str) -> None:
         self._key = re.compile(key_pattern) if key_pattern else None
         self._value = re.compile(value_pattern) if value_pattern else None
+        self._shortest = _shortest_match(self._value) if self._value is not None else 0
         self._key_hits: dict[str, bool] = {}
+        self._value_hits: dict[str, bool] = {}
 
-    def _redact_key(self, key: str) -> bool:
-        hit = self._key_hits.get(key)
-        if hit is None:
-            hit = bool(self._key and self._key.search(key))
-            if len(self._key_hits) < 100_000:
-                self._key_hits[key] = hit
+    def _learn_key(self, key: str) -> bool:
+        hit = bool(self._key and self._key.search(key))
+        if len(self._key_hits) < CACHE_ENTRIES:
+            self._key_hits[key] = hit
+        return hit
+
+    def _learn_value(self, value: str) -> bool:
+        hit = self._value is not None and len(value) >= self._shortest and self._value.search(value) is not None
+        if len(self._value_hits) < CACHE_ENTRIES and len(value) <= CACHED_VALUE_CHARS:
+            self._value_hits[value] = hit
         return hit
 
     def tags(self, tags: Tags) -> Tags | None:
         """The redacted copy of ``tags``, or ``None`` when nothing needed redacting (the common case)."""
         out: Tags | None = None
-        value_re = self._value
+        key_hits = self._key_hits
+        value_hits = self._value_hits
         for key, value in tags.items():
-            if value == REDACTED:
-                continue
-            if self._redact_key(key) or (value_re is not None and isinstance(value, str) and value_re.search(value)):
+            hit = key_hits.get(key)
+            if hit is None:
+                hit = self._learn_key(key)
+            if not hit and type(value) is str:
+                found = value_hits.get(value)
+                hit = self._learn_value(value) if found is None else found
+            if hit and value != REDACTED:
                 if out is None:
                     out = dict(tags)
                 out[key] = REDACTED
         return out
 
-    def events(self, events: Sequence[Event]) -> list[Event]:
+    def events(self, events: Sequence[E]) -> list[E]:
         """``events`` with their tags, span log fields and span resources redacted; unchanged events are not
         copied. A resource dict shared by many spans (one OTLP resource) is redacted once, and its
         redacted copy shared by the same spans."""
-        result: list[Event] = []
+        result: list[E] = []
         resources: dict[int, Tags | None] = {}  # id of a resource dict → its redacted copy (None: unchanged)
         for event in events:
             if event.tags:

@@ -85,3 +85,18 @@ export function describe(err) {
   }
   return `Error: ${err && err.message ? err.message : String(err)}`;
 }
+
+/** ``fn(item)`` for every item, at most ``limit`` at a time; the answers in the items' order. The first
+ *  failure rejects (the other calls still finish, their answers dropped). */
+export async function mapLimited(items, limit, fn) {
+  const out = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i], i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}

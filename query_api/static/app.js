@@ -1,12 +1,17 @@
-// The single-page app: hash routes (#/search, #/trace/<id>, #/dependencies, #/stats), the token form and
-// the error banner. Each page is an async function that fills <main>; an error it throws is shown in the
-// banner, so a failed request never leaves a blank page.
+// The single-page app: hash routes (#/search, #/trace/<id>, #/dependencies, #/stats, #/endpoints,
+// #/endpoint/<service>/<operation>, #/hot), the token form and the error banner. Each page is an async
+// function that fills <main>; an error it throws is shown in the banner, so a failed request never leaves
+// a blank page. A page's ?window=… is carried over to the navigation links, so moving between pages keeps
+// the time window.
 
 import { describe, getToken, setToken } from "./api.js";
 import { h } from "./dom.js";
 import { renderDependencies } from "./dependencies.js";
+import { renderEndpoint } from "./endpoint.js";
+import { renderEndpoints, renderHot } from "./hot.js";
 import { renderSearch } from "./search.js";
 import { renderStats } from "./stats.js";
+import { pickWindow, withWindow } from "./timewindow.js";
 import { renderTrace } from "./trace.js";
 
 const PAGES = {
@@ -14,7 +19,12 @@ const PAGES = {
   trace: renderTrace,
   dependencies: renderDependencies,
   stats: renderStats,
+  endpoints: renderEndpoints,
+  endpoint: renderEndpoint,
+  hot: renderHot,
 };
+/** The navigation entry a page belongs to, when it has none of its own. */
+const NAV_OF = { trace: "search", endpoint: "endpoints" };
 
 const main = document.getElementById("main");
 const banner = document.getElementById("banner");
@@ -52,8 +62,10 @@ async function route() {
   const current = ++generation;
   const { segments, params } = parseHash();
   const name = segments[0] in PAGES ? segments[0] : "search";
+  const win = pickWindow(params, null);
   for (const link of document.querySelectorAll("[data-nav]")) {
-    link.classList.toggle("active", link.dataset.nav === (name === "trace" ? "search" : name));
+    link.classList.toggle("active", link.dataset.nav === (NAV_OF[name] || name));
+    link.setAttribute("href", withWindow(`#/${link.dataset.nav}`, win));
   }
   clearError();
   document.body.dataset.page = name;

@@ -1,18 +1,15 @@
 // Dependency graph: services as nodes, calls as edges with their counts, laid out deterministically in
 // layers (a service sits one layer right of the deepest service that calls it; cycles are broken by a
 // depth-first walk in name order). Data from the Jaeger-compatible /api/dependencies; when that endpoint
-// is not there, from the per-trace dependencies of the recent traces' analyses.
+// is not there, from the per-trace dependencies of the recent traces' analyses. The time window is the
+// pages' shared ?window=… (default the last 24 hours; "all": since the epoch), sent as endTs = now and
+// lookback = the window; the older ?lookback=<ms> is still read.
 
 import { ApiError, get } from "./api.js";
 import { card, empty, fmtCount, h, s, serviceColor } from "./dom.js";
+import { WINDOWS, pickWindow, windowLabel, windowLength, windowPicker, withWindow } from "./timewindow.js";
 
-const LOOKBACKS = [
-  ["3600000", "Last hour"],
-  ["21600000", "Last 6 hours"],
-  ["86400000", "Last 24 hours"],
-  ["604800000", "Last 7 days"],
-];
-const DEFAULT_LOOKBACK = "86400000";
+const DEFAULT_WINDOW = "24h";
 const FALLBACK_TRACES = 200;
 const FALLBACK_CONCURRENCY = 8;
 
@@ -389,14 +386,15 @@ function edgeTable(edges) {
   );
 }
 
+/** The page's window: ?window=…, else a legacy ?lookback=<ms> that equals one of the windows, else 24h. */
+function windowOf(params) {
+  const legacy = WINDOWS.find(([, , ms]) => ms !== null && String(ms) === params.get("lookback"));
+  return pickWindow(params, legacy ? legacy[0] : DEFAULT_WINDOW);
+}
+
 export async function renderDependencies(ctx) {
-  const lookback = ctx.params.get("lookback") || DEFAULT_LOOKBACK;
-  const picker = h(
-    "select",
-    { "data-testid": "dep-lookback", "aria-label": "time window" },
-    LOOKBACKS.map(([value, label]) => h("option", { value, selected: value === lookback }, label)),
-  );
-  picker.addEventListener("change", () => ctx.navigate(`#/dependencies?lookback=${picker.value}`));
+  const win = windowOf(ctx.params);
+  const picker = windowPicker(win, (value) => ctx.navigate(withWindow("#/dependencies", value)));
   const refresh = h("button", { type: "button", class: "ghost", onclick: () => ctx.navigate(window.location.hash) }, "Refresh");
   const source = h("p", { class: "muted", "data-testid": "dep-source" }, "Loading…");
   const body = h("div", { class: "dep-body" }, h("p", { class: "loading" }, "Loading…"));
@@ -404,12 +402,15 @@ export async function renderDependencies(ctx) {
     card(
       "Service dependencies",
       { class: "card deps" },
-      h("div", { class: "toolbar" }, picker, refresh, source),
+      h("div", { class: "toolbar" }, picker, h("span", { class: "muted" }, windowLabel(win)), refresh, source),
       body,
     ),
   );
 
   const endTs = Date.now();
+  const lookback = String(windowLength(win) ?? endTs);
+  source.dataset.endTs = endTs;
+  source.dataset.lookback = lookback;
   let edges = await fromJaegerApi(endTs, lookback);
   if (!ctx.isCurrent()) return;
   if (edges !== null) {

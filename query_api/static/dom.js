@@ -135,3 +135,17 @@ export function empty(text) {
 export function traceLink(traceId, label) {
   return h("a", { class: "mono", href: `#/trace/${encodeURIComponent(traceId)}` }, label ?? traceId);
 }
+
+/** A table with one header row. ``columns``: header labels, or ``[label, attrs]`` (``{class: "num"}`` for
+ *  numbers); ``rows``: the body's rows, or a <tbody> to keep (filled later). */
+export function table(attrs, columns, rows) {
+  const head = columns.map((column) => (Array.isArray(column) ? h("th", column[1], column[0]) : h("th", {}, column)));
+  const body = rows instanceof Node ? rows : h("tbody", {}, rows);
+  return h("table", { class: "table", ...attrs }, h("thead", {}, h("tr", {}, head)), body);
+}
+
+/** A right-aligned number cell that also carries its raw value (``data-field``, ``data-value``), so
+ *  tests and tools read the number as the API gave it, not as formatted. */
+export function numCell(key, raw, text, cls) {
+  return h("td", { class: ["num", cls], "data-field": key, "data-value": raw }, text);
+}

@@ -1,5 +1,7 @@
 // Search page: the filter form (its state lives in the URL hash, so results can be linked and the back
 // button works) and the matching traces, newest first, each with a duration bar relative to the slowest.
+// The time range is the pages' shared ?window=15m|1h|6h|24h|7d|all (the traces that started in it: start
+// = now - window), or range=custom with start/end; the older range=15m… is still read.
 
 import { get } from "./api.js";
 import { empty, fmtAgo, fmtCount, fmtMs, fmtTime, h, serviceColor, serviceDot, statusBadge } from "./dom.js";
@@ -31,7 +33,7 @@ export function queryParams(params, offset = 0) {
     if (value) out.set(name, value);
   }
   for (const tag of params.getAll("tag")) if (tag) out.append("tag", tag);
-  const range = params.get("range") || "";
+  const range = rangeOf(params);
   if (RANGE_MS[range]) {
     out.set("start", String(Math.floor(Date.now() - RANGE_MS[range])));
   } else if (range === "custom") {
@@ -41,6 +43,13 @@ export function queryParams(params, offset = 0) {
   out.set("limit", params.get("limit") || "20");
   if (offset) out.set("offset", String(offset));
   return out;
+}
+
+/** The form's time range for ``params``: a window ("1h"), "custom", or "" for any time. */
+function rangeOf(params) {
+  const value = params.get("window") ?? params.get("range") ?? "";
+  if (value === "custom" || RANGE_MS[value]) return value;
+  return "";
 }
 
 function toLocalInput(epochMs) {
@@ -116,7 +125,7 @@ function buildForm(ctx) {
   });
   renderChips();
 
-  const range = p.get("range") || "";
+  const range = rangeOf(p);
   const customFrom = h("input", { type: "datetime-local", name: "from", value: toLocalInput(p.get("start")) });
   const customTo = h("input", { type: "datetime-local", name: "to", value: toLocalInput(p.get("end")) });
   const custom = h(
@@ -174,12 +183,15 @@ function buildForm(ctx) {
     addTag();
     const data = new FormData(form);
     const next = new URLSearchParams();
-    for (const name of [...TEXT_FIELDS, "status", "range", "limit"]) {
+    for (const name of [...TEXT_FIELDS, "status", "limit"]) {
       const value = String(data.get(name) || "").trim();
       if (value && !(name === "limit" && value === "20")) next.set(name, value);
     }
     for (const tag of tags) next.append("tag", tag);
-    if (next.get("range") === "custom") {
+    const range = String(data.get("range") || "");
+    if (RANGE_MS[range]) next.set("window", range);
+    else if (range === "custom") {
+      next.set("range", "custom");
       const start = fromLocalInput(customFrom.value);
       const end = fromLocalInput(customTo.value);
       if (start) next.set("start", start);

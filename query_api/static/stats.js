@@ -1,9 +1,20 @@
-// Stats page: trace totals, the slowest traces, per-service latency (SLA view) and ingest pipeline health.
+// Stats page (#/stats?window=…): over the chosen window (15m … 7d, or all time), the trace totals, the
+// slowest traces, per-service latency (SLA view), the endpoints with their critical-path totals, and per
+// service its charts over time (rate, error rate, p50/p95/p99) and its operations; plus the ingest
+// pipeline's health. Every windowed read counts the window the /stats answer names, so all the numbers
+// on the page are over the same minutes.
 
-import { get } from "./api.js";
-import { card, empty, fmtAgo, fmtCount, fmtMs, fmtPercent, h, serviceDot, traceLink } from "./dom.js";
+import { get, mapLimited } from "./api.js";
+import { drawServiceCharts, serviceCharts } from "./charts.js";
+import { card, empty, fmtAgo, fmtCount, fmtMs, fmtPercent, fmtTime, h, numCell, serviceDot, table, traceLink } from "./dom.js";
+import { endpointTable } from "./hot.js";
+import { chartStep, pickWindow, windowLabel, windowPicker, withWindow } from "./timewindow.js";
 
 const AUTO_REFRESH_MS = 5000;
+const SERVICE_CONCURRENCY = 4;
+const TOP_ENDPOINTS = 10;
+const HOUR_MS = 3600e3;
+const WEEK_MS = 7 * 24 * HOUR_MS;
 let autoRefresh = false;
 
 function tile(label, value, key, raw, extra, tone) {
@@ -138,14 +149,14 @@ function pipeline(stats) {
   );
 }
 
-function services(stats) {
+function services(stats, win, jump) {
   const entries = Object.entries(stats.serviceStats).sort((a, b) => a[0].localeCompare(b[0]));
   const maxP99 = Math.max(0, ...entries.map(([, v]) => v.p99));
   const cell = (key, raw, text, cls) => h("td", { class: ["num", cls], "data-field": key, "data-value": raw }, text);
   return card(
     "Services",
     { "data-testid": "service-stats" },
-    h("p", { class: "muted" }, "Spans of finished traces; latency percentiles from histograms"),
+    h("p", { class: "muted" }, "Spans of finished traces; latency percentiles from histograms; click a service for its charts"),
     entries.length
       ? h(
           "table",
@@ -174,7 +185,25 @@ function services(stats) {
               return h(
                 "tr",
                 { "data-testid": "service-row", "data-service": name },
-                h("td", {}, serviceDot(name), name),
+                h(
+                  "td",
+                  { class: "service-cell" },
+                  h(
+                    "button",
+                    { type: "button", class: "link", title: "its charts and operations below", onclick: () => jump(name) },
+                    serviceDot(name),
+                    name,
+                  ),
+                  h(
+                    "a",
+                    {
+                      class: "row-link",
+                      href: withWindow(`#/search?${new URLSearchParams({ serviceName: name })}`, win),
+                      "data-testid": "service-search",
+                    },
+                    "traces",
+                  ),
+                ),
                 cell("count", v.count, fmtCount(v.count)),
                 cell("avgDuration", v.avgDuration, fmtMs(v.avgDuration)),
                 cell(
@@ -210,7 +239,99 @@ function services(stats) {
   );
 }
 
+function operationTable(answer) {
+  if (!answer.operations.length) return empty("No spans of this service in this window.");
+  return table(
+    { class: "table compact", "data-testid": "op-table" },
+    ["Operation", "Kinds", ...["Spans", "Errors", "Avg", "p50", "p95", "p99"].map((label) => [label, { class: "num" }])],
+    answer.operations.map((op) =>
+      h(
+        "tr",
+        { "data-testid": "op-row", "data-operation": op.operation },
+        h("td", { class: "op-name" }, op.operation),
+        h(
+          "td",
+          { class: "muted", "data-field": "spanKinds", "data-value": JSON.stringify(op.spanKinds) },
+          op.spanKinds.map((kind) => kind || "—").join(", "),
+        ),
+        numCell("count", op.count, fmtCount(op.count)),
+        numCell(
+          "errorCount",
+          op.errorCount,
+          op.errorCount ? `${fmtCount(op.errorCount)} (${fmtPercent((op.errorCount / op.count) * 100)})` : "0",
+          op.errorCount && "err",
+        ),
+        numCell("avgDuration", op.avgDuration, fmtMs(op.avgDuration)),
+        numCell("p50", op.p50, fmtMs(op.p50)),
+        numCell("p95", op.p95, fmtMs(op.p95)),
+        numCell("p99", op.p99, fmtMs(op.p99)),
+      ),
+    ),
+  );
+}
+
+function serviceCard(name, series, operations, win) {
+  const charts = serviceCharts(series, name);
+  const search = withWindow(`#/search?${new URLSearchParams({ serviceName: name })}`, win);
+  const section = h(
+    "section",
+    { class: "card service-card", "data-testid": "service-card", "data-service": name },
+    h(
+      "div",
+      { class: "service-card-head" },
+      h("h2", { class: "card-title" }, serviceDot(name), name),
+      h(
+        "span",
+        { class: "muted" },
+        win === "all" ? "charts: last 7 days" : `charts: ${windowLabel(win)}`,
+        `, one point per ${stepText(series.step)}`,
+      ),
+      h("span", { class: "spacer" }),
+      h("a", { href: search, "data-testid": "service-card-search" }, "traces →"),
+      h("a", { href: withWindow("#/dependencies", win), "data-testid": "service-card-deps" }, "dependencies →"),
+    ),
+    charts.root,
+    h("h3", {}, "Operations"),
+    operationTable(operations),
+  );
+  return { section, charts };
+}
+
+function stepText(ms) {
+  if (ms % 3600e3 === 0) return `${ms / 3600e3} h`;
+  if (ms % 60e3 === 0) return `${ms / 60e3} min`;
+  return fmtMs(ms);
+}
+
+function endpointsCard(endpoints, win) {
+  return card(
+    "Endpoints",
+    { "data-testid": "stats-endpoints" },
+    h(
+      "p",
+      { class: "muted" },
+      "Root service and operation of the traces; open one for where its latency goes · ",
+      h("a", { href: withWindow("#/endpoints", win) }, "all endpoints"),
+      " · ",
+      h("a", { href: withWindow("#/hot", win) }, "hot operations"),
+    ),
+    endpoints.length ? endpointTable(endpoints, win, TOP_ENDPOINTS) : empty("No finished traces in this window."),
+  );
+}
+
+/** The parameters of the reads that go with a /stats answer: its own window (start, end), or none for
+ *  all time; the charts' window for "all" is the last 7 days. */
+function sameWindow(stats) {
+  const params = new URLSearchParams();
+  if (stats.window) {
+    params.set("start", String(stats.window.start));
+    params.set("end", String(stats.window.end));
+  }
+  return params;
+}
+
 export async function renderStats(ctx) {
+  const win = pickWindow(ctx.params, "all");
   let timer = null;
   const schedule = () => {
     clearTimeout(timer);
@@ -222,10 +343,13 @@ export async function renderStats(ctx) {
     schedule();
   });
   const stamp = h("span", { class: "muted", "data-testid": "stats-updated" });
+  const counted = h("span", { class: "muted", "data-testid": "stats-window" });
   const toolbar = h(
     "div",
     { class: "toolbar page-toolbar" },
     h("h1", { class: "page-title" }, "Statistics"),
+    windowPicker(win, (value) => ctx.navigate(withWindow("#/stats", value))),
+    counted,
     h("span", { class: "spacer" }),
     stamp,
     h("label", { class: "check" }, auto, `auto-refresh (${AUTO_REFRESH_MS / 1000} s)`),
@@ -235,13 +359,56 @@ export async function renderStats(ctx) {
   ctx.main.replaceChildren(toolbar, body);
 
   const load = async () => {
-    const stats = await get("/stats");
+    const stats = await get("/stats", win === "all" ? undefined : new URLSearchParams({ window: win }));
+    if (!ctx.isCurrent()) return;
+    const same = sameWindow(stats);
+    const names = Object.keys(stats.serviceStats).sort((a, b) => a.localeCompare(b));
+    const step = chartStep(win);
+    const chartParams = (name) => {
+      const params = new URLSearchParams({ serviceName: name, step: String(step) });
+      // The window of /stats (all time: the last 7 days, up to the server's now). Steps of whole hours
+      // start at a whole hour, so the store reads its hour rows (60 times fewer than minute rows): the
+      // first step may begin up to 59 minutes before the window.
+      let start = stats.window ? stats.window.start : Date.now() - WEEK_MS;
+      if (step % HOUR_MS === 0) start -= start % HOUR_MS;
+      params.set("start", String(start));
+      if (stats.window) params.set("end", String(stats.window.end));
+      return params;
+    };
+    const [endpoints, perService] = await Promise.all([
+      get("/analyze/endpoints", same),
+      mapLimited(names, SERVICE_CONCURRENCY, (name) =>
+        Promise.all([
+          get("/stats/timeseries", chartParams(name)),
+          get("/stats/operations", new URLSearchParams([["serviceName", name], ...same])),
+        ]),
+      ),
+    ]);
     if (!ctx.isCurrent()) return;
     stamp.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    if (stats.window) {
+      counted.textContent = `traces that started ${fmtTime(stats.window.start).slice(0, 16)} – ${fmtTime(stats.window.end).slice(11, 16)}`;
+      counted.dataset.start = stats.window.start;
+      counted.dataset.end = stats.window.end;
+    } else {
+      counted.textContent = "all stored traces";
+      delete counted.dataset.start;
+      delete counted.dataset.end;
+    }
+    const cards = names.map((name, i) => serviceCard(name, perService[i][0], perService[i][1], win));
+    const byName = new Map(names.map((name, i) => [name, cards[i].section]));
+    const jump = (name) => byName.get(name)?.scrollIntoView({ behavior: "smooth", block: "start" });
     body.replaceChildren(
       totals(stats),
       h("div", { class: "stats-grid" }, slowest(stats), pipeline(stats)),
-      services(stats),
+      services(stats, win, jump),
+      endpointsCard(endpoints, win),
+      h("h2", { class: "section-title" }, "Services over time"),
+      ...(cards.length ? cards.map((c) => c.section) : [empty("No spans in this window.")]),
+    );
+    drawServiceCharts(
+      cards.map((c) => c.charts),
+      ctx.isCurrent,
     );
   };
   // In place (no "Loading…" flash); a failure shows in the banner and the last numbers stay.

@@ -2,6 +2,7 @@
 // critical path drawn on the bars) with a detail panel per span, and the performance analysis.
 
 import { get } from "./api.js";
+import { endpointHash } from "./hot.js";
 import {
   card,
   empty,
@@ -66,6 +67,18 @@ function summary(trace, analysis, rows) {
       { class: "trace-ids" },
       statusBadge(trace.status),
       h("span", { class: "mono", "data-testid": "trace-id" }, trace.traceId),
+      root
+        ? h(
+            "a",
+            {
+              class: "endpoint-link",
+              href: endpointHash(root.serviceName, root.operationName),
+              "data-testid": "trace-endpoint-link",
+              title: "the critical paths of all traces of this endpoint, aggregated",
+            },
+            "where this endpoint's latency goes →",
+          )
+        : null,
     ),
     h(
       "div",

@@ -13,6 +13,7 @@ from shared.codecs.errors import DecodeError
 from shared.models import Event, Span, SpanFinish, invalid_id
 
 _decoder = msgspec.json.Decoder(Span | SpanFinish | list[Span | SpanFinish])
+_many_decoder = msgspec.json.Decoder(list[Span | SpanFinish | list[Span | SpanFinish]])
 _encoder = msgspec.json.Encoder()
 
 
@@ -34,3 +35,23 @@ def decode_native(value: bytes) -> list[Event]:
 def encode_native(events: Event | Sequence[Event]) -> bytes:
     """Encode one event, or a batch of events as a JSON array (the cheapest way to send many)."""
     return _encoder.encode(events)
+
+
+def decode_native_many(values: Sequence[bytes]) -> list[Event] | None:
+    """Decode many message values in ONE msgspec call (their JSON joined into one array): the events of
+    all of them in order, or ``None`` when any of them is not valid (then decode them one by one with
+    :func:`decode_native` to tell which, and why). Many small messages (a span each) cost a fraction of
+    as many calls."""
+    try:
+        decoded = _many_decoder.decode(b"[" + b",".join(values) + b"]")
+    except msgspec.DecodeError:
+        return None
+    if len(decoded) != len(values):  # a value that was itself several JSON texts: decide one by one
+        return None
+    events: list[Event] = []
+    for item in decoded:
+        if isinstance(item, list):
+            events.extend(item)
+        else:
+            events.append(item)
+    return None if invalid_id(events) is not None else events

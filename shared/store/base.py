@@ -210,13 +210,15 @@ class ContextRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Traces whose critical path ran through this context."""
 
 
-class TraceContexts(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """One trace's critical path by calling context."""
+class TailContexts(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The critical paths of an endpoint's slowest traces, summed per calling context."""
 
-    trace_id: str
-    duration_us: int
-    contexts: list[tuple[tuple[str, ...], int]]
-    """(context labels, critical µs)."""
+    traces: int
+    """How many traces were summed."""
+    min_duration_us: int | None
+    """The duration of the fastest of them (``None`` when there were none)."""
+    contexts: list[ContextRow]
+    """Largest first; ``traces`` of a row counts the summed traces that had the context."""
 
 
 class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -356,10 +358,10 @@ class TraceStore(Protocol):
 
     async def slow_trace_contexts(
         self, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
-    ) -> list[TraceContexts]:
-        """The ``limit`` slowest finalized traces of the endpoint (root ``service`` and ``operation``) that
-        lasted at least ``min_duration_us`` and started in the minute-aligned ``window``, slowest first,
-        each with its critical path by calling context."""
+    ) -> TailContexts:
+        """The critical paths, summed per calling context, of the ``limit`` slowest finalized traces of the
+        endpoint (root ``service`` and ``operation``) that lasted at least ``min_duration_us`` and started in
+        the minute-aligned ``window`` (ties at the limit broken by trace id). Costs O(the traces summed)."""
         ...
 
     async def services(self) -> list[str]:

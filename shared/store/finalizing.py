@@ -39,8 +39,13 @@ def decode_analysis(data: bytes) -> TraceAnalysis:
 _critical_decoder: Final = msgspec.msgpack.Decoder(list[tuple[int, int]])
 
 
+def encode_critical(share: Contribution) -> bytes:
+    """A trace's critical path by calling context, ``[(context id, critical µs)]``, as the endpoint index
+    keeps it for tail reads over many traces."""
+    return _analysis_encoder.encode(share.contexts)
+
+
 def decode_critical(data: bytes) -> list[tuple[int, int]]:
-    """A trace's (calling context id, critical µs) list, as :attr:`Summary.critical_blob` stores it."""
     return _critical_decoder.decode(data)
 
 
@@ -85,9 +90,6 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     analysis_blob: bytes
     contribution_blob: bytes
     services_json: str
-    critical_blob: bytes
-    """msgpack list of (calling context id, critical µs): the trace's own critical path by context, for
-    tail queries over a bounded number of traces."""
 
     @property
     def status(self) -> str:
@@ -154,7 +156,6 @@ def plan_finalize(
                 analysis_blob=encode_analysis(analysis),
                 contribution_blob=encode_contribution(share),
                 services_json=_json.encode(analysis.services).decode(),
-                critical_blob=_analysis_encoder.encode(share.contexts),
             )
         )
     return plan

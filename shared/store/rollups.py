@@ -155,7 +155,7 @@ def _context_shares(
         ctx = _context_ids.get(path)
         if ctx is None:
             ctx = context_id(path)
-            if len(_context_ids) < 100_000:
+            if len(_context_ids) < CONTEXT_IDS_CACHED:
                 _context_ids[path] = ctx
         if paths is not None:
             paths[ctx] = path
@@ -164,7 +164,9 @@ def _context_shares(
 
 
 _context_ids: dict[Path, int] = {}
-"""Ids of the contexts seen (hashing a path costs more than looking it up); bounded."""
+"""Ids of the contexts seen (hashing a path costs more than looking it up)."""
+CONTEXT_IDS_CACHED: Final = 10_000
+"""At most this many (a context is at most 32 labels of 513 characters: bounded in bytes too)."""
 
 
 Counters = list[int]

@@ -12,7 +12,17 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from shared.store.base import ContextRow, RollupRow, ServiceStats, SlowTrace, StoreStats, TraceQuery, Window
+from shared.store.base import (
+    ContextRow,
+    RollupRow,
+    ServiceStats,
+    SlowTrace,
+    StoreStats,
+    TailContexts,
+    TraceQuery,
+    Window,
+)
+from shared.store.finalizing import decode_critical
 from shared.store.rollups import HISTOGRAM_SIZE, TOTAL, merge_counters
 from shared.store.search import ERROR_TAG, step_grain, window_ranges
 
@@ -337,17 +347,42 @@ def assemble_contexts(
 def slow_traces_sql(
     dialect: Dialect, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
 ) -> tuple[str, list[Any]]:
-    """The slowest traces of an endpoint: a walk down ``traces_endpoint`` (root service, root operation,
-    duration) from the slowest, stopping at ``limit``."""
+    """The slowest traces of an endpoint: a walk down ``endpoint_traces`` from the slowest (its key order),
+    stopping at ``limit``."""
     statement = (
-        "SELECT trace_id, duration_us, critical FROM traces WHERE finalized_at_us IS NOT NULL"
-        " AND root_service = ? AND root_operation = ? AND duration_us >= ?"
+        "SELECT duration_us, critical FROM endpoint_traces WHERE service = ? AND operation = ? AND duration_us >= ?"
     )
     params: list[Any] = [dialect.text(service), dialect.text(operation), min_duration_us]
     if window is not None:
         aligned = window.aligned()
         statement += " AND start_us >= ? AND start_us < ?"
         params.extend((aligned.start_us, aligned.end_us))
-    statement += " ORDER BY duration_us DESC, trace_id LIMIT ?"
+    statement += " ORDER BY duration_us DESC, tid DESC LIMIT ?"
     params.append(limit)
     return dialect.sql(statement), params
+
+
+def assemble_tail(
+    service: str,
+    operation: str,
+    rows: Sequence[Sequence[Any]],
+    paths: Callable[[list[int]], dict[int, tuple[str, ...]]],
+) -> TailContexts:
+    """Sum the (duration, critical blob) rows of :func:`slow_traces_sql` per calling context."""
+    sums: dict[int, list[int]] = {}
+    for _, blob in rows:
+        for ctx, critical in decode_critical(blob):
+            row = sums.get(ctx)
+            if row is None:
+                sums[ctx] = [critical, 1]
+            else:
+                row[0] += critical
+                row[1] += 1
+    names = paths(sorted(sums))
+    contexts = [
+        ContextRow(endpoint=(service, operation), path=names[ctx], critical_us=critical, traces=traces)
+        for ctx, (critical, traces) in sums.items()
+        if ctx in names
+    ]
+    contexts.sort(key=lambda r: (-r.critical_us, r.path))
+    return TailContexts(traces=len(rows), min_duration_us=int(rows[-1][0]) if rows else None, contexts=contexts)

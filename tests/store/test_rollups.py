@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pytest
 
@@ -392,15 +393,23 @@ async def test_deep_contexts_are_capped(store: TraceStore) -> None:
 async def test_slow_trace_contexts_select_by_duration_and_window(store: TraceStore) -> None:
     traces = [trace_at(f"s{i}", BASE + i * MINUTE, duration=(i + 1) * MS) for i in range(30)]
     await finalize_all(store, traces)
+
+    def expected(chosen: Iterable[Sequence[Span]]) -> dict[tuple[str, ...], tuple[int, int]]:
+        return {p: (us, n) for p, (us, n) in expected_contexts(chosen)[("api", "GET /")].items()}
+
+    def got(tail: Any) -> dict[tuple[str, ...], tuple[int, int]]:
+        return {r.path: (r.critical_us, r.traces) for r in tail.contexts}
+
     slow = await store.slow_trace_contexts("api", "GET /", None, min_duration_us=25 * MS, limit=100)
-    assert [t.trace_id for t in slow] == [f"s{i}" for i in range(29, 23, -1)]
-    assert all(sum(us for _, us in t.contexts) == t.duration_us for t in slow)
-    assert [t.trace_id for t in await store.slow_trace_contexts("api", "GET /", None, min_duration_us=0, limit=2)] == [
-        "s29",
-        "s28",
-    ]
+    assert (slow.traces, slow.min_duration_us) == (6, 25 * MS)
+    assert got(slow) == expected(traces[24:])
+    two = await store.slow_trace_contexts("api", "GET /", None, min_duration_us=0, limit=2)
+    assert (two.traces, two.min_duration_us) == (2, 29 * MS)
+    assert got(two) == expected(traces[28:])
     windowed = await store.slow_trace_contexts(
         "api", "GET /", window(BASE, BASE + 10 * MINUTE), min_duration_us=5 * MS, limit=100
     )
-    assert [t.trace_id for t in windowed] == [f"s{i}" for i in range(9, 3, -1)]
-    assert await store.slow_trace_contexts("nope", "GET /", None, min_duration_us=0, limit=10) == []
+    assert (windowed.traces, windowed.min_duration_us) == (6, 5 * MS)
+    assert got(windowed) == expected(traces[4:10])
+    none = await store.slow_trace_contexts("nope", "GET /", None, min_duration_us=0, limit=10)
+    assert (none.traces, none.min_duration_us, none.contexts) == (0, None, [])

@@ -1,10 +1,13 @@
 """The traces the UI tests look at, written into the store the way an ingest worker writes them.
 
-Times are relative to "now" (minus ten minutes), so the UI's default time windows (the dependency graph
-looks back one day) include them.
+Times are relative to "now": most traces start ten minutes before the test session (inside every time
+window the UI offers), a few checkouts earlier, so the windows separate them (:func:`trace_starts_ms`).
 
 * ``checkout-1``: an eight-span checkout across seven services, tags and logs on ``pay-1``; completed.
 * ``checkout-2``: the same shape, faster; completed.
+* ``checkout-40m`` (40 minutes ago), ``checkout-3h-a`` and ``checkout-3h-b`` (3 hours ago) and
+  ``checkout-2d`` (2 days ago): the same shape, faster still (all under 300 ms), the older three with a
+  faster fraud check (30 instead of 115 ms before scaling), so the endpoint's critical path changed.
 * ``orders-failed``: gateway → order-service → postgres, the last two with status error; failed.
 * ``health-1..3``: single-span traces of 8, 11 and 14 ms; completed.
 * ``upload-active``: an open root span with a finished child; never finalized (active).
@@ -21,7 +24,17 @@ from shared.settings import Settings
 from shared.store.base import TraceStore
 
 BASE_US: Final = (time.time_ns() // 1000) - 600_000_000
-"""Where every trace starts: ten minutes before the test session."""
+"""Where the recent traces start: ten minutes before the test session."""
+
+MINUTE_MS: Final = 60_000
+HOUR_MS: Final = 60 * MINUTE_MS
+OLD_CHECKOUTS: Final = {
+    # trace id: (offset from BASE_US in ms, scale, fraud check ms before scaling)
+    "checkout-40m": (-30 * MINUTE_MS, 0.7, 115),
+    "checkout-3h-a": (-3 * HOUR_MS + 10 * MINUTE_MS, 0.6, 30),
+    "checkout-3h-b": (-3 * HOUR_MS + 13 * MINUTE_MS, 0.55, 30),
+    "checkout-2d": (-48 * HOUR_MS + 10 * MINUTE_MS, 0.5, 30),
+}
 
 SHOP_SERVICES: Final = (
     "api-gateway",
@@ -59,18 +72,21 @@ def _span(
     )
 
 
-def _checkout(trace: str, scale: float, offset_ms: float) -> list[Span]:
+def _checkout(trace: str, scale: float, offset_ms: float, *, fraud_ms: float = 115) -> list[Span]:
+    suffix = trace.removeprefix("checkout-")
+
     def at(span_id: str, parent: str | None, service: str, op: str, start: float, dur: float, **kw: Any) -> Span:
+        span_id, parent = f"{span_id}-{suffix}", None if parent is None else f"{parent}-{suffix}"
         return _span(trace, span_id, parent, service, op, start * scale, dur * scale, trace_offset_ms=offset_ms, **kw)
 
     pay_start_us = BASE_US + round((offset_ms + 180 * scale) * 1000)
     return [
-        at(f"gw-{trace[-1]}", None, "api-gateway", "POST /checkout", 0, 420, kind="server", tags={"http.status": 200}),
-        at(f"auth-{trace[-1]}", f"gw-{trace[-1]}", "auth-service", "verifyToken", 12, 40, kind="server"),
-        at(f"ord-{trace[-1]}", f"gw-{trace[-1]}", "order-service", "createOrder", 60, 340, kind="server"),
+        at("gw", None, "api-gateway", "POST /checkout", 0, 420, kind="server", tags={"http.status": 200}),
+        at("auth", "gw", "auth-service", "verifyToken", 12, 40, kind="server"),
+        at("ord", "gw", "order-service", "createOrder", 60, 340, kind="server"),
         at(
-            f"inv-{trace[-1]}",
-            f"ord-{trace[-1]}",
+            "inv",
+            "ord",
             "inventory-service",
             "reserveItems",
             70,
@@ -78,8 +94,8 @@ def _checkout(trace: str, scale: float, offset_ms: float) -> list[Span]:
             tags={"items": 3, "warehouse": "eu-west"},
         ),
         at(
-            f"pay-{trace[-1]}",
-            f"ord-{trace[-1]}",
+            "pay",
+            "ord",
             "payment-service",
             "chargeCard",
             180,
@@ -92,8 +108,8 @@ def _checkout(trace: str, scale: float, offset_ms: float) -> list[Span]:
             ),
         ),
         at(
-            f"db-{trace[-1]}",
-            f"pay-{trace[-1]}",
+            "db",
+            "pay",
             "postgres",
             "INSERT payments",
             200,
@@ -101,8 +117,8 @@ def _checkout(trace: str, scale: float, offset_ms: float) -> list[Span]:
             kind="client",
             tags={"db.statement": "INSERT INTO payments VALUES ($1, $2)"},
         ),
-        at(f"cache-{trace[-1]}", f"pay-{trace[-1]}", "redis", "GET card-token", 190, 40, kind="client"),
-        at(f"fraud-{trace[-1]}", f"pay-{trace[-1]}", "fraud-service", "score", 265, 115),
+        at("cache", "pay", "redis", "GET card-token", 190, 40, kind="client"),
+        at("fraud", "pay", "fraud-service", "score", 265, fraud_ms),
     ]
 
 
@@ -111,6 +127,10 @@ def traces() -> dict[str, list[Span]]:
     out: dict[str, list[Span]] = {
         "checkout-1": _checkout("checkout-1", 1.0, 0),
         "checkout-2": _checkout("checkout-2", 0.6, 60_000),
+        **{
+            trace: _checkout(trace, scale, offset, fraud_ms=fraud)
+            for trace, (offset, scale, fraud) in OLD_CHECKOUTS.items()
+        },
         "orders-failed": [
             _span("orders-failed", "gw-f", None, "api-gateway", "GET /orders", 0, 180, trace_offset_ms=120_000),
             _span(
@@ -159,6 +179,11 @@ def traces() -> dict[str, list[Span]]:
 
 
 ACTIVE: Final = frozenset({"upload-active"})
+
+
+def trace_starts_ms() -> dict[str, float]:
+    """When each trace started (its earliest span), in ms since the epoch: what time windows count by."""
+    return {trace: min(span.start_time_us for span in spans) / 1000 for trace, spans in traces().items()}
 
 
 async def seed(store: TraceStore, settings: Settings) -> None:

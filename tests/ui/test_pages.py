@@ -18,7 +18,7 @@ from shared.store.base import Heartbeat
 from tests.api.support import LiveApi, serve
 
 from .conftest import Page
-from .data import SHOP_SERVICES
+from .data import OLD_CHECKOUTS, SHOP_SERVICES
 
 if TYPE_CHECKING:
     from playwright.async_api import FloatRect
@@ -72,12 +72,12 @@ async def test_search_by_service_lists_its_traces(ui_api: LiveApi, page: Page) -
     await _settled(page)
 
     expected = await _json(ui_api, "/traces/query?serviceName=payment-service")
-    assert {t["traceId"] for t in expected} == {"checkout-1", "checkout-2"}
+    assert {t["traceId"] for t in expected} == {"checkout-1", "checkout-2", *OLD_CHECKOUTS}
     rows = page.page.get_by_test_id("trace-result")
     assert [await _attr(rows.nth(i), "data-trace-id") for i in range(await rows.count())] == [
         t["traceId"] for t in expected
     ]
-    assert await page.page.get_by_test_id("results-count").inner_text() == "2 traces"
+    assert await page.page.get_by_test_id("results-count").inner_text() == f"{len(expected)} traces"
 
     # Each row: root service and operation, span count, status, a duration bar relative to the slowest.
     slowest = max(t["duration"] for t in expected)
@@ -356,27 +356,41 @@ async def test_unknown_trace_shows_the_api_error(ui_api: LiveApi, page: Page) ->
 # -- dependencies ------------------------------------------------------------------------------------
 
 
-async def _expected_dependencies(api: LiveApi, source: str) -> dict[tuple[str, str], int]:
-    """The edges the page must show: /api/dependencies' answer, or the sums of the analyses' dependencies
-    over the listed traces (the page's fallback when that endpoint is missing)."""
+DAY_MS = 86_400_000
+LOOKBACK_MS: dict[str | None, int | None] = {None: DAY_MS, "1h": 3_600_000, "7d": 7 * DAY_MS, "all": None}
+"""The page's window (None: its default, the last day) as /api/dependencies' lookback (None: since 0)."""
+CALLS: dict[str | None, tuple[int, int]] = {None: (6, 5), "1h": (4, 3), "7d": (7, 6), "all": (7, 6)}
+"""The data set's gateway -> order-service and payment -> fraud calls per window (see tests/ui/data.py)."""
+
+
+async def _expected_dependencies(api: LiveApi, source: str, window: str | None) -> dict[tuple[str, str], int]:
+    """The edges the page must show for ``window``: /api/dependencies' answer, or the sums of the
+    analyses' dependencies over the traces listed in the window (the page's fallback when that endpoint is
+    missing)."""
+    now_ms = int(time.time() * 1000)
+    lookback = LOOKBACK_MS[window]
     if source == "api":
-        end = int(time.time() * 1000) + 60_000
-        body = await _json(api, f"/api/dependencies?endTs={end}&lookback=86400000")
+        end = now_ms + 60_000
+        body = await _json(api, f"/api/dependencies?endTs={end}&lookback={end if lookback is None else lookback}")
         return {(d["parent"], d["child"]): d["callCount"] for d in body["data"]}
     edges: dict[tuple[str, str], int] = {}
-    for summary in await _json(api, "/traces/query?limit=200"):
+    start = 0 if lookback is None else now_ms - lookback
+    for summary in await _json(api, f"/traces/query?limit=200&start={start}"):
         for dep in (await _json(api, f"/traces/{summary['traceId']}/analyze"))["dependencies"]:
             key = (dep["parent"], dep["child"])
             edges[key] = edges.get(key, 0) + dep["calls"]
     return edges
 
 
-@pytest.mark.parametrize("source", ["api", "analyses"])
-async def test_dependency_graph_shows_services_and_call_counts(ui_api: LiveApi, page: Page, source: str) -> None:
-    expected = await _expected_dependencies(ui_api, source)
-    # The data set's calls: three traces call order-service from the gateway, two charge cards.
-    assert expected[("api-gateway", "order-service")] == 3
-    assert expected[("payment-service", "fraud-service")] == 2
+@pytest.mark.parametrize(
+    ("source", "window"), [("api", None), ("analyses", None), ("api", "1h"), ("analyses", "7d"), ("api", "all")]
+)
+async def test_dependency_graph_shows_services_and_call_counts(
+    ui_api: LiveApi, page: Page, source: str, window: str | None
+) -> None:
+    expected = await _expected_dependencies(ui_api, source, window)
+    # The data set's calls in the window: checkouts call order-service from the gateway and charge cards.
+    assert (expected[("api-gateway", "order-service")], expected[("payment-service", "fraud-service")]) == CALLS[window]
     assert set(SHOP_SERVICES) <= {name for edge in expected for name in edge}
     if source == "analyses":  # as if the API had no /api/dependencies
         await page.page.route(
@@ -385,6 +399,14 @@ async def test_dependency_graph_shows_services_and_call_counts(ui_api: LiveApi, 
         )
 
     await _open(page, f"{ui_api.url}/ui/#/dependencies")
+    if window is not None:  # chosen on the page: the URL keeps it
+        await page.page.get_by_test_id("window-picker").locator(f'[data-window="{window}"]').click()
+        await page.page.wait_for_url(f"**/ui/#/dependencies?window={window}")
+        await _settled(page)
+        source_el = page.page.get_by_test_id("dep-source")
+        assert await _attr(source_el, "data-lookback") == (
+            await _attr(source_el, "data-end-ts") if LOOKBACK_MS[window] is None else str(LOOKBACK_MS[window])
+        )
     await _assert_no_banner(page)
     assert await _attr(page.page.get_by_test_id("dep-source"), "data-source") == source
     nodes = page.page.get_by_test_id("dep-node")
@@ -408,7 +430,7 @@ async def test_dependency_graph_shows_services_and_call_counts(ui_api: LiveApi, 
         assert a["x"] + a["width"] < b["x"], (parent, child)
     assert boxes["api-gateway"] is not None
     assert boxes["api-gateway"]["x"] == min(box["x"] for box in boxes.values() if box is not None)
-    if source == "api":
+    if source == "api" and window is None:
         await page.screenshot("dependencies")
     # The stubbed 404 is the fallback's trigger, nothing else may fail.
     assert page.errors(allow_url="/api/dependencies" if source == "analyses" else None) == []

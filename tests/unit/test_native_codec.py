@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.codecs import DecodeError, decoder_for, format_of
-from shared.codecs.native import decode_native, encode_native
-from shared.models import Log, Span, SpanFinish
+from shared.codecs.native import decode_native, decode_native_many, encode_native
+from shared.models import Event, Log, Span, SpanFinish
 
 ids = st.from_regex(r"\A[A-Za-z0-9._:-]{1,64}\Z")
 tag_values = st.one_of(
@@ -147,3 +147,34 @@ def test_format_detection_by_content_type() -> None:
     assert decoder_for("native") is decode_native
     with pytest.raises(DecodeError):
         decoder_for("nope")
+
+
+MESSAGES = st.lists(
+    st.sampled_from(
+        [
+            b'{"type":"span","traceId":"t1","spanId":"a","serviceName":"s","operationName":"o","startTimeUs":1}',
+            b'[{"type":"finish","traceId":"t2","spanId":"b","endTimeUs":5}]',
+            b"[]",
+            b'{"type":"span","traceId":"bad id","spanId":"a","serviceName":"s","operationName":"o","startTimeUs":1}',
+            b"{not json",
+            b'{"type":"span"} {"type":"span"}',
+            b"",
+        ]
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(MESSAGES)
+def test_many_messages_decode_as_one_by_one(values: list[bytes]) -> None:
+    """One call for many messages gives what decoding them one by one gives, or ``None`` (then one by
+    one) as soon as any of them would be rejected."""
+    events: list[Event] = []
+    try:
+        for value in values:
+            events += decode_native(value)
+    except DecodeError:
+        assert decode_native_many(values) is None
+    else:
+        assert decode_native_many(values) == events

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from shared.models import Log, Span, SpanFinish, Tags
+from shared.models import Event, Log, Span, SpanFinish, Tags
 from shared.redact import REDACTED, Redactor
 from shared.settings import Settings
 
@@ -57,7 +59,8 @@ def test_events_redact_span_tags_finish_tags_and_log_fields(redactor: Redactor) 
     )  # fmt: skip
     finish = SpanFinish(trace_id="t", span_id="s", end_time_us=3, tags={"authorization": "Bearer abc"})
     clean = Span(trace_id="t", span_id="c", service_name="svc", operation_name="op", start_time_us=1, tags={"a": 1})
-    out = redactor.events([span, finish, clean])
+    events: list[Event] = [span, finish, clean]
+    out = redactor.events(events)
     assert isinstance(out[0], Span)
     assert out[0].tags == {"password": REDACTED, "ok": 1}
     assert out[0].logs[0].fields == {"event": "login", "email": REDACTED}
@@ -92,3 +95,14 @@ def test_custom_patterns_and_off() -> None:
         "internal.id": REDACTED, "password": "x", "v": REDACTED}  # fmt: skip
     assert Redactor("", "").tags({"password": "x"}) is None
     assert Settings.from_env({"TRACING_REDACT": "false"}).redact is False
+
+
+def test_cached_and_short_values_decide_as_the_pattern_does() -> None:
+    """The per-value cache and the shortest-match skip never change a decision: every value is redacted
+    exactly when the value pattern finds it, asked once or many times."""
+    r = Redactor("", Settings().redact_values)
+    values = ["a@b.c", "ab.c", "4111 1111 1111 1111", "4111", "GET", "x" * 3, "user@example.com", ""]
+    for _ in range(3):
+        for value in values:
+            expected = re.search(Settings().redact_values, value) is not None
+            assert (r.tags({"k": value}) is not None) == expected, value

@@ -29,7 +29,7 @@ from shared.store.base import (
     RollupRow,
     StoredTrace,
     StoreStats,
-    TraceContexts,
+    TailContexts,
     TraceQuery,
     TraceSummary,
     Window,
@@ -225,7 +225,7 @@ class PostgresStore:
 
     async def slow_trace_contexts(
         self, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
-    ) -> list[TraceContexts]:
+    ) -> TailContexts:
         return await self._read(
             lambda c: reader.slow_trace_contexts(
                 c, service, operation, window, min_duration_us=min_duration_us, limit=limit

@@ -15,12 +15,12 @@ from shared.store.base import (
     RollupRow,
     StoredTrace,
     StoreStats,
-    TraceContexts,
+    TailContexts,
     TraceQuery,
     TraceSummary,
     Window,
 )
-from shared.store.finalizing import decode_analysis, decode_critical, summary_from_row
+from shared.store.finalizing import decode_analysis, summary_from_row
 from shared.store.postgres.writer import pg_text, py_text, read_states
 from shared.store.rollups import HOUR_US, TOTAL
 from shared.store.search import CANDIDATE_PAGE, trace_has_matching_span
@@ -30,6 +30,7 @@ from shared.store.sql import (
     assemble_contexts,
     assemble_rollup_rows,
     assemble_stats,
+    assemble_tail,
     plan_context_read,
     plan_rollup_read,
     search_sql,
@@ -137,14 +138,12 @@ async def critical_contexts(
 
 async def slow_trace_contexts(
     c: asyncpg.Connection, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
-) -> list[TraceContexts]:
+) -> TailContexts:
     sql, params = slow_traces_sql(DIALECT, service, operation, window, min_duration_us=min_duration_us, limit=limit)
-    rows = [(t, d, decode_critical(blob) if blob else []) for t, d, blob in await c.fetch(sql, *params)]
-    names = await _paths(c, sorted({ctx for _, _, shares in rows for ctx, _ in shares}))
-    return [
-        TraceContexts(trace_id=t, duration_us=d, contexts=[(names[ctx], us) for ctx, us in shares if ctx in names])
-        for t, d, shares in rows
-    ]
+    rows = await c.fetch(sql, *params)
+    ids = sorted({ctx for _, blob in rows for ctx, _ in msgspec.msgpack.decode(blob, type=list[tuple[int, int]])})
+    names = await _paths(c, ids)
+    return assemble_tail(service, operation, rows, lambda _: names)
 
 
 async def services(c: asyncpg.Connection) -> list[str]:

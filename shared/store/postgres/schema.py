@@ -42,7 +42,6 @@ CREATE TABLE traces (
     services text,
     analysis bytea,
     contribution bytea,
-    critical bytea,
     late_spans integer NOT NULL DEFAULT 0,
     refinalizations integer NOT NULL DEFAULT 0,
     finalized_at_us bigint
@@ -51,7 +50,6 @@ CREATE INDEX traces_due ON traces (due_us) WHERE state = 'active';
 CREATE INDEX traces_start ON traces (start_us) WHERE finalized_at_us IS NOT NULL;
 CREATE INDEX traces_duration ON traces (duration_us) WHERE finalized_at_us IS NOT NULL;
 CREATE INDEX traces_dropped ON traces (start_us) WHERE state = 'dropped';
-CREATE INDEX traces_endpoint ON traces (root_service, root_operation, duration_us) WHERE finalized_at_us IS NOT NULL;
 
 CREATE TABLE chunks (
     tid bigint NOT NULL, seq integer NOT NULL, late boolean NOT NULL, body bytea COMPRESSION lz4 NOT NULL,
@@ -65,6 +63,11 @@ CREATE TABLE trace_ops (
     service text COLLATE "C" NOT NULL, operation text COLLATE "C" NOT NULL, start_us bigint NOT NULL,
     tid bigint NOT NULL, min_us bigint NOT NULL, max_us bigint NOT NULL,
     PRIMARY KEY (service, operation, start_us, tid)
+);
+CREATE TABLE endpoint_traces (
+    service text COLLATE "C" NOT NULL, operation text COLLATE "C" NOT NULL, duration_us bigint NOT NULL,
+    tid bigint NOT NULL, start_us bigint NOT NULL, critical bytea NOT NULL,
+    PRIMARY KEY (service, operation, duration_us, tid)
 );
 CREATE TABLE trace_tags (
     key text COLLATE "C" NOT NULL, value text COLLATE "C" NOT NULL, start_us bigint NOT NULL, tid bigint NOT NULL,

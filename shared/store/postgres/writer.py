@@ -26,7 +26,7 @@ from shared.models import Event
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
 from shared.store.chunks import TraceState
-from shared.store.finalizing import FinalizePlan, FinalizeRow, plan_finalize
+from shared.store.finalizing import FinalizePlan, FinalizeRow, encode_critical, plan_finalize
 from shared.store.rollups import Contribution, Counters, RollupDelta, decode_contribution
 from shared.store.sql import COUNTER_COLUMNS
 from shared.store.writing import TraceRow, WritePlan, plan_write
@@ -189,14 +189,13 @@ STORE_SUMMARIES: Final = """
 UPDATE traces t SET state = u.state, root_service = u.root_service, root_operation = u.root_operation,
     start_us = u.start_us, duration_us = u.duration_us, span_count = u.span_count, error_count = u.error_count,
     status = u.status, complete = u.complete, services = u.services, analysis = u.analysis,
-    contribution = u.contribution, critical = u.critical, late_spans = u.late_spans,
+    contribution = u.contribution, late_spans = u.late_spans,
     refinalizations = t.refinalizations + (t.finalized_at_us IS NOT NULL)::integer,
-    finalized_at_us = CASE WHEN u.state = 'finalized' THEN $16::bigint END  -- a dropped trace has no summary
+    finalized_at_us = CASE WHEN u.state = 'finalized' THEN $15::bigint END  -- a dropped trace has no summary
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::integer[], $7::integer[],
-            $8::text[], $9::boolean[], $10::text[], $11::bytea[], $12::bytea[], $13::bytea[], $14::integer[],
-            $15::text[])
+            $8::text[], $9::boolean[], $10::text[], $11::bytea[], $12::bytea[], $13::integer[], $14::text[])
     AS u(tid, root_service, root_operation, start_us, duration_us, span_count, error_count,
-         status, complete, services, analysis, contribution, critical, late_spans, state)
+         status, complete, services, analysis, contribution, late_spans, state)
 WHERE t.tid = u.tid
 """
 
@@ -239,13 +238,12 @@ async def finalize(
                 s.services_json,
                 s.analysis_blob,
                 s.contribution_blob,
-                s.critical_blob,
                 s.late_spans,
                 "finalized" if s.kept else "dropped",
             )
             for s in plan.summaries
         ]
-        await c.execute(STORE_SUMMARIES, *columns(summaries, 15), now_us)
+        await c.execute(STORE_SUMMARIES, *columns(summaries, 14), now_us)
     await remove_index_rows(c, [(tid, share) for _, tid, share in plan.index_removed])
     await add_index_rows(c, [(tid, share) for _, tid, share in plan.index_added])
     if plan.dropped:
@@ -277,6 +275,13 @@ async def add_index_rows(c: asyncpg.Connection, shares: Sequence[tuple[int, Cont
         return
     await c.copy_records_to_table("trace_ops", records=[r for t, s in shares for r in _op_index(t, s)])
     await c.copy_records_to_table("trace_tags", records=[r for t, s in shares for r in _tag_index(t, s)])
+    endpoints = [
+        (pg_text(s.endpoint[0]), pg_text(s.endpoint[1]), s.duration_us, t, s.start_us, encode_critical(s))
+        for t, s in shares
+        if any(s.endpoint)
+    ]
+    if endpoints:
+        await c.copy_records_to_table("endpoint_traces", records=endpoints)
 
 
 async def remove_index_rows(c: asyncpg.Connection, shares: Sequence[tuple[int, Contribution]]) -> None:
@@ -288,6 +293,15 @@ async def remove_index_rows(c: asyncpg.Connection, shares: Sequence[tuple[int, C
         " AS u(service, operation, start_us, tid) WHERE o.service = u.service AND o.operation = u.operation"
         " AND o.start_us = u.start_us AND o.tid = u.tid",
         *columns(ops, 4),
+    )
+    endpoints = [
+        (pg_text(s.endpoint[0]), pg_text(s.endpoint[1]), s.duration_us, t) for t, s in shares if any(s.endpoint)
+    ]
+    await c.execute(
+        "DELETE FROM endpoint_traces e USING unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])"
+        " AS u(service, operation, duration_us, tid) WHERE e.service = u.service AND e.operation = u.operation"
+        " AND e.duration_us = u.duration_us AND e.tid = u.tid",
+        *columns(endpoints, 4),
     )
     tags = [r for t, s in shares for r in _tag_index(t, s)]
     await c.execute(

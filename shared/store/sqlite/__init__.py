@@ -26,7 +26,7 @@ from shared.store.base import (
     RollupRow,
     StoredTrace,
     StoreStats,
-    TraceContexts,
+    TailContexts,
     TraceQuery,
     TraceSummary,
     Window,
@@ -288,7 +288,7 @@ class SqliteStore:
 
     async def slow_trace_contexts(
         self, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
-    ) -> list[TraceContexts]:
+    ) -> TailContexts:
         return await self._run(
             self._read,
             lambda c: reader.slow_trace_contexts(

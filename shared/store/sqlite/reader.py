@@ -16,12 +16,12 @@ from shared.store.base import (
     RollupRow,
     StoredTrace,
     StoreStats,
-    TraceContexts,
+    TailContexts,
     TraceQuery,
     TraceSummary,
     Window,
 )
-from shared.store.finalizing import decode_analysis, decode_critical, summary_from_row
+from shared.store.finalizing import decode_analysis, summary_from_row
 from shared.store.rollups import HOUR_US, TOTAL
 from shared.store.search import CANDIDATE_PAGE, trace_has_matching_span
 from shared.store.sql import (
@@ -30,6 +30,7 @@ from shared.store.sql import (
     assemble_contexts,
     assemble_rollup_rows,
     assemble_stats,
+    assemble_tail,
     plan_context_read,
     plan_rollup_read,
     search_sql,
@@ -140,14 +141,9 @@ def critical_contexts(
 
 def slow_trace_contexts(
     c: sqlite3.Connection, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
-) -> list[TraceContexts]:
+) -> TailContexts:
     sql, params = slow_traces_sql(DIALECT, service, operation, window, min_duration_us=min_duration_us, limit=limit)
-    rows = [(t, d, decode_critical(blob) if blob else []) for t, d, blob in c.execute(sql, params)]
-    names = _paths(c, sorted({ctx for _, _, shares in rows for ctx, _ in shares}))
-    return [
-        TraceContexts(trace_id=t, duration_us=d, contexts=[(names[ctx], us) for ctx, us in shares if ctx in names])
-        for t, d, shares in rows
-    ]
+    return assemble_tail(service, operation, c.execute(sql, params).fetchall(), lambda ids: _paths(c, ids))
 
 
 def services(c: sqlite3.Connection) -> list[str]:

@@ -11,6 +11,8 @@ Layout v2 (see the design page, "Storage layout v2"):
   per (service, operation) of the trace and one per service (operation ``''``), with the smallest and
   largest duration of those spans; ``trace_tags`` a row per distinct (key, value) of its spans. Both
   carry the trace's start, so a search walks them newest first, and probes them by (..., start, tid).
+  ``endpoint_traces`` has a row per trace with a root: its endpoint, duration and critical path by calling
+  context, so a tail read walks an endpoint's slowest traces in key order, without touching ``traces``.
 * ``rollup_ops`` / ``rollup_endpoints``: time-bucketed rollups at three grains (minute, hour, total; see
   :mod:`shared.store.rollups`), latency histograms as columns ``h0`` .. ``h18``; ``rollup_deps`` per hour.
   All-time trace counts are the endpoints' total-grain rows. ``rollup_contexts`` holds the critical-path
@@ -55,7 +57,6 @@ CREATE TABLE IF NOT EXISTS traces (
     services TEXT,
     analysis BLOB,          -- msgpack TraceAnalysis
     contribution BLOB,      -- msgpack Contribution: this trace's share of the rollups and indexes
-    critical BLOB,          -- msgpack [(context id, critical µs)]: its critical path by calling context
     late_spans INTEGER NOT NULL DEFAULT 0,
     refinalizations INTEGER NOT NULL DEFAULT 0,
     finalized_at_us INTEGER
@@ -64,8 +65,6 @@ CREATE INDEX IF NOT EXISTS traces_due ON traces (due_us) WHERE state = 'active';
 CREATE INDEX IF NOT EXISTS traces_start ON traces (start_us) WHERE finalized_at_us IS NOT NULL;
 CREATE INDEX IF NOT EXISTS traces_duration ON traces (duration_us) WHERE finalized_at_us IS NOT NULL;
 CREATE INDEX IF NOT EXISTS traces_dropped ON traces (start_us) WHERE state = 'dropped';
-CREATE INDEX IF NOT EXISTS traces_endpoint ON traces (root_service, root_operation, duration_us)
-    WHERE finalized_at_us IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, late INTEGER NOT NULL, body BLOB NOT NULL);
 
@@ -78,6 +77,11 @@ CREATE TABLE IF NOT EXISTS trace_ops (
     service TEXT NOT NULL, operation TEXT NOT NULL, start_us INTEGER NOT NULL, tid INTEGER NOT NULL,
     min_us INTEGER NOT NULL, max_us INTEGER NOT NULL,
     PRIMARY KEY (service, operation, start_us, tid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS endpoint_traces (
+    service TEXT NOT NULL, operation TEXT NOT NULL, duration_us INTEGER NOT NULL, tid INTEGER NOT NULL,
+    start_us INTEGER NOT NULL, critical BLOB NOT NULL,
+    PRIMARY KEY (service, operation, duration_us, tid)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS trace_tags (
     key TEXT NOT NULL, value TEXT NOT NULL, start_us INTEGER NOT NULL, tid INTEGER NOT NULL,

@@ -18,7 +18,7 @@ from shared.models import Event
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
 from shared.store.chunks import TraceState
-from shared.store.finalizing import FinalizePlan, FinalizeRow, plan_finalize
+from shared.store.finalizing import FinalizePlan, FinalizeRow, encode_critical, plan_finalize
 from shared.store.rollups import Contribution, Counters, RollupDelta, decode_contribution
 from shared.store.sqlite.schema import CHUNK_BITS, HISTOGRAM_COLUMNS
 from shared.store.writing import TraceRow, WritePlan, plan_write
@@ -155,7 +155,7 @@ def finalize(
     c.executemany(
         "UPDATE traces SET state = ?, root_service = ?, root_operation = ?, start_us = ?, duration_us = ?,"
         " span_count = ?, error_count = ?, status = ?, complete = ?, services = ?, analysis = ?, contribution = ?,"
-        " critical = ?, late_spans = ?, refinalizations = refinalizations + (finalized_at_us IS NOT NULL),"
+        " late_spans = ?, refinalizations = refinalizations + (finalized_at_us IS NOT NULL),"
         " finalized_at_us = ? WHERE tid = ?",
         [
             (
@@ -171,7 +171,6 @@ def finalize(
                 s.services_json,
                 s.analysis_blob,
                 s.contribution_blob,
-                s.critical_blob,
                 s.late_spans,
                 now_us if s.kept else None,  # a dropped trace has no summary to serve
                 s.tid,
@@ -206,6 +205,10 @@ def add_index_rows(c: sqlite3.Connection, shares: Sequence[tuple[int, Contributi
         "INSERT OR IGNORE INTO trace_tags VALUES (?, ?, ?, ?)",
         [(k, v, s.start_us, t) for t, s in shares for k, v in s.tags],
     )
+    c.executemany(
+        "INSERT OR IGNORE INTO endpoint_traces VALUES (?, ?, ?, ?, ?, ?)",
+        [(*s.endpoint, s.duration_us, t, s.start_us, encode_critical(s)) for t, s in shares if any(s.endpoint)],
+    )
 
 
 def remove_index_rows(c: sqlite3.Connection, shares: Sequence[tuple[int, Contribution]]) -> None:
@@ -218,6 +221,10 @@ def remove_index_rows(c: sqlite3.Connection, shares: Sequence[tuple[int, Contrib
     c.executemany(
         "DELETE FROM trace_tags WHERE key = ? AND value = ? AND start_us = ? AND tid = ?",
         [(k, v, s.start_us, t) for t, s in shares for k, v in s.tags],
+    )
+    c.executemany(
+        "DELETE FROM endpoint_traces WHERE service = ? AND operation = ? AND duration_us = ? AND tid = ?",
+        [(*s.endpoint, s.duration_us, t) for t, s in shares if any(s.endpoint)],
     )
 
 
