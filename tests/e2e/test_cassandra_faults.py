@@ -166,7 +166,7 @@ async def test_worker_and_node_killed_mid_stream_lose_and_double_nothing(
         pending = [t[0].trace_id for t in traces]
 
         async def all_finalized() -> bool:
-            left = []
+            left: list[str] = []
             for i in range(0, len(pending), 100):
                 part = pending[i : i + 100]
                 states = await asyncio.gather(*(store.get_trace(t) for t in part))

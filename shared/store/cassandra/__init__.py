@@ -38,7 +38,7 @@ from shared.store.base import (
     RollupRow,
     StoredTrace,
     StoreStats,
-    TraceContexts,
+    TailContexts,
     TraceQuery,
     TraceSummary,
     Window,
@@ -214,7 +214,7 @@ class CassandraStore:
 
     async def slow_trace_contexts(
         self, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
-    ) -> list[TraceContexts]:
+    ) -> TailContexts:
         return await self._reader.slow_trace_contexts(
             service, operation, window, min_duration_us=min_duration_us, limit=limit
         )

@@ -39,7 +39,7 @@ PREVIOUS: Final = "SELECT final_chunks, late_chunks, contribution FROM traces WH
 SUMMARY: Final = (
     "UPDATE traces USING TTL ? SET state = ?, final_n = ?, final_fp = ?, final_chunks = ?, late_chunks = ?,"
     " contrib_minutes = ?, root_service = ?, root_operation = ?, start_us = ?, duration_us = ?, span_count = ?,"
-    " error_count = ?, status = ?, complete = ?, services = ?, analysis = ?, contribution = ?, critical = ?,"
+    " error_count = ?, status = ?, complete = ?, services = ?, analysis = ?, contribution = ?,"
     " late_spans = ?, refinalizations = ?, finalized_at_us = ? WHERE ns = ? AND trace_id = ?"
 )
 WAITING: Final = (
@@ -290,7 +290,6 @@ class Owner:
                         s.services_json,
                         s.analysis_blob,
                         s.contribution_blob,
-                        s.critical_blob,
                         s.late_spans,
                         row.refinalizations + (row.finalized_at_us is not None),
                         now_us if s.kept else None,  # a dropped trace has no summary to serve
@@ -308,7 +307,7 @@ class Owner:
             new = [retention_row(ns, s.trace_id, shard, a.start_us)]
             start_hours.add(a.start_us // HOUR_US)
             if s.kept:
-                new.extend(search_rows(ns, s.trace_id, decode_contribution(s.contribution_blob), s.critical_blob))
+                new.extend(search_rows(ns, s.trace_id, decode_contribution(s.contribution_blob)))
             for partition, statements in index_changes(old, new, cql.ttl_s).items():
                 groups.setdefault(partition, []).extend(statements)
         for trace_id in plan.waiting:

@@ -9,6 +9,7 @@ from typing import Any, Final
 
 import msgspec
 
+from shared.store.finalizing import encode_critical
 from shared.store.rollups import HOUR_US, Contribution
 
 
@@ -54,9 +55,9 @@ class IndexRow(msgspec.Struct, frozen=True, gc=False):
         return (self.table.name, *self.key[: len(self.table.partition)])
 
 
-def search_rows(ns: str, trace_id: str, share: Contribution, critical: bytes | None = None) -> list[IndexRow]:
-    """A kept trace's rows in the search indexes (``critical``: its critical path by context, stored
-    with its endpoint row for tail reads; not needed to remove the rows)."""
+def search_rows(ns: str, trace_id: str, share: Contribution) -> list[IndexRow]:
+    """A kept trace's rows in the search indexes (its endpoint row carries its critical path by context,
+    for tail reads)."""
     start = share.start_us
     hour = start // HOUR_US
     rows = [IndexRow(IDX_OPS, (ns, s, o, hour, start, trace_id), (lo, hi)) for s, o, lo, hi in share.index_ops()]
@@ -65,9 +66,8 @@ def search_rows(ns: str, trace_id: str, share: Contribution, critical: bytes | N
     rows.append(IndexRow(IDX_DURATION, (ns, hour, share.duration_us, trace_id), (start,)))
     service, operation = share.endpoint
     if (service, operation) != ("", ""):  # rootless traces have no endpoint to be the tail of
-        rows.append(
-            IndexRow(IDX_ENDPOINT, (ns, service, operation, hour, share.duration_us, trace_id), (start, critical))
-        )
+        key = (ns, service, operation, hour, share.duration_us, trace_id)
+        rows.append(IndexRow(IDX_ENDPOINT, key, (start, encode_critical(share))))
     return rows
 
 

@@ -20,7 +20,7 @@ from shared.store.base import (
     RollupRow,
     StoredTrace,
     StoreStats,
-    TraceContexts,
+    TailContexts,
     TraceQuery,
     TraceSummary,
     Window,
@@ -31,7 +31,7 @@ from shared.store.cassandra.schema import Cql
 from shared.store.finalizing import decode_analysis, decode_critical, summary_from_row
 from shared.store.rollups import HOUR, HOUR_US, MINUTE, TOTAL, decode_contribution
 from shared.store.search import CANDIDATE_PAGE, ERROR_TAG, step_grain, trace_has_matching_span, window_ranges
-from shared.store.sql import RollupRead, assemble_contexts, assemble_rollup_rows, assemble_stats
+from shared.store.sql import RollupRead, assemble_contexts, assemble_rollup_rows, assemble_stats, assemble_tail
 
 DETAIL: Final = (
     "SELECT analysis, late_spans, refinalizations, finalized_at_us, final_n, final_fp, state, tid FROM traces"
@@ -396,7 +396,7 @@ class Reader:
 
     async def slow_trace_contexts(
         self, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
-    ) -> list[TraceContexts]:
+    ) -> TailContexts:
         cql = self.cql
         low, high = (0, FOREVER) if window is None else (window.aligned().start_us, window.aligned().end_us - 1)
         hours = await self._hours("start", low // HOUR_US, high // HOUR_US)
@@ -405,20 +405,16 @@ class Reader:
             ((d, t, blob) for part in results for d, t, s, blob in part if low <= s <= high),
             key=lambda r: (-r[0], r[1]),
         )
-        picked: list[tuple[int, str, bytes | None]] = []
-        for i in range(0, len(rows), CANDIDATE_PAGE):
+        picked: list[tuple[int, bytes]] = []
+        for i in range(0, len(rows), CANDIDATE_PAGE):  # each checked against its trace (purged ones go)
             page = rows[i : i + CANDIDATE_PAGE]
             current = {t for _, t in await self._current([(d, t) for d, t, _ in page], lambda r: r[0])}
-            picked.extend(r for r in page if r[1] in current)
+            picked.extend((d, blob) for d, t, blob in page if t in current)
             if len(picked) >= limit:
                 break
         picked = picked[:limit]
-        shares = [(d, t, decode_critical(blob) if blob else []) for d, t, blob in picked]
-        names = await self._names(ctx for _, _, s in shares for ctx, _ in s)
-        return [
-            TraceContexts(trace_id=t, duration_us=d, contexts=[(names[ctx], us) for ctx, us in s if ctx in names])
-            for d, t, s in shares
-        ]
+        names = await self._names(ctx for _, blob in picked for ctx, _ in decode_critical(blob))
+        return assemble_tail(service, operation, picked, lambda _: names)
 
     async def operations_everywhere(self) -> list[tuple[str, str]]:
         """Every (service, operation) in finalized traces."""

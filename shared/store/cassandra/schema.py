@@ -57,7 +57,7 @@ TABLES: Final[dict[str, str]] = {
         late_chunks set<bigint> static, contrib_minutes set<bigint> static,
         root_service text static, root_operation text static, start_us bigint static, duration_us bigint static,
         span_count int static, error_count int static, status text static, complete boolean static,
-        services text static, analysis blob static, contribution blob static, critical blob static,
+        services text static, analysis blob static, contribution blob static,
         late_spans int static, refinalizations int static, finalized_at_us bigint static,
         PRIMARY KEY ((ns, trace_id), seq, chunk_id))""",
     "open_spans": """CREATE TABLE IF NOT EXISTS open_spans (
