@@ -42,6 +42,7 @@ handed to the event loop, no Python per protocol frame.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import re
@@ -640,13 +641,17 @@ class CassandraSession:
     async def close(self) -> None:
         """Let in-flight requests finish, then close every connection. Idempotent.
 
-        Waits until :data:`HOST_UP_SETTLE_S` after the last host came up (or joined): the C++ driver
-        prepares every statement again on such a host, and a session torn down meanwhile aborts the
-        process ("pure virtual method called": CASSCPP-3, fixed in the Apache driver in 2026, not yet in
-        the driver acsylla 1.2 bundles)."""
+        When a host went down and has not come back, waits for it up to :data:`HOST_BACK_WAIT_S`, and
+        closes at least :data:`HOST_UP_SETTLE_S` after the last host came back: a host that comes back gets
+        every statement prepared again on a connection of its own before the driver reports it up, and a
+        session torn down meanwhile aborts the process ("pure virtual method called": CASSCPP-3, fixed in
+        the Apache C++ driver in 2026, not in the driver acsylla 1.2 bundles)."""
         if self._closed:
             return
         self._closed = True
+        if self._hosts.down:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hosts.all_up.wait(), HOST_BACK_WAIT_S)
         settle = self._hosts.last_up + HOST_UP_SETTLE_S - time.monotonic()
         if settle > 0:
             await asyncio.sleep(settle)
@@ -656,26 +661,36 @@ class CassandraSession:
             self._cluster.destroy()
 
 
-HOST_UP_SETTLE_S = 3.0
+HOST_UP_SETTLE_S = 1.0
+HOST_BACK_WAIT_S = 10.0
 
 
 class _HostEvents:
-    """When the driver last saw a host come back up, or a new host join once statements were prepared
-    (monotonic seconds; -inf: never). The hosts found when connecting do not count: there is nothing to
-    prepare on them again."""
+    """The hosts the driver saw go down and not come back yet, and when one last came back up or joined
+    once statements were prepared (monotonic seconds; -inf: never). The hosts found when connecting do not
+    count: there is nothing to prepare on them again."""
 
     def __init__(self) -> None:
         self.last_up = float("-inf")
         self.prepared = False
-        self._down: set[str] = set()
+        self.down: set[str] = set()
+        self.all_up = asyncio.Event()
+        """Set while :attr:`down` is empty."""
+        self.all_up.set()
 
     def on_event(self, event: Any, address: str) -> None:
         name = getattr(event, "name", "")
-        if name in ("DOWN", "REMOVE"):
-            self._down.add(address)
-        elif (name == "UP" and address in self._down) or (name == "ADD" and self.prepared):
-            self._down.discard(address)
+        if name == "DOWN":
+            self.down.add(address)
+        elif name == "REMOVE":
+            self.down.discard(address)  # gone for good: nothing will be prepared on it
+        elif (name == "UP" and address in self.down) or (name == "ADD" and self.prepared):
+            self.down.discard(address)
             self.last_up = time.monotonic()
+        if self.down:
+            self.all_up.clear()
+        else:
+            self.all_up.set()
 
 
 def _read_pem(option: str, path: str) -> str:

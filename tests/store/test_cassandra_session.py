@@ -178,8 +178,9 @@ async def test_no_node_answering_is_an_error_naming_the_address(cassandra_url: s
 
 
 def test_closing_waits_only_for_hosts_that_came_back() -> None:
-    """The hosts found when connecting do not delay a close; a host that went down and came back up, or
-    one that joined after statements were prepared, does (the driver prepares everything on it again)."""
+    """The hosts found when connecting do not delay a close; a host that went down (until it is back), one
+    that came back up, or one that joined after statements were prepared, do (the driver prepares
+    everything on it again)."""
     from shared.store.cassandra_conn import _HostEvents
 
     class Event:
@@ -189,13 +190,17 @@ def test_closing_waits_only_for_hosts_that_came_back() -> None:
     events = _HostEvents()
     for name in ("ADD", "UP"):
         events.on_event(Event(name), "127.0.0.1")
-    assert events.last_up == float("-inf")
+    assert events.last_up == float("-inf") and not events.down
     events.on_event(Event("DOWN"), "127.0.0.3")
+    assert events.down == {"127.0.0.3"} and not events.all_up.is_set()
     events.on_event(Event("UP"), "127.0.0.3")
     came_back = events.last_up
-    assert came_back > float("-inf")
+    assert came_back > float("-inf") and not events.down and events.all_up.is_set()
     events.on_event(Event("UP"), "127.0.0.2")  # never down: nothing to re-prepare
     assert events.last_up == came_back
     events.prepared = True
     events.on_event(Event("ADD"), "127.0.0.4")
     assert events.last_up >= came_back
+    events.on_event(Event("DOWN"), "127.0.0.4")
+    events.on_event(Event("REMOVE"), "127.0.0.4")  # decommissioned: not waited for
+    assert not events.down
