@@ -4,12 +4,17 @@
 int), the same float values bit for bit (``repr`` equal, so ``0.0`` and ``-0.0`` differ), and the same dict
 order (``serviceBreakdown`` is ordered largest first). ``span_tree`` returns the same forest, holding the
 very same span objects.
+
+Both implementations of the core run here: the one ``shared.analysis`` loaded (the compiled build when it
+is fresh) and the pure-Python source, which a stale or missing build falls back to.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import random
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,34 +24,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared import analysis
+from shared.compiled import load_source, source_path
 from shared.demo import make_trace
 from shared.models import Kind, Span, StatusInput
 from tests.unit import analysis_oracle as oracle
+from tests.unit.exact import assert_exactly_equal
 
 T0 = 1_732_500_000_000_000
-
-
-def assert_exactly_equal(new: Any, old: Any, where: str = "result") -> None:
-    """Deep equality that also compares types, float bits and dict order (Structs by field, by class name)."""
-    if isinstance(old, msgspec.Struct):
-        assert type(new).__name__ == type(old).__name__, where
-        assert isinstance(new, msgspec.Struct), where
-        for field in old.__struct_fields__:
-            assert_exactly_equal(getattr(new, field), getattr(old, field), f"{where}.{field}")
-        assert new.__struct_fields__ == old.__struct_fields__, where
-    elif isinstance(old, dict):
-        assert type(new) is dict, where
-        assert list(new) == list(old), f"{where}: keys or their order differ"
-        for key in old:
-            assert_exactly_equal(new[key], old[key], f"{where}[{key!r}]")
-    elif isinstance(old, list | tuple):
-        assert type(new) is type(old), f"{where}: {type(new).__name__} != {type(old).__name__}"
-        assert len(new) == len(old), f"{where}: lengths {len(new)} != {len(old)}"
-        for index, (a, b) in enumerate(zip(new, old, strict=True)):
-            assert_exactly_equal(a, b, f"{where}[{index}]")
-    else:
-        assert type(new) is type(old), f"{where}: {type(new).__name__} != {type(old).__name__}"
-        assert repr(new) == repr(old), f"{where}: {new!r} != {old!r}"
+LOADED_CORE = sys.modules["shared.analysis_core"]  # what shared.analysis loaded: compiled, or the source
+CORES = {"loaded": LOADED_CORE, "source": load_source("shared.analysis_core", source_path(LOADED_CORE))}
 
 
 def forest_shape(roots: list[Any]) -> Iterator[tuple[int, int, list[str]]]:
@@ -58,8 +44,14 @@ def forest_shape(roots: list[Any]) -> Iterator[tuple[int, int, list[str]]]:
         stack.extend((depth + 1, kid) for kid in reversed(node.children))
 
 
-def assert_same_as_oracle(spans: list[Span], trace_id: str = "t") -> None:
-    assert_exactly_equal(analysis.analyze(trace_id, spans), oracle.analyze(trace_id, spans))
+def assert_same_as_oracle(spans: list[Span], core: str, trace_id: str = "t") -> None:
+    expected = oracle.analyze(trace_id, spans)
+    if core == "loaded":
+        assert_exactly_equal(analysis.analyze(trace_id, spans), expected)
+    else:
+        layout, share, types = analysis._SPAN_LAYOUT, analysis.BOTTLENECK_SHARE_PERCENT, analysis._RESULT_TYPES
+        assert_exactly_equal(CORES[core].analyze(trace_id, spans, layout, share, types), expected)
+        return
     new_roots = analysis.span_tree(spans)
     old_roots = oracle.span_tree(spans)
     assert [root.span.span_id for root in new_roots] == [root.span.span_id for root in old_roots]
@@ -156,27 +148,56 @@ def nested_traces(draw: st.DrawFn) -> list[Span]:
     return draw(st.permutations(spans)) if draw(st.booleans()) else spans
 
 
-@settings(max_examples=400, deadline=None)
-@given(hostile_traces())
-def test_hostile_traces_match_the_oracle(spans: list[Span]) -> None:
-    assert_same_as_oracle(spans)
+def test_both_cores_are_distinct_modules() -> None:
+    assert CORES["source"] is not CORES["loaded"]
+    assert str(CORES["source"].__file__).endswith(".py")
 
 
-@settings(max_examples=200, deadline=None)
-@given(nested_traces())
-def test_nested_traces_match_the_oracle(spans: list[Span]) -> None:
-    assert_same_as_oracle(spans)
+@pytest.mark.parametrize("core", list(CORES))
+@settings(max_examples=300, deadline=None)
+@given(spans=hostile_traces())
+def test_hostile_traces_match_the_oracle(core: str, spans: list[Span]) -> None:
+    assert_same_as_oracle(spans, core)
+
+
+@pytest.mark.parametrize("core", list(CORES))
+@settings(max_examples=150, deadline=None)
+@given(spans=nested_traces())
+def test_nested_traces_match_the_oracle(core: str, spans: list[Span]) -> None:
+    assert_same_as_oracle(spans, core)
+
+
+# --- rounding ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("core", list(CORES))
+@settings(max_examples=300, deadline=None)
+@given(x=st.floats(allow_nan=True, allow_infinity=True) | st.floats(0, 100) | st.floats(0, 2**51))
+def test_round2_is_round_to_two_decimals(core: str, x: float) -> None:
+    assert repr(CORES[core]._round2(x)) == repr(round(x, 2))
+
+
+@pytest.mark.parametrize("core", list(CORES))
+@settings(max_examples=300, deadline=None)
+@given(hundredths=st.integers(0, 10**9), ulps=st.integers(-4, 4))
+def test_round2_near_ties(core: str, hundredths: int, ulps: int) -> None:
+    # x within a few ulps of a decimal tie (k + 0.5) / 100: where x * 100 can land exactly on k + 0.5
+    x = (hundredths + 0.5) / 100
+    for _ in range(abs(ulps)):
+        x = math.nextafter(x, math.inf if ulps > 0 else -math.inf)
+    assert repr(CORES[core]._round2(x)) == repr(round(x, 2))
 
 
 # --- the demo traffic and the big shapes ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_demo_traces_match_the_oracle(seed: int) -> None:
+@pytest.mark.parametrize("core", list(CORES))
+@pytest.mark.parametrize("seed", range(2))
+def test_demo_traces_match_the_oracle(core: str, seed: int) -> None:
     rng = random.Random(seed)
-    for i in range(150):
+    for i in range(200):
         spans = make_trace(rng, T0 + i * 1000, error_rate=0.1 if seed % 2 else 0.01)
-        assert_same_as_oracle(spans, spans[0].trace_id)
+        assert_same_as_oracle(spans, core, spans[0].trace_id)
 
 
 @functools.cache
@@ -221,6 +242,7 @@ def big_shapes() -> dict[str, list[Span]]:
     }
 
 
+@pytest.mark.parametrize("core", list(CORES))
 @pytest.mark.parametrize("shape", list(big_shapes()))
-def test_big_shapes_match_the_oracle(shape: str) -> None:
-    assert_same_as_oracle(big_shapes()[shape])
+def test_big_shapes_match_the_oracle(core: str, shape: str) -> None:
+    assert_same_as_oracle(big_shapes()[shape], core)
