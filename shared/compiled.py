@@ -29,7 +29,7 @@ HASH_ATTRIBUTE: Final = "SOURCE_SHA256"
 """The module-level string the build stamps (empty in the source itself)."""
 loaded: dict[str, str] = {}
 """What :func:`load_fresh` chose per module name: ``compiled``, ``source: no build`` or ``source: stale build``."""
-REBUILD_COMMAND: Final = "pip install -e '.[dev,postgres]' (`make test` runs it when a compiled source changed)"
+REBUILD_COMMAND: Final = "pip install --no-deps -e . (make test does it when a compiled source changed)"
 
 
 def source_sha256(source: bytes) -> str:
