@@ -35,14 +35,18 @@ if TYPE_CHECKING:
     from shared import analysis_core as core
 else:
     core = load_fresh("shared.analysis_core")
+"""The loaded core: its compiled build when that is fresh, else its source. The store's finalization
+(rollup shares, critical-path contexts) uses it too."""
 
 __all__ = [
+    "SPAN_LAYOUT",
     "Bottleneck",
     "CriticalSegment",
     "Dependency",
     "TraceAnalysis",
     "TreeNode",
     "analyze",
+    "core",
     "ms",
     "span_tree",
 ]
@@ -125,8 +129,8 @@ def ms(us: int | float) -> float:
     return us / 1000 if type(us) is int else round(us / 1000, 3)
 
 
-_SPAN_LAYOUT: Final = core.SpanLayout(msgspec.structs.astuple, Span.__struct_fields__)
-"""The core reads each span's fields with one ``astuple`` call (msgspec), by position."""
+SPAN_LAYOUT: Final = core.SpanLayout(msgspec.structs.astuple, Span.__struct_fields__)
+"""How the core reads a :class:`~shared.models.Span`: all fields with one ``astuple`` call, by position."""
 _RESULT_TYPES: Final = core.ResultTypes(
     analysis=TraceAnalysis, bottleneck=Bottleneck, segment=CriticalSegment, dependency=Dependency
 )
@@ -138,7 +142,7 @@ def span_tree(spans: Sequence[Span]) -> list[TreeNode]:
     Roots: the main root (if any), then the orphan and extra roots by start time. Every distinct span
     appears exactly once; cycles are broken. Built iteratively, so depth does not matter.
     """
-    forest = core.Forest(spans, _SPAN_LAYOUT)
+    forest = core.Forest(spans, SPAN_LAYOUT)
     tree = {node.position: TreeNode(span=cast(Span, node.span), children=[]) for node in forest.nodes}
     for node in forest.nodes:
         if node.children:
@@ -148,7 +152,7 @@ def span_tree(spans: Sequence[Span]) -> list[TreeNode]:
 
 def analyze(trace_id: str, spans: Sequence[Span]) -> TraceAnalysis:
     """The analysis of one trace (see the module docstring for the definitions)."""
-    return cast(TraceAnalysis, core.analyze(trace_id, spans, _SPAN_LAYOUT, BOTTLENECK_SHARE_PERCENT, _RESULT_TYPES))
+    return cast(TraceAnalysis, core.analyze(trace_id, spans, SPAN_LAYOUT, BOTTLENECK_SHARE_PERCENT, _RESULT_TYPES))
 
 
 class _Forest:
@@ -160,7 +164,7 @@ class _Forest:
     """
 
     def __init__(self, spans: Sequence[Span]) -> None:
-        self.core = core.Forest(spans, _SPAN_LAYOUT)
+        self.core = core.Forest(spans, SPAN_LAYOUT)
         nodes = self.core.nodes
         self.by_id = {node.span_id: cast(Span, node.span) for node in nodes}
         self.children = {node.span_id: [kid.span_id for kid in node.children] for node in nodes if node.children}

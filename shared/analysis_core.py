@@ -45,7 +45,8 @@ class SpanLayout:
 
     The fields: ``span_id`` (str), ``parent_span_id`` (str or None), ``service_name``, ``operation_name``
     (str), ``start_time_us`` (int), ``duration_us`` (int or None), ``status`` (str, "error" for a failed
-    span) and ``kind`` (str or None).
+    span), ``kind`` (str or None); for :func:`span_shares` also ``tags`` and ``resource`` (str -> str, int,
+    float or bool), ``scope_name`` and ``scope_version`` (str or None), ``logs`` (objects with ``fields``).
     """
 
     def __init__(self, fields: Callable[[Any], tuple[Any, ...]], names: Sequence[str]) -> None:
@@ -59,6 +60,11 @@ class SpanLayout:
         self.duration_us: int = at["duration_us"]
         self.status: int = at["status"]
         self.kind: int = at["kind"]
+        self.tags: int = at["tags"]
+        self.logs: int = at["logs"]
+        self.resource: int = at["resource"]
+        self.scope_name: int = at["scope_name"]
+        self.scope_version: int = at["scope_version"]
 
 
 def _ms(us: int) -> float:
@@ -625,3 +631,230 @@ def analyze(trace_id: str, spans: Sequence[object], layout: SpanLayout, share_pe
         critical_path_duration=_ms(total),
         dependencies=dependencies,
     )
+
+
+def _round(x: float) -> int:
+    """``round(x)``: the nearest int, halves to even (as CPython), without the generic builtin call.
+
+    Below 2**53 the truncated int and the fraction are exact; larger floats are integers already. NaN
+    and infinities raise what ``round`` raises (ValueError, OverflowError).
+    """
+    if -_EXACT < x < _EXACT:
+        whole = int(x)  # toward zero
+        fraction = x - whole
+        if fraction > 0.5 or (fraction == 0.5 and whole % 2 == 1):
+            return whole + 1
+        if fraction < -0.5 or (fraction == -0.5 and whole % 2 == 1):
+            return whole - 1
+        return whole
+    return int(x)
+
+
+class _Context:
+    """A span's calling context, for the spans below it: how many labels lead from the root to it, the
+    first ``keep`` of them (all of them while there are no more), and its own and its parent's label."""
+
+    def __init__(self, label: str, above: _Context | None, keep: int) -> None:
+        self.label = label
+        if above is None:
+            self.depth = 1
+            self.head: tuple[str, ...] = (label,)
+            self.above_label = ""
+        else:
+            self.depth = above.depth + 1
+            # one C call, where the unpacking form would build a list first
+            self.head = above.head + (label,) if above.depth < keep else above.head  # noqa: RUF005
+            self.above_label = above.label
+
+    def path(self, keep: int, max_depth: int, elided: str) -> tuple[str, ...]:
+        """The labels from the root, the first ``keep`` and the last when there are more than ``max_depth``
+        (``max_depth`` = ``keep + 2``)."""
+        depth = self.depth
+        if depth <= keep:
+            return self.head
+        if depth > max_depth:
+            return (*self.head, elided, self.label)
+        if depth == keep + 1:
+            return (*self.head, self.label)
+        return (*self.head, self.above_label, self.label)
+
+
+def critical_contexts(
+    spans: Sequence[object],
+    layout: SpanLayout,
+    segments: Sequence[tuple[str, float, float]],
+    max_depth: int,
+    elided: str,
+) -> dict[tuple[str, ...], int]:
+    """Critical time (µs) per calling context: the loop of ``shared.critical_paths.trace_contexts``.
+
+    ``segments``: (span id, start ms, end ms) of a critical path. A segment's context is the labels from
+    its span up the parent links to a span without a (known) parent, reversed; a cycle ends the walk; more
+    than ``max_depth`` (>= 2) labels keep the first ``max_depth - 2``, then ``elided``, then the last.
+    Spans are found by id, the last one of an id winning. Each segment adds ``round(end * 1000) -
+    round(start * 1000)`` to its context; contexts come in order of first appearance.
+
+    O(n * max_depth): a walk up stops at the first span whose context is known, and every span a walk
+    passed that ended at a root is known from then on (a walk into a cycle depends on where it started, so
+    those are computed afresh).
+    """
+    fields = layout.fields
+    at_id, at_parent = layout.span_id, layout.parent_span_id
+    at_service, at_operation = layout.service_name, layout.operation_name
+    rows = [fields(span) for span in spans]
+    position = {row[at_id]: index for index, row in enumerate(rows)}  # the last of an id wins
+    keep = max_depth - 2
+    known: dict[int, _Context] = {}
+    paths: dict[str, tuple[str, ...]] = {}
+    contexts: dict[tuple[str, ...], int] = {}
+    for span_id, start, end in segments:
+        path = paths.get(span_id)
+        if path is None:
+            walk: list[int] = []  # positions from the span up, below the first known one
+            seen: set[str] = set()
+            above: _Context | None = None
+            current: str | None = span_id
+            cycle = False
+            while current is not None:
+                if current in seen:
+                    cycle = True
+                    break
+                at = position.get(current, -1)
+                if at < 0:
+                    break
+                context = known.get(at)
+                if context is not None:
+                    above = context
+                    break
+                seen.add(current)
+                walk.append(at)
+                current = rows[at][at_parent]
+            if cycle:
+                labels = [f"{rows[at][at_service]}:{rows[at][at_operation]}" for at in reversed(walk)]
+                if len(labels) > max_depth:
+                    labels = [*labels[:keep], elided, labels[-1]]
+                path = tuple(labels)
+            else:
+                for at in reversed(walk):
+                    label = f"{rows[at][at_service]}:{rows[at][at_operation]}"
+                    above = known[at] = _Context(label, above, keep)
+                path = above.path(keep, max_depth, elided) if above is not None else ()
+            paths[span_id] = path
+        contexts[path] = contexts.get(path, 0) + _round(end * 1000) - _round(start * 1000)
+    return contexts
+
+
+class _OpShare:
+    """One (service, operation, kind)'s spans of a trace, as ``shared.store.rollups.OpShare`` counts them."""
+
+    def __init__(self, service: str, operation: str, kind: str | None, duration: int) -> None:
+        self.service = service
+        self.operation = operation
+        self.kind = kind
+        self.spans = 0
+        self.errors = 0
+        self.duration_us = 0
+        self.low = duration
+        self.high = duration
+        self.buckets: dict[int, int] = {}
+        self.error_duration_us = 0
+        self.error_buckets: dict[int, int] = {}
+
+
+OpShareRow = tuple[str, str, str, int, int, int, int, int, dict[int, int], int, dict[int, int]]
+
+
+def _bucket(bounds: list[int], duration: int) -> int:
+    """``bisect.bisect_left(bounds, duration)``: the first bucket whose bound is >= the duration."""
+    low = 0
+    high = len(bounds)
+    while low < high:
+        middle = (low + high) // 2
+        if bounds[middle] < duration:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+def _add_pairs(pairs: dict[tuple[str, str], None], tags: dict[str, Any]) -> None:
+    """Add each (key, value text) of ``tags``: a str as it is, a bool as ``true``/``false``, else ``str()``."""
+    for key, value in tags.items():
+        if type(value) is str:
+            pairs[key, value] = None
+        elif value is True:
+            pairs[key, "true"] = None
+        elif value is False:
+            pairs[key, "false"] = None
+        else:
+            pairs[key, str(value)] = None
+
+
+def span_shares(
+    spans: Sequence[object],
+    layout: SpanLayout,
+    bounds: list[int],
+    flat_tags: Callable[[Any], dict[str, Any]],
+) -> tuple[list[OpShareRow], list[tuple[str, str]]]:
+    """The loop of ``shared.store.rollups.contribution`` over every span given (duplicates too).
+
+    Per (service, operation, kind), in order of first appearance: (service, operation, kind or "",
+    spans, error spans, duration sum, min, max, histogram by ``bounds`` (bucket -> spans, by first
+    appearance), error spans' duration sum, their histogram); a missing duration counts as 0. And the
+    distinct (key, value text) pairs, in order of first appearance, of each span's tags, of
+    ``flat_tags(span)`` when it has a resource or a scope, and of its logs' fields.
+    """
+    fields = layout.fields
+    at_service, at_operation, at_kind = layout.service_name, layout.operation_name, layout.kind
+    at_duration, at_status, at_tags, at_logs = layout.duration_us, layout.status, layout.tags, layout.logs
+    at_resource, at_scope_name, at_scope_version = layout.resource, layout.scope_name, layout.scope_version
+    shares: dict[tuple[str, str, str | None], _OpShare] = {}
+    pairs: dict[tuple[str, str], None] = {}
+    for span in spans:
+        row = fields(span)
+        service: str = row[at_service]
+        operation: str = row[at_operation]
+        kind: str | None = row[at_kind]
+        key = (service, operation, kind)
+        raw_duration: int | None = row[at_duration]
+        duration = raw_duration if raw_duration else 0
+        share = shares.get(key)
+        if share is None:
+            share = shares[key] = _OpShare(service, operation, kind, duration)
+        share.spans += 1
+        share.duration_us += duration
+        if duration < share.low:
+            share.low = duration
+        elif duration > share.high:
+            share.high = duration
+        bucket = _bucket(bounds, duration)
+        buckets = share.buckets
+        buckets[bucket] = buckets.get(bucket, 0) + 1
+        if row[at_status] == "error":
+            share.errors += 1
+            share.error_duration_us += duration
+            errors = share.error_buckets
+            errors[bucket] = errors.get(bucket, 0) + 1
+        _add_pairs(pairs, row[at_tags])
+        if row[at_resource] or row[at_scope_name] is not None or row[at_scope_version] is not None:
+            _add_pairs(pairs, flat_tags(span))  # resource attributes and scope are searched too
+        logs: Sequence[Any] = row[at_logs]
+        for log in logs:  # and log fields
+            _add_pairs(pairs, log.fields)
+    rows: list[OpShareRow] = [
+        (
+            share.service,
+            share.operation,
+            share.kind or "",
+            share.spans,
+            share.errors,
+            share.duration_us,
+            share.low,
+            share.high,
+            share.buckets,
+            share.error_duration_us,
+            share.error_buckets,
+        )
+        for share in shares.values()
+    ]
+    return rows, list(pairs)
