@@ -707,15 +707,24 @@ def critical_contexts(
     fields = layout.fields
     at_id, at_parent = layout.span_id, layout.parent_span_id
     at_service, at_operation = layout.service_name, layout.operation_name
-    rows = [fields(span) for span in spans]
-    position = {row[at_id]: index for index, row in enumerate(rows)}  # the last of an id wins
+    # only strings are kept per span: a list of rows (tuples) would make the cyclic GC walk them all
+    position: dict[str, int] = {}
+    parents: list[str | None] = []
+    services: list[str] = []
+    operations: list[str] = []
+    for span in spans:
+        row = fields(span)
+        position[row[at_id]] = len(parents)  # the last of an id wins
+        parents.append(row[at_parent])
+        services.append(row[at_service])
+        operations.append(row[at_operation])
     keep = max_depth - 2
     known: dict[int, _Context] = {}
     paths: dict[str, tuple[str, ...]] = {}
-    contexts: dict[tuple[str, ...], int] = {}
+    critical: dict[str, int] = {}  # µs per span id first: a string's hash is cached, a tuple's is not
     for span_id, start, end in segments:
-        path = paths.get(span_id)
-        if path is None:
+        critical[span_id] = critical.get(span_id, 0) + _round(end * 1000) - _round(start * 1000)
+        if span_id not in paths:
             walk: list[int] = []  # positions from the span up, below the first known one
             seen: set[str] = set()
             above: _Context | None = None
@@ -734,19 +743,22 @@ def critical_contexts(
                     break
                 seen.add(current)
                 walk.append(at)
-                current = rows[at][at_parent]
+                current = parents[at]
             if cycle:
-                labels = [f"{rows[at][at_service]}:{rows[at][at_operation]}" for at in reversed(walk)]
+                labels = [f"{services[at]}:{operations[at]}" for at in reversed(walk)]
                 if len(labels) > max_depth:
                     labels = [*labels[:keep], elided, labels[-1]]
                 path = tuple(labels)
             else:
                 for at in reversed(walk):
-                    label = f"{rows[at][at_service]}:{rows[at][at_operation]}"
+                    label = f"{services[at]}:{operations[at]}"
                     above = known[at] = _Context(label, above, keep)
                 path = above.path(keep, max_depth, elided) if above is not None else ()
             paths[span_id] = path
-        contexts[path] = contexts.get(path, 0) + _round(end * 1000) - _round(start * 1000)
+    contexts: dict[tuple[str, ...], int] = {}
+    for span_id, critical_us in critical.items():  # a context first appears with its first span
+        path = paths[span_id]
+        contexts[path] = contexts.get(path, 0) + critical_us
     return contexts
 
 
