@@ -855,16 +855,7 @@ def span_shares(
             share.error_duration_us += duration
             errors = share.error_buckets
             errors[bucket] = errors.get(bucket, 0) + 1
-        tags: dict[str, Any] = row[at_tags]
-        for tag, value in tags.items():  # _add_pairs, inlined: every span has tags
-            if type(value) is str:
-                pairs[tag, value] = None
-            elif value is True:
-                pairs[tag, "true"] = None
-            elif value is False:
-                pairs[tag, "false"] = None
-            else:
-                pairs[tag, str(value)] = None
+        _add_pairs(pairs, row[at_tags])
         if row[at_resource] or row[at_scope_name] is not None or row[at_scope_version] is not None:
             _add_pairs(pairs, flat_tags(span))  # resource attributes and scope are searched too
         logs: Sequence[Any] = row[at_logs]

@@ -3,8 +3,9 @@
 A verbatim copy of ``shared/analysis.py`` (below this header) from before its rewrite for speed, kept only
 as the reference the rewritten ``shared.analysis`` must equal, field for field and float for float, on every
 input (``tests/unit/test_analysis_equivalence.py``). It is the straightforward formulation of the
-definitions, and slow. Never import it outside the tests; if the analysis contract itself changes, change
-the contract tests and retire this file rather than editing it.
+definitions, and slow. Never import it outside the tests (and the "before" column of bench/analysis.py);
+if the analysis contract itself changes, change the contract tests and retire this file rather than
+editing it.
 
 The original module docstring:
 

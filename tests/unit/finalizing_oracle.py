@@ -3,7 +3,8 @@ before their loops moved into compiled cores. Do not edit.
 
 Verbatim copies of the functions from ``shared/store/rollups.py`` and ``shared/critical_paths.py``
 (below this header), kept only as the reference the rewrites must equal, field for field, on every input
-(``tests/unit/test_finalizing_equivalence.py``). Never import it outside the tests.
+(``tests/unit/test_finalizing_equivalence.py``). Never import it outside the tests (and the "before"
+column of bench/analysis.py).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ and then edited (the source must load, with a warning naming the rebuild command
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -98,3 +99,24 @@ def test_without_a_build_the_source_runs_and_says_so(tmp_path: Path) -> None:
     out, err = probe(tmp_path)
     assert out == f"source: no build {package / 'analysis_core.py'} False", (out, err)
     assert err.count("no compiled build") == 1, err
+
+
+def setup_constant(name: str) -> object:
+    """A literal assigned at the top of setup.py (which cannot be imported: it runs the build)."""
+    tree = ast.parse((PACKAGE.parent / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"setup.py assigns no {name}")
+
+
+def test_every_compiled_source_can_be_stamped_and_the_makefile_rebuilds_it() -> None:
+    sources = setup_constant("COMPILED")
+    stamp = setup_constant("STAMP_LINE")
+    assert isinstance(sources, list) and sources and isinstance(stamp, str)
+    for source in sources:
+        assert (PACKAGE.parent / source).read_text().count(stamp + "\n") == 1, source
+    makefile = (PACKAGE.parent / "Makefile").read_text().splitlines()
+    listed = next(line for line in makefile if line.startswith("COMPILED :="))
+    assert listed.split(":=")[1].split() == sources
+    assert any(line.startswith("$(STAMP):") and "$(COMPILED)" in line and "setup.py" in line for line in makefile)
