@@ -7,7 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint kafka-up kafka-down cassandra-up cassandra-down bench clean
 
-$(STAMP): pyproject.toml
+# setup.py compiles shared/analysis_core.py (mypyc): an edit to it re-runs the install, which rebuilds it
+COMPILED := shared/analysis_core.py
+
+$(STAMP): pyproject.toml setup.py $(COMPILED)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,postgres,cassandra]'

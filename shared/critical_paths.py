@@ -12,10 +12,10 @@ bottom-up ranking (by the last label) stays exact.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Final
 
-from shared.analysis import TraceAnalysis
+from shared.analysis import SPAN_LAYOUT, TraceAnalysis, core
 from shared.models import Span
 
 MAX_CONTEXT_DEPTH: Final = 32
@@ -35,36 +35,17 @@ def context_id(path: Path) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _chain(span_id: str, by_id: Mapping[str, Span]) -> Path:
-    """Labels from the root down to ``span_id``, following parent links (the critical path only runs
-    through the main tree, so the walk ends at its root; a guard stops at any cycle)."""
-    labels: list[str] = []
-    seen: set[str] = set()
-    current: str | None = span_id
-    while current is not None and current in by_id and current not in seen:
-        seen.add(current)
-        span = by_id[current]
-        labels.append(label(span))
-        current = span.parent_span_id
-    labels.reverse()
-    if len(labels) > MAX_CONTEXT_DEPTH:
-        labels = [*labels[: MAX_CONTEXT_DEPTH - 2], ELIDED, labels[-1]]
-    return tuple(labels)
-
-
 def trace_contexts(analysis: TraceAnalysis, spans: Sequence[Span]) -> dict[Path, int]:
     """Critical time (µs) per calling context of one trace: its ``criticalPathSegments`` grouped by
-    context. The values sum to the trace's critical path duration."""
+    context. The values sum to the trace's critical path duration.
+
+    A context: the labels from the root down to the segment's span, following parent links (the critical
+    path only runs through the main tree, so the walk ends at its root; a guard stops at any cycle). The
+    loop is :func:`shared.analysis_core.critical_contexts` (compiled when built).
+    """
     segments = analysis.critical_path_segments
     if not segments:
         return {}
-    by_id = {span.span_id: span for span in spans}
-    chains: dict[str, Path] = {}
-    out: dict[Path, int] = {}
-    for segment in segments:
-        path = chains.get(segment.span_id)
-        if path is None:
-            path = chains[segment.span_id] = _chain(segment.span_id, by_id)
-        # segment bounds are µs / 1000 as doubles: scaling back is exact after rounding
-        out[path] = out.get(path, 0) + round(segment.end * 1000) - round(segment.start * 1000)
-    return out
+    # segment bounds are µs / 1000 as doubles: scaling back is exact after rounding
+    bounds = [(segment.span_id, segment.start, segment.end) for segment in segments]
+    return core.critical_contexts(spans, SPAN_LAYOUT, bounds, MAX_CONTEXT_DEPTH, ELIDED)

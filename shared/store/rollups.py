@@ -30,11 +30,10 @@ from typing import Final, TypeVar
 
 import msgspec
 
-from shared.analysis import TraceAnalysis
+from shared.analysis import SPAN_LAYOUT, TraceAnalysis, core
 from shared.critical_paths import Path, context_id, trace_contexts
 from shared.models import Span, flat_tags
 from shared.store.buckets import BUCKET_BOUNDS_US
-from shared.store.tags import tag_text
 
 MINUTE_US: Final = 60_000_000
 HOUR_US: Final = 3_600_000_000
@@ -94,57 +93,23 @@ def bucket_of(duration_us: int) -> int:
 
 
 def contribution(analysis: TraceAnalysis, spans: Sequence[Span], paths: dict[int, Path] | None = None) -> Contribution:
-    """One pass over the spans with plain dicts (a hot loop at finalization). The calling contexts of
-    the critical path are added to ``paths`` (id -> labels) when given."""
-    ops: dict[tuple[str, str, str | None], list[int]] = {}
-    hists: dict[tuple[str, str, str | None], dict[int, int]] = {}
-    error_hists: dict[tuple[str, str, str | None], dict[int, int]] = {}
-    tags: dict[tuple[str, str], None] = {}
-    bounds = BUCKET_BOUNDS_US
-    bisect_left = bisect.bisect_left
-    for span in spans:
-        key = (span.service_name, span.operation_name, span.kind)
-        duration = span.duration_us or 0
-        row = ops.get(key)
-        if row is None:
-            row = ops[key] = [0, 0, 0, duration, duration, 0]
-            hists[key] = {}
-            error_hists[key] = {}
-        row[0] += 1
-        row[2] += duration
-        if duration < row[3]:
-            row[3] = duration
-        elif duration > row[4]:
-            row[4] = duration
-        hist = hists[key]
-        bucket = bisect_left(bounds, duration)
-        hist[bucket] = hist.get(bucket, 0) + 1
-        if span.status == "error":
-            row[1] += 1
-            row[5] += duration
-            errors = error_hists[key]
-            errors[bucket] = errors.get(bucket, 0) + 1
-        for tag_key, value in span.tags.items():
-            tags[tag_key, value if type(value) is str else tag_text(value)] = None
-        if span.resource or span.scope_name is not None or span.scope_version is not None:
-            for tag_key, value in flat_tags(span).items():  # resource attributes and scope are searched too
-                tags[tag_key, value if type(value) is str else tag_text(value)] = None
-        for log in span.logs:  # and log fields, as Jaeger's stores index them
-            for tag_key, value in log.fields.items():
-                tags[tag_key, value if type(value) is str else tag_text(value)] = None
+    """One pass over the spans (a hot loop at finalization: :func:`shared.analysis_core.span_shares`,
+    compiled when built). The calling contexts of the critical path are added to ``paths`` (id -> labels)
+    when given."""
+    ops, tags = core.span_shares(spans, SPAN_LAYOUT, _BOUNDS, flat_tags)
     return Contribution(
         start_us=analysis.start_us,
         failed=analysis.failed,
         duration_us=analysis.duration_us,
         endpoint=(analysis.root_service or "", analysis.root_operation or ""),
-        ops=[
-            (s, o, k or "", r[0], r[1], r[2], r[3], r[4], hists[s, o, k], r[5], error_hists[s, o, k])
-            for (s, o, k), r in ops.items()
-        ],
+        ops=ops,
         deps=[(d.parent, d.child, d.calls, d.errors) for d in analysis.dependencies],
-        tags=list(tags),
+        tags=tags,
         contexts=_context_shares(analysis, spans, paths),
     )
+
+
+_BOUNDS: Final = list(BUCKET_BOUNDS_US)
 
 
 def _context_shares(

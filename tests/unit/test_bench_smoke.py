@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from bench import analysis as analysis_bench
 from bench import drain, run, workload, zipkin
 from bench.common import Row, percentile, render_report, render_table, settings_env
 from bench.profiling import summarize
@@ -21,6 +22,17 @@ def test_decode_rate_at_a_tiny_size() -> None:
     result = drain.decode_rate(values, min_seconds=0.01)
     assert result.spans_per_s > 0 and result.messages_per_s > 0 and result.redacted_spans_per_s > 0
     assert result.spans_per_s > result.messages_per_s  # a message holds a whole trace
+
+
+def test_analysis_bench_at_a_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = analysis_bench.measure(analysis_bench.demo_traces(20), repeat=1)
+    assert [name.strip() for name, *_ in rows] == ["analyze", "contribution", "of which trace_contexts"]
+    assert all(before > 0 and python > 0 and (built is None or built > 0) for _, before, python, built in rows)
+    big = analysis_bench.big_trace()
+    assert len(big) >= 10_000 and len({span.span_id for span in big}) == len(big)
+    assert sum(span.parent_span_id is None for span in big) == 1  # one root over every request
+    print(analysis_bench.table("t", rows))
+    assert "| analyze " in capsys.readouterr().out
 
 
 def test_decode_rate_refuses_nothing() -> None:

@@ -1,0 +1,124 @@
+"""``contribution`` and ``trace_contexts`` equal their frozen oracles (``finalizing_oracle.py``) exactly.
+
+Both run their loops in the analysis core; as in ``test_analysis_equivalence.py``, the loaded core and
+its pure-Python source are both checked. Exactly: types, float bits, list and dict order.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared import analysis, critical_paths
+from shared.compiled import load_source, source_path
+from shared.demo import make_trace
+from shared.models import Log, Span, flat_tags
+from shared.store import rollups
+from shared.store.buckets import BUCKET_BOUNDS_US
+from tests.unit import finalizing_oracle as oracle
+from tests.unit.exact import assert_exactly_equal
+from tests.unit.span_strategies import T0, big_shapes, hostile_traces, nested_traces
+
+SOURCE_CORE = load_source("shared.analysis_core", source_path(analysis.core))
+
+TAG_VALUES = (
+    st.text(max_size=4)
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.integers()
+    | st.sampled_from([0.0, -0.0, 1.0, 1.5, math.nan, math.inf, -math.inf, 1e300])
+    | st.floats()
+)
+TAGS = st.dictionaries(st.sampled_from(["a", "b", "http.status_code", "cache.hit", "x.y"]), TAG_VALUES, max_size=4)
+
+
+@st.composite
+def tagged(draw: st.DrawFn, spans: list[Span]) -> list[Span]:
+    """The spans with tags, and some with a resource, a scope or logs (the tag index reads them all)."""
+    out = []
+    for span in spans:
+        extra: dict[str, Any] = {"tags": draw(TAGS)}
+        if draw(st.integers(0, 3)) == 0:
+            extra["resource"] = draw(TAGS)
+        if draw(st.integers(0, 4)) == 0:
+            extra["scope_name"] = draw(st.sampled_from(["lib", "a"]))
+        if draw(st.integers(0, 4)) == 0:
+            extra["scope_version"] = draw(st.sampled_from(["1.0", "b"]))
+        if draw(st.integers(0, 3)) == 0:
+            extra["logs"] = tuple(Log(timestamp_us=T0, fields=draw(TAGS)) for _ in range(draw(st.integers(1, 2))))
+        out.append(msgspec.structs.replace(span, **extra))
+    return out
+
+
+def assert_contribution_matches(spans: list[Span], core: str) -> None:
+    result = analysis.analyze("t", spans)
+    expected_paths: dict[int, Any] = {}
+    expected = oracle.contribution(result, spans, expected_paths)
+    expected_contexts = oracle.trace_contexts(result, spans)
+    if core == "loaded":
+        paths: dict[int, Any] = {}
+        assert_exactly_equal(rollups.contribution(result, spans, paths), expected)
+        assert_exactly_equal(paths, expected_paths)
+        assert_exactly_equal(critical_paths.trace_contexts(result, spans), expected_contexts)
+    else:
+        bounds = list(BUCKET_BOUNDS_US)
+        ops, tags = SOURCE_CORE.span_shares(spans, analysis.SPAN_LAYOUT, bounds, flat_tags)
+        assert_exactly_equal(ops, expected.ops)
+        assert_exactly_equal(tags, expected.tags)
+        segments = [(s.span_id, s.start, s.end) for s in result.critical_path_segments]
+        contexts = SOURCE_CORE.critical_contexts(
+            spans, analysis.SPAN_LAYOUT, segments, critical_paths.MAX_CONTEXT_DEPTH, critical_paths.ELIDED
+        )
+        assert_exactly_equal(contexts, expected_contexts)
+
+
+CORES = ["loaded", "source"]
+
+
+@pytest.mark.parametrize("core", CORES)
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_hostile_traces_match_the_oracle(core: str, data: st.DataObject) -> None:
+    assert_contribution_matches(data.draw(tagged(data.draw(hostile_traces()))), core)
+
+
+@pytest.mark.parametrize("core", CORES)
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_nested_traces_match_the_oracle(core: str, data: st.DataObject) -> None:
+    assert_contribution_matches(data.draw(tagged(data.draw(nested_traces()))), core)
+
+
+@pytest.mark.parametrize("core", CORES)
+def test_demo_traces_match_the_oracle(core: str) -> None:
+    rng = random.Random(3)
+    for i in range(200):
+        assert_contribution_matches(make_trace(rng, T0 + i * 1000, error_rate=0.1), core)
+
+
+@pytest.mark.parametrize("core", CORES)
+@pytest.mark.parametrize("shape", ["deep chains", "wide", "cycle", "random", "demo concatenated"])
+def test_big_shapes_match_the_oracle(core: str, shape: str) -> None:
+    # the oracle walks each critical span's whole chain: 1000-deep is its practical limit
+    assert_contribution_matches(big_shapes()[shape], core)  # "deep chains": contexts cut to MAX_CONTEXT_DEPTH
+
+
+def test_a_ten_thousand_deep_chain_has_its_contexts_in_linear_time() -> None:
+    spans = big_shapes()["chain"]
+    result = analysis.analyze("t", spans)
+    started = time.perf_counter()
+    contexts = critical_paths.trace_contexts(result, spans)
+    assert time.perf_counter() - started < 2.0  # the walk per span up its chain took ~50 s in Python
+    assert sum(contexts.values()) == result.duration_us
+    assert max(map(len, contexts)) == critical_paths.MAX_CONTEXT_DEPTH
+    cut = [path for path in contexts if critical_paths.ELIDED in path]
+    # spans deeper than the limit share the head of the chain: one context per last label (5 services)
+    assert sorted(path[-1] for path in cut) == [f"svc{i}:op" for i in range(5)]
+    assert all(path[-2] == critical_paths.ELIDED and len(path) == critical_paths.MAX_CONTEXT_DEPTH for path in cut)
