@@ -3,10 +3,11 @@
     python bench/run.py [--quick] [--only a,b,c,d,e,f,g] [--spans N] [--read-spans N] [--active-traces N]
 
 Rows, every figure measured in this run (see bench/README.md for what limits each):
-  a  raw aiokafka consume-only rate of a pre-filled topic (the ceiling for a Python consumer)
+  a  raw aiokafka consume-only rate of the pre-filled topics of both workloads: the demo traces batched
+     one message per trace, and 10-span traces one span per message (the ceiling for a Python consumer)
   b  decode-only rate, native JSON messages → spans, in process
-  c  one worker end to end on SQLite and on PostgreSQL: until every span is stored, until every trace is
-     finalized; ratio to (a)
+  c  one worker end to end on SQLite and on PostgreSQL, on both workloads: until every span is stored,
+     until every trace is finalized; ratio to (a) of the same topic
   d  freshness: produce → queryable as finalized through the HTTP API, at a fixed offered rate
   e  read latency over real HTTP with a large store (trace by id, query, stats, analyze)
   f  worker peak RSS with many active traces
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import shutil
@@ -54,12 +56,36 @@ from bench.common import (
     rate,
     render_report,
 )
-from bench.workload import Filled
+from bench.workload import TRACE_SIZE, Filled, WireFormat
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 
 PARTS = "abcdefg"
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.md"
+
+
+@dataclass
+class Workload:
+    """A pre-filled topic that (a) reads raw and (c) drains: its rows' ratios are to its own (a)."""
+
+    name: str  # "" for the batched demo traces, else how the rows name it
+    wire: WireFormat
+    topic: str
+    filled: Filled | None = None
+    raw: drain.RawResult | None = None
+
+    def label(self, store: str) -> str:
+        return f"{store}, {self.name}" if self.name else store
+
+    def shape(self) -> str:
+        f = self.filled
+        assert f is not None
+        if self.wire == "native-span":
+            return (
+                f"one span each, {TRACE_SIZE}-span traces, keyed by trace id, in the order the spans end, as "
+                f"the seed's HTTP writes send them; {f.value_bytes / f.messages:.0f} B each"
+            )
+        return f"one per trace, {f.spans / f.messages:.1f} spans, {f.value_bytes / f.messages / 1024:.1f} KiB each"
 
 
 @dataclass(frozen=True)
@@ -131,10 +157,10 @@ class Bench:
         )
         self.rows: list[Row] = []
         self.failed = False
-        self.native: Filled | None = None
-        self.raw: drain.RawResult | None = None
-        self.ours_sqlite: float | None = None  # (c) every trace finalized, SQLite
-        self.native_topic = f"{self.prefix}-native"
+        self.batched = Workload("", "native", f"{self.prefix}-native")
+        self.single = Workload("one span per message", "native-span", f"{self.prefix}-native-span")
+        self.workloads = (self.batched, self.single)
+        self.ours_sqlite: float | None = None  # (c) every trace finalized, SQLite, batched
         self.zipkin_topic = f"{self.prefix}-zipkin"
         self.zipkin_server: zipkin.ZipkinServer | None = None
 
@@ -167,45 +193,41 @@ class Bench:
 
     # -- the parts ------------------------------------------------------------------------------------
 
-    async def fill_native(self) -> list[Row]:
-        """The pre-filled native topic of a, c (b decodes a sample of its messages)."""
-        n = self.sizes.spans
-        self.native = await workload.fill(self.base, self.native_topic, n, "native", keep=5000)
-        f = self.native
-        log(f"filled {self.native_topic}: {f.spans:,} spans in {f.messages:,} messages, {f.seconds:.1f} s")
+    async def fill(self, w: Workload) -> list[Row]:
+        """The pre-filled topic of one workload for a, c (b decodes a sample of the batched one)."""
+        w.filled = f = await workload.fill(self.base, w.topic, self.sizes.spans, w.wire, keep=5000)
+        log(f"filled {w.topic}: {f.spans:,} spans in {f.messages:,} messages, {f.seconds:.1f} s")
         return []
 
-    async def raw_consume(self) -> list[Row]:
-        f = self.native
+    async def raw_consume(self, w: Workload) -> list[Row]:
+        f = w.filled
         if f is None:
-            raise Skipped("the native topic was not filled")
-        self.raw = await drain.raw_consume(
-            self.settings("a"), self.native_topic, f.messages, f.spans, min_seconds=1.0 if self.args.quick else 3.0
+            raise Skipped("the topic was not filled")
+        w.raw = await drain.raw_consume(
+            self.settings("a"), w.topic, f.messages, f.spans, min_seconds=1.0 if self.args.quick else 3.0
         )
+        measure = "raw aiokafka consume-only (getmany, no processing)"
         return [
             Row(
                 "a",
-                "raw aiokafka consume-only (getmany, no processing)",
-                f"{rate(self.raw.spans_per_s)}; {rate(self.raw.messages_per_s, 'msgs/s')}",
+                f"{measure}, {w.name}" if w.name else measure,
+                f"{rate(w.raw.spans_per_s)}; {rate(w.raw.messages_per_s, 'msgs/s')}",
                 "1.00",
-                f"{f.spans:,} spans in {f.messages:,} messages (one per trace, {f.spans / f.messages:.1f} spans, "
-                f"{self.native_bytes() / f.messages / 1024:.1f} KiB each) on {self.base.partitions} partitions; "
-                f"{self.raw.passes} pass(es) in {self.raw.seconds:.1f} s from the partition assignment",
+                f"{f.spans:,} spans in {f.messages:,} messages ({w.shape()}) on {self.base.partitions} partitions; "
+                f"{w.raw.passes} pass(es) in {w.raw.seconds:.1f} s from the partition assignment",
             )
         ]
 
-    def native_bytes(self) -> float:
-        sample = self.native.sample if self.native else []
-        return sum(len(v) for v in sample) / len(sample) * (self.native.messages if self.native else 0)
-
     async def decode(self) -> list[Row]:
+        f = self.batched.filled
         sample = (
-            self.native.sample
-            if self.native
+            f.sample
+            if f is not None
             else [workload.native_message(t) for t in workload.demo_traces(min(self.sizes.spans, 65_000))]
         )
         result = drain.decode_rate(sample, min_seconds=0.3 if self.args.quick else 2.0)
-        ratio = f"{result.spans_per_s / self.raw.spans_per_s:.2f} × (a)" if self.raw else ""
+        raw = self.batched.raw
+        ratio = f"{result.spans_per_s / raw.spans_per_s:.2f} × (a)" if raw else ""
         return [
             Row(
                 "b",
@@ -217,24 +239,26 @@ class Bench:
             )
         ]
 
-    async def drain_store(self, label: str, store_url: str) -> list[Row]:
-        f = self.native
+    async def drain_store(self, w: Workload, store: str, store_url: str) -> list[Row]:
+        f = w.filled
         if f is None:
-            raise Skipped("the native topic was not filled")
-        s = self.settings(f"c-{label}", topic=self.native_topic, store_url=store_url, grace_ms=self.args.grace_ms)
-        result = await drain.worker_drain(s, f.spans, f.messages)
-        if label == "SQLite":
+            raise Skipped("the topic was not filled")
+        slug = f"c-{store}-{w.wire}".lower()
+        s = self.settings(slug, topic=w.topic, store_url=store_url, grace_ms=self.args.grace_ms)
+        result = await drain.worker_drain(s, f.spans, f.traces)
+        if store == "SQLite" and w is self.batched:
             self.ours_sqlite = result.finalized_per_s
-        return drain.drain_rows("c", label, result, self.raw, s.grace_ms)
+        return drain.drain_rows("c", w.label(store), result, w.raw, s.grace_ms)
 
-    async def drain_sqlite(self) -> list[Row]:
-        return await self.drain_store("SQLite", f"sqlite:///{self.workdir / 'drain.db'}")
+    async def drain_sqlite(self, w: Workload) -> list[Row]:
+        return await self.drain_store(w, "SQLite", f"sqlite:///{self.workdir / f'drain-{w.wire}.db'}")
 
-    async def drain_postgres(self) -> list[Row]:
+    async def drain_postgres(self, w: Workload) -> list[Row]:
+        """Into a fresh PostgreSQL cluster of its own, stopped and deleted afterwards."""
         postgres = Postgres(self.workdir, self.processes)
         try:
             url = postgres.up()
-            return await self.drain_store("PostgreSQL", url)
+            return await self.drain_store(w, "PostgreSQL", url)
         finally:
             postgres.down()
 
@@ -364,14 +388,17 @@ class Bench:
         if self.args.quick and "g" in parts:
             await self.start_zipkin_early()
         if parts & set("abc"):
-            await self.part("a", "fill the native topic", self.fill_native)
+            for w in self.workloads:
+                await self.part("a", f"fill the topic {w.topic}", functools.partial(self.fill, w))
         if "a" in parts:
-            await self.part("a", "raw aiokafka consume-only", self.raw_consume)
+            for w in self.workloads:
+                await self.part("a", "raw aiokafka consume-only", functools.partial(self.raw_consume, w))
         if "b" in parts:
             await self.part("b", "decode only", self.decode)
         if "c" in parts:
-            await self.part("c", "one worker, SQLite", self.drain_sqlite)
-            await self.part("c", "one worker, PostgreSQL", self.drain_postgres)
+            for name, store in (("SQLite", self.drain_sqlite), ("PostgreSQL", self.drain_postgres)):
+                for w in self.workloads:
+                    await self.part("c", f"one worker, {w.label(name)}", functools.partial(store, w))
         if "d" in parts:
             await self.part("d", "freshness", self.freshness)
         if "e" in parts:
@@ -384,13 +411,15 @@ class Bench:
     def footnotes(self) -> list[str]:
         z = self.sizes
         notes = [
-            f"sizes: --spans {z.spans:,} (a, b, c, g), --read-spans {z.read_spans:,} (e), --active-traces "
-            f"{z.active_traces:,} (f), --rate {z.fresh_rate:,.0f} spans/s for {z.fresh_seconds:.0f} s (d)"
+            f"sizes: --spans {z.spans:,} (a, b, c, g; per workload), --read-spans {z.read_spans:,} (e), "
+            f"--active-traces {z.active_traces:,} (f), --rate {z.fresh_rate:,.0f} spans/s for "
+            f"{z.fresh_seconds:.0f} s (d)"
             + (" (--quick: figures too small to mean anything)" if self.args.quick else ""),
             f"c and g: one worker in the bench process (the real ingest.worker.Worker), batch_max "
             f"{self.base.batch_max}, grace {self.args.grace_ms} ms, tag redaction on; d, f: `python -m ingest` "
             f"processes; every topic has {self.base.partitions} partitions",
-            "ratios: (b) and (c) to (a) from this run; (g) ours to Zipkin's, both draining the same spans",
+            "ratios: (b) and (c) to (a) of the same topic from this run; (g) ours to Zipkin's, both draining "
+            "the same spans",
         ]
         if self.args.quick and self.zipkin_server is not None:
             notes.append("quick run: Zipkin's JVM started at the beginning, alongside the other parts")

@@ -1,17 +1,25 @@
-"""The spans every part measures: the demo traces (``shared.demo``, about 13 spans each), deterministic
-for a seed, published as native messages (one JSON array per trace, keyed by trace id) or as Zipkin v2
-JSON lists (one per trace, no key, as Zipkin's Kafka reporters write them).
+"""The spans every part measures, deterministic for a seed, and how they are published.
 
-Traces are generated while they are published, so a run of millions of spans never holds them all.
+Two workloads, each generated while it is published (a run of millions of spans never holds them all):
+
+- **batched** (:func:`demo_traces`): the demo traces of ``shared.demo`` (about 13 spans each), one message
+  per trace: a native JSON array keyed by trace id (the producer batching the design recommends), or the
+  same spans as a Zipkin v2 JSON list (no key, as Zipkin's Kafka reporters write it).
+- **one span per message** (:func:`sized_traces` + :func:`in_finish_order`): demo traces of exactly
+  :data:`TRACE_SIZE` spans, each span its own native JSON object keyed by trace id, published in the order
+  the spans end across all traces in flight (children before their parents; the root last, but for the
+  async spans that outlive it): the shape the seed's HTTP writes produce, where each span is posted when it
+  finishes.
 """
 
 from __future__ import annotations
 
+import heapq
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 
@@ -21,10 +29,15 @@ from shared.kafka import CONTENT_TYPE_HEADER, SpanProducer, ensure_topics
 from shared.models import SPAN_CONTENT_TYPE, Span
 from shared.settings import Settings
 
-WireFormat = Literal["native", "zipkin"]
-NATIVE_HEADERS = [(CONTENT_TYPE_HEADER, SPAN_CONTENT_TYPE.encode())]
-ZIPKIN_KINDS = {"server": "SERVER", "client": "CLIENT", "producer": "PRODUCER", "consumer": "CONSUMER"}
-SEED = 5
+WireFormat = Literal["native", "native-span", "zipkin"]
+"""``native``: one native JSON array per trace (batched); ``native-span``: one native JSON object per span
+(:data:`TRACE_SIZE`-span traces, in finish order); ``zipkin``: one Zipkin v2 JSON list per trace."""
+
+NATIVE_HEADERS: Final = [(CONTENT_TYPE_HEADER, SPAN_CONTENT_TYPE.encode())]
+ZIPKIN_KINDS: Final = {"server": "SERVER", "client": "CLIENT", "producer": "PRODUCER", "consumer": "CONSUMER"}
+SEED: Final = 5
+TRACE_SIZE: Final = 10
+"""Spans per trace of the one-span-per-message workload."""
 
 
 def demo_traces(spans_wanted: int, *, seed: int = SEED, start_us: int | None = None) -> Iterator[list[Span]]:
@@ -38,6 +51,54 @@ def demo_traces(spans_wanted: int, *, seed: int = SEED, start_us: int | None = N
         n += 1
         spans += len(trace)
         yield trace
+
+
+def sized_traces(
+    spans_wanted: int, *, size: int = TRACE_SIZE, seed: int = SEED, start_us: int | None = None
+) -> Iterator[list[Span]]:
+    """Demo traces of exactly ``size`` spans each (``size`` >= 3), one millisecond apart, until at least
+    ``spans_wanted`` spans: ``make_trace`` capped at ``size`` spans, the smaller traces it makes skipped
+    (about a quarter at 10). The same traces for a seed, whatever ``start_us``."""
+    if size < 3:
+        raise ValueError(f"size must be >= 3 (the smallest demo trace), not {size}")
+    rng = random.Random(seed)
+    start = time.time_ns() // 1000 if start_us is None else start_us
+    spans = n = 0
+    while spans < spans_wanted:
+        trace = make_trace(rng, start + n * 1000, max_spans=size)
+        if len(trace) != size:
+            continue
+        n += 1
+        spans += size
+        yield trace
+
+
+def in_finish_order(traces: Iterable[Sequence[Span]]) -> Iterator[Span]:
+    """The spans of ``traces`` (given in start order, every span complete) in the order they end, across
+    traces: what a producer posting each span when it finishes sends. Ties go to the earlier trace, and
+    within a trace to the later span of its list, so a child that ends with its parent comes first and a
+    trace's root (first in its list, ending last) comes last.
+
+    Streams: a span is yielded once no later trace can end a span before it (a trace's spans end no
+    earlier than it starts), so only the traces in flight are held."""
+    heap: list[tuple[int, int, int, Span]] = []
+    for n, trace in enumerate(traces):
+        start = min(s.start_time_us for s in trace)
+        while heap and heap[0][0] < start:
+            yield heapq.heappop(heap)[3]
+        for i, span in enumerate(trace):
+            if span.duration_us is None:
+                raise ValueError(f"span {span.span_id} is open: only complete spans have an end")
+            heapq.heappush(heap, (span.start_time_us + span.duration_us, n, -i, span))
+    while heap:
+        yield heapq.heappop(heap)[3]
+
+
+# -- wire formats ------------------------------------------------------------------------------------------
+
+
+def native_message(trace: Sequence[Span]) -> bytes:
+    return encode_native(trace)
 
 
 def zipkin_span(span: Span) -> dict[str, Any]:
@@ -67,14 +128,35 @@ def zipkin_message(trace: Sequence[Span]) -> bytes:
     return msgspec.json.encode([zipkin_span(s) for s in trace])
 
 
-def native_message(trace: Sequence[Span]) -> bytes:
-    return encode_native(trace)
+class Message(NamedTuple):
+    """One Kafka message of a workload."""
+
+    value: bytes
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+    spans: int
+    traces: int  # traces this message completes (its root span is in it): 1 per batched message
+
+
+def messages(spans_wanted: int, wire: WireFormat, *, seed: int = SEED) -> Iterator[Message]:
+    """The messages of a workload until at least ``spans_wanted`` spans (see :data:`WireFormat`)."""
+    if wire == "native-span":
+        for span in in_finish_order(sized_traces(spans_wanted, seed=seed)):
+            yield Message(encode_native(span), span.trace_id.encode(), NATIVE_HEADERS, 1, int(span.is_root))
+        return
+    for trace in demo_traces(spans_wanted, seed=seed):
+        if wire == "native":
+            yield Message(native_message(trace), trace[0].trace_id.encode(), NATIVE_HEADERS, len(trace), 1)
+        else:
+            yield Message(zipkin_message(trace), None, [], len(trace), 1)
 
 
 @dataclass
 class Filled:
     spans: int = 0
     messages: int = 0
+    traces: int = 0
+    value_bytes: int = 0  # of the message values
     seconds: float = 0.0
     sample: list[bytes] = field(default_factory=list)  # the first message values, for in-process work
 
@@ -88,21 +170,19 @@ async def fill(
     seed: int = SEED,
     keep: int = 0,
 ) -> Filled:
-    """Publish demo traces to ``topic`` (created with ``settings.partitions`` partitions), one message per
-    trace, and wait for every acknowledgement. ``keep``: how many message values to return as a sample."""
+    """Publish a workload to ``topic`` (created with ``settings.partitions`` partitions) and wait for every
+    acknowledgement. ``keep``: how many message values to return as a sample."""
     await ensure_topics(settings, [topic])
     result = Filled()
     started = time.perf_counter()
     async with SpanProducer(settings, topic=topic) as producer:
-        for trace in demo_traces(spans_wanted, seed=seed):
-            if wire == "native":
-                value, key, headers = native_message(trace), trace[0].trace_id.encode(), NATIVE_HEADERS
-            else:
-                value, key, headers = zipkin_message(trace), None, []
-            await producer.send_raw(value, key=key, headers=headers)
-            result.spans += len(trace)
+        for message in messages(spans_wanted, wire, seed=seed):
+            await producer.send_raw(message.value, key=message.key, headers=message.headers)
+            result.spans += message.spans
+            result.traces += message.traces
             result.messages += 1
+            result.value_bytes += len(message.value)
             if len(result.sample) < keep:
-                result.sample.append(value)
+                result.sample.append(message.value)
     result.seconds = time.perf_counter() - started
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import pytest
 
 from bench import drain, run, workload, zipkin
@@ -51,6 +52,51 @@ def test_zipkin_messages_carry_the_same_spans() -> None:
         native = decode_native(workload.native_message(trace))
         converted = decode_zipkin_json(workload.zipkin_message(trace))
         assert _essentials(converted) == _essentials(native)
+
+
+def test_one_span_per_message_workload_is_deterministic_and_in_finish_order() -> None:
+    messages = list(workload.messages(2_000, "native-span"))
+    again = list(workload.messages(2_000, "native-span"))
+    spans = [decode_native(m.value) for m in messages]
+    assert all(len(events) == 1 for events in spans)
+    flat = [events[0] for events in spans]
+    assert all(isinstance(s, Span) for s in flat)
+    assert [s.span_id for s in flat] == [decode_native(m.value)[0].span_id for m in again]
+    assert len(flat) == 2_000 and sum(m.traces for m in messages) == 200
+    by_trace: dict[str, list[Span]] = {}
+    for message, span in zip(messages, flat, strict=True):
+        assert isinstance(span, Span)
+        assert message.key == span.trace_id.encode() and message.spans == 1
+        assert message.traces == (1 if span.parent_span_id is None else 0)
+        by_trace.setdefault(span.trace_id, []).append(span)
+    assert {len(t) for t in by_trace.values()} == {workload.TRACE_SIZE}
+    for trace in by_trace.values():
+        (root,) = [s for s in trace if s.parent_span_id is None]
+        after_root = trace[trace.index(root) + 1 :]
+        assert all(s.kind == "producer" for s in after_root)  # only async work outlives its root
+    ends = [s.start_time_us + (s.duration_us or 0) for s in flat if isinstance(s, Span)]
+    assert ends == sorted(ends)
+    starts = [t[0].start_time_us for t in by_trace.values()]
+    assert len(set(starts)) == len(starts)  # traces overlap: they interleave in the topic
+    first_root = next(i for i, s in enumerate(flat) if isinstance(s, Span) and s.parent_span_id is None)
+    assert len({s.trace_id for s in flat[: first_root + 1]}) > 1
+
+
+def test_finish_order_puts_children_first_on_a_tie() -> None:
+    root = Span(trace_id="t", span_id="r", service_name="s", operation_name="o", start_time_us=10, duration_us=5)
+    child = Span(
+        trace_id="t", span_id="c", parent_span_id="r", service_name="s", operation_name="o", start_time_us=12,
+        duration_us=3,
+    )  # fmt: skip
+    other = Span(trace_id="u", span_id="x", service_name="s", operation_name="o", start_time_us=11, duration_us=1)
+    assert [s.span_id for s in workload.in_finish_order([[root, child], [other]])] == ["x", "c", "r"]
+    with pytest.raises(ValueError, match="open"):
+        list(workload.in_finish_order([[msgspec.structs.replace(root, duration_us=None)]]))
+
+
+def test_sized_traces_refuse_a_size_below_the_smallest_trace() -> None:
+    with pytest.raises(ValueError, match="size"):
+        next(workload.sized_traces(10, size=2))
 
 
 def test_table_is_aligned_markdown() -> None:
@@ -123,5 +169,13 @@ async def test_raw_consume_and_worker_drain_at_a_tiny_size(settings: Settings) -
     assert len(filled.sample) == 5
     raw = await drain.raw_consume(settings, settings.topic, filled.messages, filled.spans, min_seconds=0.0)
     assert raw.passes == 1 and raw.spans_per_s > 0
-    result = await drain.worker_drain(settings, filled.spans, filled.messages)
+    result = await drain.worker_drain(settings, filled.spans, filled.traces)
+    assert 0 < result.finalized_per_s <= result.stored_per_s
+
+
+@pytest.mark.kafka
+async def test_one_span_per_message_drains_every_trace_finalized(settings: Settings) -> None:
+    filled = await workload.fill(settings, settings.topic, 300, "native-span")
+    assert filled.messages == filled.spans == 300 and filled.traces == 30
+    result = await drain.worker_drain(settings, filled.spans, filled.traces)
     assert 0 < result.finalized_per_s <= result.stored_per_s
