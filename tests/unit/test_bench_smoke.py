@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import io
 import math
+from pathlib import Path
 
 import msgspec
 import pytest
 
-from bench import drain, run, workload, zipkin
+from bench import drain, freshness, run, workload, zipkin
 from bench.common import Row, percentile, render_report, render_table, settings_env
 from bench.profiling import summarize
 from shared.codecs.native import decode_native
 from shared.codecs.zipkin import decode_zipkin_json
+from shared.kafka import ensure_topics
 from shared.models import Event, Span
 from shared.settings import Settings
 
@@ -142,6 +145,57 @@ def test_zipkin_prometheus_counters() -> None:
     assert zipkin.kafka_counters(text) == {"spans": 1234.0, "spans_dropped": 0.0}
 
 
+def test_freshness_schedule_paces_the_traces() -> None:
+    traces = list(freshness.schedule(1_000, 2.0, 5_000_000))
+    again = list(freshness.schedule(1_000, 2.0, 9_000_000))
+    assert [t[0].trace_id for t in traces] == [t[0].trace_id for t in again]
+    spans = 0
+    for trace in traces:
+        assert trace[0].start_time_us == 5_000_000 + int(spans / 1_000 * 1_000_000)
+        spans += len(trace)
+    assert spans >= 2_000 and spans - len(traces[-1]) < 2_000
+
+
+def test_freshness_sent_log_follows_a_growing_file(tmp_path: Path) -> None:
+    path = tmp_path / "sent.txt"
+    sent = freshness.SentLog(path)
+    sent.read()  # no file yet
+    assert sent.window_start_ms({}, 0.0) is None
+    with path.open("w") as out:
+        out.write("a 5000000 10.0 3\nb 6000000 10.5 4\nc 70")
+    sent.read()
+    assert sent.order == ["a", "b"] and sent.sent["b"] == (10.5, 4)
+    assert sent.window_start_ms({}, 11.0) == 5000  # the oldest unseen trace
+    assert sent.window_start_ms({"a": 11.0}, 11.0) == 6000
+    with path.open("a") as out:
+        out.write("00000 11.0 2\n#done 9 3 1.5 0.25\n")
+    sent.read()
+    assert sent.order == ["a", "b", "c"] and sent.done == (9, 3, 1.5, 0.25)
+    seen = {"a": 11.0, "b": 11.0, "c": 11.0}
+    assert sent.window_start_ms(seen, 12.0) == 7000  # nothing unseen: the newest trace
+    fresh = freshness.SentLog(path)
+    fresh.read()
+    late = 10.0 + freshness.STRAGGLER_AFTER_S + 0.7
+    assert fresh.window_start_ms({"a": 11.0}, late) == 7000  # b stopped holding the window, c did not yet
+    assert [t for _, t in fresh.stragglers] == ["b"]
+
+
+@pytest.mark.kafka
+async def test_freshness_producer_writes_every_trace_then_done(settings: Settings) -> None:
+    await ensure_topics(settings, [settings.topic])
+    out = io.StringIO()
+    await freshness.produce(settings, spans_per_s=2_000, seconds=0.5, out=out)
+    lines = out.getvalue().splitlines()
+    done = lines[-1].split()
+    assert done[0] == freshness.DONE and int(done[2]) == len(lines) - 1
+    assert int(done[1]) == sum(int(line.split()[3]) for line in lines[:-1]) >= 1_000
+    assert float(done[3]) >= 0.45  # the schedule, not faster
+    sent = [float(line.split()[2]) for line in lines[:-1]]
+    assert sent == sorted(sent)
+    raw = await drain.raw_consume(settings, settings.topic, len(lines) - 1, int(done[1]), min_seconds=0.0)
+    assert raw.passes == 1
+
+
 def test_profile_summary_of_raw_stacks() -> None:
     raw = [
         "thread (0x1): MainThread;main (ingest/worker.py:10);decode (shared/codecs/native.py:22) 3",
@@ -158,6 +212,7 @@ def test_profile_summary_of_raw_stacks() -> None:
 def test_quick_sizes_and_row_selection() -> None:
     args = run.parse_args(["--quick", "--only", "b,c"])
     assert args.parts == ["b", "c"] and args.sizes == run.QUICK
+    assert run.parse_args([]).sizes.fresh_rate == 10_000
     assert run.parse_args(["--spans", "1234"]).sizes.spans == 1234
     with pytest.raises(SystemExit):
         run.parse_args(["--only", "z"])
