@@ -1,6 +1,6 @@
 """The benchmark: one command, one table (``make bench``).
 
-    python bench/run.py [--quick] [--only a,b,c,d,e,f,g] [--spans N] [--read-spans N] [--active-traces N]
+    python bench/run.py [--quick] [--only a,b,c,d,e,f,g,h] [--spans N] [--read-spans N] [--active-traces N]
 
 Rows, every figure measured in this run (see bench/README.md for what limits each):
   a  raw aiokafka consume-only rate of the pre-filled topics of both workloads: the demo traces batched
@@ -12,6 +12,8 @@ Rows, every figure measured in this run (see bench/README.md for what limits eac
   e  read latency over real HTTP with a large store (trace by id, query, stats, analyze)
   f  worker peak RSS with many active traces
   g  Zipkin's server draining the same spans (Zipkin v2 JSON), and our worker on that same input
+  h  Jaeger v2 (built from the Go module proxy) draining the same spans (OTLP protobuf), and our worker on
+     that same input
 
 Prints the machine and the date above the table, and writes it as markdown to bench/results/latest.md.
 Needs a Kafka broker (TRACING_KAFKA_BOOTSTRAP, default 127.0.0.1:9092). Every process it starts is
@@ -24,6 +26,7 @@ import argparse
 import asyncio
 import functools
 import logging
+import math
 import os
 import shutil
 import signal
@@ -40,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import msgspec
 
-from bench import drain, freshness, memory, reads, workload, zipkin
+from bench import drain, freshness, jaeger, memory, reads, workload, zipkin
 from bench.common import (
     ROOT,
     Postgres,
@@ -60,7 +63,7 @@ from bench.workload import TRACE_SIZE, Filled, WireFormat
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 
-PARTS = "abcdefg"
+PARTS = "abcdefgh"
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.md"
 
 
@@ -90,7 +93,7 @@ class Workload:
 
 @dataclass(frozen=True)
 class Sizes:
-    spans: int  # a, b, c, g: the pre-filled topics
+    spans: int  # a, b, c, g, h: the pre-filled topics
     read_spans: int  # e: spans in the store
     active_traces: int  # f
     fresh_rate: float  # d: offered spans/s
@@ -112,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="tiny sizes (the CI smoke run, < 60 s); Zipkin only if cached"
     )
     parser.add_argument("--only", default="", help="comma-separated rows to run, e.g. a,b,c (default: all)")
-    parser.add_argument("--spans", type=int, help=f"spans drained in a, c, g (default {FULL.spans:,})")
+    parser.add_argument("--spans", type=int, help=f"spans drained in a, c, g, h (default {FULL.spans:,})")
     parser.add_argument("--read-spans", type=int, help=f"spans in the store for e (default {FULL.read_spans:,})")
     parser.add_argument("--active-traces", type=int, help=f"open traces for f (default {FULL.active_traces:,})")
     parser.add_argument("--rate", type=float, help=f"offered spans/s for d (default {FULL.fresh_rate:,.0f})")
@@ -164,6 +167,9 @@ class Bench:
         self.ours_sqlite: float | None = None  # (c) every trace finalized, SQLite, batched
         self.zipkin_topic = f"{self.prefix}-zipkin"
         self.zipkin_server: zipkin.ZipkinServer | None = None
+        self.otlp_topic = f"{self.prefix}-otlp-in"
+        self.otlp: Filled | None = None
+        self.jaeger_rate: float | None = None  # (h) Jaeger's spans/s
 
     def names(self, part: str) -> dict[str, str]:
         """Topic and group names of one part: nothing it reads or writes is shared with another part."""
@@ -391,6 +397,88 @@ class Bench:
         )
         return rows
 
+    async def fill_otlp(self) -> Filled:
+        """The OTLP topic of h (filled once, for Jaeger and our worker)."""
+        if self.otlp is None:
+            self.otlp = await workload.fill(self.base, self.otlp_topic, self.sizes.spans, "otlp")
+            f = self.otlp
+            log(f"filled {self.otlp_topic} (OTLP protobuf): {f.messages:,} messages, {f.seconds:.1f} s")
+        return self.otlp
+
+    async def jaeger(self) -> list[Row]:
+        binary = jaeger.binary_path()
+        built = ""
+        if not binary.is_file():
+            if self.args.quick:
+                raise Skipped("quick run and the Jaeger binary is not cached: python bench/jaeger.py --build")
+            started = time.monotonic()
+            jaeger.build_binary()  # nothing else runs meanwhile: the build would skew any measurement
+            built = f"; built in this run ({time.monotonic() - started:.0f} s, not counted)"
+        server = jaeger.JaegerServer(
+            self.base,
+            self.processes,
+            self.workdir,
+            topic=self.otlp_topic,
+            group=f"{self.prefix}-g-jaeger",
+            max_traces=max(self.sizes.spans, 100_000),
+        )
+        try:
+            if self.args.quick:  # tiny topic: Jaeger drains it while it fills, or it would be gone in one poll
+                await ensure_topics(self.base, [self.otlp_topic])
+                server.start()
+                await server.ready()
+                expected = sum(len(t) for t in workload.demo_traces(self.sizes.spans))  # what the fill sends
+                draining = asyncio.create_task(server.drain(expected))
+                try:
+                    filled = await self.fill_otlp()
+                finally:
+                    j = await draining
+            else:  # fill first, then start: Jaeger drains a pre-filled topic, like (c)
+                filled = await self.fill_otlp()
+                server.start()
+                j = await server.drain(filled.spans)
+        finally:
+            server.stop()
+        self.jaeger_rate = j.spans_per_s if math.isfinite(j.spans_per_s) else None
+        ours = self.ours_sqlite
+        jr = self.jaeger_rate
+        ratio = f"ours (c, SQLite, finalized) / Jaeger = {ours / jr:.2f}" if ours and jr else ""
+        return [
+            Row(
+                "h",
+                f"Jaeger {jaeger.RELEASE} (Go module {jaeger.VERSION}): kafka receiver → batch → memory store",
+                rate(j.spans_per_s) if jr else "too few spans to time (all counted by one poll)",
+                ratio,
+                f"the same {filled.spans:,} spans as OTLP protobuf, one ExportTraceServiceRequest per trace "
+                f"({filled.value_bytes / filled.messages / 1024:.1f} KiB each, no key); {j.seconds:.1f} s from the "
+                f"first span counted (otelcol_exporter_sent_spans); {j.accepted:,} accepted, {j.failed} failed; "
+                f"{j.services} services; start-up {j.startup_s:.1f} s, first span counted after "
+                f"{j.first_span_s:.1f} s (group join); peak RSS {mib(j.peak_rss)}; "
+                f"{jaeger.version_of(binary)}{built}",
+            )
+        ]
+
+    async def ours_otlp(self) -> list[Row]:
+        filled = await self.fill_otlp()
+        s = self.settings(
+            "h-ours",
+            otlp_topic=self.otlp_topic,
+            store_url=f"sqlite:///{self.workdir / 'otlp-input.db'}",
+            grace_ms=self.args.grace_ms,
+        )
+        result = await drain.worker_drain(s, filled.spans, filled.traces)
+        j = self.jaeger_rate
+        return [
+            Row(
+                "h",
+                "our worker on that same OTLP topic (SQLite): every trace finalized",
+                rate(result.finalized_per_s),
+                f"ours / Jaeger = {result.finalized_per_s / j:.2f}" if j else "",
+                f"every span stored at {rate(result.stored_per_s)}; {result.finalized_s:.1f} s from the "
+                f"partition assignment",
+            )
+        ]
+
     async def run(self) -> None:
         parts = set(self.args.parts)
         if self.args.quick and "g" in parts:
@@ -415,19 +503,22 @@ class Bench:
             await self.part("f", "worker peak RSS", self.memory)
         if "g" in parts:
             await self.part("g", "Zipkin server", self.zipkin)
+        if "h" in parts:
+            await self.part("h", "Jaeger v2", self.jaeger)
+            await self.part("h", "our worker on the OTLP topic", self.ours_otlp)
 
     def footnotes(self) -> list[str]:
         z = self.sizes
         notes = [
-            f"sizes: --spans {z.spans:,} (a, b, c, g; per workload), --read-spans {z.read_spans:,} (e), "
+            f"sizes: --spans {z.spans:,} (a, b, c, g, h; per workload), --read-spans {z.read_spans:,} (e), "
             f"--active-traces {z.active_traces:,} (f), --rate {z.fresh_rate:,.0f} spans/s for "
             f"{z.fresh_seconds:.0f} s (d)"
             + (" (--quick: figures too small to mean anything)" if self.args.quick else ""),
-            f"c and g: one worker in the bench process (the real ingest.worker.Worker), batch_max "
+            f"c, g, h: one worker in the bench process (the real ingest.worker.Worker), batch_max "
             f"{self.base.batch_max}, grace {self.args.grace_ms} ms, tag redaction on; d, f: `python -m ingest` "
             f"processes; every topic has {self.base.partitions} partitions",
-            "ratios: (b) and (c) to (a) of the same topic from this run; (g) ours to Zipkin's, both draining "
-            "the same spans",
+            "ratios: (b) and (c) to (a) of the same topic from this run; (g) and (h) ours to Zipkin's and "
+            "Jaeger's, each draining the same spans",
         ]
         if self.args.quick and self.zipkin_server is not None:
             notes.append("quick run: Zipkin's JVM started at the beginning, alongside the other parts")

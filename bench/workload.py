@@ -4,7 +4,8 @@ Two workloads, each generated while it is published (a run of millions of spans 
 
 - **batched** (:func:`demo_traces`): the demo traces of ``shared.demo`` (about 13 spans each), one message
   per trace: a native JSON array keyed by trace id (the producer batching the design recommends), or the
-  same spans as a Zipkin v2 JSON list (no key, as Zipkin's Kafka reporters write it).
+  same spans as a Zipkin v2 JSON list (no key, as Zipkin's Kafka reporters write it) or as one OTLP
+  protobuf ``ExportTraceServiceRequest`` (no key, as the OpenTelemetry Collector's Kafka exporter writes it).
 - **one span per message** (:func:`sized_traces` + :func:`in_finish_order`): demo traces of exactly
   :data:`TRACE_SIZE` spans, each span its own native JSON object keyed by trace id, published in the order
   the spans end across all traces in flight (children before their parents; the root last, but for the
@@ -22,19 +23,33 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 from shared.codecs.native import encode_native
 from shared.demo import make_trace
 from shared.kafka import CONTENT_TYPE_HEADER, SpanProducer, ensure_topics
-from shared.models import SPAN_CONTENT_TYPE, Span
+from shared.models import SPAN_CONTENT_TYPE, Span, TagValue
 from shared.settings import Settings
 
-WireFormat = Literal["native", "native-span", "zipkin"]
+WireFormat = Literal["native", "native-span", "zipkin", "otlp"]
 """``native``: one native JSON array per trace (batched); ``native-span``: one native JSON object per span
-(:data:`TRACE_SIZE`-span traces, in finish order); ``zipkin``: one Zipkin v2 JSON list per trace."""
+(:data:`TRACE_SIZE`-span traces, in finish order); ``zipkin``: one Zipkin v2 JSON list per trace;
+``otlp``: one OTLP protobuf ``ExportTraceServiceRequest`` per trace."""
 
 NATIVE_HEADERS: Final = [(CONTENT_TYPE_HEADER, SPAN_CONTENT_TYPE.encode())]
 ZIPKIN_KINDS: Final = {"server": "SERVER", "client": "CLIENT", "producer": "PRODUCER", "consumer": "CONSUMER"}
+OTLP_KINDS: Final = {
+    "internal": OtlpSpan.SPAN_KIND_INTERNAL,
+    "server": OtlpSpan.SPAN_KIND_SERVER,
+    "client": OtlpSpan.SPAN_KIND_CLIENT,
+    "producer": OtlpSpan.SPAN_KIND_PRODUCER,
+    "consumer": OtlpSpan.SPAN_KIND_CONSUMER,
+}
+OTLP_SCOPE: Final = InstrumentationScope(name="shared.demo")
 SEED: Final = 5
 TRACE_SIZE: Final = 10
 """Spans per trace of the one-span-per-message workload."""
@@ -128,6 +143,64 @@ def zipkin_message(trace: Sequence[Span]) -> bytes:
     return msgspec.json.encode([zipkin_span(s) for s in trace])
 
 
+def _otlp_value(value: TagValue) -> AnyValue:
+    if isinstance(value, bool):  # before int: bool is an int in Python
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    return AnyValue(string_value=value)
+
+
+def _otlp_attributes(tags: Iterable[tuple[str, TagValue]]) -> list[KeyValue]:
+    return [KeyValue(key=k, value=_otlp_value(v)) for k, v in tags]
+
+
+def otlp_span(span: Span) -> OtlpSpan:
+    """One complete span as an OTLP span: hex ids as bytes (the demo's ids are W3C-sized hex), times in
+    nanoseconds, tags as typed attributes, logs as events (field ``event`` as the name), status ERROR for
+    an error span and UNSET otherwise (the SDK's default)."""
+    end_us = span.start_time_us + (span.duration_us or 0)
+    return OtlpSpan(
+        trace_id=bytes.fromhex(span.trace_id),
+        span_id=bytes.fromhex(span.span_id),
+        parent_span_id=bytes.fromhex(span.parent_span_id) if span.parent_span_id else b"",
+        name=span.operation_name,
+        kind=OTLP_KINDS.get(span.kind or "", OtlpSpan.SPAN_KIND_UNSPECIFIED),
+        start_time_unix_nano=span.start_time_us * 1000,
+        end_time_unix_nano=end_us * 1000,
+        attributes=_otlp_attributes(span.tags.items()),
+        events=[
+            OtlpSpan.Event(
+                time_unix_nano=log.timestamp_us * 1000,
+                name=str(log.fields.get("event", "log")),
+                attributes=_otlp_attributes((k, v) for k, v in log.fields.items() if k != "event"),
+            )
+            for log in span.logs
+        ],
+        status=Status(code=Status.STATUS_CODE_ERROR if span.status == "error" else Status.STATUS_CODE_UNSET),
+    )
+
+
+def otlp_message(trace: Sequence[Span]) -> bytes:
+    """One trace as an OTLP protobuf ``ExportTraceServiceRequest``: one ``ResourceSpans`` per service
+    (resource attribute ``service.name``, in order of first appearance), each with one scope."""
+    by_service: dict[str, list[OtlpSpan]] = {}
+    for span in trace:
+        by_service.setdefault(span.service_name, []).append(otlp_span(span))
+    request = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=Resource(attributes=_otlp_attributes([("service.name", service)])),
+                scope_spans=[ScopeSpans(scope=OTLP_SCOPE, spans=spans)],
+            )
+            for service, spans in by_service.items()
+        ]
+    )
+    return request.SerializeToString()
+
+
 class Message(NamedTuple):
     """One Kafka message of a workload."""
 
@@ -147,8 +220,10 @@ def messages(spans_wanted: int, wire: WireFormat, *, seed: int = SEED) -> Iterat
     for trace in demo_traces(spans_wanted, seed=seed):
         if wire == "native":
             yield Message(native_message(trace), trace[0].trace_id.encode(), NATIVE_HEADERS, len(trace), 1)
-        else:
+        elif wire == "zipkin":
             yield Message(zipkin_message(trace), None, [], len(trace), 1)
+        else:
+            yield Message(otlp_message(trace), None, [], len(trace), 1)
 
 
 @dataclass

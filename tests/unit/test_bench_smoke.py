@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from bench import drain, freshness, run, workload, zipkin
-from bench.common import Row, percentile, render_report, render_table, settings_env
+from bench import drain, freshness, jaeger, run, workload, zipkin
+from bench.common import Row, Skipped, percentile, render_report, render_table, settings_env
 from bench.profiling import summarize
 from shared.codecs.native import decode_native
+from shared.codecs.otlp import SCOPE_NAME_TAG, decode_otlp_proto
 from shared.codecs.zipkin import decode_zipkin_json
 from shared.kafka import ensure_topics
 from shared.models import Event, Span
@@ -55,6 +57,17 @@ def test_zipkin_messages_carry_the_same_spans() -> None:
         native = decode_native(workload.native_message(trace))
         converted = decode_zipkin_json(workload.zipkin_message(trace))
         assert _essentials(converted) == _essentials(native)
+
+
+def test_otlp_messages_carry_the_same_spans() -> None:
+    for trace in workload.demo_traces(200):
+        native = decode_native(workload.native_message(trace))
+        converted = sorted(decode_otlp_proto(workload.otlp_message(trace)), key=lambda s: s.span_id)
+        native = sorted(native, key=lambda s: s.span_id)  # OTLP groups the spans by service
+        assert _essentials(converted) == _essentials(native)
+        for ours, theirs in zip(native, converted, strict=True):
+            assert isinstance(ours, Span) and isinstance(theirs, Span)
+            assert theirs.tags == ours.tags | {SCOPE_NAME_TAG: "shared.demo"}  # typed attributes, as they were
 
 
 def test_one_span_per_message_workload_is_deterministic_and_in_finish_order() -> None:
@@ -145,6 +158,66 @@ def test_zipkin_prometheus_counters() -> None:
     assert zipkin.kafka_counters(text) == {"spans": 1234.0, "spans_dropped": 0.0}
 
 
+def test_jaeger_span_counters_with_and_without_the_total_suffix() -> None:
+    text = (
+        "# TYPE otelcol_receiver_accepted_spans_total counter\n"
+        'otelcol_receiver_accepted_spans_total{receiver="kafka",transport="kafka"} 1200\n'
+        'otelcol_receiver_refused_spans_total{receiver="kafka",transport="kafka"} 0\n'
+        'otelcol_exporter_sent_spans{exporter="jaeger_storage_exporter",otel_scope_name="x"} 1000\n'
+        'otelcol_exporter_sent_spans{exporter="jaeger_storage_exporter",otel_scope_name="y"} 5e2\n'
+        "otelcol_exporter_sent_spans_created 1.7e9\n"
+    )
+    assert jaeger.span_counters(text) == {"receiver_accepted": 1200.0, "receiver_refused": 0.0, "exporter_sent": 1500.0}
+
+
+def test_jaeger_config_wires_the_kafka_receiver_to_the_memory_store() -> None:
+    doc = msgspec.json.decode(
+        jaeger.config(
+            brokers="127.0.0.1:9092, 127.0.0.1:9093",
+            topic="t",
+            group="g",
+            max_traces=10,
+            query_port=1,
+            grpc_port=2,
+            metrics_port=3,
+        )
+    )
+    kafka = doc["receivers"]["kafka"]
+    assert kafka["brokers"] == ["127.0.0.1:9092", "127.0.0.1:9093"]
+    assert kafka["traces"] == {"topic": "t", "encoding": "otlp_proto"}
+    assert kafka["group_id"] == "g" and kafka["initial_offset"] == "earliest"
+    assert doc["service"]["pipelines"]["traces"] == {
+        "receivers": ["kafka"],
+        "processors": ["batch"],
+        "exporters": ["jaeger_storage_exporter"],
+    }
+    store = doc["exporters"]["jaeger_storage_exporter"]["trace_storage"]
+    assert doc["extensions"]["jaeger_storage"]["backends"][store] == {"memory": {"max_traces": 10}}
+    assert doc["extensions"]["jaeger_query"]["enable_tracing"] is False
+    reader = doc["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]["prometheus"]
+    assert reader == {"host": "127.0.0.1", "port": 3}
+
+
+def test_jaeger_without_go_is_na(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jaeger, "CACHE_DIR", tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(Skipped, match="go is not installed"):
+        jaeger.build_binary()
+
+
+def test_a_failed_jaeger_build_is_na_and_leaves_no_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "go").write_text('#!/bin/sh\n[ "$1" = get ] && { echo "no route to proxy.golang.org"; exit 1; }\nexit 0\n')
+    (fake / "go").chmod(0o755)
+    monkeypatch.setattr(jaeger, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(Skipped, match=r"`go get -tool` failed \(1\): .*no route to proxy.golang.org"):
+        jaeger.build_binary()
+    assert not jaeger.binary_path().exists()
+    assert [p.name for p in jaeger.binary_path().parent.iterdir()] == ["build.log"]  # the module dir is gone
+
+
 def test_freshness_schedule_paces_the_traces() -> None:
     traces = list(freshness.schedule(1_000, 2.0, 5_000_000))
     again = list(freshness.schedule(1_000, 2.0, 9_000_000))
@@ -210,8 +283,8 @@ def test_profile_summary_of_raw_stacks() -> None:
 
 
 def test_quick_sizes_and_row_selection() -> None:
-    args = run.parse_args(["--quick", "--only", "b,c"])
-    assert args.parts == ["b", "c"] and args.sizes == run.QUICK
+    args = run.parse_args(["--quick", "--only", "b,c,h"])
+    assert args.parts == ["b", "c", "h"] and args.sizes == run.QUICK
     assert run.parse_args([]).sizes.fresh_rate == 10_000
     assert run.parse_args(["--spans", "1234"]).sizes.spans == 1234
     with pytest.raises(SystemExit):
