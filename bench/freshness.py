@@ -1,14 +1,15 @@
 """(d) Freshness: how long after a trace is produced it is queryable through the HTTP API as finalized.
 
 One worker (``python -m ingest``) and the API (``python -m query_api``) run as their own processes on one
-SQLite store; demo traces (one message per trace) come from a producer process of its own
-(``python -m bench.freshness produce``), paced to the offered rate on its own event loop, which notes for
-every trace the moment just before it handed the trace to its Kafka client. The bench polls
+SQLite store. Demo traces (one message per trace) come from a producer process of its own
+(``python -m bench.freshness produce``), which encodes them all first and then sends each at its start
+time, noting the moment just before it handed the trace to its Kafka client. The bench polls
 ``GET /traces/query?start=<the oldest trace not seen yet>`` (finalized traces only, newest first, paged)
-and notes for each trace the arrival of the first response listing it. Latency = that arrival minus the
-producer's moment: both read ``CLOCK_MONOTONIC`` (``time.monotonic``), one clock for every process on the
-machine. It includes the configured grace window (finalization waits that long after the root span
-arrives), the finalizer's tick and, as a measuring error of up to one interval, the poll interval.
+every ``poll_s`` (less often when polls list many traces: :data:`LISTED_PER_S`) and notes for each trace the
+arrival of the first response listing it. Latency = that arrival minus the producer's moment: both read
+``CLOCK_MONOTONIC`` (``time.monotonic``), one clock for every process on the machine. It includes the
+configured grace window (finalization waits that long after the root span arrives), the finalizer's tick
+and, as a measuring error of up to one interval, the poll interval.
 
 Polling stays cheap at any rate: traces finalize roughly in the order they were produced, so a query from
 the oldest trace not seen yet returns little more than the traces finalized since the previous poll. A
@@ -48,6 +49,11 @@ STRAGGLER_AFTER_S = 30.0
 """A trace not seen this long after it was produced no longer holds the poll window back (far beyond any
 healthy latency: a safety net for a trace that never finalizes, which would make every poll list all the
 traces after it)."""
+LISTED_PER_S = 2_000
+"""Polls start every ``poll_s``, but no more often than lets them list this many trace summaries per
+second: a lagging worker finalizes out of order, and then each poll re-lists traces seen before; this
+keeps the API's (and the bench's) work bounded however far the worker falls behind (at 10k spans/s a
+worker that keeps up costs about 800 summaries/s)."""
 STRAGGLER_EVERY_S = 1.0
 STRAGGLERS_PER_POLL = 10
 SEED = 11
@@ -63,8 +69,9 @@ class FreshnessResult:
     behind_ms: float  # how far the producer fell behind its schedule at worst
     grace_ms: int
     poll_ms: float
-    polls: int
+    polls: int  # requests
     listed: int  # trace summaries the polls received, seen before or not
+    max_interval_ms: float = 0.0  # the longest interval the polls were given (see LISTED_PER_S)
     latencies_ms: list[float] = field(default_factory=list)  # in the order the traces were produced
     missing: int = 0
 
@@ -239,10 +246,13 @@ async def freshness(
                 elif exited is not None:
                     raise RuntimeError(f"the producer exited ({exited}) before it was done:\n{producer.tail()}")
                 since_ms = sent.window_start_ms(seen, now)
+                listed = result.listed
                 if since_ms is not None:
                     await poll_once(session, f"{base}/traces/query?start={since_ms}&limit={PAGE}", seen, result)
                 await look_up_stragglers(session, base, sent.stragglers, seen, result)
-                await asyncio.sleep(poll_s)
+                interval = max(poll_s, (result.listed - listed) / LISTED_PER_S)
+                result.max_interval_ms = max(result.max_interval_ms, interval * 1000)
+                await asyncio.sleep(max(0.0, now + interval - time.monotonic()))
         for child in (worker, api):
             if child.process.poll() is not None:
                 raise RuntimeError(f"{child.name} exited ({child.process.returncode}):\n{child.tail()}")
