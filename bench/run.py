@@ -432,8 +432,10 @@ class Bench:
                 draining = asyncio.create_task(server.drain(expected))
                 try:
                     filled = await self.fill_otlp()
-                finally:
-                    j = await draining
+                except BaseException:
+                    draining.cancel()
+                    raise
+                j = await draining
             else:  # fill first, then start: Jaeger drains a pre-filled topic, like (c)
                 filled = await self.fill_otlp()
                 server.start()

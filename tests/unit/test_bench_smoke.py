@@ -7,9 +7,12 @@ import io
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from bench import drain, freshness, jaeger, run, workload, zipkin
 from bench.common import Row, Skipped, percentile, render_report, render_table, settings_env
@@ -299,6 +302,43 @@ async def test_raw_consume_and_worker_drain_at_a_tiny_size(settings: Settings) -
     assert raw.passes == 1 and raw.spans_per_s > 0
     result = await drain.worker_drain(settings, filled.spans, filled.traces)
     assert 0 < result.finalized_per_s <= result.stored_per_s
+
+
+@pytest.mark.kafka
+async def test_fill_puts_keyed_messages_where_the_default_partitioner_does(settings: Settings) -> None:
+    filled = await workload.fill(settings, settings.topic, 400, "native-span")
+    consumer = AIOKafkaConsumer(**settings.kafka_options(), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(settings.topic, p) for p in range(settings.partitions)]  # as created
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning()
+        records: list[Any] = []
+        while len(records) < filled.messages:
+            batch = await consumer.getmany(timeout_ms=5_000)
+            assert batch, f"only {len(records)} of {filled.messages} messages arrived"
+            records += [r for rs in batch.values() for r in rs]
+    finally:
+        await consumer.stop()
+    ids = [p.partition for p in partitions]
+    for record in records:
+        assert record.partition == DefaultPartitioner()(record.key, ids, ids)
+        (span,) = decode_native(record.value)
+        assert record.key == span.trace_id.encode()
+        assert dict(record.headers) == dict(workload.NATIVE_HEADERS)
+    expected = [m.value for m in workload.messages(400, "native-span")]
+    for p in ids:  # each partition holds its messages in the order they were generated
+        got = [r.value for r in records if r.partition == p]
+        assert _decoded_ids(got) == _decoded_ids([v for v in expected if _partition_of(v, ids) == p])
+
+
+def _decoded_ids(values: list[bytes]) -> list[str]:
+    return [decode_native(v)[0].span_id for v in values]
+
+
+def _partition_of(value: bytes, ids: list[int]) -> int:
+    partition: int = DefaultPartitioner()(decode_native(value)[0].trace_id.encode(), ids, ids)
+    return partition
 
 
 @pytest.mark.kafka
