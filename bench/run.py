@@ -285,6 +285,11 @@ class Bench:
         p50, p99 = (percentile(r.latencies_ms, q) for q in (0.5, 0.99))
         grace = r.grace_ms
         missing = f"; {r.missing} never seen" if r.missing else ""
+        lookups = (
+            f", {r.lookups:,} look-ups by id of traces unseen for {freshness.STRAGGLER_AFTER_S:.0f} s"
+            if r.lookups
+            else ""
+        )
         backed_off = f", backing off to {ms(r.max_interval_ms)}" if r.max_interval_ms > r.poll_ms * 1.5 else ""
         return [
             Row(
@@ -295,8 +300,8 @@ class Bench:
                 f"offered {rate(r.offered_spans_per_s)} for {z.fresh_seconds:.0f} s (achieved "
                 f"{rate(r.achieved_spans_per_s)}; the producer a process of its own, at worst {ms(r.behind_ms)} "
                 f"behind its schedule), {r.traces:,} traces; one worker and the API as processes on SQLite, "
-                f"default settings; polled every {r.poll_ms:.0f} ms{backed_off} ({r.polls:,} requests listing "
-                f"{r.listed:,} summaries); max {ms(max(r.latencies_ms))}{missing}",
+                f"default settings; polled every {r.poll_ms:.0f} ms{backed_off} ({r.polls:,} searches listing "
+                f"{r.listed:,} summaries{lookups}); max {ms(max(r.latencies_ms))}{missing}",
             )
         ]
 
