@@ -45,6 +45,7 @@ from shared.models import Span
 from shared.settings import Settings
 
 PAGE = 1000
+SAMPLE = 200
 STRAGGLER_AFTER_S = 30.0
 """A trace not seen this long after it was produced no longer holds the poll window back (far beyond any
 healthy latency: a safety net for a trace that never finalizes, which would make every poll list all the
@@ -74,6 +75,7 @@ class FreshnessResult:
     lookups: int = 0  # stragglers looked up by id
     max_interval_ms: float = 0.0  # the longest interval the polls were given (see LISTED_PER_S)
     latencies_ms: list[float] = field(default_factory=list)  # in the order the traces were produced
+    finalized_ms: list[float] = field(default_factory=list)  # produce → finalizedAt, a sample (ms resolution)
     missing: int = 0
 
 
@@ -94,8 +96,9 @@ def schedule(spans_per_s: float, seconds: float, start_us: int, *, seed: int = S
 async def produce(settings: Settings, *, spans_per_s: float, seconds: float, out: IO[str], seed: int = SEED) -> None:
     """Publish demo traces (one message per trace, keyed by trace id) to ``settings.topic`` at
     ``spans_per_s`` for ``seconds``, each when its start time (:func:`schedule`) comes, and write one line
-    per trace to ``out``: ``<trace id> <start µs> <monotonic s before the send> <spans>``; then, once every
-    message is acknowledged, ``#done <spans> <traces> <seconds> <worst lag behind the schedule, s>``.
+    per trace to ``out``: ``<trace id> <start µs> <monotonic s> <spans> <wall-clock µs>`` (both clocks read
+    just before the send); then, once every message is acknowledged, ``#done <spans> <traces> <seconds>
+    <worst lag behind the schedule, s>``.
 
     Every message is generated and encoded before the first is sent (about 0.3 KiB of memory per span),
     so that the producer spends the run sending, not generating: its start time is set that far ahead."""
@@ -120,9 +123,9 @@ async def produce(settings: Settings, *, spans_per_s: float, seconds: float, out
                 await asyncio.sleep(ahead)
             else:
                 behind = max(behind, -ahead)
-            sent = time.monotonic()
+            sent, sent_wall_us = time.monotonic(), time.time_ns() // 1000
             await producer.send_raw(value, key=trace_id.encode())
-            out.write(f"{trace_id} {start_us} {sent:.6f} {n_spans}\n")
+            out.write(f"{trace_id} {start_us} {sent:.6f} {n_spans} {sent_wall_us}\n")
             spans += n_spans
         await producer.flush()
         elapsed = time.monotonic() - start_mono
@@ -152,7 +155,7 @@ class SentLog:
         self._path = path
         self._offset = 0
         self._rest = b""
-        self.sent: dict[str, tuple[float, int]] = {}  # trace id -> (monotonic s before the send, spans)
+        self.sent: dict[str, tuple[float, int, int]] = {}  # trace id -> (monotonic s, spans, wall µs) at the send
         self.order: list[str] = []  # trace ids in the order they were produced
         self.unseen: list[tuple[int, str]] = []  # heap of (start µs, trace id), seen ones removed lazily
         self.stragglers: deque[tuple[float, str]] = deque()  # (monotonic s of the next look-up, trace id)
@@ -174,7 +177,7 @@ class SentLog:
                 self.done = (int(fields[1]), int(fields[2]), float(fields[3]), float(fields[4]))
                 continue
             trace_id, start_us = fields[0], int(fields[1])
-            self.sent[trace_id] = (float(fields[2]), int(fields[3]))
+            self.sent[trace_id] = (float(fields[2]), int(fields[3]), int(fields[4]))
             self.order.append(trace_id)
             heapq.heappush(self.unseen, (start_us, trace_id))
             self.latest_start_us = start_us
@@ -254,6 +257,7 @@ async def freshness(
                 interval = max(poll_s, (result.listed + result.lookups - work) / LISTED_PER_S)
                 result.max_interval_ms = max(result.max_interval_ms, interval * 1000)
                 await asyncio.sleep(max(0.0, now + interval - time.monotonic()))
+            result.finalized_ms = await finalized_latencies(session, base, sent, seen)
         for child in (worker, api):
             if child.process.poll() is not None:
                 raise RuntimeError(f"{child.name} exited ({child.process.returncode}):\n{child.tail()}")
@@ -268,6 +272,22 @@ async def freshness(
     result.latencies_ms = [(seen[t] - sent.sent[t][0]) * 1000 for t in sent.order if t in seen]
     result.missing = len(sent.sent) - len(result.latencies_ms)
     return result
+
+
+async def finalized_latencies(
+    session: aiohttp.ClientSession, base: str, sent: SentLog, seen: dict[str, float]
+) -> list[float]:
+    """For up to :data:`SAMPLE` seen traces, spread over the run: their ``finalizedAt`` (the worker's
+    wall clock, ms) minus the producer's wall clock before the send: the worker's share of the latency,
+    without the polling. Asked after the measurement, so it costs the measurement nothing."""
+    seen_ids = [t for t in sent.order if t in seen]
+    step = max(1, len(seen_ids) // SAMPLE)
+    out = []
+    for trace_id in seen_ids[::step][:SAMPLE]:
+        trace = await get_json(session, f"{base}/traces/{trace_id}")
+        if trace.get("finalizedAt") is not None:
+            out.append(trace["finalizedAt"] - sent.sent[trace_id][2] / 1000)
+    return out
 
 
 async def poll_once(session: aiohttp.ClientSession, url: str, seen: dict[str, float], result: FreshnessResult) -> None:

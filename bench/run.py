@@ -285,6 +285,12 @@ class Bench:
         p50, p99 = (percentile(r.latencies_ms, q) for q in (0.5, 0.99))
         grace = r.grace_ms
         missing = f"; {r.missing} never seen" if r.missing else ""
+        worker_side = (
+            f"; of which produce → finalizedAt (the worker's clock, {len(r.finalized_ms)} traces sampled): p50 "
+            f"{ms(percentile(r.finalized_ms, 0.5))}, p99 {ms(percentile(r.finalized_ms, 0.99))}"
+            if r.finalized_ms
+            else ""
+        )
         lookups = (
             f", {r.lookups:,} look-ups by id of traces unseen for {freshness.STRAGGLER_AFTER_S:.0f} s"
             if r.lookups
@@ -301,7 +307,7 @@ class Bench:
                 f"{rate(r.achieved_spans_per_s)}; the producer a process of its own, at worst {ms(r.behind_ms)} "
                 f"behind its schedule), {r.traces:,} traces; one worker and the API as processes on SQLite, "
                 f"default settings; polled every {r.poll_ms:.0f} ms{backed_off} ({r.polls:,} searches listing "
-                f"{r.listed:,} summaries{lookups}); max {ms(max(r.latencies_ms))}{missing}",
+                f"{r.listed:,} summaries{lookups}); max {ms(max(r.latencies_ms))}{missing}{worker_side}",
             )
         ]
 

@@ -238,13 +238,13 @@ def test_freshness_sent_log_follows_a_growing_file(tmp_path: Path) -> None:
     sent.read()  # no file yet
     assert sent.window_start_ms({}, 0.0) is None
     with path.open("w") as out:
-        out.write("a 5000000 10.0 3\nb 6000000 10.5 4\nc 70")
+        out.write("a 5000000 10.0 3 5000001\nb 6000000 10.5 4 6000002\nc 70")
     sent.read()
-    assert sent.order == ["a", "b"] and sent.sent["b"] == (10.5, 4)
+    assert sent.order == ["a", "b"] and sent.sent["b"] == (10.5, 4, 6000002)
     assert sent.window_start_ms({}, 11.0) == 5000  # the oldest unseen trace
     assert sent.window_start_ms({"a": 11.0}, 11.0) == 6000
     with path.open("a") as out:
-        out.write("00000 11.0 2\n#done 9 3 1.5 0.25\n")
+        out.write("00000 11.0 2 7000003\n#done 9 3 1.5 0.25\n")
     sent.read()
     assert sent.order == ["a", "b", "c"] and sent.done == (9, 3, 1.5, 0.25)
     seen = {"a": 11.0, "b": 11.0, "c": 11.0}
