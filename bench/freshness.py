@@ -13,9 +13,10 @@ and, as a measuring error of up to one interval, the poll interval.
 
 Polling stays cheap at any rate: traces finalize roughly in the order they were produced, so a query from
 the oldest trace not seen yet returns little more than the traces finalized since the previous poll. A
-trace not seen within :data:`STRAGGLER_AFTER_S` stops holding that window back: from then on it is looked
-up by id (``GET /traces/{id}``, finalized once its status is no longer ``active``), each straggler about
-once a second, a few per poll.
+trace still unseen when traces sent :data:`STRAGGLER_AFTER_S` after it have been seen (so never while the
+worker is merely behind) stops holding that window back: from then on it is looked up by id
+(``GET /traces/{id}``, finalized once its status is no longer ``active``), each straggler about once a
+second, a few per poll.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import heapq
+import math
 import random
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -46,10 +48,10 @@ from shared.settings import Settings
 
 PAGE = 1000
 SAMPLE = 200
-STRAGGLER_AFTER_S = 30.0
-"""A trace not seen this long after it was produced no longer holds the poll window back (far beyond any
-healthy latency: a safety net for a trace that never finalizes, which would make every poll list all the
-traces after it)."""
+STRAGGLER_AFTER_S = 10.0
+"""A trace still unseen when one sent this much later was seen no longer holds the poll window back: a
+safety net for a trace that never finalizes, which would make every poll list all the traces after it.
+Measured from what the polls saw, not from the clock, so a worker that is merely behind makes none."""
 LISTED_PER_S = 2_000
 """Polls start every ``poll_s``, but no more often than lets them list this many trace summaries (or look
 up this many stragglers) per second: a lagging worker finalizes out of order, and then each poll re-lists
@@ -74,6 +76,7 @@ class FreshnessResult:
     listed: int  # trace summaries the polls received, seen before or not
     lookups: int = 0  # stragglers looked up by id
     max_interval_ms: float = 0.0  # the longest interval the polls were given (see LISTED_PER_S)
+    drain_timeout_s: float = 0.0  # how long the polls went on after the last send, at most
     latencies_ms: list[float] = field(default_factory=list)  # in the order the traces were produced
     finalized_ms: list[float] = field(default_factory=list)  # produce → finalizedAt, a sample (ms resolution)
     missing: int = 0
@@ -160,6 +163,7 @@ class SentLog:
         self.unseen: list[tuple[int, str]] = []  # heap of (start µs, trace id), seen ones removed lazily
         self.stragglers: deque[tuple[float, str]] = deque()  # (monotonic s of the next look-up, trace id)
         self.latest_start_us: int | None = None
+        self.newest_seen_s = -math.inf  # the latest send (monotonic s) of a trace seen so far
         self.done: tuple[int, int, float, float] | None = None  # spans, traces, seconds, worst lag (s)
 
     def read(self) -> None:
@@ -182,15 +186,22 @@ class SentLog:
             heapq.heappush(self.unseen, (start_us, trace_id))
             self.latest_start_us = start_us
 
+    def mark_seen(self, trace_ids: Iterable[str]) -> None:
+        """Note traces seen for the first time (for :meth:`window_start_ms`'s straggler rule)."""
+        for trace_id in trace_ids:
+            sent = self.sent.get(trace_id)
+            if sent is not None:
+                self.newest_seen_s = max(self.newest_seen_s, sent[0])
+
     def window_start_ms(self, seen: dict[str, float], now: float) -> int | None:
         """Where the next poll starts: the oldest trace neither seen nor a straggler (which it becomes
-        here), else the newest known trace (those produced after it started later); ``None`` before the
-        first trace."""
+        here, due for a look-up at ``now``), else the newest known trace (those produced after it started
+        later); ``None`` before the first trace."""
         while self.unseen:
             trace_id = self.unseen[0][1]
             if trace_id in seen:
                 heapq.heappop(self.unseen)
-            elif now - self.sent[trace_id][0] > STRAGGLER_AFTER_S:
+            elif self.newest_seen_s - self.sent[trace_id][0] > STRAGGLER_AFTER_S:
                 heapq.heappop(self.unseen)
                 self.stragglers.append((now, trace_id))
             else:
@@ -224,6 +235,7 @@ async def freshness(
     producer: Child | None = None
     base = f"http://127.0.0.1:{port}"
     result = FreshnessResult(0, 0, spans_per_s, 0.0, 0.0, s.grace_ms, poll_s * 1000, 0, 0)
+    result.drain_timeout_s = drain_timeout_s + s.grace_ms / 1000
     sent = SentLog(sent_path)
     seen: dict[str, float] = {}  # trace id -> arrival of the first response listing it
     try:
@@ -252,8 +264,9 @@ async def freshness(
                 since_ms = sent.window_start_ms(seen, now)
                 work = result.listed + result.lookups
                 if since_ms is not None:
-                    await poll_once(session, f"{base}/traces/query?start={since_ms}&limit={PAGE}", seen, result)
-                await look_up_stragglers(session, base, sent.stragglers, seen, result)
+                    url = f"{base}/traces/query?start={since_ms}&limit={PAGE}"
+                    sent.mark_seen(await poll_once(session, url, seen, result))
+                sent.mark_seen(await look_up_stragglers(session, base, sent.stragglers, seen, result))
                 interval = max(poll_s, (result.listed + result.lookups - work) / LISTED_PER_S)
                 result.max_interval_ms = max(result.max_interval_ms, interval * 1000)
                 await asyncio.sleep(max(0.0, now + interval - time.monotonic()))
@@ -290,9 +303,12 @@ async def finalized_latencies(
     return out
 
 
-async def poll_once(session: aiohttp.ClientSession, url: str, seen: dict[str, float], result: FreshnessResult) -> None:
-    """One poll, paged: notes the arrival of each response for the traces it lists first."""
+async def poll_once(
+    session: aiohttp.ClientSession, url: str, seen: dict[str, float], result: FreshnessResult
+) -> list[str]:
+    """One poll, paged: notes the arrival of each response for the traces it lists first; returns those."""
     offset = 0
+    new: list[str] = []
     while True:
         async with session.get(f"{url}&offset={offset}") as response:
             body = await response.read()
@@ -303,9 +319,11 @@ async def poll_once(session: aiohttp.ClientSession, url: str, seen: dict[str, fl
         result.polls += 1
         result.listed += len(page)
         for item in page:
-            seen.setdefault(item["traceId"], arrived)
+            if item["traceId"] not in seen:
+                seen[item["traceId"]] = arrived
+                new.append(item["traceId"])
         if len(page) < PAGE:
-            return
+            return new
         offset += PAGE
 
 
@@ -315,13 +333,14 @@ async def look_up_stragglers(
     stragglers: deque[tuple[float, str]],
     seen: dict[str, float],
     result: FreshnessResult,
-) -> None:
+) -> list[str]:
     """Look up to :data:`STRAGGLERS_PER_POLL` due stragglers by id; one found finalized is seen at that
-    response's arrival, the others are due again :data:`STRAGGLER_EVERY_S` later."""
+    response's arrival (returned), the others are due again :data:`STRAGGLER_EVERY_S` later."""
+    new: list[str] = []
     for _ in range(min(STRAGGLERS_PER_POLL, len(stragglers))):
         due, trace_id = stragglers[0]
         if due > time.monotonic():
-            return
+            break
         stragglers.popleft()
         if trace_id in seen:
             continue
@@ -331,10 +350,12 @@ async def look_up_stragglers(
         result.lookups += 1
         if response.status == 200 and msgspec.json.decode(body).get("status") != "active":
             seen[trace_id] = arrived
+            new.append(trace_id)
         elif response.status in (200, 404):
             stragglers.append((arrived + STRAGGLER_EVERY_S, trace_id))
         else:
             raise RuntimeError(f"GET /traces/{trace_id}: HTTP {response.status}: {body[:200]!r}")
+    return new
 
 
 async def wait_worker_assigned(base: str, worker: Child, timeout_s: float = 90.0) -> None:

@@ -284,7 +284,12 @@ class Bench:
             raise RuntimeError(f"no trace became queryable ({r.traces} produced)")
         p50, p99 = (percentile(r.latencies_ms, q) for q in (0.5, 0.99))
         grace = r.grace_ms
-        missing = f"; {r.missing} never seen" if r.missing else ""
+        missing = (
+            f"; {r.missing:,} not seen within {r.drain_timeout_s:.0f} s after the last send (the percentiles are "
+            f"of the {len(r.latencies_ms):,} seen: lower bounds)"
+            if r.missing
+            else ""
+        )
         worker_side = (
             f"; of which produce → finalizedAt (the worker's clock, {len(r.finalized_ms)} traces sampled): p50 "
             f"{ms(percentile(r.finalized_ms, 0.5))}, p99 {ms(percentile(r.finalized_ms, 0.99))}"
@@ -292,7 +297,8 @@ class Bench:
             else ""
         )
         lookups = (
-            f", {r.lookups:,} look-ups by id of traces unseen for {freshness.STRAGGLER_AFTER_S:.0f} s"
+            f", {r.lookups:,} look-ups by id of traces still unseen when ones sent "
+            f"{freshness.STRAGGLER_AFTER_S:.0f} s later were seen"
             if r.lookups
             else ""
         )

@@ -251,9 +251,13 @@ def test_freshness_sent_log_follows_a_growing_file(tmp_path: Path) -> None:
     assert sent.window_start_ms(seen, 12.0) == 7000  # nothing unseen: the newest trace
     fresh = freshness.SentLog(path)
     fresh.read()
-    late = 10.0 + freshness.STRAGGLER_AFTER_S + 0.7
-    assert fresh.window_start_ms({"a": 11.0}, late) == 7000  # b stopped holding the window, c did not yet
-    assert [t for _, t in fresh.stragglers] == ["b"]
+    assert fresh.window_start_ms({}, 1e9) == 5000  # however late: nothing sent after it was seen yet
+    with path.open("a") as out:
+        out.write(f"d 8000000 {10.5 + freshness.STRAGGLER_AFTER_S + 0.1} 1 8000004\n")
+    fresh.read()
+    fresh.mark_seen(["a", "d"])
+    assert fresh.window_start_ms({"a": 11.0, "d": 60.0}, 61.0) == 7000  # b stopped holding the window, c not yet
+    assert list(fresh.stragglers) == [(61.0, "b")]
 
 
 @pytest.mark.kafka
