@@ -134,4 +134,4 @@ async def _drain_processes(
             processes.stop(child)
     assert assigned_at is not None and stored_at is not None
     stored_s, finalized_s = stored_at - assigned_at, finalized_at - assigned_at
-    return DrainResult(spans / stored_s, spans / finalized_s, stored_s, finalized_s, 0)
+    return DrainResult(spans / stored_s, spans / finalized_s, stored_s, finalized_s, 0, late_spans=0)

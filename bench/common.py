@@ -326,6 +326,57 @@ async def wait_http(url: str, timeout_s: float, child: Child | None = None) -> N
     raise TimeoutError(f"{url} did not answer within {timeout_s:.0f} s{tail}")
 
 
+@dataclass
+class CounterDrain:
+    """A peer's drain, timed from its own span counter."""
+
+    spans_per_s: float  # nan when every span was counted by the first poll: too small to time
+    seconds: float  # between the first poll that saw a span and the one that saw them all
+    count: float  # the counter at the end (>= the spans asked for)
+    page: str  # the last metrics page, for the peer's other counters
+    first_at: float  # time.monotonic() of the first poll that saw a span
+
+
+async def drain_by_counter(
+    url: str,
+    count_of: Callable[[str], float],
+    spans: int,
+    child: Child,
+    *,
+    poll_s: float = 0.05,
+    stall_s: float = 120.0,
+) -> CounterDrain:
+    """Poll the metrics page ``url`` of the peer running as ``child`` until ``count_of(page)`` reaches
+    ``spans``. Rate = the spans counted between the first poll that sees any and the poll that sees them
+    all, over the time between those polls (so the peer's start-up and group join are left out, as for
+    our worker's partition assignment). Raises if the peer exits or its count stops moving for
+    ``stall_s``."""
+    first: tuple[float, float] | None = None
+    first_at = 0.0
+    last_count, last_change = -1.0, time.monotonic()
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(url) as response:
+                page = await response.text()
+            now = time.perf_counter()
+            count = count_of(page)
+            if first is None and count > 0:
+                first, first_at = (now, count), time.monotonic()
+            if count >= spans:
+                break
+            if count != last_count:
+                last_count, last_change = count, time.monotonic()
+            elif time.monotonic() - last_change > stall_s:
+                raise TimeoutError(f"{child.name} stalled at {count:.0f}/{spans} spans:\n{child.tail()}")
+            if child.process.poll() is not None:
+                raise RuntimeError(f"{child.name} exited ({child.process.returncode}):\n{child.tail()}")
+            await asyncio.sleep(poll_s)
+    assert first is not None
+    if now > first[0]:
+        return CounterDrain((count - first[1]) / (now - first[0]), now - first[0], count, page, first_at)
+    return CounterDrain(math.nan, 0.0, count, page, first_at)
+
+
 async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
     async with session.get(url) as response:
         body = await response.read()

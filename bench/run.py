@@ -1,16 +1,20 @@
 """The benchmark: one command, one table (``make bench``).
 
-    python bench/run.py [--quick] [--only a,b,c,d,e,f,g] [--spans N] [--read-spans N] [--active-traces N]
+    python bench/run.py [--quick] [--only a,b,c,d,e,f,g,h] [--spans N] [--read-spans N] [--active-traces N]
 
 Rows, every figure measured in this run (see bench/README.md for what limits each):
-  a  raw aiokafka consume-only rate of a pre-filled topic (the ceiling for a Python consumer)
+  a  raw aiokafka consume-only rate of the pre-filled topics of both workloads: the demo traces batched
+     one message per trace, and 10-span traces one span per message (the ceiling for a Python consumer)
   b  decode-only rate, native JSON messages → spans, in process
-  c  one worker end to end on SQLite, on PostgreSQL and on one Cassandra node: until every span is stored,
-     until every trace is finalized; ratio to (a); and two worker processes on a 3-node Cassandra cluster
+  c  one worker end to end on SQLite and on PostgreSQL, on both workloads, and on one Cassandra node:
+     until every span is stored, until every trace is finalized; ratio to (a) of the same topic; and two
+     worker processes on a 3-node Cassandra cluster (batched workload)
   d  freshness: produce → queryable as finalized through the HTTP API, at a fixed offered rate
   e  read latency over real HTTP with a large store (trace by id, query, stats, analyze)
   f  worker peak RSS with many active traces
   g  Zipkin's server draining the same spans (Zipkin v2 JSON), and our worker on that same input
+  h  Jaeger v2 (built from the Go module proxy) draining the same spans (OTLP protobuf), and our worker on
+     that same input
 
 Prints the machine and the date above the table, and writes it as markdown to bench/results/latest.md.
 Needs a Kafka broker (TRACING_KAFKA_BOOTSTRAP, default 127.0.0.1:9092). Every process it starts is
@@ -21,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
+import math
 import os
 import shutil
 import signal
@@ -38,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import msgspec
 
-from bench import cassandra, drain, freshness, memory, reads, workload, zipkin
+from bench import cassandra, drain, freshness, jaeger, memory, reads, workload, zipkin
 from bench.common import (
     ROOT,
     Postgres,
@@ -54,17 +60,41 @@ from bench.common import (
     rate,
     render_report,
 )
-from bench.workload import Filled
+from bench.workload import TRACE_SIZE, Filled, WireFormat
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 
-PARTS = "abcdefg"
+PARTS = "abcdefgh"
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.md"
+
+
+@dataclass
+class Workload:
+    """A pre-filled topic that (a) reads raw and (c) drains: its rows' ratios are to its own (a)."""
+
+    name: str  # "" for the batched demo traces, else how the rows name it
+    wire: WireFormat
+    topic: str
+    filled: Filled | None = None
+    raw: drain.RawResult | None = None
+
+    def label(self, store: str) -> str:
+        return f"{store}, {self.name}" if self.name else store
+
+    def shape(self) -> str:
+        f = self.filled
+        assert f is not None
+        if self.wire == "native-span":
+            return (
+                f"one span each, {TRACE_SIZE}-span traces, keyed by trace id, in the order the spans end, as "
+                f"the seed's HTTP writes send them; {f.value_bytes / f.messages:.0f} B each"
+            )
+        return f"one per trace, {f.spans / f.messages:.1f} spans, {f.value_bytes / f.messages / 1024:.1f} KiB each"
 
 
 @dataclass(frozen=True)
 class Sizes:
-    spans: int  # a, b, c, g: the pre-filled topics
+    spans: int  # a, b, c, g, h: the pre-filled topics
     read_spans: int  # e: spans in the store
     active_traces: int  # f
     fresh_rate: float  # d: offered spans/s
@@ -73,7 +103,7 @@ class Sizes:
 
 
 FULL = Sizes(
-    spans=200_000, read_spans=1_000_000, active_traces=100_000, fresh_rate=2000, fresh_seconds=20, requests=200
+    spans=200_000, read_spans=1_000_000, active_traces=100_000, fresh_rate=10_000, fresh_seconds=20, requests=200
 )
 QUICK = Sizes(spans=5_000, read_spans=20_000, active_traces=2_000, fresh_rate=1000, fresh_seconds=3, requests=30)
 
@@ -86,11 +116,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="tiny sizes (the CI smoke run, < 60 s); Zipkin only if cached"
     )
     parser.add_argument("--only", default="", help="comma-separated rows to run, e.g. a,b,c (default: all)")
-    parser.add_argument("--spans", type=int, help=f"spans drained in a, c, g (default {FULL.spans:,})")
+    parser.add_argument("--spans", type=int, help=f"spans drained in a, c, g, h (default {FULL.spans:,})")
     parser.add_argument("--read-spans", type=int, help=f"spans in the store for e (default {FULL.read_spans:,})")
     parser.add_argument("--active-traces", type=int, help=f"open traces for f (default {FULL.active_traces:,})")
     parser.add_argument("--rate", type=float, help=f"offered spans/s for d (default {FULL.fresh_rate:,.0f})")
     parser.add_argument("--seconds", type=float, help=f"how long d produces (default {FULL.fresh_seconds:.0f})")
+    parser.add_argument("--poll-ms", type=float, default=20.0, help="how often d polls the API")
     parser.add_argument("--requests", type=int, help=f"requests per kind in e (default {FULL.requests})")
     parser.add_argument("--grace-ms", type=int, default=100, help="grace window of the workers in c and g")
     parser.add_argument("--partitions", type=int, default=12, help="partitions of every topic the bench creates")
@@ -131,12 +162,15 @@ class Bench:
         )
         self.rows: list[Row] = []
         self.failed = False
-        self.native: Filled | None = None
-        self.raw: drain.RawResult | None = None
-        self.ours_sqlite: float | None = None  # (c) every trace finalized, SQLite
-        self.native_topic = f"{self.prefix}-native"
+        self.batched = Workload("", "native", f"{self.prefix}-native")
+        self.single = Workload("one span per message", "native-span", f"{self.prefix}-native-span")
+        self.workloads = (self.batched, self.single)
+        self.ours_sqlite: float | None = None  # (c) every trace finalized, SQLite, batched
         self.zipkin_topic = f"{self.prefix}-zipkin"
         self.zipkin_server: zipkin.ZipkinServer | None = None
+        self.otlp_topic = f"{self.prefix}-otlp-in"
+        self.otlp: Filled | None = None
+        self.jaeger_rate: float | None = None  # (h) Jaeger's spans/s
 
     def names(self, part: str) -> dict[str, str]:
         """Topic and group names of one part: nothing it reads or writes is shared with another part."""
@@ -167,45 +201,41 @@ class Bench:
 
     # -- the parts ------------------------------------------------------------------------------------
 
-    async def fill_native(self) -> list[Row]:
-        """The pre-filled native topic of a, c (b decodes a sample of its messages)."""
-        n = self.sizes.spans
-        self.native = await workload.fill(self.base, self.native_topic, n, "native", keep=5000)
-        f = self.native
-        log(f"filled {self.native_topic}: {f.spans:,} spans in {f.messages:,} messages, {f.seconds:.1f} s")
+    async def fill(self, w: Workload) -> list[Row]:
+        """The pre-filled topic of one workload for a, c (b decodes a sample of the batched one)."""
+        w.filled = f = await workload.fill(self.base, w.topic, self.sizes.spans, w.wire, keep=5000)
+        log(f"filled {w.topic}: {f.spans:,} spans in {f.messages:,} messages, {f.seconds:.1f} s")
         return []
 
-    async def raw_consume(self) -> list[Row]:
-        f = self.native
+    async def raw_consume(self, w: Workload) -> list[Row]:
+        f = w.filled
         if f is None:
-            raise Skipped("the native topic was not filled")
-        self.raw = await drain.raw_consume(
-            self.settings("a"), self.native_topic, f.messages, f.spans, min_seconds=1.0 if self.args.quick else 3.0
+            raise Skipped("the topic was not filled")
+        w.raw = await drain.raw_consume(
+            self.settings("a"), w.topic, f.messages, f.spans, min_seconds=1.0 if self.args.quick else 3.0
         )
+        measure = "raw aiokafka consume-only (getmany, no processing)"
         return [
             Row(
                 "a",
-                "raw aiokafka consume-only (getmany, no processing)",
-                f"{rate(self.raw.spans_per_s)}; {rate(self.raw.messages_per_s, 'msgs/s')}",
+                f"{measure}, {w.name}" if w.name else measure,
+                f"{rate(w.raw.spans_per_s)}; {rate(w.raw.messages_per_s, 'msgs/s')}",
                 "1.00",
-                f"{f.spans:,} spans in {f.messages:,} messages (one per trace, {f.spans / f.messages:.1f} spans, "
-                f"{self.native_bytes() / f.messages / 1024:.1f} KiB each) on {self.base.partitions} partitions; "
-                f"{self.raw.passes} pass(es) in {self.raw.seconds:.1f} s from the partition assignment",
+                f"{f.spans:,} spans in {f.messages:,} messages ({w.shape()}) on {self.base.partitions} partitions; "
+                f"{w.raw.passes} pass(es) in {w.raw.seconds:.1f} s from the partition assignment",
             )
         ]
 
-    def native_bytes(self) -> float:
-        sample = self.native.sample if self.native else []
-        return sum(len(v) for v in sample) / len(sample) * (self.native.messages if self.native else 0)
-
     async def decode(self) -> list[Row]:
+        f = self.batched.filled
         sample = (
-            self.native.sample
-            if self.native
+            f.sample
+            if f is not None
             else [workload.native_message(t) for t in workload.demo_traces(min(self.sizes.spans, 65_000))]
         )
         result = drain.decode_rate(sample, min_seconds=0.3 if self.args.quick else 2.0)
-        ratio = f"{result.spans_per_s / self.raw.spans_per_s:.2f} × (a)" if self.raw else ""
+        raw = self.batched.raw
+        ratio = f"{result.spans_per_s / raw.spans_per_s:.2f} × (a)" if raw else ""
         return [
             Row(
                 "b",
@@ -217,48 +247,74 @@ class Bench:
             )
         ]
 
-    async def drain_store(self, label: str, store_url: str) -> list[Row]:
-        f = self.native
+    async def drain_store(self, w: Workload, store: str, store_url: str) -> list[Row]:
+        f = w.filled
         if f is None:
-            raise Skipped("the native topic was not filled")
-        s = self.settings(f"c-{label}", topic=self.native_topic, store_url=store_url, grace_ms=self.args.grace_ms)
-        result = await drain.worker_drain(s, f.spans, f.messages)
-        if label == "SQLite":
+            raise Skipped("the topic was not filled")
+        slug = f"c-{store}-{w.wire}".lower()
+        s = self.settings(slug, topic=w.topic, store_url=store_url, grace_ms=self.args.grace_ms)
+        result = await drain.worker_drain(s, f.spans, f.traces)
+        if store == "SQLite" and w is self.batched:
             self.ours_sqlite = result.finalized_per_s
-        return drain.drain_rows("c", label, result, self.raw, s.grace_ms)
+        return drain.drain_rows("c", w.label(store), result, w.raw, s.grace_ms)
 
-    async def drain_sqlite(self) -> list[Row]:
-        return await self.drain_store("SQLite", f"sqlite:///{self.workdir / 'drain.db'}")
+    async def drain_sqlite(self, w: Workload) -> list[Row]:
+        return await self.drain_store(w, "SQLite", f"sqlite:///{self.workdir / f'drain-{w.wire}.db'}")
 
-    async def drain_postgres(self) -> list[Row]:
+    async def drain_postgres(self, w: Workload) -> list[Row]:
+        """Into a fresh PostgreSQL cluster of its own, stopped and deleted afterwards."""
         postgres = Postgres(self.workdir, self.processes)
         try:
             url = postgres.up()
-            return await self.drain_store("PostgreSQL", url)
+            return await self.drain_store(w, "PostgreSQL", url)
         finally:
             postgres.down()
 
     async def drain_cassandra(self, nodes: int) -> list[Row]:
-        f = self.native
+        w = self.batched
+        f = w.filled
         if f is None:
-            raise Skipped("the native topic was not filled")
+            raise Skipped("the topic was not filled")
         if self.args.quick:
             raise Skipped("quick run: starting Cassandra nodes takes longer than the whole quick run")
-        s = self.settings(f"c-cassandra-{nodes}", topic=self.native_topic, grace_ms=self.args.grace_ms)
+        s = self.settings(f"c-cassandra-{nodes}", topic=w.topic, grace_ms=self.args.grace_ms)
         drain_cluster = cassandra.one_worker if nodes == 1 else cassandra.two_workers
-        return await drain_cluster(s, self.workdir, self.processes, f.spans, f.messages, self.raw)
+        return await drain_cluster(s, self.workdir, self.processes, f.spans, f.traces, w.raw)
 
     async def freshness(self) -> list[Row]:
         z = self.sizes
         s = self.settings("d")
         r = await freshness.freshness(
-            s, self.processes, self.workdir, spans_per_s=z.fresh_rate, seconds=z.fresh_seconds
+            s,
+            self.processes,
+            self.workdir,
+            spans_per_s=z.fresh_rate,
+            seconds=z.fresh_seconds,
+            poll_s=self.args.poll_ms / 1000,
         )
         if not r.latencies_ms:
             raise RuntimeError(f"no trace became queryable ({r.traces} produced)")
         p50, p99 = (percentile(r.latencies_ms, q) for q in (0.5, 0.99))
         grace = r.grace_ms
-        missing = f"; {r.missing} never seen" if r.missing else ""
+        missing = (
+            f"; {r.missing:,} not seen within {r.drain_timeout_s:.0f} s after the last send (the percentiles are "
+            f"of the {len(r.latencies_ms):,} seen: lower bounds)"
+            if r.missing
+            else ""
+        )
+        worker_side = (
+            f"; of which produce → finalizedAt (the worker's clock, {len(r.finalized_ms)} traces sampled): p50 "
+            f"{ms(percentile(r.finalized_ms, 0.5))}, p99 {ms(percentile(r.finalized_ms, 0.99))}"
+            if r.finalized_ms
+            else ""
+        )
+        lookups = (
+            f", {r.lookups:,} look-ups by id of traces still unseen when ones sent "
+            f"{freshness.STRAGGLER_AFTER_S:.0f} s later were seen"
+            if r.lookups
+            else ""
+        )
+        backed_off = f", backing off to {ms(r.max_interval_ms)}" if r.max_interval_ms > r.poll_ms * 1.5 else ""
         return [
             Row(
                 "d",
@@ -266,8 +322,10 @@ class Bench:
                 f"p50 {ms(p50)}, p99 {ms(p99)}",
                 f"minus the {grace} ms grace: p50 {ms(p50 - grace)}, p99 {ms(p99 - grace)}",
                 f"offered {rate(r.offered_spans_per_s)} for {z.fresh_seconds:.0f} s (achieved "
-                f"{rate(r.achieved_spans_per_s)}), {r.traces:,} traces; one worker and the API as processes on "
-                f"SQLite, default settings; polled every {r.poll_ms:.0f} ms; max {ms(max(r.latencies_ms))}{missing}",
+                f"{rate(r.achieved_spans_per_s)}; the producer a process of its own, at worst {ms(r.behind_ms)} "
+                f"behind its schedule), {r.traces:,} traces; one worker and the API as processes on SQLite, "
+                f"default settings; polled every {r.poll_ms:.0f} ms{backed_off} ({r.polls:,} searches listing "
+                f"{r.listed:,} summaries{lookups}); max {ms(max(r.latencies_ms))}{missing}{worker_side}",
             )
         ]
 
@@ -369,19 +427,106 @@ class Bench:
         )
         return rows
 
+    async def fill_otlp(self) -> Filled:
+        """The OTLP topic of h (filled once, for Jaeger and our worker)."""
+        if self.otlp is None:
+            self.otlp = await workload.fill(self.base, self.otlp_topic, self.sizes.spans, "otlp")
+            f = self.otlp
+            log(f"filled {self.otlp_topic} (OTLP protobuf): {f.messages:,} messages, {f.seconds:.1f} s")
+        return self.otlp
+
+    async def jaeger(self) -> list[Row]:
+        binary = jaeger.binary_path()
+        built = ""
+        if not binary.is_file():
+            if self.args.quick:
+                raise Skipped("quick run and the Jaeger binary is not cached: python bench/jaeger.py --build")
+            started = time.monotonic()
+            jaeger.build_binary()  # nothing else runs meanwhile: the build would skew any measurement
+            built = f"; built in this run ({time.monotonic() - started:.0f} s, not counted)"
+        server = jaeger.JaegerServer(
+            self.base,
+            self.processes,
+            self.workdir,
+            topic=self.otlp_topic,
+            group=f"{self.prefix}-g-jaeger",
+            max_traces=max(self.sizes.spans, 100_000),
+        )
+        try:
+            if self.args.quick:  # tiny topic: Jaeger drains it while it fills, or it would be gone in one poll
+                await ensure_topics(self.base, [self.otlp_topic])
+                server.start()
+                await server.ready()
+                expected = sum(len(t) for t in workload.demo_traces(self.sizes.spans))  # what the fill sends
+                draining = asyncio.create_task(server.drain(expected))
+                try:
+                    filled = await self.fill_otlp()
+                except BaseException:
+                    draining.cancel()
+                    raise
+                j = await draining
+            else:  # fill first, then start: Jaeger drains a pre-filled topic, like (c)
+                filled = await self.fill_otlp()
+                server.start()
+                j = await server.drain(filled.spans)
+        finally:
+            server.stop()
+        self.jaeger_rate = j.spans_per_s if math.isfinite(j.spans_per_s) else None
+        ours = self.ours_sqlite
+        jr = self.jaeger_rate
+        ratio = f"ours (c, SQLite, finalized) / Jaeger = {ours / jr:.2f}" if ours and jr else ""
+        return [
+            Row(
+                "h",
+                f"Jaeger {jaeger.RELEASE} (Go module {jaeger.VERSION}): kafka receiver → batch → memory store",
+                rate(j.spans_per_s) if jr else "too few spans to time (all counted by one poll)",
+                ratio,
+                f"the same {filled.spans:,} spans as OTLP protobuf, one ExportTraceServiceRequest per trace "
+                f"({filled.value_bytes / filled.messages / 1024:.1f} KiB each, no key); {j.seconds:.1f} s from the "
+                f"first span counted (otelcol_exporter_sent_spans); {j.accepted:,} accepted, {j.failed} failed; "
+                f"{j.services} services; start-up {j.startup_s:.1f} s, first span counted after "
+                f"{j.first_span_s:.1f} s (group join); peak RSS {mib(j.peak_rss)}; "
+                f"{jaeger.version_of(binary)}{built}",
+            )
+        ]
+
+    async def ours_otlp(self) -> list[Row]:
+        filled = await self.fill_otlp()
+        s = self.settings(
+            "h-ours",
+            otlp_topic=self.otlp_topic,
+            store_url=f"sqlite:///{self.workdir / 'otlp-input.db'}",
+            grace_ms=self.args.grace_ms,
+        )
+        result = await drain.worker_drain(s, filled.spans, filled.traces)
+        j = self.jaeger_rate
+        return [
+            Row(
+                "h",
+                "our worker on that same OTLP topic (SQLite): every trace finalized",
+                rate(result.finalized_per_s),
+                f"ours / Jaeger = {result.finalized_per_s / j:.2f}" if j else "",
+                f"every span stored at {rate(result.stored_per_s)}; {result.finalized_s:.1f} s from the "
+                f"partition assignment",
+            )
+        ]
+
     async def run(self) -> None:
         parts = set(self.args.parts)
         if self.args.quick and "g" in parts:
             await self.start_zipkin_early()
         if parts & set("abc"):
-            await self.part("a", "fill the native topic", self.fill_native)
+            for w in self.workloads:
+                await self.part("a", f"fill the topic {w.topic}", functools.partial(self.fill, w))
         if "a" in parts:
-            await self.part("a", "raw aiokafka consume-only", self.raw_consume)
+            for w in self.workloads:
+                await self.part("a", "raw aiokafka consume-only", functools.partial(self.raw_consume, w))
         if "b" in parts:
             await self.part("b", "decode only", self.decode)
         if "c" in parts:
-            await self.part("c", "one worker, SQLite", self.drain_sqlite)
-            await self.part("c", "one worker, PostgreSQL", self.drain_postgres)
+            for name, store in (("SQLite", self.drain_sqlite), ("PostgreSQL", self.drain_postgres)):
+                for w in self.workloads:
+                    await self.part("c", f"one worker, {w.label(name)}", functools.partial(store, w))
             await self.part("c", "one worker, Cassandra (1 node)", lambda: self.drain_cassandra(1))
             await self.part("c", "two workers, Cassandra (3 nodes)", lambda: self.drain_cassandra(3))
         if "d" in parts:
@@ -392,17 +537,22 @@ class Bench:
             await self.part("f", "worker peak RSS", self.memory)
         if "g" in parts:
             await self.part("g", "Zipkin server", self.zipkin)
+        if "h" in parts:
+            await self.part("h", "Jaeger v2", self.jaeger)
+            await self.part("h", "our worker on the OTLP topic", self.ours_otlp)
 
     def footnotes(self) -> list[str]:
         z = self.sizes
         notes = [
-            f"sizes: --spans {z.spans:,} (a, b, c, g), --read-spans {z.read_spans:,} (e), --active-traces "
-            f"{z.active_traces:,} (f), --rate {z.fresh_rate:,.0f} spans/s for {z.fresh_seconds:.0f} s (d)"
+            f"sizes: --spans {z.spans:,} (a, b, c, g, h; per workload), --read-spans {z.read_spans:,} (e), "
+            f"--active-traces {z.active_traces:,} (f), --rate {z.fresh_rate:,.0f} spans/s for "
+            f"{z.fresh_seconds:.0f} s (d)"
             + (" (--quick: figures too small to mean anything)" if self.args.quick else ""),
-            f"c and g: one worker in the bench process (the real ingest.worker.Worker), batch_max "
+            f"c, g, h: one worker in the bench process (the real ingest.worker.Worker), batch_max "
             f"{self.base.batch_max}, grace {self.args.grace_ms} ms, tag redaction on; d, f: `python -m ingest` "
             f"processes; every topic has {self.base.partitions} partitions",
-            "ratios: (b) and (c) to (a) from this run; (g) ours to Zipkin's, both draining the same spans",
+            "ratios: (b) and (c) to (a) of the same topic from this run; (g) and (h) ours to Zipkin's and "
+            "Jaeger's, each draining the same spans",
         ]
         if self.args.quick and self.zipkin_server is not None:
             notes.append("quick run: Zipkin's JVM started at the beginning, alongside the other parts")

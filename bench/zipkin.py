@@ -9,8 +9,6 @@ the clock starts at the first poll that sees a span counted, as for our worker's
 
 from __future__ import annotations
 
-import asyncio
-import math
 import re
 import shutil
 import subprocess
@@ -20,7 +18,18 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.common import CACHE_DIR, Child, Processes, Skipped, free_port, get_json, log, peak_rss, wait_http
+from bench.common import (
+    CACHE_DIR,
+    Child,
+    Processes,
+    Skipped,
+    drain_by_counter,
+    free_port,
+    get_json,
+    log,
+    peak_rss,
+    wait_http,
+)
 from shared.settings import Settings
 
 VERSION = "3.6.1"
@@ -126,41 +135,27 @@ class ZipkinServer:
             self.startup_s = time.monotonic() - self._started
 
     async def drain(self, spans: int, *, poll_s: float = 0.05) -> ZipkinResult:
-        """Until Zipkin counted ``spans`` spans. Rate = spans counted between the first poll that sees any
-        and the poll that sees them all, over the time between those polls."""
+        """Until Zipkin counted ``spans`` spans (``zipkin_collector_spans_total``); timed as
+        :func:`~bench.common.drain_by_counter` says."""
         child = self._child
         assert child is not None
         await self.ready()
-        first: tuple[float, float] | None = None
-        last_count, last_change = -1.0, time.monotonic()
+        drained = await drain_by_counter(
+            f"{self.base}/prometheus",
+            lambda page: kafka_counters(page).get("spans", 0.0),
+            spans,
+            child,
+            poll_s=poll_s,
+            stall_s=STALL_S,
+        )
         async with aiohttp.ClientSession() as session:
-            while True:
-                async with session.get(f"{self.base}/prometheus") as response:
-                    text = await response.text()
-                now = time.perf_counter()
-                counters = kafka_counters(text)
-                count = counters.get("spans", 0.0)
-                if first is None and count > 0:
-                    first = (now, count)
-                if count >= spans:
-                    break
-                if count != last_count:
-                    last_count, last_change = count, time.monotonic()
-                elif time.monotonic() - last_change > STALL_S:
-                    raise TimeoutError(f"Zipkin stalled at {count:.0f}/{spans} spans:\n{child.tail()}")
-                if child.process.poll() is not None:
-                    raise RuntimeError(f"Zipkin exited ({child.process.returncode}):\n{child.tail()}")
-                await asyncio.sleep(poll_s)
             services = await get_json(session, f"{self.base}/api/v2/services")
-        assert first is not None and self.startup_s is not None
-        if now > first[0]:
-            seconds = now - first[0]
-            spans_per_s = (count - first[1]) / seconds
-        else:  # everything was counted before the first poll: too small to time
-            seconds, spans_per_s = 0.0, math.nan
+        assert self.startup_s is not None
         hwm, _ = peak_rss(child.pid)
-        dropped = int(counters.get("spans_dropped", 0))
-        return ZipkinResult(spans_per_s, seconds, int(count), self.startup_s, hwm, dropped, len(services))
+        dropped = int(kafka_counters(drained.page).get("spans_dropped", 0))
+        return ZipkinResult(
+            drained.spans_per_s, drained.seconds, int(drained.count), self.startup_s, hwm, dropped, len(services)
+        )
 
     def stop(self) -> None:
         if self._child is not None:
