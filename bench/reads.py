@@ -148,6 +148,8 @@ async def read_latency(
                 result.latency_ms[name] = (percentile(samples, 0.5), percentile(samples, 0.99))
     finally:
         processes.stop(api)
+        for path in store_path.parent.glob(f"{store_path.name}*"):  # the file, its -wal and -shm
+            path.unlink()
     return result
 
 

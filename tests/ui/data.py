@@ -1,6 +1,6 @@
 """The traces the UI tests look at, written into the store the way an ingest worker writes them.
 
-Times are relative to "now": most traces start ten minutes before the test session (inside every time
+Times are relative to "now": most traces start ten minutes before the seed (inside every time
 window the UI offers), a few checkouts earlier, so the windows separate them (:func:`trace_starts_ms`).
 
 * ``checkout-1``: an eight-span checkout across seven services, tags and logs on ``pay-1``; completed.
@@ -16,6 +16,7 @@ window the UI offers), a few checkouts earlier, so the windows separate them (:f
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Final
 
@@ -23,13 +24,18 @@ from shared.models import Log, Span
 from shared.settings import Settings
 from shared.store.base import TraceStore
 
-BASE_US: Final = (time.time_ns() // 1000) - 600_000_000
-"""Where the recent traces start: ten minutes before the test session."""
+
+@functools.cache
+def base_us() -> int:
+    """Where the recent traces start: ten minutes before the first call (the seed, when the UI tests
+    start; not the collection, which may be many minutes earlier in a full run)."""
+    return (time.time_ns() // 1000) - 600_000_000
+
 
 MINUTE_MS: Final = 60_000
 HOUR_MS: Final = 60 * MINUTE_MS
 OLD_CHECKOUTS: Final = {
-    # trace id: (offset from BASE_US in ms, scale, fraud check ms before scaling)
+    # trace id: (offset from base_us() in ms, scale, fraud check ms before scaling)
     "checkout-40m": (-30 * MINUTE_MS, 0.7, 115),
     "checkout-3h-a": (-3 * HOUR_MS + 10 * MINUTE_MS, 0.6, 30),
     "checkout-3h-b": (-3 * HOUR_MS + 13 * MINUTE_MS, 0.55, 30),
@@ -66,7 +72,7 @@ def _span(
         parent_span_id=parent,
         service_name=service,
         operation_name=operation,
-        start_time_us=BASE_US + round((trace_offset_ms + start_ms) * 1000),
+        start_time_us=base_us() + round((trace_offset_ms + start_ms) * 1000),
         duration_us=None if duration_ms is None else round(duration_ms * 1000),
         **extra,
     )
@@ -79,7 +85,7 @@ def _checkout(trace: str, scale: float, offset_ms: float, *, fraud_ms: float = 1
         span_id, parent = f"{span_id}-{suffix}", None if parent is None else f"{parent}-{suffix}"
         return _span(trace, span_id, parent, service, op, start * scale, dur * scale, trace_offset_ms=offset_ms, **kw)
 
-    pay_start_us = BASE_US + round((offset_ms + 180 * scale) * 1000)
+    pay_start_us = base_us() + round((offset_ms + 180 * scale) * 1000)
     return [
         at("gw", None, "api-gateway", "POST /checkout", 0, 420, kind="server", tags={"http.status": 200}),
         at("auth", "gw", "auth-service", "verifyToken", 12, 40, kind="server"),
@@ -156,7 +162,7 @@ def traces() -> dict[str, list[Span]]:
                 trace_offset_ms=120_000,
                 status="error",
                 tags={"error": True, "db.statement": "SELECT * FROM orders"},
-                logs=(Log(timestamp_us=BASE_US + 120_160_000, fields={"event": "error", "message": "timeout"}),),
+                logs=(Log(timestamp_us=base_us() + 120_160_000, fields={"event": "error", "message": "timeout"}),),
             ),
         ],
         "upload-active": [
