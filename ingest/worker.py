@@ -32,6 +32,7 @@ from shared.redact import Redactor
 from shared.sampling import Sampler
 from shared.settings import Settings
 from shared.store import Heartbeat, TraceStore
+from shared.store.cache import PYTHON_BYTES_PER_ENCODED_BYTE, TraceCache
 
 log = logging.getLogger("ingest.worker")
 
@@ -96,6 +97,10 @@ class Worker:
         )
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
+        cache = getattr(store, "cache", None)
+        self._cache = cache if isinstance(cache, TraceCache) else None
+        """The store's copy of the traces this worker wrote (finalized from it without a read-back)."""
+        self._max_records = settings.batch_max
 
     @property
     def topics(self) -> list[str]:
@@ -167,7 +172,8 @@ class Worker:
         consumer = self._consumer
         retry_delay = 0.5
         while not stop.is_set():
-            fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=500, max_records=self.settings.batch_max))
+            await self._catch_up()
+            fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=500, max_records=self._max_records))
             stopping = asyncio.ensure_future(stop.wait())
             done, _ = await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
@@ -179,6 +185,7 @@ class Worker:
                 continue
             try:
                 await self.process(batches)
+                self._size_next_fetch(batches)
                 retry_delay = 0.5
             except Exception as exc:  # the store or the broker failed mid-batch: nothing was committed
                 # Rewind to the batch's first offsets so it is fetched and written again (idempotently).
@@ -191,6 +198,28 @@ class Worker:
                     await asyncio.wait_for(stop.wait(), timeout=retry_delay)
                 except TimeoutError:
                     retry_delay = min(retry_delay * 2, 10.0)
+
+    async def _catch_up(self) -> None:
+        """Keep what was written but not yet finalized within the cache, so that finalization reads no
+        chunk back: with a backlog (a worker catching up after downtime, or a pre-filled topic), the
+        fetches would otherwise run ahead of the finalizer and evict the traces it is about to finalize,
+        which then cost a read-back each (~4x slower to finalize here). So a fetch takes at most a quarter
+        of the cache's budget (estimated from the last batch's message sizes), and once the cache is
+        half full the due traces are finalized before the next fetch."""
+        cache = self._cache
+        if cache is None:
+            return
+        if cache.bytes > cache.max_bytes // 2 and self.shards:
+            await self.finalize_due()
+
+    def _size_next_fetch(self, batches: dict[TopicPartition, Sequence[object]]) -> None:
+        cache = self._cache
+        if cache is None:
+            return
+        messages = sum(len(m) for m in batches.values())
+        value_bytes = sum(len(getattr(m, "value", None) or b"") for ms in batches.values() for m in ms)
+        per_message = max(1.0, PYTHON_BYTES_PER_ENCODED_BYTE * value_bytes / max(1, messages))
+        self._max_records = max(100, min(self.settings.batch_max, int(cache.max_bytes / 4 / per_message)))
 
     async def process(self, batches: dict[TopicPartition, Sequence[object]]) -> None:
         """Decode, dead-letter, write and commit one fetched batch."""
