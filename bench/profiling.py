@@ -1,7 +1,8 @@
 """Where one worker's time goes: py-spy samples a ``python -m ingest`` process while it drains a
 pre-filled topic (the workload of row (c)) until every trace is finalized.
 
-    python bench/profiling.py [--spans 200000] [--store sqlite|postgresql] [--rate 100] [--top 25] [--raw FILE]
+    python bench/profiling.py [--spans 200000] [--store sqlite|postgresql] [--wire native|native-span]
+        [--rate 100] [--top 25] [--raw FILE]
     python bench/profiling.py --summarize FILE      # summarize an existing `py-spy record -f raw` file
 
 Prints the share of samples per thread, the hottest lines (self time) and the functions with the most
@@ -133,7 +134,7 @@ async def profile(args: argparse.Namespace) -> str:
     try:
         if args.store == "postgresql":
             settings = msgspec.structs.replace(settings, store_url=postgres.up())
-        filled = await fill(settings, settings.topic, args.spans, "native")
+        filled = await fill(settings, settings.topic, args.spans, args.wire)
         log(f"filled {settings.topic}: {filled.spans:,} spans in {filled.messages:,} messages")
         worker = processes.start("worker", [sys.executable, "-m", "ingest"], settings_env(settings))
         spy = processes.start(
@@ -159,7 +160,7 @@ async def profile(args: argparse.Namespace) -> str:
                 if worker.process.poll() is not None:
                     raise RuntimeError(f"worker exited:\n{worker.tail()}")
                 stats = await store.stats(slowest=1)
-                if stats.completed_traces + stats.failed_traces >= filled.messages:
+                if stats.completed_traces + stats.failed_traces >= filled.traces:
                     break
                 if time.monotonic() - started > args.timeout:
                     raise TimeoutError(f"not drained within {args.timeout} s")
@@ -186,6 +187,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spans", type=int, default=200_000)
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--wire",
+        choices=["native", "native-span"],
+        default="native",
+        help="the workload of (c): one message per trace (native) or one span per message (native-span)",
+    )
     parser.add_argument("--grace-ms", type=int, default=100)
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
