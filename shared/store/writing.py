@@ -98,6 +98,17 @@ def group_events(spans: Sequence[Span], finishes: Sequence[SpanFinish]) -> dict[
     return grouped
 
 
+def group_batch(
+    spans: Sequence[Span], finishes: Sequence[SpanFinish], shards: Mapping[str, str]
+) -> dict[str, list[Event]]:
+    """:func:`group_events`, checked: every trace of the batch must have its shard in ``shards``."""
+    batch = group_events(spans, finishes)
+    missing = set(batch).difference(shards)
+    if missing:
+        raise KeyError(f"no shard given for trace(s) {sorted(missing)}")
+    return batch
+
+
 def plan_write(
     batch: Mapping[str, Sequence[Event]],
     rows: Mapping[str, TraceRow],

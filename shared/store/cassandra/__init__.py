@@ -54,7 +54,7 @@ from shared.store.cassandra.schema import Cql, create_tables
 from shared.store.cassandra.writer import HourLists, write_batch
 from shared.store.cassandra_conn import CassandraConfig, CassandraSession
 from shared.store.rollups import Contribution
-from shared.store.writing import group_events
+from shared.store.writing import group_batch
 
 DEFAULT_RETENTION_H: Final = 168.0
 MAX_TTL_S: Final = 630_720_000  # Cassandra's limit (20 years)
@@ -119,10 +119,7 @@ class CassandraStore:
     ) -> WriteResult:
         if not spans and not finishes:
             return WriteResult(spans_changed=0, traces_touched=0, late_spans=0)
-        batch = group_events(spans, finishes)
-        missing = set(batch).difference(shards)
-        if missing:
-            raise KeyError(f"no shard given for trace(s) {sorted(missing)}")
+        batch = group_batch(spans, finishes, shards)
         done = await write_batch(
             self.cql,
             self._due,

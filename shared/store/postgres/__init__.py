@@ -40,7 +40,7 @@ from shared.store.postgres import reader, writer
 from shared.store.postgres.migrate import create_or_migrate
 from shared.store.postgres.writer import pg_text, py_text
 from shared.store.rollups import Contribution
-from shared.store.writing import group_events
+from shared.store.writing import group_batch
 
 T = TypeVar("T")
 RETRIES: Final = 6  # attempts of a write transaction that hit a deadlock, serialization failure or conflict
@@ -123,10 +123,7 @@ class PostgresStore:
     ) -> WriteResult:
         if not spans and not finishes:
             return WriteResult(spans_changed=0, traces_touched=0, late_spans=0)
-        batch = group_events(spans, finishes)
-        missing = set(batch).difference(shards)
-        if missing:
-            raise KeyError(f"no shard given for trace(s) {sorted(missing)}")
+        batch = group_batch(spans, finishes, shards)
         done = await self._write(
             lambda c: writer.write_batch(
                 c, self.cache, batch, shards=shards, now_us=now_us, grace_us=grace_us, idle_us=idle_us

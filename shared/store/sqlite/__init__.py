@@ -36,7 +36,7 @@ from shared.store.cache import TraceCache
 from shared.store.rollups import Contribution
 from shared.store.sqlite import reader, writer
 from shared.store.sqlite.migrate import create_or_migrate
-from shared.store.writing import group_events
+from shared.store.writing import group_batch
 
 T = TypeVar("T")
 PURGE_CHUNK: Final = 5000
@@ -166,7 +166,7 @@ class SqliteStore:
     ) -> WriteResult:
         if not spans and not finishes:
             return WriteResult(spans_changed=0, traces_touched=0, late_spans=0)
-        batch = group_events(spans, finishes)
+        batch = group_batch(spans, finishes, shards)
         cache = self.cache
 
         def job() -> WriteResult:
