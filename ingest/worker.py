@@ -302,7 +302,9 @@ class Worker:
         fmt = self.formats[tp.topic]
         if fmt == "native" and len(messages) > 1:
             values = [getattr(m, "value", None) or b"" for m in messages]
-            if all(self._content_type(m) in (None, SPAN_CONTENT_TYPE) for m in messages):
+            if all(
+                not getattr(m, "headers", None) or self._content_type(m) in (None, SPAN_CONTENT_TYPE) for m in messages
+            ):  # most messages carry no header at all: no generator per message for them
                 together = decode_native_many(values)
                 if together is not None:
                     return together
