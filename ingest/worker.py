@@ -202,14 +202,10 @@ class Worker:
     async def _catch_up(self) -> None:
         """Keep what was written but not yet finalized within the cache, so that finalization reads no
         chunk back: with a backlog (a worker catching up after downtime, or a pre-filled topic), the
-        fetches would otherwise run ahead of the finalizer and evict the traces it is about to finalize,
-        which then cost a read-back each (~4x slower to finalize here). So a fetch takes at most a quarter
-        of the cache's budget (estimated from the last batch's message sizes), and once the cache is
-        half full the due traces are finalized before the next fetch."""
-        cache = self._cache
-        if cache is None:
-            return
-        if cache.bytes > cache.max_bytes // 2 and self.shards:
+        fetches would otherwise run ahead of the finalizer and evict the traces it is about to finalize.
+        So a fetch takes at most a quarter of the cache's budget (estimated from the last batch's message
+        sizes), and the traces due are finalized before the next fetch (one indexed scan when none is)."""
+        if self._cache is not None and self.shards:
             await self.finalize_due()
 
     def _size_next_fetch(self, batches: dict[TopicPartition, Sequence[object]]) -> None:
