@@ -206,7 +206,7 @@ class Worker:
         So a fetch takes at most a quarter of the cache's budget (estimated from the last batch's message
         sizes), and the traces due are finalized before the next fetch (one indexed scan when none is)."""
         if self._cache is not None and self.shards:
-            await self.finalize_due()
+            await self._finalize_or_log()
 
     def _size_next_fetch(self, batches: dict[TopicPartition, Sequence[object]]) -> None:
         cache = self._cache
@@ -361,13 +361,16 @@ class Worker:
         self.counters.traces_finalized += total
         return total
 
+    async def _finalize_or_log(self) -> None:
+        try:
+            await self.finalize_due()
+        except Exception:  # the store may be briefly unavailable; the work stays due in the store
+            log.exception("finalize failed; will retry")
+
     async def _finalize_loop(self, stop: asyncio.Event) -> None:
         interval = min(0.25, max(0.02, self.settings.grace_ms / 4000))
         while not stop.is_set():
-            try:
-                await self.finalize_due()
-            except Exception:  # the store may be briefly unavailable; the work stays due in the store
-                log.exception("finalize failed; will retry")
+            await self._finalize_or_log()
             try:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
             except TimeoutError:
