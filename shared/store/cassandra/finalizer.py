@@ -48,7 +48,8 @@ WAITING: Final = (
 DROP_CHUNKS: Final = "DELETE FROM traces WHERE ns = ? AND trace_id = ? AND seq >= 0"
 PUT_CONTRIB: Final = "INSERT INTO contribs (ns, shard, minute, trace_id, body) VALUES (?, ?, ?, ?, ?) USING TTL ?"
 DELETE_CONTRIB: Final = "DELETE FROM contribs WHERE ns = ? AND shard = ? AND minute = ? AND trace_id = ?"
-NOT_ACTIVE: Final = "DELETE FROM idx_active WHERE ns = ? AND hour = ? AND trace_id = ?"
+NOT_ACTIVE: Final = "DELETE FROM idx_active USING TIMESTAMP ? WHERE ns = ? AND hour = ? AND trace_id = ?"
+"""Timestamped with the finalization's clock, as the writer's insert is with its batch's (see the writer's step 5)."""
 PUT_PATH: Final = "INSERT INTO call_paths (ns, ctx, label, path) VALUES (?, ?, ?, ?) USING TTL ?"
 PURGEABLE: Final = "SELECT shard, start_us, trace_id FROM by_start WHERE ns = ? AND hour = ?"
 PURGEABLE_OF: Final = (
@@ -321,7 +322,7 @@ class Owner:
                 groups.setdefault(("open", span_id), []).append((CLOSE, (ns, span_id, trace_id)))
         for trace_id in [*(s.trace_id for s in plan.summaries), *plan.waiting]:
             for hour in _active_hours(rows[trace_id]):
-                groups.setdefault(("idx_active", hour), []).append((NOT_ACTIVE, (ns, hour, trace_id)))
+                groups.setdefault(("idx_active", hour), []).append((NOT_ACTIVE, (now_us, ns, hour, trace_id)))
         for ctx, path in plan.paths.items():
             if ctx not in self._paths:
                 groups.setdefault(("call_paths",), []).append(

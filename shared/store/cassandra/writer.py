@@ -12,7 +12,10 @@ Per batch (the planning is :func:`~shared.store.writing.plan_write`, as in every
 4. its chunk and its columns, ONE statement (atomic within the partition: the chunk is stored exactly
    when the trace row says so); a replayed batch finds its spans stored and writes nothing;
 5. its ``idx_active`` row when the trace is new or was finalized (a crash before this step only hides
-   the trace from the active search until it is finalized).
+   the trace from the active search until it is finalized). The row is written with the batch's clock
+   (``USING TIMESTAMP now_us``), the finalizer's delete with its own: a finalization can run between
+   steps 4 and 5 (the chunk makes the trace due), and its delete, timestamped after the batch began,
+   must win over the insert that reaches the node after it (else the trace stays listed as active).
 
 The writer never writes a state: a new chunk makes the trace active by itself (:mod:`.rows`).
 """
@@ -36,7 +39,10 @@ from shared.store.writing import TraceRow, WritePlan, plan_write
 
 OPEN: Final = "INSERT INTO open_spans (ns, span_id, trace_id, tid) VALUES (?, ?, ?, ?) USING TTL ?"
 CLOSE: Final = "DELETE FROM open_spans WHERE ns = ? AND span_id = ? AND trace_id = ?"
-ACTIVE: Final = "INSERT INTO idx_active (ns, hour, trace_id, first_seen_us, fresh) VALUES (?, ?, ?, ?, ?) USING TTL ?"
+ACTIVE: Final = (
+    "INSERT INTO idx_active (ns, hour, trace_id, first_seen_us, fresh) VALUES (?, ?, ?, ?, ?)"
+    " USING TTL ? AND TIMESTAMP ?"
+)
 LIST_HOUR: Final = "INSERT INTO index_hours (ns, kind, hour) VALUES (?, ?, ?) USING TTL ?"
 
 
@@ -138,7 +144,7 @@ async def write_batch(
         if new.root_done_us is not None:
             columns["root_done_us"] = new.root_done_us
         statics[new.trace_id] = columns
-        active.append((ACTIVE, (cql.ns, hour, new.trace_id, now_us, True, cql.ttl_s)))
+        active.append((ACTIVE, (cql.ns, hour, new.trace_id, now_us, True, cql.ttl_s, now_us)))
     for update in plan.updates:
         row = stored[update.trace_id]
         shard = update.shard or row.shard or shards[update.trace_id]
@@ -151,7 +157,9 @@ async def write_batch(
         if row.state != "active":  # finalized or waiting: the new chunk re-opens it
             columns["active_at"] = hour
             first_seen = row.first_seen_us or now_us
-            active.append((ACTIVE, (cql.ns, hour, update.trace_id, first_seen, row.finalized_at_us is None, cql.ttl_s)))
+            active.append(
+                (ACTIVE, (cql.ns, hour, update.trace_id, first_seen, row.finalized_at_us is None, cql.ttl_s, now_us))
+            )
         statics[update.trace_id] = columns
 
     # 3. index entries ahead of the data
