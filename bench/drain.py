@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from bench.common import Row, delete_topics, rate, render_table
 from bench.workload import fill
-from ingest.worker import Worker
+from ingest.worker import Worker, tuned_gc
 from shared.codecs.native import decode_native
 from shared.redact import Redactor
 from shared.settings import Settings
@@ -164,7 +164,14 @@ async def worker_drain(settings: Settings, spans: int, traces: int) -> DrainResu
 
     A span that arrives after its trace was finalized (an async span ending after the root, in a topic of
     one span per message) finalizes the trace again, which the counter counts too; so once it reaches
-    ``traces``, the store is asked whether any trace is still active, and the drain waits until none is."""
+    ``traces``, the store is asked whether any trace is still active, and the drain waits until none is.
+
+    The garbage collector is tuned as ``python -m ingest`` tunes it (:func:`ingest.worker.tuned_gc`)."""
+    with tuned_gc():
+        return await _worker_drain(settings, spans, traces)
+
+
+async def _worker_drain(settings: Settings, spans: int, traces: int) -> DrainResult:
     store = await open_store(settings, writer=True)
     worker = Worker(settings, store, worker_id=f"bench-{uuid.uuid4().hex[:6]}")
     stop = asyncio.Event()

@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 
-from ingest.worker import Worker
+from ingest.worker import Worker, tuned_gc
 from shared.settings import Settings, SettingsError
 from shared.store import open_store
 
@@ -27,7 +27,8 @@ async def serve(settings: Settings) -> None:
             worker.topics,
             settings.store_url,
         )
-        await worker.run(stop)
+        with tuned_gc():
+            await worker.run(stop)
     finally:
         await store.close()
 

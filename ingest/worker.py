@@ -10,14 +10,16 @@ a crash or rebalance loses nothing: the next owner of a partition re-reads uncom
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import os
 import random
 import socket
 import time
 import uuid
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Coroutine, Iterator, Sequence
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -35,6 +37,28 @@ from shared.store import Heartbeat, TraceStore
 from shared.store.cache import PYTHON_BYTES_PER_ENCODED_BYTE, TraceCache
 
 log = logging.getLogger("ingest.worker")
+
+
+GC_THRESHOLDS: Final = (50_000, 20, 100)
+"""The garbage collector's thresholds while a worker runs (CPython's default: 700, 10, 10). Decoding a
+fetch allocates millions of containers, and the default thresholds run a young collection every 700 of
+them and a full one (every object of the trace cache) every few hundred thousand: in a 200k-span drain
+on SQLite, 1.4 s of CPU (about an eighth of the drain) went to 3,600 collections, 22 of them full; with
+these, 0.16 s in 16. The spans hold no reference cycles; what cycles asyncio makes die young."""
+
+
+@contextlib.contextmanager
+def tuned_gc() -> Iterator[None]:
+    """Run a worker with :data:`GC_THRESHOLDS`, the objects alive at its start frozen (never scanned
+    again); the previous thresholds are restored on exit. ``python -m ingest`` runs in it."""
+    previous = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
 
 
 def now_us() -> int:
