@@ -150,7 +150,8 @@ BATCH_ROWS: Final = 100
 
 class Cql:
     """The session bound to one namespace: every statement here is prepared once per session, runs at the
-    URL's consistency level (QUORUM unless told otherwise), and every value tuple starts with :attr:`ns`.
+    URL's consistency level (QUORUM unless told otherwise), and every value tuple starts with :attr:`ns`
+    (after the value of a ``USING TIMESTAMP``, which CQL puts first).
     ``ttl_s``: the time to live of every row written (twice the retention: the purge's safety net)."""
 
     def __init__(self, session: CassandraSession, *, ttl_s: int, concurrency: int = 64) -> None:
