@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import heapq
 import logging
 import os
 import random
@@ -59,6 +60,10 @@ def tuned_gc() -> Iterator[None]:
     finally:
         gc.set_threshold(*previous)
         gc.unfreeze()
+
+
+ROUND_SPACING_S: Final = 0.02
+"""The finalize loop's rounds start at least this far apart (see :meth:`Worker._next_round_in`)."""
 
 
 def now_us() -> int:
@@ -125,6 +130,9 @@ class Worker:
         self._cache = cache if isinstance(cache, TraceCache) else None
         """The store's copy of the traces this worker wrote (finalized from it without a read-back)."""
         self._max_records = settings.batch_max
+        self._due_soon: list[int] = []
+        """Min-heap of when traces this worker wrote become due (µs): a batch's write time plus the grace
+        window. The finalize loop wakes at these (see :meth:`_next_round_in`)."""
 
     @property
     def topics(self) -> list[str]:
@@ -269,15 +277,18 @@ class Worker:
             finishes = self._redactor.events(finishes)
         if spans or finishes:
             # One transaction for the whole fetch: spans upserted and their traces touched together.
+            written_us = now_us()
             result = await self.store.write_batch(
                 spans,
                 finishes,
                 shards=shards,
-                now_us=now_us(),
+                now_us=written_us,
                 grace_us=self.settings.grace_us,
                 idle_us=self.settings.idle_timeout_us,
             )
             changed, late = result.spans_changed, result.late_spans
+            if changed:  # a root finished in it is due one grace window after the write, at the latest
+                heapq.heappush(self._due_soon, written_us + self.settings.grace_us)
         spans_n, finishes_n = len(spans), len(finishes)
         if sent:
             await asyncio.gather(*sent)  # dead letters are durable before their offsets are committed
@@ -394,11 +405,29 @@ class Worker:
     async def _finalize_loop(self, stop: asyncio.Event) -> None:
         interval = min(0.25, max(0.02, self.settings.grace_ms / 4000))
         while not stop.is_set():
+            started_us = now_us()
             await self._finalize_or_log()
             try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                await asyncio.wait_for(stop.wait(), timeout=self._next_round_in(started_us, interval))
             except TimeoutError:
                 pass
+
+    def _next_round_in(self, covered_us: int, interval: float) -> float:
+        """Seconds until the next finalize round: when the next trace this worker wrote becomes due (so a
+        trace is finalized as its grace window ends, not up to a tick later), at most ``interval`` (traces
+        due by idle timeout, or written by other workers), and not before :data:`ROUND_SPACING_S` after
+        the last round started. ``covered_us``: when the last round started; it finalized everything due
+        by then."""
+        due = self._due_soon
+        while due and due[0] <= covered_us:
+            heapq.heappop(due)
+        if not due:
+            return interval
+        now = now_us()
+        # rounds at most every ROUND_SPACING_S: at 10k spans/s a batch is written every few ms, and a round
+        # per batch would spend the worker on round trips and commits
+        soonest = (covered_us - now) / 1e6 + ROUND_SPACING_S
+        return min(interval, max(0.0, soonest, (due[0] - now) / 1e6 + 0.001))
 
     async def purge_expired(self) -> int:
         """Delete traces older than the retention window (rollups corrected by the store). Runs under
