@@ -42,16 +42,19 @@ log = logging.getLogger("ingest.worker")
 
 GC_THRESHOLDS: Final = (50_000, 20, 100)
 """The garbage collector's thresholds while a worker runs (CPython's default: 700, 10, 10). Decoding a
-fetch allocates millions of containers, and the default thresholds run a young collection every 700 of
-them and a full one (every object of the trace cache) every few hundred thousand: in a 200k-span drain
-on SQLite, 1.4 s of CPU (about an eighth of the drain) went to 3,600 collections, 22 of them full; with
-these, 0.16 s in 16. The spans hold no reference cycles; what cycles asyncio makes die young."""
+fetch allocates millions of containers (the decoded lists and tuples, aiokafka's records), and the
+default thresholds run a young collection every 700 of them and a full one over every tracked object
+every few hundred thousand (the cached spans are not tracked: msgspec ``gc=False`` Structs, dicts of
+atoms): in a 200k-span drain on SQLite, 1.1-1.4 s of CPU (about an eighth of the drain) went to ~3,600
+collections, 22 of them full; with these, 0.11-0.16 s in 14-16. The spans hold no reference cycles;
+what cycles asyncio makes die young."""
 
 
 @contextlib.contextmanager
 def tuned_gc() -> Iterator[None]:
     """Run a worker with :data:`GC_THRESHOLDS`, the objects alive at its start frozen (never scanned
-    again); the previous thresholds are restored on exit. ``python -m ingest`` runs in it."""
+    again); on exit the previous thresholds are restored and every frozen object is thawed (a host that
+    froze objects of its own before would see them thawed too). ``python -m ingest`` runs in it."""
     previous = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
@@ -132,7 +135,8 @@ class Worker:
         self._max_records = settings.batch_max
         self._due_soon: list[int] = []
         """Min-heap of when traces this worker wrote become due (µs): a batch's write time plus the grace
-        window. The finalize loop wakes at these (see :meth:`_next_round_in`)."""
+        window, the latest due time ``TraceStore.write_batch`` gives a trace whose root finished. Only a
+        hint for when to wake (see :meth:`_next_round_in`): the store's due scan decides what is due."""
 
     @property
     def topics(self) -> list[str]:

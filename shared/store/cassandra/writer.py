@@ -15,7 +15,9 @@ Per batch (the planning is :func:`~shared.store.writing.plan_write`, as in every
    the trace from the active search until it is finalized). The row is written with the batch's clock
    (``USING TIMESTAMP now_us``), the finalizer's delete with its own: a finalization can run between
    steps 4 and 5 (the chunk makes the trace due), and its delete, timestamped after the batch began,
-   must win over the insert that reaches the node after it (else the trace stays listed as active).
+   must win over the insert that reaches the node after it (else the trace stays listed as active). The
+   finalization comes at least a grace window after the write, so the writer's and the finalizer's
+   clocks may disagree by up to that much.
 
 The writer never writes a state: a new chunk makes the trace active by itself (:mod:`.rows`).
 """
