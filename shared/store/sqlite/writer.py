@@ -2,12 +2,13 @@
 transaction on the store's connection thread; the planning is the backend-independent
 :mod:`shared.store.writing` and :mod:`shared.store.finalizing`.
 
-Row sets travel as ``executemany`` parameters or as one JSON document unpacked by ``json_each``: one
-statement per table and batch, never one per span.
+Row sets travel as ``executemany`` parameters, as multi-row ``VALUES`` (:func:`insert_rows`), or as one
+JSON document unpacked by ``json_each``: one statement per table and batch, never one per span.
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -26,6 +27,34 @@ from shared.store.writing import TraceRow, WritePlan, plan_write
 _json: Final = msgspec.json.Encoder()
 _msgpack: Final = msgspec.msgpack.Encoder()
 CHUNK_MASK: Final = (1 << CHUNK_BITS) - 1
+
+
+ROWS_PER_STATEMENT: Final = 50
+"""Rows per ``INSERT ... VALUES (..), (..)`` of :func:`insert_rows`. Measured on 183k search index rows
+(six columns, a four-column key): 1.62 µs per row one row per statement, 1.24 at 50 rows, 1.33 at 200;
+the statement's binding loop is the same, its step, reset and interpreter-lock round trip are paid once
+per statement instead of once per row. 50 rows of up to six columns stay under SQLite's historical limit
+of 999 parameters."""
+
+
+@functools.cache
+def _values_sql(head: str, width: int, rows: int) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    return f"{head} VALUES {', '.join([row] * rows)}"
+
+
+def insert_rows(c: sqlite3.Connection, head: str, width: int, rows: Sequence[Sequence[Any]]) -> None:
+    """``head`` (``INSERT [OR IGNORE] INTO table``) for every row of ``width`` values, in order:
+    :data:`ROWS_PER_STATEMENT` rows per statement, the remainder one per statement."""
+    whole = len(rows) - len(rows) % ROWS_PER_STATEMENT
+    if whole:
+        flat = [value for row in rows[:whole] for value in row]
+        step = width * ROWS_PER_STATEMENT
+        c.executemany(
+            _values_sql(head, width, ROWS_PER_STATEMENT), [flat[i : i + step] for i in range(0, len(flat), step)]
+        )
+    if whole < len(rows):
+        c.executemany(_values_sql(head, width, 1), rows[whole:])
 
 
 def _path_blob(path: Sequence[str]) -> bytes:
@@ -118,12 +147,14 @@ def write_batch(
     for chunk in plan.chunks:
         if chunk.seq > CHUNK_MASK:
             raise ValueError(f"trace {chunk.trace_id}: more than {CHUNK_MASK + 1} chunks")
-    c.executemany(
-        "INSERT INTO chunks VALUES (?, ?, ?)",
+    insert_rows(
+        c,
+        "INSERT INTO chunks",
+        3,
         [((tids[ch.trace_id] << CHUNK_BITS) | ch.seq, ch.late, ch.body) for ch in plan.chunks],
     )
     if plan.opened:
-        c.executemany("INSERT OR IGNORE INTO open_spans VALUES (?, ?)", [(s, tids[t]) for t, s in plan.opened])
+        insert_rows(c, "INSERT OR IGNORE INTO open_spans", 2, [(s, tids[t]) for t, s in plan.opened])
     if plan.closed:
         c.executemany("DELETE FROM open_spans WHERE span_id = ? AND tid = ?", [(s, tids[t]) for t, s in plan.closed])
     states.update(plan.states)
@@ -198,15 +229,12 @@ def _op_index(tid: int, share: Contribution) -> list[tuple[str, str, int, int, i
 def add_index_rows(c: sqlite3.Connection, shares: Sequence[tuple[int, Contribution]]) -> None:
     if not shares:
         return
-    c.executemany(
-        "INSERT OR IGNORE INTO trace_ops VALUES (?, ?, ?, ?, ?, ?)", [r for t, s in shares for r in _op_index(t, s)]
-    )
-    c.executemany(
-        "INSERT OR IGNORE INTO trace_tags VALUES (?, ?, ?, ?)",
-        [(k, v, s.start_us, t) for t, s in shares for k, v in s.tags],
-    )
-    c.executemany(
-        "INSERT OR IGNORE INTO endpoint_traces VALUES (?, ?, ?, ?, ?, ?)",
+    insert_rows(c, "INSERT OR IGNORE INTO trace_ops", 6, [r for t, s in shares for r in _op_index(t, s)])
+    insert_rows(c, "INSERT OR IGNORE INTO trace_tags", 4, [(k, v, s.start_us, t) for t, s in shares for k, v in s.tags])
+    insert_rows(
+        c,
+        "INSERT OR IGNORE INTO endpoint_traces",
+        6,
         [(*s.endpoint, s.duration_us, t, s.start_us, encode_critical(s)) for t, s in shares if any(s.endpoint)],
     )
 
