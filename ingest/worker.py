@@ -85,6 +85,23 @@ def owner_shard(topic: str, partitions: int, trace_id: str) -> str:
     return f"{topic}/{(murmur2(trace_id.encode()) & 0x7FFFFFFF) % partitions}"
 
 
+_SPAN_CONTENT_TYPE: Final = SPAN_CONTENT_TYPE.encode("latin-1")
+
+
+def _all_native(messages: Sequence[object]) -> bool:
+    """Whether no message's (first) content-type header names anything but the native span type:
+    ``Worker._content_type(m) in (None, SPAN_CONTENT_TYPE)`` for every message, as one plain loop (it runs
+    per message: a generator per message cost a fifth of the decoding of a one-span message)."""
+    for message in messages:
+        headers: Sequence[tuple[str, bytes]] = getattr(message, "headers", None) or ()
+        for key, value in headers:
+            if key == CONTENT_TYPE_HEADER:
+                if value != _SPAN_CONTENT_TYPE:
+                    return False
+                break
+    return True
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
@@ -337,9 +354,7 @@ class Worker:
         fmt = self.formats[tp.topic]
         if fmt == "native" and len(messages) > 1:
             values = [getattr(m, "value", None) or b"" for m in messages]
-            if all(
-                not getattr(m, "headers", None) or self._content_type(m) in (None, SPAN_CONTENT_TYPE) for m in messages
-            ):  # most messages carry no header at all: no generator per message for them
+            if _all_native(messages):
                 together = decode_native_many(values)
                 if together is not None:
                     return together

@@ -6,13 +6,16 @@ sets no content-type for any encoding (its ``internal/kafkaclient/headers.go`` w
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from ingest.worker import Worker, _all_native
 from shared.codecs import DecodeError, decoder_for, detect, format_of
+from shared.models import SPAN_CONTENT_TYPE
 from tests.collector import pdata_json, zipkin_json, zipkin_proto
 
 TOPIC_FORMATS = ["otlp_proto", "otlp_json", "zipkin_json", "zipkin_proto"]
@@ -145,3 +148,20 @@ def test_json_documents_are_json_unless_they_are_exactly_field_1_records(
 def test_every_serialized_request_is_protobuf(spans: int, resources: int, topic: str) -> None:
     value = _request(spans, resources).SerializeToString()
     assert detect(value, topic) == ("otlp_proto" if topic.startswith("otlp") else "zipkin_proto")
+
+
+_HEADER_KEYS = st.sampled_from(["content-type", "Content-Type", "trace-id", ""])
+_HEADER_VALUES = st.sampled_from(
+    [SPAN_CONTENT_TYPE.encode(), b"application/json", b"application/x-protobuf", b"", "é".encode("latin-1")]
+)
+
+
+@given(st.lists(st.lists(st.tuples(_HEADER_KEYS, _HEADER_VALUES), max_size=3) | st.none(), max_size=6))
+def test_the_worker_takes_a_fetch_as_native_exactly_when_every_first_content_type_is(
+    headers: list[list[tuple[str, bytes]] | None],
+) -> None:
+    """The fast check that a fetch is all native spans (decoded in one call) agrees with reading each
+    message's content type as the one-by-one path does."""
+    messages = [SimpleNamespace(headers=h, value=b"{}") for h in headers]
+    expected = all(Worker._content_type(m) in (None, SPAN_CONTENT_TYPE) for m in messages)
+    assert _all_native(messages) == expected
