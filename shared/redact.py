@@ -100,6 +100,7 @@ class Redactor:
                         else log
                         for log in event.logs
                     )
-                    event = msgspec.structs.replace(event, logs=logs)
+                    if any(new is not old for new, old in zip(logs, event.logs, strict=True)):
+                        event = msgspec.structs.replace(event, logs=logs)
             result.append(event)
         return result

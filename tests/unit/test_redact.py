@@ -69,6 +69,14 @@ def test_events_redact_span_tags_finish_tags_and_log_fields(redactor: Redactor) 
     assert span.tags["password"] == "x"  # the input is not mutated
 
 
+def test_a_span_whose_logs_need_no_redaction_is_not_copied(redactor: Redactor) -> None:
+    span = Span(
+        trace_id="t", span_id="s", service_name="svc", operation_name="op", start_time_us=1,
+        logs=(Log(timestamp_us=2, fields={"event": "retry"}), Log(timestamp_us=3, fields={"attempt": 2})),
+    )  # fmt: skip
+    assert redactor.events([span])[0] is span
+
+
 def test_events_redact_resource_attributes_once_per_resource(redactor: Redactor) -> None:
     """OTLP resource attributes (``Span.resource``, one dict shared by the spans of a resource) are redacted
     as tags are; the spans of one resource keep sharing one (redacted) dict; a clean resource is kept."""
