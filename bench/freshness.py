@@ -220,32 +220,6 @@ async def freshness(
     poll_s: float = 0.02,
     drain_timeout_s: float = 60.0,
 ) -> FreshnessResult:
-    """Measure (d) (the module docstring says how). The polling process runs with its garbage collector
-    tuned as the worker's is (:func:`ingest.worker.tuned_gc`): run after other parts of ``make bench``, a
-    full collection of what they left in this process paused the polls for 578 ms once, which showed as a
-    p99 of 458-705 ms beyond the grace in (d) while the worker's own clock said 91 ms."""
-    with tuned_gc():
-        return await _freshness(
-            settings,
-            processes,
-            workdir,
-            spans_per_s=spans_per_s,
-            seconds=seconds,
-            poll_s=poll_s,
-            drain_timeout_s=drain_timeout_s,
-        )
-
-
-async def _freshness(
-    settings: Settings,
-    processes: Processes,
-    workdir: Path,
-    *,
-    spans_per_s: float,
-    seconds: float,
-    poll_s: float,
-    drain_timeout_s: float,
-) -> FreshnessResult:
     port = free_port()
     s = msgspec.structs.replace(
         settings,
@@ -277,27 +251,31 @@ async def _freshness(
             env,
         )
         deadline: float | None = None
-        async with aiohttp.ClientSession() as session:
-            while True:
-                exited = producer.process.poll()
-                sent.read()
-                now = time.monotonic()
-                if sent.done is not None:
-                    deadline = deadline or now + drain_timeout_s + s.grace_ms / 1000
-                    if len(seen) >= len(sent.sent) or now > deadline:  # seen holds only traces of this run
-                        break
-                elif exited is not None:
-                    raise RuntimeError(f"the producer exited ({exited}) before it was done:\n{producer.tail()}")
-                since_ms = sent.window_start_ms(seen, now)
-                work = result.listed + result.lookups
-                if since_ms is not None:
-                    url = f"{base}/traces/query?start={since_ms}&limit={PAGE}"
-                    sent.mark_seen(await poll_once(session, url, seen, result))
-                sent.mark_seen(await look_up_stragglers(session, base, sent.stragglers, seen, result))
-                interval = max(poll_s, (result.listed + result.lookups - work) / LISTED_PER_S)
-                result.max_interval_ms = max(result.max_interval_ms, interval * 1000)
-                await asyncio.sleep(max(0.0, now + interval - time.monotonic()))
-            result.finalized_ms = await finalized_latencies(session, base, sent, seen)
+        # The polls run with the collector tuned as the worker's: after other parts of `make bench`, one
+        # full collection of what they left in this process paused them for 578 ms, which showed as a p99
+        # of 458-705 ms beyond the grace while the worker's own clock said 91 ms.
+        with tuned_gc():
+            async with aiohttp.ClientSession() as session:
+                while True:
+                    exited = producer.process.poll()
+                    sent.read()
+                    now = time.monotonic()
+                    if sent.done is not None:
+                        deadline = deadline or now + drain_timeout_s + s.grace_ms / 1000
+                        if len(seen) >= len(sent.sent) or now > deadline:  # seen holds only traces of this run
+                            break
+                    elif exited is not None:
+                        raise RuntimeError(f"the producer exited ({exited}) before it was done:\n{producer.tail()}")
+                    since_ms = sent.window_start_ms(seen, now)
+                    work = result.listed + result.lookups
+                    if since_ms is not None:
+                        url = f"{base}/traces/query?start={since_ms}&limit={PAGE}"
+                        sent.mark_seen(await poll_once(session, url, seen, result))
+                    sent.mark_seen(await look_up_stragglers(session, base, sent.stragglers, seen, result))
+                    interval = max(poll_s, (result.listed + result.lookups - work) / LISTED_PER_S)
+                    result.max_interval_ms = max(result.max_interval_ms, interval * 1000)
+                    await asyncio.sleep(max(0.0, now + interval - time.monotonic()))
+                result.finalized_ms = await finalized_latencies(session, base, sent, seen)
         for child in (worker, api):
             if child.process.poll() is not None:
                 raise RuntimeError(f"{child.name} exited ({child.process.returncode}):\n{child.tail()}")

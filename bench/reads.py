@@ -144,20 +144,16 @@ async def read_latency(
         }
         # the client's own collector pauses are not the API's latency: tuned as the worker's, after the fill
         with tuned_gc():
-            await _time_kinds(kinds, requests, result)
+            async with aiohttp.ClientSession() as session:
+                for name, url in kinds.items():
+                    await _timed(session, [url() for _ in range(min(20, requests))])  # warm-up: page cache, connection
+                    samples = await _timed(session, [url() for _ in range(requests)])
+                    result.latency_ms[name] = (percentile(samples, 0.5), percentile(samples, 0.99))
     finally:
         processes.stop(api)
         for path in store_path.parent.glob(f"{store_path.name}*"):  # the file, its -wal and -shm
             path.unlink()
     return result
-
-
-async def _time_kinds(kinds: dict[str, Callable[[], str]], requests: int, result: ReadsResult) -> None:
-    async with aiohttp.ClientSession() as session:
-        for name, url in kinds.items():
-            await _timed(session, [url() for _ in range(min(20, requests))])  # warm-up: page cache, connection
-            samples = await _timed(session, [url() for _ in range(requests)])
-            result.latency_ms[name] = (percentile(samples, 0.5), percentile(samples, 0.99))
 
 
 async def main() -> None:

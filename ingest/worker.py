@@ -88,17 +88,22 @@ def owner_shard(topic: str, partitions: int, trace_id: str) -> str:
 _SPAN_CONTENT_TYPE: Final = SPAN_CONTENT_TYPE.encode("latin-1")
 
 
+def _content_type_header(message: object) -> bytes | None:
+    """The value of the message's first content-type header, if it has one. A plain loop: it runs per
+    message (a generator per message cost a fifth of the decoding of a one-span message)."""
+    headers: Sequence[tuple[str, bytes]] = getattr(message, "headers", None) or ()
+    for key, value in headers:
+        if key == CONTENT_TYPE_HEADER:
+            return value
+    return None
+
+
 def _all_native(messages: Sequence[object]) -> bool:
-    """Whether no message's (first) content-type header names anything but the native span type:
-    ``Worker._content_type(m) in (None, SPAN_CONTENT_TYPE)`` for every message, as one plain loop (it runs
-    per message: a generator per message cost a fifth of the decoding of a one-span message)."""
+    """Whether no message's content type names anything but the native span type."""
     for message in messages:
-        headers: Sequence[tuple[str, bytes]] = getattr(message, "headers", None) or ()
-        for key, value in headers:
-            if key == CONTENT_TYPE_HEADER:
-                if value != _SPAN_CONTENT_TYPE:
-                    return False
-                break
+        content_type = _content_type_header(message)
+        if content_type is not None and content_type != _SPAN_CONTENT_TYPE:
+            return False
     return True
 
 
@@ -371,8 +376,8 @@ class Worker:
 
     @staticmethod
     def _content_type(message: object) -> str | None:
-        headers: Sequence[tuple[str, bytes]] = getattr(message, "headers", ()) or ()
-        return next((v.decode("latin-1") for k, v in headers if k == CONTENT_TYPE_HEADER), None)
+        content_type = _content_type_header(message)
+        return None if content_type is None else content_type.decode("latin-1")
 
     async def _dead_letter(self, tp: TopicPartition, message: object, reason: str) -> asyncio.Future[object]:
         assert self._dlq is not None

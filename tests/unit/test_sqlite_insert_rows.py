@@ -18,7 +18,6 @@ from shared.store.sqlite.writer import ROWS_PER_STATEMENT, insert_rows
 def conn() -> Iterator[sqlite3.Connection]:
     c = sqlite3.connect(":memory:", isolation_level=None)
     c.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, a TEXT NOT NULL, b BLOB)")
-    c.execute("CREATE TABLE u (k TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID")
     yield c
     c.close()
 
