@@ -167,8 +167,21 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; then finish the batch in hand, commit, and leave the group."""
         s = self.settings
-        if not await self._wait_for_kafka(stop):
+        if not await self._connect(stop):
             return
+        assert self._consumer is not None and self._dlq is not None
+        try:
+            async with serve_metrics(self.metrics, s.worker_metrics_bind) as self.metrics_port:
+                await self._run_loops(stop)
+        finally:
+            try:
+                await self._consumer.stop()  # leaves the group: partitions move at once
+            finally:
+                await self._dlq.stop()
+            log.info("worker %s stopped", self.worker_id)
+
+    async def _start_clients(self) -> None:
+        s = self.settings
         self._dlq = AIOKafkaProducer(**s.kafka_options(), acks="all", linger_ms=5)
         self._consumer = AIOKafkaConsumer(
             **s.kafka_options(),
@@ -182,16 +195,14 @@ class Worker:
         )
         self._consumer.subscribe(self.topics, listener=_Rebalance(self))
         await self._dlq.start()
-        try:
-            await self._consumer.start()
-            async with serve_metrics(self.metrics, s.worker_metrics_bind) as self.metrics_port:
-                await self._run_loops(stop)
-        finally:
-            try:
-                await self._consumer.stop()  # leaves the group: partitions move at once
-            finally:
-                await self._dlq.stop()
-            log.info("worker %s stopped", self.worker_id)
+        await self._consumer.start()
+
+    async def _stop_clients(self) -> None:
+        for client in (self._consumer, self._dlq):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+        self._consumer = self._dlq = None
 
     async def _run_loops(self, stop: asyncio.Event) -> None:
         tasks = [
@@ -206,17 +217,23 @@ class Worker:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._heartbeat()
 
-    async def _wait_for_kafka(self, stop: asyncio.Event) -> bool:
-        """Create the topics, retrying while the broker is unreachable (a worker may start before it, or
-        during a broker restart). False when ``stop`` was set first."""
+    async def _connect(self, stop: asyncio.Event) -> bool:
+        """Create the topics and start the dead-letter producer and the consumer, retrying the whole while
+        the broker is unreachable (a worker may start before it, or during a broker restart, also between
+        the topics and the clients). False when ``stop`` was set first."""
         s = self.settings
         delay = 0.5
         while not stop.is_set():
             try:
                 await ensure_topics(s, [*self.topics, *(t + s.dlq_suffix for t in self.topics)])
+                await self._start_clients()
                 return True
             except KafkaError as exc:
+                await self._stop_clients()
                 log.warning("kafka not reachable at %s (%s); retrying in %.1fs", s.kafka_bootstrap, exc, delay)
+            except BaseException:
+                await self._stop_clients()
+                raise
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except TimeoutError:
