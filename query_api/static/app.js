@@ -70,6 +70,8 @@ async function route() {
   clearError();
   document.body.dataset.page = name;
   document.body.dataset.state = "loading";
+  // Which route the state is about: a click changes the hash before its hashchange runs route().
+  document.body.dataset.route = window.location.hash;
   main.replaceChildren(h("p", { class: "loading" }, "Loading…"));
   const ctx = {
     main,

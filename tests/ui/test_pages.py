@@ -41,7 +41,14 @@ async def _open(page: Page, url: str) -> None:
 
 
 async def _settled(page: Page) -> None:
-    await page.page.locator("body[data-state=ready]").wait_for(state="attached")
+    """Wait until the page finished rendering the route of the current hash.
+
+    ``body[data-state=ready]`` alone is not enough after a click: the URL changes at once, while the
+    ``hashchange`` that renders the new route runs later, so the previous route's ``ready`` still shows.
+    """
+    await page.page.wait_for_function(
+        "() => document.body.dataset.state === 'ready' && document.body.dataset.route === window.location.hash"
+    )
 
 
 async def _attr(locator: Any, name: str) -> str:
