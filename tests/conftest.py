@@ -35,6 +35,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.settings import Settings
 
+pytest_plugins = ["tests.leaks"]
+
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 CASSANDRA_SH = ROOT / "scripts" / "cassandra.sh"
