@@ -359,10 +359,15 @@ Row = tuple[Any, ...]
 
 class _ShardInfoNoise(logging.Filter):
     """Drops the C++ driver's ERROR line on every connection to Apache Cassandra, which has no shards
-    ("Could not retrieve sharding info ... Continuing WITHOUT SHARD-AWARENESS"): expected, not an error."""
+    ("Could not retrieve sharding info ... Continuing WITHOUT SHARD-AWARENESS"): expected, not an error.
+    And its line per host when a session bound to a keyspace finds none: :meth:`CassandraSession.connect`
+    then creates it, or raises an error naming it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "WITHOUT SHARD-AWARENESS" not in record.getMessage()
+        message = record.getMessage()
+        if "WITHOUT SHARD-AWARENESS" in message:
+            return False
+        return not ("Connection pool was unable to connect" in message and "' does not exist" in message)
 
 
 _DRIVER_LOG = logging.getLogger("acsylla")  # the logger the driver's messages go to
@@ -394,7 +399,8 @@ class CassandraSession:
 
     @classmethod
     async def connect(cls, config: CassandraConfig, *, create_keyspace: bool = True) -> CassandraSession:
-        """Connect to the cluster; create the keyspace when missing (``create_keyspace``), then use it.
+        """Connect to the cluster with a session bound to the keyspace; create the keyspace first when it is
+        missing (``create_keyspace``, else :class:`CassandraError` naming it).
 
         Load balancing is token-aware (a statement goes to a replica of its partition) over DC-aware round
         robin (``local_dc``, or the datacenter of the first contact point). Raises :class:`CassandraError`
@@ -434,22 +440,51 @@ class CassandraSession:
         cluster = acsylla.create_cluster(list(config.hosts), **options)
         where = f"{','.join(config.hosts)}:{config.port}"
         try:
-            session = await cluster.create_session()
+            try:
+                # Bound to the keyspace when connecting: every connection, a reconnection too, opens with
+                # its USE. A USE issued later reaches the other connections only lazily, and on a cluster
+                # still agreeing on a new keyspace a statement could go out without one ("No keyspace
+                # has been specified": seen creating the tables on a fresh 3-node cluster).
+                session = await cluster.create_session(keyspace=config.keyspace)
+            except acsylla.errors.CassErrorLibUnableToSetKeyspace as exc:
+                if not create_keyspace:
+                    raise CassandraError(f"cannot use keyspace {config.keyspace!r} at {where}: {exc}") from exc
+                await cls._create_keyspace(config, cluster)
+                session = await cls._bound_session(config, cluster)
         except acsylla.errors.CassException as exc:
             cluster.destroy()  # else its I/O thread and wake-up sockets outlive it: fds leak per attempt
             raise CassandraError(f"cannot connect to Cassandra at {where}: {exc}") from exc
-        connected = cls(config, cluster, session, hosts)
-        try:
-            if create_keyspace:
-                await connected.execute(config.create_keyspace_cql())
-            try:
-                await session.set_keyspace(config.keyspace)
-            except acsylla.errors.CassException as exc:
-                raise CassandraError(f"cannot use keyspace {config.keyspace!r} at {where}: {exc}") from exc
         except BaseException:
-            await connected.close()
+            cluster.destroy()
             raise
-        return connected
+        return cls(config, cluster, session, hosts)
+
+    @staticmethod
+    async def _bound_session(config: CassandraConfig, cluster: Any) -> Any:
+        """A session bound to the keyspace just created, retried while the nodes do not all know it yet
+        (for up to :data:`KEYSPACE_AGREEMENT_S`)."""
+        import acsylla
+
+        deadline = time.monotonic() + KEYSPACE_AGREEMENT_S
+        while True:
+            try:
+                return await cluster.create_session(keyspace=config.keyspace)
+            except acsylla.errors.CassErrorLibUnableToSetKeyspace:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    @classmethod
+    async def _create_keyspace(cls, config: CassandraConfig, cluster: Any) -> None:
+        """``CREATE KEYSPACE`` from a session of no keyspace (it returns once the nodes agree on the schema,
+        or after the driver's 10 s wait)."""
+        import acsylla
+
+        session = await cluster.create_session()
+        try:
+            await session.execute(acsylla.create_statement(config.create_keyspace_cql()))
+        finally:
+            await session.close()
 
     async def prepare(self, cql: str) -> Prepared:
         """Prepare ``cql`` on the cluster once per session (cached by its text); ``?`` marks the values."""
@@ -661,6 +696,7 @@ class CassandraSession:
             self._cluster.destroy()
 
 
+KEYSPACE_AGREEMENT_S = 30.0
 HOST_UP_SETTLE_S = 1.0
 HOST_BACK_WAIT_S = 10.0
 
