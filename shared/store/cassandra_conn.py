@@ -442,9 +442,8 @@ class CassandraSession:
         try:
             try:
                 # Bound to the keyspace when connecting: every connection, a reconnection too, opens with
-                # its USE. A USE issued later reaches the other connections only lazily, and on a cluster
-                # still agreeing on a new keyspace a statement could go out without one ("No keyspace
-                # has been specified": seen creating the tables on a fresh 3-node cluster).
+                # its USE. A USE sent after connecting did not reach every connection: on a fresh 3-node
+                # cluster a CREATE TABLE went out without a keyspace ("No keyspace has been specified").
                 session = await cluster.create_session(keyspace=config.keyspace)
             except acsylla.errors.CassErrorLibUnableToSetKeyspace as exc:
                 if not create_keyspace:
