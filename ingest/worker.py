@@ -169,15 +169,11 @@ class Worker:
         s = self.settings
         if not await self._connect(stop):
             return
-        assert self._consumer is not None and self._dlq is not None
         try:
             async with serve_metrics(self.metrics, s.worker_metrics_bind) as self.metrics_port:
                 await self._run_loops(stop)
         finally:
-            try:
-                await self._consumer.stop()  # leaves the group: partitions move at once
-            finally:
-                await self._dlq.stop()
+            await self._stop_clients()
             log.info("worker %s stopped", self.worker_id)
 
     async def _start_clients(self) -> None:
@@ -198,10 +194,14 @@ class Worker:
         await self._consumer.start()
 
     async def _stop_clients(self) -> None:
+        """Stop the consumer (leaving the group: its partitions move at once), then the dead-letter
+        producer; either may be half started. A failure to stop one is logged and the other still stops."""
         for client in (self._consumer, self._dlq):
             if client is not None:
-                with contextlib.suppress(Exception):
+                try:
                     await client.stop()
+                except Exception:
+                    log.warning("stopping %s failed", type(client).__name__, exc_info=True)
         self._consumer = self._dlq = None
 
     async def _run_loops(self, stop: asyncio.Event) -> None:

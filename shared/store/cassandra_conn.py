@@ -448,8 +448,8 @@ class CassandraSession:
             except acsylla.errors.CassErrorLibUnableToSetKeyspace as exc:
                 if not create_keyspace:
                     raise CassandraError(f"cannot use keyspace {config.keyspace!r} at {where}: {exc}") from exc
-                await cls._create_keyspace(config, cluster)
-                session = await cls._bound_session(config, cluster)
+                await _create_keyspace(config, cluster, where)
+                session = await _bound_session(config, cluster)
         except acsylla.errors.CassException as exc:
             cluster.destroy()  # else its I/O thread and wake-up sockets outlive it: fds leak per attempt
             raise CassandraError(f"cannot connect to Cassandra at {where}: {exc}") from exc
@@ -457,33 +457,6 @@ class CassandraSession:
             cluster.destroy()
             raise
         return cls(config, cluster, session, hosts)
-
-    @staticmethod
-    async def _bound_session(config: CassandraConfig, cluster: Any) -> Any:
-        """A session bound to the keyspace just created, retried while the nodes do not all know it yet
-        (for up to :data:`KEYSPACE_AGREEMENT_S`)."""
-        import acsylla
-
-        deadline = time.monotonic() + KEYSPACE_AGREEMENT_S
-        while True:
-            try:
-                return await cluster.create_session(keyspace=config.keyspace)
-            except acsylla.errors.CassErrorLibUnableToSetKeyspace:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.5)
-
-    @classmethod
-    async def _create_keyspace(cls, config: CassandraConfig, cluster: Any) -> None:
-        """``CREATE KEYSPACE`` from a session of no keyspace (it returns once the nodes agree on the schema,
-        or after the driver's 10 s wait)."""
-        import acsylla
-
-        session = await cluster.create_session()
-        try:
-            await session.execute(acsylla.create_statement(config.create_keyspace_cql()))
-        finally:
-            await session.close()
 
     async def prepare(self, cql: str) -> Prepared:
         """Prepare ``cql`` on the cluster once per session (cached by its text); ``?`` marks the values."""
@@ -693,6 +666,35 @@ class CassandraSession:
             await self._session.close()
         finally:
             self._cluster.destroy()
+
+
+async def _bound_session(config: CassandraConfig, cluster: Any) -> Any:
+    """A driver session bound to the keyspace just created, retried while the nodes do not all know it
+    yet (for up to :data:`KEYSPACE_AGREEMENT_S`)."""
+    import acsylla
+
+    deadline = time.monotonic() + KEYSPACE_AGREEMENT_S
+    while True:
+        try:
+            return await cluster.create_session(keyspace=config.keyspace)
+        except acsylla.errors.CassErrorLibUnableToSetKeyspace:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def _create_keyspace(config: CassandraConfig, cluster: Any, where: str) -> None:
+    """``CREATE KEYSPACE`` from a driver session of no keyspace (it returns once the nodes agree on the
+    schema, or after the driver's 10 s wait)."""
+    import acsylla
+
+    session = await cluster.create_session()
+    try:
+        await session.execute(acsylla.create_statement(config.create_keyspace_cql()))
+    except acsylla.errors.CassException as exc:
+        raise CassandraError(f"cannot create keyspace {config.keyspace!r} at {where}: {exc}") from exc
+    finally:
+        await session.close()
 
 
 KEYSPACE_AGREEMENT_S = 30.0

@@ -31,7 +31,7 @@ def _rows(n: int) -> list[tuple[int, str, bytes | None]]:
 )
 def test_every_row_lands_once_in_order(conn: sqlite3.Connection, n: int) -> None:
     rows = _rows(n)
-    insert_rows(conn, "INSERT INTO t", 3, rows)
+    insert_rows(conn, "INSERT INTO t", rows)
     assert conn.execute("SELECT seq, a, b FROM t ORDER BY seq").fetchall() == rows
 
 
@@ -41,7 +41,7 @@ def test_or_ignore_keeps_the_first_of_each_key(rows: list[tuple[str, int]]) -> N
     c = sqlite3.connect(":memory:", isolation_level=None)
     try:
         c.execute("CREATE TABLE u (k TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID")
-        insert_rows(c, "INSERT OR IGNORE INTO u", 2, rows)
+        insert_rows(c, "INSERT OR IGNORE INTO u", rows)
         first: dict[str, int] = {}
         for key, value in rows:
             first.setdefault(key, value)
@@ -53,4 +53,4 @@ def test_or_ignore_keeps_the_first_of_each_key(rows: list[tuple[str, int]]) -> N
 def test_a_conflict_without_or_ignore_fails_the_statement(conn: sqlite3.Connection) -> None:
     rows = _rows(ROWS_PER_STATEMENT)
     with pytest.raises(sqlite3.IntegrityError):
-        insert_rows(conn, "INSERT INTO t", 3, [*rows, rows[0]])
+        insert_rows(conn, "INSERT INTO t", [*rows, rows[0]])

@@ -43,9 +43,12 @@ def _values_sql(head: str, width: int, rows: int) -> str:
     return f"{head} VALUES {', '.join([row] * rows)}"
 
 
-def insert_rows(c: sqlite3.Connection, head: str, width: int, rows: Sequence[Sequence[Any]]) -> None:
-    """``head`` (``INSERT [OR IGNORE] INTO table``) for every row of ``width`` values, in order:
+def insert_rows(c: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``head`` (``INSERT [OR IGNORE] INTO table``) for every row (all of one width), in order:
     :data:`ROWS_PER_STATEMENT` rows per statement, the remainder one per statement."""
+    if not rows:
+        return
+    width = len(rows[0])
     whole = len(rows) - len(rows) % ROWS_PER_STATEMENT
     if whole:
         flat = [value for row in rows[:whole] for value in row]
@@ -148,13 +151,9 @@ def write_batch(
         if chunk.seq > CHUNK_MASK:
             raise ValueError(f"trace {chunk.trace_id}: more than {CHUNK_MASK + 1} chunks")
     insert_rows(
-        c,
-        "INSERT INTO chunks",
-        3,
-        [((tids[ch.trace_id] << CHUNK_BITS) | ch.seq, ch.late, ch.body) for ch in plan.chunks],
+        c, "INSERT INTO chunks", [((tids[ch.trace_id] << CHUNK_BITS) | ch.seq, ch.late, ch.body) for ch in plan.chunks]
     )
-    if plan.opened:
-        insert_rows(c, "INSERT OR IGNORE INTO open_spans", 2, [(s, tids[t]) for t, s in plan.opened])
+    insert_rows(c, "INSERT OR IGNORE INTO open_spans", [(s, tids[t]) for t, s in plan.opened])
     if plan.closed:
         c.executemany("DELETE FROM open_spans WHERE span_id = ? AND tid = ?", [(s, tids[t]) for t, s in plan.closed])
     states.update(plan.states)
@@ -229,12 +228,11 @@ def _op_index(tid: int, share: Contribution) -> list[tuple[str, str, int, int, i
 def add_index_rows(c: sqlite3.Connection, shares: Sequence[tuple[int, Contribution]]) -> None:
     if not shares:
         return
-    insert_rows(c, "INSERT OR IGNORE INTO trace_ops", 6, [r for t, s in shares for r in _op_index(t, s)])
-    insert_rows(c, "INSERT OR IGNORE INTO trace_tags", 4, [(k, v, s.start_us, t) for t, s in shares for k, v in s.tags])
+    insert_rows(c, "INSERT OR IGNORE INTO trace_ops", [r for t, s in shares for r in _op_index(t, s)])
+    insert_rows(c, "INSERT OR IGNORE INTO trace_tags", [(k, v, s.start_us, t) for t, s in shares for k, v in s.tags])
     insert_rows(
         c,
         "INSERT OR IGNORE INTO endpoint_traces",
-        6,
         [(*s.endpoint, s.duration_us, t, s.start_us, encode_critical(s)) for t, s in shares if any(s.endpoint)],
     )
 
