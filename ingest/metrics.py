@@ -75,33 +75,47 @@ class SpanMetrics:
         )
 
     def observe(self, shares: Sequence[Contribution]) -> None:
-        """Count the spans of these first finalizations: summed per label set first, then one counter and
-        one histogram update per label set (a batch holds hundreds of traces of a few operations)."""
-        sums: dict[tuple[str, str, str, str], list[Any]] = {}
-        for share in shares:
-            for service, operation, kind, spans, errors, total, _, _, hist, error_total, error_hist in share.ops:
-                kind_label = SPAN_KINDS.get(kind, "SPAN_KIND_UNSPECIFIED")
-                if spans > errors:
-                    row = sums.get((service, operation, kind_label, "STATUS_CODE_UNSET"))
-                    if row is None:
-                        row = sums[service, operation, kind_label, "STATUS_CODE_UNSET"] = [0, 0, {}]
-                    row[0] += spans - errors
-                    row[1] += total - error_total
-                    counts = row[2]
-                    for b, n in hist.items():
-                        counts[b] = counts.get(b, 0) + n - error_hist.get(b, 0)
-                if errors:
-                    row = sums.get((service, operation, kind_label, "STATUS_CODE_ERROR"))
-                    if row is None:
-                        row = sums[service, operation, kind_label, "STATUS_CODE_ERROR"] = [0, 0, {}]
-                    row[0] += errors
-                    row[1] += error_total
-                    counts = row[2]
-                    for b, n in error_hist.items():
-                        counts[b] = counts.get(b, 0) + n
-        for labels, (count, total_us, counts) in sums.items():
-            self.calls.inc(count, *labels)
-            self.duration.record(counts, total_us / 1000, *labels)
+        """Count the spans of these first finalizations."""
+        self.add(span_sums(shares))
+
+    def add(self, sums: Sequence[SpanSum]) -> None:
+        """Count what :func:`span_sums` summed: one counter and one histogram update per label set."""
+        for service, operation, kind, status, count, total_us, counts in sums:
+            self.calls.inc(count, service, operation, kind, status)
+            self.duration.record(counts, total_us / 1000, service, operation, kind, status)
+
+
+SpanSum = tuple[str, str, str, str, int, int, dict[int, int]]
+"""The spans of one label set (service, span name, span kind, status code) of some first finalizations:
+(the labels, count, total duration µs, histogram bucket → count)."""
+
+
+def span_sums(shares: Sequence[Contribution]) -> list[SpanSum]:
+    """The spans of these first finalizations summed per label set (a round holds hundreds of traces of a
+    few operations): what :meth:`SpanMetrics.add` counts, computed where the round ran."""
+    sums: dict[tuple[str, str, str, str], list[Any]] = {}
+    for share in shares:
+        for service, operation, kind, spans, errors, total, _, _, hist, error_total, error_hist in share.ops:
+            kind_label = SPAN_KINDS.get(kind, "SPAN_KIND_UNSPECIFIED")
+            if spans > errors:
+                row = sums.get((service, operation, kind_label, "STATUS_CODE_UNSET"))
+                if row is None:
+                    row = sums[service, operation, kind_label, "STATUS_CODE_UNSET"] = [0, 0, {}]
+                row[0] += spans - errors
+                row[1] += total - error_total
+                counts = row[2]
+                for b, n in hist.items():
+                    counts[b] = counts.get(b, 0) + n - error_hist.get(b, 0)
+            if errors:
+                row = sums.get((service, operation, kind_label, "STATUS_CODE_ERROR"))
+                if row is None:
+                    row = sums[service, operation, kind_label, "STATUS_CODE_ERROR"] = [0, 0, {}]
+                row[0] += errors
+                row[1] += error_total
+                counts = row[2]
+                for b, n in error_hist.items():
+                    counts[b] = counts.get(b, 0) + n
+    return [(*labels, count, total_us, counts) for labels, (count, total_us, counts) in sums.items()]
 
 
 class WorkerMetrics:
