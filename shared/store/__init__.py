@@ -17,12 +17,15 @@ from shared.store.base import (
 )
 
 
-async def open_store(settings: Settings, *, writer: bool = False) -> TraceStore:
+async def open_store(settings: Settings, *, writer: bool = False, checkpoints: bool = True) -> TraceStore:
     """The backend named by ``TRACING_STORE_URL`` (sqlite:///..., postgresql://... or cassandra://...),
     opened.
 
     ``writer``: the store of an ingest worker, which keeps a copy of the traces it writes (up to
     ``TRACING_CACHE_MB``) so that it finalizes them without reading them back.
+
+    ``checkpoints``: False for a SQLite connection whose file another connection of the same host
+    checkpoints (a worker's finalizer process, beside the worker's own store): one checkpointer is enough.
 
     Raises :class:`SettingsError` (one line, naming the extra to install) for a PostgreSQL URL when
     asyncpg is not installed, or a Cassandra URL when acsylla is not."""
@@ -31,7 +34,7 @@ async def open_store(settings: Settings, *, writer: bool = False) -> TraceStore:
     if url.startswith("sqlite:"):
         from shared.store.sqlite import SqliteStore
 
-        return await SqliteStore.open(url, cache_bytes=cache_bytes)
+        return await SqliteStore.open(url, cache_bytes=cache_bytes, checkpoints=checkpoints)
     if url.startswith("cassandra:"):
         try:
             import acsylla  # noqa: F401 (the driver of the cassandra extra)

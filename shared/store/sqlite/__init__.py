@@ -58,20 +58,27 @@ class SqliteStore:
     writer processes work too (one transaction at a time), each with its own cache, which then mostly
     misses."""
 
-    def __init__(self, path: str, *, cache_bytes: int = 0) -> None:
+    def __init__(self, path: str, *, cache_bytes: int = 0, checkpoints: bool = True) -> None:
         self._path = path
+        self._checkpoints = checkpoints
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
         self._stop_checkpoints = threading.Event()
         self._checkpointer: threading.Thread | None = None
         self.cache = TraceCache(cache_bytes) if cache_bytes > 0 else None
 
+    @property
+    def shared_by_processes(self) -> bool:
+        """Whether another process can open this store (a file, not ``:memory:``)."""
+        return self._path != ":memory:"
+
     @classmethod
-    async def open(cls, url_or_path: str, *, cache_bytes: int = 0) -> SqliteStore:
+    async def open(cls, url_or_path: str, *, cache_bytes: int = 0, checkpoints: bool = True) -> SqliteStore:
         """Open (creating or migrating the file). ``cache_bytes`` > 0 keeps the writer's copy of recent
-        traces (workers); readers need none."""
+        traces (workers); readers need none. ``checkpoints``: run the checkpointer thread (False when
+        another connection to the file runs one, see :func:`shared.store.open_store`)."""
         path = sqlite_path(url_or_path) if url_or_path.startswith("sqlite:") else url_or_path
-        store = cls(path, cache_bytes=cache_bytes)
+        store = cls(path, cache_bytes=cache_bytes, checkpoints=checkpoints)
         await store._run(store._connect)
         return store
 
@@ -95,6 +102,7 @@ class SqliteStore:
             # Checkpoints (the only fsyncs with synchronous=NORMAL) run in a thread of their own instead of
             # inside whichever commit crosses the WAL threshold: the write path never waits for one.
             conn.execute("PRAGMA wal_autocheckpoint = 0")
+        if self._path != ":memory:" and self._checkpoints:
             self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True)
             self._checkpointer.start()
         self._conn = conn
@@ -210,7 +218,15 @@ class SqliteStore:
         cache = self.cache
 
         def job() -> writer.Finalized:
-            done = self._tx(lambda c: writer.finalize(c, cache, trace_ids, now_us=now_us, sampler=sampler))
+            planned = None
+            if cache is None:
+                # No copy of the states here (a finalizer process, see ingest/finalizer.py): plan the round
+                # in a read transaction, reading the chunks back, so that the writer of the spans is not
+                # held up by it; the write transaction uses the plan if the rows are unchanged.
+                planned = self._read(lambda c: writer.plan_round(c, None, trace_ids, sampler=sampler))
+            done = self._tx(
+                lambda c: writer.finalize(c, cache, trace_ids, now_us=now_us, sampler=sampler, planned=planned)
+            )
             if cache is not None:
                 dropped = {trace_id for trace_id, _, _ in done.plan.dropped}
                 for trace_id, state in done.states.items():

@@ -166,10 +166,17 @@ class Finalized(msgspec.Struct, kw_only=True, gc=False):
     states: dict[str, TraceState]
 
 
-def finalize(
-    c: sqlite3.Connection, cache: TraceCache | None, trace_ids: Sequence[str], *, now_us: int, sampler: Sampler | None
-) -> Finalized:
-    rows = [
+class Planned(msgspec.Struct, kw_only=True, gc=False):
+    """A finalize round's plan and the rows it was made from."""
+
+    rows: list[FinalizeRow]
+    states: dict[str, TraceState]
+    plan: FinalizePlan
+
+
+def finalize_rows(c: sqlite3.Connection, trace_ids: Sequence[str]) -> list[FinalizeRow]:
+    """The active rows among ``trace_ids``, in their order."""
+    return [
         FinalizeRow(trace_id=r[0], tid=r[1], chunks=r[2], contribution=r[3], indexed=bool(r[4]))
         for r in c.execute(
             "SELECT t.trace_id, t.tid, t.chunks, t.contribution, t.finalized_at_us IS NOT NULL"
@@ -177,9 +184,34 @@ def finalize(
             (_doc(list(dict.fromkeys(trace_ids))),),
         )
     ]
-    tids = {r.trace_id: r.tid for r in rows}
+
+
+def plan_round(
+    c: sqlite3.Connection, cache: TraceCache | None, trace_ids: Sequence[str], *, sampler: Sampler | None
+) -> Planned:
+    rows = finalize_rows(c, trace_ids)
     states = current_states(c, cache, [(r.trace_id, r.tid, r.chunks) for r in rows])
-    plan = plan_finalize(rows, states, sampler=sampler)
+    return Planned(rows=rows, states=states, plan=plan_finalize(rows, states, sampler=sampler))
+
+
+def finalize(
+    c: sqlite3.Connection,
+    cache: TraceCache | None,
+    trace_ids: Sequence[str],
+    *,
+    now_us: int,
+    sampler: Sampler | None,
+    planned: Planned | None = None,
+) -> Finalized:
+    """Finalize the active traces among ``trace_ids``. ``planned``: a plan made earlier, outside this
+    transaction; it is written only if the rows it was made from are still the rows (same incarnation,
+    chunk count and previous share, hence the same states: chunks are only ever appended), else the round
+    is planned again here. The plan is a function of the rows and states alone (the sampler decides by
+    trace id), so either way the same rows are written."""
+    if planned is None or finalize_rows(c, trace_ids) != planned.rows:
+        planned = plan_round(c, cache, trace_ids, sampler=sampler)
+    rows, states, plan = planned.rows, planned.states, planned.plan
+    tids = {r.trace_id: r.tid for r in rows}
     if plan.waiting:
         c.executemany("UPDATE traces SET state = 'waiting' WHERE tid = ?", [(tids[t],) for t in plan.waiting])
     c.executemany(
