@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import murmur2
 
+from ingest.finalizer import FinalizerError, FinalizerProcess, separate_finalizer
 from ingest.metrics import WorkerCounters, WorkerMetrics, serve_metrics
 from shared.codecs import DecodeError, decoder_for, format_of
 from shared.codecs.native import decode_native_many
@@ -154,6 +155,8 @@ class Worker:
         cache = getattr(store, "cache", None)
         self._cache = cache if isinstance(cache, TraceCache) else None
         """The store's copy of the traces this worker wrote (finalized from it without a read-back)."""
+        self.finalizer = FinalizerProcess(settings) if separate_finalizer(settings, store) else None
+        """Where the finalize rounds run, when not in this process (see :mod:`ingest.finalizer`)."""
         self._max_records = settings.batch_max
         self._due_soon: list[int] = []
         """Min-heap of when traces this worker wrote become due (µs): a batch's write time plus the grace
@@ -167,13 +170,22 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; then finish the batch in hand, commit, and leave the group."""
         s = self.settings
-        if not await self._connect(stop):
-            return
         try:
+            if self.finalizer is not None:
+                try:
+                    await self.finalizer.start()  # ready before the first round (a round would start it)
+                except FinalizerError as exc:
+                    log.warning("%s; finalize rounds will retry", exc)
+            if not await self._connect(stop):
+                return
             async with serve_metrics(self.metrics, s.worker_metrics_bind) as self.metrics_port:
                 await self._run_loops(stop)
         finally:
-            await self._stop_clients()
+            try:
+                await self._stop_clients()
+            finally:
+                if self.finalizer is not None:
+                    await self.finalizer.stop()
             log.info("worker %s stopped", self.worker_id)
 
     async def _start_clients(self) -> None:
@@ -279,8 +291,9 @@ class Worker:
         chunk back: with a backlog (a worker catching up after downtime, or a pre-filled topic), the
         fetches would otherwise run ahead of the finalizer and evict the traces it is about to finalize.
         So a fetch takes at most a quarter of the cache's budget (estimated from the last batch's message
-        sizes), and the traces due are finalized before the next fetch (one indexed scan when none is)."""
-        if self._cache is not None and self.shards:
+        sizes), and the traces due are finalized before the next fetch (one indexed scan when none is).
+        A finalizer process reads its traces back, so the fetches need not wait for it."""
+        if self._cache is not None and self.finalizer is None and self.shards:
             await self._finalize_or_log()
 
     def _size_next_fetch(self, batches: dict[TopicPartition, Sequence[object]]) -> None:
@@ -419,20 +432,27 @@ class Worker:
     # -- finalizing -----------------------------------------------------------------------------------
 
     async def finalize_due(self) -> int:
-        """Finalize every trace of this worker's partitions that is due now; returns how many."""
+        """Finalize every trace of this worker's partitions that is due now, in rounds of up to
+        ``finalize_batch`` (in the finalizer process when there is one); returns how many."""
         total = 0
+        limit = self.settings.finalize_batch
         async with self.finalizing:
             while self.shards:
-                due = await self.store.due_traces(set(self.shards), now_us(), self.settings.finalize_batch)
-                if not due:
-                    break
                 started = time.perf_counter()
-                analyses = await self.store.finalize(
-                    due, now_us=now_us(), sampler=self._sampler, on_first=self.metrics.spans.observe
-                )
-                self.metrics.finalize_seconds.observe(time.perf_counter() - started)
-                total += len(analyses)
-                if len(due) < self.settings.finalize_batch:
+                if self.finalizer is not None:
+                    done = await self.finalizer.round(sorted(self.shards), limit)
+                    self.metrics.spans.add(done.span_sums)
+                    due, finalized = done.due, done.finalized
+                else:
+                    due_ids = await self.store.due_traces(set(self.shards), now_us(), limit)
+                    analyses = await self.store.finalize(
+                        due_ids, now_us=now_us(), sampler=self._sampler, on_first=self.metrics.spans.observe
+                    )
+                    due, finalized = len(due_ids), len(analyses)
+                if due:
+                    self.metrics.finalize_seconds.observe(time.perf_counter() - started)
+                total += finalized
+                if due < limit:
                     break
         self.counters.traces_finalized += total
         return total

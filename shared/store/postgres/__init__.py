@@ -59,6 +59,9 @@ class PostgresStore:
         self._pool = pool
         self.cache = TraceCache(cache_bytes) if cache_bytes > 0 else None
 
+    shared_by_processes = True
+    """Another process can open this store (see :func:`ingest.finalizer.separate_finalizer`)."""
+
     @classmethod
     async def open(cls, url: str, *, min_size: int = 1, max_size: int = 10, cache_bytes: int = 0) -> PostgresStore:
         """Connect (a pool) and create or migrate the schema; several processes may do this at once.

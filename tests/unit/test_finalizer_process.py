@@ -1,0 +1,103 @@
+"""The finalizer process without a broker: a round in the child finalizes the due traces of the shards it
+is given, in the store the worker writes (a real SQLite file), and answers with the span metrics; a child
+that cannot open the store fails its rounds with the store's error, and is not restarted on every round;
+stopping it ends the process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ingest.finalizer import FinalizerError, FinalizerProcess
+from shared.models import Span
+from shared.settings import Settings
+from shared.store import open_store
+
+T0 = 1_732_500_000_000_000
+
+
+def _trace(trace_id: str, *, error: bool = False) -> list[Span]:
+    root = Span(
+        trace_id=trace_id,
+        span_id=f"{trace_id}-root",
+        service_name="gateway",
+        operation_name="GET /orders",
+        start_time_us=T0,
+        duration_us=50_000,
+        status="error" if error else "success",
+    )
+    child = Span(
+        trace_id=trace_id,
+        span_id=f"{trace_id}-db",
+        parent_span_id=root.span_id,
+        service_name="db",
+        operation_name="SELECT",
+        start_time_us=T0 + 1_000,
+        duration_us=20_000,
+    )
+    return [root, child]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _running(finalizer: FinalizerProcess) -> int | None:
+    return finalizer.pid
+
+
+async def test_a_round_in_the_child_finalizes_the_due_traces_of_its_shards(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, store_url=f"sqlite:///{tmp_path / 'traces.db'}")
+    store = await open_store(settings, writer=True)
+    finalizer = FinalizerProcess(settings)
+    try:
+        spans = [*_trace("t1"), *_trace("t2", error=True), *_trace("t3")]
+        shards = {"t1": "spans/0", "t2": "spans/0", "t3": "spans/1"}
+        await store.write_batch(spans, [], shards=shards, now_us=T0, grace_us=0, idle_us=60_000_000)
+
+        done = await finalizer.round(["spans/0"], 10)
+        pid = finalizer.pid
+        assert pid is not None and pid != os.getpid()
+        assert (done.due, done.finalized) == (2, 2)
+        calls = {(s[0], s[1], s[3]): s[4] for s in done.span_sums}
+        assert calls == {
+            ("gateway", "GET /orders", "STATUS_CODE_UNSET"): 1,
+            ("gateway", "GET /orders", "STATUS_CODE_ERROR"): 1,
+            ("db", "SELECT", "STATUS_CODE_UNSET"): 2,
+        }
+        for trace_id in ("t1", "t2"):
+            trace = await store.get_trace(trace_id)
+            assert trace is not None and trace.state == "finalized" and len(trace.spans) == 2
+        untouched = await store.get_trace("t3")  # another shard's trace: not this round's
+        assert untouched is not None and untouched.state == "active"
+
+        again = await finalizer.round(["spans/0"], 10)
+        assert (again.due, again.finalized) == (0, 0)
+        assert finalizer.pid == pid  # one child for every round
+    finally:
+        await finalizer.stop()
+        await store.close()
+    assert _running(finalizer) is None
+    assert not _alive(pid)
+
+
+async def test_a_child_that_cannot_open_the_store_fails_its_rounds_with_the_error(tmp_path: Path) -> None:
+    (tmp_path / "not-a-directory").write_text("")
+    settings = Settings.from_env({}, store_url=f"sqlite:///{tmp_path / 'not-a-directory' / 'traces.db'}")
+    finalizer = FinalizerProcess(settings)
+    try:
+        with pytest.raises(FinalizerError, match=r"did not start.*not-a-directory") as first:
+            await finalizer.round(["spans/0"], 10)
+        assert _running(finalizer) is None
+        # within the retry delay a round fails at once, with the same error, and starts no process
+        with pytest.raises(FinalizerError) as second:
+            await finalizer.round(["spans/0"], 10)
+        assert str(second.value) == str(first.value)
+    finally:
+        await finalizer.stop()
