@@ -283,6 +283,30 @@ def peak_rss(pid: int) -> tuple[int, int]:
     return values["VmHWM"], values["VmRSS"]
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started that are still running (``/proc/<pid>/task/*/children``)."""
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(p) for p in children.read_text().split()]
+        except OSError:
+            continue  # the thread ended meanwhile
+    return found
+
+
+def tree_peak_rss(pid: int) -> tuple[int, int]:
+    """(VmHWM of ``pid``, the sum of its running children's VmHWM) in bytes: a worker and its finalizer
+    process."""
+    own, _ = peak_rss(pid)
+    children = 0
+    for child in child_pids(pid):
+        try:
+            children += peak_rss(child)[0]
+        except OSError:
+            continue  # ended meanwhile
+    return own, children
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

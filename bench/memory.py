@@ -3,7 +3,8 @@
 Demo traces whose root span never finishes (open: no duration) are produced while one worker process
 (``python -m ingest``, idle timeout of a day so nothing finalizes) drains them into SQLite. When the
 worker's heartbeat reports every span consumed and no lag, its peak RSS is read from
-``/proc/<pid>/status`` (VmHWM). The store must then hold every trace as active.
+``/proc/<pid>/status`` (VmHWM), and added to it the peak of the finalizer process the worker started
+(``ingest/finalizer.py``). The store must then hold every trace as active.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 
-from bench.common import Child, Processes, peak_rss, settings_env
+from bench.common import Child, Processes, settings_env, tree_peak_rss
 from shared.demo import make_trace
 from shared.kafka import SpanProducer, ensure_topics
 from shared.settings import Settings
@@ -28,8 +29,9 @@ from shared.store import TraceStore, open_store
 class MemoryResult:
     traces: int
     spans: int
-    baseline_rss: int  # VmHWM once the worker had joined its group, before any message
-    peak_rss: int  # VmHWM after draining everything
+    baseline_rss: int  # VmHWM once the worker had joined its group, before any message (with its finalizer)
+    peak_rss: int  # VmHWM after draining everything: the worker's plus its finalizer process's
+    finalizer_rss: int  # the finalizer process's share of peak_rss
     active_traces: int  # as the store reports them afterwards
     drain_seconds: float  # first produce to every span consumed
 
@@ -66,7 +68,7 @@ async def peak_memory(
         # The worker creates the schema; opening the same file here only reads heartbeats and stats.
         store = await open_store(s)
         await _heartbeat_until(store, worker, spans=None, timeout_s=90, what="partition assignment")
-        baseline, _ = peak_rss(worker.pid)
+        baseline = sum(tree_peak_rss(worker.pid))
         rng = random.Random(13)
         spans = 0
         started = time.monotonic()
@@ -78,9 +80,9 @@ async def peak_memory(
                 spans += len(trace)
         await _heartbeat_until(store, worker, spans=spans, timeout_s=timeout_s, what=f"{spans} spans consumed")
         drained = time.monotonic() - started
-        peak, _ = peak_rss(worker.pid)
+        own, finalizer = tree_peak_rss(worker.pid)
         stats = await store.stats(slowest=1)
-        return MemoryResult(traces, spans, baseline, peak, stats.active_traces, drained)
+        return MemoryResult(traces, spans, baseline, own + finalizer, finalizer, stats.active_traces, drained)
     finally:
         if store is not None:
             await store.close()

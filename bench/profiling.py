@@ -2,11 +2,12 @@
 pre-filled topic (the workload of row (c)) until every trace is finalized.
 
     python bench/profiling.py [--spans 200000] [--store sqlite|postgresql] [--wire native|native-span]
-        [--rate 100] [--top 25] [--raw FILE]
+        [--rate 100] [--top 25] [--raw FILE] [--gil]
     python bench/profiling.py --summarize FILE      # summarize an existing `py-spy record -f raw` file
 
-Prints the share of samples per thread, the hottest lines (self time) and the functions with the most
-inclusive time. Idle threads are not sampled (py-spy's default), so the shares are of CPU-busy samples.
+Prints the share of samples per thread (of the worker and of its finalizer process), the hottest lines
+(self time) and the functions with the most inclusive time. Idle threads are not sampled (py-spy's
+default), so the shares are of CPU-busy samples.
 Needs py-spy (``pip install py-spy``) and permission to ptrace the worker, and a broker.
 """
 
@@ -69,9 +70,11 @@ def summarize(lines: Iterable[str], top: int = 25) -> str:
         count = int(count_text)
         total += count
         thread = "?"
+        process = ""
         frames: list[tuple[str, str]] = []  # (function, file:line)
         for raw in stack.split(";"):
             if raw.startswith("process "):
+                process = "finalizer process: " if "ingest.finalizer" in raw else ""
                 continue
             if raw.startswith("thread "):
                 name = raw.partition(": ")[2]
@@ -83,7 +86,7 @@ def summarize(lines: Iterable[str], top: int = 25) -> str:
                 continue
             where = _short(match["file"])
             frames.append((f"{match['func']} ({where})", f"{where}:{match['line'] or '?'}"))
-        threads[re.sub(r"_\d+$", "", thread)] += count
+        threads[process + re.sub(r"_\d+$", "", thread)] += count
         if frames:
             func, where = frames[-1]
             self_time[f"{where} {func.split(' (')[0]}"] += count
@@ -145,12 +148,14 @@ async def profile(args: argparse.Namespace) -> str:
                 "-f",
                 "raw",
                 "--threads",
+                "--subprocesses",  # the worker's finalizer process
                 "-r",
                 str(args.rate),
                 "-o",
                 str(out),
                 "--pid",
                 str(worker.pid),
+                *(["--gil"] if args.gil else []),
             ],
         )
         store = await open_store(settings)
@@ -197,6 +202,11 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="sample only the thread holding the interpreter lock (py-spy --gil), not C code running without it",
+    )
     parser.add_argument("--raw", help="keep py-spy's raw output in this file")
     parser.add_argument("--summarize", metavar="FILE", help="only summarize an existing raw file")
     parser.add_argument("--bootstrap", default=os.environ.get("TRACING_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))

@@ -126,6 +126,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grace-ms", type=int, default=100, help="grace window of the workers in c and g")
     parser.add_argument("--partitions", type=int, default=12, help="partitions of every topic the bench creates")
     parser.add_argument("--batch-max", type=int, default=Settings().batch_max, help="the workers' getmany max_records")
+    parser.add_argument(
+        "--finalize-inline",
+        action="store_true",
+        help="the workers finalize in-process (TRACING_FINALIZE_PROCESS=false), as before the finalizer process",
+    )
     parser.add_argument("--zipkin-heap", default="2g", help="-Xmx of Zipkin's JVM")
     parser.add_argument("--bootstrap", default=os.environ.get("TRACING_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown copy of the table")
@@ -158,6 +163,7 @@ class Bench:
             kafka_bootstrap=args.bootstrap,
             partitions=args.partitions,
             batch_max=args.batch_max,
+            finalize_process=not args.finalize_inline,
             **self.names("base"),
         )
         self.rows: list[Row] = []
@@ -363,6 +369,7 @@ class Bench:
                 f"worker peak RSS with {r.traces:,} active traces",
                 f"{mib(r.peak_rss)} (VmHWM)",
                 f"{mib(r.baseline_rss)} after start-up",
+                f"the worker and its finalizer process ({mib(r.finalizer_rss)}) together; "
                 f"{r.spans:,} spans, roots never finished (idle timeout 1 day), SQLite; produced and drained in "
                 f"{r.drain_seconds:.0f} s ({rate(r.spans / r.drain_seconds)}){ok}",
             )
@@ -562,8 +569,9 @@ class Bench:
             f"{z.fresh_seconds:.0f} s (d)"
             + (" (--quick: figures too small to mean anything)" if self.args.quick else ""),
             f"c, g, h: one worker in the bench process (the real ingest.worker.Worker), batch_max "
-            f"{self.base.batch_max}, grace {self.args.grace_ms} ms, tag redaction on; d, f: `python -m ingest` "
-            f"processes; every topic has {self.base.partitions} partitions",
+            f"{self.base.batch_max}, grace {self.args.grace_ms} ms, tag redaction on, finalizing "
+            + ("in the worker (--finalize-inline)" if self.args.finalize_inline else "in its finalizer process")
+            + f"; d, f: `python -m ingest` processes; every topic has {self.base.partitions} partitions",
             "ratios: (b) and (c) to (a) of the same topic from this run; (g) and (h) ours to Zipkin's and "
             "Jaeger's, each draining the same spans",
         ]
