@@ -5,12 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from ingest.worker import Worker
 from shared.settings import Settings
 from shared.store import TraceStore, open_store
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of that id exists (a zombie too: the tests' children are waited for)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 async def wait_for(

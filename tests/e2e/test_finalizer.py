@@ -16,21 +16,13 @@ from shared.demo import make_trace
 from shared.kafka import SpanProducer
 from shared.models import Span
 from shared.settings import Settings
-from tests.e2e.helpers import reader, running_worker, wait_for
+from tests.e2e.helpers import process_alive, reader, running_worker, wait_for
 
 pytestmark = pytest.mark.kafka
 
 
 def _now_us() -> int:
     return time.time_ns() // 1000
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def _send(settings: Settings, traces: list[list[Span]]) -> None:
@@ -72,7 +64,7 @@ async def test_a_killed_finalizer_process_is_replaced_and_nothing_is_finalized_t
         replacement = finalizer.pid
         assert replacement is not None and replacement != pid
         assert worker.counters.traces_finalized == len(first) + len(second)
-    assert not _alive(replacement), "the finalizer process outlived its worker"
+    assert not process_alive(replacement), "the finalizer process outlived its worker"
     assert await _finalized_once(settings, first + second)
 
 

@@ -14,6 +14,7 @@ from ingest.finalizer import FinalizerError, FinalizerProcess
 from shared.models import Span
 from shared.settings import Settings
 from shared.store import open_store
+from tests.e2e.helpers import process_alive
 
 T0 = 1_732_500_000_000_000
 
@@ -38,14 +39,6 @@ def _trace(trace_id: str, *, error: bool = False) -> list[Span]:
         duration_us=20_000,
     )
     return [root, child]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _running(finalizer: FinalizerProcess) -> int | None:
@@ -84,7 +77,7 @@ async def test_a_round_in_the_child_finalizes_the_due_traces_of_its_shards(tmp_p
         await finalizer.stop()
         await store.close()
     assert _running(finalizer) is None
-    assert not _alive(pid)
+    assert not process_alive(pid)
 
 
 async def test_a_child_that_cannot_open_the_store_fails_its_rounds_with_the_error(tmp_path: Path) -> None:
