@@ -260,8 +260,8 @@ def main() -> int:
     # A Ctrl-C reaches the whole process group: the worker handles it and closes this process's input.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The protocol has stdin and stdout to itself: anything the code prints goes to stderr instead.
-    requests = os.fdopen(os.dup(0), "rb", buffering=0)
-    answers = os.fdopen(os.dup(1), "wb", buffering=0)
+    requests = os.fdopen(os.dup(0), "rb")  # buffered: a read of n bytes returns n, or less only at the end
+    answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
