@@ -36,7 +36,7 @@ from typing import BinaryIO, Final
 import msgspec
 
 from ingest.metrics import SpanSum, span_sums
-from shared.sampling import Sampler
+from shared.sampling import Sampler, sampler_for
 from shared.settings import Settings
 from shared.store import TraceStore, open_store
 
@@ -240,7 +240,7 @@ async def _serve(settings: Settings, requests: BinaryIO, answers: BinaryIO) -> N
     except Exception as exc:
         _write(answers, Ready(error=f"{type(exc).__name__}: {exc}"))
         return
-    sampler = Sampler(settings.sample_rate, settings.sample_slow_ms * 1000) if settings.sample_rate < 1 else None
+    sampler = sampler_for(settings)
     try:
         _write(answers, Ready())
         while (message := await loop.run_in_executor(None, _read, requests)) is not None:

@@ -33,7 +33,7 @@ from shared.codecs.native import decode_native_many
 from shared.kafka import CONTENT_TYPE_HEADER, ensure_topics
 from shared.models import SPAN_CONTENT_TYPE, Event, Span, SpanFinish
 from shared.redact import Redactor
-from shared.sampling import Sampler
+from shared.sampling import sampler_for
 from shared.settings import Settings
 from shared.store import Heartbeat, TraceStore
 from shared.store.cache import PYTHON_BYTES_PER_ENCODED_BYTE, TraceCache
@@ -147,9 +147,7 @@ class Worker:
             settings.zipkin_topic: "zipkin_json",
         }
         self._redactor = Redactor(settings.redact_keys, settings.redact_values) if settings.redact else None
-        self._sampler = (
-            Sampler(settings.sample_rate, settings.sample_slow_ms * 1000) if settings.sample_rate < 1 else None
-        )
+        self._sampler = sampler_for(settings)
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
         cache = getattr(store, "cache", None)

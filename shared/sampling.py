@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 
 from shared.analysis import TraceAnalysis
+from shared.settings import Settings
 
 
 class Sampler:
@@ -36,3 +37,9 @@ class Sampler:
             or analysis.duration_us >= self.slow_us
             or self.fraction_keeps(analysis.trace_id)
         )
+
+
+def sampler_for(settings: Settings) -> Sampler | None:
+    """The sampler of ``TRACING_SAMPLE_RATE`` and ``TRACING_SAMPLE_SLOW_MS``; ``None`` when every trace is
+    kept (rate 1)."""
+    return Sampler(settings.sample_rate, settings.sample_slow_ms * 1000) if settings.sample_rate < 1 else None

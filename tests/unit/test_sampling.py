@@ -7,7 +7,8 @@ import pytest
 
 from shared.analysis import analyze
 from shared.models import Span
-from shared.sampling import Sampler
+from shared.sampling import Sampler, sampler_for
+from shared.settings import Settings
 
 
 def _analysis(trace_id: str, *, duration_us: int = 1000, status: str = "success") -> object:
@@ -39,3 +40,9 @@ def test_rate_outside_0_1_is_rejected() -> None:
     with pytest.raises(ValueError, match="rate"):
         Sampler(rate=1.5, slow_us=0)
     assert msgspec.structs.asdict(_analysis("x"))["trace_id"] == "x"  # type: ignore[arg-type]
+
+
+def test_the_settings_sampler_is_none_at_rate_one_and_takes_the_slow_threshold_in_ms() -> None:
+    assert sampler_for(Settings.from_env({})) is None
+    sampler = sampler_for(Settings.from_env({}, sample_rate=0.25, sample_slow_ms=40))
+    assert sampler is not None and (sampler.rate, sampler.slow_us) == (0.25, 40_000)
