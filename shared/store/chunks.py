@@ -22,7 +22,7 @@ span as the new chunk; reading applies the stored chunks in order. Both go throu
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Final, cast
 
 import msgspec
 
@@ -80,7 +80,11 @@ class TraceState:
         """The state stored as ``chunks`` (``(late, body)`` in ``seq`` order)."""
         state = cls()
         for late, body in chunks:
-            state.apply(decode_chunk(body), late=late)
+            events = decode_chunk(body)
+            if late or state.bodies or state.finishes:
+                state.apply(events, late=late)
+            else:  # the first chunk (most traces have one): nothing to compare, no change to report
+                state._load_fresh(events)
             state.version += 1
             state.nbytes += len(body)
         return state
@@ -217,6 +221,18 @@ class TraceState:
             opened=opened,
             closed=[],
         )
+
+    def _load_fresh(self, events: Sequence[Event]) -> None:
+        """:meth:`_apply_fresh` without the :class:`Change`, for reading a trace back."""
+        bodies = self.bodies
+        finishes = self.finishes
+        for event in events:
+            if type(event) is Span:
+                current = bodies.get(event.span_id)
+                if current is None or current.duration_us is None or event.duration_us is not None:
+                    bodies[event.span_id] = event
+            else:
+                finishes[event.span_id] = cast(SpanFinish, event)
 
     def spans(self) -> list[Span]:
         """The trace's spans, finish events merged, ordered by span id (finish events without their span
