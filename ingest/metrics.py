@@ -6,10 +6,11 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from aiohttp import web
 
+from shared.analysis import core
 from shared.prometheus import CONTENT_TYPE, Counter, Gauge, Histogram, Registry
 from shared.store.buckets import BUCKET_BOUNDS_US
 from shared.store.rollups import Contribution
@@ -92,30 +93,11 @@ SpanSum = tuple[str, str, str, str, int, int, dict[int, int]]
 
 def span_sums(shares: Sequence[Contribution]) -> list[SpanSum]:
     """The spans of these first finalizations summed per label set (a round holds hundreds of traces of a
-    few operations): what :meth:`SpanMetrics.add` counts, computed where the round ran."""
-    sums: dict[tuple[str, str, str, str], list[Any]] = {}
-    for share in shares:
-        for service, operation, kind, spans, errors, total, _, _, hist, error_total, error_hist in share.ops:
-            kind_label = SPAN_KINDS.get(kind, "SPAN_KIND_UNSPECIFIED")
-            if spans > errors:
-                row = sums.get((service, operation, kind_label, "STATUS_CODE_UNSET"))
-                if row is None:
-                    row = sums[service, operation, kind_label, "STATUS_CODE_UNSET"] = [0, 0, {}]
-                row[0] += spans - errors
-                row[1] += total - error_total
-                counts = row[2]
-                for b, n in hist.items():
-                    counts[b] = counts.get(b, 0) + n - error_hist.get(b, 0)
-            if errors:
-                row = sums.get((service, operation, kind_label, "STATUS_CODE_ERROR"))
-                if row is None:
-                    row = sums[service, operation, kind_label, "STATUS_CODE_ERROR"] = [0, 0, {}]
-                row[0] += errors
-                row[1] += error_total
-                counts = row[2]
-                for b, n in error_hist.items():
-                    counts[b] = counts.get(b, 0) + n
-    return [(*labels, count, total_us, counts) for labels, (count, total_us, counts) in sums.items()]
+    few operations): what :meth:`SpanMetrics.add` counts, computed where the round ran (a loop of the
+    compiled core, :func:`shared.analysis_core.span_sums`)."""
+    return core.span_sums(
+        [share.ops for share in shares], SPAN_KINDS, "SPAN_KIND_UNSPECIFIED", "STATUS_CODE_UNSET", "STATUS_CODE_ERROR"
+    )
 
 
 class WorkerMetrics:

@@ -878,3 +878,45 @@ def span_shares(
         for share in shares.values()
     ]
     return rows, list(pairs)
+
+
+SpanSumRow = tuple[str, str, str, str, int, int, dict[int, int]]
+
+
+def span_sums(
+    shares: Sequence[Sequence[OpShareRow]], kinds: dict[str, str], unknown_kind: str, unset: str, error: str
+) -> list[SpanSumRow]:
+    """``ingest.metrics.span_sums`` over the op rows of each trace: per (service, operation, kind label,
+    status label) in order of first appearance, the spans, their duration sum and their histogram (bucket
+    -> spans). A row's spans without error count under ``unset``, its error spans under ``error``."""
+    sums: dict[tuple[str, str, str, str], tuple[list[int], dict[int, int]]] = {}
+    for ops in shares:
+        for row in ops:
+            service = row[0]
+            operation = row[1]
+            label = kinds.get(row[2], unknown_kind)
+            spans = row[3]
+            errors = row[4]
+            hist = row[8]
+            error_hist = row[10]
+            if spans > errors:
+                key = (service, operation, label, unset)
+                entry = sums.get(key)
+                if entry is None:
+                    entry = sums[key] = ([0, 0], {})
+                totals, counts = entry
+                totals[0] += spans - errors
+                totals[1] += row[5] - row[9]
+                for bucket, n in hist.items():
+                    counts[bucket] = counts.get(bucket, 0) + n - error_hist.get(bucket, 0)
+            if errors:
+                key = (service, operation, label, error)
+                entry = sums.get(key)
+                if entry is None:
+                    entry = sums[key] = ([0, 0], {})
+                totals, counts = entry
+                totals[0] += errors
+                totals[1] += row[9]
+                for bucket, n in error_hist.items():
+                    counts[bucket] = counts.get(bucket, 0) + n
+    return [(k[0], k[1], k[2], k[3], v[0][0], v[0][1], v[1]) for k, v in sums.items()]
