@@ -44,20 +44,23 @@ def _values_sql(head: str, width: int, rows: int) -> str:
 
 
 def insert_rows(c: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]]) -> None:
-    """``head`` (``INSERT [OR IGNORE] INTO table``) for every row (all of one width), in order:
-    :data:`ROWS_PER_STATEMENT` rows per statement, the remainder one per statement."""
-    if not rows:
-        return
-    width = len(rows[0])
-    whole = len(rows) - len(rows) % ROWS_PER_STATEMENT
+    """``head`` (``INSERT [OR IGNORE] INTO table``) for every row (all of one width), in order."""
+    if rows:
+        insert_flat(c, head, len(rows[0]), [value for row in rows for value in row])
+
+
+def insert_flat(c: sqlite3.Connection, head: str, width: int, values: Sequence[Any]) -> None:
+    """:func:`insert_rows` for rows given as one flat list of their values, ``width`` per row:
+    :data:`ROWS_PER_STATEMENT` rows per statement, the remainder in one more."""
+    rows = len(values) // width
+    whole = rows - rows % ROWS_PER_STATEMENT
     if whole:
-        flat = [value for row in rows[:whole] for value in row]
         step = width * ROWS_PER_STATEMENT
         c.executemany(
-            _values_sql(head, width, ROWS_PER_STATEMENT), [flat[i : i + step] for i in range(0, len(flat), step)]
+            _values_sql(head, width, ROWS_PER_STATEMENT), [values[i : i + step] for i in range(0, whole * width, step)]
         )
-    if whole < len(rows):
-        c.executemany(_values_sql(head, width, 1), rows[whole:])
+    if whole < rows:
+        c.execute(_values_sql(head, width, rows - whole), values[whole * width :])
 
 
 def _path_blob(path: Sequence[str]) -> bytes:
@@ -260,8 +263,16 @@ def _op_index(tid: int, share: Contribution) -> list[tuple[str, str, int, int, i
 def add_index_rows(c: sqlite3.Connection, shares: Sequence[tuple[int, Contribution]]) -> None:
     if not shares:
         return
-    insert_rows(c, "INSERT OR IGNORE INTO trace_ops", [r for t, s in shares for r in _op_index(t, s)])
-    insert_rows(c, "INSERT OR IGNORE INTO trace_tags", [(k, v, s.start_us, t) for t, s in shares for k, v in s.tags])
+    ops: list[Any] = []  # the rows' values, flat: no tuple per row to build and take apart again
+    tags: list[Any] = []
+    for tid, share in shares:
+        start = share.start_us
+        for service, operation, low, high in share.index_ops():
+            ops += (service, operation, start, tid, low, high)
+        for key, value in share.tags:
+            tags += (key, value, start, tid)
+    insert_flat(c, "INSERT OR IGNORE INTO trace_ops", 6, ops)
+    insert_flat(c, "INSERT OR IGNORE INTO trace_tags", 4, tags)
     insert_rows(
         c,
         "INSERT OR IGNORE INTO endpoint_traces",
