@@ -73,6 +73,8 @@ class RoundDone(msgspec.Struct, tag=True):
     span_sums: list[SpanSum] = []
     """The span metrics of the traces finalized for the first time (see :func:`ingest.metrics.span_sums`)."""
     error: str | None = None
+    """The store failed: nothing was finalized, or (a round of several transactions) only ``finalized``
+    traces; the others stay due."""
 
 
 Message = Start | Ready | Round | RoundDone
@@ -168,7 +170,9 @@ class FinalizerProcess:
             raise FinalizerError(f"finalizer process exited (status {process.returncode})") from exc
 
     async def round(self, shards: Sequence[str], limit: int) -> RoundDone:
-        """Finalize up to ``limit`` traces of ``shards`` that are due now, in the child."""
+        """Finalize up to ``limit`` traces of ``shards`` that are due now, in the child. A store error is
+        in the answer's ``error`` (with what was finalized before it); a child that failed raises
+        :class:`FinalizerError`."""
         async with self._lock:
             process = await self._running()
             try:
@@ -179,8 +183,6 @@ class FinalizerProcess:
         if not isinstance(done, RoundDone):
             await self._kill()
             raise FinalizerError(f"finalizer process answered {type(done).__name__} to a round")
-        if done.error is not None:
-            raise FinalizerError(done.error)
         return done
 
     async def _kill(self) -> None:
@@ -224,13 +226,48 @@ def _write(stream: BinaryIO, message: Message) -> None:
     stream.flush()
 
 
+def shares_of(due: Sequence[str], parts: int) -> list[list[str]]:
+    """``due`` cut into at most ``parts`` contiguous runs of nearly equal length (none empty; none at all
+    when nothing is due)."""
+    if not due:
+        return []
+    parts = max(1, min(parts, len(due)))
+    size, extra = divmod(len(due), parts)
+    out: list[list[str]] = []
+    start = 0
+    for i in range(parts):
+        end = start + size + (i < extra)
+        out.append(list(due[start:end]))
+        start = end
+    return out
+
+
 async def _round(store: TraceStore, sampler: Sampler | None, request: Round) -> RoundDone:
+    """One round: the due traces of the shards, finalized by ``concurrent_finalizes`` (a store's, 1 when
+    it has none) calls at once on disjoint shares. Every share's outcome counts: a share that failed does
+    not undo the others (each is its own transaction), so the answer holds what was finalized and the
+    first error."""
     due = await store.due_traces(set(request.shards), time.time_ns() // 1000, request.limit)
     sums: list[SpanSum] = []
-    analyses = await store.finalize(
-        due, now_us=time.time_ns() // 1000, sampler=sampler, on_first=lambda shares: sums.extend(span_sums(shares))
+    outcomes = await asyncio.gather(
+        *(
+            store.finalize(
+                share,
+                now_us=time.time_ns() // 1000,
+                sampler=sampler,
+                on_first=lambda shares: sums.extend(span_sums(shares)),
+            )
+            for share in shares_of(due, getattr(store, "concurrent_finalizes", 1))
+        ),
+        return_exceptions=True,
     )
-    return RoundDone(due=len(due), finalized=len(analyses), span_sums=sums)
+    finalized = sum(len(o) for o in outcomes if not isinstance(o, BaseException))
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    for failure in failures:
+        if not isinstance(failure, Exception):
+            raise failure  # cancelled, or the process is exiting
+    error = f"{type(failures[0]).__name__}: {failures[0]}" if failures else None
+    return RoundDone(due=len(due), finalized=finalized, span_sums=sums, error=error)
 
 
 async def _serve(settings: Settings, requests: BinaryIO, answers: BinaryIO) -> None:
@@ -249,7 +286,7 @@ async def _serve(settings: Settings, requests: BinaryIO, answers: BinaryIO) -> N
             else:
                 try:
                     answer = await _round(store, sampler, message)
-                except Exception as exc:  # the store failed: the worker logs it, the traces stay due
+                except Exception as exc:  # the store failed (finding the due traces): the traces stay due
                     answer = RoundDone(due=0, finalized=0, error=f"{type(exc).__name__}: {exc}")
             _write(answers, answer)
     finally:

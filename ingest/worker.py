@@ -434,25 +434,30 @@ class Worker:
         ``finalize_batch`` (in the finalizer process when there is one); returns how many."""
         total = 0
         limit = self.settings.finalize_batch
-        async with self.finalizing:
-            while self.shards:
-                started = time.perf_counter()
-                if self.finalizer is not None:
-                    done = await self.finalizer.round(sorted(self.shards), limit)
-                    self.metrics.spans.add(done.span_sums)
-                    due, finalized = done.due, done.finalized
-                else:
-                    due_ids = await self.store.due_traces(set(self.shards), now_us(), limit)
-                    analyses = await self.store.finalize(
-                        due_ids, now_us=now_us(), sampler=self._sampler, on_first=self.metrics.spans.observe
-                    )
-                    due, finalized = len(due_ids), len(analyses)
-                if due:
-                    self.metrics.finalize_seconds.observe(time.perf_counter() - started)
-                total += finalized
-                if due < limit:
-                    break
-        self.counters.traces_finalized += total
+        try:
+            async with self.finalizing:
+                while self.shards:
+                    started = time.perf_counter()
+                    if self.finalizer is not None:
+                        done = await self.finalizer.round(sorted(self.shards), limit)
+                        self.metrics.spans.add(done.span_sums)
+                        total += done.finalized
+                        if done.error is not None:  # after counting what the round did finalize
+                            raise FinalizerError(done.error)
+                        due = done.due
+                    else:
+                        due_ids = await self.store.due_traces(set(self.shards), now_us(), limit)
+                        analyses = await self.store.finalize(
+                            due_ids, now_us=now_us(), sampler=self._sampler, on_first=self.metrics.spans.observe
+                        )
+                        due = len(due_ids)
+                        total += len(analyses)
+                    if due:
+                        self.metrics.finalize_seconds.observe(time.perf_counter() - started)
+                    if due < limit:
+                        break
+        finally:  # the rounds that ended count, also when a later one failed
+            self.counters.traces_finalized += total
         return total
 
     async def _finalize_or_log(self) -> None:

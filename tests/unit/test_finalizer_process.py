@@ -1,19 +1,25 @@
 """The finalizer process without a broker: a round in the child finalizes the due traces of the shards it
 is given, in the store the worker writes (a real SQLite file), and answers with the span metrics; a child
 that cannot open the store fails its rounds with the store's error, and is not restarted on every round;
-stopping it ends the process."""
+stopping it ends the process. A round cut into shares (a store's ``concurrent_finalizes``) counts the
+shares that committed when another failed."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from ingest.finalizer import FinalizerError, FinalizerProcess
+from ingest.finalizer import FinalizerError, FinalizerProcess, Round, _round, shares_of
 from shared.models import Span
 from shared.settings import Settings
-from shared.store import open_store
+from shared.store import TraceStore, open_store
+from shared.store.rollups import Contribution
 from tests.e2e.helpers import process_alive
 
 T0 = 1_732_500_000_000_000
@@ -94,3 +100,40 @@ async def test_a_child_that_cannot_open_the_store_fails_its_rounds_with_the_erro
         assert str(second.value) == str(first.value)
     finally:
         await finalizer.stop()
+
+
+@given(st.lists(st.text(max_size=3), max_size=40), st.integers(1, 6))
+def test_shares_cut_the_due_traces_in_order_into_near_equal_runs(due: list[str], parts: int) -> None:
+    shares = shares_of(due, parts)
+    assert [trace for share in shares for trace in share] == due
+    assert len(shares) == min(parts, len(due))
+    assert all(shares)
+    if due:
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+class _HalfFailing:
+    """A store whose finalize fails for the share holding trace "boom" (the other share commits)."""
+
+    concurrent_finalizes = 2
+
+    async def due_traces(self, shards: set[str], now_us: int, limit: int) -> list[str]:
+        return ["a", "b", "boom", "c"][:limit]
+
+    async def finalize(
+        self,
+        trace_ids: Sequence[str],
+        *,
+        now_us: int,
+        sampler: object = None,
+        on_first: Callable[[Sequence[Contribution]], None] | None = None,
+    ) -> list[str]:
+        if "boom" in trace_ids:
+            raise OSError("disk gone")
+        return list(trace_ids)
+
+
+async def test_a_round_counts_the_shares_that_committed_when_another_failed() -> None:
+    done = await _round(cast(TraceStore, _HalfFailing()), None, Round(shards=["spans/0"], limit=10))
+    assert (done.due, done.finalized) == (4, 2)  # "a", "b" committed; "boom", "c" stay due
+    assert done.error == "OSError: disk gone"

@@ -61,6 +61,11 @@ class PostgresStore:
 
     shared_by_processes = True
     """Another process can open this store (see :func:`ingest.finalizer.separate_finalizer`)."""
+    concurrent_finalizes = 2
+    """How many ``finalize`` calls a finalizer process runs at once, each on its own connection and its own
+    share of a round's traces: one is analyzed while the server writes the other's rows (a round's
+    transaction spends about half its time waiting for the server). Safe as any two workers' rounds are:
+    the rows are locked ``FOR UPDATE SKIP LOCKED``, and the rollup rows in key order."""
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 1, max_size: int = 10, cache_bytes: int = 0) -> PostgresStore:
