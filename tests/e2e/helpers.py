@@ -10,8 +10,32 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from ingest.worker import Worker
+from shared.models import Span
 from shared.settings import Settings
 from shared.store import TraceStore, open_store
+
+
+def gateway_trace(trace_id: str, start_us: int, *, error: bool = False) -> list[Span]:
+    """A finished two-span trace: a gateway root (failed when ``error``) and its database call."""
+    root = Span(
+        trace_id=trace_id,
+        span_id=f"{trace_id}-root",
+        service_name="gateway",
+        operation_name="GET /orders",
+        start_time_us=start_us,
+        duration_us=50_000,
+        status="error" if error else "success",
+    )
+    db = Span(
+        trace_id=trace_id,
+        span_id=f"{trace_id}-db",
+        parent_span_id=root.span_id,
+        service_name="db",
+        operation_name="SELECT",
+        start_time_us=start_us + 1_000,
+        duration_us=20_000,
+    )
+    return [root, db]
 
 
 def process_alive(pid: int) -> bool:

@@ -9,32 +9,14 @@ from shared.models import Span
 from shared.settings import Settings
 from shared.store import open_store
 from shared.store.postgres import PostgresStore
+from tests.e2e.helpers import gateway_trace
 
 T0 = 1_732_500_000_000_000
 TRACES = 41  # not a multiple of the shares
 
 
 def _trace(n: int) -> list[Span]:
-    trace_id = f"t{n:03d}"
-    root = Span(
-        trace_id=trace_id,
-        span_id=f"{trace_id}-root",
-        service_name="gateway",
-        operation_name="GET /orders",
-        start_time_us=T0 + n * 1000,
-        duration_us=50_000,
-        status="error" if n % 5 == 0 else "success",
-    )
-    db = Span(
-        trace_id=trace_id,
-        span_id=f"{trace_id}-db",
-        parent_span_id=root.span_id,
-        service_name="db",
-        operation_name="SELECT",
-        start_time_us=T0 + n * 1000 + 1_000,
-        duration_us=20_000,
-    )
-    return [root, db]
+    return gateway_trace(f"t{n:03d}", T0 + n * 1000, error=n % 5 == 0)
 
 
 async def test_a_round_in_concurrent_shares_finalizes_each_trace_once(postgres_url: str) -> None:

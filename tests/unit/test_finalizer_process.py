@@ -16,35 +16,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest.finalizer import FinalizerError, FinalizerProcess, Round, _round, shares_of
-from shared.models import Span
 from shared.settings import Settings
 from shared.store import TraceStore, open_store
 from shared.store.rollups import Contribution
-from tests.e2e.helpers import process_alive
+from tests.e2e.helpers import gateway_trace, process_alive
 
 T0 = 1_732_500_000_000_000
-
-
-def _trace(trace_id: str, *, error: bool = False) -> list[Span]:
-    root = Span(
-        trace_id=trace_id,
-        span_id=f"{trace_id}-root",
-        service_name="gateway",
-        operation_name="GET /orders",
-        start_time_us=T0,
-        duration_us=50_000,
-        status="error" if error else "success",
-    )
-    child = Span(
-        trace_id=trace_id,
-        span_id=f"{trace_id}-db",
-        parent_span_id=root.span_id,
-        service_name="db",
-        operation_name="SELECT",
-        start_time_us=T0 + 1_000,
-        duration_us=20_000,
-    )
-    return [root, child]
 
 
 def _running(finalizer: FinalizerProcess) -> int | None:
@@ -56,7 +33,7 @@ async def test_a_round_in_the_child_finalizes_the_due_traces_of_its_shards(tmp_p
     store = await open_store(settings, writer=True)
     finalizer = FinalizerProcess(settings)
     try:
-        spans = [*_trace("t1"), *_trace("t2", error=True), *_trace("t3")]
+        spans = [*gateway_trace("t1", T0), *gateway_trace("t2", T0, error=True), *gateway_trace("t3", T0)]
         shards = {"t1": "spans/0", "t2": "spans/0", "t3": "spans/1"}
         await store.write_batch(spans, [], shards=shards, now_us=T0, grace_us=0, idle_us=60_000_000)
 
