@@ -30,11 +30,11 @@ CHUNK_MASK: Final = (1 << CHUNK_BITS) - 1
 
 
 ROWS_PER_STATEMENT: Final = 50
-"""Rows per ``INSERT ... VALUES (..), (..)`` of :func:`insert_flat` (and :func:`insert_rows`). Measured on 183k search index rows
-(six columns, a four-column key): 1.62 µs per row one row per statement, 1.24 at 50 rows, 1.33 at 200;
-the statement's binding loop is the same, its step, reset and interpreter-lock round trip are paid once
-per statement instead of once per row. 50 rows of up to six columns stay under SQLite's historical limit
-of 999 parameters."""
+"""Rows per ``INSERT ... VALUES (..), (..)`` of :func:`insert_flat` (and :func:`insert_rows`). Measured on
+183k search index rows (six columns, a four-column key): 1.62 µs per row one row per statement, 1.24 at 50
+rows, 1.33 at 200; the statement's binding loop is the same, its step, reset and interpreter-lock round
+trip are paid once per statement instead of once per row. 50 rows of up to six columns stay under
+SQLite's historical limit of 999 parameters."""
 
 
 @functools.cache
