@@ -43,7 +43,12 @@ from shared.store.rollups import Contribution
 from shared.store.writing import group_batch
 
 T = TypeVar("T")
-RETRIES: Final = 6  # attempts of a write transaction that hit a deadlock, serialization failure or conflict
+RETRIES: Final = 10
+"""Attempts of a write transaction that hit a deadlock, a serialization failure or a ``Conflict``. Four
+writers creating the same traces at once on a loaded 2-core machine once conflicted six times in a row
+(each attempt can meet a trace that yet another writer created meanwhile); the waits between attempts
+grow to :data:`RETRY_MAX_S`, at most about 1.5 s in all."""
+RETRY_MAX_S: Final = 0.25
 PURGE_CHUNK: Final = 2000  # traces deleted per purge transaction
 
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError, writer.Conflict)
@@ -94,8 +99,8 @@ class PostgresStore:
     # -- plumbing -------------------------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """Run ``fn`` in one READ COMMITTED transaction; retry it whole on deadlock, serialization failure
-        or :class:`~shared.store.postgres.writer.Conflict`."""
+        """Run ``fn`` in one READ COMMITTED transaction; retry it whole (up to :data:`RETRIES` times) on
+        deadlock, serialization failure or :class:`~shared.store.postgres.writer.Conflict`."""
         for attempt in range(RETRIES):
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
@@ -103,7 +108,7 @@ class PostgresStore:
             except _RETRYABLE:
                 if attempt == RETRIES - 1:
                     raise
-                await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)
+                await asyncio.sleep(min(RETRY_MAX_S, random.uniform(0.005, 0.02) * 2**attempt))
         raise AssertionError("unreachable")
 
     async def _read(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
