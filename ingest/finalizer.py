@@ -227,19 +227,11 @@ def _write(stream: BinaryIO, message: Message) -> None:
 
 
 def shares_of(due: Sequence[str], parts: int) -> list[list[str]]:
-    """``due`` cut into at most ``parts`` contiguous runs of nearly equal length (none empty; none at all
-    when nothing is due)."""
-    if not due:
-        return []
-    parts = max(1, min(parts, len(due)))
-    size, extra = divmod(len(due), parts)
-    out: list[list[str]] = []
-    start = 0
-    for i in range(parts):
-        end = start + size + (i < extra)
-        out.append(list(due[start:end]))
-        start = end
-    return out
+    """``due`` cut into at most ``parts`` contiguous runs whose lengths differ by at most one (none empty;
+    none at all when nothing is due)."""
+    n = len(due)
+    parts = min(max(parts, 1), n)
+    return [list(due[i * n // parts : (i + 1) * n // parts]) for i in range(parts)]
 
 
 async def _round(store: TraceStore, sampler: Sampler | None, request: Round) -> RoundDone:
@@ -261,12 +253,15 @@ async def _round(store: TraceStore, sampler: Sampler | None, request: Round) -> 
         ),
         return_exceptions=True,
     )
-    finalized = sum(len(o) for o in outcomes if not isinstance(o, BaseException))
-    failures = [o for o in outcomes if isinstance(o, BaseException)]
-    for failure in failures:
-        if not isinstance(failure, Exception):
-            raise failure  # cancelled, or the process is exiting
-    error = f"{type(failures[0]).__name__}: {failures[0]}" if failures else None
+    finalized = 0
+    error: str | None = None
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            error = error or f"{type(outcome).__name__}: {outcome}"
+        elif isinstance(outcome, BaseException):
+            raise outcome  # cancelled, or the process is exiting
+        else:
+            finalized += len(outcome)
     return RoundDone(due=len(due), finalized=finalized, span_sums=sums, error=error)
 
 

@@ -197,15 +197,9 @@ class TraceState:
     def _apply_fresh(self, events: Sequence[Event], *, late: bool) -> Change:
         """:meth:`apply` on an empty state (a trace's first batch, the common case): the same rules, with
         nothing stored to compare against."""
+        self._load_fresh(events)
         bodies = self.bodies
         finishes = self.finishes
-        for event in events:
-            if isinstance(event, Span):
-                current = bodies.get(event.span_id)
-                if current is None or not (current.duration_us is not None and event.duration_us is None):
-                    bodies[event.span_id] = event
-            else:
-                finishes[event.span_id] = event
         span_ids = list(dict.fromkeys([*bodies, *finishes]))
         if late:
             self.late.update(span_ids)
@@ -223,7 +217,8 @@ class TraceState:
         )
 
     def _load_fresh(self, events: Sequence[Event]) -> None:
-        """:meth:`_apply_fresh` without the :class:`Change`, for reading a trace back."""
+        """The merge rules on an empty state, without computing a :class:`Change`: what reading a trace's
+        first chunk back needs, and the first half of :meth:`_apply_fresh`."""
         bodies = self.bodies
         finishes = self.finishes
         for event in events:

@@ -260,17 +260,20 @@ def _op_index(tid: int, share: Contribution) -> list[tuple[str, str, int, int, i
     return [(s, o, share.start_us, tid, lo, hi) for s, o, lo, hi in share.index_ops()]
 
 
+def _tag_index(tid: int, share: Contribution) -> list[tuple[str, str, int, int]]:
+    return [(k, v, share.start_us, tid) for k, v in share.tags]
+
+
 def add_index_rows(c: sqlite3.Connection, shares: Sequence[tuple[int, Contribution]]) -> None:
     if not shares:
         return
-    ops: list[Any] = []  # the rows' values, flat: no tuple per row to build and take apart again
+    ops: list[Any] = []  # the rows' values, flat: no list of rows to take apart again
     tags: list[Any] = []
     for tid, share in shares:
-        start = share.start_us
-        for service, operation, low, high in share.index_ops():
-            ops += (service, operation, start, tid, low, high)
-        for key, value in share.tags:
-            tags += (key, value, start, tid)
+        for op_row in _op_index(tid, share):
+            ops += op_row
+        for tag_row in _tag_index(tid, share):
+            tags += tag_row
     insert_flat(c, "INSERT OR IGNORE INTO trace_ops", 6, ops)
     insert_flat(c, "INSERT OR IGNORE INTO trace_tags", 4, tags)
     insert_rows(
@@ -289,7 +292,7 @@ def remove_index_rows(c: sqlite3.Connection, shares: Sequence[tuple[int, Contrib
     )
     c.executemany(
         "DELETE FROM trace_tags WHERE key = ? AND value = ? AND start_us = ? AND tid = ?",
-        [(k, v, s.start_us, t) for t, s in shares for k, v in s.tags],
+        [r for t, s in shares for r in _tag_index(t, s)],
     )
     c.executemany(
         "DELETE FROM endpoint_traces WHERE service = ? AND operation = ? AND duration_us = ? AND tid = ?",
