@@ -21,7 +21,9 @@ so tests never see each other's messages, and a SQLite store in the test's temp 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -47,6 +49,26 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def cassandra_ports(nodes: int) -> list[str]:
+    """``--port``, ``--storage-port`` and ``--jmx-port`` arguments of ``scripts/cassandra.sh up --nodes N``.
+
+    Node i listens on 127.0.0.i with the same CQL and storage ports, but its JMX port is J + i - 1 on
+    127.0.0.1: so one run of ``nodes + 2`` consecutive ports, each checked bindable, taken below the
+    kernel's ephemeral range (32768 and up here), where no outgoing connection can take one meanwhile."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32000 - nodes - 2)
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(base, base + nodes + 2):
+                    s = held.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return ["--port", str(base), "--storage-port", str(base + 1), "--jmx-port", str(base + 2)]
+    raise RuntimeError(f"no {nodes + 2} consecutive free ports in 20000-32000")
 
 
 def _docker_answers() -> bool:
@@ -119,8 +141,7 @@ def cassandra_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield from_env
         return
     state = tmp_path_factory.mktemp("cassandra")
-    ports = ["--port", str(_free_port()), "--storage-port", str(_free_port()), "--jmx-port", str(_free_port())]
-    up = [str(CASSANDRA_SH), "up", "--dir", str(state), *ports]
+    up = [str(CASSANDRA_SH), "up", "--dir", str(state), *cassandra_ports(1)]
     result = subprocess.run(["bash", *up], capture_output=True, text=True, timeout=900)
     if result.returncode != 0:
         subprocess.run(["bash", str(CASSANDRA_SH), "down", "--dir", str(state)], capture_output=True, timeout=120)

@@ -32,7 +32,7 @@ from shared.settings import Settings
 from shared.store import TraceQuery, TraceStore, open_store
 from shared.store.base import Window
 from shared.store.cassandra_conn import CassandraConfig
-from tests.conftest import CASSANDRA_SH, _free_port, _missing
+from tests.conftest import CASSANDRA_SH, _missing, cassandra_ports
 from tests.e2e.helpers import wait_for
 from tests.e2e.workers import WorkerProcess
 
@@ -72,9 +72,8 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         yield msgspec.structs.replace(base, keyspace=keyspace).url(with_password=True), Path(existing)
         return
     state = tmp_path / "cassandra"
-    ports = ["--port", str(_free_port()), "--storage-port", str(_free_port()), "--jmx-port", str(_free_port())]
     try:
-        up = _cluster(state, "up", "--nodes", "3", *ports, timeout_s=900)
+        up = _cluster(state, "up", "--nodes", "3", *cassandra_ports(3), timeout_s=900)
         if up.returncode != 0:
             _missing(f"no 3-node Cassandra cluster: scripts/cassandra.sh up failed:\n{up.stderr[-3000:]}")
         yield up.stdout.strip().splitlines()[-1], state
