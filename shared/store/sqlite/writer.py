@@ -267,7 +267,7 @@ def _tag_index(tid: int, share: Contribution) -> list[tuple[str, str, int, int]]
 def add_index_rows(c: sqlite3.Connection, shares: Sequence[tuple[int, Contribution]]) -> None:
     if not shares:
         return
-    ops: list[Any] = []  # the rows' values, flat: no list of rows to take apart again
+    ops: list[Any] = []  # every row's values in one flat list per table, as insert_flat takes them
     tags: list[Any] = []
     for tid, share in shares:
         for op_row in _op_index(tid, share):
