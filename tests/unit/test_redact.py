@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.models import Event, Log, Span, SpanFinish, Tags
 from shared.redact import REDACTED, Redactor
@@ -41,10 +44,18 @@ def test_sensitive_values_are_redacted(redactor: Redactor, value: str) -> None:
     "tags",
     [{"http.status_code": 200, "user.id": "user-123"}, {"cache.hit": True, "ratio": 0.5},
      {"order.id": "1234-5678"}, {"passenger_count": 3, "db.statement": "SELECT 1"},
-     {"llm.max_tokens": 512, "tokenizer": "bpe", "compass": "north"}],
+     {"llm.max_tokens": 512, "tokenizer": "bpe", "compass": "north"},
+     {"service.instance.id": "8a1b2c3d-4e5f-4a1b-8123-456789012345"}, {"request.id": "req-4111111111111111"}],
 )  # fmt: skip
 def test_ordinary_tags_are_untouched(redactor: Redactor, tags: dict[str, object]) -> None:
     assert redactor.tags(tags) is None  # type: ignore[arg-type]
+
+
+@given(st.uuids())
+def test_uuids_are_never_taken_for_card_numbers(value: uuid.UUID) -> None:
+    """An SDK's random ``service.instance.id`` can hold 16 digits joined by a dash (about one UUID in a
+    thousand): a card number is 13-16 digits that are not part of a longer token."""
+    assert Redactor(DEFAULTS.redact_keys, DEFAULTS.redact_values).tags({"service.instance.id": str(value)}) is None
 
 
 def test_non_string_values_of_sensitive_keys_are_redacted_too(redactor: Redactor) -> None:
