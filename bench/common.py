@@ -314,6 +314,18 @@ def free_port() -> int:
         return port
 
 
+def prefixed_settings(prefix: str, bootstrap: str, **overrides: Any) -> Settings:
+    """Settings of a bench run whose topics and consumer group are named after ``prefix`` (so that
+    :func:`delete_topics` finds them): ``{prefix}-native``, ``-otlp``, ``-zipkin``, group ``-worker``."""
+    names: dict[str, Any] = {
+        "topic": f"{prefix}-native",
+        "otlp_topic": f"{prefix}-otlp",
+        "zipkin_topic": f"{prefix}-zipkin",
+        "group": f"{prefix}-worker",
+    }
+    return Settings.from_env({}, kafka_bootstrap=bootstrap, **(names | overrides))
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """``TRACING_*`` variables reproducing ``settings`` in a child process (only the non-defaults)."""
     defaults = Settings()

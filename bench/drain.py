@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from bench.common import Row, delete_topics, rate, render_table
+from bench.common import Row, delete_topics, prefixed_settings, rate, render_table
 from bench.workload import fill
 from ingest.worker import Worker, tuned_gc
 from shared.codecs.native import decode_native
@@ -240,13 +240,9 @@ async def main() -> None:
     args = parser.parse_args()
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     tmp = tempfile.mkdtemp(prefix="tracing-bench-")
-    settings = Settings.from_env(
-        {},
-        kafka_bootstrap=args.bootstrap,
-        topic=f"{prefix}-native",
-        otlp_topic=f"{prefix}-otlp",
-        zipkin_topic=f"{prefix}-zipkin",
-        group=f"{prefix}-worker",
+    settings = prefixed_settings(
+        prefix,
+        args.bootstrap,
         store_url=args.store or f"sqlite:///{tmp}/traces.db",
         grace_ms=args.grace_ms,
     )

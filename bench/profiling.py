@@ -2,12 +2,14 @@
 pre-filled topic (the workload of row (c)) until every trace is finalized.
 
     python bench/profiling.py [--spans 200000] [--store sqlite|postgresql] [--wire native|native-span]
-        [--rate 100] [--top 25] [--raw FILE] [--gil]
+        [--rate 100] [--top 25] [--raw FILE] [--gil] [--native]
     python bench/profiling.py --summarize FILE      # summarize an existing `py-spy record -f raw` file
 
 Prints the share of samples per thread (of the worker and of its finalizer process), the hottest lines
 (self time) and the functions with the most inclusive time. Idle threads are not sampled (py-spy's
-default), so the shares are of CPU-busy samples.
+default), so the shares are of CPU-busy samples. ``--native`` adds the C frames (SQLite's, msgspec's, the
+interpreter's own), but then a thread waiting inside C (a thread pool's queue, ``epoll_wait``) is not seen
+as idle: read its per-thread shares with that in mind.
 Needs py-spy (``pip install py-spy``) and permission to ptrace the worker, and a broker.
 """
 
@@ -32,9 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import msgspec
 
-from bench.common import ROOT, Postgres, Processes, delete_topics, log, settings_env
+from bench.common import ROOT, Postgres, Processes, delete_topics, log, prefixed_settings, settings_env
 from bench.workload import fill
-from shared.settings import Settings
 from shared.store import open_store
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
@@ -120,13 +121,9 @@ async def profile(args: argparse.Namespace) -> str:
     workdir = Path(tempfile.mkdtemp(prefix="tracing-profile-"))
     processes = Processes(workdir)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    settings = Settings.from_env(
-        {},
-        kafka_bootstrap=args.bootstrap,
-        topic=f"{prefix}-spans",
-        otlp_topic=f"{prefix}-otlp",
-        zipkin_topic=f"{prefix}-zipkin",
-        group=f"{prefix}-worker",
+    settings = prefixed_settings(
+        prefix,
+        args.bootstrap,
         store_url=f"sqlite:///{workdir / 'traces.db'}",
         grace_ms=args.grace_ms,
         heartbeat_s=0.5,
@@ -156,6 +153,7 @@ async def profile(args: argparse.Namespace) -> str:
                 "--pid",
                 str(worker.pid),
                 *(["--gil"] if args.gil else []),
+                *(["--native"] if args.native else []),
             ],
         )
         store = await open_store(settings)
@@ -206,6 +204,9 @@ def main() -> None:
         "--gil",
         action="store_true",
         help="sample only the thread holding the interpreter lock (py-spy --gil), not C code running without it",
+    )
+    parser.add_argument(
+        "--native", action="store_true", help="sample C frames too (py-spy --native): SQLite's and msgspec's time"
     )
     parser.add_argument("--raw", help="keep py-spy's raw output in this file")
     parser.add_argument("--summarize", metavar="FILE", help="only summarize an existing raw file")
