@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from bench import analysis as analysis_bench
-from bench import drain, freshness, jaeger, run, workload, zipkin
+from bench import drain, freshness, jaeger, pairs, run, workload, zipkin
 from bench.common import Row, Skipped, percentile, render_report, render_table, settings_env
 from bench.profiling import summarize
 from shared.codecs.native import decode_native
@@ -309,6 +309,37 @@ def test_quick_sizes_and_row_selection() -> None:
     assert run.parse_args(["--spans", "1234"]).sizes.spans == 1234
     with pytest.raises(SystemExit):
         run.parse_args(["--only", "z"])
+
+
+def test_pairs_sides_take_settings_with_or_without_the_prefix() -> None:
+    assert pairs.side_env(["finalize_batch=2000", "TRACING_CACHE_MB=0", "redact=false"]) == {
+        "TRACING_FINALIZE_BATCH": "2000",
+        "TRACING_CACHE_MB": "0",
+        "TRACING_REDACT": "false",
+    }
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        pairs.side_env(["finalize_batch"])
+
+
+@pytest.mark.kafka
+def test_pairs_drain_both_sides_in_flipped_order(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    sizes = ["--pairs", "2", "--spans", "600", "--grace-ms", "100"]
+    pairs.main([*sizes, "--bootstrap", settings.kafka_bootstrap, "--b", "finalize_batch=7", "finalize_process=false"])
+    captured = capsys.readouterr()
+    out = captured.out
+    order = [line.split("pair ", 1)[1][:3] for line in captured.err.splitlines() if " pair " in line]
+    assert order == ["1 A", "1 B", "2 B", "2 A"]
+    assert "A: defaults; this checkout" in out and "B: finalize_batch=7 finalize_process=false; this checkout" in out
+    rows = [line for line in out.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert len(rows) == 2, out
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[3]) > 0  # B / A
+        worker_a, finalizer_a = (float(x) for x in cells[4].split(" + "))
+        worker_b, finalizer_b = (float(x) for x in cells[5].split(" + "))
+        assert worker_a > 0 and finalizer_a > 0  # A finalizes in its finalizer process
+        assert worker_b > 0 and finalizer_b == 0  # B, without one, in the worker
+    assert "B / A finalized: median" in out
 
 
 @pytest.mark.kafka
