@@ -1,5 +1,6 @@
 """Soak: one worker process (``python -m ingest``) and the API under a steady offered load for a fixed
-time, sampling the worker's and the API's resident memory; prints a table and whether memory stayed flat.
+time, sampling the worker's and the API's resident memory and the SQLite files (the database, its
+write-ahead log); prints a table and whether memory stayed flat.
 
     python bench/soak.py --minutes 10 --rate 1000        # spans/s offered (realistic traces)
 
@@ -36,6 +37,13 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def file_mb(path: Path) -> float:
+    try:
+        return path.stat().st_size / 2**20
+    except FileNotFoundError:
+        return 0.0
 
 
 def _free_port() -> int:
@@ -76,7 +84,9 @@ async def main() -> int:
     logs = open(Path(tmp) / "processes.log", "ab")  # noqa: SIM115, ASYNC230  # closed below
     procs = {name: _start(name, env, logs) for name in ("ingest", "query_api")}
     rng = random.Random(7)
-    samples: list[tuple[float, float, float, int, int]] = []
+    db = Path(tmp) / "traces.db"
+    wal = Path(f"{db}-wal")
+    samples: list[tuple[float, float, float, int, int, float, float]] = []
     sent_spans = 0
     started = time.monotonic()
     deadline = started + args.minutes * 60
@@ -99,10 +109,11 @@ async def main() -> int:
                         stats = await r.json()
                     samples.append((
                         time.monotonic() - started, rss_mb(procs["ingest"].pid), rss_mb(procs["query_api"].pid),
-                        sent_spans, stats["totalTraces"],
+                        sent_spans, stats["totalTraces"], file_mb(db), file_mb(wal),
                     ))  # fmt: skip
                     print(f"  {samples[-1][0]:6.0f}s worker {samples[-1][1]:6.1f} MB  api {samples[-1][2]:6.1f} MB"
-                          f"  sent {sent_spans:>9,} spans  stored traces {stats['totalTraces']:>7,}",
+                          f"  sent {sent_spans:>9,} spans  stored traces {stats['totalTraces']:>7,}"
+                          f"  db {samples[-1][5]:,.0f} MB  log {samples[-1][6]:,.0f} MB",
                           file=sys.stderr, flush=True)  # fmt: skip
             await producer.flush()
     finally:
@@ -120,11 +131,13 @@ async def main() -> int:
     warm = samples[len(samples) // 3 :]  # after warm-up (SQLite cache, allocator arenas)
     worker_growth = warm[-1][1] - warm[0][1]
     api_growth = warm[-1][2] - warm[0][2]
-    print(f"{'elapsed s':>10} {'worker RSS MB':>14} {'API RSS MB':>11} {'spans sent':>11} {'traces stored':>14}")
-    for t, w, a, n, traces in samples:
-        print(f"{t:>10.0f} {w:>14.1f} {a:>11.1f} {n:>11,} {traces:>14,}")
+    print(f"{'elapsed s':>10} {'worker RSS MB':>14} {'API RSS MB':>11} {'spans sent':>11} {'traces stored':>14}"
+          f" {'db MB':>8} {'log MB':>7}")  # fmt: skip
+    for t, w, a, n, traces, db_mb, wal_mb in samples:
+        print(f"{t:>10.0f} {w:>14.1f} {a:>11.1f} {n:>11,} {traces:>14,} {db_mb:>8,.0f} {wal_mb:>7,.0f}")
     print(f"offered {args.rate:,.0f} spans/s for {args.minutes:g} min; after warm-up the worker's RSS moved "
-          f"{worker_growth:+.1f} MB and the API's {api_growth:+.1f} MB")  # fmt: skip
+          f"{worker_growth:+.1f} MB and the API's {api_growth:+.1f} MB; the write-ahead log peaked at "
+          f"{max(sample[6] for sample in samples):,.0f} MB")  # fmt: skip
     return 0
 
 

@@ -32,9 +32,9 @@ async def open_store(settings: Settings, *, writer: bool = False, checkpoints: b
     url = settings.store_url
     cache_bytes = settings.cache_mb * 1024 * 1024 if writer else 0
     if url.startswith("sqlite:"):
-        from shared.store.sqlite import SqliteStore
+        from shared.store.sqlite import CHECKPOINTS, SqliteStore
 
-        return await SqliteStore.open(url, cache_bytes=cache_bytes, checkpoints=checkpoints)
+        return await SqliteStore.open(url, cache_bytes=cache_bytes, checkpoints=CHECKPOINTS if checkpoints else None)
     if url.startswith("cassandra:"):
         try:
             import acsylla  # noqa: F401 (the driver of the cassandra extra)
