@@ -28,11 +28,15 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from shared.settings import Settings
 from shared.store import TraceStore, open_store
+
+if TYPE_CHECKING:
+    from shared.store.cassandra import CassandraStore
 from tests.conftest import cassandra_namespace_url
 
 BACKENDS = [
@@ -103,3 +107,16 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             yield opened
         finally:
             await opened.close()
+
+
+@pytest.fixture
+async def cassandra(cassandra_store_keyspace: str) -> AsyncIterator[CassandraStore]:
+    """An empty Cassandra store of the test's own (a namespace in the session's keyspace)."""
+    from shared.store.cassandra import CassandraStore
+
+    opened = await open_store(Settings.from_env({}, store_url=cassandra_namespace_url(cassandra_store_keyspace)))
+    assert isinstance(opened, CassandraStore)
+    try:
+        yield opened
+    finally:
+        await opened.close()

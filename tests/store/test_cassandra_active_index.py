@@ -6,27 +6,11 @@ good. The late insert is replayed here exactly as the writer sends it, on a real
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
-from shared.settings import Settings
-from shared.store import TraceQuery, open_store
+from shared.store import TraceQuery
 from shared.store.cassandra import CassandraStore
 from shared.store.cassandra.writer import ACTIVE
 from shared.store.rollups import HOUR_US
-from tests.conftest import cassandra_namespace_url
 from tests.store.test_contract import MS, NOW, simple_trace, write
-
-
-@pytest.fixture
-async def cassandra(cassandra_store_keyspace: str) -> AsyncIterator[CassandraStore]:
-    store = await open_store(Settings.from_env({}, store_url=cassandra_namespace_url(cassandra_store_keyspace)))
-    assert isinstance(store, CassandraStore)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def test_an_active_index_insert_arriving_after_the_finalization_loses(cassandra: CassandraStore) -> None:

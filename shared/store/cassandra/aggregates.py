@@ -14,11 +14,13 @@ process's own earlier write failed; or it never wrote it) the slice is recompute
 Grains go in order (minutes, then hours, then all time), so a recomputed hour sees this round's minutes.
 
 A round (a finalization or a purge of one shard) first records itself in ``rollup_pending`` (the minutes
-it touches, and the traces whose contribution it moves to a new minute), then writes the contributions,
+it touches, and each trace it finalizes with the minute of its new contribution), then writes the contributions,
 then the slices, and deletes the record when everything is written. A new owner (:meth:`adopt`) finishes
-what a crashed owner left: it recomputes the slices of every pending round's minutes before it writes
-anything. Replays rewrite the same contributions (idempotent), so the slices stay the sum of what is
-stored, counted once.
+what a crashed owner left before it writes anything: it sets the contributions of the pending rounds'
+traces back to what their rows record (a trace whose row the round did not write is active again, and
+its next finalization replaces what the row records), then recomputes the slices of the pending minutes.
+Replays rewrite the same contributions (idempotent), so the slices stay the sum of what is stored,
+counted once.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any, Final
 import msgspec
 
 from shared.store.cassandra.schema import COUNTER_COLUMNS, Cql
-from shared.store.rollups import HOUR, MINUTE, TOTAL, RollupDelta, decode_contribution
+from shared.store.rollups import HOUR, MINUTE, MINUTE_US, TOTAL, RollupDelta, decode_contribution
 
 Key = tuple[Any, ...]
 GrainRows = list[tuple[int, int, Key, list[int]]]
@@ -132,7 +134,10 @@ LIST_HOUR: Final = "INSERT INTO rollup_hours (ns, hour) VALUES (?, ?)"
 PENDING: Final = "SELECT stamp, minutes, traces FROM rollup_pending WHERE ns = ? AND shard = ?"
 BEGIN: Final = "INSERT INTO rollup_pending (ns, shard, stamp, minutes, traces) VALUES (?, ?, ?, ?, ?) USING TTL ?"
 END: Final = "DELETE FROM rollup_pending WHERE ns = ? AND shard = ? AND stamp = ?"
-FIX_MINUTES: Final = "UPDATE traces USING TTL ? SET contrib_minutes = contrib_minutes + ? WHERE ns = ? AND trace_id = ?"
+PUT_CONTRIB: Final = "INSERT INTO contribs (ns, shard, minute, trace_id, body) VALUES (?, ?, ?, ?, ?) USING TTL ?"
+DELETE_CONTRIB: Final = "DELETE FROM contribs WHERE ns = ? AND shard = ? AND minute = ? AND trace_id = ?"
+RECORDED: Final = "SELECT start_us, contribution FROM traces WHERE ns = ? AND trace_id = ? LIMIT 1"
+"""The contribution a trace's row records (written with its start in one statement, at finalization)."""
 
 _moves = msgspec.msgpack.Encoder()
 _moves_decoder = msgspec.msgpack.Decoder(list[tuple[str, int]])
@@ -210,13 +215,40 @@ class Aggregates:
                 minutes.update(recorded or ())
                 if traces:
                     moves.extend(_moves_decoder.decode(traces))
-            if moves:  # a round that moved a contribution may have stopped before the trace recorded it
-                await cql.many(FIX_MINUTES, [(cql.ttl_s, {minute}, cql.ns, t) for t, minute in moves])
+            if moves:
+                await self._match_rows(shard, moves)
             if minutes:
                 await self.apply(shard, RollupDelta(), refresh=minutes)
             if pending:
                 await cql.partitions([[(END, (cql.ns, shard, token)) for token, _, _ in pending]])
             self._adopted.add(shard)
+
+    async def _match_rows(self, shard: str, moves: Sequence[tuple[str, int]]) -> None:
+        """Make the shard's stored contributions of the traces an unfinished round finalized what their rows
+        record: the row's contribution under the minute of its start, none under the round's minutes.
+
+        A round writes the contributions (step 2) before the trace rows (step 3). Stopped in between, it
+        leaves a trace active whose new contribution is stored but not recorded (or, for a re-opened
+        trace, recorded as the previous one, whose row under an earlier minute the round deleted); its
+        next finalization subtracts what the row records, so the stored contributions must say the same
+        before the pending minutes are summed again. Else the trace counts twice (a node killed
+        mid-stream: 1,148 traces in the rollups of 1,000)."""
+        cql = self.cql
+        minutes: dict[str, set[int]] = {}
+        for trace_id, minute in moves:
+            minutes.setdefault(trace_id, set()).add(minute)
+        ids = sorted(minutes)
+        found = await cql.many(RECORDED, [(cql.ns, t) for t in ids])
+        groups: dict[int, list[tuple[str, Sequence[Any]]]] = {}
+        for trace_id, rows in zip(ids, found, strict=True):
+            start_us, body = rows[0] if rows else (None, None)
+            recorded = start_us // MINUTE_US if start_us is not None and body is not None else None
+            if recorded is not None:
+                put = (cql.ns, shard, recorded, trace_id, body, cql.ttl_s)
+                groups.setdefault(recorded, []).append((PUT_CONTRIB, put))
+            for minute in minutes[trace_id] - {recorded}:
+                groups.setdefault(minute, []).append((DELETE_CONTRIB, (cql.ns, shard, minute, trace_id)))
+        await cql.partitions(groups.values())
 
     async def begin(self, rounds: Mapping[str, tuple[RollupDelta, Sequence[tuple[str, int]]]]) -> dict[str, int]:
         """Record a round of each shard (shard -> (delta, moves)) before it writes anything: the minutes the

@@ -12,7 +12,8 @@ read re-opens the trace by itself (:mod:`.rows`). A round (planned by the shared
 4. the rollup slices (:meth:`~.aggregates.Aggregates.apply`); then the pending record goes.
 
 A crash anywhere leaves the trace active (before 3) or its slices pending (before 4): the next owner
-finalizes it again (the same contribution rewritten) and recomputes what was pending.
+puts the stored contributions back to what the trace rows record, recomputes what was pending, and
+finalizes the active traces again.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import msgspec
 from shared.analysis import TraceAnalysis
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
-from shared.store.cassandra.aggregates import Aggregates
+from shared.store.cassandra.aggregates import DELETE_CONTRIB, PUT_CONTRIB, Aggregates
 from shared.store.cassandra.indexes import IndexRow, index_changes, retention_row, search_rows
 from shared.store.cassandra.rows import StoredRow, fingerprint, read_chunks, read_rows
 from shared.store.cassandra.schema import Cql
@@ -46,8 +47,6 @@ WAITING: Final = (
     "UPDATE traces USING TTL ? SET state = 'waiting', final_n = ?, final_fp = ? WHERE ns = ? AND trace_id = ?"
 )
 DROP_CHUNKS: Final = "DELETE FROM traces WHERE ns = ? AND trace_id = ? AND seq >= 0"
-PUT_CONTRIB: Final = "INSERT INTO contribs (ns, shard, minute, trace_id, body) VALUES (?, ?, ?, ?, ?) USING TTL ?"
-DELETE_CONTRIB: Final = "DELETE FROM contribs WHERE ns = ? AND shard = ? AND minute = ? AND trace_id = ?"
 NOT_ACTIVE: Final = "DELETE FROM idx_active USING TIMESTAMP ? WHERE ns = ? AND hour = ? AND trace_id = ?"
 """Timestamped with the finalization's clock, as the writer's insert is with its batch's (see the writer's step 5)."""
 PUT_PATH: Final = "INSERT INTO call_paths (ns, ctx, label, path) VALUES (?, ?, ?, ?) USING TTL ?"
