@@ -28,6 +28,7 @@ import aiohttp
 from shared.demo import make_trace
 from shared.kafka import SpanProducer, ensure_topics
 from shared.settings import Settings
+from shared.store.sqlite import file_size
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,13 +38,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def file_mb(path: Path) -> float:
-    try:
-        return path.stat().st_size / 2**20
-    except FileNotFoundError:
-        return 0.0
 
 
 def _free_port() -> int:
@@ -109,7 +103,7 @@ async def main() -> int:
                         stats = await r.json()
                     samples.append((
                         time.monotonic() - started, rss_mb(procs["ingest"].pid), rss_mb(procs["query_api"].pid),
-                        sent_spans, stats["totalTraces"], file_mb(db), file_mb(wal),
+                        sent_spans, stats["totalTraces"], file_size(db) / 2**20, file_size(wal) / 2**20,
                     ))  # fmt: skip
                     print(f"  {samples[-1][0]:6.0f}s worker {samples[-1][1]:6.1f} MB  api {samples[-1][2]:6.1f} MB"
                           f"  sent {sent_spans:>9,} spans  stored traces {stats['totalTraces']:>7,}"

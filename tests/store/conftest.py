@@ -34,10 +34,10 @@ import pytest
 
 from shared.settings import Settings
 from shared.store import TraceStore, open_store
+from tests.conftest import cassandra_namespace_url
 
 if TYPE_CHECKING:
     from shared.store.cassandra import CassandraStore
-from tests.conftest import cassandra_namespace_url
 
 BACKENDS = [
     pytest.param("sqlite-file", id="sqlite-file"),

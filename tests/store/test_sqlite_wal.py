@@ -12,16 +12,12 @@ import threading
 from pathlib import Path
 
 from shared.models import Span
-from shared.store.sqlite import Checkpoints, SqliteStore
+from shared.store.sqlite import Checkpoints, SqliteStore, file_size
 from tests.e2e.helpers import wait_for
 
 T0 = 1_732_500_000_000_000
 LIMIT = 1 << 20
 SPANS_PER_BATCH = 500
-
-
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
 
 
 def _batch(n: int) -> list[Span]:
@@ -82,12 +78,12 @@ async def test_the_log_stays_bounded_while_readers_always_hold_a_snapshot(tmp_pa
         peak = 0
         for n in range(1, 481):
             await _write(store, n)
-            peak = max(peak, _size(wal))
+            peak = max(peak, file_size(wal))
         # everything written went through the log: about 70 MiB, kept whole without the limit
-        assert _size(db) > 40 * LIMIT
-        assert peak < 24 * LIMIT, f"the log reached {peak >> 20} MiB beside a {_size(db) >> 20} MiB database"
+        assert file_size(db) > 40 * LIMIT
+        assert peak < 24 * LIMIT, f"the log reached {peak >> 20} MiB beside a {file_size(db) >> 20} MiB database"
 
-        await wait_for(lambda: _size(wal) <= LIMIT, timeout_s=10, what="the log to empty once writes stopped")
+        await wait_for(lambda: file_size(wal) <= LIMIT, timeout_s=10, what="the log to empty once writes stopped")
     finally:
         stop.set()
         for thread in readers:

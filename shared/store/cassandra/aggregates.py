@@ -14,8 +14,8 @@ process's own earlier write failed; or it never wrote it) the slice is recompute
 Grains go in order (minutes, then hours, then all time), so a recomputed hour sees this round's minutes.
 
 A round (a finalization or a purge of one shard) first records itself in ``rollup_pending`` (the minutes
-it touches, and each trace it finalizes with the minute of its new contribution), then writes the contributions,
-then the slices, and deletes the record when everything is written. A new owner (:meth:`adopt`) finishes
+it touches, and each trace it finalizes with the minute of its new contribution), then writes the
+contributions, then the slices, and deletes the record when everything is written. A new owner (:meth:`adopt`) finishes
 what a crashed owner left before it writes anything: it sets the contributions of the pending rounds'
 traces back to what their rows record (a trace whose row the round did not write is active again, and
 its next finalization replaces what the row records), then recomputes the slices of the pending minutes.

@@ -69,7 +69,8 @@ def sqlite_path(url: str) -> str:
     return url[len(prefix) :] or ":memory:"
 
 
-def _size(path: Path) -> int:
+def file_size(path: Path) -> int:
+    """The file's size in bytes; 0 when it does not exist (a write-ahead log before the first write)."""
     try:
         return path.stat().st_size
     except FileNotFoundError:
@@ -173,8 +174,8 @@ class SqliteStore:
         then a writer that begins before anyone appends. Under a steady load (a batch every few ms, the
         finalizer process's rounds, the API's reads) that moment never comes, and the log grew without
         bound: 1.25 GB after 4 minutes at 5,000 spans/s, beside an 889 MB database. So when the log is
-        over ``settings.wal_limit_bytes`` after a turn, a TRUNCATE checkpoint copies the few frames the turn left,
-        with new writers held back, and empties the file. It waits at most
+        over ``settings.wal_limit_bytes`` after a turn, a TRUNCATE checkpoint copies the few frames the
+        turn left, with new writers held back, and empties the file. It waits at most
         :data:`WAL_TRUNCATE_WAIT_MS` for readers of an older snapshot, else tries again next turn."""
         conn = sqlite3.connect(self._path, isolation_level=None, timeout=30.0, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {WAL_TRUNCATE_WAIT_MS}")  # only TRUNCATE waits; PASSIVE never does
@@ -183,7 +184,7 @@ class SqliteStore:
             while not self._stop_checkpoints.wait(settings.interval_s):
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                    if _size(wal) > settings.wal_limit_bytes:
+                    if file_size(wal) > settings.wal_limit_bytes:
                         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 except sqlite3.OperationalError:
                     pass  # busy: the next turn catches up
