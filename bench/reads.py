@@ -151,7 +151,7 @@ async def read_latency(
                     result.latency_ms[name] = (percentile(samples, 0.5), percentile(samples, 0.99))
     finally:
         processes.stop(api)
-        for path in store_path.parent.glob(f"{store_path.name}*"):  # the file, its -wal and -shm
+        for path in store_path.parent.glob(f"{store_path.name}*"):  # the file, its -wal, -shm and -lock
             path.unlink()
     return result
 
