@@ -880,6 +880,49 @@ def span_shares(
     return rows, list(pairs)
 
 
+def op_index(ops: Sequence[OpShareRow]) -> list[tuple[str, str, int, int]]:
+    """``shared.store.rollups.Contribution.index_ops`` of the op rows: (service, operation, min, max) per
+    (service, operation) and per service (operation ``""``), in order of first appearance."""
+    rows: dict[tuple[str, str], list[int]] = {}
+    for op in ops:
+        service = op[0]
+        low = op[6]
+        high = op[7]
+        for key in ((service, op[1]), (service, "")):
+            row = rows.get(key)
+            if row is None:
+                rows[key] = [low, high]
+            else:
+                if low < row[0]:
+                    row[0] = low
+                if high > row[1]:
+                    row[1] = high
+    return [(key[0], key[1], row[0], row[1]) for key, row in rows.items()]
+
+
+def add_op_shares(
+    rows: dict[tuple[int, tuple[str, str, str]], list[int]],
+    minute: int,
+    ops: Sequence[OpShareRow],
+    sign: int,
+    width: int,
+) -> None:
+    """The operations loop of ``shared.store.rollups.RollupDelta.add``: each op row's spans, error spans
+    and duration sum, then its histogram from position 3, added ``sign`` times to the row of (minute,
+    (service, operation, kind)) in ``rows`` (``width`` zeros when new)."""
+    for op in ops:
+        key = (minute, (op[0], op[1], op[2]))
+        row = rows.get(key)
+        if row is None:
+            row = [0] * width
+            rows[key] = row
+        row[0] += sign * op[3]
+        row[1] += sign * op[4]
+        row[2] += sign * op[5]
+        for bucket, n in op[8].items():
+            row[3 + bucket] += sign * n
+
+
 SpanSumRow = tuple[str, str, str, str, int, int, dict[int, int]]
 
 

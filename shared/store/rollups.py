@@ -74,17 +74,9 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True, array_like=True, g
 
     def index_ops(self) -> list[tuple[str, str, int, int]]:
         """The trace's rows in the (service, operation) search index: one per (service, operation) and one
-        per service (operation ``""``), each with the smallest and largest duration of those spans."""
-        rows: dict[tuple[str, str], list[int]] = {}
-        for service, operation, _, _, _, _, low, high, *_ in self.ops:
-            for key in ((service, operation), (service, "")):
-                row = rows.get(key)
-                if row is None:
-                    rows[key] = [low, high]
-                else:
-                    row[0] = min(row[0], low)
-                    row[1] = max(row[1], high)
-        return [(s, o, lo, hi) for (s, o), (lo, hi) in rows.items()]
+        per service (operation ``""``), each with the smallest and largest duration of those spans
+        (:func:`shared.analysis_core.op_index`, compiled when built)."""
+        return core.op_index(self.ops)
 
 
 def bucket_of(duration_us: int) -> int:
@@ -138,8 +130,11 @@ Counters = list[int]
 """[count, errors, duration µs, h0 .. h18]: one rollup row's values."""
 
 
+COUNTERS: Final = 3 + HISTOGRAM_SIZE
+
+
 def _counters() -> Counters:
-    return [0] * (3 + HISTOGRAM_SIZE)
+    return [0] * COUNTERS
 
 
 class RollupDelta:
@@ -165,17 +160,7 @@ class RollupDelta:
             self.completed += sign
         self.duration_us += sign * c.duration_us
         minute = c.start_us // MINUTE_US
-        ops = self.ops
-        for service, operation, kind, count, errors, total, _, _, hist, _, _ in c.ops:
-            key = (minute, (service, operation, kind))
-            row = ops.get(key)
-            if row is None:
-                row = ops[key] = _counters()
-            row[0] += sign * count
-            row[1] += sign * errors
-            row[2] += sign * total
-            for b, n in hist.items():
-                row[3 + b] += sign * n
+        core.add_op_shares(self.ops, minute, c.ops, sign, COUNTERS)  # compiled when built
         ekey = (minute, c.endpoint)
         erow = self.endpoints.get(ekey)
         if erow is None:

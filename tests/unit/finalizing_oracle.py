@@ -1,10 +1,11 @@
 """FROZEN TEST ORACLE: ``contribution`` (rollups) and ``trace_contexts`` (critical paths) as they were
-before their loops moved into compiled cores. Do not edit.
+before their loops moved into compiled cores, and (at the end) ``Contribution.index_ops`` and the
+operations loop of ``RollupDelta.add``. Do not edit.
 
 Verbatim copies of the functions from ``shared/store/rollups.py`` and ``shared/critical_paths.py``
-(below this header), kept only as the reference the rewrites must equal, field for field, on every input
-(``tests/unit/test_finalizing_equivalence.py``). Never import it outside the tests (and the "before"
-column of bench/analysis.py).
+(below this header; the last two as functions of the op rows), kept only as the reference the rewrites
+must equal, field for field, on every input (``tests/unit/test_finalizing_equivalence.py``). Never
+import it outside the tests (and the "before" column of bench/analysis.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from shared.analysis import TraceAnalysis
 from shared.critical_paths import ELIDED, MAX_CONTEXT_DEPTH, Path, context_id, label
 from shared.models import Span, flat_tags
 from shared.store.buckets import BUCKET_BOUNDS_US
-from shared.store.rollups import Contribution
+from shared.store.rollups import Contribution, OpKey, OpShare
 from shared.store.tags import tag_text
 
 
@@ -127,3 +128,31 @@ def trace_contexts(analysis: TraceAnalysis, spans: Sequence[Span]) -> dict[Path,
         # segment bounds are µs / 1000 as doubles: scaling back is exact after rounding
         out[path] = out.get(path, 0) + round(segment.end * 1000) - round(segment.start * 1000)
     return out
+
+
+def index_ops(ops: Sequence[OpShare]) -> list[tuple[str, str, int, int]]:
+    rows: dict[tuple[str, str], list[int]] = {}
+    for service, operation, _, _, _, _, low, high, *_ in ops:
+        for key in ((service, operation), (service, "")):
+            row = rows.get(key)
+            if row is None:
+                rows[key] = [low, high]
+            else:
+                row[0] = min(row[0], low)
+                row[1] = max(row[1], high)
+    return [(s, o, lo, hi) for (s, o), (lo, hi) in rows.items()]
+
+
+def add_op_shares(
+    ops: dict[tuple[int, OpKey], list[int]], minute: int, shares: Sequence[OpShare], sign: int, width: int
+) -> None:
+    for service, operation, kind, count, errors, total, _, _, hist, _, _ in shares:
+        key = (minute, (service, operation, kind))
+        row = ops.get(key)
+        if row is None:
+            row = ops[key] = [0] * width
+        row[0] += sign * count
+        row[1] += sign * errors
+        row[2] += sign * total
+        for b, n in hist.items():
+            row[3 + b] += sign * n

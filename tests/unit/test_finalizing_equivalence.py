@@ -77,6 +77,19 @@ def assert_contribution_matches(spans: list[Span], core: str) -> None:
             spans, analysis.SPAN_LAYOUT, segments, critical_paths.MAX_CONTEXT_DEPTH, critical_paths.ELIDED
         )
         assert_exactly_equal(contexts, expected_contexts)
+    assert_op_loops_match(expected.ops, analysis.core if core == "loaded" else SOURCE_CORE)
+
+
+def assert_op_loops_match(ops: list[rollups.OpShare], core: Any) -> None:
+    """The index rows and the rollup rows of the op rows, as ``Contribution.index_ops`` and
+    ``RollupDelta.add`` compute them in the core, equal the oracle's."""
+    assert_exactly_equal(core.op_index(ops), oracle.index_ops(ops))
+    rows: dict[Any, list[int]] = {}
+    expected: dict[Any, list[int]] = {}
+    for minute, sign in ((7, 1), (7, 1), (8, -1), (7, -1)):  # a row added to, a new one, one taken from
+        core.add_op_shares(rows, minute, ops, sign, rollups.COUNTERS)
+        oracle.add_op_shares(expected, minute, ops, sign, rollups.COUNTERS)
+    assert_exactly_equal(rows, expected)
 
 
 CORES = ["loaded", "source"]
