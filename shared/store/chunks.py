@@ -21,7 +21,7 @@ span as the new chunk; reading applies the stored chunks in order. Both go throu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Final, cast
 
 import msgspec
@@ -239,3 +239,26 @@ class TraceState:
             finish = finishes.get(span_id)
             out.append(body if finish is None else merge_finish(body, finish))
         return out
+
+
+class StoredStates(Mapping[str, TraceState]):
+    """Traces' states as their stored chunks, each built when asked for and not kept.
+
+    What a finalize round without a cache reads back (a finalizer process): built one trace at a time,
+    each state and its spans are freed before the next trace's are decoded, so a round works within one
+    trace's objects, where building every state first kept a round's spans alive (5,000 of them) and the
+    analysis of each trace found them long out of the processor's caches."""
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self, chunks: Mapping[str, Sequence[tuple[bool, bytes]]]) -> None:
+        self._chunks = chunks
+
+    def __getitem__(self, trace_id: str) -> TraceState:
+        return TraceState.from_chunks(self._chunks[trace_id])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._chunks)
+
+    def __len__(self) -> int:
+        return len(self._chunks)

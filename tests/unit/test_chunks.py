@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.models import Event, Span, SpanFinish, merge_finish
-from shared.store.chunks import TraceState, decode_chunk, encode_chunk
+from shared.store.chunks import StoredStates, TraceState, decode_chunk, encode_chunk
 
 SPAN_IDS = ["a", "b", "c"]
 
@@ -78,6 +78,18 @@ def test_state_follows_the_rules_and_chunks_read_back_the_same(batches: list[lis
     assert [decode_chunk(body) for _, body in chunks] == [
         decode_chunk(encode_chunk(decode_chunk(b))) for _, b in chunks
     ]
+    # a finalizer process's read-back: the same state, built afresh at each access (none is kept)
+    stored = StoredStates({"t": chunks, "empty": []})
+    assert list(stored) == ["t", "empty"] and len(stored) == 2
+    first, second = stored["t"], stored["t"]
+    assert first is not second
+    assert (first.bodies, first.finishes, first.late, first.version) == (
+        back.bodies,
+        back.finishes,
+        back.late,
+        back.version,
+    )
+    assert not stored["empty"].has_spans
 
 
 @given(st.lists(versions(), max_size=8))

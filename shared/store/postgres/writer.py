@@ -25,7 +25,7 @@ import msgspec
 from shared.models import Event
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
-from shared.store.chunks import TraceState
+from shared.store.chunks import StoredStates, TraceState
 from shared.store.finalizing import FinalizePlan, FinalizeRow, encode_critical, plan_finalize
 from shared.store.rollups import Contribution, Counters, RollupDelta, decode_contribution
 from shared.store.sql import COUNTER_COLUMNS
@@ -71,15 +71,20 @@ def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-async def read_states(c: asyncpg.Connection, tids: Mapping[str, int]) -> dict[str, TraceState]:
-    """The stored state of each trace (trace_id -> tid), from its chunks in order."""
+async def read_chunks(c: asyncpg.Connection, tids: Mapping[str, int]) -> dict[str, list[tuple[bool, bytes]]]:
+    """The stored chunks of each trace (trace_id -> tid), ``(late, body)`` in order."""
     by_tid = {tid: trace_id for trace_id, tid in tids.items()}
     chunks: dict[str, list[tuple[bool, bytes]]] = {trace_id: [] for trace_id in tids}
     for tid, late, body in await c.fetch(
         "SELECT tid, late, body FROM chunks WHERE tid = ANY($1::bigint[]) ORDER BY tid, seq", list(by_tid)
     ):
         chunks[by_tid[tid]].append((late, body))
-    return {trace_id: TraceState.from_chunks(rows) for trace_id, rows in chunks.items()}
+    return chunks
+
+
+async def read_states(c: asyncpg.Connection, tids: Mapping[str, int]) -> dict[str, TraceState]:
+    """The stored state of each trace (trace_id -> tid), from its chunks in order."""
+    return {trace_id: TraceState.from_chunks(rows) for trace_id, rows in (await read_chunks(c, tids)).items()}
 
 
 async def current_states(
@@ -103,7 +108,7 @@ async def current_states(
 class Written(msgspec.Struct, kw_only=True, gc=False):
     plan: WritePlan
     tids: dict[str, int]
-    states: dict[str, TraceState]
+    states: Mapping[str, TraceState]
 
 
 INSERT_TRACES: Final = """
@@ -182,7 +187,7 @@ async def write_batch(
 class Finalized(msgspec.Struct, kw_only=True, gc=False):
     plan: FinalizePlan
     tids: dict[str, int]
-    states: dict[str, TraceState]
+    states: Mapping[str, TraceState]
 
 
 STORE_SUMMARIES: Final = """
@@ -217,7 +222,11 @@ async def finalize(
         )
     ]
     tids = {r.trace_id: r.tid for r in rows}
-    states = await current_states(c, cache, [(r.trace_id, r.tid, r.chunks) for r in rows])
+    states: Mapping[str, TraceState]
+    if cache is None:  # a finalizer process: each trace's state built as its turn comes (see StoredStates)
+        states = StoredStates(await read_chunks(c, tids))
+    else:
+        states = await current_states(c, cache, [(r.trace_id, r.tid, r.chunks) for r in rows])
     plan = plan_finalize(rows, states, sampler=sampler)
     if plan.waiting:
         await c.execute(

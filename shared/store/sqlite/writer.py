@@ -18,7 +18,7 @@ import msgspec
 from shared.models import Event
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
-from shared.store.chunks import TraceState
+from shared.store.chunks import StoredStates, TraceState
 from shared.store.finalizing import FinalizePlan, FinalizeRow, encode_critical, plan_finalize
 from shared.store.rollups import Contribution, Counters, RollupDelta, decode_contribution
 from shared.store.sqlite.schema import CHUNK_BITS, HISTOGRAM_COLUMNS
@@ -82,8 +82,8 @@ def read_rows(c: sqlite3.Connection, trace_ids: Iterable[str]) -> dict[str, Trac
     }
 
 
-def read_states(c: sqlite3.Connection, tids: Mapping[str, int]) -> dict[str, TraceState]:
-    """The stored state of each trace (trace_id -> tid), from its chunks in order."""
+def read_chunks(c: sqlite3.Connection, tids: Mapping[str, int]) -> dict[str, list[tuple[bool, bytes]]]:
+    """The stored chunks of each trace (trace_id -> tid), ``(late, body)`` in order."""
     by_tid = {tid: trace_id for trace_id, tid in tids.items()}
     chunks: dict[str, list[tuple[bool, bytes]]] = {trace_id: [] for trace_id in tids}
     for chunk_id, late, body in c.execute(
@@ -92,7 +92,12 @@ def read_states(c: sqlite3.Connection, tids: Mapping[str, int]) -> dict[str, Tra
         (_doc(list(by_tid)),),
     ):
         chunks[by_tid[chunk_id >> CHUNK_BITS]].append((bool(late), body))
-    return {trace_id: TraceState.from_chunks(rows) for trace_id, rows in chunks.items()}
+    return chunks
+
+
+def read_states(c: sqlite3.Connection, tids: Mapping[str, int]) -> dict[str, TraceState]:
+    """The stored state of each trace (trace_id -> tid), from its chunks in order."""
+    return {trace_id: TraceState.from_chunks(rows) for trace_id, rows in read_chunks(c, tids).items()}
 
 
 def current_states(
@@ -166,14 +171,14 @@ def write_batch(
 class Finalized(msgspec.Struct, kw_only=True, gc=False):
     plan: FinalizePlan
     tids: dict[str, int]
-    states: dict[str, TraceState]
+    states: Mapping[str, TraceState]
 
 
 class Planned(msgspec.Struct, kw_only=True, gc=False):
     """A finalize round's plan and the rows it was made from."""
 
     rows: list[FinalizeRow]
-    states: dict[str, TraceState]
+    states: Mapping[str, TraceState]
     plan: FinalizePlan
 
 
@@ -193,7 +198,11 @@ def plan_round(
     c: sqlite3.Connection, cache: TraceCache | None, trace_ids: Sequence[str], *, sampler: Sampler | None
 ) -> Planned:
     rows = finalize_rows(c, trace_ids)
-    states = current_states(c, cache, [(r.trace_id, r.tid, r.chunks) for r in rows])
+    states: Mapping[str, TraceState]
+    if cache is None:  # a finalizer process: each trace's state built as its turn comes (see StoredStates)
+        states = StoredStates(read_chunks(c, {r.trace_id: r.tid for r in rows}))
+    else:
+        states = current_states(c, cache, [(r.trace_id, r.tid, r.chunks) for r in rows])
     return Planned(rows=rows, states=states, plan=plan_finalize(rows, states, sampler=sampler))
 
 
