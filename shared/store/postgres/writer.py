@@ -108,7 +108,7 @@ async def current_states(
 class Written(msgspec.Struct, kw_only=True, gc=False):
     plan: WritePlan
     tids: dict[str, int]
-    states: Mapping[str, TraceState]
+    states: dict[str, TraceState]
 
 
 INSERT_TRACES: Final = """
