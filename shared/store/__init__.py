@@ -32,9 +32,14 @@ async def open_store(settings: Settings, *, writer: bool = False, checkpoints: b
     url = settings.store_url
     cache_bytes = settings.cache_mb * 1024 * 1024 if writer else 0
     if url.startswith("sqlite:"):
-        from shared.store.sqlite import CHECKPOINTS, SqliteStore
+        from shared.store.sqlite import CHECKPOINTS, PAGE_CACHE_KIB, WORKER_PAGE_CACHE_KIB, SqliteStore
 
-        return await SqliteStore.open(url, cache_bytes=cache_bytes, checkpoints=CHECKPOINTS if checkpoints else None)
+        return await SqliteStore.open(
+            url,
+            cache_bytes=cache_bytes,
+            checkpoints=CHECKPOINTS if checkpoints else None,
+            page_cache_kib=WORKER_PAGE_CACHE_KIB if writer else PAGE_CACHE_KIB,
+        )
     if url.startswith("cassandra:"):
         try:
             import acsylla  # noqa: F401 (the driver of the cassandra extra)
