@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import murmur2
 
-from ingest.finalizer import FinalizerError, FinalizerProcess, separate_finalizer
+from ingest.finalizer import FinalizerError, FinalizerProcess, RoundDone, separate_finalizer
 from ingest.metrics import WorkerCounters, WorkerMetrics, serve_metrics
 from shared.codecs import DecodeError, decoder_for, format_of
 from shared.codecs.native import decode_native_many
@@ -432,33 +432,47 @@ class Worker:
     async def finalize_due(self) -> int:
         """Finalize every trace of this worker's partitions that is due now, in rounds of up to
         ``finalize_batch`` (in the finalizer process when there is one); returns how many."""
-        total = 0
-        limit = self.settings.finalize_batch
+        finalized = [0]  # the rounds that ended count, also when a later one failed
         try:
             async with self.finalizing:
-                while self.shards:
-                    started = time.perf_counter()
-                    if self.finalizer is not None:
-                        done = await self.finalizer.round(sorted(self.shards), limit)
-                        self.metrics.spans.add(done.span_sums)
-                        total += done.finalized
-                        if done.error is not None:  # after counting what the round did finalize
-                            raise FinalizerError(done.error)
-                        due = done.due
-                    else:
-                        due_ids = await self.store.due_traces(set(self.shards), now_us(), limit)
-                        analyses = await self.store.finalize(
-                            due_ids, now_us=now_us(), sampler=self._sampler, on_first=self.metrics.spans.observe
-                        )
-                        due = len(due_ids)
-                        total += len(analyses)
-                    if due:
-                        self.metrics.finalize_seconds.observe(time.perf_counter() - started)
-                    if due < limit:
-                        break
-        finally:  # the rounds that ended count, also when a later one failed
-            self.counters.traces_finalized += total
-        return total
+                if self.finalizer is not None:
+                    await self._finalize_in_child(self.finalizer, finalized)
+                else:
+                    await self._finalize_here(finalized)
+        finally:
+            self.counters.traces_finalized += finalized[0]
+        return finalized[0]
+
+    async def _finalize_in_child(self, finalizer: FinalizerProcess, finalized: list[int]) -> None:
+        if not self.shards:
+            return
+        errors: list[str] = []
+
+        def counted(done: RoundDone, seconds: float) -> None:
+            self.metrics.spans.add(done.span_sums)
+            finalized[0] += done.finalized
+            if done.due:
+                self.metrics.finalize_seconds.observe(seconds)
+            if done.error is not None:
+                errors.append(done.error)
+
+        await finalizer.rounds(lambda: sorted(self.shards), self.settings.finalize_batch, counted)
+        if errors:  # after counting what the rounds did finalize
+            raise FinalizerError(errors[0])
+
+    async def _finalize_here(self, finalized: list[int]) -> None:
+        limit = self.settings.finalize_batch
+        while self.shards:
+            started = time.perf_counter()
+            due_ids = await self.store.due_traces(set(self.shards), now_us(), limit)
+            analyses = await self.store.finalize(
+                due_ids, now_us=now_us(), sampler=self._sampler, on_first=self.metrics.spans.observe
+            )
+            finalized[0] += len(analyses)
+            if due_ids:
+                self.metrics.finalize_seconds.observe(time.perf_counter() - started)
+            if len(due_ids) < limit:
+                return
 
     async def _finalize_or_log(self) -> None:
         try:

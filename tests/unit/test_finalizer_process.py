@@ -63,6 +63,38 @@ async def test_a_round_in_the_child_finalizes_the_due_traces_of_its_shards(tmp_p
     assert not process_alive(pid)
 
 
+async def test_a_backlog_is_finalized_in_rounds_back_to_back_until_one_is_not_full(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, store_url=f"sqlite:///{tmp_path / 'traces.db'}")
+    store = await open_store(settings, writer=True)
+    finalizer = FinalizerProcess(settings)
+    try:
+        ids = [f"t{i:02d}" for i in range(25)]
+        spans = [span for trace_id in ids for span in gateway_trace(trace_id, T0)]
+        shards = dict.fromkeys(ids, "spans/0")
+        await store.write_batch(spans, [], shards=shards, now_us=T0, grace_us=0, idle_us=60_000_000)
+        asked: list[list[str]] = []
+        answers: list[tuple[int, int]] = []
+
+        def shards_now() -> list[str]:
+            asked.append(["spans/0"])
+            return asked[-1]
+
+        await finalizer.rounds(shards_now, 10, lambda done, seconds: answers.append((done.due, done.finalized)))
+
+        # two full rounds, the one that was not (5), and the one queued behind it (nothing left)
+        assert answers == [(10, 10), (10, 10), (5, 5), (0, 0)]
+        assert len(asked) == len(answers)
+        for trace_id in ids:
+            trace = await store.get_trace(trace_id)
+            assert trace is not None and trace.state == "finalized"
+        single: list[int] = []
+        await finalizer.rounds(shards_now, 10, lambda done, seconds: single.append(done.due), backlog=False)
+        assert single == [0]
+    finally:
+        await finalizer.stop()
+        await store.close()
+
+
 async def test_a_child_that_cannot_open_the_store_fails_its_rounds_with_the_error(tmp_path: Path) -> None:
     (tmp_path / "not-a-directory").write_text("")
     settings = Settings.from_env({}, store_url=f"sqlite:///{tmp_path / 'not-a-directory' / 'traces.db'}")
