@@ -199,12 +199,12 @@ class FinalizerProcess:
         it. ``backlog`` False: one round only.
 
         Once a round came back full, the next is queued in the child's input behind the one it runs, so
-        that the child starts it the moment it answers rather than when this process's event loop, busy
-        decoding a fetch, gets to the answer (those gaps were 6 ms a round on average, 5% of a drain of one
-        span per message). After the last full round the queued one still runs: it finds what became due
-        meanwhile, or nothing. A store error in an answer stops the requests; the answers in flight are
-        still given to ``on_done``; then the first error is in ``error`` of its answer (and a child that
-        failed raises :class:`FinalizerError`)."""
+        that the child starts it the moment it answers, without waiting for this process to read the
+        answer and write the next request (its event loop may be decoding a fetch meanwhile). After the
+        last full round the queued one still runs: it finds what became due meanwhile, or nothing. An
+        answer with a store error stops the requests, and the answers still in flight go to ``on_done``
+        too, so the caller sees every round's counts and errors; a child that failed raises
+        :class:`FinalizerError`."""
         async with self._lock:
             process = await self._running()
             try:
