@@ -15,7 +15,7 @@ from shared.store.base import Window
 from shared.store.cassandra import CassandraStore
 from shared.store.cassandra.finalizer import SUMMARY
 from shared.store.cassandra.schema import Cql
-from tests.store.test_contract import MS, NOW, SECOND, T0, simple_trace, span, write
+from tests.store.test_contract import MS, NOW, SECOND, SHARD, T0, simple_trace, span, write
 
 Groups = Iterable[Sequence[tuple[str, Sequence[Any]]]]
 
@@ -86,3 +86,32 @@ async def test_a_failed_refinalization_that_moved_the_contribution_counts_the_tr
     earlier = await cassandra.stats(window=Window(start_us=T0 - 150 * SECOND, end_us=T0 - 60 * SECOND))
     later = await cassandra.stats(window=Window(start_us=T0, end_us=T0 + 60 * SECOND))
     assert (earlier.completed_traces, later.completed_traces) == (1, 0)  # at its new start only
+
+
+async def test_a_round_failed_after_its_trace_rows_is_rolled_up_at_the_owners_next_due_scan(
+    cassandra: CassandraStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trace rows are written (step 3), the rollup slices are not (step 4): the traces are finalized
+    and no round of the shard will come again if nothing else is due. The owner's next due scan, finding
+    nothing due, finishes the pending slices all the same."""
+    trace = simple_trace("t-last", start=T0)
+    await write(cassandra, trace, now=NOW, shard=SHARD)
+    real_apply = cassandra._aggregates.apply
+    failed = False
+
+    async def apply(*args: Any, **kwargs: Any) -> None:
+        nonlocal failed
+        if not failed:
+            failed = True
+            raise Timeout("rollup slices: request timed out")
+        await real_apply(*args, **kwargs)
+
+    monkeypatch.setattr(cassandra._aggregates, "apply", apply)
+    with pytest.raises(Timeout):
+        await cassandra.finalize(["t-last"], now_us=NOW + 600 * MS)
+    stored = await cassandra.get_trace("t-last")
+    assert stored is not None and stored.state == "finalized"
+    assert await counted(cassandra) == (0, 0)
+
+    assert await cassandra.due_traces({SHARD}, NOW + 700 * MS, 10) == []
+    assert await counted(cassandra) == (1, len(trace))

@@ -196,12 +196,13 @@ class Aggregates:
         self._adopted.discard(shard)
 
     def invalidate(self, shard: str) -> None:
-        """A round of ``shard`` failed part way: trust nothing of it (the pending record stays, and the next
-        round adopts the shard again, recomputing what the failed round touched)."""
+        """A round of ``shard`` failed part way: trust nothing of it (the pending record stays, and the owner's
+        next due scan or round adopts the shard again, recomputing what the failed round touched)."""
         self._forget(shard)
 
     async def adopt(self, shards: Iterable[str]) -> None:
-        """Before the first round of a shard: finish every round a previous owner left pending."""
+        """Before the first round of a shard (at its owner's due scans): finish every round a previous owner,
+        or a failed round of this one, left pending. A shard already adopted costs nothing."""
         for shard in self._released:
             self._forget(shard)
         self._released.clear()
