@@ -431,26 +431,24 @@ class Worker:
 
     async def finalize_due(self) -> int:
         """Finalize every trace of this worker's partitions that is due now, in rounds of up to
-        ``finalize_batch`` (in the finalizer process when there is one); returns how many."""
-        finalized = [0]  # the rounds that ended count, also when a later one failed
-        try:
-            async with self.finalizing:
-                if self.finalizer is not None:
-                    await self._finalize_in_child(self.finalizer, finalized)
-                else:
-                    await self._finalize_here(finalized)
-        finally:
-            self.counters.traces_finalized += finalized[0]
-        return finalized[0]
+        ``finalize_batch`` (in the finalizer process when there is one); returns how many. Each round's
+        traces are counted as it ends, so those of rounds before a failed one count too."""
+        before = self.counters.traces_finalized
+        async with self.finalizing:
+            if self.finalizer is not None:
+                await self._finalize_in_child(self.finalizer)
+            else:
+                await self._finalize_here()
+        return self.counters.traces_finalized - before
 
-    async def _finalize_in_child(self, finalizer: FinalizerProcess, finalized: list[int]) -> None:
+    async def _finalize_in_child(self, finalizer: FinalizerProcess) -> None:
         if not self.shards:
             return
         errors: list[str] = []
 
         def counted(done: RoundDone, seconds: float) -> None:
             self.metrics.spans.add(done.span_sums)
-            finalized[0] += done.finalized
+            self.counters.traces_finalized += done.finalized
             if done.due:
                 self.metrics.finalize_seconds.observe(seconds)
             if done.error is not None:
@@ -460,7 +458,7 @@ class Worker:
         if errors:  # after counting what the rounds did finalize
             raise FinalizerError(errors[0])
 
-    async def _finalize_here(self, finalized: list[int]) -> None:
+    async def _finalize_here(self) -> None:
         limit = self.settings.finalize_batch
         while self.shards:
             started = time.perf_counter()
@@ -468,7 +466,7 @@ class Worker:
             analyses = await self.store.finalize(
                 due_ids, now_us=now_us(), sampler=self._sampler, on_first=self.metrics.spans.observe
             )
-            finalized[0] += len(analyses)
+            self.counters.traces_finalized += len(analyses)
             if due_ids:
                 self.metrics.finalize_seconds.observe(time.perf_counter() - started)
             if len(due_ids) < limit:
