@@ -117,7 +117,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             except re.error as exc:
                 raise SettingsError(f"{PREFIX}{field.upper()}: not a valid regular expression: {exc}") from exc
         if self.store_url.startswith("cassandra:"):
-            from shared.store.cassandra_conn import CassandraConfig, CassandraUrlError
+            from shared.store.cassandra.config import CassandraConfig, CassandraUrlError
 
             try:
                 CassandraConfig.from_url(self.store_url)

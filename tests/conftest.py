@@ -158,7 +158,8 @@ def cassandra_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 async def cassandra_keyspace_url(cassandra_url: str) -> AsyncIterator[str]:
     """``cassandra_url`` with a new keyspace name (not created: the code under test creates it), dropped
     after the test. Replication and every other option stay those of ``cassandra_url``."""
-    from shared.store.cassandra_conn import CassandraConfig, CassandraSession
+    from shared.store.cassandra.config import CassandraConfig
+    from shared.store.cassandra.session import CassandraSession
 
     base = CassandraConfig.from_url(cassandra_url)
     keyspace = f"test_{uuid.uuid4().hex[:20]}"
@@ -174,7 +175,8 @@ async def cassandra_keyspace_url(cassandra_url: str) -> AsyncIterator[str]:
 def cassandra_store_keyspace(cassandra_url: str) -> Iterator[str]:
     """``cassandra_url`` with a keyspace of this session's own (created by the first store opened on it,
     dropped when the session ends)."""
-    from shared.store.cassandra_conn import CassandraConfig, CassandraSession
+    from shared.store.cassandra.config import CassandraConfig
+    from shared.store.cassandra.session import CassandraSession
 
     base = CassandraConfig.from_url(cassandra_url)
     keyspace = f"test_{uuid.uuid4().hex[:20]}"

@@ -31,7 +31,7 @@ from shared.models import Span
 from shared.settings import Settings
 from shared.store import TraceQuery, TraceStore, open_store
 from shared.store.base import Window
-from shared.store.cassandra_conn import CassandraConfig
+from shared.store.cassandra.config import CassandraConfig
 from tests.conftest import CASSANDRA_SH, _missing, cassandra_ports
 from tests.e2e.helpers import wait_for
 from tests.e2e.workers import WorkerProcess

@@ -11,7 +11,8 @@ import socket
 import msgspec
 import pytest
 
-from shared.store.cassandra_conn import CassandraConfig, CassandraError, CassandraSession
+from shared.store.cassandra.config import CassandraConfig, CassandraError
+from shared.store.cassandra.session import CassandraSession
 
 CHUNK = os.urandom(3584)
 
@@ -181,7 +182,7 @@ def test_closing_waits_only_for_hosts_that_came_back() -> None:
     """The hosts found when connecting do not delay a close; a host that went down (until it is back), one
     that came back up, or one that joined after statements were prepared, do (the driver prepares
     everything on it again)."""
-    from shared.store.cassandra_conn import _HostEvents
+    from shared.store.cassandra.session import _HostEvents
 
     class Event:
         def __init__(self, name: str) -> None:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.settings import Settings, SettingsError
-from shared.store.cassandra_conn import CassandraConfig, CassandraUrlError
+from shared.store.cassandra.config import CassandraConfig, CassandraUrlError
 
 
 def parse(url: str) -> CassandraConfig:

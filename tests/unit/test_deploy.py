@@ -20,7 +20,7 @@ from aiohttp import web
 
 from query_api.app import setup_routes
 from shared.settings import PREFIX, Settings
-from shared.store.cassandra_conn import CassandraConfig
+from shared.store.cassandra.config import CassandraConfig
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yaml"

@@ -1,7 +1,7 @@
 """Cassandra backend (acsylla): the store for clusters that outgrow one PostgreSQL.
 
 ``TRACING_STORE_URL=cassandra://host1,host2:9042/keyspace?replication_factor=3`` (options:
-:mod:`shared.store.cassandra_conn`). The layout is storage layout v2 laid out for Cassandra
+:mod:`.config`). The layout is storage layout v2 laid out for Cassandra
 (:mod:`.schema`); the planning is every backend's (:mod:`shared.store.writing`,
 :mod:`shared.store.finalizing`, :mod:`shared.store.rollups`, :mod:`shared.store.search`). What differs
 is how concurrency is made safe without transactions, lightweight transactions, logged batches or
@@ -46,13 +46,14 @@ from shared.store.base import (
 )
 from shared.store.cache import TraceCache
 from shared.store.cassandra.aggregates import Aggregates
+from shared.store.cassandra.config import CassandraConfig
 from shared.store.cassandra.due import DueIndex
 from shared.store.cassandra.finalizer import Owner
 from shared.store.cassandra.reader import Reader
 from shared.store.cassandra.rows import StoredRow
 from shared.store.cassandra.schema import Cql, create_tables
+from shared.store.cassandra.session import CassandraSession
 from shared.store.cassandra.writer import HourLists, write_batch
-from shared.store.cassandra_conn import CassandraConfig, CassandraSession
 from shared.store.rollups import Contribution
 from shared.store.writing import group_batch
 

@@ -22,7 +22,7 @@ from typing import Final
 import msgspec
 
 from shared.store.cassandra.schema import Cql
-from shared.store.cassandra_conn import Row
+from shared.store.cassandra.session import Row
 from shared.store.chunks import TraceState
 from shared.store.writing import RowState, TraceRow
 

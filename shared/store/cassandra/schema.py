@@ -39,7 +39,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
-from shared.store.cassandra_conn import CassandraSession, Prepared, Row
+from shared.store.cassandra.session import CassandraSession, Prepared, Row
 from shared.store.rollups import HISTOGRAM_SIZE
 
 HISTOGRAM_COLUMNS: Final = tuple(f"h{i}" for i in range(HISTOGRAM_SIZE))
