@@ -1,4 +1,5 @@
-"""The store contract: the Protocol every backend implements and the Structs it speaks.
+"""The store contract: the roles a backend plays (writer, finalizer, readers), the capabilities it
+declares, and the Structs they speak. :class:`TraceStore` is the full store, every role at once.
 
 The store is the source of truth. Workers' in-memory state is an optimisation that can be lost at any
 time; everything needed to finish a trace's life (its spans, its state, its due time) is here.
@@ -7,7 +8,7 @@ time; everything needed to finish a trace's life (its spans, its state, its due 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Annotated, Literal, Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -15,9 +16,11 @@ from shared.analysis import Dependency, TraceAnalysis
 from shared.models import Span, SpanFinish
 from shared.sampling import Sampler
 from shared.store.buckets import BUCKET_BOUNDS_US
+from shared.store.cache import TraceCache
 from shared.store.rollups import Contribution
 
-TraceState = Literal["active", "finalized", "dropped"]
+TraceLifecycle = Literal["active", "finalized", "dropped"]
+"""Where a stored trace is in its life: written to, finalized, or dropped by the sampler."""
 TraceStatus = Literal["active", "completed", "failed"]
 
 
@@ -113,7 +116,7 @@ class StoredTrace(msgspec.Struct, frozen=True, kw_only=True):
     """A trace as stored: its spans (finish events merged), state, and the analysis once finalized."""
 
     trace_id: str
-    state: TraceState
+    state: TraceLifecycle
     spans: list[Span]
     analysis: TraceAnalysis | None  # None while active
     completeness: Completeness
@@ -252,14 +255,35 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     updated_at_us: int
 
 
-NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+class StoreCapabilities(Protocol):
+    """What a backend declares about itself, read by the ingest worker as plain attributes."""
+
+    cache: TraceCache | None
+    """The writer's copy of the traces it writes (:class:`~shared.store.cache.TraceCache`, see
+    docs/adr/0004-trace-cache.md), or ``None`` (a store opened for reading, or with ``TRACING_CACHE_MB=0``)."""
+    shared_by_processes: bool
+    """Whether another process may open the same store and finalize for this one's worker (the finalizer
+    process, docs/adr/0003-finalizer-process.md). ``False``: finalization stays in the worker."""
+    concurrent_finalizes: int
+    """How many :meth:`TraceFinalizer.finalize` calls a finalizer process may run at once on disjoint
+    shares of one round's traces (at least 1)."""
 
 
-class TraceStore(Protocol):
-    """Async trace store. Every method is safe to call from many workers and API replicas at once.
+class Component(Protocol):
+    """What every part of a store has: a health check and a close."""
 
-    Writes are idempotent: re-delivering a batch changes nothing; a span is keyed by (trace_id, span_id).
-    """
+    async def check(self) -> None:
+        """Raise if the store cannot answer."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads; the store answers nothing afterwards."""
+        ...
+
+
+class TraceWriter(Protocol):
+    """The write role: one method. Writes are idempotent: re-delivering a batch changes nothing; a span is
+    keyed by (trace_id, span_id)."""
 
     async def write_batch(
         self,
@@ -281,6 +305,10 @@ class TraceStore(Protocol):
         A changed span of a finalized trace is late: the trace becomes active again, due ``now + grace``.
         """
         ...
+
+
+class TraceFinalizer(Protocol):
+    """The finalize role: which traces are due, finalizing them, and purging old ones."""
 
     async def due_traces(self, shards: Collection[str], now_us: int, limit: int) -> list[str]:
         """Ids of active traces owned by ``shards`` whose due time is <= ``now_us``, earliest due first."""
@@ -314,6 +342,10 @@ class TraceStore(Protocol):
         process correct any rollup row, purge every old trace whatever is passed."""
         ...
 
+
+class TraceReader(Protocol):
+    """Reads of traces: one by id, searches, and the open span index."""
+
     async def get_trace(self, trace_id: str) -> StoredTrace | None:
         """The trace, or ``None`` if no span of it is stored."""
         ...
@@ -328,6 +360,26 @@ class TraceStore(Protocol):
         spans are indexed by span id: they are what a finish by span id alone can close. If several
         traces have an open span of that id, any one of them."""
         ...
+
+
+class ServiceNames(Protocol):
+    """Names seen in finalized traces, for search forms."""
+
+    async def services(self) -> list[str]:
+        """Service names seen in finalized traces, sorted."""
+        ...
+
+    async def operations(self, service: str) -> list[str]:
+        """Operation names of ``service`` in finalized traces, sorted."""
+        ...
+
+    async def operation_kinds(self, service: str) -> list[tuple[str, str]]:
+        """(operation, span kind or "") pairs seen for ``service`` in finalized traces, sorted."""
+        ...
+
+
+class AggregateReader(Protocol):
+    """Reads of the rollups: counts, latencies, critical paths and dependencies over time windows."""
 
     async def stats(self, *, slowest: int = 5, window: Window | None = None) -> StoreStats:
         """All-time aggregates, or those of the traces that started in ``window`` (minute-aligned)."""
@@ -364,28 +416,33 @@ class TraceStore(Protocol):
         the minute-aligned ``window`` (ties at the limit broken by trace id). Costs O(the traces summed)."""
         ...
 
-    async def services(self) -> list[str]:
-        """Service names seen in finalized traces, sorted."""
-        ...
-
-    async def operations(self, service: str) -> list[str]:
-        """Operation names of ``service`` in finalized traces, sorted."""
-        ...
-
-    async def operation_kinds(self, service: str) -> list[tuple[str, str]]:
-        """(operation, span kind or "") pairs seen for ``service`` in finalized traces, sorted."""
-        ...
-
     async def dependencies(self, since_us: int = 0, until_us: int | None = None) -> list[Dependency]:
         """Parent service → child service call counts over traces that started in the window (hour grain)."""
         ...
 
-    async def record_heartbeat(self, heartbeat: Heartbeat) -> None: ...
 
-    async def heartbeats(self, *, newer_than_us: int = 0) -> list[Heartbeat]: ...
+class HeartbeatLog(Protocol):
+    """Workers' health records."""
 
-    async def check(self) -> None:
-        """Raise if the store cannot answer."""
+    async def record_heartbeat(self, heartbeat: Heartbeat) -> None:
+        """Store the worker's record, replacing its previous one."""
         ...
 
-    async def close(self) -> None: ...
+    async def heartbeats(self, *, newer_than_us: int = 0) -> list[Heartbeat]:
+        """The records updated after ``newer_than_us``, by worker id."""
+        ...
+
+
+class TraceStore(
+    StoreCapabilities,
+    Component,
+    TraceWriter,
+    TraceFinalizer,
+    TraceReader,
+    ServiceNames,
+    AggregateReader,
+    HeartbeatLog,
+    Protocol,
+):
+    """The full store: every role at once, as :func:`shared.store.open_store` returns it. Every method is
+    safe to call from many workers and API replicas at once."""

@@ -8,7 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from shared.models import Span
-from shared.store.sqlite import SqliteStore, writer
+from shared.store.sql import writer
+from shared.store.sql.driver import run_sync
+from shared.store.sqlite import SqliteStore
+from shared.store.sqlite.driver import SqliteDriver
 
 T0 = 1_732_500_000_000_000
 SHARDS = {"t1": "spans/0"}
@@ -30,17 +33,35 @@ async def _write(store: SqliteStore, spans: list[Span]) -> None:
     await store.write_batch(spans, [], shards=SHARDS, now_us=T0, grace_us=0, idle_us=60_000_000)
 
 
+def _plan(store: SqliteStore) -> writer.Planned:
+    """A round planned in a read transaction (on the store's thread)."""
+    return store._read(lambda c: run_sync(writer.plan_round(SqliteDriver(c), None, ["t1"], sampler=None)))
+
+
+def _finalize(store: SqliteStore, planned: writer.Planned) -> writer.Finalized:
+    """The round written in a write transaction (on the store's thread)."""
+    return store._tx(
+        lambda c: run_sync(writer.finalize(SqliteDriver(c), None, ["t1"], now_us=T0, sampler=None, planned=planned))
+    )
+
+
 async def test_a_plan_made_before_a_write_is_made_again(tmp_path: Path) -> None:
     store = await SqliteStore.open(str(tmp_path / "traces.db"))
     try:
         await _write(store, [_span("root"), _span("a", "root")])
 
-        planned = await store._run(lambda: store._read(lambda c: writer.plan_round(c, None, ["t1"], sampler=None)))
+        planned = await store._run(
+            lambda: store._read(lambda c: run_sync(writer.plan_round(SqliteDriver(c), None, ["t1"], sampler=None)))
+        )
         assert planned.plan.summaries[0].analysis.span_count == 2
         await _write(store, [_span("b", "root")])  # a second chunk: the row the plan was made from changed
 
         done = await store._run(
-            lambda: store._tx(lambda c: writer.finalize(c, None, ["t1"], now_us=T0, sampler=None, planned=planned))
+            lambda: store._tx(
+                lambda c: run_sync(
+                    writer.finalize(SqliteDriver(c), None, ["t1"], now_us=T0, sampler=None, planned=planned)
+                )
+            )
         )
         assert done.plan is not planned.plan
         assert done.plan.summaries[0].analysis.span_count == 3
@@ -56,8 +77,12 @@ async def test_an_unchanged_row_writes_the_plan_made_before(tmp_path: Path) -> N
         await _write(store, [_span("root"), _span("a", "root")])
 
         def plan_then_finalize() -> tuple[writer.Planned, writer.Finalized]:
-            planned = store._read(lambda c: writer.plan_round(c, None, ["t1"], sampler=None))
-            done = store._tx(lambda c: writer.finalize(c, None, ["t1"], now_us=T0, sampler=None, planned=planned))
+            planned = store._read(lambda c: run_sync(writer.plan_round(SqliteDriver(c), None, ["t1"], sampler=None)))
+            done = store._tx(
+                lambda c: run_sync(
+                    writer.finalize(SqliteDriver(c), None, ["t1"], now_us=T0, sampler=None, planned=planned)
+                )
+            )
             return planned, done
 
         planned, done = await store._run(plan_then_finalize)

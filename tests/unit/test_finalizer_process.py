@@ -124,6 +124,8 @@ def test_shares_cut_the_due_traces_in_order_into_near_equal_runs(due: list[str],
 class _HalfFailing:
     """A store whose finalize fails for the share holding trace "boom" (the other share commits)."""
 
+    cache = None
+    shared_by_processes = True
     concurrent_finalizes = 2
 
     async def due_traces(self, shards: set[str], now_us: int, limit: int) -> list[str]:

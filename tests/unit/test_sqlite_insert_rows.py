@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.store.sqlite.writer import ROWS_PER_STATEMENT, insert_rows
+from shared.store.sqlite.driver import ROWS_PER_STATEMENT, insert_rows
 
 
 @pytest.fixture

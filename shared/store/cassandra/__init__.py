@@ -74,6 +74,11 @@ def ttl_for(retention_h: float) -> int:
 class CassandraStore:
     """The distributed store: any number of worker and API processes on one cluster."""
 
+    shared_by_processes = False
+    """Finalization stays in the worker: the owner of a shard finalizes from its own due index
+    (docs/adr/0002-owner-partition-finalizes.md)."""
+    concurrent_finalizes = 1
+
     def __init__(self, session: CassandraSession, *, cache_bytes: int = 0, ttl_s: int) -> None:
         self._session = session
         self.cql = Cql(session, ttl_s=ttl_s)

@@ -28,10 +28,18 @@ from shared.store.base import (
 from shared.store.cassandra.aggregates import CONTEXTS, DEPS, ENDPOINTS, HOURS, OPS, Series, sum_rows
 from shared.store.cassandra.rows import derive_state, read_chunks, read_rows
 from shared.store.cassandra.schema import Cql
-from shared.store.finalizing import decode_analysis, decode_critical, summary_from_row
+from shared.store.finalizing import decode_analysis, summary_from_row
 from shared.store.rollups import HOUR, HOUR_US, MINUTE, TOTAL, decode_contribution
 from shared.store.search import CANDIDATE_PAGE, ERROR_TAG, step_grain, trace_has_matching_span, window_ranges
-from shared.store.sql import RollupRead, assemble_contexts, assemble_rollup_rows, assemble_stats, assemble_tail
+from shared.store.sql.statements import (
+    RollupRead,
+    assemble_contexts,
+    assemble_rollup_rows,
+    assemble_stats,
+    assemble_tail,
+    merge_contexts,
+    tail_sums,
+)
 
 DETAIL: Final = (
     "SELECT analysis, late_spans, refinalizations, finalized_at_us, final_n, final_fp, state, tid FROM traces"
@@ -392,7 +400,7 @@ class Reader:
             )
             rows.extend((s, o, ctx, v[0], v[1]) for sums in by_bucket.values() for (s, o, ctx), v in sums.items())
         names = await self._names(r[2] for r in rows)
-        return assemble_contexts([rows], lambda _: names)
+        return assemble_contexts(merge_contexts([rows], str), names)
 
     async def slow_trace_contexts(
         self, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
@@ -413,8 +421,8 @@ class Reader:
             if len(picked) >= limit:
                 break
         picked = picked[:limit]
-        names = await self._names(ctx for _, blob in picked for ctx, _ in decode_critical(blob))
-        return assemble_tail(service, operation, picked, lambda _: names)
+        sums = tail_sums(picked)
+        return assemble_tail((service, operation), picked, sums, await self._names(sums))
 
     async def operations_everywhere(self) -> list[tuple[str, str]]:
         """Every (service, operation) in finalized traces."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from shared.store.sql import HISTOGRAM_COLUMNS
+from shared.store.sql.statements import HISTOGRAM_COLUMNS
 
 SCHEMA_VERSION: Final = 2
 SCHEMA_LOCK_KEY: Final = 0x7472_6163_696E_6701  # pg_advisory_xact_lock key guarding schema changes
@@ -101,16 +101,3 @@ CREATE TABLE IF NOT EXISTS heartbeats (
     worker_id text COLLATE "C" PRIMARY KEY, updated_us bigint NOT NULL, body text NOT NULL
 );
 """
-
-V1_TABLES: Final = (
-    "spans",
-    "traces",
-    "trace_ops",
-    "trace_tags",
-    "rollup_totals",
-    "rollup_services",
-    "rollup_buckets",
-    "rollup_operations",
-    "rollup_deps",
-)
-"""Layout v1's tables, except ``tracing_meta`` and ``heartbeats``, which v2 keeps as they are."""

@@ -1,4 +1,4 @@
-"""The SQL both SQL backends read with: searches and rollup reads, written once for the tables the two
+"""The read statements of the SQL backends: searches and rollup reads, written once for the tables the two
 schemas share (same names, same columns), with ``?`` placeholders. A backend passes a :class:`Dialect`:
 its placeholder style, how text parameters and results are escaped, and its index hints.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal
 
 import msgspec
@@ -36,6 +36,8 @@ SUMMARY_COLUMNS: Final = (
 """A search result row: the columns of :func:`~shared.store.finalizing.summary_from_row`, then the tid."""
 
 Series = Literal["operations", "endpoints"]
+ContextSums = dict[tuple[str, str, int], list[int]]
+"""(root service, root operation, context id) -> [critical µs, traces]."""
 SERIES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "operations": ("rollup_ops", ("service", "operation", "kind")),
     "endpoints": ("rollup_endpoints", ("service", "operation")),
@@ -47,6 +49,8 @@ class Dialect(msgspec.Struct, frozen=True, kw_only=True):
     """``$1, $2, ...`` placeholders (PostgreSQL) instead of ``?`` (SQLite)."""
     text: Callable[[str], str]
     """Escapes a text parameter as the backend stores text."""
+    untext: Callable[[str], str]
+    """Undoes :attr:`text` on a text result."""
     false: str
     """The literal false."""
     join: str
@@ -321,20 +325,19 @@ def plan_context_read(
     return [context_sql(dialect, grain=g, first=f, end=e, service=service, operation=operation) for g, f, e in ranges]
 
 
-def assemble_contexts(
-    results: Sequence[Sequence[Sequence[Any]]],
-    paths: Callable[[list[int]], dict[int, tuple[str, ...]]],
-    untext: Callable[[str], str] = str,
-) -> list[ContextRow]:
-    """Merge the per-range sums and name the contexts (``paths(ids)`` reads the dictionary); largest
-    first, then by endpoint and path."""
-    merged: dict[tuple[str, str, int], list[int]] = {}
+def merge_contexts(results: Sequence[Sequence[Sequence[Any]]], untext: Callable[[str], str]) -> ContextSums:
+    """The per-range sums of :func:`plan_context_read`'s statements merged per (endpoint, context)."""
+    merged: ContextSums = {}
     for rows in results:
         for service, operation, ctx, critical, traces in rows:
             row = merged.setdefault((untext(service), untext(operation), int(ctx)), [0, 0])
             row[0] += int(critical)
             row[1] += int(traces)
-    names = paths(sorted({ctx for _, _, ctx in merged}))
+    return merged
+
+
+def assemble_contexts(merged: ContextSums, names: Mapping[int, tuple[str, ...]]) -> list[ContextRow]:
+    """The merged sums with their contexts named; largest first, then by endpoint and path."""
     out = [
         ContextRow(endpoint=(service, operation), path=names[ctx], critical_us=critical, traces=traces)
         for (service, operation, ctx), (critical, traces) in merged.items()
@@ -362,13 +365,9 @@ def slow_traces_sql(
     return dialect.sql(statement), params
 
 
-def assemble_tail(
-    service: str,
-    operation: str,
-    rows: Sequence[Sequence[Any]],
-    paths: Callable[[list[int]], dict[int, tuple[str, ...]]],
-) -> TailContexts:
-    """Sum the (duration, critical blob) rows of :func:`slow_traces_sql` per calling context."""
+def tail_sums(rows: Sequence[Sequence[Any]]) -> dict[int, list[int]]:
+    """The (duration, critical blob) rows of :func:`slow_traces_sql` summed per calling context:
+    ``[critical µs, traces]``."""
     sums: dict[int, list[int]] = {}
     for _, blob in rows:
         for ctx, critical in decode_critical(blob):
@@ -378,9 +377,18 @@ def assemble_tail(
             else:
                 row[0] += critical
                 row[1] += 1
-    names = paths(sorted(sums))
+    return sums
+
+
+def assemble_tail(
+    endpoint: tuple[str, str],
+    rows: Sequence[Sequence[Any]],
+    sums: Mapping[int, list[int]],
+    names: Mapping[int, tuple[str, ...]],
+) -> TailContexts:
+    """The tail read's answer from its rows, their :func:`tail_sums` and the contexts' names."""
     contexts = [
-        ContextRow(endpoint=(service, operation), path=names[ctx], critical_us=critical, traces=traces)
+        ContextRow(endpoint=endpoint, path=names[ctx], critical_us=critical, traces=traces)
         for ctx, (critical, traces) in sums.items()
         if ctx in names
     ]

@@ -1,6 +1,6 @@
 """The SQLite schema (storage layout v2) and its migration from layout v1.
 
-Layout v2 (see the design page, "Storage layout v2"):
+Layout v2 (docs/architecture.md, "the store contract"):
 
 * ``traces``: one row per trace. ``tid`` is its integer key (AUTOINCREMENT: never reused, so it names
   the row's incarnation); ``chunks`` counts its stored chunks. Summary columns are set at finalization.
@@ -19,20 +19,19 @@ Layout v2 (see the design page, "Storage layout v2"):
   time per endpoint and calling context (:mod:`shared.critical_paths`) at the same grains; ``call_paths``
   names the contexts (id -> labels, and the last label for the bottom-up ranking).
 
-``PRAGMA user_version`` holds the layout version (:mod:`shared.store.sqlite.migrate` upgrades older files).
+``PRAGMA user_version`` holds the layout version (:mod:`shared.store.sql.migrate` upgrades older files).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from shared.store.rollups import HISTOGRAM_SIZE
+from shared.store.sql.statements import HISTOGRAM_COLUMNS
 
 SCHEMA_VERSION: Final = 2
 CHUNK_BITS: Final = 24
 """Chunk ids are ``tid << CHUNK_BITS | seq``: up to 16.7M chunks per trace."""
 
-HISTOGRAM_COLUMNS: Final = [f"h{i}" for i in range(HISTOGRAM_SIZE)]
 _HIST_DDL: Final = ", ".join(f"{c} INTEGER NOT NULL" for c in HISTOGRAM_COLUMNS)
 
 SCHEMA: Final = f"""

@@ -1,0 +1,154 @@
+"""What a SQL backend supplies to the shared algorithms: its SQL and its driver calls, one
+:class:`SqlDriver` bound to one connection inside one transaction.
+
+The algorithms (:mod:`.writer`, :mod:`.reader`, :mod:`.migrate`) are coroutines written once. The
+PostgreSQL driver's methods await the server; the SQLite driver's methods run the statement at once and
+never suspend, so on the SQLite connection's thread a whole algorithm runs to its end in one step
+(:func:`run_sync`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Coroutine, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+from shared.critical_paths import Path
+from shared.store.finalizing import FinalizeRow, Summary
+from shared.store.rollups import RollupDelta
+from shared.store.sql.statements import Dialect
+from shared.store.writing import Chunk, NewTrace, TraceRow, TraceUpdate
+
+T = TypeVar("T")
+
+Row = Sequence[Any]
+OpIndexRow = tuple[str, str, int, int, int, int]
+"""A ``trace_ops`` row: service, operation, trace start (µs), tid, smallest and largest duration (µs)."""
+TagIndexRow = tuple[str, str, int, int]
+"""A ``trace_tags`` row: key, value, trace start (µs), tid."""
+EndpointIndexRow = tuple[str, str, int, int, int, bytes]
+"""An ``endpoint_traces`` row: root service, root operation, duration (µs), tid, start (µs), critical path."""
+EndpointKey = tuple[str, str, int, int]
+"""The key of an ``endpoint_traces`` row: root service, root operation, duration (µs), tid."""
+PurgeCandidate = tuple[str, int, bytes | None, bool]
+"""trace_id, tid, contribution, whether it has search index rows."""
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (the SQLite driver's) to its result, in the calling thread."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coroutine.close()
+    raise RuntimeError("a synchronous driver's coroutine suspended")
+
+
+class SqlDriver(Protocol):
+    """One connection in one transaction. Text parameters are passed as Python strings; a driver escapes
+    them as its database stores text (``dialect.text``), and unescapes what it returns."""
+
+    @property
+    def dialect(self) -> Dialect:
+        """How this database spells placeholders, escapes text and joins."""
+        ...
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Row]:
+        """The rows of one statement written in ``dialect`` (placeholders already numbered if need be)."""
+        ...
+
+    async def execute(self, sql: str, params: Sequence[Any]) -> None: ...
+
+    async def paths(self, ids: Collection[int]) -> dict[int, tuple[str, ...]]:
+        """The labels of these calling contexts (ids without a stored path are left out)."""
+        ...
+
+    async def read_chunks(self, tids: Mapping[str, int]) -> dict[str, list[tuple[bool, bytes]]]:
+        """The stored chunks of each trace (trace_id -> tid), ``(late, body)`` in order."""
+        ...
+
+    # -- writes --------------------------------------------------------------------------------------
+
+    async def read_rows(self, trace_ids: Collection[str]) -> dict[str, TraceRow]:
+        """The existing rows among ``trace_ids``, locked against other writers where writers run
+        concurrently."""
+        ...
+
+    async def insert_traces(self, new: Sequence[NewTrace], now_us: int) -> Iterable[tuple[str, int]]:
+        """Insert the new traces' rows; their ``(trace_id, tid)``. Raises if another writer created one
+        meanwhile (the transaction is then retried whole)."""
+        ...
+
+    async def update_traces(self, updates: Sequence[TraceUpdate], now_us: int) -> None: ...
+
+    async def insert_chunks(self, chunks: Sequence[Chunk], tids: Mapping[str, int]) -> None: ...
+
+    async def open_spans(self, rows: Sequence[tuple[str, int]]) -> None:
+        """``(span_id, tid)`` into the open-span index (present ones ignored)."""
+        ...
+
+    async def close_spans(self, rows: Sequence[tuple[str, int]]) -> None: ...
+
+    # -- finalization and purge ----------------------------------------------------------------------
+
+    async def finalize_rows(self, trace_ids: Sequence[str]) -> list[FinalizeRow]:
+        """The active rows among ``trace_ids`` (ids once each), locked where writers run concurrently
+        (rows another transaction holds are skipped)."""
+        ...
+
+    async def mark_waiting(self, tids: Sequence[int]) -> None: ...
+
+    async def store_summaries(self, summaries: Sequence[Summary], now_us: int) -> None: ...
+
+    async def add_index_rows(
+        self, ops: Sequence[OpIndexRow], tags: Sequence[TagIndexRow], endpoints: Sequence[EndpointIndexRow]
+    ) -> None: ...
+
+    async def remove_index_rows(
+        self, ops: Sequence[OpIndexRow], tags: Sequence[TagIndexRow], endpoints: Sequence[EndpointKey]
+    ) -> None: ...
+
+    async def delete_traces_data(self, tids: Sequence[int]) -> None:
+        """Delete the chunks and open-span entries of these traces (their rows stay)."""
+        ...
+
+    async def insert_paths(self, paths: Mapping[int, Path]) -> None:
+        """Name calling contexts (present ids ignored)."""
+        ...
+
+    async def apply_rollups(self, delta: RollupDelta) -> None:
+        """Add the delta to every rollup table; rows a subtraction emptied go."""
+        ...
+
+    async def purge_candidates(self, before_us: int, limit: int) -> list[PurgeCandidate]:
+        """Up to ``limit`` finalized or dropped traces that started before ``before_us`` (locked; rows
+        another transaction holds are skipped)."""
+        ...
+
+    async def delete_traces(self, tids: Sequence[int]) -> None: ...
+
+    # -- layout ------------------------------------------------------------------------------------
+
+    async def layout_version(self) -> int:
+        """The storage layout the database holds (0: empty)."""
+        ...
+
+    async def set_layout_version(self, version: int) -> None: ...
+
+    async def create_schema(self) -> None: ...
+
+    async def set_v1_aside(self) -> None:
+        """Move layout v1's tables aside (:data:`~.migrate.V1_TABLES`, renamed ``v1_...``, without their
+        indexes), then create the schema."""
+        ...
+
+    async def v1_spans(self, trace_ids: Sequence[str]) -> Sequence[Row]:
+        """Layout v1's span rows ``(trace_id, body, finish, late)`` of these traces."""
+        ...
+
+    async def insert_migrated(self, values: Sequence[Any], chunks: Sequence[tuple[bool, bytes]]) -> int:
+        """Insert one migrated trace's row (the columns of :data:`~.migrate.MIGRATED_COLUMNS`, in order) and
+        its chunks; its tid."""
+        ...

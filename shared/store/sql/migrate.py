@@ -1,0 +1,127 @@
+"""Bringing a SQL database to the current storage layout, written once: create the schema in an empty
+database, migrate layout v1 in place (:mod:`shared.store.migration` converts each trace), refuse a newer
+layout. Runs inside the caller's transaction, which the backend serializes between processes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, Final
+
+from shared.store.finalizing import encode_analysis
+from shared.store.migration import migrate_trace
+from shared.store.rollups import Contribution, RollupDelta, encode_contribution
+from shared.store.sql.driver import Row, SqlDriver
+from shared.store.sql.writer import add_index_rows
+
+V1_TABLES: Final = (
+    "spans",
+    "traces",
+    "trace_ops",
+    "trace_tags",
+    "rollup_totals",
+    "rollup_services",
+    "rollup_buckets",
+    "rollup_operations",
+    "rollup_deps",
+)
+"""Layout v1's tables, except ``heartbeats`` (and PostgreSQL's ``tracing_meta``), which v2 keeps."""
+MIGRATE_BATCH: Final = 2000
+"""v1 traces converted per round trip."""
+MIGRATED_COLUMNS: Final = (
+    "trace_id, state, shard, first_seen_us, last_seen_us, due_us, root_done_us, chunks, root_service,"
+    " root_operation, start_us, duration_us, span_count, error_count, status, complete, services, analysis,"
+    " contribution, late_spans, refinalizations, finalized_at_us"
+)
+"""The columns of a migrated trace's row, in the order :meth:`~.driver.SqlDriver.insert_migrated` takes."""
+V1_TRACES: Final = (
+    "SELECT trace_id, state, shard, first_seen_us, last_seen_us, due_us, root_done_us, root_service,"
+    " root_operation, start_us, duration_us, span_count, error_count, status, complete, services, analysis,"
+    " contribution, late_spans, refinalizations, finalized_at_us FROM v1_traces WHERE trace_id > ?"
+    " ORDER BY trace_id LIMIT ?"
+)
+V1_ORPHANS: Final = (
+    "SELECT s.trace_id, s.body, s.finish, s.late FROM v1_spans s"
+    " WHERE NOT EXISTS (SELECT 1 FROM v1_traces t WHERE t.trace_id = s.trace_id)"
+)
+V1_OPEN_SPANS: Final = (
+    "INSERT INTO open_spans SELECT s.span_id, t.tid FROM v1_spans s {join} traces t ON t.trace_id = s.trace_id"
+    " WHERE s.body IS NOT NULL AND s.duration_us IS NULL AND s.finish IS NULL ON CONFLICT DO NOTHING"
+)
+
+SpanRows = dict[str, list[tuple[str | None, str | None, bool]]]
+
+
+async def create_or_migrate(d: SqlDriver, version: int, *, newer: str) -> None:
+    """Bring the database to layout ``version``. ``newer``: the error when it holds a newer layout, with
+    ``{version}`` for the layout found."""
+    found = await d.layout_version()
+    if found == version:
+        return
+    if found > version:
+        raise RuntimeError(newer.format(version=found))
+    if found == 1:
+        await migrate_v1(d)
+    else:
+        await d.create_schema()
+    await d.set_layout_version(version)
+
+
+def _by_trace(rows: Sequence[Row]) -> SpanRows:
+    spans: SpanRows = defaultdict(list)
+    for trace_id, body, finish, late in rows:
+        spans[trace_id].append((body, finish, bool(late)))
+    return spans
+
+
+async def migrate_v1(d: SqlDriver) -> None:
+    """Layout v1 to v2, trace by trace (see :mod:`shared.store.migration`)."""
+    await d.set_v1_aside()
+    delta = RollupDelta()
+    indexed: list[tuple[int, Contribution]] = []
+    after = ""
+    while traces := await d.fetch(d.dialect.sql(V1_TRACES), [after, MIGRATE_BATCH]):
+        after = traces[-1][0]
+        spans = _by_trace(await d.v1_spans([t[0] for t in traces]))
+        for t in traces:
+            tid, share = await _move_trace(d, t, spans.pop(t[0], []))
+            if share is not None:
+                delta.add(share, +1)
+                if t[20] is not None:  # finalized (and kept) once: it has search index rows
+                    indexed.append((tid, share))
+    # finish events whose trace row v1 had already deleted (a finish-only trace): they wait for their span
+    for trace_id, rows in _by_trace(await d.fetch(V1_ORPHANS, [])).items():
+        moved = migrate_trace(
+            rows, analysis_json=None, contribution_json=None, start_us=None, root_service=None, root_operation=None
+        )
+        values = [trace_id, "waiting", "", 0, 0, 0, None, len(moved.chunks), *([None] * 9), None, None, 0, 0, None]
+        await d.insert_migrated(values, moved.chunks)
+    await add_index_rows(d, indexed)
+    await d.apply_rollups(delta)
+    await d.execute(V1_OPEN_SPANS.format(join=d.dialect.join), [])
+    for table in V1_TABLES:
+        await d.execute(f"DROP TABLE v1_{table}", [])
+
+
+async def _move_trace(
+    d: SqlDriver, t: Row, spans: list[tuple[str | None, str | None, bool]]
+) -> tuple[int, Contribution | None]:
+    """One v1 trace row (:data:`V1_TRACES`) and its span rows into layout v2; its tid and share."""
+    untext = d.dialect.untext
+    moved = migrate_trace(
+        spans,
+        analysis_json=t[16],
+        contribution_json=t[17],
+        start_us=t[9],
+        root_service=None if t[7] is None else untext(t[7]),
+        root_operation=None if t[8] is None else untext(t[8]),
+    )
+    state = "waiting" if t[1] == "active" and not moved.has_spans else t[1]
+    values: list[Any] = [t[0], state, *t[2:7], len(moved.chunks), *t[7:16]]
+    values += [
+        None if moved.analysis is None else encode_analysis(moved.analysis),
+        None if moved.contribution is None else encode_contribution(moved.contribution),
+        *t[18:21],
+    ]
+    return await d.insert_migrated(values, moved.chunks), moved.contribution

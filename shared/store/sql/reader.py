@@ -1,0 +1,179 @@
+"""The read side of the SQL backends, written once: every read of the store contract, each inside the
+caller's read transaction (one consistent snapshot), through the backend's :class:`~.driver.SqlDriver`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from shared.analysis import Dependency
+from shared.store.base import (
+    Completeness,
+    ContextRow,
+    Heartbeat,
+    RollupRow,
+    StoredTrace,
+    StoreStats,
+    TailContexts,
+    TraceQuery,
+    TraceSummary,
+    Window,
+)
+from shared.store.finalizing import decode_analysis, summary_from_row
+from shared.store.rollups import HOUR_US, TOTAL
+from shared.store.search import CANDIDATE_PAGE, trace_has_matching_span
+from shared.store.sql.driver import SqlDriver
+from shared.store.sql.statements import (
+    Series,
+    assemble_contexts,
+    assemble_rollup_rows,
+    assemble_stats,
+    assemble_tail,
+    merge_contexts,
+    plan_context_read,
+    plan_rollup_read,
+    search_sql,
+    slow_traces_sql,
+    stats_sql,
+    tail_sums,
+)
+from shared.store.sql.writer import read_states
+
+_heartbeat_decoder: Final = msgspec.json.Decoder(Heartbeat)
+
+TRACE: Final = (
+    "SELECT tid, state, analysis, late_spans, refinalizations, finalized_at_us FROM traces WHERE trace_id = ?"
+)
+SERVICES: Final = f"SELECT DISTINCT service FROM rollup_ops WHERE grain = {TOTAL} ORDER BY service"
+OPERATIONS: Final = (
+    f"SELECT DISTINCT operation FROM rollup_ops WHERE grain = {TOTAL} AND bucket = 0 AND service = ? ORDER BY operation"
+)
+OPERATION_KINDS: Final = (
+    f"SELECT operation, kind FROM rollup_ops WHERE grain = {TOTAL} AND bucket = 0 AND service = ?"
+    " ORDER BY operation, kind"
+)
+DEPENDENCIES: Final = (
+    "SELECT parent, child, CAST(sum(calls) AS BIGINT), CAST(sum(errors) AS BIGINT) FROM rollup_deps"
+    " WHERE hour BETWEEN ? AND ? GROUP BY parent, child HAVING sum(calls) > 0 ORDER BY parent, child"
+)
+HEARTBEATS: Final = "SELECT body FROM heartbeats WHERE updated_us > ? ORDER BY worker_id"
+
+
+async def get_trace(d: SqlDriver, trace_id: str) -> StoredTrace | None:
+    found = await d.fetch(d.dialect.sql(TRACE), [trace_id])
+    if not found or found[0][1] in ("dropped", "waiting"):
+        return None
+    tid, state, analysis, late, refinalizations, finalized_at = found[0]
+    spans = (await read_states(d, {trace_id: tid}))[trace_id].spans()
+    if not spans:
+        return None
+    return StoredTrace(
+        trace_id=trace_id,
+        state=state,
+        spans=spans,
+        analysis=decode_analysis(analysis) if state == "finalized" and analysis else None,
+        completeness=Completeness(late_spans=late, refinalizations=refinalizations, finalized_at_us=finalized_at),
+    )
+
+
+async def trace_of_span(d: SqlDriver, span_id: str) -> str | None:
+    dialect = d.dialect
+    sql = f"SELECT t.trace_id FROM open_spans o {dialect.join} traces t ON t.tid = o.tid WHERE o.span_id = ? LIMIT 1"
+    found = await d.fetch(dialect.sql(sql), [dialect.text(span_id)])
+    return None if not found else str(found[0][0])
+
+
+async def find_traces(d: SqlDriver, query: TraceQuery) -> list[TraceSummary]:
+    dialect = d.dialect
+    if not query.same_span:
+        sql, params = search_sql(query, dialect, limit=query.limit, offset=query.offset)
+        return [summary_from_row(r, dialect.untext) for r in await d.fetch(sql, params)]
+    # Same-span: candidates from the indexes, each checked against its spans, page after page.
+    wanted = query.offset + query.limit
+    found: list[TraceSummary] = []
+    scanned = 0
+    while len(found) < wanted:
+        sql, params = search_sql(query, dialect, limit=CANDIDATE_PAGE, offset=scanned)
+        page = await d.fetch(sql, params)
+        if not page:
+            break
+        scanned += len(page)
+        states = await read_states(d, {r[0]: r[10] for r in page})
+        found.extend(
+            summary_from_row(r, dialect.untext) for r in page if trace_has_matching_span(states[r[0]].spans(), query)
+        )
+        if len(page) < CANDIDATE_PAGE:
+            break
+    return found[query.offset : wanted]
+
+
+async def rollups(
+    d: SqlDriver,
+    series: Series,
+    window: Window | None,
+    *,
+    step_us: int | None = None,
+    service: str | None = None,
+    operation: str | None = None,
+) -> list[RollupRow]:
+    read = plan_rollup_read(series, d.dialect, window, step_us=step_us, service=service, operation=operation)
+    results = [await d.fetch(sql, params) for sql, params in read.statements]
+    return assemble_rollup_rows(read, results, d.dialect.untext)
+
+
+async def stats(d: SqlDriver, *, slowest: int, window: Window | None) -> StoreStats:
+    aligned = window.aligned() if window is not None else None
+    (active_sql, active_params), (slow_sql, slow_params) = stats_sql(d.dialect, aligned, slowest)
+    endpoints = await rollups(d, "endpoints", aligned)
+    operations = await rollups(d, "operations", aligned)
+    active = (await d.fetch(active_sql, active_params))[0][0]
+    slow = [(r[0], r[1]) for r in await d.fetch(slow_sql, slow_params)]
+    return assemble_stats(endpoints, operations, active=active, slowest=slow, window=aligned)
+
+
+async def critical_contexts(
+    d: SqlDriver, window: Window | None, *, service: str | None, operation: str | None
+) -> list[ContextRow]:
+    statements = plan_context_read(d.dialect, window, service=service, operation=operation)
+    merged = merge_contexts([await d.fetch(sql, params) for sql, params in statements], d.dialect.untext)
+    return assemble_contexts(merged, await d.paths(sorted({ctx for _, _, ctx in merged})))
+
+
+async def slow_trace_contexts(
+    d: SqlDriver, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
+) -> TailContexts:
+    sql, params = slow_traces_sql(d.dialect, service, operation, window, min_duration_us=min_duration_us, limit=limit)
+    rows = await d.fetch(sql, params)
+    sums = tail_sums(rows)
+    return assemble_tail((service, operation), rows, sums, await d.paths(sorted(sums)))
+
+
+async def services(d: SqlDriver) -> list[str]:
+    untext = d.dialect.untext
+    return [untext(r[0]) for r in await d.fetch(SERVICES, [])]
+
+
+async def operations(d: SqlDriver, service: str) -> list[str]:
+    dialect = d.dialect
+    return [dialect.untext(r[0]) for r in await d.fetch(dialect.sql(OPERATIONS), [dialect.text(service)])]
+
+
+async def operation_kinds(d: SqlDriver, service: str) -> list[tuple[str, str]]:
+    dialect, untext = d.dialect, d.dialect.untext
+    rows = await d.fetch(dialect.sql(OPERATION_KINDS), [dialect.text(service)])
+    return [(untext(r[0]), untext(r[1])) for r in rows]
+
+
+async def dependencies(d: SqlDriver, since_us: int, until_us: int | None) -> list[Dependency]:
+    first = since_us // HOUR_US
+    last = (until_us // HOUR_US) if until_us is not None else 2**62
+    untext = d.dialect.untext
+    rows = await d.fetch(d.dialect.sql(DEPENDENCIES), [first, last])
+    return [Dependency(parent=untext(p), child=untext(ch), calls=n, errors=e) for p, ch, n, e in rows]
+
+
+async def heartbeats(d: SqlDriver, newer_than_us: int) -> list[Heartbeat]:
+    rows = await d.fetch(d.dialect.sql(HEARTBEATS), [newer_than_us])
+    return [_heartbeat_decoder.decode(r[0]) for r in rows]

@@ -1,0 +1,209 @@
+"""The write side of the SQL backends, written once: a batch, a finalize round, a purge chunk, each inside
+the caller's transaction, through the backend's :class:`~.driver.SqlDriver`. The planning is
+:mod:`shared.store.writing` and :mod:`shared.store.finalizing`; what is written where is the driver's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import msgspec
+
+from shared.models import Event
+from shared.sampling import Sampler
+from shared.store.cache import TraceCache
+from shared.store.chunks import StoredStates, TraceState
+from shared.store.finalizing import FinalizePlan, FinalizeRow, encode_critical, plan_finalize
+from shared.store.rollups import Contribution, RollupDelta, decode_contribution
+from shared.store.sql.driver import EndpointIndexRow, OpIndexRow, PurgeCandidate, SqlDriver, TagIndexRow
+from shared.store.writing import WritePlan, plan_write
+
+
+class Written(msgspec.Struct, kw_only=True, gc=False):
+    """A written batch: its plan and what the cache takes once the transaction committed."""
+
+    plan: WritePlan
+    tids: dict[str, int]
+    """Every trace of the batch that has a row, to its tid."""
+    states: dict[str, TraceState]
+    """Every state taken from the cache or built, current once the transaction commits."""
+
+    def remember(self, cache: TraceCache) -> None:
+        """Put the states into the cache (call only after the commit: they are the stored ones then)."""
+        for trace_id, state in self.states.items():
+            cache.put(trace_id, self.tids[trace_id], state)
+
+
+class Planned(msgspec.Struct, kw_only=True, gc=False):
+    """A finalize round's plan and the rows and states it was made from."""
+
+    rows: list[FinalizeRow]
+    states: Mapping[str, TraceState]
+    plan: FinalizePlan
+
+
+class Finalized(msgspec.Struct, kw_only=True, gc=False):
+    """A written finalize round: its plan and what the cache takes once the transaction committed."""
+
+    plan: FinalizePlan
+    tids: dict[str, int]
+    states: Mapping[str, TraceState]
+
+    def remember(self, cache: TraceCache) -> None:
+        """Put the states of the traces still stored into the cache (after the commit)."""
+        dropped = {trace_id for trace_id, _, _ in self.plan.dropped}
+        for trace_id, state in self.states.items():
+            if trace_id not in dropped:
+                cache.put(trace_id, self.tids[trace_id], state)
+
+
+async def current_states(
+    d: SqlDriver, cache: TraceCache | None, rows: Iterable[tuple[str, int, int]]
+) -> dict[str, TraceState]:
+    """The current state of each (trace_id, tid, chunks): the cache's copy when it is current (taken out
+    of the cache: the caller puts it back after commit), else read back from the chunks."""
+    states: dict[str, TraceState] = {}
+    missing: dict[str, int] = {}
+    for trace_id, tid, chunks in rows:
+        state = cache.take(trace_id, tid, chunks) if cache is not None else None
+        if state is None:
+            missing[trace_id] = tid
+        else:
+            states[trace_id] = state
+    if missing:
+        states.update(await read_states(d, missing))
+    return states
+
+
+async def read_states(d: SqlDriver, tids: Mapping[str, int]) -> dict[str, TraceState]:
+    """The stored state of each trace (trace_id -> tid), from its chunks in order."""
+    return {trace_id: TraceState.from_chunks(rows) for trace_id, rows in (await d.read_chunks(tids)).items()}
+
+
+async def write_batch(
+    d: SqlDriver,
+    cache: TraceCache | None,
+    batch: Mapping[str, Sequence[Event]],
+    *,
+    shards: Mapping[str, str],
+    now_us: int,
+    grace_us: int,
+    idle_us: int,
+) -> Written:
+    """Write one batch (see :meth:`shared.store.base.TraceWriter.write_batch`)."""
+    rows = await d.read_rows(batch)
+    live = [(r.trace_id, r.tid, r.chunks) for r in rows.values() if r.state != "dropped"]
+    states = await current_states(d, cache, live)
+    plan = plan_write(batch, rows, states, shards=shards, now_us=now_us, grace_us=grace_us, idle_us=idle_us)
+    tids = {trace_id: row.tid for trace_id, row in rows.items()}
+    if plan.new:
+        tids.update(await d.insert_traces(plan.new, now_us))
+    if plan.updates:
+        await d.update_traces(plan.updates, now_us)
+    if plan.chunks:
+        await d.insert_chunks(plan.chunks, tids)
+    if plan.opened:
+        await d.open_spans([(s, tids[t]) for t, s in plan.opened])
+    if plan.closed:
+        await d.close_spans([(s, tids[t]) for t, s in plan.closed])
+    states.update(plan.states)
+    return Written(plan=plan, tids=tids, states=states)
+
+
+async def plan_round(
+    d: SqlDriver, cache: TraceCache | None, trace_ids: Sequence[str], *, sampler: Sampler | None
+) -> Planned:
+    """Read the active rows among ``trace_ids`` and their states, and plan their finalization."""
+    rows = await d.finalize_rows(trace_ids)
+    states: Mapping[str, TraceState]
+    if cache is None:  # a finalizer process: each trace's state built as its turn comes (see StoredStates)
+        states = StoredStates(await d.read_chunks({r.trace_id: r.tid for r in rows}))
+    else:
+        states = await current_states(d, cache, [(r.trace_id, r.tid, r.chunks) for r in rows])
+    return Planned(rows=rows, states=states, plan=plan_finalize(rows, states, sampler=sampler))
+
+
+async def finalize(
+    d: SqlDriver,
+    cache: TraceCache | None,
+    trace_ids: Sequence[str],
+    *,
+    now_us: int,
+    sampler: Sampler | None,
+    planned: Planned | None = None,
+) -> Finalized:
+    """Finalize the active traces among ``trace_ids``. ``planned``: a plan made earlier, outside this
+    transaction; it is written only if the rows it was made from are still the rows (same incarnation,
+    chunk count and previous share, hence the same states: chunks are only ever appended), else the round
+    is planned again here. The plan is a function of the rows and states alone (the sampler decides by
+    trace id), so either way the same rows are written."""
+    if planned is None or await d.finalize_rows(trace_ids) != planned.rows:
+        planned = await plan_round(d, cache, trace_ids, sampler=sampler)
+    plan = planned.plan
+    tids = {r.trace_id: r.tid for r in planned.rows}
+    if plan.waiting:
+        await d.mark_waiting([tids[t] for t in plan.waiting])
+    if plan.summaries:
+        await d.store_summaries(plan.summaries, now_us)
+    await remove_index_rows(d, [(tid, share) for _, tid, share in plan.index_removed])
+    await add_index_rows(d, [(tid, share) for _, tid, share in plan.index_added])
+    if plan.dropped:
+        await d.delete_traces_data([tid for _, tid, _ in plan.dropped])
+    if plan.paths:
+        await d.insert_paths(plan.paths)
+    await d.apply_rollups(plan.delta)
+    return Finalized(plan=plan, tids=tids, states=planned.states)
+
+
+def op_index_rows(shares: Sequence[tuple[int, Contribution]]) -> list[OpIndexRow]:
+    return [(s, o, share.start_us, tid, lo, hi) for tid, share in shares for s, o, lo, hi in share.index_ops()]
+
+
+def tag_index_rows(shares: Sequence[tuple[int, Contribution]]) -> list[TagIndexRow]:
+    return [(k, v, share.start_us, tid) for tid, share in shares for k, v in share.tags]
+
+
+def endpoint_index_rows(shares: Sequence[tuple[int, Contribution]]) -> list[EndpointIndexRow]:
+    return [(*s.endpoint, s.duration_us, t, s.start_us, encode_critical(s)) for t, s in shares if any(s.endpoint)]
+
+
+async def add_index_rows(d: SqlDriver, shares: Sequence[tuple[int, Contribution]]) -> None:
+    """The search index rows of these (tid, contribution) traces in."""
+    if shares:
+        await d.add_index_rows(op_index_rows(shares), tag_index_rows(shares), endpoint_index_rows(shares))
+
+
+async def remove_index_rows(d: SqlDriver, shares: Sequence[tuple[int, Contribution]]) -> None:
+    """The search index rows of these (tid, previous contribution) traces out."""
+    if shares:
+        endpoints = [(*s.endpoint, s.duration_us, t) for t, s in shares if any(s.endpoint)]
+        await d.remove_index_rows(op_index_rows(shares), tag_index_rows(shares), endpoints)
+
+
+def purge_correction(rows: Sequence[PurgeCandidate]) -> tuple[RollupDelta, list[tuple[int, Contribution]]]:
+    """What purging these traces takes back: their shares out of the rollups, and the (tid, share) of those
+    with search index rows."""
+    delta = RollupDelta()
+    indexed: list[tuple[int, Contribution]] = []
+    for _, tid, blob, was_indexed in rows:
+        if blob is not None:
+            share = decode_contribution(blob)
+            delta.add(share, -1)
+            if was_indexed:
+                indexed.append((tid, share))
+    return delta, indexed
+
+
+async def purge(d: SqlDriver, before_us: int, limit: int) -> list[str]:
+    """Delete up to ``limit`` finalized or dropped traces that started before ``before_us`` (rollups and
+    indexes corrected; traces another transaction holds are skipped); returns their ids."""
+    rows = await d.purge_candidates(before_us, limit)
+    if not rows:
+        return []
+    delta, indexed = purge_correction(rows)
+    await remove_index_rows(d, indexed)
+    tids = [r[1] for r in rows]
+    await d.delete_traces_data(tids)
+    await d.delete_traces(tids)
+    await d.apply_rollups(delta)
+    return [r[0] for r in rows]

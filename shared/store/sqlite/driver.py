@@ -1,0 +1,362 @@
+"""SQLite's SQL and driver calls for the shared algorithms (:mod:`shared.store.sql`): a
+:class:`SqliteDriver` on the store's connection, inside the caller's transaction, on the store's
+connection thread. Its coroutines never suspend (:func:`~shared.store.sql.driver.run_sync`).
+
+Row sets travel as ``executemany`` parameters, as multi-row ``VALUES`` (:func:`insert_rows`), or as one
+JSON document unpacked by ``json_each``: one statement per table and batch, never one per span.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import msgspec
+
+from shared.critical_paths import Path
+from shared.store.finalizing import FinalizeRow, Summary
+from shared.store.rollups import Counters, RollupDelta
+from shared.store.sql import migrate
+from shared.store.sql.driver import (
+    EndpointIndexRow,
+    EndpointKey,
+    OpIndexRow,
+    PurgeCandidate,
+    Row,
+    TagIndexRow,
+    run_sync,
+)
+from shared.store.sql.statements import COUNTER_COLUMNS, Dialect
+from shared.store.sqlite.schema import CHUNK_BITS, SCHEMA, SCHEMA_VERSION
+from shared.store.writing import Chunk, NewTrace, TraceRow, TraceUpdate
+
+_json: Final = msgspec.json.Encoder()
+_msgpack: Final = msgspec.msgpack.Encoder()
+_path_decoder: Final = msgspec.msgpack.Decoder(list[str])
+CHUNK_MASK: Final = (1 << CHUNK_BITS) - 1
+DIALECT: Final = Dialect(
+    numbered=False, text=str, untext=str, false="0", join="CROSS JOIN", duration_index_hint="INDEXED BY traces_duration"
+)
+
+ROWS_PER_STATEMENT: Final = 50
+"""Rows per ``INSERT ... VALUES (..), (..)`` of :func:`insert_flat` (and :func:`insert_rows`): the
+statement's step, reset and interpreter-lock round trip are paid once per statement instead of once per
+row; 50 rows of up to six columns stay under SQLite's historical limit of 999 parameters."""
+
+
+@functools.cache
+def _values_sql(head: str, width: int, rows: int) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    return f"{head} VALUES {', '.join([row] * rows)}"
+
+
+def insert_rows(c: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``head`` (``INSERT [OR IGNORE] INTO table``) for every row (all of one width), in order."""
+    if rows:
+        insert_flat(c, head, len(rows[0]), [value for row in rows for value in row])
+
+
+def insert_flat(c: sqlite3.Connection, head: str, width: int, values: Sequence[Any]) -> None:
+    """:func:`insert_rows` for rows given as one flat list of their values, ``width`` per row:
+    :data:`ROWS_PER_STATEMENT` rows per statement, the remainder in one more."""
+    rows = len(values) // width
+    whole = rows - rows % ROWS_PER_STATEMENT
+    if whole:
+        step = width * ROWS_PER_STATEMENT
+        c.executemany(
+            _values_sql(head, width, ROWS_PER_STATEMENT), [values[i : i + step] for i in range(0, whole * width, step)]
+        )
+    if whole < rows:
+        c.execute(_values_sql(head, width, rows - whole), values[whole * width :])
+
+
+def _doc(values: Any) -> str:
+    return _json.encode(values).decode()
+
+
+def _upsert_sql(table: str, keys: Sequence[str]) -> str:
+    columns = [*keys, *COUNTER_COLUMNS]
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+        + ", ".join(f"{c} = {c} + excluded.{c}" for c in COUNTER_COLUMNS)
+    )
+
+
+def _delete_empty_sql(table: str, keys: Sequence[str], count: str = "n") -> str:
+    return f"DELETE FROM {table} WHERE {' AND '.join(f'{k} = ?' for k in keys)} AND {count} <= 0"
+
+
+_OP_KEYS: Final = ("grain", "bucket", "service", "operation", "kind")
+_ENDPOINT_KEYS: Final = ("grain", "bucket", "service", "operation")
+UPSERT_OPS: Final = _upsert_sql("rollup_ops", _OP_KEYS)
+UPSERT_ENDPOINTS: Final = _upsert_sql("rollup_endpoints", _ENDPOINT_KEYS)
+DELETE_EMPTY_OPS: Final = _delete_empty_sql("rollup_ops", _OP_KEYS)
+DELETE_EMPTY_ENDPOINTS: Final = _delete_empty_sql("rollup_endpoints", _ENDPOINT_KEYS)
+DELETE_EMPTY_DEPS: Final = _delete_empty_sql("rollup_deps", ("hour", "parent", "child"), "calls")
+DELETE_EMPTY_CONTEXTS: Final = _delete_empty_sql(
+    "rollup_contexts", ("grain", "bucket", "service", "operation", "ctx"), "traces"
+)
+UPSERT_DEPS: Final = (
+    "INSERT INTO rollup_deps VALUES (?, ?, ?, ?, ?) ON CONFLICT (hour, parent, child) DO UPDATE SET"
+    " calls = calls + excluded.calls, errors = errors + excluded.errors"
+)
+UPSERT_CONTEXTS: Final = (
+    "INSERT INTO rollup_contexts VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (grain, bucket, service, operation, ctx)"
+    " DO UPDATE SET critical_us = critical_us + excluded.critical_us, traces = traces + excluded.traces"
+)
+STORE_SUMMARY: Final = (
+    "UPDATE traces SET state = ?, root_service = ?, root_operation = ?, start_us = ?, duration_us = ?,"
+    " span_count = ?, error_count = ?, status = ?, complete = ?, services = ?, analysis = ?, contribution = ?,"
+    " late_spans = ?, refinalizations = refinalizations + (finalized_at_us IS NOT NULL),"
+    " finalized_at_us = ? WHERE tid = ?"
+)
+
+
+def _shrunk(values: Counters) -> bool:
+    return values[0] < 0
+
+
+class SqliteDriver:
+    """The :class:`~shared.store.sql.driver.SqlDriver` of one SQLite connection."""
+
+    __slots__ = ("c",)
+    dialect: Final = DIALECT
+
+    def __init__(self, c: sqlite3.Connection) -> None:
+        self.c = c
+
+    async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Row]:
+        return self.c.execute(sql, params).fetchall()
+
+    async def execute(self, sql: str, params: Sequence[Any]) -> None:
+        self.c.execute(sql, params)
+
+    async def paths(self, ids: Collection[int]) -> dict[int, tuple[str, ...]]:
+        rows = self.c.execute(
+            "SELECT p.ctx, p.path FROM json_each(?1) j CROSS JOIN call_paths p ON p.ctx = j.value", (_doc(list(ids)),)
+        )
+        return {ctx: tuple(_path_decoder.decode(path)) for ctx, path in rows}
+
+    async def read_chunks(self, tids: Mapping[str, int]) -> dict[str, list[tuple[bool, bytes]]]:
+        by_tid = {tid: trace_id for trace_id, tid in tids.items()}
+        chunks: dict[str, list[tuple[bool, bytes]]] = {trace_id: [] for trace_id in tids}
+        for chunk_id, late, body in self.c.execute(
+            "SELECT c.id, c.late, c.body FROM json_each(?1) j CROSS JOIN chunks c"
+            f" ON c.id BETWEEN j.value << {CHUNK_BITS} AND (j.value << {CHUNK_BITS}) | {CHUNK_MASK} ORDER BY c.id",
+            (_doc(list(by_tid)),),
+        ):
+            chunks[by_tid[chunk_id >> CHUNK_BITS]].append((bool(late), body))
+        return chunks
+
+    # -- writes ---------------------------------------------------------------------------------------
+
+    async def read_rows(self, trace_ids: Collection[str]) -> dict[str, TraceRow]:
+        rows = self.c.execute(
+            "SELECT t.trace_id, t.tid, t.state, t.chunks, t.root_done_us, t.due_us"
+            " FROM json_each(?1) j CROSS JOIN traces t ON t.trace_id = j.value",
+            (_doc(list(trace_ids)),),
+        )
+        return {
+            r[0]: TraceRow(trace_id=r[0], tid=r[1], state=r[2], chunks=r[3], root_done_us=r[4], due_us=r[5])
+            for r in rows
+        }
+
+    async def insert_traces(self, new: Sequence[NewTrace], now_us: int) -> Iterable[tuple[str, int]]:
+        rows: list[tuple[str, int]] = self.c.execute(
+            "INSERT INTO traces (trace_id, state, shard, first_seen_us, last_seen_us, due_us, root_done_us, chunks)"
+            " SELECT value ->> 0, 'active', value ->> 1, ?2, ?2, value ->> 2, value ->> 3, 1 FROM json_each(?1)"
+            " WHERE true RETURNING trace_id, tid",
+            (_doc([(n.trace_id, n.shard, n.due_us, n.root_done_us) for n in new]), now_us),
+        ).fetchall()
+        return rows
+
+    async def update_traces(self, updates: Sequence[TraceUpdate], now_us: int) -> None:
+        self.c.executemany(
+            "UPDATE traces SET state = 'active', last_seen_us = ?, due_us = ?, root_done_us = ?, chunks = ?,"
+            " shard = coalesce(?, shard) WHERE tid = ?",
+            [(now_us, u.due_us, u.root_done_us, u.chunks, u.shard, u.tid) for u in updates],
+        )
+
+    async def insert_chunks(self, chunks: Sequence[Chunk], tids: Mapping[str, int]) -> None:
+        for chunk in chunks:
+            if chunk.seq > CHUNK_MASK:
+                raise ValueError(f"trace {chunk.trace_id}: more than {CHUNK_MASK + 1} chunks")
+        insert_rows(
+            self.c,
+            "INSERT INTO chunks",
+            [((tids[ch.trace_id] << CHUNK_BITS) | ch.seq, ch.late, ch.body) for ch in chunks],
+        )
+
+    async def open_spans(self, rows: Sequence[tuple[str, int]]) -> None:
+        insert_rows(self.c, "INSERT OR IGNORE INTO open_spans", rows)
+
+    async def close_spans(self, rows: Sequence[tuple[str, int]]) -> None:
+        self.c.executemany("DELETE FROM open_spans WHERE span_id = ? AND tid = ?", rows)
+
+    # -- finalization and purge ------------------------------------------------------------------------
+
+    async def finalize_rows(self, trace_ids: Sequence[str]) -> list[FinalizeRow]:
+        return [
+            FinalizeRow(trace_id=r[0], tid=r[1], chunks=r[2], contribution=r[3], indexed=bool(r[4]))
+            for r in self.c.execute(
+                "SELECT t.trace_id, t.tid, t.chunks, t.contribution, t.finalized_at_us IS NOT NULL"
+                " FROM json_each(?1) j CROSS JOIN traces t ON t.trace_id = j.value WHERE t.state = 'active'",
+                (_doc(list(dict.fromkeys(trace_ids))),),
+            )
+        ]
+
+    async def mark_waiting(self, tids: Sequence[int]) -> None:
+        self.c.executemany("UPDATE traces SET state = 'waiting' WHERE tid = ?", [(t,) for t in tids])
+
+    async def store_summaries(self, summaries: Sequence[Summary], now_us: int) -> None:
+        self.c.executemany(
+            STORE_SUMMARY,
+            [
+                (
+                    "finalized" if s.kept else "dropped",
+                    s.analysis.root_service,
+                    s.analysis.root_operation,
+                    s.analysis.start_us,
+                    s.analysis.duration_us,
+                    s.analysis.span_count,
+                    s.analysis.error_count,
+                    s.status,
+                    s.analysis.complete,
+                    s.services_json,
+                    s.analysis_blob,
+                    s.contribution_blob,
+                    s.late_spans,
+                    now_us if s.kept else None,  # a dropped trace has no summary to serve
+                    s.tid,
+                )
+                for s in summaries
+            ],
+        )
+
+    async def add_index_rows(
+        self, ops: Sequence[OpIndexRow], tags: Sequence[TagIndexRow], endpoints: Sequence[EndpointIndexRow]
+    ) -> None:
+        insert_rows(self.c, "INSERT OR IGNORE INTO trace_ops", ops)
+        insert_rows(self.c, "INSERT OR IGNORE INTO trace_tags", tags)
+        insert_rows(self.c, "INSERT OR IGNORE INTO endpoint_traces", endpoints)
+
+    async def remove_index_rows(
+        self, ops: Sequence[OpIndexRow], tags: Sequence[TagIndexRow], endpoints: Sequence[EndpointKey]
+    ) -> None:
+        c = self.c
+        c.executemany(
+            "DELETE FROM trace_ops WHERE service = ? AND operation = ? AND start_us = ? AND tid = ?",
+            [r[:4] for r in ops],
+        )
+        c.executemany("DELETE FROM trace_tags WHERE key = ? AND value = ? AND start_us = ? AND tid = ?", tags)
+        c.executemany(
+            "DELETE FROM endpoint_traces WHERE service = ? AND operation = ? AND duration_us = ? AND tid = ?", endpoints
+        )
+
+    async def delete_traces_data(self, tids: Sequence[int]) -> None:
+        self.c.executemany(
+            "DELETE FROM chunks WHERE id BETWEEN ? AND ?",
+            [(t << CHUNK_BITS, (t << CHUNK_BITS) | CHUNK_MASK) for t in tids],
+        )
+        self.c.executemany("DELETE FROM open_spans WHERE tid = ?", [(t,) for t in tids])
+
+    async def insert_paths(self, paths: Mapping[int, Path]) -> None:
+        self.c.executemany(
+            "INSERT OR IGNORE INTO call_paths VALUES (?, ?, ?)",
+            [(ctx, path[-1], _msgpack.encode(path)) for ctx, path in paths.items()],
+        )
+
+    async def apply_rollups(self, delta: RollupDelta) -> None:
+        """Only the keys that shrank are probed for emptied rows: no scan."""
+        if not delta:
+            return
+        c = self.c
+        ops = delta.op_rows()
+        c.executemany(UPSERT_OPS, [(g, b, *key, *values) for g, b, key, values in ops])
+        endpoints = delta.endpoint_rows()
+        c.executemany(UPSERT_ENDPOINTS, [(g, b, *key, *values) for g, b, key, values in endpoints])
+        deps = delta.dep_rows()
+        c.executemany(UPSERT_DEPS, deps)
+        c.executemany(DELETE_EMPTY_OPS, [(g, b, *key) for g, b, key, values in ops if _shrunk(values)])
+        c.executemany(DELETE_EMPTY_ENDPOINTS, [(g, b, *key) for g, b, key, values in endpoints if _shrunk(values)])
+        c.executemany(DELETE_EMPTY_DEPS, [(h, p, ch) for h, p, ch, calls, _ in deps if calls < 0])
+        contexts = delta.context_rows()
+        c.executemany(UPSERT_CONTEXTS, [(g, b, *key, *values) for g, b, key, values in contexts])
+        c.executemany(DELETE_EMPTY_CONTEXTS, [(g, b, *key) for g, b, key, values in contexts if values[1] < 0])
+
+    async def purge_candidates(self, before_us: int, limit: int) -> list[PurgeCandidate]:
+        rows: list[PurgeCandidate] = self.c.execute(
+            "SELECT trace_id, tid, contribution, finalized_at_us IS NOT NULL FROM traces"
+            " WHERE finalized_at_us IS NOT NULL AND start_us < ?1"
+            " UNION ALL SELECT trace_id, tid, contribution, 0 FROM traces WHERE state = 'dropped' AND start_us < ?1"
+            " LIMIT ?2",
+            (before_us, limit),
+        ).fetchall()
+        return rows
+
+    async def delete_traces(self, tids: Sequence[int]) -> None:
+        self.c.executemany("DELETE FROM traces WHERE tid = ?", [(t,) for t in tids])
+
+    # -- layout ---------------------------------------------------------------------------------------
+
+    async def layout_version(self) -> int:
+        version: int = self.c.execute("PRAGMA user_version").fetchone()[0]
+        return version
+
+    async def set_layout_version(self, version: int) -> None:
+        self.c.execute(f"PRAGMA user_version = {int(version)}")
+
+    async def create_schema(self) -> None:
+        for statement in (s.strip() for s in SCHEMA.split(";\n")):
+            if statement:
+                self.c.execute(statement)
+
+    async def set_v1_aside(self) -> None:
+        for table in migrate.V1_TABLES:
+            self.c.execute(f"ALTER TABLE {table} RENAME TO v1_{table}")
+        for (index,) in self.c.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name LIKE 'v1_%'"
+        ).fetchall():
+            self.c.execute(f'DROP INDEX "{index}"')
+        await self.create_schema()
+
+    async def v1_spans(self, trace_ids: Sequence[str]) -> Sequence[Row]:
+        return self.c.execute(
+            "SELECT s.trace_id, s.body, s.finish, s.late FROM json_each(?1) j CROSS JOIN v1_spans s"
+            " ON s.trace_id = j.value",
+            (_doc(list(trace_ids)),),
+        ).fetchall()
+
+    async def insert_migrated(self, values: Sequence[Any], chunks: Sequence[tuple[bool, bytes]]) -> int:
+        tid: int = self.c.execute(
+            f"INSERT INTO traces ({migrate.MIGRATED_COLUMNS}) VALUES ({', '.join('?' * 14)}, coalesce(?, 'active'),"
+            f" {', '.join('?' * 7)}) RETURNING tid",
+            values,
+        ).fetchone()[0]
+        self.c.executemany(
+            "INSERT INTO chunks VALUES (?, ?, ?)",
+            [((tid << CHUNK_BITS) | seq, int(late), body) for seq, (late, body) in enumerate(chunks)],
+        )
+        return tid
+
+
+def create_or_migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Bring the file to :data:`SCHEMA_VERSION` in one transaction (see
+    :func:`shared.store.sql.migrate.create_or_migrate`; on any error nothing changes). Safe when several
+    processes open the file at once: the version is read again under the write lock."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        newer = (
+            f"{path}: store layout v{{version}} is newer than this build's v{SCHEMA_VERSION};"
+            " upgrade kafka-tracing, or point TRACING_STORE_URL at another file"
+        )
+        run_sync(migrate.create_or_migrate(SqliteDriver(conn), SCHEMA_VERSION, newer=newer))
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
