@@ -22,7 +22,7 @@ span as the new chunk; reading applies the stored chunks in order. Both go throu
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Final, cast
+from typing import Final, TypeVar, cast
 
 import msgspec
 
@@ -59,6 +59,23 @@ class Change(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Spans open after the batch and not before: they enter the open-span index."""
     closed: list[str]
     """Spans open before the batch and finished (or gone) after it: they leave the open-span index."""
+
+
+E = TypeVar("E", Span, SpanFinish)
+
+
+def _keep_changed(
+    current: dict[str, E], before: Mapping[str, E | None], events: list[Event], changed: dict[str, None]
+) -> None:
+    """The spans (or finishes) whose value differs from ``before`` go to ``events`` and ``changed``; an
+    A→B→A in one batch changed nothing, and keeps the stored object."""
+    for span_id, old in before.items():
+        new = current[span_id]
+        if new is not old and new != old:
+            events.append(new)
+            changed[span_id] = None
+        elif old is not None:
+            current[span_id] = old
 
 
 class TraceState:
@@ -119,10 +136,24 @@ class TraceState:
         ``late``: the trace was finalized when these events were written; every span they change is
         recorded as late.
         """
+        if not self.bodies and not self.finishes:
+            return self._apply_fresh(events, late=late)
+        before_body, before_finish = self._merge(events)
+        changed_events: list[Event] = []
+        changed: dict[str, None] = {}
+        _keep_changed(self.bodies, before_body, changed_events, changed)
+        _keep_changed(self.finishes, before_finish, changed_events, changed)
+        if not changed:
+            return Change(events=[], span_ids=[], root_finished=False, opened=[], closed=[])
+        span_ids = list(changed)
+        if late:
+            self.late.update(span_ids)
+        return self._transitions(changed_events, span_ids, before_body, before_finish)
+
+    def _merge(self, events: Sequence[Event]) -> tuple[dict[str, Span | None], dict[str, SpanFinish | None]]:
+        """Merge ``events`` into the state; what each touched span and finish was before."""
         bodies = self.bodies
         finishes = self.finishes
-        if not bodies and not finishes:
-            return self._apply_fresh(events, late=late)
         before_body: dict[str, Span | None] = {}
         before_finish: dict[str, SpanFinish | None] = {}
         for event in events:
@@ -142,29 +173,18 @@ class TraceState:
                     before_finish[span_id] = current_finish
                 if current_finish != event:
                     finishes[span_id] = event
+        return before_body, before_finish
 
-        changed_events: list[Event] = []
-        changed: dict[str, None] = {}
-        for span_id, old in before_body.items():
-            new = bodies[span_id]
-            if new is not old and new != old:
-                changed_events.append(new)
-                changed[span_id] = None
-            elif old is not None:
-                bodies[span_id] = old  # A→B→A in one batch: nothing changed, keep the stored object
-        for span_id, old_finish in before_finish.items():
-            new_finish = finishes[span_id]
-            if new_finish is not old_finish and new_finish != old_finish:
-                changed_events.append(new_finish)
-                changed[span_id] = None
-            elif old_finish is not None:
-                finishes[span_id] = old_finish
-        if not changed:
-            return Change(events=[], span_ids=[], root_finished=False, opened=[], closed=[])
-
-        span_ids = list(changed)
-        if late:
-            self.late.update(span_ids)
+    def _transitions(
+        self,
+        changed_events: list[Event],
+        span_ids: list[str],
+        before_body: Mapping[str, Span | None],
+        before_finish: Mapping[str, SpanFinish | None],
+    ) -> Change:
+        """The change of the changed spans: which opened or closed, and whether a root span finished."""
+        bodies = self.bodies
+        finishes = self.finishes
         root_finished = False
         opened: list[str] = []
         closed: list[str] = []

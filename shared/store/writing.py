@@ -19,7 +19,7 @@ active again, due ``now + grace``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 
@@ -84,6 +84,9 @@ class WritePlan(msgspec.Struct, kw_only=True, gc=False):
     result: WriteResult
 
 
+NOTHING_WRITTEN: Final = WriteResult(spans_changed=0, traces_touched=0, late_spans=0)
+
+
 def group_events(spans: Sequence[Span], finishes: Sequence[SpanFinish]) -> dict[str, list[Event]]:
     """The batch's events per trace, in batch order (spans first: a finish is kept beside its span
     whatever the order, so only the order among a span's versions matters)."""
@@ -109,16 +112,19 @@ def group_batch(
     return batch
 
 
-def plan_write(
-    batch: Mapping[str, Sequence[Event]],
-    rows: Mapping[str, TraceRow],
-    states: Mapping[str, TraceState],
-    *,
-    shards: Mapping[str, str],
-    now_us: int,
-    grace_us: int,
-    idle_us: int,
-) -> WritePlan:
+class WriteBatch(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One :meth:`~shared.store.base.TraceWriter.write_batch` call: its events by trace, and its
+    parameters."""
+
+    events: dict[str, list[Event]]
+    """The batch's events per trace, in batch order (:func:`group_batch`)."""
+    shards: Mapping[str, str]
+    now_us: int
+    grace_us: int
+    idle_us: int
+
+
+def plan_write(batch: WriteBatch, rows: Mapping[str, TraceRow], states: Mapping[str, TraceState]) -> WritePlan:
     """The rows that writing ``batch`` produces.
 
     ``rows``: the existing traces of the batch; ``states``: the current state of each of them (mutated
@@ -126,14 +132,9 @@ def plan_write(
     ``dropped`` trace (sampled out) discards its events. Only the net change of each span is stored, so
     a duplicate changes nothing, not even the trace's due time.
     """
-    new: list[NewTrace] = []
-    updates: list[TraceUpdate] = []
-    chunks: list[Chunk] = []
-    opened: list[tuple[str, str]] = []
-    closed: list[tuple[str, str]] = []
-    changed_states: dict[str, TraceState] = {}
+    plan = WritePlan(new=[], updates=[], chunks=[], opened=[], closed=[], states={}, result=NOTHING_WRITTEN)
     spans_changed = late_spans = 0
-    for trace_id, events in batch.items():
+    for trace_id, events in batch.events.items():
         row = rows.get(trace_id)
         if row is None:
             state = TraceState()
@@ -147,50 +148,50 @@ def plan_write(
         if not change.events:
             continue
         body = encode_chunk(change.events)
-        seq = state.version
+        plan.chunks.append(Chunk(trace_id=trace_id, seq=state.version, late=late, body=body))
         state.version += 1
         state.nbytes += len(body)
-        chunks.append(Chunk(trace_id=trace_id, seq=seq, late=late, body=body))
-        changed_states[trace_id] = state
+        plan.states[trace_id] = state
         spans_changed += len(change.span_ids)
         if late:
             late_spans += len(change.span_ids)
-        opened.extend((trace_id, span_id) for span_id in change.opened)
-        closed.extend((trace_id, span_id) for span_id in change.closed)
+        plan.opened.extend((trace_id, span_id) for span_id in change.opened)
+        plan.closed.extend((trace_id, span_id) for span_id in change.closed)
         if row is None:
-            due = now_us + idle_us
-            root_done: int | None = None
-            if change.root_finished:
-                root_done = now_us
-                due = min(due, now_us + grace_us)
-            new.append(NewTrace(trace_id=trace_id, shard=shards[trace_id], due_us=due, root_done_us=root_done))
-            continue
-        root_done = row.root_done_us
-        if row.state == "finalized":
-            due = now_us + grace_us
-        elif root_done is not None:
-            due = row.due_us
+            plan.new.append(_new_trace(batch, trace_id, change.root_finished))
         else:
-            due = now_us + idle_us
-        if root_done is None and change.root_finished:
-            root_done = now_us
-            due = min(due, now_us + grace_us)
-        updates.append(
-            TraceUpdate(
-                trace_id=trace_id,
-                tid=row.tid,
-                chunks=state.version,
-                due_us=due,
-                root_done_us=root_done,
-                shard=shards[trace_id] if row.state == "waiting" else None,
-            )
-        )
-    return WritePlan(
-        new=new,
-        updates=updates,
+            plan.updates.append(_update(batch, row, state.version, change.root_finished))
+    plan.result = WriteResult(spans_changed=spans_changed, traces_touched=len(plan.chunks), late_spans=late_spans)
+    return plan
+
+
+def _new_trace(batch: WriteBatch, trace_id: str, root_finished: bool) -> NewTrace:
+    now_us = batch.now_us
+    due = now_us + batch.idle_us
+    root_done: int | None = None
+    if root_finished:
+        root_done = now_us
+        due = min(due, now_us + batch.grace_us)
+    return NewTrace(trace_id=trace_id, shard=batch.shards[trace_id], due_us=due, root_done_us=root_done)
+
+
+def _update(batch: WriteBatch, row: TraceRow, chunks: int, root_finished: bool) -> TraceUpdate:
+    now_us = batch.now_us
+    root_done = row.root_done_us
+    if row.state == "finalized":
+        due = now_us + batch.grace_us
+    elif root_done is not None:
+        due = row.due_us
+    else:
+        due = now_us + batch.idle_us
+    if root_done is None and root_finished:
+        root_done = now_us
+        due = min(due, now_us + batch.grace_us)
+    return TraceUpdate(
+        trace_id=row.trace_id,
+        tid=row.tid,
         chunks=chunks,
-        opened=opened,
-        closed=closed,
-        states=changed_states,
-        result=WriteResult(spans_changed=spans_changed, traces_touched=len(chunks), late_spans=late_spans),
+        due_us=due,
+        root_done_us=root_done,
+        shard=batch.shards[row.trace_id] if row.state == "waiting" else None,
     )

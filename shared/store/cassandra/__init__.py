@@ -24,26 +24,15 @@ cache while a call uses it and goes back only once the call's writes are acknowl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Final, Literal
+from collections.abc import Collection, Sequence
+from typing import Final
 
 import msgspec
 
-from shared.analysis import Dependency, TraceAnalysis
-from shared.models import Span, SpanFinish
+from shared.analysis import TraceAnalysis
 from shared.sampling import Sampler
-from shared.store.base import (
-    ContextRow,
-    Heartbeat,
-    RollupRow,
-    StoredTrace,
-    StoreStats,
-    TailContexts,
-    TraceQuery,
-    TraceSummary,
-    Window,
-    WriteResult,
-)
+from shared.store.backend import Backend
+from shared.store.base import Heartbeat, WriteResult
 from shared.store.cache import TraceCache
 from shared.store.cassandra.aggregates import Aggregates
 from shared.store.cassandra.config import CassandraConfig
@@ -55,7 +44,7 @@ from shared.store.cassandra.schema import Cql, create_tables
 from shared.store.cassandra.session import CassandraSession
 from shared.store.cassandra.writer import HourLists, write_batch
 from shared.store.rollups import Contribution
-from shared.store.writing import group_batch
+from shared.store.writing import WriteBatch
 
 DEFAULT_RETENTION_H: Final = 168.0
 MAX_TTL_S: Final = 630_720_000  # Cassandra's limit (20 years)
@@ -71,8 +60,9 @@ def ttl_for(retention_h: float) -> int:
     return min(MAX_TTL_S, max(3600, int(2 * retention_h * 3600)))
 
 
-class CassandraStore:
-    """The distributed store: any number of worker and API processes on one cluster."""
+class CassandraStore(Backend, Reader):
+    """The distributed store: any number of worker and API processes on one cluster. Its reads are
+    :class:`~.reader.Reader`'s."""
 
     shared_by_processes = False
     """Finalization stays in the worker: the owner of a shard finalizes from its own due index
@@ -84,10 +74,9 @@ class CassandraStore:
         self.cql = Cql(session, ttl_s=ttl_s)
         self.cache = TraceCache(cache_bytes) if cache_bytes > 0 else None
         self._due = DueIndex(self.cql)
-        self._hours = HourLists(self.cql)
+        self._hour_lists = HourLists(self.cql)
         self._aggregates = Aggregates(self.cql)
-        self._owner = Owner(self.cql, self._aggregates, self._hours)
-        self._reader = Reader(self.cql)
+        self._owner = Owner(self.cql, self._aggregates, self._hour_lists)
         self._rounds = asyncio.Lock()
         """Finalizations and purges, one at a time (each is a round of its shards' rollups)."""
         self._scanned: dict[str, StoredRow] = {}
@@ -113,30 +102,8 @@ class CassandraStore:
 
     # -- writes ---------------------------------------------------------------------------------------
 
-    async def write_batch(
-        self,
-        spans: Sequence[Span],
-        finishes: Sequence[SpanFinish],
-        *,
-        shards: Mapping[str, str],
-        now_us: int,
-        grace_us: int,
-        idle_us: int,
-    ) -> WriteResult:
-        if not spans and not finishes:
-            return WriteResult(spans_changed=0, traces_touched=0, late_spans=0)
-        batch = group_batch(spans, finishes, shards)
-        done = await write_batch(
-            self.cql,
-            self._due,
-            self._hours,
-            self.cache,
-            batch,
-            shards=shards,
-            now_us=now_us,
-            grace_us=grace_us,
-            idle_us=idle_us,
-        )
+    async def _write(self, batch: WriteBatch) -> WriteResult:
+        done = await write_batch(self.cql, self._due, self._hour_lists, self.cache, batch)
         if self.cache is not None:  # written: the states are the stored ones now
             for trace_id, state in done.states.items():
                 self.cache.put(trace_id, done.keys[trace_id], state)
@@ -155,25 +122,16 @@ class CassandraStore:
         due, self._scanned = await self._due.scan(shards, now_us, limit)
         return due
 
-    async def finalize(
-        self,
-        trace_ids: Sequence[str],
-        *,
-        now_us: int,
-        sampler: Sampler | None = None,
-        on_first: Callable[[Sequence[Contribution]], None] | None = None,
-    ) -> list[TraceAnalysis]:
-        if not trace_ids:
-            return []
+    async def _finalize(
+        self, trace_ids: Sequence[str], now_us: int, sampler: Sampler | None
+    ) -> tuple[list[TraceAnalysis], list[Contribution]]:
         async with self._rounds:
             scanned, self._scanned = self._scanned, {}
             done = await self._owner.finalize(self.cache, trace_ids, now_us=now_us, sampler=sampler, scanned=scanned)
         if self.cache is not None:
             for trace_id, (key, state) in done.states.items():
                 self.cache.put(trace_id, key, state)
-        if on_first is not None and done.first:
-            on_first(done.first)
-        return done.analyses
+        return done.analyses, done.first
 
     async def purge(self, before_us: int, *, shards: Collection[str] | None = None) -> int:
         cache = self.cache
@@ -187,55 +145,3 @@ class CassandraStore:
         cql = self.cql
         body = _json.encode(heartbeat).decode()
         await cql.partitions([[(HEARTBEAT, (cql.ns, heartbeat.worker_id, heartbeat.updated_at_us, body, cql.ttl_s))]])
-
-    # -- reads ----------------------------------------------------------------------------------------
-
-    async def heartbeats(self, *, newer_than_us: int = 0) -> list[Heartbeat]:
-        return await self._reader.heartbeats(newer_than_us)
-
-    async def get_trace(self, trace_id: str) -> StoredTrace | None:
-        return await self._reader.get_trace(trace_id)
-
-    async def trace_of_span(self, span_id: str) -> str | None:
-        return await self._reader.trace_of_span(span_id)
-
-    async def find_traces(self, query: TraceQuery) -> list[TraceSummary]:
-        return await self._reader.find_traces(query)
-
-    async def stats(self, *, slowest: int = 5, window: Window | None = None) -> StoreStats:
-        return await self._reader.stats(slowest=slowest, window=window)
-
-    async def rollups(
-        self,
-        series: Literal["operations", "endpoints"],
-        window: Window | None,
-        *,
-        step_us: int | None = None,
-        service: str | None = None,
-        operation: str | None = None,
-    ) -> list[RollupRow]:
-        return await self._reader.rollups(series, window, step_us=step_us, service=service, operation=operation)
-
-    async def critical_contexts(
-        self, window: Window | None, *, service: str | None = None, operation: str | None = None
-    ) -> list[ContextRow]:
-        return await self._reader.critical_contexts(window, service=service, operation=operation)
-
-    async def slow_trace_contexts(
-        self, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
-    ) -> TailContexts:
-        return await self._reader.slow_trace_contexts(
-            service, operation, window, min_duration_us=min_duration_us, limit=limit
-        )
-
-    async def services(self) -> list[str]:
-        return await self._reader.services()
-
-    async def operations(self, service: str) -> list[str]:
-        return sorted({operation for operation, _ in await self._reader.operation_kinds(service)})
-
-    async def operation_kinds(self, service: str) -> list[tuple[str, str]]:
-        return await self._reader.operation_kinds(service)
-
-    async def dependencies(self, since_us: int = 0, until_us: int | None = None) -> list[Dependency]:
-        return await self._reader.dependencies(since_us, until_us)

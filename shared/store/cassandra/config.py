@@ -142,20 +142,8 @@ class CassandraConfig(msgspec.Struct, frozen=True, kw_only=True):
                     options[name] = value
 
         config: dict[str, Any] = {"hosts": hosts, "port": port, "keyspace": keyspace}
-        if "replication" in options and "replication_factor" in options:
-            raise CassandraUrlError("replication_factor: give either replication_factor or replication, not both")
-        local_dc = options.pop("local_dc", "")
-        if local_dc and not _DC.fullmatch(local_dc):
-            raise CassandraUrlError(f"local_dc: not a datacenter name: {local_dc!r}")
-        config["local_dc"] = local_dc
-        if "replication" in options:
-            datacenters = config["datacenters"] = _parse_datacenters(options.pop("replication"))
-            replicas = dict(datacenters)
-            if local_dc and local_dc not in replicas:
-                raise CassandraUrlError(f"local_dc: {local_dc!r} is not one of the replication datacenters")
-            config["replication_factor"] = replicas[local_dc] if local_dc else datacenters[0][1]
-        else:
-            config["replication_factor"] = _int_option(options, "replication_factor", min(len(hosts), 3), 1, 100)
+        _placement(options, len(hosts), config)
+        local_dc = config["local_dc"]
         consistency = options.pop("consistency", "LOCAL_QUORUM" if local_dc else "QUORUM").upper()
         if consistency not in get_args(Consistency):
             raise CassandraUrlError(
@@ -166,18 +154,7 @@ class CassandraConfig(msgspec.Struct, frozen=True, kw_only=True):
         config["password"] = options.pop("password", "")
         if config["password"] and not config["username"]:
             raise CassandraUrlError("password: given without a username")
-        config["ssl"] = _bool_option(options, "ssl")
-        for name in ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify"):
-            if name in options and not config["ssl"]:
-                raise CassandraUrlError(f"{name}: needs ssl=true")
-        for name in ("ssl_ca", "ssl_cert", "ssl_key"):
-            config[name] = options.pop(name, "")
-        if bool(config["ssl_cert"]) != bool(config["ssl_key"]):
-            raise CassandraUrlError("ssl_cert: a client certificate needs both ssl_cert and ssl_key")
-        verify = options.pop("ssl_verify", "cert").lower()
-        if verify not in get_args(SslVerify):
-            raise CassandraUrlError(f"ssl_verify: expected one of {', '.join(get_args(SslVerify))}, got {verify!r}")
-        config["ssl_verify"] = verify
+        _tls(options, config)
         config["connect_timeout_s"] = _float_option(options, "connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S)
         config["request_timeout_s"] = _float_option(options, "request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S)
         namespace = options.pop("namespace", "")
@@ -228,6 +205,40 @@ class CassandraConfig(msgspec.Struct, frozen=True, kw_only=True):
         """``CREATE KEYSPACE IF NOT EXISTS`` for :attr:`keyspace` (an existing keyspace is left as it is)."""
         pairs = ", ".join(f"'{k}': {v!r}" if isinstance(v, str) else f"'{k}': {v}" for k, v in self.replication.items())
         return f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = {{{pairs}}} AND durable_writes = true"
+
+
+def _placement(options: dict[str, str], hosts: int, config: dict[str, Any]) -> None:
+    """``local_dc``, ``replication`` and ``replication_factor`` from ``options`` into ``config``."""
+    if "replication" in options and "replication_factor" in options:
+        raise CassandraUrlError("replication_factor: give either replication_factor or replication, not both")
+    local_dc = options.pop("local_dc", "")
+    if local_dc and not _DC.fullmatch(local_dc):
+        raise CassandraUrlError(f"local_dc: not a datacenter name: {local_dc!r}")
+    config["local_dc"] = local_dc
+    if "replication" in options:
+        datacenters = config["datacenters"] = _parse_datacenters(options.pop("replication"))
+        replicas = dict(datacenters)
+        if local_dc and local_dc not in replicas:
+            raise CassandraUrlError(f"local_dc: {local_dc!r} is not one of the replication datacenters")
+        config["replication_factor"] = replicas[local_dc] if local_dc else datacenters[0][1]
+    else:
+        config["replication_factor"] = _int_option(options, "replication_factor", min(hosts, 3), 1, 100)
+
+
+def _tls(options: dict[str, str], config: dict[str, Any]) -> None:
+    """``ssl`` and its options from ``options`` into ``config``."""
+    config["ssl"] = _bool_option(options, "ssl")
+    for name in ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify"):
+        if name in options and not config["ssl"]:
+            raise CassandraUrlError(f"{name}: needs ssl=true")
+    for name in ("ssl_ca", "ssl_cert", "ssl_key"):
+        config[name] = options.pop(name, "")
+    if bool(config["ssl_cert"]) != bool(config["ssl_key"]):
+        raise CassandraUrlError("ssl_cert: a client certificate needs both ssl_cert and ssl_key")
+    verify = options.pop("ssl_verify", "cert").lower()
+    if verify not in get_args(SslVerify):
+        raise CassandraUrlError(f"ssl_verify: expected one of {', '.join(get_args(SslVerify))}, got {verify!r}")
+    config["ssl_verify"] = verify
 
 
 def _parse_hosts(hostlist: str) -> tuple[tuple[str, ...], int]:

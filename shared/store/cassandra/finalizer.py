@@ -33,7 +33,7 @@ from shared.store.cassandra.rows import StoredRow, fingerprint, read_chunks, rea
 from shared.store.cassandra.schema import Cql
 from shared.store.cassandra.writer import CLOSE, HourLists
 from shared.store.chunks import TraceState
-from shared.store.finalizing import FinalizePlan, FinalizeRow, plan_finalize
+from shared.store.finalizing import FinalizePlan, FinalizeRow, Summary, plan_finalize
 from shared.store.rollups import HOUR_US, MINUTE_US, Contribution, RollupDelta, decode_contribution
 
 PREVIOUS: Final = "SELECT final_chunks, late_chunks, contribution FROM traces WHERE ns = ? AND trace_id = ? LIMIT 1"
@@ -77,11 +77,22 @@ class Previous(msgspec.Struct, frozen=True, gc=False):
     contribution: bytes | None
 
 
-class Finalized(msgspec.Struct, kw_only=True, gc=False):
+class RoundResult(msgspec.Struct, kw_only=True, gc=False):
+    """What a finalize round wrote, for the caller and the cache."""
+
     analyses: list[TraceAnalysis]
     first: list[Contribution]
     states: dict[str, tuple[int, TraceState]]
     """trace id -> (cache key, state) of the traces still stored (not dropped)."""
+
+
+class RoundStates(msgspec.Struct, kw_only=True, gc=False):
+    """Every active trace's current state and the exact chunk set it merges."""
+
+    states: dict[str, TraceState]
+    chunk_sets: dict[str, list[int]]
+    late_sets: dict[str, list[int]]
+    """The chunks of each chunk set that arrived after the trace's previous finalization."""
 
 
 def _active_hours(row: StoredRow) -> set[int]:
@@ -128,51 +139,17 @@ class Owner:
         now_us: int,
         sampler: Sampler | None,
         scanned: Mapping[str, StoredRow],
-    ) -> Finalized:
+    ) -> RoundResult:
         """Finalize the active traces among ``trace_ids``. ``scanned``: rows the due scan read moments ago,
         used unless this process wrote the trace since (a row older than another process's write is
         harmless: the chunk it does not list is not in the finalized set, so it re-opens the trace)."""
-        cql = self.cql
         ids = list(dict.fromkeys(trace_ids))
-        rows: dict[str, StoredRow] = {}
-        for trace_id in ids:
-            row = scanned.get(trace_id)
-            ahead = cache.version(trace_id) if cache is not None else None
-            if row is not None and (ahead is None or ahead == len(row.chunk_ids)):
-                rows[trace_id] = row
-        rows.update(await read_rows(cql, [t for t in ids if t not in rows]))
+        rows = await self._rows(cache, ids, scanned)
         active = [rows[t] for t in ids if rows[t].exists and rows[t].state == "active"]
         if not active:
-            return Finalized(analyses=[], first=[], states={})
+            return RoundResult(analyses=[], first=[], states={})
         previous = await self._previous(r for r in active if r.finalized_at_us is not None)
-
-        # every trace's current state and the exact chunk set it merges
-        states: dict[str, TraceState] = {}
-        chunk_sets: dict[str, list[int]] = {}
-        late_sets: dict[str, list[int]] = {}
-        missing: list[StoredRow] = []
-        for row in active:
-            cached = None
-            if cache is not None and row.trace_id not in previous:  # a re-finalization counts late chunks
-                cached = cache.take(row.trace_id, row.cache_key, len(row.chunk_ids))
-            if cached is None:
-                missing.append(row)
-            else:
-                states[row.trace_id] = cached
-                chunk_sets[row.trace_id] = list(row.chunk_ids)
-                late_sets[row.trace_id] = []
-        chunks = await read_chunks(cql, [r.trace_id for r in missing])
-        for row in missing:
-            stored = chunks[row.trace_id]
-            before = previous.get(row.trace_id)
-            flags = stored.flags(
-                late_ids=before.late_chunks if before else frozenset(),
-                previous=before.final_chunks if before else None,
-            )
-            states[row.trace_id] = stored.state(flags)
-            chunk_sets[row.trace_id] = stored.ids
-            late_sets[row.trace_id] = [cid for cid, late in zip(stored.ids, flags, strict=True) if late]
-
+        current = await self._states(cache, active, previous)
         by_shard: dict[str, list[StoredRow]] = {}
         for row in active:
             by_shard.setdefault(row.shard or "", []).append(row)
@@ -182,18 +159,68 @@ class Owner:
                     FinalizeRow(
                         trace_id=r.trace_id,
                         tid=r.tid or 0,
-                        chunks=len(chunk_sets[r.trace_id]),
+                        chunks=len(current.chunk_sets[r.trace_id]),
                         contribution=previous[r.trace_id].contribution if r.trace_id in previous else None,
                         indexed=r.finalized_at_us is not None,
                     )
                     for r in group
                 ],
-                states,
+                current.states,
                 sampler=sampler,
             )
             for shard, group in by_shard.items()
         }
+        await self._write_round(plans, rows, current, now_us)
+        return _result(ids, plans, rows, current)
 
+    async def _rows(
+        self, cache: TraceCache | None, ids: Sequence[str], scanned: Mapping[str, StoredRow]
+    ) -> dict[str, StoredRow]:
+        """The rows of ``ids``: the scanned ones this process did not write since, the others read."""
+        rows: dict[str, StoredRow] = {}
+        for trace_id in ids:
+            row = scanned.get(trace_id)
+            ahead = cache.version(trace_id) if cache is not None else None
+            if row is not None and (ahead is None or ahead == len(row.chunk_ids)):
+                rows[trace_id] = row
+        rows.update(await read_rows(self.cql, [t for t in ids if t not in rows]))
+        return rows
+
+    async def _states(
+        self, cache: TraceCache | None, active: Sequence[StoredRow], previous: Mapping[str, Previous]
+    ) -> RoundStates:
+        """Every active trace's current state and the exact chunk set it merges: the cached copy when it is
+        exactly the stored chunk set (never for a re-finalization, which counts late chunks), else read."""
+        out = RoundStates(states={}, chunk_sets={}, late_sets={})
+        missing: list[StoredRow] = []
+        for row in active:
+            cached = None
+            if cache is not None and row.trace_id not in previous:
+                cached = cache.take(row.trace_id, row.cache_key, len(row.chunk_ids))
+            if cached is None:
+                missing.append(row)
+            else:
+                out.states[row.trace_id] = cached
+                out.chunk_sets[row.trace_id] = list(row.chunk_ids)
+                out.late_sets[row.trace_id] = []
+        chunks = await read_chunks(self.cql, [r.trace_id for r in missing])
+        for row in missing:
+            stored = chunks[row.trace_id]
+            before = previous.get(row.trace_id)
+            flags = stored.flags(
+                late_ids=before.late_chunks if before else frozenset(),
+                previous=before.final_chunks if before else None,
+            )
+            out.states[row.trace_id] = stored.state(flags)
+            out.chunk_sets[row.trace_id] = stored.ids
+            out.late_sets[row.trace_id] = [cid for cid, late in zip(stored.ids, flags, strict=True) if late]
+        return out
+
+    async def _write_round(
+        self, plans: Mapping[str, FinalizePlan], rows: Mapping[str, StoredRow], current: RoundStates, now_us: int
+    ) -> None:
+        """Steps 1 to 4 of a round (see the module docstring)."""
+        cql = self.cql
         await self.aggregates.adopt(plans)
         try:
             tokens = await self.aggregates.begin(
@@ -205,7 +232,7 @@ class Owner:
             await cql.partitions(self._contributions(plans, rows).values())
             groups: dict[tuple[Any, ...], Statements] = {}
             for shard, plan in plans.items():
-                self._trace_rows(groups, shard, plan, rows, chunk_sets, late_sets, now_us)
+                self._trace_rows(groups, shard, plan, rows, current, now_us)
             await cql.partitions(groups.values())
             await asyncio.gather(*(self.aggregates.apply(shard, plan.delta) for shard, plan in plans.items()))
             await self.aggregates.end(tokens)
@@ -214,20 +241,6 @@ class Owner:
                 self.aggregates.invalidate(shard)
             raise
         self._paths.update(ctx for plan in plans.values() for ctx in plan.paths)
-
-        analyses = {s.trace_id: s.analysis for plan in plans.values() for s in plan.summaries}
-        dropped = {t for plan in plans.values() for t, _, _ in plan.dropped}
-        kept_states = {
-            t: ((rows[t].tid or 0) ^ fingerprint(chunk_sets[t]), states[t])
-            for plan in plans.values()
-            for t in [*(s.trace_id for s in plan.summaries), *plan.waiting]
-            if t not in dropped
-        }
-        return Finalized(
-            analyses=[analyses[t] for t in ids if t in analyses],
-            first=[c for plan in plans.values() for c in plan.first],
-            states=kept_states,
-        )
 
     def _contributions(
         self, plans: Mapping[str, FinalizePlan], rows: Mapping[str, StoredRow]
@@ -255,63 +268,21 @@ class Owner:
         shard: str,
         plan: FinalizePlan,
         rows: Mapping[str, StoredRow],
-        chunk_sets: Mapping[str, list[int]],
-        late_sets: Mapping[str, list[int]],
+        current: RoundStates,
         now_us: int,
     ) -> None:
         """Step 3 of a round, into ``groups`` (statements per partition)."""
         cql = self.cql
         ns = cql.ns
         previous = {t: share for t, _, share in plan.index_removed}
-        start_hours: set[int] = set()
         for s in plan.summaries:
             row = rows[s.trace_id]
-            used = chunk_sets[s.trace_id]
-            a = s.analysis
-            groups.setdefault(("traces", s.trace_id), []).append(
-                (
-                    SUMMARY,
-                    (
-                        cql.ttl_s,
-                        "finalized" if s.kept else "dropped",
-                        len(used),
-                        fingerprint(used),
-                        set(used),
-                        set(late_sets[s.trace_id]),
-                        {a.start_us // MINUTE_US},
-                        a.root_service,
-                        a.root_operation,
-                        a.start_us,
-                        a.duration_us,
-                        a.span_count,
-                        a.error_count,
-                        s.status,
-                        a.complete,
-                        s.services_json,
-                        s.analysis_blob,
-                        s.contribution_blob,
-                        s.late_spans,
-                        row.refinalizations + (row.finalized_at_us is not None),
-                        now_us if s.kept else None,  # a dropped trace has no summary to serve
-                        ns,
-                        s.trace_id,
-                    ),
-                )
-            )
-            old: list[IndexRow] = []
-            share = previous.get(s.trace_id)
-            if share is not None:
-                old.extend(search_rows(ns, s.trace_id, share))
-            if row.start_us is not None and row.finalized_at_us is not None:
-                old.append(retention_row(ns, s.trace_id, shard, row.start_us))
-            new = [retention_row(ns, s.trace_id, shard, a.start_us)]
-            start_hours.add(a.start_us // HOUR_US)
-            if s.kept:
-                new.extend(search_rows(ns, s.trace_id, decode_contribution(s.contribution_blob)))
-            for partition, statements in index_changes(old, new, cql.ttl_s).items():
+            summary = _summary_values(cql, s, row, current, now_us)
+            groups.setdefault(("traces", s.trace_id), []).append((SUMMARY, summary))
+            for partition, statements in _index_changes(cql, shard, s, row, previous.get(s.trace_id)).items():
                 groups.setdefault(partition, []).extend(statements)
         for trace_id in plan.waiting:
-            used = chunk_sets[trace_id]
+            used = current.chunk_sets[trace_id]
             groups.setdefault(("traces", trace_id), []).append(
                 (WAITING, (cql.ttl_s, len(used), fingerprint(used), ns, trace_id))
             )
@@ -327,6 +298,7 @@ class Owner:
                 groups.setdefault(("call_paths",), []).append(
                     (PUT_PATH, (ns, ctx, path[-1], _msgpack.encode(path), cql.ttl_s))
                 )
+        start_hours = {s.analysis.start_us // HOUR_US for s in plan.summaries}
         listing = self.hours.rows("start", start_hours)
         if listing:
             groups.setdefault(("index_hours",), []).extend(listing)
@@ -423,3 +395,68 @@ class Owner:
             self.aggregates.invalidate(shard)
             raise
         return sorted(gone), skipped
+
+
+def _result(
+    ids: Sequence[str], plans: Mapping[str, FinalizePlan], rows: Mapping[str, StoredRow], current: RoundStates
+) -> RoundResult:
+    analyses = {s.trace_id: s.analysis for plan in plans.values() for s in plan.summaries}
+    dropped = {t for plan in plans.values() for t, _, _ in plan.dropped}
+    kept_states = {
+        t: ((rows[t].tid or 0) ^ fingerprint(current.chunk_sets[t]), current.states[t])
+        for plan in plans.values()
+        for t in [*(s.trace_id for s in plan.summaries), *plan.waiting]
+        if t not in dropped
+    }
+    return RoundResult(
+        analyses=[analyses[t] for t in ids if t in analyses],
+        first=[c for plan in plans.values() for c in plan.first],
+        states=kept_states,
+    )
+
+
+def _summary_values(cql: Cql, s: Summary, row: StoredRow, current: RoundStates, now_us: int) -> tuple[Any, ...]:
+    """The values of :data:`SUMMARY` for one finalized trace."""
+    used = current.chunk_sets[s.trace_id]
+    a = s.analysis
+    return (
+        cql.ttl_s,
+        "finalized" if s.kept else "dropped",
+        len(used),
+        fingerprint(used),
+        set(used),
+        set(current.late_sets[s.trace_id]),
+        {a.start_us // MINUTE_US},
+        a.root_service,
+        a.root_operation,
+        a.start_us,
+        a.duration_us,
+        a.span_count,
+        a.error_count,
+        s.status,
+        a.complete,
+        s.services_json,
+        s.analysis_blob,
+        s.contribution_blob,
+        s.late_spans,
+        row.refinalizations + (row.finalized_at_us is not None),
+        now_us if s.kept else None,  # a dropped trace has no summary to serve
+        cql.ns,
+        s.trace_id,
+    )
+
+
+def _index_changes(
+    cql: Cql, shard: str, s: Summary, row: StoredRow, previous: Contribution | None
+) -> dict[tuple[Any, ...], Statements]:
+    """The search and retention index rows of one finalized trace in, the previous finalization's out."""
+    ns = cql.ns
+    old: list[IndexRow] = []
+    if previous is not None:
+        old.extend(search_rows(ns, s.trace_id, previous))
+    if row.start_us is not None and row.finalized_at_us is not None:
+        old.append(retention_row(ns, s.trace_id, shard, row.start_us))
+    new = [retention_row(ns, s.trace_id, shard, s.analysis.start_us)]
+    if s.kept:
+        new.extend(search_rows(ns, s.trace_id, decode_contribution(s.contribution_blob)))
+    return index_changes(old, new, cql.ttl_s)

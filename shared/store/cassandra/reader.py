@@ -80,6 +80,8 @@ Series_ = Literal["operations", "endpoints"]
 
 
 class Reader:
+    """The read roles of the Cassandra store (:class:`~shared.store.cassandra.CassandraStore` is one)."""
+
     def __init__(self, cql: Cql) -> None:
         self.cql = cql
 
@@ -311,9 +313,9 @@ class Reader:
         series: Series_,
         window: Window | None,
         *,
-        step_us: int | None,
-        service: str | None,
-        operation: str | None,
+        step_us: int | None = None,
+        service: str | None = None,
+        operation: str | None = None,
     ) -> list[RollupRow]:
         spec = OPS if series == "operations" else ENDPOINTS
         width = len(spec.keys)
@@ -339,7 +341,7 @@ class Reader:
         rows = [(*key, *values) for key, values in sorted(steps.items())]
         return assemble_rollup_rows(RollupRead(statements=[], width=width, window=aligned, step_us=step_us), [rows])
 
-    async def stats(self, *, slowest: int, window: Window | None) -> StoreStats:
+    async def stats(self, *, slowest: int = 5, window: Window | None = None) -> StoreStats:
         aligned = window.aligned() if window is not None else None
         endpoints, operations, active, slow = await asyncio.gather(
             self.rollups("endpoints", aligned, step_us=None, service=None, operation=None),
@@ -390,7 +392,7 @@ class Reader:
         return {ctx: tuple(_path.decode(path)) for part in results for ctx, path in part}
 
     async def critical_contexts(
-        self, window: Window | None, *, service: str | None, operation: str | None
+        self, window: Window | None, *, service: str | None = None, operation: str | None = None
     ) -> list[ContextRow]:
         ranges = [(TOTAL, 0, 1)] if window is None else window_ranges(window.aligned())
         rows: list[tuple[str, str, int, int, int]] = []
@@ -432,11 +434,14 @@ class Reader:
     async def services(self) -> list[str]:
         return sorted({s for s, _ in await self.operations_everywhere()})
 
+    async def operations(self, service: str) -> list[str]:
+        return sorted({operation for operation, _ in await self.operation_kinds(service)})
+
     async def operation_kinds(self, service: str) -> list[tuple[str, str]]:
         sums = (await self._bucket_sums(OPS, TOTAL, [0], service=service, operation=None))[0]
         return sorted({(k[1], k[2]) for k in sums})
 
-    async def dependencies(self, since_us: int, until_us: int | None) -> list[Dependency]:
+    async def dependencies(self, since_us: int = 0, until_us: int | None = None) -> list[Dependency]:
         cql = self.cql
         if since_us <= 0 and until_us is None:
             grain, buckets = TOTAL, [0]
@@ -450,7 +455,7 @@ class Reader:
             Dependency(parent=p, child=c, calls=v[0], errors=v[1]) for (p, c), v in sorted(sums.items()) if v[0] > 0
         ]
 
-    async def heartbeats(self, newer_than_us: int) -> list[Heartbeat]:
+    async def heartbeats(self, *, newer_than_us: int = 0) -> list[Heartbeat]:
         cql = self.cql
         rows = await cql.rows(HEARTBEATS, (cql.ns,))
         return [_heartbeat.decode(body) for _, updated, body in rows if updated > newer_than_us]

@@ -30,14 +30,13 @@ from typing import Any, Final
 
 import msgspec
 
-from shared.models import Event
 from shared.store.cache import TraceCache
 from shared.store.cassandra.due import DueIndex
 from shared.store.cassandra.rows import StoredRow, fingerprint, read_chunks, read_rows
 from shared.store.cassandra.schema import Cql
 from shared.store.chunks import TraceState
 from shared.store.rollups import HOUR_US
-from shared.store.writing import TraceRow, WritePlan, plan_write
+from shared.store.writing import TraceRow, WriteBatch, WritePlan, plan_write
 
 OPEN: Final = "INSERT INTO open_spans (ns, span_id, trace_id, tid) VALUES (?, ?, ?, ?) USING TTL ?"
 CLOSE: Final = "DELETE FROM open_spans WHERE ns = ? AND span_id = ? AND trace_id = ?"
@@ -107,73 +106,46 @@ async def current_states(
     return states, keys
 
 
+class Statics(msgspec.Struct, kw_only=True, gc=False):
+    """What a batch writes besides its chunks: due-index entries, each changed trace's static columns, and
+    its ``idx_active`` rows."""
+
+    entries: list[tuple[str, int, str, int]]
+    """(shard, due µs, trace id, chunk id)."""
+    columns: dict[str, dict[str, Any]]
+    """trace id -> the static columns written with its chunk."""
+    active: list[tuple[str, Sequence[Any]]]
+
+
 async def write_batch(
-    cql: Cql,
-    due: DueIndex,
-    hours: HourLists,
-    cache: TraceCache | None,
-    batch: Mapping[str, Sequence[Event]],
-    *,
-    shards: Mapping[str, str],
-    now_us: int,
-    grace_us: int,
-    idle_us: int,
+    cql: Cql, due: DueIndex, hours: HourLists, cache: TraceCache | None, batch: WriteBatch
 ) -> Written:
-    stored = await read_rows(cql, batch)
+    """Write one batch (see :meth:`shared.store.base.TraceWriter.write_batch`), in the order the module
+    docstring gives."""
+    now_us = batch.now_us
+    stored = await read_rows(cql, batch.events)
     rows: dict[str, TraceRow] = {t: r.trace_row() for t, r in stored.items() if r.exists}
     live = [r for r in stored.values() if r.exists and r.state != "dropped"]
     states, keys = await current_states(cql, cache, live)
-    plan = plan_write(batch, rows, states, shards=shards, now_us=now_us, grace_us=grace_us, idle_us=idle_us)
+    plan = plan_write(batch, rows, states)
     if not plan.chunks:
         return Written(plan=plan, keys=keys, states=states)
 
     chunk_ids = {chunk.trace_id: new_id() for chunk in plan.chunks}
     incarnations = {new.trace_id: new_id() for new in plan.new}
     hour = now_us // HOUR_US
-    entries: list[tuple[str, int, str, int]] = []
-    statics: dict[str, dict[str, Any]] = {}
-    active: list[tuple[str, Sequence[Any]]] = []
-    for new in plan.new:
-        entries.append((new.shard, new.due_us, new.trace_id, chunk_ids[new.trace_id]))
-        columns = {
-            "tid": incarnations[new.trace_id],
-            "shard": new.shard,
-            "first_seen_us": now_us,
-            "last_seen_us": now_us,
-            "due_us": new.due_us,
-            "active_at": hour,
-        }
-        if new.root_done_us is not None:
-            columns["root_done_us"] = new.root_done_us
-        statics[new.trace_id] = columns
-        active.append((ACTIVE, (cql.ns, hour, new.trace_id, now_us, True, cql.ttl_s, now_us)))
-    for update in plan.updates:
-        row = stored[update.trace_id]
-        shard = update.shard or row.shard or shards[update.trace_id]
-        entries.append((shard, update.due_us, update.trace_id, chunk_ids[update.trace_id]))
-        columns = {"last_seen_us": now_us, "due_us": update.due_us}
-        if update.root_done_us is not None:
-            columns["root_done_us"] = update.root_done_us
-        if update.shard is not None:
-            columns["shard"] = update.shard
-        if row.state != "active":  # finalized or waiting: the new chunk re-opens it
-            columns["active_at"] = hour
-            first_seen = row.first_seen_us or now_us
-            active.append(
-                (ACTIVE, (cql.ns, hour, update.trace_id, first_seen, row.finalized_at_us is None, cql.ttl_s, now_us))
-            )
-        statics[update.trace_id] = columns
+    statics = _statics(cql, plan, stored, batch, chunk_ids, incarnations)
 
     # 3. index entries ahead of the data
     opened = [(OPEN, (cql.ns, s, t, _tid(stored, incarnations, t), cql.ttl_s)) for t, s in plan.opened]
     closed = [(CLOSE, (cql.ns, s, t)) for t, s in plan.closed]
-    await due.add(entries, now_us=now_us)
+    await due.add(statics.entries, now_us=now_us)
     await cql.partitions([[item] for item in (*opened, *closed)])
 
     # 4. the chunks, each with its trace's columns
     inserts: list[tuple[str, Sequence[Any]]] = []
     for chunk in plan.chunks:
-        columns = statics[chunk.trace_id]
+        columns = statics.columns[chunk.trace_id]
         values = (
             cql.ns,
             chunk.trace_id,
@@ -188,9 +160,9 @@ async def write_batch(
     await cql.partitions([[item] for item in inserts])
 
     # 5. the active index
-    if active:
+    if statics.active:
         listing = hours.rows("active", {hour})
-        await cql.partitions([active, listing] if listing else [active])
+        await cql.partitions([statics.active, listing] if listing else [statics.active])
         hours.done("active", {hour})
 
     for chunk in plan.chunks:
@@ -199,6 +171,49 @@ async def write_batch(
         keys[chunk.trace_id] = key ^ chunk_ids[chunk.trace_id]
     states.update(plan.states)
     return Written(plan=plan, keys=keys, states=states)
+
+
+def _statics(
+    cql: Cql,
+    plan: WritePlan,
+    stored: Mapping[str, StoredRow],
+    batch: WriteBatch,
+    chunk_ids: Mapping[str, int],
+    incarnations: Mapping[str, int],
+) -> Statics:
+    now_us = batch.now_us
+    hour = now_us // HOUR_US
+    out = Statics(entries=[], columns={}, active=[])
+    for new in plan.new:
+        out.entries.append((new.shard, new.due_us, new.trace_id, chunk_ids[new.trace_id]))
+        columns = {
+            "tid": incarnations[new.trace_id],
+            "shard": new.shard,
+            "first_seen_us": now_us,
+            "last_seen_us": now_us,
+            "due_us": new.due_us,
+            "active_at": hour,
+        }
+        if new.root_done_us is not None:
+            columns["root_done_us"] = new.root_done_us
+        out.columns[new.trace_id] = columns
+        out.active.append((ACTIVE, (cql.ns, hour, new.trace_id, now_us, True, cql.ttl_s, now_us)))
+    for update in plan.updates:
+        row = stored[update.trace_id]
+        shard = update.shard or row.shard or batch.shards[update.trace_id]
+        out.entries.append((shard, update.due_us, update.trace_id, chunk_ids[update.trace_id]))
+        columns = {"last_seen_us": now_us, "due_us": update.due_us}
+        if update.root_done_us is not None:
+            columns["root_done_us"] = update.root_done_us
+        if update.shard is not None:
+            columns["shard"] = update.shard
+        if row.state != "active":  # finalized or waiting: the new chunk re-opens it
+            columns["active_at"] = hour
+            first_seen = row.first_seen_us or now_us
+            values = (cql.ns, hour, update.trace_id, first_seen, row.finalized_at_us is None, cql.ttl_s, now_us)
+            out.active.append((ACTIVE, values))
+        out.columns[update.trace_id] = columns
+    return out
 
 
 def _tid(stored: Mapping[str, StoredRow], incarnations: Mapping[str, int], trace_id: str) -> int:

@@ -20,8 +20,9 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 
 from shared.store.cache import TraceCache
-from shared.store.postgres.driver import Conflict, PostgresDriver, create_or_migrate, pg_text, py_text
-from shared.store.sql.store import Job, SqlStore, _ignore
+from shared.store.postgres.driver import DIALECT, Conflict, PostgresDriver, create_or_migrate, pg_text, py_text
+from shared.store.sql.driver import Job
+from shared.store.sql.store import SqlStore, _ignore
 
 T = TypeVar("T")
 RETRIES: Final = 10
@@ -49,6 +50,7 @@ class PostgresStore(SqlStore):
     server writes the other's rows (docs/adr/0006-postgres-rounds-in-two-shares.md). Safe as any two
     workers' rounds are: the rows are locked ``FOR UPDATE SKIP LOCKED``, and the rollup rows in key order."""
     purge_chunk = PURGE_CHUNK
+    dialect = DIALECT
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 1, max_size: int = 10, cache_bytes: int = 0) -> PostgresStore:

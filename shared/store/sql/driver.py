@@ -9,7 +9,7 @@ never suspend, so on the SQLite connection's thread a whole algorithm runs to it
 
 from __future__ import annotations
 
-from collections.abc import Collection, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from shared.critical_paths import Path
@@ -21,6 +21,8 @@ from shared.store.writing import Chunk, NewTrace, TraceRow, TraceUpdate
 T = TypeVar("T")
 
 Row = Sequence[Any]
+Job = Callable[["SqlDriver"], Coroutine[Any, Any, T]]
+"""An algorithm run on one driver, in one transaction."""
 OpIndexRow = tuple[str, str, int, int, int, int]
 """A ``trace_ops`` row: service, operation, trace start (µs), tid, smallest and largest duration (µs)."""
 TagIndexRow = tuple[str, str, int, int]

@@ -1,10 +1,12 @@
-"""The read side of the SQL backends, written once: every read of the store contract, each inside the
-caller's read transaction (one consistent snapshot), through the backend's :class:`~.driver.SqlDriver`.
+"""The read side of the SQL backends, written once: every read of the store contract, each in one read
+transaction (one consistent snapshot), through the backend's :class:`~.driver.SqlDriver`.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -24,9 +26,10 @@ from shared.store.base import (
 from shared.store.finalizing import decode_analysis, summary_from_row
 from shared.store.rollups import HOUR_US, TOTAL
 from shared.store.search import CANDIDATE_PAGE, trace_has_matching_span
-from shared.store.sql.driver import SqlDriver
+from shared.store.sql.driver import Job, SqlDriver, T
 from shared.store.sql.statements import (
-    Series,
+    Dialect,
+    RollupRead,
     assemble_contexts,
     assemble_rollup_rows,
     assemble_stats,
@@ -46,6 +49,9 @@ _heartbeat_decoder: Final = msgspec.json.Decoder(Heartbeat)
 TRACE: Final = (
     "SELECT tid, state, analysis, late_spans, refinalizations, finalized_at_us FROM traces WHERE trace_id = ?"
 )
+TRACE_OF_SPAN: Final = (
+    "SELECT t.trace_id FROM open_spans o {join} traces t ON t.tid = o.tid WHERE o.span_id = ? LIMIT 1"
+)
 SERVICES: Final = f"SELECT DISTINCT service FROM rollup_ops WHERE grain = {TOTAL} ORDER BY service"
 OPERATIONS: Final = (
     f"SELECT DISTINCT operation FROM rollup_ops WHERE grain = {TOTAL} AND bucket = 0 AND service = ? ORDER BY operation"
@@ -61,7 +67,90 @@ DEPENDENCIES: Final = (
 HEARTBEATS: Final = "SELECT body FROM heartbeats WHERE updated_us > ? ORDER BY worker_id"
 
 
-async def get_trace(d: SqlDriver, trace_id: str) -> StoredTrace | None:
+class SqlReader(ABC):
+    """The read roles of a SQL store: each read in one read transaction (a consistent snapshot)."""
+
+    dialect: Dialect
+
+    @abstractmethod
+    async def _snapshot(self, job: Job[T]) -> T:
+        """Run ``job`` in one read transaction, with a driver on its connection."""
+
+    async def get_trace(self, trace_id: str) -> StoredTrace | None:
+        return await self._snapshot(lambda d: _get_trace(d, trace_id))
+
+    async def trace_of_span(self, span_id: str) -> str | None:
+        dialect = self.dialect
+        sql = (
+            f"SELECT t.trace_id FROM open_spans o {dialect.join} traces t ON t.tid = o.tid WHERE o.span_id = ? LIMIT 1"
+        )
+        found = await self._snapshot(lambda d: d.fetch(dialect.sql(sql), [dialect.text(span_id)]))
+        return None if not found else str(found[0][0])
+
+    async def find_traces(self, query: TraceQuery) -> list[TraceSummary]:
+        if not query.same_span:
+            sql, params = search_sql(query, self.dialect, limit=query.limit, offset=query.offset)
+            untext = self.dialect.untext
+            return [summary_from_row(r, untext) for r in await self._snapshot(lambda d: d.fetch(sql, params))]
+        return await self._snapshot(lambda d: _find_same_span(d, query))
+
+    async def rollups(
+        self,
+        series: Literal["operations", "endpoints"],
+        window: Window | None,
+        *,
+        step_us: int | None = None,
+        service: str | None = None,
+        operation: str | None = None,
+    ) -> list[RollupRow]:
+        read = plan_rollup_read(series, self.dialect, window, step_us=step_us, service=service, operation=operation)
+        return await self._snapshot(lambda d: _rollup_rows(d, read))
+
+    async def stats(self, *, slowest: int = 5, window: Window | None = None) -> StoreStats:
+        return await self._snapshot(lambda d: _stats(d, slowest, window))
+
+    async def critical_contexts(
+        self, window: Window | None, *, service: str | None = None, operation: str | None = None
+    ) -> list[ContextRow]:
+        statements = plan_context_read(self.dialect, window, service=service, operation=operation)
+        return await self._snapshot(lambda d: _contexts(d, statements))
+
+    async def slow_trace_contexts(
+        self, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
+    ) -> TailContexts:
+        endpoint = (service, operation)
+        sql, params = slow_traces_sql(self.dialect, *endpoint, window, min_duration_us=min_duration_us, limit=limit)
+        return await self._snapshot(lambda d: _tail(d, endpoint, sql, params))
+
+    async def services(self) -> list[str]:
+        untext = self.dialect.untext
+        return [untext(r[0]) for r in await self._snapshot(lambda d: d.fetch(SERVICES, []))]
+
+    async def operations(self, service: str) -> list[str]:
+        dialect = self.dialect
+        rows = await self._snapshot(lambda d: d.fetch(dialect.sql(OPERATIONS), [dialect.text(service)]))
+        return [dialect.untext(r[0]) for r in rows]
+
+    async def operation_kinds(self, service: str) -> list[tuple[str, str]]:
+        dialect, untext = self.dialect, self.dialect.untext
+        rows = await self._snapshot(lambda d: d.fetch(dialect.sql(OPERATION_KINDS), [dialect.text(service)]))
+        return [(untext(r[0]), untext(r[1])) for r in rows]
+
+    async def dependencies(self, since_us: int = 0, until_us: int | None = None) -> list[Dependency]:
+        first = since_us // HOUR_US
+        last = (until_us // HOUR_US) if until_us is not None else 2**62
+        untext = self.dialect.untext
+        sql = self.dialect.sql(DEPENDENCIES)
+        rows = await self._snapshot(lambda d: d.fetch(sql, [first, last]))
+        return [Dependency(parent=untext(p), child=untext(ch), calls=n, errors=e) for p, ch, n, e in rows]
+
+    async def heartbeats(self, *, newer_than_us: int = 0) -> list[Heartbeat]:
+        sql = self.dialect.sql(HEARTBEATS)
+        rows = await self._snapshot(lambda d: d.fetch(sql, [newer_than_us]))
+        return [_heartbeat_decoder.decode(r[0]) for r in rows]
+
+
+async def _get_trace(d: SqlDriver, trace_id: str) -> StoredTrace | None:
     found = await d.fetch(d.dialect.sql(TRACE), [trace_id])
     if not found or found[0][1] in ("dropped", "waiting"):
         return None
@@ -78,19 +167,9 @@ async def get_trace(d: SqlDriver, trace_id: str) -> StoredTrace | None:
     )
 
 
-async def trace_of_span(d: SqlDriver, span_id: str) -> str | None:
+async def _find_same_span(d: SqlDriver, query: TraceQuery) -> list[TraceSummary]:
+    """Candidates from the indexes, each checked against its spans, page after page."""
     dialect = d.dialect
-    sql = f"SELECT t.trace_id FROM open_spans o {dialect.join} traces t ON t.tid = o.tid WHERE o.span_id = ? LIMIT 1"
-    found = await d.fetch(dialect.sql(sql), [dialect.text(span_id)])
-    return None if not found else str(found[0][0])
-
-
-async def find_traces(d: SqlDriver, query: TraceQuery) -> list[TraceSummary]:
-    dialect = d.dialect
-    if not query.same_span:
-        sql, params = search_sql(query, dialect, limit=query.limit, offset=query.offset)
-        return [summary_from_row(r, dialect.untext) for r in await d.fetch(sql, params)]
-    # Same-span: candidates from the indexes, each checked against its spans, page after page.
     wanted = query.offset + query.limit
     found: list[TraceSummary] = []
     scanned = 0
@@ -109,71 +188,31 @@ async def find_traces(d: SqlDriver, query: TraceQuery) -> list[TraceSummary]:
     return found[query.offset : wanted]
 
 
-async def rollups(
-    d: SqlDriver,
-    series: Series,
-    window: Window | None,
-    *,
-    step_us: int | None = None,
-    service: str | None = None,
-    operation: str | None = None,
-) -> list[RollupRow]:
-    read = plan_rollup_read(series, d.dialect, window, step_us=step_us, service=service, operation=operation)
+async def _rollup_rows(d: SqlDriver, read: RollupRead) -> list[RollupRow]:
     results = [await d.fetch(sql, params) for sql, params in read.statements]
     return assemble_rollup_rows(read, results, d.dialect.untext)
 
 
-async def stats(d: SqlDriver, *, slowest: int, window: Window | None) -> StoreStats:
+async def _stats(d: SqlDriver, slowest: int, window: Window | None) -> StoreStats:
+    dialect = d.dialect
     aligned = window.aligned() if window is not None else None
-    (active_sql, active_params), (slow_sql, slow_params) = stats_sql(d.dialect, aligned, slowest)
-    endpoints = await rollups(d, "endpoints", aligned)
-    operations = await rollups(d, "operations", aligned)
+    (active_sql, active_params), (slow_sql, slow_params) = stats_sql(dialect, aligned, slowest)
+    sums = [
+        await _rollup_rows(d, plan_rollup_read(series, dialect, aligned, step_us=None, service=None, operation=None))
+        for series in ("endpoints", "operations")
+    ]
+    endpoints, operations = sums
     active = (await d.fetch(active_sql, active_params))[0][0]
     slow = [(r[0], r[1]) for r in await d.fetch(slow_sql, slow_params)]
     return assemble_stats(endpoints, operations, active=active, slowest=slow, window=aligned)
 
 
-async def critical_contexts(
-    d: SqlDriver, window: Window | None, *, service: str | None, operation: str | None
-) -> list[ContextRow]:
-    statements = plan_context_read(d.dialect, window, service=service, operation=operation)
+async def _contexts(d: SqlDriver, statements: Sequence[tuple[str, list[Any]]]) -> list[ContextRow]:
     merged = merge_contexts([await d.fetch(sql, params) for sql, params in statements], d.dialect.untext)
     return assemble_contexts(merged, await d.paths(sorted({ctx for _, _, ctx in merged})))
 
 
-async def slow_trace_contexts(
-    d: SqlDriver, service: str, operation: str, window: Window | None, *, min_duration_us: int, limit: int
-) -> TailContexts:
-    sql, params = slow_traces_sql(d.dialect, service, operation, window, min_duration_us=min_duration_us, limit=limit)
+async def _tail(d: SqlDriver, endpoint: tuple[str, str], sql: str, params: list[Any]) -> TailContexts:
     rows = await d.fetch(sql, params)
     sums = tail_sums(rows)
-    return assemble_tail((service, operation), rows, sums, await d.paths(sorted(sums)))
-
-
-async def services(d: SqlDriver) -> list[str]:
-    untext = d.dialect.untext
-    return [untext(r[0]) for r in await d.fetch(SERVICES, [])]
-
-
-async def operations(d: SqlDriver, service: str) -> list[str]:
-    dialect = d.dialect
-    return [dialect.untext(r[0]) for r in await d.fetch(dialect.sql(OPERATIONS), [dialect.text(service)])]
-
-
-async def operation_kinds(d: SqlDriver, service: str) -> list[tuple[str, str]]:
-    dialect, untext = d.dialect, d.dialect.untext
-    rows = await d.fetch(dialect.sql(OPERATION_KINDS), [dialect.text(service)])
-    return [(untext(r[0]), untext(r[1])) for r in rows]
-
-
-async def dependencies(d: SqlDriver, since_us: int, until_us: int | None) -> list[Dependency]:
-    first = since_us // HOUR_US
-    last = (until_us // HOUR_US) if until_us is not None else 2**62
-    untext = d.dialect.untext
-    rows = await d.fetch(d.dialect.sql(DEPENDENCIES), [first, last])
-    return [Dependency(parent=untext(p), child=untext(ch), calls=n, errors=e) for p, ch, n, e in rows]
-
-
-async def heartbeats(d: SqlDriver, newer_than_us: int) -> list[Heartbeat]:
-    rows = await d.fetch(d.dialect.sql(HEARTBEATS), [newer_than_us])
-    return [_heartbeat_decoder.decode(r[0]) for r in rows]
+    return assemble_tail(endpoint, rows, sums, await d.paths(sorted(sums)))

@@ -84,40 +84,8 @@ def search_sql(query: TraceQuery, dialect: Dialect, *, limit: int, offset: int) 
         order = "t.first_seen_us DESC, t.tid DESC"
         start = "t.start_us"
     else:
-        if query.service_name is not None:
-            source = f"trace_ops d {dialect.join} traces t ON t.tid = d.tid"
-            where.append("d.service = ? AND d.operation = ?")
-            params.extend((text(query.service_name), text(query.operation_name or "")))
-            if query.same_span:
-                if query.min_duration_us is not None:
-                    where.append("d.max_us >= ?")
-                    params.append(query.min_duration_us)
-                if query.max_duration_us is not None:
-                    where.append("d.min_us <= ?")
-                    params.append(query.max_duration_us)
-            start = "d.start_us"
-        elif tags:
-            key, value = tags.pop(0)
-            source = f"trace_tags d {dialect.join} traces t ON t.tid = d.tid"
-            where.append("d.key = ? AND d.value = ?")
-            params.extend((text(key), text(value)))
-            start = "d.start_us"
-        else:
-            source = "traces t"
-            where.append("t.finalized_at_us IS NOT NULL")
-            start = "t.start_us"
+        source, start = _finalized_source(query, dialect, tags, where, params)
         order = f"{start} DESC, t.tid DESC"
-        if query.status is not None:
-            where.append("t.status = ?")
-            params.append(query.status)
-        if query.operation_name is not None and query.service_name is None:
-            # an operation of any service: probe the (service, operation) rows of the services that have it
-            where.append(
-                f"EXISTS (SELECT 1 FROM rollup_ops r {dialect.join} trace_ops o ON o.service = r.service"
-                " AND o.operation = r.operation AND o.start_us = t.start_us AND o.tid = t.tid"
-                f" WHERE r.grain = {TOTAL} AND r.bucket = 0 AND r.operation = ?)"
-            )
-            params.append(text(query.operation_name))
     if not query.same_span:
         if query.min_duration_us is not None:
             where.append("t.duration_us >= ?")
@@ -143,6 +111,63 @@ def search_sql(query: TraceQuery, dialect: Dialect, *, limit: int, offset: int) 
     return dialect.sql(statement), params
 
 
+def _finalized_source(
+    query: TraceQuery, dialect: Dialect, tags: list[tuple[str, str]], where: list[str], params: list[Any]
+) -> tuple[str, str]:
+    """The index a search of finalized traces walks, and the column of the trace start it orders by; its
+    conditions go to ``where`` and ``params`` (and the tag it walks leaves ``tags``)."""
+    text = dialect.text
+    if query.service_name is not None:
+        source = f"trace_ops d {dialect.join} traces t ON t.tid = d.tid"
+        where.append("d.service = ? AND d.operation = ?")
+        params.extend((text(query.service_name), text(query.operation_name or "")))
+        if query.same_span:
+            if query.min_duration_us is not None:
+                where.append("d.max_us >= ?")
+                params.append(query.min_duration_us)
+            if query.max_duration_us is not None:
+                where.append("d.min_us <= ?")
+                params.append(query.max_duration_us)
+        start = "d.start_us"
+    elif tags:
+        key, value = tags.pop(0)
+        source = f"trace_tags d {dialect.join} traces t ON t.tid = d.tid"
+        where.append("d.key = ? AND d.value = ?")
+        params.extend((text(key), text(value)))
+        start = "d.start_us"
+    else:
+        source = "traces t"
+        where.append("t.finalized_at_us IS NOT NULL")
+        start = "t.start_us"
+    if query.status is not None:
+        where.append("t.status = ?")
+        params.append(query.status)
+    if query.operation_name is not None and query.service_name is None:
+        # an operation of any service: probe the (service, operation) rows of the services that have it
+        where.append(
+            f"EXISTS (SELECT 1 FROM rollup_ops r {dialect.join} trace_ops o ON o.service = r.service"
+            " AND o.operation = r.operation AND o.start_us = t.start_us AND o.tid = t.tid"
+            f" WHERE r.grain = {TOTAL} AND r.bucket = 0 AND r.operation = ?)"
+        )
+        params.append(text(query.operation_name))
+    return source, start
+
+
+def _bucket_filter(
+    dialect: Dialect, grain: int, first: int, end: int, service: str | None, operation: str | None
+) -> tuple[str, list[Any]]:
+    """The rows of one grain and bucket range of a rollup table, of one service and operation if given."""
+    where = "grain = ? AND bucket >= ? AND bucket < ?"
+    params: list[Any] = [grain, first, end]
+    if service is not None:
+        where += " AND service = ?"
+        params.append(dialect.text(service))
+    if operation is not None:
+        where += " AND operation = ?"
+        params.append(dialect.text(operation))
+    return where, params
+
+
 def rollup_sql(
     series: Series,
     dialect: Dialect,
@@ -159,14 +184,7 @@ def rollup_sql(
     key_list = ", ".join(keys)
     step = "0" if per_step is None else f"(bucket - {int(first)}) / {int(per_step)}"
     sums = ", ".join(f"sum({c})" for c in COUNTER_COLUMNS)
-    where = "grain = ? AND bucket >= ? AND bucket < ?"
-    params: list[Any] = [grain, first, end]
-    if service is not None:
-        where += " AND service = ?"
-        params.append(dialect.text(service))
-    if operation is not None:
-        where += " AND operation = ?"
-        params.append(dialect.text(operation))
+    where, params = _bucket_filter(dialect, grain, first, end, service, operation)
     statement = (
         f"SELECT {step} AS step, {key_list}, {sums} FROM {table} WHERE {where}"
         f" GROUP BY step, {key_list} ORDER BY step, {key_list}"
@@ -303,14 +321,7 @@ def context_sql(
     dialect: Dialect, *, grain: int, first: int, end: int, service: str | None, operation: str | None
 ) -> tuple[str, list[Any]]:
     """Critical-path sums per endpoint and context over one grain and bucket range."""
-    where = "grain = ? AND bucket >= ? AND bucket < ?"
-    params: list[Any] = [grain, first, end]
-    if service is not None:
-        where += " AND service = ?"
-        params.append(dialect.text(service))
-    if operation is not None:
-        where += " AND operation = ?"
-        params.append(dialect.text(operation))
+    where, params = _bucket_filter(dialect, grain, first, end, service, operation)
     statement = (
         f"SELECT service, operation, ctx, sum(critical_us), sum(traces) FROM rollup_contexts WHERE {where}"
         " GROUP BY service, operation, ctx"

@@ -9,14 +9,13 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
-from shared.models import Event
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
 from shared.store.chunks import StoredStates, TraceState
 from shared.store.finalizing import FinalizePlan, FinalizeRow, encode_critical, plan_finalize
 from shared.store.rollups import Contribution, RollupDelta, decode_contribution
 from shared.store.sql.driver import EndpointIndexRow, OpIndexRow, PurgeCandidate, SqlDriver, TagIndexRow
-from shared.store.writing import WritePlan, plan_write
+from shared.store.writing import WriteBatch, WritePlan, plan_write
 
 
 class Written(msgspec.Struct, kw_only=True, gc=False):
@@ -80,26 +79,17 @@ async def read_states(d: SqlDriver, tids: Mapping[str, int]) -> dict[str, TraceS
     return {trace_id: TraceState.from_chunks(rows) for trace_id, rows in (await d.read_chunks(tids)).items()}
 
 
-async def write_batch(
-    d: SqlDriver,
-    cache: TraceCache | None,
-    batch: Mapping[str, Sequence[Event]],
-    *,
-    shards: Mapping[str, str],
-    now_us: int,
-    grace_us: int,
-    idle_us: int,
-) -> Written:
+async def write_batch(d: SqlDriver, cache: TraceCache | None, batch: WriteBatch) -> Written:
     """Write one batch (see :meth:`shared.store.base.TraceWriter.write_batch`)."""
-    rows = await d.read_rows(batch)
+    rows = await d.read_rows(batch.events)
     live = [(r.trace_id, r.tid, r.chunks) for r in rows.values() if r.state != "dropped"]
     states = await current_states(d, cache, live)
-    plan = plan_write(batch, rows, states, shards=shards, now_us=now_us, grace_us=grace_us, idle_us=idle_us)
+    plan = plan_write(batch, rows, states)
     tids = {trace_id: row.tid for trace_id, row in rows.items()}
     if plan.new:
-        tids.update(await d.insert_traces(plan.new, now_us))
+        tids.update(await d.insert_traces(plan.new, batch.now_us))
     if plan.updates:
-        await d.update_traces(plan.updates, now_us)
+        await d.update_traces(plan.updates, batch.now_us)
     if plan.chunks:
         await d.insert_chunks(plan.chunks, tids)
     if plan.opened:

@@ -24,9 +24,9 @@ import msgspec
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
 from shared.store.sql import writer
-from shared.store.sql.driver import run_sync
-from shared.store.sql.store import Job, SqlStore, _ignore
-from shared.store.sqlite.driver import SqliteDriver, create_or_migrate
+from shared.store.sql.driver import Job, run_sync
+from shared.store.sql.store import SqlStore, _ignore
+from shared.store.sqlite.driver import DIALECT, SqliteDriver, create_or_migrate
 
 T = TypeVar("T")
 PURGE_CHUNK: Final = 5000
@@ -103,6 +103,7 @@ class SqliteStore(SqlStore):
         self.shared_by_processes = path != ":memory:"
         """Another process can open this store when it is a file (not ``:memory:``)."""
 
+    dialect = DIALECT
     concurrent_finalizes = 1
     """One writer at a time: shares of a round would only queue on the write lock."""
     purge_chunk = PURGE_CHUNK
