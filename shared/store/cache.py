@@ -8,8 +8,8 @@ as the write or finalization; anything else reads the chunks. Losing an entry (e
 rebalance) costs one read, never correctness.
 
 Memory is bounded in bytes: each entry is charged ``PYTHON_BYTES_PER_ENCODED_BYTE`` times the encoded
-size of its chunks (measured on the demo traces: a decoded span takes ~3.7x its msgpack size), and the
-least recently used entries go when the total passes the budget.
+size of its chunks, and the least recently used entries go when the total passes the budget. Why a cache:
+docs/adr/0004-trace-cache.md.
 """
 
 from __future__ import annotations

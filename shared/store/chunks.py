@@ -2,7 +2,7 @@
 
 A **chunk** is what one write batch changed in one trace: the span and finish events that changed the
 trace's state, encoded once (msgpack) as one stored value. A trace's spans are the merge of its chunks
-in write order (``seq``); the rules are the store contract's (``shared/store/base.py``):
+in write order (``seq``); the rules are the store contract's (:mod:`shared.store.base`):
 
 * a span version replaces the stored one when it differs, except that an open version (no duration)
   never replaces a finished one;
@@ -17,6 +17,7 @@ an equal number (``1`` / ``1.0`` / ``true`` in a tag) are duplicates.
 trace had (from the worker's cache or read back from its chunks) and stores only the net change of each
 span as the new chunk; reading applies the stored chunks in order. Both go through the same
 :meth:`TraceState.apply`, so what is stored and what is read back cannot disagree. Pure: no I/O.
+Why one chunk per batch: docs/adr/0001-chunk-per-batch-exactly-once.md.
 """
 
 from __future__ import annotations

@@ -25,15 +25,8 @@ from shared.store.rollups import Contribution, RollupDelta, contribution, decode
 _json: Final = msgspec.json.Encoder()
 _str_list: Final = msgspec.json.Decoder(list[str])
 _analysis_encoder: Final = msgspec.msgpack.Encoder()
-_analysis_decoder: Final = msgspec.msgpack.Decoder(TraceAnalysis)
-
-
-def encode_analysis(analysis: TraceAnalysis) -> bytes:
-    return _analysis_encoder.encode(analysis)
-
-
-def decode_analysis(data: bytes) -> TraceAnalysis:
-    return _analysis_decoder.decode(data)
+encode_analysis: Final[Callable[[TraceAnalysis], bytes]] = _analysis_encoder.encode
+decode_analysis: Final = msgspec.msgpack.Decoder(TraceAnalysis).decode
 
 
 _critical_decoder: Final = msgspec.msgpack.Decoder(list[tuple[int, int]])

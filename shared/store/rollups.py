@@ -20,12 +20,14 @@ Series:
   minute, so that a backend can keep every grain);
 * **critical paths**, per (root service, root operation, calling context): critical-path time and the
   traces the context was on the critical path of (:mod:`shared.critical_paths`).
+
+Why rollups kept at write time: docs/adr/0010-rollups.md.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, TypeVar
 
 import msgspec
@@ -239,13 +241,5 @@ def merge_counters(rows: Iterable[Sequence[int]]) -> Counters:
     return total
 
 
-_encoder: Final = msgspec.msgpack.Encoder()
-_decoder: Final = msgspec.msgpack.Decoder(Contribution)
-
-
-def encode_contribution(c: Contribution) -> bytes:
-    return _encoder.encode(c)
-
-
-def decode_contribution(data: bytes) -> Contribution:
-    return _decoder.decode(data)
+encode_contribution: Final[Callable[[Contribution], bytes]] = msgspec.msgpack.Encoder().encode
+decode_contribution: Final = msgspec.msgpack.Decoder(Contribution).decode

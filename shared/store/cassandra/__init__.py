@@ -18,7 +18,8 @@ counters:
 
 In one process every shard is owned, so ``finalize`` writes the rollups before it returns (the contract
 suite runs unchanged). The writer's trace cache is used from the event loop only; a state is out of the
-cache while a call uses it and goes back only once the call's writes are acknowledged.
+cache while a call uses it and goes back only once the call's writes are acknowledged. Why this data
+model: docs/adr/0007-cassandra-data-model.md; why the owner finalizes: docs/adr/0002-owner-partition-finalizes.md.
 """
 
 from __future__ import annotations
@@ -115,9 +116,8 @@ class CassandraStore(Backend, Reader):
         self._aggregates.keep_only(shards)
         async with self._rounds:
             # A shard is adopted at its owner's next scan, not at its next round with traces: a round that
-            # failed after its trace rows (a write timed out) leaves its rollup slices pending, and when no
-            # trace of the shard is due again no round would ever finish them (the fault test saw the last
-            # round of a shard stay 9 traces short of the trace rows).
+            # failed after its trace rows leaves its rollup slices pending, and when no trace of the shard
+            # is due again no round would ever finish them.
             await self._aggregates.adopt(shards)
         due, self._scanned = await self._due.scan(shards, now_us, limit)
         return due

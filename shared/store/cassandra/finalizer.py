@@ -2,8 +2,8 @@
 
 Only a trace's owner (the process that holds its shard) finalizes it and writes its shard's rollup
 slices, so finalization needs no lock: writers only add chunks, and a chunk the finalization did not
-read re-opens the trace by itself (:mod:`.rows`). A round (planned by the shared
-:func:`~shared.store.finalizing.plan_finalize`, per shard) writes, in this order:
+read re-opens the trace by itself (:mod:`.rows`; docs/adr/0002-owner-partition-finalizes.md). A round
+(planned by the shared :func:`~shared.store.finalizing.plan_finalize`, per shard) writes, in this order:
 
 1. its pending record (:meth:`~.aggregates.Aggregates.begin`);
 2. the contributions under the shard (the rollups' truth), the previous ones moved away;

@@ -30,7 +30,7 @@ clock for the active index), ``minute`` ``// 60 s``, ``grain`` and ``bucket`` as
   (hours with rows), ``rollup_pending`` (rounds begun and not finished), ``call_paths``, plus
   ``heartbeats``.
 
-No lightweight transactions, no logged batches, no counters anywhere.
+No lightweight transactions, no logged batches, no counters anywhere (docs/adr/0007-cassandra-data-model.md).
 """
 
 from __future__ import annotations

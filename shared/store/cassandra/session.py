@@ -117,8 +117,7 @@ class CassandraSession:
         try:
             try:
                 # Bound to the keyspace when connecting: every connection, a reconnection too, opens with
-                # its USE. A USE sent after connecting did not reach every connection: on a fresh 3-node
-                # cluster a CREATE TABLE went out without a keyspace ("No keyspace has been specified").
+                # its USE (a USE sent after connecting does not reach every connection).
                 session = await cluster.create_session(keyspace=config.keyspace)
             except acsylla.errors.CassErrorLibUnableToSetKeyspace as exc:
                 if not create_keyspace:
@@ -326,8 +325,8 @@ class CassandraSession:
         When a host went down and has not come back, waits for it up to :data:`HOST_BACK_WAIT_S`, and
         closes at least :data:`HOST_UP_SETTLE_S` after the last host came back: a host that comes back gets
         every statement prepared again on a connection of its own before the driver reports it up, and a
-        session torn down meanwhile aborts the process ("pure virtual method called": CASSCPP-3, fixed in
-        the Apache C++ driver in 2026, not in the driver acsylla 1.2 bundles)."""
+        session torn down meanwhile aborts the process ("pure virtual method called": the C++ driver's
+        CASSCPP-3)."""
         if self._closed:
             return
         self._closed = True

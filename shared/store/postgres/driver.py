@@ -30,12 +30,15 @@ from shared.store.postgres.schema import SCHEMA, SCHEMA_LOCK_KEY, SCHEMA_VERSION
 from shared.store.rollups import RollupDelta
 from shared.store.sql import migrate
 from shared.store.sql.driver import (
+    Bound,
     EndpointIndexRow,
     EndpointKey,
     OpIndexRow,
     PurgeCandidate,
     Row,
     TagIndexRow,
+    finalize_rows,
+    trace_rows,
 )
 from shared.store.sql.statements import COUNTER_COLUMNS, Dialect
 from shared.store.writing import Chunk, NewTrace, TraceRow, TraceUpdate
@@ -170,14 +173,11 @@ DELETE_ENDPOINTS: Final = _delete_using_sql(
 )
 
 
-class PostgresDriver:
+class PostgresDriver(Bound[asyncpg.Connection]):
     """The :class:`~shared.store.sql.driver.SqlDriver` of one asyncpg connection."""
 
-    __slots__ = ("c",)
+    __slots__ = ()
     dialect: Final = DIALECT
-
-    def __init__(self, c: asyncpg.Connection) -> None:
-        self.c = c
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Row]:
         rows: Sequence[Row] = await self.c.fetch(sql, *params)
@@ -207,10 +207,7 @@ class PostgresDriver:
             " ORDER BY trace_id FOR UPDATE",
             sorted(trace_ids),
         )
-        return {
-            r[0]: TraceRow(trace_id=r[0], tid=r[1], state=r[2], chunks=r[3], root_done_us=r[4], due_us=r[5])
-            for r in found
-        }
+        return trace_rows(found)
 
     async def insert_traces(self, new: Sequence[NewTrace], now_us: int) -> Iterable[tuple[str, int]]:
         rows = [(n.trace_id, n.shard, n.due_us, n.root_done_us) for n in new]
@@ -250,14 +247,12 @@ class PostgresDriver:
     # -- finalization and purge ------------------------------------------------------------------------
 
     async def finalize_rows(self, trace_ids: Sequence[str]) -> list[FinalizeRow]:
-        return [
-            FinalizeRow(trace_id=r[0], tid=r[1], chunks=r[2], contribution=r[3], indexed=r[4])
-            for r in await self.c.fetch(
-                "SELECT trace_id, tid, chunks, contribution, finalized_at_us IS NOT NULL FROM traces"
-                " WHERE trace_id = ANY($1::text[]) AND state = 'active' ORDER BY trace_id FOR UPDATE SKIP LOCKED",
-                list(dict.fromkeys(trace_ids)),
-            )
-        ]
+        rows = await self.c.fetch(
+            "SELECT trace_id, tid, chunks, contribution, finalized_at_us IS NOT NULL FROM traces"
+            " WHERE trace_id = ANY($1::text[]) AND state = 'active' ORDER BY trace_id FOR UPDATE SKIP LOCKED",
+            list(dict.fromkeys(trace_ids)),
+        )
+        return finalize_rows(rows)
 
     async def mark_waiting(self, tids: Sequence[int]) -> None:
         await self.c.execute("UPDATE traces SET state = 'waiting' WHERE tid = ANY($1::bigint[])", list(tids))

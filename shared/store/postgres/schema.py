@@ -2,8 +2,8 @@
 (:mod:`shared.store.sqlite.schema` explains them), in PostgreSQL's types.
 
 * Text that is sorted or compared is ``COLLATE "C"`` (code point order, as SQLite and Python).
-* Chunk bodies are ``bytea`` compressed with lz4 when PostgreSQL moves them out of line (pglz, the
-  default, costs the one shared database several times more CPU per byte).
+* Chunk bodies are ``bytea`` compressed with lz4 when PostgreSQL moves them out of line (cheaper in CPU
+  than the default pglz).
 * ``tid`` comes from an identity column: never reused, it names the row's incarnation.
 """
 

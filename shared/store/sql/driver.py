@@ -10,7 +10,7 @@ never suspend, so on the SQLite connection's thread a whole algorithm runs to it
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from shared.critical_paths import Path
 from shared.store.finalizing import FinalizeRow, Summary
@@ -33,6 +33,30 @@ EndpointKey = tuple[str, str, int, int]
 """The key of an ``endpoint_traces`` row: root service, root operation, duration (µs), tid."""
 PurgeCandidate = tuple[str, int, bytes | None, bool]
 """trace_id, tid, contribution, whether it has search index rows."""
+
+
+C = TypeVar("C")
+
+
+class Bound(Generic[C]):
+    """A driver bound to one connection ``c``."""
+
+    __slots__ = ("c",)
+
+    def __init__(self, c: C) -> None:
+        self.c = c
+
+
+def trace_rows(rows: Iterable[Row]) -> dict[str, TraceRow]:
+    """:class:`TraceRow` by trace id from rows ``(trace_id, tid, state, chunks, root_done_us, due_us)``."""
+    return {
+        r[0]: TraceRow(trace_id=r[0], tid=r[1], state=r[2], chunks=r[3], root_done_us=r[4], due_us=r[5]) for r in rows
+    }
+
+
+def finalize_rows(rows: Iterable[Row]) -> list[FinalizeRow]:
+    """:class:`FinalizeRow` from rows ``(trace_id, tid, chunks, contribution, has index rows)``."""
+    return [FinalizeRow(trace_id=r[0], tid=r[1], chunks=r[2], contribution=r[3], indexed=bool(r[4])) for r in rows]
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -87,12 +87,7 @@ def search_sql(query: TraceQuery, dialect: Dialect, *, limit: int, offset: int) 
         source, start = _finalized_source(query, dialect, tags, where, params)
         order = f"{start} DESC, t.tid DESC"
     if not query.same_span:
-        if query.min_duration_us is not None:
-            where.append("t.duration_us >= ?")
-            params.append(query.min_duration_us)
-        if query.max_duration_us is not None:
-            where.append("t.duration_us <= ?")
-            params.append(query.max_duration_us)
+        _duration_bounds(query, "t.duration_us", "t.duration_us", where, params)
     if query.start_us is not None:
         where.append(f"{start} >= ?")
         params.append(query.start_us)
@@ -121,13 +116,8 @@ def _finalized_source(
         source = f"trace_ops d {dialect.join} traces t ON t.tid = d.tid"
         where.append("d.service = ? AND d.operation = ?")
         params.extend((text(query.service_name), text(query.operation_name or "")))
-        if query.same_span:
-            if query.min_duration_us is not None:
-                where.append("d.max_us >= ?")
-                params.append(query.min_duration_us)
-            if query.max_duration_us is not None:
-                where.append("d.min_us <= ?")
-                params.append(query.max_duration_us)
+        if query.same_span:  # some span of the (service, operation) can match
+            _duration_bounds(query, "d.max_us", "d.min_us", where, params)
         start = "d.start_us"
     elif tags:
         key, value = tags.pop(0)
@@ -151,6 +141,16 @@ def _finalized_source(
         )
         params.append(text(query.operation_name))
     return source, start
+
+
+def _duration_bounds(query: TraceQuery, longest: str, shortest: str, where: list[str], params: list[Any]) -> None:
+    """The query's duration bounds on the columns of the longest and shortest matching duration."""
+    if query.min_duration_us is not None:
+        where.append(f"{longest} >= ?")
+        params.append(query.min_duration_us)
+    if query.max_duration_us is not None:
+        where.append(f"{shortest} <= ?")
+        params.append(query.max_duration_us)
 
 
 def _bucket_filter(

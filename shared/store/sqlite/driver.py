@@ -20,13 +20,16 @@ from shared.store.finalizing import FinalizeRow, Summary
 from shared.store.rollups import Counters, RollupDelta
 from shared.store.sql import migrate
 from shared.store.sql.driver import (
+    Bound,
     EndpointIndexRow,
     EndpointKey,
     OpIndexRow,
     PurgeCandidate,
     Row,
     TagIndexRow,
+    finalize_rows,
     run_sync,
+    trace_rows,
 )
 from shared.store.sql.statements import COUNTER_COLUMNS, Dialect
 from shared.store.sqlite.schema import CHUNK_BITS, SCHEMA, SCHEMA_VERSION
@@ -119,14 +122,11 @@ def _shrunk(values: Counters) -> bool:
     return values[0] < 0
 
 
-class SqliteDriver:
+class SqliteDriver(Bound[sqlite3.Connection]):
     """The :class:`~shared.store.sql.driver.SqlDriver` of one SQLite connection."""
 
-    __slots__ = ("c",)
+    __slots__ = ()
     dialect: Final = DIALECT
-
-    def __init__(self, c: sqlite3.Connection) -> None:
-        self.c = c
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Row]:
         return self.c.execute(sql, params).fetchall()
@@ -159,10 +159,7 @@ class SqliteDriver:
             " FROM json_each(?1) j CROSS JOIN traces t ON t.trace_id = j.value",
             (_doc(list(trace_ids)),),
         )
-        return {
-            r[0]: TraceRow(trace_id=r[0], tid=r[1], state=r[2], chunks=r[3], root_done_us=r[4], due_us=r[5])
-            for r in rows
-        }
+        return trace_rows(rows)
 
     async def insert_traces(self, new: Sequence[NewTrace], now_us: int) -> Iterable[tuple[str, int]]:
         rows: list[tuple[str, int]] = self.c.execute(
@@ -199,14 +196,12 @@ class SqliteDriver:
     # -- finalization and purge ------------------------------------------------------------------------
 
     async def finalize_rows(self, trace_ids: Sequence[str]) -> list[FinalizeRow]:
-        return [
-            FinalizeRow(trace_id=r[0], tid=r[1], chunks=r[2], contribution=r[3], indexed=bool(r[4]))
-            for r in self.c.execute(
-                "SELECT t.trace_id, t.tid, t.chunks, t.contribution, t.finalized_at_us IS NOT NULL"
-                " FROM json_each(?1) j CROSS JOIN traces t ON t.trace_id = j.value WHERE t.state = 'active'",
-                (_doc(list(dict.fromkeys(trace_ids))),),
-            )
-        ]
+        rows = self.c.execute(
+            "SELECT t.trace_id, t.tid, t.chunks, t.contribution, t.finalized_at_us IS NOT NULL"
+            " FROM json_each(?1) j CROSS JOIN traces t ON t.trace_id = j.value WHERE t.state = 'active'",
+            (_doc(list(dict.fromkeys(trace_ids))),),
+        )
+        return finalize_rows(rows)
 
     async def mark_waiting(self, tids: Sequence[int]) -> None:
         self.c.executemany("UPDATE traces SET state = 'waiting' WHERE tid = ?", [(t,) for t in tids])
