@@ -88,6 +88,26 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     def status(self) -> str:
         return "failed" if self.analysis.failed else "completed"
 
+    def values(self) -> tuple[Any, ...]:
+        """The summary columns of the trace row, in the order ``root_service, root_operation, start_us,
+        duration_us, span_count, error_count, status, complete, services, analysis, contribution,
+        late_spans``."""
+        a = self.analysis
+        return (
+            a.root_service,
+            a.root_operation,
+            a.start_us,
+            a.duration_us,
+            a.span_count,
+            a.error_count,
+            self.status,
+            a.complete,
+            self.services_json,
+            self.analysis_blob,
+            self.contribution_blob,
+            self.late_spans,
+        )
+
 
 class FinalizePlan(msgspec.Struct, kw_only=True, gc=False):
     summaries: list[Summary]

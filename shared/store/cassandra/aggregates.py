@@ -40,34 +40,28 @@ Key = tuple[Any, ...]
 GrainRows = list[tuple[int, int, Key, list[int]]]
 
 
-class Series:
+class Series(msgspec.Struct, kw_only=True, gc=False, eq=False):
     """One rollup table: its key columns, value columns, and which value is > 0 exactly while the row
     counts something (a row whose count drops to 0 is deleted, as in the SQL stores)."""
 
-    __slots__ = (
-        "bucket_cql",
-        "delete_cql",
-        "delta_rows",
-        "insert_cql",
-        "keys",
-        "live",
-        "name",
-        "stamps_cql",
-        "table",
-        "values",
-        "values_cql",
-    )
+    name: str
+    table: str
+    keys: tuple[str, ...]
+    values: tuple[str, ...]
+    live: int
+    delta_rows: str
+    """The :class:`RollupDelta` method that gives this series' rows at every grain."""
+    insert_cql: str = ""
+    delete_cql: str = ""
+    bucket_cql: str = ""
+    """Every shard's rows of one bucket (what reads sum)."""
+    stamps_cql: str = ""
+    """One slice's keys and who wrote them."""
+    values_cql: str = ""
+    """One slice's keys and values."""
 
-    def __init__(
-        self, *, name: str, table: str, keys: tuple[str, ...], values: tuple[str, ...], live: int, delta_rows: str
-    ) -> None:
-        self.name = name
-        self.table = table
-        self.keys = keys
-        self.values = values
-        self.live = live
-        self.delta_rows = delta_rows
-        """The :class:`RollupDelta` method that gives this series' rows at every grain."""
+    def __post_init__(self) -> None:
+        table, keys, values = self.table, self.keys, self.values
         columns = ("ns", "grain", "bucket", "shard", *keys, *values, "stamp")
         self.insert_cql = (
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) USING TTL ?"
@@ -77,12 +71,9 @@ class Series:
         self.bucket_cql = (
             f"SELECT {', '.join(('shard', *keys, *values))} FROM {table} WHERE ns = ? AND grain = ? AND bucket = ?"
         )
-        """Every shard's rows of one bucket (what reads sum)."""
         one = " WHERE ns = ? AND grain = ? AND bucket = ? AND shard = ?"
         self.stamps_cql = f"SELECT {', '.join((*keys, 'stamp'))} FROM {table}{one}"
-        """One slice's keys and who wrote them."""
         self.values_cql = f"SELECT {', '.join((*keys, *values))} FROM {table}{one}"
-        """One slice's keys and values."""
 
     def rows(self, delta: RollupDelta) -> GrainRows:
         rows: GrainRows = getattr(delta, self.delta_rows)()

@@ -418,7 +418,6 @@ def _result(
 def _summary_values(cql: Cql, s: Summary, row: StoredRow, current: RoundStates, now_us: int) -> tuple[Any, ...]:
     """The values of :data:`SUMMARY` for one finalized trace."""
     used = current.chunk_sets[s.trace_id]
-    a = s.analysis
     return (
         cql.ttl_s,
         "finalized" if s.kept else "dropped",
@@ -426,19 +425,8 @@ def _summary_values(cql: Cql, s: Summary, row: StoredRow, current: RoundStates, 
         fingerprint(used),
         set(used),
         set(current.late_sets[s.trace_id]),
-        {a.start_us // MINUTE_US},
-        a.root_service,
-        a.root_operation,
-        a.start_us,
-        a.duration_us,
-        a.span_count,
-        a.error_count,
-        s.status,
-        a.complete,
-        s.services_json,
-        s.analysis_blob,
-        s.contribution_blob,
-        s.late_spans,
+        {s.analysis.start_us // MINUTE_US},
+        *s.values(),
         row.refinalizations + (row.finalized_at_us is not None),
         now_us if s.kept else None,  # a dropped trace has no summary to serve
         cql.ns,

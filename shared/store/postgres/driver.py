@@ -28,18 +28,8 @@ from shared.critical_paths import Path
 from shared.store.finalizing import FinalizeRow, Summary
 from shared.store.postgres.schema import SCHEMA, SCHEMA_LOCK_KEY, SCHEMA_VERSION
 from shared.store.rollups import RollupDelta
+from shared.store.sql import driver as sqldriver
 from shared.store.sql import migrate
-from shared.store.sql.driver import (
-    Bound,
-    EndpointIndexRow,
-    EndpointKey,
-    OpIndexRow,
-    PurgeCandidate,
-    Row,
-    TagIndexRow,
-    finalize_rows,
-    trace_rows,
-)
 from shared.store.sql.statements import COUNTER_COLUMNS, Dialect
 from shared.store.writing import Chunk, NewTrace, TraceRow, TraceUpdate
 
@@ -173,14 +163,14 @@ DELETE_ENDPOINTS: Final = _delete_using_sql(
 )
 
 
-class PostgresDriver(Bound[asyncpg.Connection]):
+class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
     """The :class:`~shared.store.sql.driver.SqlDriver` of one asyncpg connection."""
 
     __slots__ = ()
     dialect: Final = DIALECT
 
-    async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Row]:
-        rows: Sequence[Row] = await self.c.fetch(sql, *params)
+    async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[sqldriver.Row]:
+        rows: Sequence[sqldriver.Row] = await self.c.fetch(sql, *params)
         return rows
 
     async def execute(self, sql: str, params: Sequence[Any]) -> None:
@@ -207,7 +197,7 @@ class PostgresDriver(Bound[asyncpg.Connection]):
             " ORDER BY trace_id FOR UPDATE",
             sorted(trace_ids),
         )
-        return trace_rows(found)
+        return sqldriver.trace_rows(found)
 
     async def insert_traces(self, new: Sequence[NewTrace], now_us: int) -> Iterable[tuple[str, int]]:
         rows = [(n.trace_id, n.shard, n.due_us, n.root_done_us) for n in new]
@@ -252,35 +242,22 @@ class PostgresDriver(Bound[asyncpg.Connection]):
             " WHERE trace_id = ANY($1::text[]) AND state = 'active' ORDER BY trace_id FOR UPDATE SKIP LOCKED",
             list(dict.fromkeys(trace_ids)),
         )
-        return finalize_rows(rows)
+        return sqldriver.finalize_rows(rows)
 
     async def mark_waiting(self, tids: Sequence[int]) -> None:
         await self.c.execute("UPDATE traces SET state = 'waiting' WHERE tid = ANY($1::bigint[])", list(tids))
 
     async def store_summaries(self, summaries: Sequence[Summary], now_us: int) -> None:
-        rows = [
-            (
-                s.tid,
-                None if s.analysis.root_service is None else pg_text(s.analysis.root_service),
-                None if s.analysis.root_operation is None else pg_text(s.analysis.root_operation),
-                s.analysis.start_us,
-                s.analysis.duration_us,
-                s.analysis.span_count,
-                s.analysis.error_count,
-                s.status,
-                s.analysis.complete,
-                s.services_json,
-                s.analysis_blob,
-                s.contribution_blob,
-                s.late_spans,
-                "finalized" if s.kept else "dropped",
-            )
-            for s in summaries
-        ]
-        await self.c.execute(STORE_SUMMARIES, *columns(rows, 14), now_us)
+        cols = columns([(s.tid, *s.values(), "finalized" if s.kept else "dropped") for s in summaries], 14)
+        for i in (1, 2):  # root service and operation
+            cols[i] = [None if v is None else pg_text(v) for v in cols[i]]
+        await self.c.execute(STORE_SUMMARIES, *cols, now_us)
 
     async def add_index_rows(
-        self, ops: Sequence[OpIndexRow], tags: Sequence[TagIndexRow], endpoints: Sequence[EndpointIndexRow]
+        self,
+        ops: Sequence[sqldriver.OpIndexRow],
+        tags: Sequence[sqldriver.TagIndexRow],
+        endpoints: Sequence[sqldriver.EndpointIndexRow],
     ) -> None:
         await self.c.copy_records_to_table("trace_ops", records=pg_rows(ops, 2))
         await self.c.copy_records_to_table("trace_tags", records=pg_rows(tags, 2))
@@ -288,7 +265,10 @@ class PostgresDriver(Bound[asyncpg.Connection]):
             await self.c.copy_records_to_table("endpoint_traces", records=pg_rows(endpoints, 2))
 
     async def remove_index_rows(
-        self, ops: Sequence[OpIndexRow], tags: Sequence[TagIndexRow], endpoints: Sequence[EndpointKey]
+        self,
+        ops: Sequence[sqldriver.OpIndexRow],
+        tags: Sequence[sqldriver.TagIndexRow],
+        endpoints: Sequence[sqldriver.EndpointKey],
     ) -> None:
         await self.c.execute(DELETE_OPS, *columns(pg_rows([r[:4] for r in ops], 2), 4))
         await self.c.execute(DELETE_ENDPOINTS, *columns(pg_rows(endpoints, 2), 4))
@@ -335,7 +315,7 @@ class PostgresDriver(Bound[asyncpg.Connection]):
         contexts = [(g, b, pg_text(s), pg_text(o), ctx, *values) for g, b, (s, o, ctx), values in delta.context_rows()]
         await self._upsert(UPSERT_CONTEXTS, DELETE_EMPTY_CONTEXTS, contexts, 5, 6)
 
-    async def purge_candidates(self, before_us: int, limit: int) -> list[PurgeCandidate]:
+    async def purge_candidates(self, before_us: int, limit: int) -> list[sqldriver.PurgeCandidate]:
         rows = await self.c.fetch(
             "SELECT trace_id, tid, contribution, finalized_at_us IS NOT NULL FROM traces"
             " WHERE (finalized_at_us IS NOT NULL OR state = 'dropped') AND start_us < $1"
@@ -382,7 +362,7 @@ class PostgresDriver(Bound[asyncpg.Connection]):
                 await c.execute(f'ALTER TABLE v1_{table} RENAME CONSTRAINT "{constraint}" TO "v1_{constraint}"')
         await self.create_schema()  # tracing_meta and heartbeats stay as they are (IF NOT EXISTS)
 
-    async def v1_spans(self, trace_ids: Sequence[str]) -> Sequence[Row]:
+    async def v1_spans(self, trace_ids: Sequence[str]) -> Sequence[sqldriver.Row]:
         return await self.fetch(
             "SELECT trace_id, body, finish, late FROM v1_spans WHERE trace_id = ANY($1::text[])", [list(trace_ids)]
         )

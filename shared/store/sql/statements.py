@@ -87,13 +87,8 @@ def search_sql(query: TraceQuery, dialect: Dialect, *, limit: int, offset: int) 
         source, start = _finalized_source(query, dialect, tags, where, params)
         order = f"{start} DESC, t.tid DESC"
     if not query.same_span:
-        _duration_bounds(query, "t.duration_us", "t.duration_us", where, params)
-    if query.start_us is not None:
-        where.append(f"{start} >= ?")
-        params.append(query.start_us)
-    if query.end_us is not None:
-        where.append(f"{start} <= ?")
-        params.append(query.end_us)
+        _between("t.duration_us", query.min_duration_us, "t.duration_us", query.max_duration_us, where, params)
+    _between(start, query.start_us, start, query.end_us, where, params)
     for key, value in tags:
         where.append(
             "EXISTS (SELECT 1 FROM trace_tags g WHERE g.key = ? AND g.value = ? AND g.start_us = t.start_us"
@@ -117,7 +112,7 @@ def _finalized_source(
         where.append("d.service = ? AND d.operation = ?")
         params.extend((text(query.service_name), text(query.operation_name or "")))
         if query.same_span:  # some span of the (service, operation) can match
-            _duration_bounds(query, "d.max_us", "d.min_us", where, params)
+            _between("d.max_us", query.min_duration_us, "d.min_us", query.max_duration_us, where, params)
         start = "d.start_us"
     elif tags:
         key, value = tags.pop(0)
@@ -143,14 +138,16 @@ def _finalized_source(
     return source, start
 
 
-def _duration_bounds(query: TraceQuery, longest: str, shortest: str, where: list[str], params: list[Any]) -> None:
-    """The query's duration bounds on the columns of the longest and shortest matching duration."""
-    if query.min_duration_us is not None:
-        where.append(f"{longest} >= ?")
-        params.append(query.min_duration_us)
-    if query.max_duration_us is not None:
-        where.append(f"{shortest} <= ?")
-        params.append(query.max_duration_us)
+def _between(
+    low_column: str, low: int | None, high_column: str, high: int | None, where: list[str], params: list[Any]
+) -> None:
+    """``low_column >= low`` and ``high_column <= high``, each when its bound is given."""
+    if low is not None:
+        where.append(f"{low_column} >= ?")
+        params.append(low)
+    if high is not None:
+        where.append(f"{high_column} <= ?")
+        params.append(high)
 
 
 def _bucket_filter(

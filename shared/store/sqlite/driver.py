@@ -210,23 +210,8 @@ class SqliteDriver(Bound[sqlite3.Connection]):
         self.c.executemany(
             STORE_SUMMARY,
             [
-                (
-                    "finalized" if s.kept else "dropped",
-                    s.analysis.root_service,
-                    s.analysis.root_operation,
-                    s.analysis.start_us,
-                    s.analysis.duration_us,
-                    s.analysis.span_count,
-                    s.analysis.error_count,
-                    s.status,
-                    s.analysis.complete,
-                    s.services_json,
-                    s.analysis_blob,
-                    s.contribution_blob,
-                    s.late_spans,
-                    now_us if s.kept else None,  # a dropped trace has no summary to serve
-                    s.tid,
-                )
+                # a dropped trace has no summary to serve
+                ("finalized" if s.kept else "dropped", *s.values(), now_us if s.kept else None, s.tid)
                 for s in summaries
             ],
         )
