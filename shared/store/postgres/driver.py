@@ -76,6 +76,11 @@ def pg_rows(rows: Sequence[tuple[Any, ...]], text_columns: int) -> Sequence[tupl
     return [(*(pg_text(v) for v in row[:text_columns]), *row[text_columns:]) for row in rows]
 
 
+def _rows(values: Sequence[Any], width: int) -> list[tuple[Any, ...]]:
+    """Flat values back to rows of ``width``."""
+    return list(zip(*[iter(values)] * width, strict=True))
+
+
 def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     """Rows to ``width`` column lists (for ``unnest``); empty columns when there are no rows."""
     if not rows:
@@ -255,24 +260,25 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
 
     async def add_index_rows(
         self,
-        ops: Sequence[sqldriver.OpIndexRow],
-        tags: Sequence[sqldriver.TagIndexRow],
+        ops: Sequence[Any],
+        tags: Sequence[Any],
         endpoints: Sequence[sqldriver.EndpointIndexRow],
     ) -> None:
-        await self.c.copy_records_to_table("trace_ops", records=pg_rows(ops, 2))
-        await self.c.copy_records_to_table("trace_tags", records=pg_rows(tags, 2))
+        await self.c.copy_records_to_table("trace_ops", records=pg_rows(_rows(ops, sqldriver.OP_WIDTH), 2))
+        await self.c.copy_records_to_table("trace_tags", records=pg_rows(_rows(tags, sqldriver.TAG_WIDTH), 2))
         if endpoints:
             await self.c.copy_records_to_table("endpoint_traces", records=pg_rows(endpoints, 2))
 
     async def remove_index_rows(
         self,
-        ops: Sequence[sqldriver.OpIndexRow],
-        tags: Sequence[sqldriver.TagIndexRow],
+        ops: Sequence[Any],
+        tags: Sequence[Any],
         endpoints: Sequence[sqldriver.EndpointKey],
     ) -> None:
-        await self.c.execute(DELETE_OPS, *columns(pg_rows([r[:4] for r in ops], 2), 4))
+        op_keys = [r[:4] for r in _rows(ops, sqldriver.OP_WIDTH)]
+        await self.c.execute(DELETE_OPS, *columns(pg_rows(op_keys, 2), 4))
         await self.c.execute(DELETE_ENDPOINTS, *columns(pg_rows(endpoints, 2), 4))
-        await self.c.execute(DELETE_TAGS, *columns(pg_rows(tags, 2), 4))
+        await self.c.execute(DELETE_TAGS, *columns(pg_rows(_rows(tags, sqldriver.TAG_WIDTH), 2), 4))
 
     async def delete_traces_data(self, tids: Sequence[int]) -> None:
         await self.c.execute("DELETE FROM chunks WHERE tid = ANY($1::bigint[])", list(tids))

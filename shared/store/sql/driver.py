@@ -10,7 +10,7 @@ never suspend, so on the SQLite connection's thread a whole algorithm runs to it
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from shared.critical_paths import Path
 from shared.store.finalizing import FinalizeRow, Summary
@@ -23,10 +23,11 @@ T = TypeVar("T")
 Row = Sequence[Any]
 Job = Callable[["SqlDriver"], Coroutine[Any, Any, T]]
 """An algorithm run on one driver, in one transaction."""
-OpIndexRow = tuple[str, str, int, int, int, int]
-"""A ``trace_ops`` row: service, operation, trace start (µs), tid, smallest and largest duration (µs)."""
-TagIndexRow = tuple[str, str, int, int]
-"""A ``trace_tags`` row: key, value, trace start (µs), tid."""
+OP_WIDTH: Final = 6
+"""Values per ``trace_ops`` row: service, operation, trace start (µs), tid, smallest and largest duration
+(µs). Index rows travel as one flat list of their values (no tuple per row)."""
+TAG_WIDTH: Final = 4
+"""Values per ``trace_tags`` row: key, value, trace start (µs), tid."""
 EndpointIndexRow = tuple[str, str, int, int, int, bytes]
 """An ``endpoint_traces`` row: root service, root operation, duration (µs), tid, start (µs), critical path."""
 EndpointKey = tuple[str, str, int, int]
@@ -129,12 +130,17 @@ class SqlDriver(Protocol):
     async def store_summaries(self, summaries: Sequence[Summary], now_us: int) -> None: ...
 
     async def add_index_rows(
-        self, ops: Sequence[OpIndexRow], tags: Sequence[TagIndexRow], endpoints: Sequence[EndpointIndexRow]
-    ) -> None: ...
+        self, ops: Sequence[Any], tags: Sequence[Any], endpoints: Sequence[EndpointIndexRow]
+    ) -> None:
+        """Insert index rows (present ones ignored): ``ops`` and ``tags`` flat (:data:`OP_WIDTH`,
+        :data:`TAG_WIDTH` values per row)."""
+        ...
 
     async def remove_index_rows(
-        self, ops: Sequence[OpIndexRow], tags: Sequence[TagIndexRow], endpoints: Sequence[EndpointKey]
-    ) -> None: ...
+        self, ops: Sequence[Any], tags: Sequence[Any], endpoints: Sequence[EndpointKey]
+    ) -> None:
+        """Delete index rows, given as :meth:`add_index_rows` takes them."""
+        ...
 
     async def delete_traces_data(self, tids: Sequence[int]) -> None:
         """Delete the chunks and open-span entries of these traces (their rows stay)."""

@@ -6,6 +6,7 @@ the caller's transaction, through the backend's :class:`~.driver.SqlDriver`. The
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import msgspec
 
@@ -14,7 +15,7 @@ from shared.store.cache import TraceCache
 from shared.store.chunks import StoredStates, TraceState
 from shared.store.finalizing import FinalizePlan, FinalizeRow, encode_critical, plan_finalize
 from shared.store.rollups import Contribution, RollupDelta, decode_contribution
-from shared.store.sql.driver import EndpointIndexRow, OpIndexRow, PurgeCandidate, SqlDriver, TagIndexRow
+from shared.store.sql.driver import EndpointIndexRow, PurgeCandidate, SqlDriver
 from shared.store.writing import WriteBatch, WritePlan, plan_write
 
 
@@ -145,12 +146,24 @@ async def finalize(
     return Finalized(plan=plan, tids=tids, states=planned.states)
 
 
-def op_index_rows(shares: Sequence[tuple[int, Contribution]]) -> list[OpIndexRow]:
-    return [(s, o, share.start_us, tid, lo, hi) for tid, share in shares for s, o, lo, hi in share.index_ops()]
+def op_index_values(shares: Sequence[tuple[int, Contribution]]) -> list[Any]:
+    """The ``trace_ops`` rows of these (tid, contribution) traces, flat (:data:`~.driver.OP_WIDTH` per row)."""
+    values: list[Any] = []
+    for tid, share in shares:
+        start = share.start_us
+        for s, o, lo, hi in share.index_ops():
+            values += (s, o, start, tid, lo, hi)
+    return values
 
 
-def tag_index_rows(shares: Sequence[tuple[int, Contribution]]) -> list[TagIndexRow]:
-    return [(k, v, share.start_us, tid) for tid, share in shares for k, v in share.tags]
+def tag_index_values(shares: Sequence[tuple[int, Contribution]]) -> list[Any]:
+    """The ``trace_tags`` rows of these traces, flat (:data:`~.driver.TAG_WIDTH` per row)."""
+    values: list[Any] = []
+    for tid, share in shares:
+        start = share.start_us
+        for k, v in share.tags:
+            values += (k, v, start, tid)
+    return values
 
 
 def endpoint_index_rows(shares: Sequence[tuple[int, Contribution]]) -> list[EndpointIndexRow]:
@@ -160,14 +173,14 @@ def endpoint_index_rows(shares: Sequence[tuple[int, Contribution]]) -> list[Endp
 async def add_index_rows(d: SqlDriver, shares: Sequence[tuple[int, Contribution]]) -> None:
     """The search index rows of these (tid, contribution) traces in."""
     if shares:
-        await d.add_index_rows(op_index_rows(shares), tag_index_rows(shares), endpoint_index_rows(shares))
+        await d.add_index_rows(op_index_values(shares), tag_index_values(shares), endpoint_index_rows(shares))
 
 
 async def remove_index_rows(d: SqlDriver, shares: Sequence[tuple[int, Contribution]]) -> None:
     """The search index rows of these (tid, previous contribution) traces out."""
     if shares:
         endpoints = [(*s.endpoint, s.duration_us, t) for t, s in shares if any(s.endpoint)]
-        await d.remove_index_rows(op_index_rows(shares), tag_index_rows(shares), endpoints)
+        await d.remove_index_rows(op_index_values(shares), tag_index_values(shares), endpoints)
 
 
 def purge_correction(rows: Sequence[PurgeCandidate]) -> tuple[RollupDelta, list[tuple[int, Contribution]]]:

@@ -20,13 +20,13 @@ from shared.store.finalizing import FinalizeRow, Summary
 from shared.store.rollups import Counters, RollupDelta
 from shared.store.sql import migrate
 from shared.store.sql.driver import (
+    OP_WIDTH,
+    TAG_WIDTH,
     Bound,
     EndpointIndexRow,
     EndpointKey,
-    OpIndexRow,
     PurgeCandidate,
     Row,
-    TagIndexRow,
     finalize_rows,
     run_sync,
     trace_rows,
@@ -217,21 +217,24 @@ class SqliteDriver(Bound[sqlite3.Connection]):
         )
 
     async def add_index_rows(
-        self, ops: Sequence[OpIndexRow], tags: Sequence[TagIndexRow], endpoints: Sequence[EndpointIndexRow]
+        self, ops: Sequence[Any], tags: Sequence[Any], endpoints: Sequence[EndpointIndexRow]
     ) -> None:
-        insert_rows(self.c, "INSERT OR IGNORE INTO trace_ops", ops)
-        insert_rows(self.c, "INSERT OR IGNORE INTO trace_tags", tags)
+        insert_flat(self.c, "INSERT OR IGNORE INTO trace_ops", OP_WIDTH, ops)
+        insert_flat(self.c, "INSERT OR IGNORE INTO trace_tags", TAG_WIDTH, tags)
         insert_rows(self.c, "INSERT OR IGNORE INTO endpoint_traces", endpoints)
 
     async def remove_index_rows(
-        self, ops: Sequence[OpIndexRow], tags: Sequence[TagIndexRow], endpoints: Sequence[EndpointKey]
+        self, ops: Sequence[Any], tags: Sequence[Any], endpoints: Sequence[EndpointKey]
     ) -> None:
         c = self.c
         c.executemany(
             "DELETE FROM trace_ops WHERE service = ? AND operation = ? AND start_us = ? AND tid = ?",
-            [r[:4] for r in ops],
+            [ops[i : i + 4] for i in range(0, len(ops), OP_WIDTH)],
         )
-        c.executemany("DELETE FROM trace_tags WHERE key = ? AND value = ? AND start_us = ? AND tid = ?", tags)
+        c.executemany(
+            "DELETE FROM trace_tags WHERE key = ? AND value = ? AND start_us = ? AND tid = ?",
+            [tags[i : i + TAG_WIDTH] for i in range(0, len(tags), TAG_WIDTH)],
+        )
         c.executemany(
             "DELETE FROM endpoint_traces WHERE service = ? AND operation = ? AND duration_us = ? AND tid = ?", endpoints
         )
