@@ -1,18 +1,28 @@
-"""Trace storage: the :class:`TraceStore` Protocol and its backends, chosen by :func:`open_store`."""
+"""Trace storage: the store contract by role (:mod:`.base`: :class:`TraceWriter`, :class:`TraceFinalizer`,
+the readers, the capabilities a backend declares; :class:`TraceStore` is all of them) and its backends,
+chosen by :func:`open_store`."""
 
 from __future__ import annotations
 
 from shared.settings import Settings, SettingsError
 from shared.store.base import (
+    AggregateReader,
     Completeness,
+    Component,
     Heartbeat,
+    HeartbeatLog,
     QueryError,
+    ServiceNames,
     ServiceStats,
+    StoreCapabilities,
     StoredTrace,
     StoreStats,
+    TraceFinalizer,
     TraceQuery,
+    TraceReader,
     TraceStore,
     TraceSummary,
+    TraceWriter,
     WriteResult,
 )
 
@@ -69,15 +79,23 @@ async def open_store(settings: Settings, *, writer: bool = False, checkpoints: b
 
 
 __all__ = [
+    "AggregateReader",
     "Completeness",
+    "Component",
     "Heartbeat",
+    "HeartbeatLog",
     "QueryError",
+    "ServiceNames",
     "ServiceStats",
+    "StoreCapabilities",
     "StoreStats",
     "StoredTrace",
+    "TraceFinalizer",
     "TraceQuery",
+    "TraceReader",
     "TraceStore",
     "TraceSummary",
+    "TraceWriter",
     "WriteResult",
     "open_store",
 ]
