@@ -73,6 +73,9 @@ def ttl_for(retention_h: float) -> int:
 class CassandraStore:
     """The distributed store: any number of worker and API processes on one cluster."""
 
+    shared_by_processes = False  # its finalize rounds stay in the worker
+    concurrent_finalizes = 1
+
     def __init__(self, session: CassandraSession, *, cache_bytes: int = 0, ttl_s: int) -> None:
         self._session = session
         self.cql = Cql(session, ttl_s=ttl_s)

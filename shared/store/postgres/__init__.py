@@ -65,7 +65,7 @@ class PostgresStore:
         self.cache = TraceCache(cache_bytes) if cache_bytes > 0 else None
 
     shared_by_processes = True
-    """Another process can open this store (see :func:`ingest.finalizer.separate_finalizer`)."""
+    """Another process can open this store (see :func:`ingest.finalizer.client.separate_finalizer`)."""
     concurrent_finalizes = 2
     """How many ``finalize`` calls a finalizer process runs at once, each on its own connection and its own
     share of a round's traces: one is analyzed while the server writes the other's rows (a round's

@@ -112,11 +112,10 @@ class SqliteStore:
         self._checkpointer: threading.Thread | None = None
         self._writer_lock: int | None = None
         self.cache = TraceCache(cache_bytes) if cache_bytes > 0 else None
-
-    @property
-    def shared_by_processes(self) -> bool:
+        self.shared_by_processes = path != ":memory:"
         """Whether another process can open this store (a file, not ``:memory:``)."""
-        return self._path != ":memory:"
+
+    concurrent_finalizes = 1
 
     @classmethod
     async def open(
