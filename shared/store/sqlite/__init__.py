@@ -307,7 +307,7 @@ class SqliteStore:
         def job() -> writer.Finalized:
             planned = None
             if cache is None:
-                # No copy of the states here (a finalizer process, see ingest/finalizer.py): plan the round
+                # No copy of the states here (a finalizer process, see ingest/finalizer/): plan the round
                 # in a read transaction, reading the chunks back, so that the writer of the spans is not
                 # held up by it; the write transaction uses the plan if the rows are unchanged.
                 planned = self._read(lambda c: writer.plan_round(c, None, trace_ids, sampler=sampler))
