@@ -74,6 +74,7 @@ class Worker:
 
     @property
     def topics(self) -> list[str]:
+        """The topics this worker consumes: native spans, OTLP and Zipkin."""
         return list(self.formats)
 
     @property

@@ -94,9 +94,10 @@ class FinalizerProcess:
         except BaseException:
             await self._kill()
             raise
-        if not isinstance(ready, Ready) or ready.error is not None:
+        error = ready.error if isinstance(ready, Ready) else f"it answered {type(ready).__name__}"
+        if error is not None:
             await self._kill()
-            raise FinalizerError(f"finalizer process did not start: {getattr(ready, 'error', ready)}")
+            raise FinalizerError(f"finalizer process did not start: {error}")
         log.info("finalizer process %d started", process.pid)
         return process
 
