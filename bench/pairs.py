@@ -120,6 +120,7 @@ def drain_once(root: Path, env: dict[str, str], spans: int, traces: int, store: 
         done = subprocess.run(
             [sys.executable, str(Path(__file__).resolve()), "--drain-child", str(root), str(spans), str(traces)],
             env=child_env,
+            cwd=root,  # a module run with -m (the finalizer process) is found in the side's checkout first
             capture_output=True,
             text=True,
             timeout=900,

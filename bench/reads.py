@@ -30,7 +30,7 @@ import aiohttp
 import msgspec
 
 from bench.common import Processes, Row, free_port, log, percentile, render_table, settings_env, wait_http
-from ingest.worker import tuned_gc
+from ingest.gc_tuning import tuned_gc
 from shared.demo import make_trace
 from shared.models import Span
 from shared.settings import Settings

@@ -7,7 +7,9 @@ import logging
 import signal
 import sys
 
-from ingest.worker import Worker, tuned_gc
+from ingest.gc_tuning import tuned_gc
+from ingest.worker import Worker
+from shared.logs import configure_logging
 from shared.settings import Settings, SettingsError
 from shared.store import open_store
 
@@ -39,9 +41,7 @@ def main() -> int:
     except SettingsError as exc:
         print(f"ingest: invalid setting: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
+    configure_logging(settings.log_level)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         asyncio.run(serve(settings))

@@ -11,6 +11,7 @@ import sys
 
 from aiohttp import web
 
+from shared.logs import configure_logging
 from shared.settings import Settings, SettingsError
 
 from .access_log import AccessLogger
@@ -25,9 +26,7 @@ def main() -> None:
     except SettingsError as exc:
         print(f"query_api: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
+    configure_logging(settings.log_level)
     log = logging.getLogger("query_api")
     try:
         _serve(settings, log)

@@ -7,12 +7,12 @@ the error middleware.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Final, TypeVar
 
 import msgspec
 from aiohttp import web
 
+from shared.clock import now_us
 from shared.store.base import Window
 
 from . import params
@@ -87,23 +87,19 @@ async def analyze_trace(request: web.Request) -> web.Response:
     return _json(await request.app[QUERIES].analysis(trace_id))
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 WINDOW_PARAMS: Final = ("window", "start", "end")
 
 
 async def stats(request: web.Request) -> web.Response:
     params.only(request.query, WINDOW_PARAMS)
-    return _json(await request.app[QUERIES].stats(params.window(request.query, _now_us())))
+    return _json(await request.app[QUERIES].stats(params.window(request.query, now_us())))
 
 
 async def operation_stats(request: web.Request) -> web.Response:
     q = request.query
     params.only(q, ("serviceName", *WINDOW_PARAMS))
     service = params.required_name(q, "serviceName")
-    return _json(await request.app[MONITOR].operation_stats(service, params.window(q, _now_us())))
+    return _json(await request.app[MONITOR].operation_stats(service, params.window(q, now_us())))
 
 
 async def timeseries(request: web.Request) -> web.Response:
@@ -111,7 +107,7 @@ async def timeseries(request: web.Request) -> web.Response:
     params.only(q, ("serviceName", "operationName", "step", *WINDOW_PARAMS))
     service = params.required_name(q, "serviceName")
     operation = params.optional_name(q, "operationName")
-    now = _now_us()
+    now = now_us()
     window = params.window(q, now) or Window(start_us=now - 3_600_000_000, end_us=now)
     step = params.milliseconds(q, "step")
     return _json(await request.app[MONITOR].timeseries(service, operation, window, step or 60_000_000))
@@ -130,12 +126,12 @@ def _endpoint(request: web.Request) -> tuple[str, str]:
 
 async def endpoints(request: web.Request) -> web.Response:
     params.only(request.query, WINDOW_PARAMS)
-    return _json(await request.app[CRITICAL].endpoints(params.window(request.query, _now_us())))
+    return _json(await request.app[CRITICAL].endpoints(params.window(request.query, now_us())))
 
 
 async def hot_operations(request: web.Request) -> web.Response:
     params.only(request.query, WINDOW_PARAMS)
-    return _json(await request.app[CRITICAL].operations(params.window(request.query, _now_us())))
+    return _json(await request.app[CRITICAL].operations(params.window(request.query, now_us())))
 
 
 async def endpoint_critical_path(request: web.Request) -> web.Response:
@@ -147,7 +143,7 @@ async def endpoint_critical_path(request: web.Request) -> web.Response:
     if tail is not None and min_duration is not None:
         raise BadRequest("tail", "give either tail or minDuration, not both")
     view = await request.app[CRITICAL].critical_path(
-        service, operation, params.window(q, _now_us()), tail=tail, min_duration_us=min_duration
+        service, operation, params.window(q, now_us()), tail=tail, min_duration_us=min_duration
     )
     return _json(view)
 
@@ -156,7 +152,7 @@ async def endpoint_changes(request: web.Request) -> web.Response:
     q = request.query
     params.only(q, ("window", "baseline", "limit"))
     service, operation = _endpoint(request)
-    now = _now_us()
+    now = now_us()
     current = params.duration_text("window", q.get("window", "1h"))
     baseline = params.duration_text("baseline", q.get("baseline", "24h"))
     limit = params.integer(q, "limit", 20, low=1, high=1000)

@@ -7,11 +7,11 @@ yet) is analyzed on the fly from its stored spans. No SQL here: only the :class:
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Final
 
 from shared.analysis import TraceAnalysis, TreeNode, analyze, ms, span_tree
+from shared.clock import now_us
 from shared.models import STATUS_OF, Span, flat_tags
 from shared.store.base import StoredTrace, TraceQuery, TraceStatus, TraceStore, Window
 
@@ -40,10 +40,6 @@ HEARTBEAT_WINDOW_US: Final = 30_000_000
 ANALYZE_INLINE_MAX_SPANS: Final = 500
 """Active traces larger than this are analyzed in a worker thread (10k spans take ~0.1 s), so the event
 loop keeps answering other requests meanwhile."""
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 def _ms_or_none(us: int | None) -> float | None:

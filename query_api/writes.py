@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final
 
+from shared.clock import now_us
 from shared.kafka import SpanProducer
 from shared.models import STATUS_OF, Log, Span, SpanFinish
 from shared.propagation import new_span_id, new_trace_id, parse_traceparent
 from shared.store.base import TraceStore
 
 from .errors import NotFound
-from .service import Clock, now_us
+from .service import Clock
 from .shapes import (
     FinishRequest,
     FinishResponse,

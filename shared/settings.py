@@ -50,7 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     batch_max: Positive = 5000
     fetch_max_bytes: Positive = 16 * 1024 * 1024
     finalize_batch: Positive = 500
-    finalize_process: bool = True  # finalize in a process of the worker's own (ingest/finalizer.py); false = inline
+    finalize_process: bool = True  # finalize in a process of the worker's own (ingest/finalizer/); false = inline
     cache_mb: NonNegative = 64  # the worker's copy of the traces it wrote (finalized without a read-back); 0 = off
     heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     worker_metrics_bind: str = ""  # host:port for the worker's Prometheus /metrics; empty = off

@@ -44,12 +44,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler as AnyHandler
 from multidict import MultiMapping
 
+from shared.clock import now_us
 from shared.models import SCOPE_NAME_TAG, SCOPE_VERSION_TAG, Span, TagValue
 from shared.store.base import StoredTrace, TraceQuery
 
 from ..encoding import encode
 from ..keys import STORE
-from ..service import now_us
 from ..shapes import is_id
 from . import metrics
 from .common import (

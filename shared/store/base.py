@@ -285,6 +285,14 @@ class TraceWriter(Protocol):
     """The write role: one method. Writes are idempotent: re-delivering a batch changes nothing; a span is
     keyed by (trace_id, span_id)."""
 
+    cache: TraceCache | None
+    """The copy of the traces this process wrote, finalized from it without a read-back (a worker's
+    store); ``None`` when it keeps none."""
+    shared_by_processes: bool
+    """Whether another process can open the same store (a worker's finalizer process)."""
+    concurrent_finalizes: int
+    """How many ``finalize`` calls on disjoint traces a finalizer process may run at once (at least 1)."""
+
     async def write_batch(
         self,
         spans: Sequence[Span],

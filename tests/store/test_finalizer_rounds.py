@@ -4,7 +4,7 @@ exactly once, and the rollups and span metrics count each once."""
 
 from __future__ import annotations
 
-from ingest.finalizer import FinalizerProcess
+from ingest.finalizer.client import FinalizerProcess
 from shared.models import Span
 from shared.settings import Settings
 from shared.store import open_store

@@ -13,7 +13,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from ingest.worker import Worker, _all_native
+from ingest.decoding import all_native, content_type
 from shared.codecs import DecodeError, decoder_for, detect, format_of
 from shared.models import SPAN_CONTENT_TYPE
 from tests.collector import pdata_json, zipkin_json, zipkin_proto
@@ -162,6 +162,6 @@ def test_the_worker_takes_a_fetch_as_native_exactly_when_every_first_content_typ
 ) -> None:
     """The fast check that a fetch is all native spans (decoded in one call) agrees with reading each
     message's content type as the one-by-one path does."""
-    messages = [SimpleNamespace(headers=h, value=b"{}") for h in headers]
-    expected = all(Worker._content_type(m) in (None, SPAN_CONTENT_TYPE) for m in messages)
-    assert _all_native(messages) == expected
+    messages = [SimpleNamespace(headers=h or (), value=b"{}") for h in headers]
+    expected = all(content_type(m) in (None, SPAN_CONTENT_TYPE) for m in messages)
+    assert all_native(messages) == expected

@@ -15,7 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.finalizer import FinalizerError, FinalizerProcess, Round, _round, shares_of
+from ingest.finalizer.child import finalize_round, shares_of
+from ingest.finalizer.client import FinalizerError, FinalizerProcess
+from ingest.finalizer.protocol import Round
 from shared.settings import Settings
 from shared.store import TraceStore, open_store
 from shared.store.rollups import Contribution
@@ -145,6 +147,6 @@ class _HalfFailing:
 
 
 async def test_a_round_counts_the_shares_that_committed_when_another_failed() -> None:
-    done = await _round(cast(TraceStore, _HalfFailing()), None, Round(shards=["spans/0"], limit=10))
+    done = await finalize_round(cast(TraceStore, _HalfFailing()), None, Round(shards=["spans/0"], limit=10))
     assert (done.due, done.finalized) == (4, 2)  # "a", "b" committed; "boom", "c" stay due
     assert done.error == "OSError: disk gone"

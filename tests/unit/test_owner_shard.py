@@ -6,7 +6,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.worker import owner_shard
+from ingest.ownership import owner_shard
 
 IDS = st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)
 

@@ -70,6 +70,9 @@ class CassandraStore(Backend, Reader):
     (docs/adr/0002-owner-partition-finalizes.md)."""
     concurrent_finalizes = 1
 
+    shared_by_processes = False  # its finalize rounds stay in the worker
+    concurrent_finalizes = 1
+
     def __init__(self, session: CassandraSession, *, cache_bytes: int = 0, ttl_s: int) -> None:
         self._session = session
         self.cql = Cql(session, ttl_s=ttl_s)

@@ -1,0 +1,49 @@
+"""Retention: traces older than ``TRACING_RETENTION_H`` deleted by every worker, every
+``TRACING_RETENTION_CHECK_S`` (idempotent; cheap when there is nothing to delete)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from ingest.ownership import Ownership
+from shared.clock import now_us
+from shared.lifecycle import sleep_unless_stopped
+from shared.settings import Settings
+from shared.store import TraceStore
+
+log = logging.getLogger("ingest.worker")
+
+
+class Retention:
+    """Purges the traces past the retention window from ``store``."""
+
+    def __init__(self, settings: Settings, store: TraceStore, ownership: Ownership) -> None:
+        self._retention_us = int(settings.retention_h * 3_600_000_000)
+        self._check_s = settings.retention_check_s
+        self._store = store
+        self._ownership = ownership
+
+    async def purge_expired(self) -> int:
+        """Delete traces older than the retention window (rollups corrected by the store); returns how
+        many. Runs under :attr:`Ownership.finalizing`, like a finalize round: a store whose rollup rows
+        have one writer per shard corrects them in the purge too, so a revoked worker must not be purging
+        while the next owner starts."""
+        before = now_us() - self._retention_us
+        async with self._ownership.finalizing:
+            purged = await self._store.purge(before, shards=set(self._ownership.shards))
+        if purged:
+            log.info("retention: purged %d traces that started before %d", purged, before)
+        return purged
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Purge every check interval until ``stop`` is set, the first after a random delay (so that the
+        workers of a group do not purge at once); a failed purge is logged."""
+        delay = random.uniform(1.0, self._check_s)
+        while not await sleep_unless_stopped(stop, delay):
+            try:
+                await self.purge_expired()
+            except Exception:
+                log.exception("retention purge failed; will retry")
+            delay = self._check_s
