@@ -13,8 +13,7 @@ from shared.analysis import ms
 from shared.critical_paths import ELIDED, MAX_CONTEXT_DEPTH
 from shared.store.base import TraceStore, Window
 
-from .monitoring import quantiles, window_view
-from .shapes import (
+from ..shapes import (
     ChangesView,
     ChangeView,
     ContextView,
@@ -23,6 +22,7 @@ from .shapes import (
     HotOperationView,
     SelectionView,
 )
+from .monitoring import quantiles, window_view
 
 TAIL_LIMIT: Final = 10_000
 """The most traces a tail read aggregates (the slowest of those that match)."""
