@@ -29,7 +29,7 @@ from shared.store.base import QueryError
 from .encoding import encode
 from .errors import ApiError, Forbidden, Unauthorized
 from .jaeger import classic, v3
-from .jaeger.common import ErrorAnswer, Failure, ParamError
+from .jaeger.errors import ErrorAnswer, Failure, ParamError
 from .keys import METRICS, SETTINGS
 from .shapes import ErrorBody
 from .ui import UI_ROUTES

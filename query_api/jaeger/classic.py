@@ -54,11 +54,8 @@ from ..services.jaeger import jaeger_id_spellings
 from . import metrics
 from .common import (
     MAX_EPOCH_US,
-    Failure,
-    ParamError,
     build_query,
     duration_bounds_us,
-    error_answer,
     first,
     go_duration_ns,
     integer,
@@ -69,6 +66,7 @@ from .common import (
     result_limit,
     trace_id_param,
 )
+from .errors import Failure, ParamError, error_answer
 
 DEFAULT_LIMIT: Final = 20
 """Traces a search returns when ``limit`` is not given (what the Jaeger UI sends by default)."""
@@ -205,6 +203,27 @@ def _scope_tags(span: Span) -> list[tuple[str, str]]:
 ProcessKey = tuple[str, tuple[tuple[str, TagValue], ...]]
 
 
+def jaeger_span(span: Span, trace_id: str, process_id: str) -> JaegerSpan:
+    """A span in Jaeger's UI model, of the process ``process_id``; its parent as a ``CHILD_OF`` reference,
+    an open span with duration 0 and a warning."""
+    parent = span.parent_span_id
+    return JaegerSpan(
+        trace_id=trace_id,
+        span_id=span.span_id,
+        operation_name=span.operation_name,
+        references=[] if parent is None else [Reference(ref_type="CHILD_OF", trace_id=trace_id, span_id=parent)],
+        start_time=span.start_time_us,
+        duration=span.duration_us or 0,
+        tags=span_tags(span),
+        logs=[
+            Log(timestamp=log.timestamp_us, fields=[key_value(k, v) for k, v in log.fields.items()])
+            for log in span.logs
+        ],
+        process_id=process_id,
+        warnings=[OPEN_SPAN_WARNING] if span.duration_us is None else None,
+    )
+
+
 def jaeger_trace(stored: StoredTrace) -> JaegerTrace:
     """A stored trace in Jaeger's UI model; spans ordered by start time (then span id)."""
     trace_id = stored.trace_id
@@ -219,28 +238,7 @@ def jaeger_trace(stored: StoredTrace) -> JaegerTrace:
             process_id = process_ids[key] = f"p{len(process_ids) + 1}"
             tags = [key_value(name, value) for name, value in span.resource.items()]
             processes[process_id] = Process(service_name=span.service_name, tags=tags)
-        references = (
-            []
-            if span.parent_span_id is None
-            else [Reference(ref_type="CHILD_OF", trace_id=trace_id, span_id=span.parent_span_id)]
-        )
-        out.append(
-            JaegerSpan(
-                trace_id=trace_id,
-                span_id=span.span_id,
-                operation_name=span.operation_name,
-                references=references,
-                start_time=span.start_time_us,
-                duration=span.duration_us or 0,
-                tags=span_tags(span),
-                logs=[
-                    Log(timestamp=log.timestamp_us, fields=[key_value(k, v) for k, v in log.fields.items()])
-                    for log in span.logs
-                ],
-                process_id=process_id,
-                warnings=[OPEN_SPAN_WARNING] if span.duration_us is None else None,
-            )
-        )
+        out.append(jaeger_span(span, trace_id, process_id))
     return JaegerTrace(trace_id=trace_id, spans=out, processes=processes, warnings=None)
 
 

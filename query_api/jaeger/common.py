@@ -8,8 +8,8 @@ Parameter syntaxes, as Jaeger's query service reads them:
 * Go booleans (``1 t T TRUE true True 0 f F FALSE false False``).
 
 A bad value raises :class:`ParamError`; each API words it its own way (Jaeger's classic API says
-``unable to parse param 'x': ...``, the v3 gateway ``malformed parameter x: ...``) in its
-:data:`ErrorAnswer`, which the app's error middleware calls for the API's routes.
+``unable to parse param 'x': ...``, the v3 gateway ``malformed parameter x: ...``): see
+:mod:`query_api.jaeger.errors`.
 
 Search semantics are this store's (see :class:`~shared.store.base.TraceQuery`), which differ from Jaeger's
 span-level matching: service/operation, each tag and the duration range are matched per trace (any span may
@@ -26,12 +26,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 
-from aiohttp import web
-
-from shared.store.base import QueryError, StoredTrace, TraceQuery, TraceStatus
+from shared.store.base import StoredTrace, TraceQuery, TraceStatus
 from shared.store.tags import tag_text
 
 from ..shapes import is_id
+from .errors import Failure, ParamError
 
 T = TypeVar("T")
 
@@ -64,42 +63,7 @@ _GO_TRUE: Final = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _GO_FALSE: Final = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 
 
-class ParamError(ValueError):
-    """A query or path parameter that cannot be used; ``param`` is its name as the client sent it."""
-
-    def __init__(self, param: str, reason: str) -> None:
-        super().__init__(f"{param}: {reason}")
-        self.param = param
-        self.reason = reason
-
-
-class Failure(Exception):
-    """An answer other than 200 that is not about one parameter (404, a 400 about several)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 # -- parameter syntaxes ------------------------------------------------------------------------------
-
-
-ErrorAnswer = Callable[[ParamError | Failure | QueryError], web.Response]
-"""How one API answers a bad parameter, a failure or an invalid query (the error middleware calls it)."""
-
-
-def error_answer(answer: Callable[[int, str], web.Response], word_param: Callable[[ParamError], str]) -> ErrorAnswer:
-    """An API's :data:`ErrorAnswer`: its error shape (``answer``) and its own wording of a bad parameter."""
-
-    def respond(exc: ParamError | Failure | QueryError) -> web.Response:
-        if isinstance(exc, ParamError):
-            return answer(400, word_param(exc))
-        if isinstance(exc, Failure):
-            return answer(exc.status, exc.message)
-        return answer(400, str(exc))
-
-    return respond
 
 
 def trace_id_param(param: str, value: str) -> str:
@@ -299,11 +263,8 @@ def non_finite_text(value: float) -> str:
 
 __all__ = [
     "MAX_EPOCH_US",
-    "Failure",
-    "ParamError",
     "build_query",
     "duration_bounds_us",
-    "error_answer",
     "first",
     "go_bool",
     "go_duration_ns",

@@ -34,7 +34,8 @@ from multidict import MultiMapping
 from shared.store.base import RollupRow, Window
 from shared.store.buckets import BUCKET_BOUNDS_US
 
-from .common import ParamError, go_bool, integer
+from .common import go_bool, integer
+from .errors import ParamError
 
 MINUTE_MS: Final = 60_000
 DEFAULT_LOOKBACK_MS: Final = 3_600_000

@@ -41,11 +41,8 @@ from .common import (
     INT64_MAX,
     INT64_MIN,
     MAX_EPOCH_US,
-    Failure,
-    ParamError,
     build_query,
     duration_bounds_us,
-    error_answer,
     first,
     go_bool,
     integer,
@@ -56,6 +53,7 @@ from .common import (
     rfc3339_ns,
     trace_id_param,
 )
+from .errors import Failure, ParamError, error_answer
 
 DEFAULT_SEARCH_DEPTH: Final = 100
 """Traces a search returns when ``query.searchDepth`` is not given (Jaeger's default)."""

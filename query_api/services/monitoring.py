@@ -24,6 +24,7 @@ from ..shapes import (
     TimeseriesView,
     WindowView,
     WorkerView,
+    shape_of,
 )
 from .clock import Clock, now_us
 
@@ -66,20 +67,7 @@ def _service_stats(stats: ServiceStats) -> ServiceStatsView:
 
 
 def _pipeline(beats: Sequence[Heartbeat]) -> PipelineView:
-    workers = [
-        WorkerView(
-            worker_id=b.worker_id,
-            partitions=b.partitions,
-            lag=b.lag,
-            spans_per_second=b.spans_per_second,
-            spans_total=b.spans_total,
-            late_spans=b.late_spans,
-            dead_lettered=b.dead_lettered,
-            traces_finalized=b.traces_finalized,
-            updated_at=ms(b.updated_at_us),
-        )
-        for b in beats
-    ]
+    workers = [shape_of(WorkerView, b, updated_at=ms(b.updated_at_us)) for b in beats]
     return PipelineView(
         workers=workers,
         total_lag=sum(sum(b.lag.values()) for b in beats),

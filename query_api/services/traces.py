@@ -22,6 +22,7 @@ from ..shapes import (
     TraceView,
     Visualization,
     VisualNode,
+    shape_of,
 )
 
 ANALYZE_INLINE_MAX_SPANS: Final = 500
@@ -131,17 +132,14 @@ class TraceService:
 
     async def search(self, query: TraceQuery) -> list[TraceSummaryView]:
         return [
-            TraceSummaryView(
-                trace_id=s.trace_id,
+            shape_of(
+                TraceSummaryView,
+                s,
                 service_name=s.root_service,
                 operation_name=s.root_operation,
                 start_time=ms(s.start_us),
                 duration=ms(s.duration_us),
                 service_calls=s.span_count,
-                status=s.status,
-                error_count=s.error_count,
-                services=s.services,
-                complete=s.complete,
             )
             for s in await self._store.find_traces(query)
         ]
@@ -164,17 +162,13 @@ class TraceService:
 
     async def analysis(self, trace_id: str) -> AnalysisView:
         stored, analysis, status = await self._load(trace_id)
-        return AnalysisView(
+        return shape_of(
+            AnalysisView,
+            analysis,
             trace_id=trace_id,
             total_duration=ms(analysis.duration_us),
             service_calls=analysis.span_count,
-            bottlenecks=analysis.bottlenecks,
-            service_breakdown=analysis.service_breakdown,
-            critical_path=analysis.critical_path,
-            critical_path_segments=analysis.critical_path_segments,
-            critical_path_duration=analysis.critical_path_duration,
             **_completeness(stored, analysis, status),
-            dependencies=analysis.dependencies,
         )
 
     async def check(self) -> None:
