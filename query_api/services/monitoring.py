@@ -103,6 +103,7 @@ class MonitorService:
         )
 
     async def operation_stats(self, service: str, window: Window | None) -> OperationStatsList:
+        """Per operation of ``service`` (all its span kinds together), busiest first."""
         rows = await self._store.rollups("operations", window, service=service)
         per_operation: dict[str, list[RollupRow]] = defaultdict(list)
         for row in rows:
@@ -154,6 +155,7 @@ class MonitorService:
         return {key: [(t, merged(rs)) for t, rs in sorted(steps.items())] for key, steps in groups.items()}
 
     async def timeseries(self, service: str, operation: str | None, window: Window, step_us: int) -> TimeseriesView:
+        """One point per ``step_us`` of ``window`` with spans of the service (or of one operation of it)."""
         series = (await self.series(service, operation, window, step_us)).get(None, [])
         points = []
         for t, stats in series:

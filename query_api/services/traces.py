@@ -111,6 +111,7 @@ class TraceService:
         return stored, analysis, status
 
     async def trace(self, trace_id: str) -> TraceView:
+        """The trace: its root span apart, the other spans by start time (then span id), completeness."""
         stored, analysis, status = await self._load(trace_id)
         root: Span | None = None
         others: list[Span] = []
@@ -131,6 +132,7 @@ class TraceService:
         )
 
     async def search(self, query: TraceQuery) -> list[TraceSummaryView]:
+        """The summaries of the traces matching ``query``, newest first (the store's order)."""
         return [
             shape_of(
                 TraceSummaryView,
@@ -145,6 +147,7 @@ class TraceService:
         ]
 
     async def visualize(self, trace_id: str) -> Visualization:
+        """The span tree from the trace's root span, and the trees of its other roots as orphans."""
         stored, analysis, _ = await self._load(trace_id)
         trees = span_tree(stored.spans)
         start = analysis.start_us
@@ -161,6 +164,7 @@ class TraceService:
         )
 
     async def analysis(self, trace_id: str) -> AnalysisView:
+        """The trace's analysis: stored at finalization, computed on the fly while the trace is active."""
         stored, analysis, status = await self._load(trace_id)
         return shape_of(
             AnalysisView,

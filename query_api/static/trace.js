@@ -15,6 +15,7 @@ import {
   serviceColor,
   serviceDot,
   statusBadge,
+  table,
 } from "./dom.js";
 
 const INDENT_PX = 14;
@@ -429,51 +430,40 @@ function analysisCards(analysis, select, serviceOf) {
         : "",
     ),
     segs.length
-      ? h(
-          "table",
+      ? table(
           { class: "table compact" },
-          h(
-            "thead",
-            {},
+          [
+            "Span",
+            ["From", { class: "num" }],
+            ["To", { class: "num" }],
+            ["Time", { class: "num" }],
+            ["", { class: "seg-col" }],
+          ],
+          segs.map((seg) =>
             h(
               "tr",
-              {},
-              h("th", {}, "Span"),
-              h("th", { class: "num" }, "From"),
-              h("th", { class: "num" }, "To"),
-              h("th", { class: "num" }, "Time"),
-              h("th", { class: "seg-col" }, ""),
-            ),
-          ),
-          h(
-            "tbody",
-            {},
-            segs.map((seg) =>
+              {
+                class: "clickable",
+                "data-testid": "critical-path-step",
+                "data-span-id": seg.spanId,
+                "data-start": seg.start,
+                "data-end": seg.end,
+                onclick: () => select(seg.spanId),
+              },
+              h("td", { class: "step-label" }, serviceDot(serviceOf(seg.spanId, seg.span)), seg.span),
+              h("td", { class: "num" }, fmtMs(seg.start)),
+              h("td", { class: "num" }, fmtMs(seg.end)),
+              h("td", { class: "num" }, fmtMs(seg.end - seg.start)),
               h(
-                "tr",
-                {
-                  class: "clickable",
-                  "data-testid": "critical-path-step",
-                  "data-span-id": seg.spanId,
-                  "data-start": seg.start,
-                  "data-end": seg.end,
-                  onclick: () => select(seg.spanId),
-                },
-                h("td", { class: "step-label" }, serviceDot(serviceOf(seg.spanId, seg.span)), seg.span),
-                h("td", { class: "num" }, fmtMs(seg.start)),
-                h("td", { class: "num" }, fmtMs(seg.end)),
-                h("td", { class: "num" }, fmtMs(seg.end - seg.start)),
+                "td",
+                { class: "seg-col" },
                 h(
-                  "td",
-                  { class: "seg-col" },
-                  h(
-                    "div",
-                    { class: "seg-track" },
-                    h("div", {
-                      class: "seg-bar",
-                      style: { left: pct(seg.start, total || 1), width: pct(seg.end - seg.start, total || 1) },
-                    }),
-                  ),
+                  "div",
+                  { class: "seg-track" },
+                  h("div", {
+                    class: "seg-bar",
+                    style: { left: pct(seg.start, total || 1), width: pct(seg.end - seg.start, total || 1) },
+                  }),
                 ),
               ),
             ),
@@ -487,40 +477,29 @@ function analysisCards(analysis, select, serviceOf) {
     { "data-testid": "bottlenecks" },
     h("p", { class: "muted" }, "Spans whose own work takes more than 10% of the trace"),
     analysis.bottlenecks.length
-      ? h(
-          "table",
-          { class: "table" },
-          h(
-            "thead",
-            {},
+      ? table(
+          {},
+          [
+            "Span",
+            ["Self time", { class: "num" }],
+            ["Duration", { class: "num" }],
+            ["Share", { class: "share-col" }],
+          ],
+          analysis.bottlenecks.map((b) =>
             h(
               "tr",
-              {},
-              h("th", {}, "Span"),
-              h("th", { class: "num" }, "Self time"),
-              h("th", { class: "num" }, "Duration"),
-              h("th", { class: "share-col" }, "Share"),
-            ),
-          ),
-          h(
-            "tbody",
-            {},
-            analysis.bottlenecks.map((b) =>
+              { class: "clickable", "data-testid": "bottleneck-row", "data-span-id": b.spanId, onclick: () => select(b.spanId) },
+              h("td", { class: "bottleneck-span" }, serviceDot(serviceOf(b.spanId, b.span)), b.span),
+              h("td", { class: "num" }, fmtMs(b.selfTime)),
+              h("td", { class: "num" }, fmtMs(b.duration)),
               h(
-                "tr",
-                { class: "clickable", "data-testid": "bottleneck-row", "data-span-id": b.spanId, onclick: () => select(b.spanId) },
-                h("td", { class: "bottleneck-span" }, serviceDot(serviceOf(b.spanId, b.span)), b.span),
-                h("td", { class: "num" }, fmtMs(b.selfTime)),
-                h("td", { class: "num" }, fmtMs(b.duration)),
+                "td",
+                { class: "share-col" },
                 h(
-                  "td",
-                  { class: "share-col" },
-                  h(
-                    "div",
-                    { class: "share" },
-                    h("div", { class: "share-bar hot", style: { width: `${Math.min(100, b.percentage)}%` } }),
-                    h("span", {}, fmtPercent(b.percentage)),
-                  ),
+                  "div",
+                  { class: "share" },
+                  h("div", { class: "share-bar hot", style: { width: `${Math.min(100, b.percentage)}%` } }),
+                  h("span", {}, fmtPercent(b.percentage)),
                 ),
               ),
             ),
