@@ -101,6 +101,8 @@ _TRACE_LINKS: Final = {
 }
 
 _DURATION_TEXT: Final = {"type": "string", "pattern": "^0*[1-9][0-9]*(ms|s|m|h|d)$"}
+_EPOCH_MS: Final = {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS}
+_DURATION_MS: Final = {"type": "number", "minimum": 0, "maximum": MAX_DURATION_MS}
 _WINDOW_PARAMS: Final = [
     _query(
         "window",
@@ -110,14 +112,10 @@ _WINDOW_PARAMS: Final = [
     ),
     _query(
         "start",
-        {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS},
+        _EPOCH_MS,
         "Window start, milliseconds since the epoch (with `end`, default now). Without window or start: all time.",
     ),
-    _query(
-        "end",
-        {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS},
-        "Window end (exclusive), milliseconds since the epoch; needs `start`.",
-    ),
+    _query("end", _EPOCH_MS, "Window end (exclusive), milliseconds since the epoch; needs `start`."),
 ]
 _NAME: Final = {"type": "string", "minLength": 1, "maxLength": 256}
 
@@ -134,16 +132,8 @@ _ENDPOINT_PARAMS: Final = [
 _SEARCH_PARAMS: Final = [
     _query("serviceName", {"type": "string", "minLength": 1}, "Traces with a span of this service."),
     _query("operationName", {"type": "string", "minLength": 1}, "Traces with a span of this operation."),
-    _query(
-        "minDuration",
-        {"type": "number", "minimum": 0, "maximum": MAX_DURATION_MS},
-        "Minimum trace duration, milliseconds.",
-    ),
-    _query(
-        "maxDuration",
-        {"type": "number", "minimum": 0, "maximum": MAX_DURATION_MS},
-        "Maximum trace duration, milliseconds (must be >= minDuration).",
-    ),
+    _query("minDuration", _DURATION_MS, "Minimum trace duration, milliseconds."),
+    _query("maxDuration", _DURATION_MS, "Maximum trace duration, milliseconds (must be >= minDuration)."),
     _query(
         "status",
         {"type": "string", "enum": list(STATUS_PARAM)},
@@ -157,14 +147,10 @@ _SEARCH_PARAMS: Final = [
         style="form",
         explode=True,
     ),
-    _query(
-        "start",
-        {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS},
-        "Traces that started at or after this time, milliseconds since the epoch.",
-    ),
+    _query("start", _EPOCH_MS, "Traces that started at or after this time, milliseconds since the epoch."),
     _query(
         "end",
-        {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS},
+        _EPOCH_MS,
         "Traces that started at or before this time, milliseconds since the epoch (must be >= start).",
     ),
     _query(
@@ -355,7 +341,7 @@ OPERATIONS: Final = (
             ),
             _query(
                 "minDuration",
-                {"type": "number", "minimum": 0, "maximum": MAX_DURATION_MS},
+                _DURATION_MS,
                 "Only the traces that lasted at least this many milliseconds (at most 10,000).",
             ),
         ],
