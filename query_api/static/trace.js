@@ -162,56 +162,60 @@ function detailPanel(span, node, offset) {
     h(
       "div",
       { class: "detail-cols" },
-      h(
-        "div",
-        {},
-        h("h3", {}, `Tags (${tags.length})`),
-        tags.length
-          ? h(
-              "table",
-              { class: "table tags", "data-testid": "detail-tags" },
-              h(
-                "tbody",
-                {},
-                tags.map(([key, value]) =>
-                  h(
-                    "tr",
-                    { "data-testid": "tag-row", "data-key": key },
-                    h("th", { class: "mono" }, key),
-                    h("td", { class: ["mono", `v-${typeof value}`] }, fmtValue(value)),
-                  ),
-                ),
-              ),
-            )
-          : empty("No tags."),
-      ),
-      h(
-        "div",
-        {},
-        h("h3", {}, `Logs (${logs.length})`),
-        logs.length
-          ? h(
-              "ol",
-              { class: "logs", "data-testid": "detail-logs" },
-              logs.map((log) =>
+      detailColumn(
+        "Tags",
+        tags,
+        () =>
+          h(
+            "table",
+            { class: "table tags", "data-testid": "detail-tags" },
+            h(
+              "tbody",
+              {},
+              tags.map(([key, value]) =>
                 h(
-                  "li",
-                  { "data-testid": "log-row" },
-                  h("span", { class: "log-time mono", title: fmtTime(log.timestamp) }, `+${fmtMs(log.timestamp - span.startTime)}`),
-                  h(
-                    "span",
-                    { class: "log-fields" },
-                    Object.entries(log.fields).map(([key, value]) =>
-                      h("span", { class: "log-field mono" }, h("b", {}, key), "=", fmtValue(value)),
-                    ),
+                  "tr",
+                  { "data-testid": "tag-row", "data-key": key },
+                  h("th", { class: "mono" }, key),
+                  h("td", { class: ["mono", `v-${typeof value}`] }, fmtValue(value)),
+                ),
+              ),
+            ),
+          ),
+        "No tags.",
+      ),
+      detailColumn(
+        "Logs",
+        logs,
+        () =>
+          h(
+            "ol",
+            { class: "logs", "data-testid": "detail-logs" },
+            logs.map((log) =>
+              h(
+                "li",
+                { "data-testid": "log-row" },
+                h("span", { class: "log-time mono", title: fmtTime(log.timestamp) }, `+${fmtMs(log.timestamp - span.startTime)}`),
+                h(
+                  "span",
+                  { class: "log-fields" },
+                  Object.entries(log.fields).map(([key, value]) =>
+                    h("span", { class: "log-field mono" }, h("b", {}, key), "=", fmtValue(value)),
                   ),
                 ),
               ),
-            )
-          : empty("No logs."),
+            ),
+          ),
+        "No logs.",
       ),
     ),
   );
+}
+
+/** A column of the span detail: ``title (count)`` over what ``build()`` makes of the items, or ``none``
+ *  without items. */
+function detailColumn(title, items, build, none) {
+  return h("div", {}, h("h3", {}, `${title} (${items.length})`), items.length ? build() : empty(none));
 }
 
 function waterfall(trace, vis, analysis, rows) {
