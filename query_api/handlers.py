@@ -1,4 +1,5 @@
-"""The views: parse and validate the request, call a service, answer JSON. No storage access here.
+"""The seed API's views: parse and validate the request, call a service (:mod:`query_api.services`), answer
+JSON. No storage access here.
 
 Errors are raised as :mod:`query_api.errors` (or the store's ``QueryError``) and turned into JSON answers by
 the error middleware.
@@ -18,7 +19,7 @@ from shared.store.base import Window
 from . import params
 from .encoding import encode, encode_visualization
 from .errors import BadRequest, Unavailable, body_error
-from .keys import CRITICAL, METRICS, MONITOR, OPENAPI, QUERIES, WRITES
+from .keys import CRITICAL, METRICS, MONITOR, OPENAPI, TRACES, WRITES
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .shapes import FinishRequest, Health, SpanRequest, StartRequest
 
@@ -68,23 +69,23 @@ async def finish_span(request: web.Request) -> web.Response:
 
 async def query_traces(request: web.Request) -> web.Response:
     query = params.trace_query(request.query)
-    return _json(await request.app[QUERIES].search(query))
+    return _json(await request.app[TRACES].search(query))
 
 
 async def get_trace(request: web.Request) -> web.Response:
     trace_id = params.trace_id(request.match_info)
-    return _json(await request.app[QUERIES].trace(trace_id))
+    return _json(await request.app[TRACES].trace(trace_id))
 
 
 async def visualize_trace(request: web.Request) -> web.Response:
     trace_id = params.trace_id(request.match_info)
-    visualization = await request.app[QUERIES].visualize(trace_id)
+    visualization = await request.app[TRACES].visualize(trace_id)
     return web.Response(body=encode_visualization(visualization), content_type=JSON)
 
 
 async def analyze_trace(request: web.Request) -> web.Response:
     trace_id = params.trace_id(request.match_info)
-    return _json(await request.app[QUERIES].analysis(trace_id))
+    return _json(await request.app[TRACES].analysis(trace_id))
 
 
 WINDOW_PARAMS: Final = ("window", "start", "end")
@@ -92,7 +93,7 @@ WINDOW_PARAMS: Final = ("window", "start", "end")
 
 async def stats(request: web.Request) -> web.Response:
     params.only(request.query, WINDOW_PARAMS)
-    return _json(await request.app[QUERIES].stats(params.window(request.query, now_us())))
+    return _json(await request.app[MONITOR].stats(params.window(request.query, now_us())))
 
 
 async def operation_stats(request: web.Request) -> web.Response:
@@ -167,7 +168,7 @@ async def endpoint_changes(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     try:
-        await request.app[QUERIES].check()
+        await request.app[TRACES].check()
     except Exception as exc:  # any store failure means "not healthy"; the reason goes to the log
         log.warning("health check failed: %s", exc)
         raise Unavailable(f"store: {exc}") from exc

@@ -10,19 +10,17 @@ from shared.kafka import SpanProducer
 from shared.settings import Settings
 from shared.store.base import TraceStore
 
-from .critical import CriticalPathService
 from .metrics import RequestMetrics
-from .monitoring import MonitorService
-from .service import QueryService
-from .writes import WriteService
+from .services import CriticalPathService, JaegerService, MonitorService, TraceService, WriteService
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 STORE: Final[web.AppKey[TraceStore]] = web.AppKey("store")
 PRODUCER: Final = web.AppKey("producer", SpanProducer)
-QUERIES: Final = web.AppKey("queries", QueryService)
+TRACES: Final = web.AppKey("traces", TraceService)
 WRITES: Final = web.AppKey("writes", WriteService)
 MONITOR: Final = web.AppKey("monitor", MonitorService)
 CRITICAL: Final = web.AppKey("critical", CriticalPathService)
+JAEGER: Final = web.AppKey("jaeger", JaegerService)
 METRICS: Final = web.AppKey("metrics", RequestMetrics)
 OPENAPI: Final = web.AppKey("openapi", bytes)
 """The encoded OpenAPI document, built once."""

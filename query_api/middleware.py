@@ -1,8 +1,11 @@
 """The app's middlewares, outermost first: request metrics, error mapping, bearer-token auth.
 
-* :func:`errors` maps domain errors to JSON ``{"error": "..."}`` answers: 400 (bad parameter, named),
-  401/403 (auth), 404 (unknown trace, span or route), 405 (with ``Allow``), 413 (body too large), 503
-  (store or Kafka down). Anything unexpected is logged and answered 500 without details.
+* :func:`errors` is the one place errors become answers. Domain errors (:mod:`query_api.errors`) and
+  aiohttp's own become JSON ``{"error": "..."}``: 400 (bad parameter, named), 401/403 (auth), 404 (unknown
+  trace, span or route), 405 (with ``Allow``), 413 (body too large), 503 (store or Kafka down). On the
+  Jaeger-compatible routes (:data:`API_ERRORS`), a bad parameter, a failure or an invalid query is
+  answered in that API's own error shape instead. Anything unexpected is logged and answered 500 without
+  details.
 * :func:`auth` checks bearer tokens: ``read_tokens`` for reads, ``write_tokens`` for POSTs (an empty set
   leaves those open). ``/healthz``, ``/openapi.json`` and the web UI's files never need a token; a
   request that matches no route gets its 404/405 without an auth check (the routes are public in
@@ -25,6 +28,8 @@ from shared.store.base import QueryError
 
 from .encoding import encode
 from .errors import ApiError, Forbidden, Unauthorized
+from .jaeger import classic, v3
+from .jaeger.errors import ErrorAnswer, Failure, ParamError
 from .keys import METRICS, SETTINGS
 from .shapes import ErrorBody
 from .ui import UI_ROUTES
@@ -35,6 +40,8 @@ OPEN_ROUTES: Final = frozenset({"/healthz", "/openapi.json", *UI_ROUTES})
 UNMATCHED: Final = "unmatched"
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="tracing"'}
+API_ERRORS: Final[tuple[tuple[str, ErrorAnswer], ...]] = (("/api/v3/", v3.ERRORS), ("/api/", classic.ERRORS))
+"""Route prefixes whose bad parameters and failures are answered in their API's error shape (first match)."""
 
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -72,14 +79,24 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     return error_response(exc.status, message, headers)
 
 
+def _failure(request: web.Request, exc: ParamError | Failure | QueryError) -> web.Response:
+    route = route_of(request)
+    for prefix, answer in API_ERRORS:
+        if route.startswith(prefix):
+            return answer(exc)
+    if isinstance(exc, Failure):
+        return error_response(exc.status, exc.message)
+    return error_response(400, str(exc))
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.message, exc.headers)
-    except QueryError as exc:
-        return error_response(400, str(exc))
+    except (ParamError, Failure, QueryError) as exc:
+        return _failure(request, exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

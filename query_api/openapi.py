@@ -8,8 +8,9 @@ as configured: an operation lists the bearer scheme only when tokens are set for
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -100,6 +101,8 @@ _TRACE_LINKS: Final = {
 }
 
 _DURATION_TEXT: Final = {"type": "string", "pattern": "^0*[1-9][0-9]*(ms|s|m|h|d)$"}
+_EPOCH_MS: Final = {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS}
+_DURATION_MS: Final = {"type": "number", "minimum": 0, "maximum": MAX_DURATION_MS}
 _WINDOW_PARAMS: Final = [
     _query(
         "window",
@@ -109,14 +112,10 @@ _WINDOW_PARAMS: Final = [
     ),
     _query(
         "start",
-        {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS},
+        _EPOCH_MS,
         "Window start, milliseconds since the epoch (with `end`, default now). Without window or start: all time.",
     ),
-    _query(
-        "end",
-        {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS},
-        "Window end (exclusive), milliseconds since the epoch; needs `start`.",
-    ),
+    _query("end", _EPOCH_MS, "Window end (exclusive), milliseconds since the epoch; needs `start`."),
 ]
 _NAME: Final = {"type": "string", "minLength": 1, "maxLength": 256}
 
@@ -133,16 +132,8 @@ _ENDPOINT_PARAMS: Final = [
 _SEARCH_PARAMS: Final = [
     _query("serviceName", {"type": "string", "minLength": 1}, "Traces with a span of this service."),
     _query("operationName", {"type": "string", "minLength": 1}, "Traces with a span of this operation."),
-    _query(
-        "minDuration",
-        {"type": "number", "minimum": 0, "maximum": MAX_DURATION_MS},
-        "Minimum trace duration, milliseconds.",
-    ),
-    _query(
-        "maxDuration",
-        {"type": "number", "minimum": 0, "maximum": MAX_DURATION_MS},
-        "Maximum trace duration, milliseconds (must be >= minDuration).",
-    ),
+    _query("minDuration", _DURATION_MS, "Minimum trace duration, milliseconds."),
+    _query("maxDuration", _DURATION_MS, "Maximum trace duration, milliseconds (must be >= minDuration)."),
     _query(
         "status",
         {"type": "string", "enum": list(STATUS_PARAM)},
@@ -156,14 +147,10 @@ _SEARCH_PARAMS: Final = [
         style="form",
         explode=True,
     ),
-    _query(
-        "start",
-        {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS},
-        "Traces that started at or after this time, milliseconds since the epoch.",
-    ),
+    _query("start", _EPOCH_MS, "Traces that started at or after this time, milliseconds since the epoch."),
     _query(
         "end",
-        {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_MS},
+        _EPOCH_MS,
         "Traces that started at or before this time, milliseconds since the epoch (must be >= start).",
     ),
     _query(
@@ -195,279 +182,266 @@ def _ingest_note(settings: Settings) -> str:
     )
 
 
-def openapi_document(settings: Settings) -> dict[str, Any]:
-    """The OpenAPI 3.1 document, with security as configured in ``settings``."""
-    types: list[Any] = [
-        StartRequest,
-        SpanRequest,
-        FinishRequest,
-        StartResponse,
-        SpanResponse,
-        FinishResponse,
-        TraceView,
-        list[TraceSummaryView],
-        Visualization,
-        AnalysisView,
-        StatsView,
-        Health,
-        ErrorBody,
-        OperationStatsList,
-        TimeseriesView,
-        list[EndpointView],
-        CriticalPathView,
-        list[HotOperationView],
-        ChangesView,
-    ]
-    (
-        (
-            start_req,
-            span_req,
-            finish_req,
-            start_resp,
-            span_resp,
-            finish_resp,
-            trace,
-            summaries,
-            visualization,
-            analysis,
-            stats,
-            health,
-            _,
-            operation_stats,
-            timeseries,
-            endpoints,
-            critical_path,
-            hot_operations,
-            changes,
-        ),
-        components,
-    ) = msgspec.json.schema_components(types, ref_template=REF)
+@dataclass(frozen=True, kw_only=True)
+class Operation:
+    """One operation of the document. ``answer`` is the success answer's type (its schema is generated) or
+    a literal schema; ``body`` makes it a write (POST, answered 201); ``access`` says which tokens guard
+    it (``open``: none, ever)."""
+
+    path: str
+    operation_id: str
+    summary: str
+    answer: Any
+    description: str
+    errors: tuple[int, ...] = ()
+    parameters: list[dict[str, Any]] | None = None
+    body: Any = None
+    access: Literal["read", "write", "open"] = "read"
+    content_type: str = "application/json"
+    links: dict[str, Any] | None = None
+
+
+_TRACEPARENT_HEADER: Final = {
+    "name": "traceparent",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "W3C trace context, used when the body has no traceId or traceparent. "
+    "An invalid value is ignored (a new trace starts), as W3C asks of receivers.",
+}
+_SERVICE_PARAM: Final = {**_query("serviceName", _NAME, "The service."), "required": True}
+
+OPERATIONS: Final = (
+    Operation(
+        path="/traces/start",
+        operation_id="startTrace",
+        summary="Start a trace (or continue one from traceId / traceparent): publishes an open span",
+        body=StartRequest,
+        answer=StartResponse,
+        description="The ids of the new span.",
+        access="write",
+        parameters=[_TRACEPARENT_HEADER],
+    ),
+    Operation(
+        path="/traces/span",
+        operation_id="addSpan",
+        summary="Record a span: complete with duration (start = now - duration unless startTime), else open",
+        body=SpanRequest,
+        answer=SpanResponse,
+        description="The ids of the span.",
+        access="write",
+    ),
+    Operation(
+        path="/traces/span/finish",
+        operation_id="finishSpan",
+        summary="Finish an open span (its trace is resolved when traceId is absent)",
+        body=FinishRequest,
+        answer=FinishResponse,
+        description="The finished span.",
+        access="write",
+        errors=(404,),
+    ),
+    Operation(
+        path="/traces/query",
+        operation_id="queryTraces",
+        summary="Search traces, newest first",
+        answer=list[TraceSummaryView],
+        description="Matching traces (a JSON array).",
+        links=_TRACE_LINKS,
+        errors=(400,),
+        parameters=_SEARCH_PARAMS,
+    ),
+    Operation(
+        path="/traces/{traceId}",
+        operation_id="getTrace",
+        summary="A whole trace: root span, other spans, completeness",
+        answer=TraceView,
+        description="The trace.",
+        errors=(400, 404),
+        parameters=[_BARE_TRACE_ID],
+    ),
+    Operation(
+        path="/traces/{traceId}/visualize",
+        operation_id="visualizeTrace",
+        summary="The trace as a span tree",
+        answer=Visualization,
+        description="The tree.",
+        errors=(400, 404),
+        parameters=[_TRACE_ID],
+    ),
+    Operation(
+        path="/traces/{traceId}/analyze",
+        operation_id="analyzeTrace",
+        summary="Bottlenecks, service breakdown, critical path and dependencies of a trace",
+        answer=AnalysisView,
+        description="The analysis.",
+        errors=(400, 404),
+        parameters=[_TRACE_ID],
+    ),
+    Operation(
+        path="/stats",
+        operation_id="getStats",
+        summary="Overall statistics and ingest pipeline health, over all time or a window",
+        answer=StatsView,
+        description="The statistics.",
+        errors=(400,),
+        parameters=_WINDOW_PARAMS,
+    ),
+    Operation(
+        path="/stats/operations",
+        operation_id="getOperationStats",
+        summary="Per-operation statistics of a service (count, errors, average, p50/p95/p99)",
+        answer=OperationStatsList,
+        description="The service's operations, busiest first.",
+        errors=(400,),
+        parameters=[_SERVICE_PARAM, *_WINDOW_PARAMS],
+    ),
+    Operation(
+        path="/stats/timeseries",
+        operation_id="getTimeseries",
+        summary="A service's (or operation's) rate, errors and latency percentiles over time",
+        answer=TimeseriesView,
+        description="One point per step with spans.",
+        errors=(400,),
+        parameters=[
+            _SERVICE_PARAM,
+            _query("operationName", _NAME, "Only this operation of the service."),
+            *_WINDOW_PARAMS,
+            _query(
+                "step",
+                {"type": "integer", "minimum": 60000, "multipleOf": 60000, "default": 60000},
+                "Milliseconds per point: whole minutes; at most 1440 points per window (default: the last hour).",
+            ),
+        ],
+    ),
+    Operation(
+        path="/analyze/endpoints",
+        operation_id="getEndpoints",
+        summary="Endpoints (root service and operation) with latency percentiles and critical-path totals",
+        answer=list[EndpointView],
+        description="Endpoints, largest critical-path total first.",
+        errors=(400,),
+        parameters=_WINDOW_PARAMS,
+    ),
+    Operation(
+        path="/analyze/endpoints/{service}/{operation}/critical-path",
+        operation_id="getEndpointCriticalPath",
+        summary="Where an endpoint's latency goes: its traces' critical paths summed per calling context",
+        answer=CriticalPathView,
+        description="The aggregated critical path.",
+        errors=(400,),
+        parameters=[
+            *_ENDPOINT_PARAMS,
+            *_WINDOW_PARAMS,
+            _query(
+                "tail",
+                {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                "Only the traces at or above this quantile of the endpoint's durations (e.g. 0.95), "
+                "from their stored critical paths (at most 10,000 traces). Not with minDuration.",
+            ),
+            _query(
+                "minDuration",
+                _DURATION_MS,
+                "Only the traces that lasted at least this many milliseconds (at most 10,000).",
+            ),
+        ],
+    ),
+    Operation(
+        path="/analyze/endpoints/{service}/{operation}/changes",
+        operation_id="getEndpointChanges",
+        summary="The calling contexts whose mean critical time per trace grew most against a baseline",
+        answer=ChangesView,
+        description="Largest growth first.",
+        errors=(400,),
+        parameters=[
+            *_ENDPOINT_PARAMS,
+            _query("window", {**_DURATION_TEXT, "default": "1h"}, "The current window, up to now."),
+            _query(
+                "baseline",
+                {**_DURATION_TEXT, "default": "24h"},
+                "The baseline window, just before the current one (at most 400d, as the window).",
+            ),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20}, "Changes."),
+        ],
+    ),
+    Operation(
+        path="/analyze/operations",
+        operation_id="getHotOperations",
+        summary="Operations ranked by the critical-path time they own across every endpoint",
+        answer=list[HotOperationView],
+        description="Largest first.",
+        errors=(400,),
+        parameters=_WINDOW_PARAMS,
+    ),
+    Operation(
+        path="/metrics",
+        operation_id="getMetrics",
+        summary="Request metrics in the Prometheus text format",
+        answer={"type": "string"},
+        description="Prometheus text exposition format 0.0.4.",
+        content_type="text/plain",
+    ),
+    Operation(
+        path="/healthz",
+        operation_id="getHealth",
+        summary="Liveness and store health (never needs a token)",
+        answer=Health,
+        description="The store answers.",
+        errors=(503,),
+        access="open",
+    ),
+    Operation(
+        path="/openapi.json",
+        operation_id="getOpenApi",
+        summary="This document (never needs a token)",
+        answer={"type": "object"},
+        description="The OpenAPI 3.1 document.",
+        access="open",
+    ),
+)
+"""Every operation of the document, in the order it lists them."""
+
+
+def _schemas() -> tuple[dict[Any, dict[str, Any]], dict[str, Any]]:
+    """The schema of every type the operations name (a ``$ref`` for Structs), and the components those
+    refer to, described by their docstrings."""
+    types = list(
+        dict.fromkeys(t for op in OPERATIONS for t in (op.body, op.answer) if t is not None and not isinstance(t, dict))
+    )
+    types.append(ErrorBody)
+    schemas, components = msgspec.json.schema_components(types, ref_template=REF)
     for component in components.values():  # docstrings → plain descriptions
         if "description" in component:
             component["description"] = inspect.cleandoc(component["description"]).replace("``", "`")
+    return dict(zip(types, schemas, strict=True)), components
 
-    read_security: list[dict[str, list[str]]] = [{"bearerAuth": []}] if settings.read_tokens else []
-    write_security: list[dict[str, list[str]]] = [{"bearerAuth": []}] if settings.write_tokens else []
-    read_errors = [401, 403] if settings.read_tokens else []
-    write_errors = [401, 403] if settings.write_tokens else []
 
-    def read(summary: str, ok: dict[str, Any], *, errors: list[int], **extra: Any) -> dict[str, Any]:
-        responses = {"200": ok} | {str(s): _error(s) for s in sorted([*errors, *read_errors])}
-        return {"summary": summary, "security": read_security, "responses": responses, **extra}
-
-    def write(
-        summary: str, body: dict[str, Any], ok: dict[str, Any], *, errors: list[int], **extra: Any
-    ) -> dict[str, Any]:
-        responses = {"201": ok} | {str(s): _error(s) for s in sorted([400, 413, 503, *errors, *write_errors])}
-        return {
-            "summary": summary,
-            "security": write_security,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
-            "responses": responses,
-            **extra,
-        }
-
-    paths: dict[str, Any] = {
-        "/traces/start": {
-            "post": write(
-                "Start a trace (or continue one from traceId / traceparent): publishes an open span",
-                start_req,
-                _json(start_resp, "The ids of the new span."),
-                errors=[],
-                operationId="startTrace",
-                parameters=[
-                    {
-                        "name": "traceparent",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string"},
-                        "description": "W3C trace context, used when the body has no traceId or traceparent. "
-                        "An invalid value is ignored (a new trace starts), as W3C asks of receivers.",
-                    }
-                ],
-            )
-        },
-        "/traces/span": {
-            "post": write(
-                "Record a span: complete with duration (start = now - duration unless startTime), else open",
-                span_req,
-                _json(span_resp, "The ids of the span."),
-                errors=[],
-                operationId="addSpan",
-            )
-        },
-        "/traces/span/finish": {
-            "post": write(
-                "Finish an open span (its trace is resolved when traceId is absent)",
-                finish_req,
-                _json(finish_resp, "The finished span."),
-                errors=[404],
-                operationId="finishSpan",
-            )
-        },
-        "/traces/query": {
-            "get": read(
-                "Search traces, newest first",
-                _json(summaries, "Matching traces (a JSON array).") | {"links": _TRACE_LINKS},
-                errors=[400],
-                operationId="queryTraces",
-                parameters=_SEARCH_PARAMS,
-            )
-        },
-        "/traces/{traceId}": {
-            "get": read(
-                "A whole trace: root span, other spans, completeness",
-                _json(trace, "The trace."),
-                errors=[400, 404],
-                operationId="getTrace",
-                parameters=[_BARE_TRACE_ID],
-            )
-        },
-        "/traces/{traceId}/visualize": {
-            "get": read(
-                "The trace as a span tree",
-                _json(visualization, "The tree."),
-                errors=[400, 404],
-                operationId="visualizeTrace",
-                parameters=[_TRACE_ID],
-            )
-        },
-        "/traces/{traceId}/analyze": {
-            "get": read(
-                "Bottlenecks, service breakdown, critical path and dependencies of a trace",
-                _json(analysis, "The analysis."),
-                errors=[400, 404],
-                operationId="analyzeTrace",
-                parameters=[_TRACE_ID],
-            )
-        },
-        "/stats": {
-            "get": read(
-                "Overall statistics and ingest pipeline health, over all time or a window",
-                _json(stats, "The statistics."),
-                errors=[400],
-                operationId="getStats",
-                parameters=_WINDOW_PARAMS,
-            )
-        },
-        "/stats/operations": {
-            "get": read(
-                "Per-operation statistics of a service (count, errors, average, p50/p95/p99)",
-                _json(operation_stats, "The service's operations, busiest first."),
-                errors=[400],
-                operationId="getOperationStats",
-                parameters=[
-                    {**_query("serviceName", _NAME, "The service."), "required": True},
-                    *_WINDOW_PARAMS,
-                ],
-            )
-        },
-        "/stats/timeseries": {
-            "get": read(
-                "A service's (or operation's) rate, errors and latency percentiles over time",
-                _json(timeseries, "One point per step with spans."),
-                errors=[400],
-                operationId="getTimeseries",
-                parameters=[
-                    {**_query("serviceName", _NAME, "The service."), "required": True},
-                    _query("operationName", _NAME, "Only this operation of the service."),
-                    *_WINDOW_PARAMS,
-                    _query(
-                        "step",
-                        {"type": "integer", "minimum": 60000, "multipleOf": 60000, "default": 60000},
-                        "Milliseconds per point: whole minutes; at most 1440 points per window (default: the "
-                        "last hour).",
-                    ),
-                ],
-            )
-        },
-        "/analyze/endpoints": {
-            "get": read(
-                "Endpoints (root service and operation) with latency percentiles and critical-path totals",
-                _json(endpoints, "Endpoints, largest critical-path total first."),
-                errors=[400],
-                operationId="getEndpoints",
-                parameters=_WINDOW_PARAMS,
-            )
-        },
-        "/analyze/endpoints/{service}/{operation}/critical-path": {
-            "get": read(
-                "Where an endpoint's latency goes: its traces' critical paths summed per calling context",
-                _json(critical_path, "The aggregated critical path."),
-                errors=[400],
-                operationId="getEndpointCriticalPath",
-                parameters=[
-                    *_ENDPOINT_PARAMS,
-                    *_WINDOW_PARAMS,
-                    _query(
-                        "tail",
-                        {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-                        "Only the traces at or above this quantile of the endpoint's durations (e.g. 0.95), "
-                        "from their stored critical paths (at most 10,000 traces). Not with minDuration.",
-                    ),
-                    _query(
-                        "minDuration",
-                        {"type": "number", "minimum": 0, "maximum": MAX_DURATION_MS},
-                        "Only the traces that lasted at least this many milliseconds (at most 10,000).",
-                    ),
-                ],
-            )
-        },
-        "/analyze/endpoints/{service}/{operation}/changes": {
-            "get": read(
-                "The calling contexts whose mean critical time per trace grew most against a baseline",
-                _json(changes, "Largest growth first."),
-                errors=[400],
-                operationId="getEndpointChanges",
-                parameters=[
-                    *_ENDPOINT_PARAMS,
-                    _query("window", {**_DURATION_TEXT, "default": "1h"}, "The current window, up to now."),
-                    _query(
-                        "baseline",
-                        {**_DURATION_TEXT, "default": "24h"},
-                        "The baseline window, just before the current one (at most 400d, as the window).",
-                    ),
-                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20}, "Changes."),
-                ],
-            )
-        },
-        "/analyze/operations": {
-            "get": read(
-                "Operations ranked by the critical-path time they own across every endpoint",
-                _json(hot_operations, "Largest first."),
-                errors=[400],
-                operationId="getHotOperations",
-                parameters=_WINDOW_PARAMS,
-            )
-        },
-        "/metrics": {
-            "get": read(
-                "Request metrics in the Prometheus text format",
-                {
-                    "description": "Prometheus text exposition format 0.0.4.",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                },
-                errors=[],
-                operationId="getMetrics",
-            )
-        },
-        "/healthz": {
-            "get": {
-                "summary": "Liveness and store health (never needs a token)",
-                "operationId": "getHealth",
-                "security": [],
-                "responses": {"200": _json(health, "The store answers."), "503": _error(503)},
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "summary": "This document (never needs a token)",
-                "operationId": "getOpenApi",
-                "security": [],
-                "responses": {"200": _json({"type": "object"}, "The OpenAPI 3.1 document.")},
-            }
-        },
+def _operation(op: Operation, schemas: dict[Any, dict[str, Any]], settings: Settings) -> dict[str, Any]:
+    """One operation object: its summary, security as configured, body, answers and parameters."""
+    tokens = {"read": settings.read_tokens, "write": settings.write_tokens, "open": ()}[op.access]
+    schema = op.answer if isinstance(op.answer, dict) else schemas[op.answer]
+    ok = {"description": op.description, "content": {op.content_type: {"schema": schema}}}
+    if op.links is not None:
+        ok["links"] = op.links
+    errors = [*op.errors, *([400, 413, 503] if op.body is not None else []), *([401, 403] if tokens else [])]
+    document: dict[str, Any] = {
+        "summary": op.summary,
+        "operationId": op.operation_id,
+        "security": [{"bearerAuth": []}] if tokens else [],
     }
+    if op.body is not None:
+        content = {"application/json": {"schema": schemas[op.body]}}
+        document["requestBody"] = {"required": True, "content": content}
+    ok_status = "201" if op.body is not None else "200"
+    document["responses"] = {ok_status: ok} | {str(status): _error(status) for status in sorted(errors)}
+    if op.parameters is not None:
+        document["parameters"] = op.parameters
+    return document
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI 3.1 document, with security as configured in ``settings``."""
+    schemas, components = _schemas()
     return {
         "openapi": "3.1.0",
         "info": {
@@ -477,7 +451,9 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "Times are milliseconds; epoch times are milliseconds since the Unix epoch. Errors are "
             '`{"error": "..."}`.\n\n' + _ingest_note(settings),
         },
-        "paths": paths,
+        "paths": {
+            op.path: {"post" if op.body is not None else "get": _operation(op, schemas, settings)} for op in OPERATIONS
+        },
         "components": {
             "schemas": components,
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},

@@ -41,14 +41,26 @@ def _single(params: MultiMapping[str], name: str) -> str | None:
     return values[0] if values else None
 
 
+def _matching(params: MultiMapping[str], name: str, pattern: re.Pattern[str], what: str) -> str | None:
+    """The one value of ``name``, which must match ``pattern`` whole (else: "must be <what>"); ``None``
+    when absent."""
+    raw = _single(params, name)
+    if raw is not None and pattern.fullmatch(raw) is None:
+        raise BadRequest(name, f"must be {what}")
+    return raw
+
+
+def _number(params: MultiMapping[str], name: str) -> float | None:
+    """A number in decimal notation, or ``None`` when absent."""
+    raw = _matching(params, name, _NUMBER, "a number")
+    return None if raw is None else float(raw)
+
+
 def _millis(params: MultiMapping[str], name: str, maximum: int) -> int | None:
     """A non-negative number of milliseconds as microseconds, or ``None`` when absent."""
-    raw = _single(params, name)
-    if raw is None:
+    value = _number(params, name)
+    if value is None:
         return None
-    if _NUMBER.fullmatch(raw) is None:
-        raise BadRequest(name, "must be a number")
-    value = float(raw)
     if not math.isfinite(value):
         raise BadRequest(name, "must be a number")
     if value < 0:
@@ -59,12 +71,8 @@ def _millis(params: MultiMapping[str], name: str, maximum: int) -> int | None:
 
 
 def _integer(params: MultiMapping[str], name: str, default: int) -> int:
-    raw = _single(params, name)
-    if raw is None:
-        return default
-    if _INTEGER.fullmatch(raw) is None:
-        raise BadRequest(name, "must be an integer")
-    return int(raw)
+    raw = _matching(params, name, _INTEGER, "an integer")
+    return default if raw is None else int(raw)
 
 
 def _name(params: MultiMapping[str], name: str) -> str | None:
@@ -206,12 +214,9 @@ def milliseconds(params: MultiMapping[str], name: str) -> int | None:
 
 def fraction(params: MultiMapping[str], name: str) -> float | None:
     """A number in (0, 1), e.g. ``tail=0.95``."""
-    raw = _single(params, name)
-    if raw is None:
+    value = _number(params, name)
+    if value is None:
         return None
-    if _NUMBER.fullmatch(raw) is None:
-        raise BadRequest(name, "must be a number")
-    value = float(raw)
     if not 0 < value < 1:
         raise BadRequest(name, "must be between 0 and 1 (exclusive), e.g. 0.95")
     return value

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
@@ -54,6 +54,16 @@ DurationMsInput = Annotated[float, msgspec.Meta(ge=0, le=MAX_DURATION_MS, descri
 EpochMs = Annotated[float, msgspec.Meta(description="Milliseconds since the Unix epoch.")]
 Ms = Annotated[float, msgspec.Meta(description="Milliseconds.")]
 Percentage = Annotated[float, msgspec.Meta(description="Percent, 2 decimals.")]
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def shape_of(shape: type[S], source: msgspec.Struct, **values: Any) -> S:
+    """``shape`` with ``values``, each of its other fields taken from the field of the same name of
+    ``source`` (a store Struct: the API's shapes share most of their names)."""
+    fields = msgspec.structs.asdict(source)
+    return shape(**{name: fields[name] for name in shape.__struct_fields__ if name not in values}, **values)
 
 
 def is_id(value: str) -> bool:

@@ -1,4 +1,5 @@
-"""The web UI: the static files of ``query_api/static/`` served at ``/ui/`` (``/ui`` redirects there).
+"""The web UI: the static files of ``query_api/static/`` served at ``/ui/`` (``/ui`` redirects there; GET
+and HEAD only).
 
 The UI is plain HTML, CSS and JavaScript modules (no build step, nothing loaded from other origins). It
 reads the API from the same origin and sends the read token the user typed in (kept in the browser's
@@ -93,9 +94,3 @@ async def serve_static(request: web.Request) -> web.StreamResponse:
 
 UI_ROUTES: Final = frozenset({PREFIX, PREFIX + "/{path}"})
 """The UI's route templates: public in the auth middleware (the page must load before a token is typed)."""
-
-
-def add_ui_routes(app: web.Application) -> None:
-    """Serve the web UI at ``/ui/`` (GET and HEAD; other methods get a 405)."""
-    app.router.add_get(PREFIX, serve_static)
-    app.router.add_get(PREFIX + "/{path:.*}", serve_static)

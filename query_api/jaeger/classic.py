@@ -17,7 +17,7 @@ Every answer is Jaeger's envelope ``{"data", "total", "limit", "offset", "errors
 Trace ids are this store's ids: they may be any 1..64 characters of ``[A-Za-z0-9._:-]`` rather than
 Jaeger's 16 or 32 hex digits, and are looked up as given first; a hex id is then also looked up as Jaeger
 reads it, case-insensitively and with leading zeros optional (``ABC`` finds ``abc``, ``00000000000000000abc``
-and ``0000000000000abc``; see :func:`~query_api.jaeger.common.jaeger_id_spellings`).
+and ``0000000000000abc``; see :func:`~query_api.services.jaeger.jaeger_id_spellings`).
 
 ``?prettyPrint=`` (any value but ``false``) indents a 200 answer by four spaces, as Jaeger does; errors
 are never indented. ``/api/metrics/*`` (the Monitor tab) answers from the store's rollups
@@ -44,35 +44,29 @@ from aiohttp import web
 from aiohttp.typedefs import Handler as AnyHandler
 from multidict import MultiMapping
 
-from shared.clock import now_us
 from shared.models import SCOPE_NAME_TAG, SCOPE_VERSION_TAG, Span, TagValue
 from shared.store.base import StoredTrace, TraceQuery
 
 from ..encoding import encode
-from ..keys import STORE
-from ..shapes import is_id
+from ..keys import JAEGER
+from ..services.clock import now_us
+from ..services.jaeger import jaeger_id_spellings
 from . import metrics
 from .common import (
     MAX_EPOCH_US,
-    Failure,
-    ParamError,
-    answering_errors,
     build_query,
     duration_bounds_us,
-    find_trace,
     first,
     go_duration_ns,
     integer,
     is_js_safe,
-    jaeger_id_spellings,
     json_tag_value,
-    load_traces,
     non_finite_text,
-    operation_kinds,
     render,
     result_limit,
-    search,
+    trace_id_param,
 )
+from .errors import Failure, ParamError, error_answer
 
 DEFAULT_LIMIT: Final = 20
 """Traces a search returns when ``limit`` is not given (what the Jaeger UI sends by default)."""
@@ -209,6 +203,27 @@ def _scope_tags(span: Span) -> list[tuple[str, str]]:
 ProcessKey = tuple[str, tuple[tuple[str, TagValue], ...]]
 
 
+def jaeger_span(span: Span, trace_id: str, process_id: str) -> JaegerSpan:
+    """A span in Jaeger's UI model, of the process ``process_id``; its parent as a ``CHILD_OF`` reference,
+    an open span with duration 0 and a warning."""
+    parent = span.parent_span_id
+    return JaegerSpan(
+        trace_id=trace_id,
+        span_id=span.span_id,
+        operation_name=span.operation_name,
+        references=[] if parent is None else [Reference(ref_type="CHILD_OF", trace_id=trace_id, span_id=parent)],
+        start_time=span.start_time_us,
+        duration=span.duration_us or 0,
+        tags=span_tags(span),
+        logs=[
+            Log(timestamp=log.timestamp_us, fields=[key_value(k, v) for k, v in log.fields.items()])
+            for log in span.logs
+        ],
+        process_id=process_id,
+        warnings=[OPEN_SPAN_WARNING] if span.duration_us is None else None,
+    )
+
+
 def jaeger_trace(stored: StoredTrace) -> JaegerTrace:
     """A stored trace in Jaeger's UI model; spans ordered by start time (then span id)."""
     trace_id = stored.trace_id
@@ -223,28 +238,7 @@ def jaeger_trace(stored: StoredTrace) -> JaegerTrace:
             process_id = process_ids[key] = f"p{len(process_ids) + 1}"
             tags = [key_value(name, value) for name, value in span.resource.items()]
             processes[process_id] = Process(service_name=span.service_name, tags=tags)
-        references = (
-            []
-            if span.parent_span_id is None
-            else [Reference(ref_type="CHILD_OF", trace_id=trace_id, span_id=span.parent_span_id)]
-        )
-        out.append(
-            JaegerSpan(
-                trace_id=trace_id,
-                span_id=span.span_id,
-                operation_name=span.operation_name,
-                references=references,
-                start_time=span.start_time_us,
-                duration=span.duration_us or 0,
-                tags=span_tags(span),
-                logs=[
-                    Log(timestamp=log.timestamp_us, fields=[key_value(k, v) for k, v in log.fields.items()])
-                    for log in span.logs
-                ],
-                process_id=process_id,
-                warnings=[OPEN_SPAN_WARNING] if span.duration_us is None else None,
-            )
-        )
+        out.append(jaeger_span(span, trace_id, process_id))
     return JaegerTrace(trace_id=trace_id, spans=out, processes=processes, warnings=None)
 
 
@@ -260,21 +254,16 @@ def _answer(envelope: Envelope | metrics.MetricFamily, status: int = 200) -> web
     return web.Response(body=encode(envelope), status=status, content_type=JSON)
 
 
-def error_answer(status: int, message: str) -> web.Response:
+def _error(status: int, message: str) -> web.Response:
     return _answer(Envelope(data=None, errors=[StructuredError(code=status, msg=message)]), status)
 
 
-jaeger_errors = answering_errors(error_answer, lambda exc: f"unable to parse param '{exc.param}': {exc.reason}")
-"""Bad parameters and missing traces answered in Jaeger's envelope."""
+ERRORS: Final = error_answer(_error, lambda exc: f"unable to parse param '{exc.param}': {exc.reason}")
+"""Bad parameters and missing traces answered in Jaeger's envelope (never indented, as its
+``handleError``)."""
 
 
 # -- parameters --------------------------------------------------------------------------------------
-
-
-def _trace_id(param: str, value: str) -> str:
-    if not is_id(value):
-        raise ParamError(param, "a trace id is 1..64 characters of [A-Za-z0-9._:-]")
-    return value
 
 
 def _epoch_us(params: MultiMapping[str], name: str) -> int | None:
@@ -361,14 +350,13 @@ def search_query(params: MultiMapping[str]) -> TraceQuery:
 
 
 def classic_route(handler: Handler) -> AnyHandler:
-    """A classic handler as Jaeger's ``APIHandler`` answers: errors in its envelope (never indented, as its
-    ``handleError``), and a 200 answer indented by four spaces when ``prettyPrint`` has any value other than
-    ``""`` and ``"false"`` (its ``writeJSON``)."""
-    answered = jaeger_errors(handler)
+    """A classic handler as Jaeger's ``APIHandler`` answers: a 200 answer indented by four spaces when
+    ``prettyPrint`` has any value other than ``""`` and ``"false"`` (its ``writeJSON``). Errors are
+    answered by the error middleware (:data:`ERRORS`)."""
 
     @functools.wraps(handler)
     async def route(request: web.Request) -> web.StreamResponse:
-        response = await answered(request)
+        response = await handler(request)
         pretty = request.query.get("prettyPrint", "")
         if (
             pretty
@@ -390,9 +378,9 @@ def classic_route(handler: Handler) -> AnyHandler:
 @classic_route
 async def get_trace(request: web.Request) -> web.Response:
     """One trace; its id is matched as Jaeger's ``model.TraceIDFromString`` reads hex ids (case-insensitive,
-    leading zeros optional: see :func:`~query_api.jaeger.common.find_trace`)."""
-    trace_id = _trace_id("traceID", request.match_info["traceID"])
-    stored = await find_trace(request.app[STORE], trace_id)
+    leading zeros optional: see :func:`~query_api.services.jaeger.jaeger_id_spellings`)."""
+    trace_id = trace_id_param("traceID", request.match_info["traceID"])
+    stored = await request.app[JAEGER].find_trace(trace_id)
     if stored is None:
         raise Failure(404, TRACE_NOT_FOUND)
     return await _traces_answer([stored])
@@ -401,10 +389,10 @@ async def get_trace(request: web.Request) -> web.Response:
 @classic_route
 async def find_traces(request: web.Request) -> web.Response:
     params = request.query
-    store = request.app[STORE]
-    wanted = list(dict.fromkeys(_trace_id("traceID", value) for value in params.getall("traceID", []) if value))
+    jaeger = request.app[JAEGER]
+    wanted = list(dict.fromkeys(trace_id_param("traceID", value) for value in params.getall("traceID", []) if value))
     if wanted:
-        found = await load_traces(store, wanted)
+        found = await jaeger.load_traces(wanted)
         known = {trace.trace_id for trace in found}
         missing = [
             StructuredError(msg=TRACE_NOT_FOUND, trace_id=t)
@@ -412,18 +400,18 @@ async def find_traces(request: web.Request) -> web.Response:
             if not known.intersection(jaeger_id_spellings(t))
         ]
         return await _traces_answer(found, missing or None)
-    return await _traces_answer(await search(store, search_query(params)))
+    return await _traces_answer(await jaeger.search(search_query(params)))
 
 
 @classic_route
 async def services(request: web.Request) -> web.Response:
-    names = await request.app[STORE].services()
+    names = await request.app[JAEGER].services()
     return _answer(Envelope(data=names, total=len(names)))
 
 
 @classic_route
 async def service_operations(request: web.Request) -> web.Response:
-    names = await request.app[STORE].operations(request.match_info["service"])
+    names = await request.app[JAEGER].operations(request.match_info["service"])
     return _answer(Envelope(data=names, total=len(names)))
 
 
@@ -435,7 +423,7 @@ async def operations(request: web.Request) -> web.Response:
     service = request.query.get("service", "")
     if not service:
         raise Failure(400, SERVICE_REQUIRED)
-    found = await operation_kinds(request.app[STORE], service, request.query.get("spanKind", ""))
+    found = await request.app[JAEGER].operation_kinds(service, request.query.get("spanKind", ""))
     return _answer(Envelope(data=[Operation(name=n, span_kind=k) for n, k in found], total=len(found)))
 
 
@@ -453,13 +441,9 @@ async def dependencies(request: web.Request) -> web.Response:
     lookback_ms = integer("lookback", lookback_text) if lookback_text else DEFAULT_DEPENDENCY_LOOKBACK_MS
     if lookback_ms < 0:
         raise ParamError("lookback", "must not be negative")
-    links = await request.app[STORE].dependencies(max(0, end_ms - lookback_ms) * 1000, end_ms * 1000)
-    service = params.get("service", "")
-    data = [
-        DependencyLink(parent=link.parent, child=link.child, call_count=link.calls)
-        for link in links
-        if not service or service in (link.parent, link.child)
-    ]
+    since_us, until_us = max(0, end_ms - lookback_ms) * 1000, end_ms * 1000
+    links = await request.app[JAEGER].dependencies(since_us, until_us, params.get("service", ""))
+    data = [DependencyLink(parent=link.parent, child=link.child, call_count=link.calls) for link in links]
     return _answer(Envelope(data=data))
 
 
@@ -468,7 +452,8 @@ async def dependencies(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request, kind: str, quantile: float = 0.0) -> web.Response:
     query = metrics.metrics_query(request.query, now_us() // 1000)
-    return _answer(await metrics.metric_family(request.app[STORE], query, kind, quantile))
+    rows = await request.app[JAEGER].minute_rollups(query.services, metrics.rollup_window(query))
+    return _answer(metrics.metric_family(query, rows, kind, quantile))
 
 
 @classic_route

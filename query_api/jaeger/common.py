@@ -1,4 +1,4 @@
-"""What both Jaeger-compatible APIs share: Jaeger's parameter syntaxes, search building, trace loading.
+"""What both Jaeger-compatible APIs share: Jaeger's parameter syntaxes, search building, rendering.
 
 Parameter syntaxes, as Jaeger's query service reads them:
 
@@ -8,7 +8,8 @@ Parameter syntaxes, as Jaeger's query service reads them:
 * Go booleans (``1 t T TRUE true True 0 f F FALSE false False``).
 
 A bad value raises :class:`ParamError`; each API words it its own way (Jaeger's classic API says
-``unable to parse param 'x': ...``, the v3 gateway ``malformed parameter x: ...``).
+``unable to parse param 'x': ...``, the v3 gateway ``malformed parameter x: ...``): see
+:mod:`query_api.jaeger.errors`.
 
 Search semantics are this store's (see :class:`~shared.store.base.TraceQuery`), which differ from Jaeger's
 span-level matching: service/operation, each tag and the duration range are matched per trace (any span may
@@ -19,25 +20,22 @@ satisfy each condition; the duration is the trace's), and only finalized traces 
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 
-from aiohttp import web
-from aiohttp.typedefs import Handler
-
-from shared.store.base import QueryError, StoredTrace, TraceQuery, TraceStatus, TraceStore
+from shared.store.base import StoredTrace, TraceQuery, TraceStatus
 from shared.store.tags import tag_text
+
+from ..shapes import is_id
+from .errors import Failure, ParamError
 
 T = TypeVar("T")
 
 MAX_RESULTS: Final = 1000
 """Largest number of traces one search returns (the store's limit); larger requests are capped."""
-LOAD_CONCURRENCY: Final = 8
-"""Traces of a search result read from the store at once."""
 RENDER_INLINE_MAX_SPANS: Final = 2000
 """Results with more spans than this are converted and encoded in a worker thread."""
 MAX_EPOCH_US: Final = 10**16
@@ -61,53 +59,18 @@ _RFC3339: Final = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+\- ])(\d{2}):(\d{2}))"
 )
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_HEX: Final = re.compile(r"[0-9a-fA-F]+")
 _GO_TRUE: Final = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _GO_FALSE: Final = frozenset({"0", "f", "F", "FALSE", "false", "False"})
-
-
-class ParamError(ValueError):
-    """A query or path parameter that cannot be used; ``param`` is its name as the client sent it."""
-
-    def __init__(self, param: str, reason: str) -> None:
-        super().__init__(f"{param}: {reason}")
-        self.param = param
-        self.reason = reason
-
-
-class Failure(Exception):
-    """An answer other than 200 that is not about one parameter (404, a 400 about several)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 # -- parameter syntaxes ------------------------------------------------------------------------------
 
 
-def answering_errors(
-    answer: Callable[[int, str], web.Response], word_param: Callable[[ParamError], str]
-) -> Callable[[Handler], Handler]:
-    """A handler decorator: bad parameters, failures and invalid queries answered in one API's error
-    shape (``answer``) with its own wording of a bad parameter; other errors go to the app's middleware."""
-
-    def decorate(handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        async def wrapped(request: web.Request) -> web.StreamResponse:
-            try:
-                return await handler(request)
-            except ParamError as exc:
-                return answer(400, word_param(exc))
-            except Failure as exc:
-                return answer(exc.status, exc.message)
-            except QueryError as exc:
-                return answer(400, str(exc))
-
-        return wrapped
-
-    return decorate
+def trace_id_param(param: str, value: str) -> str:
+    """A trace id parameter, checked with the wire format's id rule."""
+    if not is_id(value):
+        raise ParamError(param, "a trace id is 1..64 characters of [A-Za-z0-9._:-]")
+    return value
 
 
 def go_duration_ns(text: str) -> int:
@@ -274,51 +237,7 @@ def build_query(
     )
 
 
-# -- reading traces ----------------------------------------------------------------------------------
-
-
-def jaeger_id_spellings(trace_id: str) -> list[str]:
-    """The ids a trace looked up as ``trace_id`` may be stored under, in the order they are tried.
-
-    ``trace_id`` itself first (ids here are opaque: ``trace-abc-123`` is one). Then, when it is 1..32 hex
-    digits, which Jaeger reads as one 128-bit number whatever their case and leading zeros
-    (``model.TraceIDFromString``: ``strconv.ParseUint(s, 16, 64)`` per half), the spellings producers store
-    that number under: lower case as given, 16 digits (a 64-bit id, as Zipkin writes it) and 32 digits (as
-    OTLP writes it)."""
-    spellings = [trace_id]
-    if len(trace_id) <= 32 and _HEX.fullmatch(trace_id):
-        value = int(trace_id, 16)
-        forms = [trace_id.lower(), *([f"{value:016x}"] if value < 1 << 64 else []), f"{value:032x}"]
-        spellings.extend(form for form in dict.fromkeys(forms) if form != trace_id)
-    return spellings
-
-
-async def find_trace(store: TraceStore, trace_id: str) -> StoredTrace | None:
-    """The stored trace Jaeger would answer for ``trace_id`` (see :func:`jaeger_id_spellings`): the first
-    spelling with a stored span; ``None`` when there is none. A miss costs one read per spelling (4 at most)."""
-    for spelling in jaeger_id_spellings(trace_id):
-        stored = await store.get_trace(spelling)
-        if stored is not None and stored.spans:
-            return stored
-    return None
-
-
-async def load_traces(store: TraceStore, trace_ids: Sequence[str]) -> list[StoredTrace]:
-    """The stored traces of ``trace_ids`` (each found as :func:`find_trace` finds it), in that order; ids with
-    no stored span are left out."""
-    gate = asyncio.Semaphore(LOAD_CONCURRENCY)
-
-    async def load(trace_id: str) -> StoredTrace | None:
-        async with gate:
-            return await find_trace(store, trace_id)
-
-    loaded = await asyncio.gather(*(load(trace_id) for trace_id in trace_ids))
-    return [trace for trace in loaded if trace is not None and trace.spans]
-
-
-async def search(store: TraceStore, query: TraceQuery) -> list[StoredTrace]:
-    """The full traces matching ``query``, newest first (Jaeger's searches answer whole traces)."""
-    return await load_traces(store, [summary.trace_id for summary in await store.find_traces(query)])
+# -- rendering ---------------------------------------------------------------------------------------
 
 
 async def render(traces: Sequence[StoredTrace], convert: Callable[[], T]) -> T:
@@ -344,32 +263,18 @@ def non_finite_text(value: float) -> str:
 
 __all__ = [
     "MAX_EPOCH_US",
-    "Failure",
-    "ParamError",
-    "answering_errors",
     "build_query",
     "duration_bounds_us",
-    "find_trace",
     "first",
     "go_bool",
     "go_duration_ns",
     "integer",
     "is_js_safe",
-    "jaeger_id_spellings",
     "json_tag_value",
-    "load_traces",
     "non_finite_text",
     "render",
     "result_limit",
     "rfc3339_ns",
-    "search",
     "tag_filters",
+    "trace_id_param",
 ]
-
-
-async def operation_kinds(store: TraceStore, service: str, span_kind: str) -> list[tuple[str, str]]:
-    """(operation, span kind) pairs of ``service``, only those of ``span_kind`` when given (any case, as
-    Jaeger reads it)."""
-    pairs = await store.operation_kinds(service)
-    wanted = span_kind.lower()
-    return [(name, kind) for name, kind in pairs if not wanted or kind == wanted]

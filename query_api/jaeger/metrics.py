@@ -25,16 +25,17 @@ from __future__ import annotations
 import datetime
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 import msgspec
 from multidict import MultiMapping
 
-from shared.store.base import RollupRow, TraceStore, Window
+from shared.store.base import RollupRow, Window
 from shared.store.buckets import BUCKET_BOUNDS_US
 
-from .common import ParamError, go_bool, integer
+from .common import go_bool, integer
+from .errors import ParamError
 
 MINUTE_MS: Final = 60_000
 DEFAULT_LOOKBACK_MS: Final = 3_600_000
@@ -163,14 +164,19 @@ Series = dict[int, list[int]]
 """minute start (ms) -> [count, errors, h0 .. h18]."""
 
 
-async def _minute_series(store: TraceStore, query: MetricsQuery) -> dict[tuple[str, str], Series]:
-    """Per (service, operation or "") the minute rows from the first point's window to ``endTs``."""
+def rollup_window(query: MetricsQuery) -> Window:
+    """The minutes whose rollups the points of ``query`` need: from the first point's ``ratePer`` window to
+    ``endTs``."""
     first = query.end_ms - query.lookback_ms - query.rate_per_ms
-    window = Window(start_us=max(0, first) * 1000, end_us=max(first + 1, query.end_ms + 1) * 1000)
+    return Window(start_us=max(0, first) * 1000, end_us=max(first + 1, query.end_ms + 1) * 1000)
+
+
+def _minute_series(rows: Mapping[str, Sequence[RollupRow]], query: MetricsQuery) -> dict[tuple[str, str], Series]:
+    """Per (service, operation or "") the minute sums of the rollup ``rows`` (per service) of the span kinds
+    asked for."""
     out: dict[tuple[str, str], Series] = defaultdict(dict)
-    for service in query.services:
-        rows: list[RollupRow] = await store.rollups("operations", window, step_us=60_000_000, service=service)
-        for row in rows:
+    for service, service_rows in rows.items():
+        for row in service_rows:
             if row.key[2] not in query.span_kinds:
                 continue
             key = (service, row.key[1] if query.group_by_operation else "")
@@ -222,8 +228,11 @@ def _labels(service: str, operation: str, grouped: bool) -> list[Label]:
     return labels
 
 
-async def metric_family(store: TraceStore, query: MetricsQuery, kind: str, quantile: float = 0.0) -> MetricFamily:
-    """The ``latencies``, ``calls`` or ``errors`` family of ``query``."""
+def metric_family(
+    query: MetricsQuery, rows: Mapping[str, Sequence[RollupRow]], kind: str, quantile: float = 0.0
+) -> MetricFamily:
+    """The ``latencies``, ``calls`` or ``errors`` family of ``query`` from the minute rollup ``rows`` of
+    its services over :func:`rollup_window`."""
     if kind == "latencies":
         name, help_text = "service_latencies", f"{quantile:.2f}th quantile latency, grouped by service"
     elif kind == "calls":
@@ -236,7 +245,7 @@ async def metric_family(store: TraceStore, query: MetricsQuery, kind: str, quant
         help_text += " & operation"
     metrics = []
     seconds = query.rate_per_ms / 1000
-    for (service, operation), series in sorted((await _minute_series(store, query)).items()):
+    for (service, operation), series in sorted(_minute_series(rows, query).items()):
         points = []
         for t, sums in _points(series, query):
             if kind == "calls":

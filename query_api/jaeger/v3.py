@@ -36,29 +36,24 @@ from shared.models import Span, TagValue
 from shared.store.base import StoredTrace, TraceQuery
 
 from ..encoding import encode
-from ..keys import STORE
-from ..shapes import is_id
+from ..keys import JAEGER
 from .common import (
     INT64_MAX,
     INT64_MIN,
     MAX_EPOCH_US,
-    Failure,
-    ParamError,
-    answering_errors,
     build_query,
     duration_bounds_us,
-    find_trace,
     first,
     go_bool,
     integer,
     json_tag_value,
     non_finite_text,
-    operation_kinds,
     render,
     result_limit,
     rfc3339_ns,
-    search,
+    trace_id_param,
 )
+from .errors import Failure, ParamError, error_answer
 
 DEFAULT_SEARCH_DEPTH: Final = 100
 """Traces a search returns when ``query.searchDepth`` is not given (Jaeger's default)."""
@@ -241,7 +236,7 @@ def _answer(value: object, status: int = 200) -> web.Response:
     return web.Response(body=encode(value), status=status, content_type=JSON)
 
 
-def error_answer(status: int, message: str) -> web.Response:
+def _error(status: int, message: str) -> web.Response:
     return _answer(GatewayError(error=ErrorDetails(http_code=status, message=message)), status)
 
 
@@ -252,7 +247,7 @@ async def _traces_answer(traces: Sequence[StoredTrace]) -> web.Response:
     return web.Response(body=body, content_type=JSON)
 
 
-gateway_errors = answering_errors(error_answer, lambda exc: f"malformed parameter {exc.param}: {exc.reason}")
+ERRORS: Final = error_answer(_error, lambda exc: f"malformed parameter {exc.param}: {exc.reason}")
 """Bad parameters and empty results answered as the gRPC gateway's errors."""
 
 
@@ -321,37 +316,31 @@ def search_query(params: MultiMapping[str]) -> TraceQuery | None:
 # -- handlers ----------------------------------------------------------------------------------------
 
 
-@gateway_errors
 async def get_trace(request: web.Request) -> web.Response:
-    trace_id = request.match_info["trace_id"]
-    if not is_id(trace_id):
-        raise ParamError("trace_id", "a trace id is 1..64 characters of [A-Za-z0-9._:-]")
+    trace_id = trace_id_param("trace_id", request.match_info["trace_id"])
     params = request.query
     for names in (("startTime", "start_time"), ("endTime", "end_time")):
         given = first(params, *names)
         if given is not None:
             _time_ns(given)  # a lookup hint in Jaeger; validated, not needed here
     _check_raw_traces(params, "rawTraces", "raw_traces")
-    stored = await find_trace(request.app[STORE], trace_id)  # hex ids in any case, as Jaeger reads them
+    stored = await request.app[JAEGER].find_trace(trace_id)  # hex ids in any case, as Jaeger reads them
     return await _traces_answer([] if stored is None else [stored])
 
 
-@gateway_errors
 async def find_traces(request: web.Request) -> web.Response:
     query = search_query(request.query)
-    return await _traces_answer([] if query is None else await search(request.app[STORE], query))
+    return await _traces_answer([] if query is None else await request.app[JAEGER].search(query))
 
 
-@gateway_errors
 async def services(request: web.Request) -> web.Response:
-    return _answer(Services(services=await request.app[STORE].services()))
+    return _answer(Services(services=await request.app[JAEGER].services()))
 
 
-@gateway_errors
 async def operations(request: web.Request) -> web.Response:
     """Operations of ``service`` as ``{name, spanKind}``, one per (operation, span kind) seen;
     ``spanKind`` keeps that kind only; no service, no operations."""
     service = request.query.get("service", "")
     kind = request.query.get("spanKind") or request.query.get("span_kind", "")  # span_kind: Jaeger's old name
-    found = await operation_kinds(request.app[STORE], service, kind) if service else []
+    found = await request.app[JAEGER].operation_kinds(service, kind) if service else []
     return _answer(Operations(operations=[Operation(name=n, span_kind=k) for n, k in found]))

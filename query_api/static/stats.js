@@ -108,42 +108,31 @@ function pipeline(stats) {
       item("Late spans", fmtCount(p.lateSpans), "lateSpans", p.lateSpans),
     ),
     p.workers.length
-      ? h(
-          "table",
+      ? table(
           { class: "table compact" },
-          h(
-            "thead",
-            {},
-            h(
+          [
+            "Worker",
+            "Partitions",
+            ["Lag", { class: "num" }],
+            ["Spans/s", { class: "num" }],
+            ["Spans", { class: "num" }],
+            ["Finalized", { class: "num" }],
+            "Seen",
+          ],
+          p.workers.map((w) => {
+            const lag = Object.values(w.lag).reduce((a, b) => a + b, 0);
+            return h(
               "tr",
-              {},
-              h("th", {}, "Worker"),
-              h("th", {}, "Partitions"),
-              h("th", { class: "num" }, "Lag"),
-              h("th", { class: "num" }, "Spans/s"),
-              h("th", { class: "num" }, "Spans"),
-              h("th", { class: "num" }, "Finalized"),
-              h("th", {}, "Seen"),
-            ),
-          ),
-          h(
-            "tbody",
-            {},
-            p.workers.map((w) => {
-              const lag = Object.values(w.lag).reduce((a, b) => a + b, 0);
-              return h(
-                "tr",
-                { "data-testid": "worker-row", "data-worker": w.workerId },
-                h("td", { class: "mono" }, w.workerId),
-                h("td", { class: "muted", title: w.partitions.join(", ") }, `${w.partitions.length}`),
-                h("td", { class: "num", "data-field": "lag", "data-value": lag }, fmtCount(lag)),
-                h("td", { class: "num", "data-field": "spansPerSecond", "data-value": w.spansPerSecond }, fmtCount(w.spansPerSecond)),
-                h("td", { class: "num" }, fmtCount(w.spansTotal)),
-                h("td", { class: "num" }, fmtCount(w.tracesFinalized)),
-                h("td", { class: "muted" }, fmtAgo(w.updatedAt, now)),
-              );
-            }),
-          ),
+              { "data-testid": "worker-row", "data-worker": w.workerId },
+              h("td", { class: "mono" }, w.workerId),
+              h("td", { class: "muted", title: w.partitions.join(", ") }, `${w.partitions.length}`),
+              h("td", { class: "num", "data-field": "lag", "data-value": lag }, fmtCount(lag)),
+              h("td", { class: "num", "data-field": "spansPerSecond", "data-value": w.spansPerSecond }, fmtCount(w.spansPerSecond)),
+              h("td", { class: "num" }, fmtCount(w.spansTotal)),
+              h("td", { class: "num" }, fmtCount(w.tracesFinalized)),
+              h("td", { class: "muted" }, fmtAgo(w.updatedAt, now)),
+            );
+          }),
         )
       : empty("No worker sent a heartbeat in the last 30 seconds."),
   );
@@ -152,88 +141,76 @@ function pipeline(stats) {
 function services(stats, win, jump) {
   const entries = Object.entries(stats.serviceStats).sort((a, b) => a[0].localeCompare(b[0]));
   const maxP99 = Math.max(0, ...entries.map(([, v]) => v.p99));
-  const cell = (key, raw, text, cls) => h("td", { class: ["num", cls], "data-field": key, "data-value": raw }, text);
   return card(
     "Services",
     { "data-testid": "service-stats" },
     h("p", { class: "muted" }, "Spans of finished traces; latency percentiles from histograms; click a service for its charts"),
     entries.length
-      ? h(
-          "table",
-          { class: "table" },
-          h(
-            "thead",
-            {},
-            h(
+      ? table(
+          {},
+          [
+            "Service",
+            ["Spans", { class: "num" }],
+            ["Avg", { class: "num" }],
+            ["Errors", { class: "num" }],
+            ["p50", { class: "num" }],
+            ["p95", { class: "num" }],
+            ["p99", { class: "num" }],
+            ["Latency p50 → p99 (| p95)", { class: "lat-col", title: "bar from p50 to p99, tick at p95" }],
+          ],
+          entries.map(([name, v]) => {
+            const errRate = v.count ? (v.errorCount / v.count) * 100 : 0;
+            return h(
               "tr",
-              {},
-              h("th", {}, "Service"),
-              h("th", { class: "num" }, "Spans"),
-              h("th", { class: "num" }, "Avg"),
-              h("th", { class: "num" }, "Errors"),
-              h("th", { class: "num" }, "p50"),
-              h("th", { class: "num" }, "p95"),
-              h("th", { class: "num" }, "p99"),
-              h("th", { class: "lat-col", title: "bar from p50 to p99, tick at p95" }, "Latency p50 → p99 (| p95)"),
-            ),
-          ),
-          h(
-            "tbody",
-            {},
-            entries.map(([name, v]) => {
-              const errRate = v.count ? (v.errorCount / v.count) * 100 : 0;
-              return h(
-                "tr",
-                { "data-testid": "service-row", "data-service": name },
+              { "data-testid": "service-row", "data-service": name },
+              h(
+                "td",
+                { class: "service-cell" },
                 h(
-                  "td",
-                  { class: "service-cell" },
-                  h(
-                    "button",
-                    { type: "button", class: "link", title: "its charts and operations below", onclick: () => jump(name) },
-                    serviceDot(name),
-                    name,
-                  ),
-                  h(
-                    "a",
-                    {
-                      class: "row-link",
-                      href: withWindow(`#/search?${new URLSearchParams({ serviceName: name })}`, win),
-                      "data-testid": "service-search",
+                  "button",
+                  { type: "button", class: "link", title: "its charts and operations below", onclick: () => jump(name) },
+                  serviceDot(name),
+                  name,
+                ),
+                h(
+                  "a",
+                  {
+                    class: "row-link",
+                    href: withWindow(`#/search?${new URLSearchParams({ serviceName: name })}`, win),
+                    "data-testid": "service-search",
+                  },
+                  "traces",
+                ),
+              ),
+              numCell("count", v.count, fmtCount(v.count)),
+              numCell("avgDuration", v.avgDuration, fmtMs(v.avgDuration)),
+              numCell(
+                "errorCount",
+                v.errorCount,
+                v.errorCount ? `${fmtCount(v.errorCount)} (${fmtPercent(errRate)})` : "0",
+                v.errorCount && "err",
+              ),
+              numCell("p50", v.p50, fmtMs(v.p50)),
+              numCell("p95", v.p95, fmtMs(v.p95)),
+              numCell("p99", v.p99, fmtMs(v.p99)),
+              h(
+                "td",
+                { class: "lat-col" },
+                h(
+                  "div",
+                  { class: "lat" },
+                  h("div", {
+                    class: "lat-range",
+                    style: {
+                      left: `${maxP99 ? (v.p50 / maxP99) * 100 : 0}%`,
+                      width: `${maxP99 ? (Math.max(0, v.p99 - v.p50) / maxP99) * 100 : 0}%`,
                     },
-                    "traces",
-                  ),
+                  }),
+                  h("div", { class: "lat-tick", style: { left: `${maxP99 ? (v.p95 / maxP99) * 100 : 0}%` } }),
                 ),
-                cell("count", v.count, fmtCount(v.count)),
-                cell("avgDuration", v.avgDuration, fmtMs(v.avgDuration)),
-                cell(
-                  "errorCount",
-                  v.errorCount,
-                  v.errorCount ? `${fmtCount(v.errorCount)} (${fmtPercent(errRate)})` : "0",
-                  v.errorCount && "err",
-                ),
-                cell("p50", v.p50, fmtMs(v.p50)),
-                cell("p95", v.p95, fmtMs(v.p95)),
-                cell("p99", v.p99, fmtMs(v.p99)),
-                h(
-                  "td",
-                  { class: "lat-col" },
-                  h(
-                    "div",
-                    { class: "lat" },
-                    h("div", {
-                      class: "lat-range",
-                      style: {
-                        left: `${maxP99 ? (v.p50 / maxP99) * 100 : 0}%`,
-                        width: `${maxP99 ? (Math.max(0, v.p99 - v.p50) / maxP99) * 100 : 0}%`,
-                      },
-                    }),
-                    h("div", { class: "lat-tick", style: { left: `${maxP99 ? (v.p95 / maxP99) * 100 : 0}%` } }),
-                  ),
-                ),
-              );
-            }),
-          ),
+              ),
+            );
+          }),
         )
       : empty("No finished traces yet."),
   );

@@ -15,6 +15,7 @@ import {
   serviceColor,
   serviceDot,
   statusBadge,
+  table,
 } from "./dom.js";
 
 const INDENT_PX = 14;
@@ -161,56 +162,60 @@ function detailPanel(span, node, offset) {
     h(
       "div",
       { class: "detail-cols" },
-      h(
-        "div",
-        {},
-        h("h3", {}, `Tags (${tags.length})`),
-        tags.length
-          ? h(
-              "table",
-              { class: "table tags", "data-testid": "detail-tags" },
-              h(
-                "tbody",
-                {},
-                tags.map(([key, value]) =>
-                  h(
-                    "tr",
-                    { "data-testid": "tag-row", "data-key": key },
-                    h("th", { class: "mono" }, key),
-                    h("td", { class: ["mono", `v-${typeof value}`] }, fmtValue(value)),
-                  ),
-                ),
-              ),
-            )
-          : empty("No tags."),
-      ),
-      h(
-        "div",
-        {},
-        h("h3", {}, `Logs (${logs.length})`),
-        logs.length
-          ? h(
-              "ol",
-              { class: "logs", "data-testid": "detail-logs" },
-              logs.map((log) =>
+      detailColumn(
+        "Tags",
+        tags,
+        () =>
+          h(
+            "table",
+            { class: "table tags", "data-testid": "detail-tags" },
+            h(
+              "tbody",
+              {},
+              tags.map(([key, value]) =>
                 h(
-                  "li",
-                  { "data-testid": "log-row" },
-                  h("span", { class: "log-time mono", title: fmtTime(log.timestamp) }, `+${fmtMs(log.timestamp - span.startTime)}`),
-                  h(
-                    "span",
-                    { class: "log-fields" },
-                    Object.entries(log.fields).map(([key, value]) =>
-                      h("span", { class: "log-field mono" }, h("b", {}, key), "=", fmtValue(value)),
-                    ),
+                  "tr",
+                  { "data-testid": "tag-row", "data-key": key },
+                  h("th", { class: "mono" }, key),
+                  h("td", { class: ["mono", `v-${typeof value}`] }, fmtValue(value)),
+                ),
+              ),
+            ),
+          ),
+        "No tags.",
+      ),
+      detailColumn(
+        "Logs",
+        logs,
+        () =>
+          h(
+            "ol",
+            { class: "logs", "data-testid": "detail-logs" },
+            logs.map((log) =>
+              h(
+                "li",
+                { "data-testid": "log-row" },
+                h("span", { class: "log-time mono", title: fmtTime(log.timestamp) }, `+${fmtMs(log.timestamp - span.startTime)}`),
+                h(
+                  "span",
+                  { class: "log-fields" },
+                  Object.entries(log.fields).map(([key, value]) =>
+                    h("span", { class: "log-field mono" }, h("b", {}, key), "=", fmtValue(value)),
                   ),
                 ),
               ),
-            )
-          : empty("No logs."),
+            ),
+          ),
+        "No logs.",
       ),
     ),
   );
+}
+
+/** A column of the span detail: ``title (count)`` over what ``build()`` makes of the items, or ``none``
+ *  without items. */
+function detailColumn(title, items, build, none) {
+  return h("div", {}, h("h3", {}, `${title} (${items.length})`), items.length ? build() : empty(none));
 }
 
 function waterfall(trace, vis, analysis, rows) {
@@ -429,51 +434,40 @@ function analysisCards(analysis, select, serviceOf) {
         : "",
     ),
     segs.length
-      ? h(
-          "table",
+      ? table(
           { class: "table compact" },
-          h(
-            "thead",
-            {},
+          [
+            "Span",
+            ["From", { class: "num" }],
+            ["To", { class: "num" }],
+            ["Time", { class: "num" }],
+            ["", { class: "seg-col" }],
+          ],
+          segs.map((seg) =>
             h(
               "tr",
-              {},
-              h("th", {}, "Span"),
-              h("th", { class: "num" }, "From"),
-              h("th", { class: "num" }, "To"),
-              h("th", { class: "num" }, "Time"),
-              h("th", { class: "seg-col" }, ""),
-            ),
-          ),
-          h(
-            "tbody",
-            {},
-            segs.map((seg) =>
+              {
+                class: "clickable",
+                "data-testid": "critical-path-step",
+                "data-span-id": seg.spanId,
+                "data-start": seg.start,
+                "data-end": seg.end,
+                onclick: () => select(seg.spanId),
+              },
+              h("td", { class: "step-label" }, serviceDot(serviceOf(seg.spanId, seg.span)), seg.span),
+              h("td", { class: "num" }, fmtMs(seg.start)),
+              h("td", { class: "num" }, fmtMs(seg.end)),
+              h("td", { class: "num" }, fmtMs(seg.end - seg.start)),
               h(
-                "tr",
-                {
-                  class: "clickable",
-                  "data-testid": "critical-path-step",
-                  "data-span-id": seg.spanId,
-                  "data-start": seg.start,
-                  "data-end": seg.end,
-                  onclick: () => select(seg.spanId),
-                },
-                h("td", { class: "step-label" }, serviceDot(serviceOf(seg.spanId, seg.span)), seg.span),
-                h("td", { class: "num" }, fmtMs(seg.start)),
-                h("td", { class: "num" }, fmtMs(seg.end)),
-                h("td", { class: "num" }, fmtMs(seg.end - seg.start)),
+                "td",
+                { class: "seg-col" },
                 h(
-                  "td",
-                  { class: "seg-col" },
-                  h(
-                    "div",
-                    { class: "seg-track" },
-                    h("div", {
-                      class: "seg-bar",
-                      style: { left: pct(seg.start, total || 1), width: pct(seg.end - seg.start, total || 1) },
-                    }),
-                  ),
+                  "div",
+                  { class: "seg-track" },
+                  h("div", {
+                    class: "seg-bar",
+                    style: { left: pct(seg.start, total || 1), width: pct(seg.end - seg.start, total || 1) },
+                  }),
                 ),
               ),
             ),
@@ -487,40 +481,29 @@ function analysisCards(analysis, select, serviceOf) {
     { "data-testid": "bottlenecks" },
     h("p", { class: "muted" }, "Spans whose own work takes more than 10% of the trace"),
     analysis.bottlenecks.length
-      ? h(
-          "table",
-          { class: "table" },
-          h(
-            "thead",
-            {},
+      ? table(
+          {},
+          [
+            "Span",
+            ["Self time", { class: "num" }],
+            ["Duration", { class: "num" }],
+            ["Share", { class: "share-col" }],
+          ],
+          analysis.bottlenecks.map((b) =>
             h(
               "tr",
-              {},
-              h("th", {}, "Span"),
-              h("th", { class: "num" }, "Self time"),
-              h("th", { class: "num" }, "Duration"),
-              h("th", { class: "share-col" }, "Share"),
-            ),
-          ),
-          h(
-            "tbody",
-            {},
-            analysis.bottlenecks.map((b) =>
+              { class: "clickable", "data-testid": "bottleneck-row", "data-span-id": b.spanId, onclick: () => select(b.spanId) },
+              h("td", { class: "bottleneck-span" }, serviceDot(serviceOf(b.spanId, b.span)), b.span),
+              h("td", { class: "num" }, fmtMs(b.selfTime)),
+              h("td", { class: "num" }, fmtMs(b.duration)),
               h(
-                "tr",
-                { class: "clickable", "data-testid": "bottleneck-row", "data-span-id": b.spanId, onclick: () => select(b.spanId) },
-                h("td", { class: "bottleneck-span" }, serviceDot(serviceOf(b.spanId, b.span)), b.span),
-                h("td", { class: "num" }, fmtMs(b.selfTime)),
-                h("td", { class: "num" }, fmtMs(b.duration)),
+                "td",
+                { class: "share-col" },
                 h(
-                  "td",
-                  { class: "share-col" },
-                  h(
-                    "div",
-                    { class: "share" },
-                    h("div", { class: "share-bar hot", style: { width: `${Math.min(100, b.percentage)}%` } }),
-                    h("span", {}, fmtPercent(b.percentage)),
-                  ),
+                  "div",
+                  { class: "share" },
+                  h("div", { class: "share-bar hot", style: { width: `${Math.min(100, b.percentage)}%` } }),
+                  h("span", {}, fmtPercent(b.percentage)),
                 ),
               ),
             ),

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 
 from query_api.jaeger.common import (
-    Failure,
-    ParamError,
     duration_bounds_us,
     go_bool,
     go_duration_ns,
@@ -15,6 +13,7 @@ from query_api.jaeger.common import (
     rfc3339_ns,
     tag_filters,
 )
+from query_api.jaeger.errors import Failure, ParamError
 
 T0_NS = 1_732_500_000_000_000_000
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from query_api.app import setup_routes
+from query_api.routes import setup_routes
 from shared.settings import PREFIX, Settings
 from shared.store.cassandra.config import CassandraConfig
 

@@ -1,5 +1,6 @@
-"""SLA monitoring reads: per-operation statistics and time series of a service, from the time-bucketed
-rollups (O(buckets in the window), never O(traces)). Milliseconds out."""
+"""Monitoring reads: overall statistics with the ingest pipeline's health, per-operation statistics and
+time series of a service. All from the time-bucketed rollups (O(buckets in the window), never O(traces))
+and the workers' heartbeats. Milliseconds out."""
 
 from __future__ import annotations
 
@@ -8,15 +9,30 @@ from collections.abc import Sequence
 from typing import Final
 
 from shared.analysis import ms
-from shared.store.base import QueryError, RollupRow, ServiceStats, TraceStore, Window
+from shared.store.base import Heartbeat, QueryError, RollupRow, ServiceStats, TraceStore, Window
 from shared.store.rollups import merge_counters
 
-from .errors import BadRequest
-from .shapes import OperationStatsList, OperationStatsView, TimePointView, TimeseriesView, WindowView
+from ..errors import BadRequest
+from ..shapes import (
+    OperationStatsList,
+    OperationStatsView,
+    PipelineView,
+    ServiceStatsView,
+    SlowTraceView,
+    StatsView,
+    TimePointView,
+    TimeseriesView,
+    WindowView,
+    WorkerView,
+    shape_of,
+)
+from .clock import Clock, now_us
 
 MAX_POINTS: Final = 1440
 """The most points a time series answers (a day at one-minute steps)."""
 MINUTE_US: Final = 60_000_000
+HEARTBEAT_WINDOW_US: Final = 30_000_000
+"""``/stats`` reports the workers whose last heartbeat is newer than this."""
 
 
 def window_view(window: Window | None) -> WindowView | None:
@@ -33,14 +49,61 @@ def merged(rows: Sequence[RollupRow]) -> ServiceStats:
 
 
 def quantiles(stats: ServiceStats) -> tuple[float, float, float]:
+    """p50, p95 and p99 of ``stats``'s latency histogram, in milliseconds."""
     return ms(stats.percentile_us(0.50)), ms(stats.percentile_us(0.95)), ms(stats.percentile_us(0.99))
 
 
+def mean_ms(total_us: float, count: int) -> float:
+    """``total_us / count`` in milliseconds; 0 without a count."""
+    return ms(total_us / count) if count else 0.0
+
+
+def _service_stats(stats: ServiceStats) -> ServiceStatsView:
+    p50, p95, p99 = quantiles(stats)
+    avg = mean_ms(stats.total_duration_us, stats.count)
+    return ServiceStatsView(
+        count=stats.count, avg_duration=avg, error_count=stats.error_count, p50=p50, p95=p95, p99=p99
+    )
+
+
+def _pipeline(beats: Sequence[Heartbeat]) -> PipelineView:
+    workers = [shape_of(WorkerView, b, updated_at=ms(b.updated_at_us)) for b in beats]
+    return PipelineView(
+        workers=workers,
+        total_lag=sum(sum(b.lag.values()) for b in beats),
+        spans_per_second=round(float(sum(b.spans_per_second for b in beats)), 3),
+        dead_lettered=sum(b.dead_lettered for b in beats),
+        late_spans=sum(b.late_spans for b in beats),
+    )
+
+
 class MonitorService:
-    def __init__(self, store: TraceStore) -> None:
+    """``/stats``, ``/stats/operations`` and ``/stats/timeseries`` from a :class:`TraceStore`."""
+
+    def __init__(self, store: TraceStore, *, clock: Clock = now_us, slowest: int = 5) -> None:
         self._store = store
+        self._clock = clock
+        self._slowest = slowest
+
+    async def stats(self, window: Window | None = None) -> StatsView:
+        """Trace counts, the slowest traces and per-service statistics over all time (or ``window``), and
+        the pipeline as the heartbeats of the last 30 seconds tell it."""
+        stats = await self._store.stats(slowest=self._slowest, window=window)
+        beats = await self._store.heartbeats(newer_than_us=self._clock() - HEARTBEAT_WINDOW_US)
+        return StatsView(
+            total_traces=stats.total_traces,
+            active_traces=stats.active_traces,
+            completed_traces=stats.completed_traces,
+            failed_traces=stats.failed_traces,
+            avg_duration=mean_ms(stats.total_duration_us, stats.completed_traces + stats.failed_traces),
+            slowest_traces=[SlowTraceView(trace_id=s.trace_id, duration=ms(s.duration_us)) for s in stats.slowest],
+            service_stats={service: _service_stats(s) for service, s in stats.services.items()},
+            pipeline=_pipeline(beats),
+            window=window_view(stats.window),
+        )
 
     async def operation_stats(self, service: str, window: Window | None) -> OperationStatsList:
+        """Per operation of ``service`` (all its span kinds together), busiest first."""
         rows = await self._store.rollups("operations", window, service=service)
         per_operation: dict[str, list[RollupRow]] = defaultdict(list)
         for row in rows:
@@ -55,7 +118,7 @@ class MonitorService:
                     span_kinds=sorted({r.key[2] for r in group}),
                     count=stats.count,
                     error_count=stats.error_count,
-                    avg_duration=ms(stats.total_duration_us / stats.count) if stats.count else 0.0,
+                    avg_duration=mean_ms(stats.total_duration_us, stats.count),
                     p50=p50,
                     p95=p95,
                     p99=p99,
@@ -92,6 +155,7 @@ class MonitorService:
         return {key: [(t, merged(rs)) for t, rs in sorted(steps.items())] for key, steps in groups.items()}
 
     async def timeseries(self, service: str, operation: str | None, window: Window, step_us: int) -> TimeseriesView:
+        """One point per ``step_us`` of ``window`` with spans of the service (or of one operation of it)."""
         series = (await self.series(service, operation, window, step_us)).get(None, [])
         points = []
         for t, stats in series:

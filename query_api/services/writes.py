@@ -9,15 +9,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final
 
-from shared.clock import now_us
 from shared.kafka import SpanProducer
 from shared.models import STATUS_OF, Log, Span, SpanFinish
 from shared.propagation import new_span_id, new_trace_id, parse_traceparent
 from shared.store.base import TraceStore
 
-from .errors import NotFound
-from .service import Clock
-from .shapes import (
+from ..errors import NotFound
+from ..shapes import (
     FinishRequest,
     FinishResponse,
     SpanRequest,
@@ -25,6 +23,7 @@ from .shapes import (
     StartRequest,
     StartResponse,
 )
+from .clock import Clock, now_us
 
 REMEMBERED_SPANS: Final = 100_000
 """How many span → trace ids of spans this process created are kept for ``/traces/span/finish``."""

@@ -1,45 +1,33 @@
-"""The read side: builds the API's response shapes from the store's Structs (milliseconds out).
+"""The trace reads of the seed API: one trace, its tree, its analysis, and trace search (milliseconds out).
 
 A finalized trace is served from the analysis stored at finalization; an active one (no stored analysis
-yet) is analyzed on the fly from its stored spans. No SQL here: only the :class:`TraceStore` Protocol.
+yet) is analyzed on the fly from its stored spans. A trace with no stored span is :class:`NotFound`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from shared.analysis import TraceAnalysis, TreeNode, analyze, ms, span_tree
-from shared.clock import now_us
 from shared.models import STATUS_OF, Span, flat_tags
-from shared.store.base import StoredTrace, TraceQuery, TraceStatus, TraceStore, Window
+from shared.store.base import StoredTrace, TraceQuery, TraceStatus, TraceStore
 
-from .errors import NotFound
-from .monitoring import window_view
-from .shapes import (
+from ..errors import NotFound
+from ..shapes import (
     AnalysisView,
     LogView,
-    PipelineView,
-    ServiceStatsView,
-    SlowTraceView,
     SpanView,
-    StatsView,
     TraceSummaryView,
     TraceView,
     Visualization,
     VisualNode,
-    WorkerView,
+    shape_of,
 )
 
-Clock = Callable[[], int]
-"""Microseconds since the Unix epoch."""
-
-HEARTBEAT_WINDOW_US: Final = 30_000_000
-"""``/stats`` reports the workers whose last heartbeat is newer than this."""
 ANALYZE_INLINE_MAX_SPANS: Final = 500
-"""Active traces larger than this are analyzed in a worker thread (10k spans take ~0.1 s), so the event
-loop keeps answering other requests meanwhile."""
+"""Active traces larger than this are analyzed in a worker thread, so the event loop keeps answering
+other requests meanwhile."""
 
 
 def _ms_or_none(us: int | None) -> float | None:
@@ -86,13 +74,25 @@ def visual_tree(root: TreeNode, trace_start_us: int) -> VisualNode:
     return top
 
 
-class QueryService:
-    """Answers the read endpoints from a :class:`TraceStore`."""
+def _completeness(stored: StoredTrace, analysis: TraceAnalysis, status: TraceStatus) -> dict[str, Any]:
+    """The completeness fields :class:`TraceView` and :class:`AnalysisView` share."""
+    completeness = stored.completeness
+    return {
+        "status": status,
+        "complete": analysis.complete,
+        "orphan_spans": analysis.orphan_spans,
+        "late_spans": completeness.late_spans,
+        "open_spans": analysis.open_spans,
+        "finalized_at": _ms_or_none(completeness.finalized_at_us),
+        "refinalizations": completeness.refinalizations,
+    }
 
-    def __init__(self, store: TraceStore, *, clock: Clock = now_us, slowest: int = 5) -> None:
+
+class TraceService:
+    """One trace (as spans, a tree or an analysis) and trace search, from a :class:`TraceStore`."""
+
+    def __init__(self, store: TraceStore) -> None:
         self._store = store
-        self._clock = clock
-        self._slowest = slowest
 
     async def _load(self, trace_id: str) -> tuple[StoredTrace, TraceAnalysis, TraceStatus]:
         """The stored trace, its analysis and status; :class:`NotFound` when no span of it is stored."""
@@ -111,6 +111,7 @@ class QueryService:
         return stored, analysis, status
 
     async def trace(self, trace_id: str) -> TraceView:
+        """The trace: its root span apart, the other spans by start time (then span id), completeness."""
         stored, analysis, status = await self._load(trace_id)
         root: Span | None = None
         others: list[Span] = []
@@ -120,7 +121,6 @@ class QueryService:
             else:
                 others.append(span)
         others.sort(key=lambda s: (s.start_time_us, s.span_id))
-        completeness = stored.completeness
         return TraceView(
             trace_id=trace_id,
             root_span=None if root is None else span_view(root),
@@ -128,33 +128,26 @@ class QueryService:
             service_calls=analysis.span_count,
             duration=ms(analysis.duration_us),
             start_time=ms(analysis.start_us),
-            status=status,
-            complete=analysis.complete,
-            orphan_spans=analysis.orphan_spans,
-            late_spans=completeness.late_spans,
-            open_spans=analysis.open_spans,
-            finalized_at=_ms_or_none(completeness.finalized_at_us),
-            refinalizations=completeness.refinalizations,
+            **_completeness(stored, analysis, status),
         )
 
     async def search(self, query: TraceQuery) -> list[TraceSummaryView]:
+        """The summaries of the traces matching ``query``, newest first (the store's order)."""
         return [
-            TraceSummaryView(
-                trace_id=s.trace_id,
+            shape_of(
+                TraceSummaryView,
+                s,
                 service_name=s.root_service,
                 operation_name=s.root_operation,
                 start_time=ms(s.start_us),
                 duration=ms(s.duration_us),
                 service_calls=s.span_count,
-                status=s.status,
-                error_count=s.error_count,
-                services=s.services,
-                complete=s.complete,
             )
             for s in await self._store.find_traces(query)
         ]
 
     async def visualize(self, trace_id: str) -> Visualization:
+        """The span tree from the trace's root span, and the trees of its other roots as orphans."""
         stored, analysis, _ = await self._load(trace_id)
         trees = span_tree(stored.spans)
         start = analysis.start_us
@@ -171,71 +164,15 @@ class QueryService:
         )
 
     async def analysis(self, trace_id: str) -> AnalysisView:
+        """The trace's analysis: stored at finalization, computed on the fly while the trace is active."""
         stored, analysis, status = await self._load(trace_id)
-        completeness = stored.completeness
-        return AnalysisView(
+        return shape_of(
+            AnalysisView,
+            analysis,
             trace_id=trace_id,
             total_duration=ms(analysis.duration_us),
             service_calls=analysis.span_count,
-            bottlenecks=analysis.bottlenecks,
-            service_breakdown=analysis.service_breakdown,
-            critical_path=analysis.critical_path,
-            critical_path_segments=analysis.critical_path_segments,
-            critical_path_duration=analysis.critical_path_duration,
-            status=status,
-            complete=analysis.complete,
-            orphan_spans=analysis.orphan_spans,
-            late_spans=completeness.late_spans,
-            open_spans=analysis.open_spans,
-            finalized_at=_ms_or_none(completeness.finalized_at_us),
-            refinalizations=completeness.refinalizations,
-            dependencies=analysis.dependencies,
-        )
-
-    async def stats(self, window: Window | None = None) -> StatsView:
-        stats = await self._store.stats(slowest=self._slowest, window=window)
-        beats = await self._store.heartbeats(newer_than_us=self._clock() - HEARTBEAT_WINDOW_US)
-        finalized = stats.completed_traces + stats.failed_traces
-        workers = [
-            WorkerView(
-                worker_id=b.worker_id,
-                partitions=b.partitions,
-                lag=b.lag,
-                spans_per_second=b.spans_per_second,
-                spans_total=b.spans_total,
-                late_spans=b.late_spans,
-                dead_lettered=b.dead_lettered,
-                traces_finalized=b.traces_finalized,
-                updated_at=ms(b.updated_at_us),
-            )
-            for b in beats
-        ]
-        return StatsView(
-            total_traces=stats.total_traces,
-            active_traces=stats.active_traces,
-            completed_traces=stats.completed_traces,
-            failed_traces=stats.failed_traces,
-            avg_duration=ms(stats.total_duration_us / finalized) if finalized else 0.0,
-            slowest_traces=[SlowTraceView(trace_id=s.trace_id, duration=ms(s.duration_us)) for s in stats.slowest],
-            service_stats={
-                service: ServiceStatsView(
-                    count=s.count,
-                    avg_duration=ms(s.total_duration_us / s.count) if s.count else 0.0,
-                    error_count=s.error_count,
-                    p50=ms(s.percentile_us(0.50)),
-                    p95=ms(s.percentile_us(0.95)),
-                    p99=ms(s.percentile_us(0.99)),
-                )
-                for service, s in stats.services.items()
-            },
-            pipeline=PipelineView(
-                workers=workers,
-                total_lag=sum(sum(b.lag.values()) for b in beats),
-                spans_per_second=round(float(sum(b.spans_per_second for b in beats)), 3),
-                dead_lettered=sum(b.dead_lettered for b in beats),
-                late_spans=sum(b.late_spans for b in beats),
-            ),
-            window=window_view(stats.window),
+            **_completeness(stored, analysis, status),
         )
 
     async def check(self) -> None:

@@ -13,8 +13,7 @@ from shared.analysis import ms
 from shared.critical_paths import ELIDED, MAX_CONTEXT_DEPTH
 from shared.store.base import TraceStore, Window
 
-from .monitoring import quantiles, window_view
-from .shapes import (
+from ..shapes import (
     ChangesView,
     ChangeView,
     ContextView,
@@ -23,6 +22,7 @@ from .shapes import (
     HotOperationView,
     SelectionView,
 )
+from .monitoring import quantiles, window_view
 
 TAIL_LIMIT: Final = 10_000
 """The most traces a tail read aggregates (the slowest of those that match)."""
@@ -49,10 +49,14 @@ def _contexts(rows: Iterable[tuple[tuple[str, ...], int, int]], traces: int) -> 
 
 
 class CriticalPathService:
+    """``/analyze/endpoints``, ``/analyze/operations`` and an endpoint's critical path and changes, from a
+    :class:`TraceStore`."""
+
     def __init__(self, store: TraceStore) -> None:
         self._store = store
 
     async def endpoints(self, window: Window | None) -> list[EndpointView]:
+        """The endpoints with traces in ``window`` (all time: ``None``), largest critical-path total first."""
         rows = await self._store.rollups("endpoints", window)
         critical: dict[tuple[str, str], int] = defaultdict(int)
         for context in await self._store.critical_contexts(window):
@@ -86,6 +90,9 @@ class CriticalPathService:
         tail: float | None = None,
         min_duration_us: int | None = None,
     ) -> CriticalPathView:
+        """The endpoint's critical paths summed per calling context: of all its traces (from the rollups),
+        or of its slowest ones, by quantile (``tail``) or duration (``min_duration_us``), at most
+        :data:`TAIL_LIMIT`."""
         endpoint_rows = await self._store.rollups("endpoints", window, service=service, operation=operation)
         endpoint_traces = sum(r.count for r in endpoint_rows)
         selection: SelectionView | None = None
@@ -126,6 +133,7 @@ class CriticalPathService:
         )
 
     async def operations(self, window: Window | None) -> list[HotOperationView]:
+        """Operations by the critical-path time they owned across every endpoint, largest first."""
         contexts = await self._store.critical_contexts(window)
         critical: dict[str, int] = defaultdict(int)
         endpoints: dict[str, set[tuple[str, str]]] = defaultdict(set)
@@ -143,6 +151,9 @@ class CriticalPathService:
     async def changes(
         self, service: str, operation: str, window: Window, baseline: Window, *, limit: int
     ) -> ChangesView:
+        """The ``limit`` calling contexts whose mean critical time per trace grew most from ``baseline`` to
+        ``window``."""
+
         async def side(w: Window) -> tuple[int, dict[tuple[str, ...], int]]:
             traces = sum(
                 r.count for r in await self._store.rollups("endpoints", w, service=service, operation=operation)
