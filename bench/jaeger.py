@@ -3,9 +3,10 @@ no key, as the OpenTelemetry Collector's Kafka exporter writes them), on a pre-f
 drained by Jaeger's ``kafka`` receiver → ``batch`` processor → ``jaeger_storage_exporter`` into its
 ``memory`` backend.
 
-Only the Go module ``github.com/jaegertracing/jaeger@v1.76.0`` (= Jaeger v2.13.0) resolves from the Go
-module proxy, and ``go install`` refuses it (its go.mod has replace directives), so :func:`build_binary`
-builds it as a tool of a throwaway module, nice'd, into ``$TRACING_CACHE_DIR/jaeger`` (default
+Jaeger v2.12.0, the Go module ``github.com/jaegertracing/jaeger@v1.75.0``: the package registry's approved
+release of that module (the proxy also serves v1.76.0, which is not an approved release). ``go install``
+refuses it (its go.mod has replace directives), so :func:`build_binary` builds it as a tool of a throwaway
+module (``go mod init``, ``go get -tool``, ``go build``), nice'd, into ``$TRACING_CACHE_DIR/jaeger`` (default
 ``~/.cache/tracing/jaeger``), outside the repository: hundreds of MB of modules and 5-15 minutes on two
 cores the first time (``python bench/jaeger.py --build`` does it ahead of a run).
 
@@ -54,9 +55,9 @@ from shared.settings import Settings
 
 MODULE = "github.com/jaegertracing/jaeger"
 PACKAGE = f"{MODULE}/cmd/jaeger"
-VERSION = "v1.76.0"
-"""The Go module version; Jaeger calls the same release v2.13.0."""
-RELEASE = "v2.13.0"
+VERSION = "v1.75.0"
+"""The Go module version (the approved release); Jaeger calls the same release v2.12.0."""
+RELEASE = "v2.12.0"
 STAMP = f"-X {MODULE}/internal/version.latestVersion={RELEASE}"
 """The version stamp Jaeger's own release build sets (``jaeger version`` reads "" without it)."""
 BUILD_TIMEOUT_S = 45 * 60.0
