@@ -36,6 +36,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.settings import Settings
+from tests.prerequisites import missing, require_cassandra_driver
 
 pytest_plugins = ["tests.leaks"]
 
@@ -112,10 +113,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     args = ["--port", str(_free_port()), "--controller-port", str(_free_port()), "--dir", str(state)]
     result = subprocess.run(["bash", str(KAFKA_SH), "up", *args], capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
-        message = f"no Kafka broker: local launcher failed:\n{result.stderr[-3000:]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"no Kafka broker: local launcher failed:\n{result.stderr[-3000:]}")
     _kafka_dir[0] = str(state)
     try:
         yield f"127.0.0.1:{args[1]}"
@@ -123,19 +121,9 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         subprocess.run(["bash", str(KAFKA_SH), "down", "--dir", str(state)], capture_output=True, timeout=60)
 
 
-def _missing(message: str) -> None:
-    """A prerequisite is missing: fail under CI, skip elsewhere."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def cassandra_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    try:
-        import acsylla  # noqa: F401 (the driver of the cassandra extra)
-    except ImportError:
-        _missing("no Cassandra driver: pip install -e '.[cassandra]'")
+    require_cassandra_driver()
     from_env = os.environ.get("TRACING_TEST_CASSANDRA_URL")
     if from_env:
         yield from_env
@@ -145,7 +133,7 @@ def cassandra_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     result = subprocess.run(["bash", *up], capture_output=True, text=True, timeout=900)
     if result.returncode != 0:
         subprocess.run(["bash", str(CASSANDRA_SH), "down", "--dir", str(state)], capture_output=True, timeout=120)
-        _missing(f"no Cassandra: scripts/cassandra.sh up failed:\n{result.stderr[-3000:]}")
+        missing(f"no Cassandra: scripts/cassandra.sh up failed:\n{result.stderr[-3000:]}")
     try:
         yield result.stdout.strip().splitlines()[-1]
     finally:
@@ -201,9 +189,7 @@ def kafka_control(kafka_bootstrap: str) -> KafkaControl:
     """Control over the session broker; a test that needs it fails in CI if the broker isn't ours."""
     control = KafkaControl(_kafka_dir[0])
     if control.state_dir is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must run a broker this test run can restart (TRACING_TEST_KAFKA_DIR)")
-        pytest.skip("the broker is external; set TRACING_TEST_KAFKA_DIR to its kafka.sh state dir")
+        missing("the broker is external: CI must run one this test run can restart (TRACING_TEST_KAFKA_DIR)")
     return control
 
 

@@ -32,9 +32,10 @@ from shared.settings import Settings
 from shared.store import TraceQuery, TraceStore, open_store
 from shared.store.base import Window
 from shared.store.cassandra_conn import CassandraConfig
-from tests.conftest import CASSANDRA_SH, _missing, cassandra_ports
+from tests.conftest import CASSANDRA_SH, cassandra_ports
 from tests.e2e.helpers import wait_for
 from tests.e2e.workers import WorkerProcess
+from tests.prerequisites import missing, require_cassandra_driver
 
 pytestmark = [
     pytest.mark.kafka,
@@ -59,10 +60,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     ``TRACING_TEST_CASSANDRA_CLUSTER_DIR`` names the state dir of a running 3-node cluster of
     ``scripts/cassandra.sh`` to use instead (a keyspace of the test's own in it; left running): to iterate
     on this test without starting three nodes every time."""
-    try:
-        import acsylla  # noqa: F401 (the driver of the cassandra extra)
-    except ImportError:
-        _missing("no Cassandra driver: pip install -e '.[cassandra]'")
+    require_cassandra_driver()
     existing = os.environ.get("TRACING_TEST_CASSANDRA_CLUSTER_DIR")
     if existing:
         found = _cluster(Path(existing), "url")
@@ -75,7 +73,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     try:
         up = _cluster(state, "up", "--nodes", "3", *cassandra_ports(3), timeout_s=900)
         if up.returncode != 0:
-            _missing(f"no 3-node Cassandra cluster: scripts/cassandra.sh up failed:\n{up.stderr[-3000:]}")
+            missing(f"no 3-node Cassandra cluster: scripts/cassandra.sh up failed:\n{up.stderr[-3000:]}")
         yield up.stdout.strip().splitlines()[-1], state
     finally:
         _cluster(state, "down", "--purge", timeout_s=180)
