@@ -421,6 +421,60 @@ async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
         return msgspec.json.decode(body)
 
 
+class PeerServer:
+    """A peer (Zipkin, Jaeger) run as a child process that drains ``topic`` as consumer group ``group``:
+    started, timed from its start until it answers, drained by its own span counter, stopped."""
+
+    name = "peer"
+
+    def __init__(self, settings: Settings, processes: Processes, *, topic: str, group: str) -> None:
+        self._settings = settings
+        self._processes = processes
+        self._topic = topic
+        self._group = group
+        self._child: Child | None = None
+        self._started = 0.0
+        self.startup_s: float | None = None
+
+    def _launch(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        self._started = time.monotonic()
+        self._child = self._processes.start(self.name, args, env)
+
+    async def _answering(self, *urls: tuple[str, float]) -> Child:
+        """Until each (url, timeout in s) answers 200; notes the start-up time; the child."""
+        assert self._child is not None
+        for url, timeout_s in urls:
+            await wait_http(url, timeout_s, self._child)
+        if self.startup_s is None:
+            self.startup_s = time.monotonic() - self._started
+        return self._child
+
+    async def _drained(
+        self,
+        metrics: str,
+        count_of: Callable[[str], float],
+        spans: int,
+        services: str,
+        *,
+        poll_s: float,
+        stall_s: float,
+    ) -> tuple[CounterDrain, Any, int]:
+        """Drain ``spans`` as :func:`drain_by_counter` times it; (the drain, the JSON at ``services``, the
+        peer's peak RSS)."""
+        child = self._child
+        assert child is not None and self.startup_s is not None
+        drained = await drain_by_counter(metrics, count_of, spans, child, poll_s=poll_s, stall_s=stall_s)
+        async with aiohttp.ClientSession() as session:
+            found = await get_json(session, services)
+        hwm, _ = peak_rss(child.pid)
+        return drained, found, hwm
+
+    def stop(self) -> None:
+        if self._child is not None:
+            self._processes.stop(self._child)
+            self._child = None
+
+
 async def delete_topics(settings: Settings, prefix: str) -> None:
     """Delete every topic whose name starts with ``prefix`` (the run's own topics)."""
     admin = AIOKafkaAdminClient(**settings.kafka_options())

@@ -33,23 +33,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
     CACHE_DIR,
-    Child,
+    PeerServer,
     Processes,
     Skipped,
-    drain_by_counter,
     free_port,
-    get_json,
     log,
     mib,
-    peak_rss,
-    wait_http,
 )
 from shared.settings import Settings
 
@@ -218,22 +213,18 @@ class JaegerResult:
     services: int
 
 
-class JaegerServer:
+class JaegerServer(PeerServer):
     """Jaeger v2 (kafka receiver → batch → memory store) on ``topic``, which must exist (created with the
     bench's partitions; broker auto-creation would make one)."""
+
+    name = "jaeger"
 
     def __init__(
         self, settings: Settings, processes: Processes, workdir: Path, *, topic: str, group: str, max_traces: int
     ) -> None:
-        self._settings = settings
-        self._processes = processes
+        super().__init__(settings, processes, topic=topic, group=group)
         self._workdir = workdir
-        self._topic = topic
-        self._group = group
         self._max_traces = max_traces
-        self._child: Child | None = None
-        self._started = 0.0
-        self.startup_s: float | None = None
         self.query = ""
         self.metrics = ""
 
@@ -254,36 +245,26 @@ class JaegerServer:
         )
         self.query = f"http://127.0.0.1:{query_port}"
         self.metrics = f"http://127.0.0.1:{metrics_port}/metrics"
-        self._started = time.monotonic()
-        self._child = self._processes.start("jaeger", [str(binary), f"--config={path}"])
+        self._launch([str(binary), f"--config={path}"])
 
     async def ready(self) -> None:
         """Until the query API answers (the storage extension is up; the pipeline starts with it)."""
-        assert self._child is not None
-        await wait_http(f"{self.query}/api/services", 120, self._child)
-        await wait_http(self.metrics, 30, self._child)
-        if self.startup_s is None:
-            self.startup_s = time.monotonic() - self._started
+        await self._answering((f"{self.query}/api/services", 120), (self.metrics, 30))
 
     async def drain(self, spans: int, *, poll_s: float = 0.05) -> JaegerResult:
         """Until the storage exporter sent ``spans`` spans to the memory store; timed as
         :func:`~bench.common.drain_by_counter` says."""
-        child = self._child
-        assert child is not None
         await self.ready()
-        drained = await drain_by_counter(
+        drained, services, hwm = await self._drained(
             self.metrics,
             lambda page: span_counters(page).get("exporter_sent", 0.0),
             spans,
-            child,
+            f"{self.query}/api/services",
             poll_s=poll_s,
             stall_s=STALL_S,
         )
-        async with aiohttp.ClientSession() as session:
-            services = await get_json(session, f"{self.query}/api/services")
         assert self.startup_s is not None
         counters = span_counters(drained.page)
-        hwm, _ = peak_rss(child.pid)
         return JaegerResult(
             drained.spans_per_s,
             drained.seconds,
@@ -295,11 +276,6 @@ class JaegerServer:
             hwm,
             len(services.get("data") or []),
         )
-
-    def stop(self) -> None:
-        if self._child is not None:
-            self._processes.stop(self._child)
-            self._child = None
 
 
 def main(argv: list[str] | None = None) -> int:
