@@ -30,6 +30,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -205,19 +206,24 @@ async def kafka_ready(kafka_bootstrap: str) -> str:
     return kafka_bootstrap
 
 
-@pytest.fixture
-def settings(kafka_ready: str, tmp_path: Path) -> Settings:
-    suffix = uuid.uuid4().hex[:10]
+def unique_settings(kafka_bootstrap: str, db: Path, *, label: str = "", **overrides: Any) -> Settings:
+    """Settings on that broker whose topics and group no other test uses (``<name>-<label>-<hex>``), and
+    a SQLite store in the file ``db``."""
+    suffix = f"{label}-{uuid.uuid4().hex[:10]}" if label else uuid.uuid4().hex[:10]
     return Settings.from_env(
         {},
-        kafka_bootstrap=kafka_ready,
+        kafka_bootstrap=kafka_bootstrap,
         topic=f"spans-{suffix}",
         otlp_topic=f"otlp-{suffix}",
         zipkin_topic=f"zipkin-{suffix}",
         group=f"ingest-{suffix}",
-        partitions=4,
-        store_url=f"sqlite:///{tmp_path / 'traces.db'}",
-        grace_ms=200,
-        idle_timeout_s=3.0,
-        heartbeat_s=0.5,
+        store_url=f"sqlite:///{db}",
+        **overrides,
+    )
+
+
+@pytest.fixture
+def settings(kafka_ready: str, tmp_path: Path) -> Settings:
+    return unique_settings(
+        kafka_ready, tmp_path / "traces.db", partitions=4, grace_ms=200, idle_timeout_s=3.0, heartbeat_s=0.5
     )
