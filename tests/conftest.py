@@ -46,7 +46,8 @@ KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 CASSANDRA_SH = ROOT / "scripts" / "cassandra.sh"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -111,7 +112,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield container.get_bootstrap_server()
         return
     state = tmp_path_factory.mktemp("kafka")
-    args = ["--port", str(_free_port()), "--controller-port", str(_free_port()), "--dir", str(state)]
+    args = ["--port", str(free_port()), "--controller-port", str(free_port()), "--dir", str(state)]
     result = subprocess.run(["bash", str(KAFKA_SH), "up", *args], capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         missing(f"no Kafka broker: local launcher failed:\n{result.stderr[-3000:]}")

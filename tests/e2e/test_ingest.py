@@ -20,6 +20,7 @@ from shared.models import Span, SpanFinish
 from shared.settings import Settings
 from shared.store import TraceQuery, TraceStore, open_store
 from tests.e2e.helpers import reader, running_worker, wait_for
+from tests.spans import span_at
 
 pytestmark = pytest.mark.kafka
 
@@ -97,39 +98,20 @@ async def test_out_of_order_duplicate_and_late_spans(settings: Settings) -> None
 def _open_root_and_rootless(t0: int) -> tuple[Span, Span, SpanFinish, Span]:
     """An open root, its child, the finish event that closes the root (with a tag to redact), and an
     orphan of a trace that never gets a root."""
-    root = Span(
-        trace_id="trace-abc-123",
-        span_id="span-root-001",
-        service_name="api-gateway",
-        operation_name="handleUserRequest",
-        start_time_us=t0,
-    )
-    child = Span(
-        trace_id="trace-abc-123",
-        span_id="span-child-002",
-        parent_span_id="span-root-001",
-        service_name="user-service",
-        operation_name="getUserById",
-        start_time_us=t0 + 10_000,
-        duration_us=45_000,
-        tags={"userId": "user-456", "password": "hunter2"},
+    trace = "trace-abc-123"
+    root = span_at(trace, "span-root-001", None, "api-gateway", "handleUserRequest", t0, None)
+    tags = {"userId": "user-456", "password": "hunter2"}
+    child = span_at(
+        trace, "span-child-002", "span-root-001", "user-service", "getUserById", t0 + 10_000, 45_000, tags=tags
     )
     finish = SpanFinish(
-        trace_id="trace-abc-123",
+        trace_id=trace,
         span_id="span-root-001",
         end_time_us=t0 + 123_000,
         status="failed",
         tags={"contact": "alice@example.com"},
     )
-    orphan = Span(
-        trace_id="rootless-1",
-        span_id="a",
-        parent_span_id="missing",
-        service_name="s",
-        operation_name="o",
-        start_time_us=t0,
-        duration_us=5,
-    )
+    orphan = span_at("rootless-1", "a", "missing", "s", "o", t0, 5)
     return root, child, finish, orphan
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -19,17 +18,11 @@ import pytest
 
 from shared.kafka import ensure_topics
 from shared.settings import Settings
+from tests.conftest import free_port
 from tests.e2e.helpers import wait_for
 from tests.e2e.workers import WorkerProcess, settings_env
 
 pytestmark = pytest.mark.kafka
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Pipeline:
@@ -61,7 +54,7 @@ class Pipeline:
 
 @pytest.fixture
 async def pipeline(settings: Settings, tmp_path: Path) -> AsyncIterator[Pipeline]:
-    port = _free_port()
+    port = free_port()
     settings = msgspec.structs.replace(settings, api_bind=f"127.0.0.1:{port}")
     await ensure_topics(settings, [settings.topic, settings.dlq_topic])
     worker = WorkerProcess(settings, tmp_path / "worker.log")
