@@ -426,6 +426,7 @@ class PeerServer:
     started, timed from its start until it answers, drained by its own span counter, stopped."""
 
     name = "peer"
+    stall_s = 120.0
 
     def __init__(self, settings: Settings, processes: Processes, *, topic: str, group: str) -> None:
         self._settings = settings
@@ -450,20 +451,13 @@ class PeerServer:
         return self._child
 
     async def _drained(
-        self,
-        metrics: str,
-        count_of: Callable[[str], float],
-        spans: int,
-        services: str,
-        *,
-        poll_s: float,
-        stall_s: float,
+        self, metrics: str, count_of: Callable[[str], float], spans: int, services: str, poll_s: float
     ) -> tuple[CounterDrain, Any, int]:
-        """Drain ``spans`` as :func:`drain_by_counter` times it; (the drain, the JSON at ``services``, the
-        peer's peak RSS)."""
+        """Drain ``spans`` as :func:`drain_by_counter` times it (failing after :attr:`stall_s` without
+        progress); (the drain, the JSON at ``services``, the peer's peak RSS)."""
         child = self._child
         assert child is not None and self.startup_s is not None
-        drained = await drain_by_counter(metrics, count_of, spans, child, poll_s=poll_s, stall_s=stall_s)
+        drained = await drain_by_counter(metrics, count_of, spans, child, poll_s=poll_s, stall_s=self.stall_s)
         async with aiohttp.ClientSession() as session:
             found = await get_json(session, services)
         hwm, _ = peak_rss(child.pid)

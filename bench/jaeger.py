@@ -56,7 +56,6 @@ RELEASE = "v2.12.0"
 STAMP = f"-X {MODULE}/internal/version.latestVersion={RELEASE}"
 """The version stamp Jaeger's own release build sets (``jaeger version`` reads "" without it)."""
 BUILD_TIMEOUT_S = 45 * 60.0
-STALL_S = 120.0
 STORE = "bench_memory"
 
 
@@ -154,6 +153,11 @@ def span_counters(prometheus_text: str) -> dict[str, float]:
     for m in _SPAN_COUNTER.finditer(prometheus_text):
         out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
     return out
+
+
+def _spans_sent(prometheus_text: str) -> float:
+    """Spans the storage exporter sent to the memory store."""
+    return span_counters(prometheus_text).get("exporter_sent", 0.0)
 
 
 def config(
@@ -256,12 +260,7 @@ class JaegerServer(PeerServer):
         :func:`~bench.common.drain_by_counter` says."""
         await self.ready()
         drained, services, hwm = await self._drained(
-            self.metrics,
-            lambda page: span_counters(page).get("exporter_sent", 0.0),
-            spans,
-            f"{self.query}/api/services",
-            poll_s=poll_s,
-            stall_s=STALL_S,
+            self.metrics, _spans_sent, spans, f"{self.query}/api/services", poll_s
         )
         assert self.startup_s is not None
         counters = span_counters(drained.page)

@@ -27,7 +27,6 @@ from shared.settings import Settings
 
 VERSION = "3.6.1"
 ARTIFACT = f"io.zipkin:zipkin-server:{VERSION}:jar:exec"
-STALL_S = 120.0
 
 
 def jar_path() -> Path:
@@ -73,6 +72,10 @@ def kafka_counters(prometheus_text: str) -> dict[str, float]:
         m.group(1).removeprefix("zipkin_collector_").removesuffix("_total"): float(m.group(2))
         for m in _COUNTER.finditer(prometheus_text)
     }
+
+
+def _spans_counted(prometheus_text: str) -> float:
+    return kafka_counters(prometheus_text).get("spans", 0.0)
 
 
 @dataclass
@@ -124,12 +127,7 @@ class ZipkinServer(PeerServer):
         :func:`~bench.common.drain_by_counter` says."""
         await self.ready()
         drained, services, hwm = await self._drained(
-            f"{self.base}/prometheus",
-            lambda page: kafka_counters(page).get("spans", 0.0),
-            spans,
-            f"{self.base}/api/v2/services",
-            poll_s=poll_s,
-            stall_s=STALL_S,
+            f"{self.base}/prometheus", _spans_counted, spans, f"{self.base}/api/v2/services", poll_s
         )
         assert self.startup_s is not None
         dropped = int(kafka_counters(drained.page).get("spans_dropped", 0))

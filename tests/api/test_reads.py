@@ -14,6 +14,18 @@ pytestmark = pytest.mark.kafka
 T0_MS = T0_US / 1000
 
 
+SEED_COMPLETED = {
+    "status": "completed",
+    "complete": True,
+    "orphanSpans": 0,
+    "lateSpans": 0,
+    "openSpans": 0,
+    "finalizedAt": T0_MS + 1000,
+    "refinalizations": 0,
+}
+"""The seed trace's status and completeness fields once finalized (at T0 + 1 s)."""
+
+
 async def _seed_trace(api: LiveApi, *, finalize: bool = True) -> None:
     """The seed's trace: gateway (123 ms) → user-service (45 ms) → database (23 ms)."""
     spans = seed_trace({"event": "cache miss"})
@@ -78,13 +90,7 @@ async def test_get_trace_has_every_field(api: LiveApi) -> None:
         "serviceCalls": 3,
         "duration": 123.0,
         "startTime": T0_MS,
-        "status": "completed",
-        "complete": True,
-        "orphanSpans": 0,
-        "lateSpans": 0,
-        "openSpans": 0,
-        "finalizedAt": T0_MS + 1000,
-        "refinalizations": 0,
+        **SEED_COMPLETED,
     }
 
 
@@ -154,13 +160,7 @@ async def test_analyze_has_every_field(api: LiveApi) -> None:
             {"spanId": "span-root-001", "span": gateway, "start": 55.0, "end": 123.0},
         ],
         "criticalPathDuration": 123.0,
-        "status": "completed",
-        "complete": True,
-        "orphanSpans": 0,
-        "lateSpans": 0,
-        "openSpans": 0,
-        "finalizedAt": T0_MS + 1000,
-        "refinalizations": 0,
+        **SEED_COMPLETED,
         "dependencies": [
             {"parent": "api-gateway", "child": "user-service", "calls": 1, "errors": 0},
             {"parent": "user-service", "child": "database", "calls": 1, "errors": 0},
