@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import msgspec
 
-from bench.common import Processes, Row, Skipped, free_port, settings_env
+from bench.common import Processes, Row, Skipped, free_port, script_down, script_up, settings_env
 from bench.drain import STALL_S, DrainResult, RawResult, drain_rows, worker_drain
 from shared.settings import Settings
 from shared.store import TraceStore, open_store
@@ -44,24 +43,13 @@ class Cluster:
             raise Skipped("no java (Cassandra runs on Java 17)")
         self._up = True
         ports = ["--port", str(free_port()), "--storage-port", str(free_port()), "--jmx-port", str(free_port())]
-        result = subprocess.run(
-            ["bash", str(SCRIPT), "up", "--nodes", str(self.nodes), "--dir", str(self.dir), *ports],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        url = next((x for x in result.stdout.split() if x.startswith("cassandra://")), None)
-        if result.returncode != 0 or url is None:
-            reason = (result.stderr.strip().splitlines() or ["no URL printed"])[-1]
-            raise Skipped(f"scripts/cassandra.sh up --nodes {self.nodes} failed: {reason}")
-        return url
+        args = ["--nodes", str(self.nodes), "--dir", str(self.dir), *ports]
+        return script_up(SCRIPT, args, "cassandra://", 900, f"scripts/cassandra.sh up --nodes {self.nodes}")
 
     def down(self) -> None:
         if self._up:
             self._up = False
-            subprocess.run(
-                ["bash", str(SCRIPT), "down", "--dir", str(self.dir), "--purge"], capture_output=True, timeout=180
-            )
+            script_down(SCRIPT, self.dir, 180)
 
 
 async def one_worker(

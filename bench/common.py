@@ -486,6 +486,24 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def script_up(script: Path, args: Sequence[str], scheme: str, timeout_s: float, what: str) -> str:
+    """Run ``script up *args`` (a launcher of the project's: PostgreSQL, Cassandra) and return the URL it
+    prints (the word starting with ``scheme``); :class:`Skipped` with its last error line if it fails."""
+    result = subprocess.run(["bash", str(script), "up", *args], capture_output=True, text=True, timeout=timeout_s)
+    url = next((x for x in result.stdout.split() if x.startswith(scheme)), None)
+    if result.returncode != 0 or url is None:
+        reason = (result.stderr.strip().splitlines() or ["no URL printed"])[-1]
+        raise Skipped(f"{what} failed: {reason}")
+    return url
+
+
+def script_down(script: Path, state: Path, timeout_s: float) -> None:
+    """``script down`` of the service whose state is in ``state``, its data deleted."""
+    subprocess.run(
+        ["bash", str(script), "down", "--dir", str(state), "--purge"], capture_output=True, timeout=timeout_s
+    )
+
+
 class Postgres:
     """A throwaway PostgreSQL cluster from scripts/postgres.sh, stopped and deleted by :meth:`down`."""
 
@@ -503,23 +521,10 @@ class Postgres:
         except ImportError:
             raise Skipped("asyncpg is not installed (pip install -e '.[postgres]')") from None
         self._up = True
-        result = subprocess.run(
-            ["bash", str(script), "up", "--port", str(free_port()), "--dir", str(self.dir)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        url = next((x for x in result.stdout.split() if x.startswith("postgresql://")), None)
-        if result.returncode != 0 or url is None:
-            reason = (result.stderr.strip().splitlines() or ["no URL printed"])[-1]
-            raise Skipped(f"scripts/postgres.sh up failed: {reason}")
-        return url
+        args = ["--port", str(free_port()), "--dir", str(self.dir)]
+        return script_up(script, args, "postgresql://", 300, "scripts/postgres.sh up")
 
     def down(self) -> None:
         if self._up:
             self._up = False
-            subprocess.run(
-                ["bash", str(ROOT / "scripts" / "postgres.sh"), "down", "--dir", str(self.dir), "--purge"],
-                capture_output=True,
-                timeout=120,
-            )
+            script_down(ROOT / "scripts" / "postgres.sh", self.dir, 120)
