@@ -9,9 +9,11 @@ the first fetch of the jars) or the ``cassandra`` extra, the rows say ``n/a`` an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -51,17 +53,21 @@ class Cluster:
             self._up = False
             script_down(SCRIPT, self.dir, 180)
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[str]:
+        """The cluster's URL while inside; stopped and deleted after."""
+        try:
+            yield self.up()
+        finally:
+            self.down()
+
 
 async def one_worker(
     settings: Settings, workdir: Path, processes: Processes, spans: int, traces: int, raw: RawResult | None
 ) -> list[Row]:
     """One in-process worker (as for SQLite and PostgreSQL) on one node."""
-    cluster = Cluster(workdir, processes, 1)
-    try:
-        url = cluster.up()
+    with Cluster(workdir, processes, 1).running() as url:
         result = await worker_drain(msgspec.structs.replace(settings, store_url=url), spans, traces)
-    finally:
-        cluster.down()
     return drain_rows("c", "Cassandra (1 node)", result, raw, settings.grace_ms)
 
 
@@ -69,17 +75,13 @@ async def two_workers(
     settings: Settings, workdir: Path, processes: Processes, spans: int, traces: int, raw: RawResult | None
 ) -> list[Row]:
     """Two ``python -m ingest`` processes on a 3-node cluster, progress read from their heartbeats."""
-    cluster = Cluster(workdir, processes, 3)
-    try:
-        url = cluster.up()
+    with Cluster(workdir, processes, 3).running() as url:
         s = msgspec.structs.replace(settings, store_url=url, heartbeat_s=0.2, log_level="WARNING")
         store = await open_store(s)  # creates the schema before the workers start
         try:
             result = await _drain_processes(s, store, processes, spans, traces, workers=2)
         finally:
             await store.close()
-    finally:
-        cluster.down()
     rows = drain_rows("c", "Cassandra (3 nodes, RF 3)", result, raw, settings.grace_ms)
     for row in rows:
         row.measure = row.measure.replace("one worker", "two workers")

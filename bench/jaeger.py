@@ -37,15 +37,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (
-    CACHE_DIR,
-    PeerServer,
-    Processes,
-    Skipped,
-    free_port,
-    log,
-    mib,
-)
+from bench.common import CACHE_DIR, PeerServer, Processes, Skipped, free_port, log, mib
 from shared.settings import Settings
 
 MODULE = "github.com/jaegertracing/jaeger"

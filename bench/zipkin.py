@@ -15,14 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import (
-    CACHE_DIR,
-    PeerServer,
-    Processes,
-    Skipped,
-    free_port,
-    log,
-)
+from bench.common import CACHE_DIR, PeerServer, Processes, Skipped, free_port, log
 from shared.settings import Settings
 
 VERSION = "3.6.1"
