@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from aiokafka import AIOKafkaConsumer
+
 from ingest.worker import Worker
 from shared.analysis import analyze
 from shared.demo import make_trace
@@ -168,3 +170,21 @@ async def assert_analyzed_as_offline(store: TraceStore, sample: Sequence[Sequenc
         assert stored.analysis == analyze(spans[0].trace_id, spans)
         stored_traces.append(stored)
     return stored_traces
+
+
+async def dead_letters(settings: Settings, topic: str, count: int) -> list[tuple[bytes, dict[str, bytes]]]:
+    """(value, headers) of the messages on ``topic``'s dead-letter topic, until ``count`` came or 30 s
+    passed."""
+    consumer = AIOKafkaConsumer(
+        topic + settings.dlq_suffix, **settings.kafka_options(), auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    got: list[tuple[bytes, dict[str, bytes]]] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(got) < count and time.monotonic() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                got.extend((m.value, dict(m.headers)) for m in messages)
+    finally:
+        await consumer.stop()
+    return got

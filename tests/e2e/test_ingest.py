@@ -10,7 +10,6 @@ import time
 import aiohttp
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from ingest.worker import Worker
 from shared.analysis import analyze
@@ -19,7 +18,7 @@ from shared.kafka import SpanProducer
 from shared.models import Span, SpanFinish
 from shared.settings import Settings
 from shared.store import TraceQuery, TraceStore, open_store
-from tests.e2e.helpers import reader, running_worker, wait_for
+from tests.e2e.helpers import dead_letters, reader, running_worker, wait_for
 from tests.spans import span_at
 
 pytestmark = pytest.mark.kafka
@@ -208,7 +207,7 @@ async def test_poison_messages_go_to_the_dead_letter_topic(settings: Settings) -
         assert f"tracing_worker_traces_finalized_total {len(traces)}\n" in text
         assert "tracing_worker_batch_seconds_count" in text
 
-    got = await _dead_letters(settings, len(poison))
+    got = await dead_letters(settings, settings.topic, len(poison))
     assert sorted(v for v, _ in got) == sorted(poison)
     for value, headers in got:
         assert headers["error"], f"no reason for {value!r}"
@@ -220,23 +219,6 @@ async def test_poison_messages_go_to_the_dead_letter_topic(settings: Settings) -
         for spans in traces:
             stored = await store.get_trace(spans[0].trace_id)
             assert stored is not None and len(stored.spans) == len(spans)
-
-
-async def _dead_letters(settings: Settings, n: int) -> list[tuple[bytes, dict[str, bytes]]]:
-    """(value, headers) of the dead-letter topic's messages, until ``n`` came or 30 s passed."""
-    consumer = AIOKafkaConsumer(
-        settings.dlq_topic, **settings.kafka_options(), auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    try:
-        got: list[tuple[bytes, dict[str, bytes]]] = []
-        deadline = time.monotonic() + 30
-        while len(got) < n and time.monotonic() < deadline:
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
-                got.extend((m.value, dict(m.headers)) for m in messages)
-    finally:
-        await consumer.stop()
-    return got
 
 
 class FlakyStore:
