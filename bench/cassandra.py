@@ -9,15 +9,16 @@ the first fetch of the jars) or the ``cassandra`` extra, the rows say ``n/a`` an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
-import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 
-from bench.common import Processes, Row, Skipped, free_port, settings_env
+from bench.common import Processes, Row, Skipped, free_port, script_down, script_up, settings_env
 from bench.drain import STALL_S, DrainResult, RawResult, drain_rows, worker_drain
 from shared.settings import Settings
 from shared.store import TraceStore, open_store
@@ -44,36 +45,29 @@ class Cluster:
             raise Skipped("no java (Cassandra runs on Java 17)")
         self._up = True
         ports = ["--port", str(free_port()), "--storage-port", str(free_port()), "--jmx-port", str(free_port())]
-        result = subprocess.run(
-            ["bash", str(SCRIPT), "up", "--nodes", str(self.nodes), "--dir", str(self.dir), *ports],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        url = next((x for x in result.stdout.split() if x.startswith("cassandra://")), None)
-        if result.returncode != 0 or url is None:
-            reason = (result.stderr.strip().splitlines() or ["no URL printed"])[-1]
-            raise Skipped(f"scripts/cassandra.sh up --nodes {self.nodes} failed: {reason}")
-        return url
+        args = ["--nodes", str(self.nodes), "--dir", str(self.dir), *ports]
+        return script_up(SCRIPT, args, "cassandra://", 900, f"scripts/cassandra.sh up --nodes {self.nodes}")
 
     def down(self) -> None:
         if self._up:
             self._up = False
-            subprocess.run(
-                ["bash", str(SCRIPT), "down", "--dir", str(self.dir), "--purge"], capture_output=True, timeout=180
-            )
+            script_down(SCRIPT, self.dir, 180)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[str]:
+        """The cluster's URL while inside; stopped and deleted after."""
+        try:
+            yield self.up()
+        finally:
+            self.down()
 
 
 async def one_worker(
     settings: Settings, workdir: Path, processes: Processes, spans: int, traces: int, raw: RawResult | None
 ) -> list[Row]:
     """One in-process worker (as for SQLite and PostgreSQL) on one node."""
-    cluster = Cluster(workdir, processes, 1)
-    try:
-        url = cluster.up()
+    with Cluster(workdir, processes, 1).running() as url:
         result = await worker_drain(msgspec.structs.replace(settings, store_url=url), spans, traces)
-    finally:
-        cluster.down()
     return drain_rows("c", "Cassandra (1 node)", result, raw, settings.grace_ms)
 
 
@@ -81,17 +75,13 @@ async def two_workers(
     settings: Settings, workdir: Path, processes: Processes, spans: int, traces: int, raw: RawResult | None
 ) -> list[Row]:
     """Two ``python -m ingest`` processes on a 3-node cluster, progress read from their heartbeats."""
-    cluster = Cluster(workdir, processes, 3)
-    try:
-        url = cluster.up()
+    with Cluster(workdir, processes, 3).running() as url:
         s = msgspec.structs.replace(settings, store_url=url, heartbeat_s=0.2, log_level="WARNING")
         store = await open_store(s)  # creates the schema before the workers start
         try:
             result = await _drain_processes(s, store, processes, spans, traces, workers=2)
         finally:
             await store.close()
-    finally:
-        cluster.down()
     rows = drain_rows("c", "Cassandra (3 nodes, RF 3)", result, raw, settings.grace_ms)
     for row in rows:
         row.measure = row.measure.replace("one worker", "two workers")

@@ -286,16 +286,7 @@ class Bench:
         session = await open_session(driver, hosts, port, keyspace)
         label = f"{driver} {metadata.version(driver)}"
         try:
-            await session.execute_ddl(
-                f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
-                f"{{'class': 'SimpleStrategy', 'replication_factor': {args.replication_factor}}}"
-            )
-            table = f"{keyspace}.chunks_{driver.replace('-', '_')}"
-            for suffix in ("", "_batch"):
-                await session.execute_ddl(f"DROP TABLE IF EXISTS {table}{suffix}")
-                await session.execute_ddl(
-                    f"CREATE TABLE {table}{suffix} (trace_id text, seq int, value blob, PRIMARY KEY (trace_id, seq))"
-                )
+            table = await self._fresh_tables(session, driver, keyspace)
             insert = await session.prepare(f"INSERT INTO {table} (trace_id, seq, value) VALUES (?, ?, ?)")
             insert_b = await session.prepare(f"INSERT INTO {table}_batch (trace_id, seq, value) VALUES (?, ?, ?)")
             select = await session.prepare(f"SELECT seq, value FROM {table} WHERE trace_id = ?")
@@ -337,34 +328,57 @@ class Bench:
                 await self.measure(label, "batch", len(self.traces) * chunks, lambda: bounded(batches(), concurrency))
             )
 
-            groups = [self.traces[i * IN_KEYS : (i + 1) * IN_KEYS] for i in range(args.rounds)]
-            groups = [g for g in groups if len(g) == IN_KEYS]
-
-            async def by_in() -> list[float]:
-                latencies = []
-                for keys in groups:
-                    started = time.perf_counter()
-                    rows = await session.run(select_in, keys)
-                    assert len(rows) == IN_KEYS * chunks, f"IN read {len(rows)} rows"
-                    latencies.append((time.perf_counter() - started) * 1000)
-                return latencies
-
-            async def by_gather() -> list[float]:
-                latencies = []
-                for keys in groups:
-                    started = time.perf_counter()
-                    await bounded([partial(read_one, trace) for trace in keys], concurrency)
-                    latencies.append((time.perf_counter() - started) * 1000)
-                return latencies
-
-            n = len(groups) * IN_KEYS * chunks
-            results.append(await self.measure(label, f"in {IN_KEYS}", n, by_in))
-            results.append(await self.measure(label, f"gather {IN_KEYS}", n, by_gather))
+            results.extend(await self._key_rounds(session, label, select_in, read_one))
             for suffix in ("", "_batch"):
                 await session.execute_ddl(f"DROP TABLE IF EXISTS {table}{suffix}")
             return results
         finally:
             await session.close()
+
+    async def _fresh_tables(self, session: Session, driver: str, keyspace: str) -> str:
+        """The keyspace, and the driver's two tables created afresh; the first one's name."""
+        await session.execute_ddl(
+            f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
+            f"{{'class': 'SimpleStrategy', 'replication_factor': {self.args.replication_factor}}}"
+        )
+        table = f"{keyspace}.chunks_{driver.replace('-', '_')}"
+        for suffix in ("", "_batch"):
+            await session.execute_ddl(f"DROP TABLE IF EXISTS {table}{suffix}")
+            await session.execute_ddl(
+                f"CREATE TABLE {table}{suffix} (trace_id text, seq int, value blob, PRIMARY KEY (trace_id, seq))"
+            )
+        return table
+
+    async def _key_rounds(
+        self, session: Session, label: str, select_in: object, read_one: Callable[[str], Awaitable[None]]
+    ) -> list[Result]:
+        """Rounds of IN_KEYS traces: one ``IN`` query each, and as many reads at once."""
+        chunks, concurrency = self.args.chunks, self.args.concurrency
+        groups = [self.traces[i * IN_KEYS : (i + 1) * IN_KEYS] for i in range(self.args.rounds)]
+        groups = [g for g in groups if len(g) == IN_KEYS]
+
+        async def by_in() -> list[float]:
+            latencies = []
+            for keys in groups:
+                started = time.perf_counter()
+                rows = await session.run(select_in, keys)
+                assert len(rows) == IN_KEYS * chunks, f"IN read {len(rows)} rows"
+                latencies.append((time.perf_counter() - started) * 1000)
+            return latencies
+
+        async def by_gather() -> list[float]:
+            latencies = []
+            for keys in groups:
+                started = time.perf_counter()
+                await bounded([partial(read_one, trace) for trace in keys], concurrency)
+                latencies.append((time.perf_counter() - started) * 1000)
+            return latencies
+
+        n = len(groups) * IN_KEYS * chunks
+        return [
+            await self.measure(label, f"in {IN_KEYS}", n, by_in),
+            await self.measure(label, f"gather {IN_KEYS}", n, by_gather),
+        ]
 
 
 # -- the node, the table, main -----------------------------------------------------------------------

@@ -421,6 +421,54 @@ async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
         return msgspec.json.decode(body)
 
 
+class PeerServer:
+    """A peer (Zipkin, Jaeger) run as a child process that drains ``topic`` as consumer group ``group``:
+    started, timed from its start until it answers, drained by its own span counter, stopped."""
+
+    name = "peer"
+    stall_s = 120.0
+
+    def __init__(self, settings: Settings, processes: Processes, *, topic: str, group: str) -> None:
+        self._settings = settings
+        self._processes = processes
+        self._topic = topic
+        self._group = group
+        self._child: Child | None = None
+        self._started = 0.0
+        self.startup_s: float | None = None
+
+    def _launch(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        self._started = time.monotonic()
+        self._child = self._processes.start(self.name, args, env)
+
+    async def _answering(self, *urls: tuple[str, float]) -> Child:
+        """Until each (url, timeout in s) answers 200; notes the start-up time; the child."""
+        assert self._child is not None
+        for url, timeout_s in urls:
+            await wait_http(url, timeout_s, self._child)
+        if self.startup_s is None:
+            self.startup_s = time.monotonic() - self._started
+        return self._child
+
+    async def _drained(
+        self, metrics: str, count_of: Callable[[str], float], spans: int, services: str, poll_s: float
+    ) -> tuple[CounterDrain, Any, int]:
+        """Drain ``spans`` as :func:`drain_by_counter` times it (failing after :attr:`stall_s` without
+        progress); (the drain, the JSON at ``services``, the peer's peak RSS)."""
+        child = self._child
+        assert child is not None and self.startup_s is not None
+        drained = await drain_by_counter(metrics, count_of, spans, child, poll_s=poll_s, stall_s=self.stall_s)
+        async with aiohttp.ClientSession() as session:
+            found = await get_json(session, services)
+        hwm, _ = peak_rss(child.pid)
+        return drained, found, hwm
+
+    def stop(self) -> None:
+        if self._child is not None:
+            self._processes.stop(self._child)
+            self._child = None
+
+
 async def delete_topics(settings: Settings, prefix: str) -> None:
     """Delete every topic whose name starts with ``prefix`` (the run's own topics)."""
     admin = AIOKafkaAdminClient(**settings.kafka_options())
@@ -436,6 +484,24 @@ async def delete_topics(settings: Settings, prefix: str) -> None:
 def log(message: str) -> None:
     """Progress, to stderr (stdout carries the table)."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def script_up(script: Path, args: Sequence[str], scheme: str, timeout_s: float, what: str) -> str:
+    """Run ``script up *args`` (a launcher of the project's: PostgreSQL, Cassandra) and return the URL it
+    prints (the word starting with ``scheme``); :class:`Skipped` with its last error line if it fails."""
+    result = subprocess.run(["bash", str(script), "up", *args], capture_output=True, text=True, timeout=timeout_s)
+    url = next((x for x in result.stdout.split() if x.startswith(scheme)), None)
+    if result.returncode != 0 or url is None:
+        reason = (result.stderr.strip().splitlines() or ["no URL printed"])[-1]
+        raise Skipped(f"{what} failed: {reason}")
+    return url
+
+
+def script_down(script: Path, state: Path, timeout_s: float) -> None:
+    """``script down`` of the service whose state is in ``state``, its data deleted."""
+    subprocess.run(
+        ["bash", str(script), "down", "--dir", str(state), "--purge"], capture_output=True, timeout=timeout_s
+    )
 
 
 class Postgres:
@@ -455,23 +521,10 @@ class Postgres:
         except ImportError:
             raise Skipped("asyncpg is not installed (pip install -e '.[postgres]')") from None
         self._up = True
-        result = subprocess.run(
-            ["bash", str(script), "up", "--port", str(free_port()), "--dir", str(self.dir)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        url = next((x for x in result.stdout.split() if x.startswith("postgresql://")), None)
-        if result.returncode != 0 or url is None:
-            reason = (result.stderr.strip().splitlines() or ["no URL printed"])[-1]
-            raise Skipped(f"scripts/postgres.sh up failed: {reason}")
-        return url
+        args = ["--port", str(free_port()), "--dir", str(self.dir)]
+        return script_up(script, args, "postgresql://", 300, "scripts/postgres.sh up")
 
     def down(self) -> None:
         if self._up:
             self._up = False
-            subprocess.run(
-                ["bash", str(ROOT / "scripts" / "postgres.sh"), "down", "--dir", str(self.dir), "--purge"],
-                capture_output=True,
-                timeout=120,
-            )
+            script_down(ROOT / "scripts" / "postgres.sh", self.dir, 120)

@@ -222,12 +222,9 @@ async def freshness(
 ) -> FreshnessResult:
     port = free_port()
     s = msgspec.structs.replace(
-        settings,
-        store_url=f"sqlite:///{workdir / 'freshness.db'}",
-        api_bind=f"127.0.0.1:{port}",
-        heartbeat_s=0.5,
-        log_level="WARNING",
+        settings, store_url=f"sqlite:///{workdir / 'freshness.db'}", api_bind=f"127.0.0.1:{port}", heartbeat_s=0.5
     )
+    s = msgspec.structs.replace(s, log_level="WARNING")
     await ensure_topics(s, [s.topic])
     env = settings_env(s)
     sent_path = workdir / "freshness-sent.txt"
@@ -250,31 +247,12 @@ async def freshness(
             ],
             env,
         )
-        deadline: float | None = None
         # The polls run with the collector tuned as the worker's: after other parts of `make bench`, one
         # full collection of what they left in this process paused them for 578 ms, which showed as a p99
         # of 458-705 ms beyond the grace while the worker's own clock said 91 ms.
         with tuned_gc():
             async with aiohttp.ClientSession() as session:
-                while True:
-                    exited = producer.process.poll()
-                    sent.read()
-                    now = time.monotonic()
-                    if sent.done is not None:
-                        deadline = deadline or now + drain_timeout_s + s.grace_ms / 1000
-                        if len(seen) >= len(sent.sent) or now > deadline:  # seen holds only traces of this run
-                            break
-                    elif exited is not None:
-                        raise RuntimeError(f"the producer exited ({exited}) before it was done:\n{producer.tail()}")
-                    since_ms = sent.window_start_ms(seen, now)
-                    work = result.listed + result.lookups
-                    if since_ms is not None:
-                        url = f"{base}/traces/query?start={since_ms}&limit={PAGE}"
-                        sent.mark_seen(await poll_once(session, url, seen, result))
-                    sent.mark_seen(await look_up_stragglers(session, base, sent.stragglers, seen, result))
-                    interval = max(poll_s, (result.listed + result.lookups - work) / LISTED_PER_S)
-                    result.max_interval_ms = max(result.max_interval_ms, interval * 1000)
-                    await asyncio.sleep(max(0.0, now + interval - time.monotonic()))
+                await _poll_until_seen(session, base, producer, sent, seen, result, poll_s=poll_s)
                 result.finalized_ms = await finalized_latencies(session, base, sent, seen)
         for child in (worker, api):
             if child.process.poll() is not None:
@@ -290,6 +268,40 @@ async def freshness(
     result.latencies_ms = [(seen[t] - sent.sent[t][0]) * 1000 for t in sent.order if t in seen]
     result.missing = len(sent.sent) - len(result.latencies_ms)
     return result
+
+
+async def _poll_until_seen(
+    session: aiohttp.ClientSession,
+    base: str,
+    producer: Child,
+    sent: SentLog,
+    seen: dict[str, float],
+    result: FreshnessResult,
+    *,
+    poll_s: float,
+) -> None:
+    """Poll the API for the traces the producer logs until every one was seen, or the drain deadline
+    (``result.drain_timeout_s`` after the producer is done) passed."""
+    deadline: float | None = None
+    while True:
+        exited = producer.process.poll()
+        sent.read()
+        now = time.monotonic()
+        if sent.done is not None:
+            deadline = deadline or now + result.drain_timeout_s
+            if len(seen) >= len(sent.sent) or now > deadline:  # seen holds only traces of this run
+                break
+        elif exited is not None:
+            raise RuntimeError(f"the producer exited ({exited}) before it was done:\n{producer.tail()}")
+        since_ms = sent.window_start_ms(seen, now)
+        work = result.listed + result.lookups
+        if since_ms is not None:
+            url = f"{base}/traces/query?start={since_ms}&limit={PAGE}"
+            sent.mark_seen(await poll_once(session, url, seen, result))
+        sent.mark_seen(await look_up_stragglers(session, base, sent.stragglers, seen, result))
+        interval = max(poll_s, (result.listed + result.lookups - work) / LISTED_PER_S)
+        result.max_interval_ms = max(result.max_interval_ms, interval * 1000)
+        await asyncio.sleep(max(0.0, now + interval - time.monotonic()))
 
 
 async def finalized_latencies(

@@ -3,9 +3,10 @@ no key, as the OpenTelemetry Collector's Kafka exporter writes them), on a pre-f
 drained by Jaeger's ``kafka`` receiver → ``batch`` processor → ``jaeger_storage_exporter`` into its
 ``memory`` backend.
 
-Only the Go module ``github.com/jaegertracing/jaeger@v1.76.0`` (= Jaeger v2.13.0) resolves from the Go
-module proxy, and ``go install`` refuses it (its go.mod has replace directives), so :func:`build_binary`
-builds it as a tool of a throwaway module, nice'd, into ``$TRACING_CACHE_DIR/jaeger`` (default
+Jaeger v2.12.0, the Go module ``github.com/jaegertracing/jaeger@v1.75.0``: the package registry's approved
+release of that module (the proxy also serves v1.76.0, which is not an approved release). ``go install``
+refuses it (its go.mod has replace directives), so :func:`build_binary` builds it as a tool of a throwaway
+module (``go mod init``, ``go get -tool``, ``go build``), nice'd, into ``$TRACING_CACHE_DIR/jaeger`` (default
 ``~/.cache/tracing/jaeger``), outside the repository: hundreds of MB of modules and 5-15 minutes on two
 cores the first time (``python bench/jaeger.py --build`` does it ahead of a run).
 
@@ -32,35 +33,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (
-    CACHE_DIR,
-    Child,
-    Processes,
-    Skipped,
-    drain_by_counter,
-    free_port,
-    get_json,
-    log,
-    mib,
-    peak_rss,
-    wait_http,
-)
+from bench.common import CACHE_DIR, PeerServer, Processes, Skipped, free_port, log, mib
 from shared.settings import Settings
 
 MODULE = "github.com/jaegertracing/jaeger"
 PACKAGE = f"{MODULE}/cmd/jaeger"
-VERSION = "v1.76.0"
-"""The Go module version; Jaeger calls the same release v2.13.0."""
-RELEASE = "v2.13.0"
+VERSION = "v1.75.0"
+"""The Go module version (the approved release); Jaeger calls the same release v2.12.0."""
+RELEASE = "v2.12.0"
 STAMP = f"-X {MODULE}/internal/version.latestVersion={RELEASE}"
 """The version stamp Jaeger's own release build sets (``jaeger version`` reads "" without it)."""
 BUILD_TIMEOUT_S = 45 * 60.0
-STALL_S = 120.0
 STORE = "bench_memory"
 
 
@@ -160,6 +147,11 @@ def span_counters(prometheus_text: str) -> dict[str, float]:
     return out
 
 
+def _spans_sent(prometheus_text: str) -> float:
+    """Spans the storage exporter sent to the memory store."""
+    return span_counters(prometheus_text).get("exporter_sent", 0.0)
+
+
 def config(
     *, brokers: str, topic: str, group: str, max_traces: int, query_port: int, grpc_port: int, metrics_port: int
 ) -> bytes:
@@ -217,22 +209,18 @@ class JaegerResult:
     services: int
 
 
-class JaegerServer:
+class JaegerServer(PeerServer):
     """Jaeger v2 (kafka receiver → batch → memory store) on ``topic``, which must exist (created with the
     bench's partitions; broker auto-creation would make one)."""
+
+    name = "jaeger"
 
     def __init__(
         self, settings: Settings, processes: Processes, workdir: Path, *, topic: str, group: str, max_traces: int
     ) -> None:
-        self._settings = settings
-        self._processes = processes
+        super().__init__(settings, processes, topic=topic, group=group)
         self._workdir = workdir
-        self._topic = topic
-        self._group = group
         self._max_traces = max_traces
-        self._child: Child | None = None
-        self._started = 0.0
-        self.startup_s: float | None = None
         self.query = ""
         self.metrics = ""
 
@@ -253,36 +241,21 @@ class JaegerServer:
         )
         self.query = f"http://127.0.0.1:{query_port}"
         self.metrics = f"http://127.0.0.1:{metrics_port}/metrics"
-        self._started = time.monotonic()
-        self._child = self._processes.start("jaeger", [str(binary), f"--config={path}"])
+        self._launch([str(binary), f"--config={path}"])
 
     async def ready(self) -> None:
         """Until the query API answers (the storage extension is up; the pipeline starts with it)."""
-        assert self._child is not None
-        await wait_http(f"{self.query}/api/services", 120, self._child)
-        await wait_http(self.metrics, 30, self._child)
-        if self.startup_s is None:
-            self.startup_s = time.monotonic() - self._started
+        await self._answering((f"{self.query}/api/services", 120), (self.metrics, 30))
 
     async def drain(self, spans: int, *, poll_s: float = 0.05) -> JaegerResult:
         """Until the storage exporter sent ``spans`` spans to the memory store; timed as
         :func:`~bench.common.drain_by_counter` says."""
-        child = self._child
-        assert child is not None
         await self.ready()
-        drained = await drain_by_counter(
-            self.metrics,
-            lambda page: span_counters(page).get("exporter_sent", 0.0),
-            spans,
-            child,
-            poll_s=poll_s,
-            stall_s=STALL_S,
+        drained, services, hwm = await self._drained(
+            self.metrics, _spans_sent, spans, f"{self.query}/api/services", poll_s
         )
-        async with aiohttp.ClientSession() as session:
-            services = await get_json(session, f"{self.query}/api/services")
         assert self.startup_s is not None
         counters = span_counters(drained.page)
-        hwm, _ = peak_rss(child.pid)
         return JaegerResult(
             drained.spans_per_s,
             drained.seconds,
@@ -294,11 +267,6 @@ class JaegerServer:
             hwm,
             len(services.get("data") or []),
         )
-
-    def stop(self) -> None:
-        if self._child is not None:
-            self._processes.stop(self._child)
-            self._child = None
 
 
 def main(argv: list[str] | None = None) -> int:

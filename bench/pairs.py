@@ -148,18 +148,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if len(argv) == 4 and argv[0] == "--drain-child":
         _drain_here(Path(argv[1]), int(argv[2]), int(argv[3]))
         return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=6)
-    parser.add_argument("--spans", type=int, default=200_000)
-    parser.add_argument("--wire", choices=["native", "native-span", "zipkin", "otlp"], default="native-span")
-    parser.add_argument("--a", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--b", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--a-root", type=Path, default=HERE)
-    parser.add_argument("--b-root", type=Path, default=HERE)
-    parser.add_argument("--store", default="sqlite", help="sqlite (a fresh file per drain) or a PostgreSQL URL")
-    parser.add_argument("--grace-ms", type=int, default=500)
-    parser.add_argument("--bootstrap", default=os.environ.get("TRACING_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     sys.path.insert(0, str(HERE))
     from bench.common import delete_topics, log, prefixed_settings
     from bench.workload import fill
@@ -196,6 +185,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         asyncio.run(delete_topics(settings, prefix))
         shutil.rmtree(workdir, ignore_errors=True)
+    _print_table(args, sides, rows, filled.spans)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=6)
+    parser.add_argument("--spans", type=int, default=200_000)
+    parser.add_argument("--wire", choices=["native", "native-span", "zipkin", "otlp"], default="native-span")
+    parser.add_argument("--a", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--b", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--a-root", type=Path, default=HERE)
+    parser.add_argument("--b-root", type=Path, default=HERE)
+    parser.add_argument("--store", default="sqlite", help="sqlite (a fresh file per drain) or a PostgreSQL URL")
+    parser.add_argument("--grace-ms", type=int, default=500)
+    parser.add_argument("--bootstrap", default=os.environ.get("TRACING_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    return parser
+
+
+def _print_table(
+    args: argparse.Namespace,
+    sides: dict[str, tuple[Path, dict[str, str]]],
+    rows: list[tuple[int, Drained, Drained]],
+    spans: int,
+) -> None:
     describe = {name: " ".join(args.a if name == "A" else args.b) or "defaults" for name in sides}
     for name, (root, _) in sides.items():
         compiled = "compiled" if all((a if name == "A" else b).compiled for _, a, b in rows) else "NOT compiled"
@@ -204,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     store = (
         "PostgreSQL (a database per drain)" if args.store.startswith("postgresql://") else "SQLite (a file per drain)"
     )
-    print(f"{filled.spans:,} spans ({args.wire}), {store}, grace {args.grace_ms} ms; order flipped every pair\n")
+    print(f"{spans:,} spans ({args.wire}), {store}, grace {args.grace_ms} ms; order flipped every pair\n")
     print(
         "| pair | A finalized (stored) spans/s | B finalized (stored) spans/s | B / A | CPU s A (worker + finalizer) "
         "| CPU s B |"

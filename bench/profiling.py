@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import msgspec
 
-from bench.common import ROOT, Postgres, Processes, delete_topics, log, prefixed_settings, settings_env
+from bench.common import ROOT, Child, Postgres, Processes, delete_topics, log, prefixed_settings, settings_env
 from bench.workload import fill
+from shared.settings import Settings
 from shared.store import open_store
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
@@ -116,6 +117,24 @@ def _py_spy() -> str:
     return found
 
 
+async def _until_finalized(settings: Settings, worker: Child, traces: int, timeout_s: float) -> float:
+    """Seconds until the store counts ``traces`` finalized traces (the worker must stay up meanwhile)."""
+    store = await open_store(settings)
+    started = time.monotonic()
+    try:
+        while True:
+            if worker.process.poll() is not None:
+                raise RuntimeError(f"worker exited:\n{worker.tail()}")
+            stats = await store.stats(slowest=1)
+            if stats.completed_traces + stats.failed_traces >= traces:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"not drained within {timeout_s} s")
+            await asyncio.sleep(0.5)
+    finally:
+        await store.close()
+
+
 async def profile(args: argparse.Namespace) -> str:
     py_spy = _py_spy()
     workdir = Path(tempfile.mkdtemp(prefix="tracing-profile-"))
@@ -156,21 +175,7 @@ async def profile(args: argparse.Namespace) -> str:
                 *(["--native"] if args.native else []),
             ],
         )
-        store = await open_store(settings)
-        started = time.monotonic()
-        try:
-            while True:
-                if worker.process.poll() is not None:
-                    raise RuntimeError(f"worker exited:\n{worker.tail()}")
-                stats = await store.stats(slowest=1)
-                if stats.completed_traces + stats.failed_traces >= filled.traces:
-                    break
-                if time.monotonic() - started > args.timeout:
-                    raise TimeoutError(f"not drained within {args.timeout} s")
-                await asyncio.sleep(0.5)
-        finally:
-            await store.close()
-        elapsed = time.monotonic() - started
+        elapsed = await _until_finalized(settings, worker, filled.traces, args.timeout)
         log(f"drained and finalized in {elapsed:.1f} s (including the worker's start-up)")
         spy.process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
         try:

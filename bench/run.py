@@ -425,24 +425,28 @@ class Bench:
                 f"{z.dropped} dropped",
             )
         ]
-        s = self.settings(
-            "g-ours",
-            zipkin_topic=self.zipkin_topic,
-            store_url=f"sqlite:///{self.workdir / 'zipkin-input.db'}",
-            grace_ms=self.args.grace_ms,
-        )
-        result = await drain.worker_drain(s, filled.spans, filled.messages)
+        topic = {"zipkin_topic": self.zipkin_topic}
         rows.append(
-            Row(
-                "g",
-                "our worker on that same Zipkin JSON topic (SQLite): every trace finalized",
-                rate(result.finalized_per_s),
-                f"ours / Zipkin = {result.finalized_per_s / z.spans_per_s:.2f}" if z.spans_per_s else "",
-                f"every span stored at {rate(result.stored_per_s)}; {result.finalized_s:.1f} s from the "
-                f"partition assignment",
-            )
+            await self.ours_on("g", "Zipkin JSON", "Zipkin", z.spans_per_s, filled.spans, filled.messages, topic)
         )
         return rows
+
+    async def ours_on(
+        self, row: str, wire: str, peer: str, peer_rate: float | None, spans: int, messages: int, topic: dict[str, str]
+    ) -> Row:
+        """Our worker (SQLite) on the peer's own topic of ``row`` (``topic``: its setting): every trace
+        finalized, and the ratio to the peer's rate."""
+        db = self.workdir / f"{row}-ours.db"
+        s = self.settings(f"{row}-ours", store_url=f"sqlite:///{db}", grace_ms=self.args.grace_ms, **topic)
+        result = await drain.worker_drain(s, spans, messages)
+        return Row(
+            row,
+            f"our worker on that same {wire} topic (SQLite): every trace finalized",
+            rate(result.finalized_per_s),
+            f"ours / {peer} = {result.finalized_per_s / peer_rate:.2f}" if peer_rate else "",
+            f"every span stored at {rate(result.stored_per_s)}; {result.finalized_s:.1f} s from the "
+            f"partition assignment",
+        )
 
     async def fill_otlp(self) -> Filled:
         """The OTLP topic of h (filled once, for Jaeger and our worker)."""
@@ -509,24 +513,8 @@ class Bench:
 
     async def ours_otlp(self) -> list[Row]:
         filled = await self.fill_otlp()
-        s = self.settings(
-            "h-ours",
-            otlp_topic=self.otlp_topic,
-            store_url=f"sqlite:///{self.workdir / 'otlp-input.db'}",
-            grace_ms=self.args.grace_ms,
-        )
-        result = await drain.worker_drain(s, filled.spans, filled.traces)
-        j = self.jaeger_rate
-        return [
-            Row(
-                "h",
-                "our worker on that same OTLP topic (SQLite): every trace finalized",
-                rate(result.finalized_per_s),
-                f"ours / Jaeger = {result.finalized_per_s / j:.2f}" if j else "",
-                f"every span stored at {rate(result.stored_per_s)}; {result.finalized_s:.1f} s from the "
-                f"partition assignment",
-            )
-        ]
+        topic = {"otlp_topic": self.otlp_topic}
+        return [await self.ours_on("h", "OTLP", "Jaeger", self.jaeger_rate, filled.spans, filled.traces, topic)]
 
     async def run(self) -> None:
         parts = set(self.args.parts)

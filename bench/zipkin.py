@@ -12,29 +12,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-
-from bench.common import (
-    CACHE_DIR,
-    Child,
-    Processes,
-    Skipped,
-    drain_by_counter,
-    free_port,
-    get_json,
-    log,
-    peak_rss,
-    wait_http,
-)
+from bench.common import CACHE_DIR, PeerServer, Processes, Skipped, free_port, log
 from shared.settings import Settings
 
 VERSION = "3.6.1"
 ARTIFACT = f"io.zipkin:zipkin-server:{VERSION}:jar:exec"
-STALL_S = 120.0
 
 
 def jar_path() -> Path:
@@ -82,6 +67,10 @@ def kafka_counters(prometheus_text: str) -> dict[str, float]:
     }
 
 
+def _spans_counted(prometheus_text: str) -> float:
+    return kafka_counters(prometheus_text).get("spans", 0.0)
+
+
 @dataclass
 class ZipkinResult:
     spans_per_s: float
@@ -93,22 +82,18 @@ class ZipkinResult:
     services: int
 
 
-class ZipkinServer:
+class ZipkinServer(PeerServer):
     """Zipkin (in-memory storage, Kafka collector with one stream) on ``topic``, which must exist: Zipkin
     does not create it, and broker auto-creation would make a single partition."""
+
+    name = "zipkin"
 
     def __init__(
         self, settings: Settings, processes: Processes, *, topic: str, group: str, max_spans: int, heap: str = "2g"
     ) -> None:
-        self._settings = settings
-        self._processes = processes
-        self._topic = topic
-        self._group = group
+        super().__init__(settings, processes, topic=topic, group=group)
         self._max_spans = max_spans
         self._heap = heap
-        self._child: Child | None = None
-        self._started = 0.0
-        self.startup_s: float | None = None
         self.base = ""
 
     def start(self) -> None:
@@ -124,40 +109,21 @@ class ZipkinServer:
             "KAFKA_STREAMS": "1",
         }
         self.base = f"http://127.0.0.1:{port}"
-        self._started = time.monotonic()
-        self._child = self._processes.start("zipkin", ["java", f"-Xmx{self._heap}", "-jar", str(jar)], env)
+        self._launch(["java", f"-Xmx{self._heap}", "-jar", str(jar)], env)
 
     async def ready(self) -> None:
         """Until ``/health`` answers 200; notes the start-up time."""
-        assert self._child is not None
-        await wait_http(f"{self.base}/health", 240, self._child)
-        if self.startup_s is None:
-            self.startup_s = time.monotonic() - self._started
+        await self._answering((f"{self.base}/health", 240))
 
     async def drain(self, spans: int, *, poll_s: float = 0.05) -> ZipkinResult:
         """Until Zipkin counted ``spans`` spans (``zipkin_collector_spans_total``); timed as
         :func:`~bench.common.drain_by_counter` says."""
-        child = self._child
-        assert child is not None
         await self.ready()
-        drained = await drain_by_counter(
-            f"{self.base}/prometheus",
-            lambda page: kafka_counters(page).get("spans", 0.0),
-            spans,
-            child,
-            poll_s=poll_s,
-            stall_s=STALL_S,
+        drained, services, hwm = await self._drained(
+            f"{self.base}/prometheus", _spans_counted, spans, f"{self.base}/api/v2/services", poll_s
         )
-        async with aiohttp.ClientSession() as session:
-            services = await get_json(session, f"{self.base}/api/v2/services")
         assert self.startup_s is not None
-        hwm, _ = peak_rss(child.pid)
         dropped = int(kafka_counters(drained.page).get("spans_dropped", 0))
         return ZipkinResult(
             drained.spans_per_s, drained.seconds, int(drained.count), self.startup_s, hwm, dropped, len(services)
         )
-
-    def stop(self) -> None:
-        if self._child is not None:
-            self._processes.stop(self._child)
-            self._child = None

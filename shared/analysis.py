@@ -1,6 +1,6 @@
 """Trace analysis: pure functions from a trace's spans to its summary (no I/O, no clock, no logging).
 
-The contract is the "Analysis" section of the design page. In short:
+The contract is the "Analysis" section of docs/architecture.md. In short:
 
 * Duplicate span ids: the last one wins. Open spans (no duration yet) count as zero-length at their start.
 * The span tree: the main root (no parent, earliest start) first, then extra roots by start time: other

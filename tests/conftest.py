@@ -30,12 +30,14 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.settings import Settings
+from tests.prerequisites import missing, require_cassandra_driver
 
 pytest_plugins = ["tests.leaks"]
 
@@ -44,7 +46,8 @@ KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 CASSANDRA_SH = ROOT / "scripts" / "cassandra.sh"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -109,13 +112,10 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield container.get_bootstrap_server()
         return
     state = tmp_path_factory.mktemp("kafka")
-    args = ["--port", str(_free_port()), "--controller-port", str(_free_port()), "--dir", str(state)]
+    args = ["--port", str(free_port()), "--controller-port", str(free_port()), "--dir", str(state)]
     result = subprocess.run(["bash", str(KAFKA_SH), "up", *args], capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
-        message = f"no Kafka broker: local launcher failed:\n{result.stderr[-3000:]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"no Kafka broker: local launcher failed:\n{result.stderr[-3000:]}")
     _kafka_dir[0] = str(state)
     try:
         yield f"127.0.0.1:{args[1]}"
@@ -123,19 +123,9 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         subprocess.run(["bash", str(KAFKA_SH), "down", "--dir", str(state)], capture_output=True, timeout=60)
 
 
-def _missing(message: str) -> None:
-    """A prerequisite is missing: fail under CI, skip elsewhere."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def cassandra_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    try:
-        import acsylla  # noqa: F401 (the driver of the cassandra extra)
-    except ImportError:
-        _missing("no Cassandra driver: pip install -e '.[cassandra]'")
+    require_cassandra_driver()
     from_env = os.environ.get("TRACING_TEST_CASSANDRA_URL")
     if from_env:
         yield from_env
@@ -145,7 +135,7 @@ def cassandra_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     result = subprocess.run(["bash", *up], capture_output=True, text=True, timeout=900)
     if result.returncode != 0:
         subprocess.run(["bash", str(CASSANDRA_SH), "down", "--dir", str(state)], capture_output=True, timeout=120)
-        _missing(f"no Cassandra: scripts/cassandra.sh up failed:\n{result.stderr[-3000:]}")
+        missing(f"no Cassandra: scripts/cassandra.sh up failed:\n{result.stderr[-3000:]}")
     try:
         yield result.stdout.strip().splitlines()[-1]
     finally:
@@ -203,9 +193,7 @@ def kafka_control(kafka_bootstrap: str) -> KafkaControl:
     """Control over the session broker; a test that needs it fails in CI if the broker isn't ours."""
     control = KafkaControl(_kafka_dir[0])
     if control.state_dir is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must run a broker this test run can restart (TRACING_TEST_KAFKA_DIR)")
-        pytest.skip("the broker is external; set TRACING_TEST_KAFKA_DIR to its kafka.sh state dir")
+        missing("the broker is external: CI must run one this test run can restart (TRACING_TEST_KAFKA_DIR)")
     return control
 
 
@@ -221,19 +209,24 @@ async def kafka_ready(kafka_bootstrap: str) -> str:
     return kafka_bootstrap
 
 
-@pytest.fixture
-def settings(kafka_ready: str, tmp_path: Path) -> Settings:
-    suffix = uuid.uuid4().hex[:10]
+def unique_settings(kafka_bootstrap: str, db: Path, *, label: str = "", **overrides: Any) -> Settings:
+    """Settings on that broker whose topics and group no other test uses (``<name>-<label>-<hex>``), and
+    a SQLite store in the file ``db``."""
+    suffix = f"{label}-{uuid.uuid4().hex[:10]}" if label else uuid.uuid4().hex[:10]
     return Settings.from_env(
         {},
-        kafka_bootstrap=kafka_ready,
+        kafka_bootstrap=kafka_bootstrap,
         topic=f"spans-{suffix}",
         otlp_topic=f"otlp-{suffix}",
         zipkin_topic=f"zipkin-{suffix}",
         group=f"ingest-{suffix}",
-        partitions=4,
-        store_url=f"sqlite:///{tmp_path / 'traces.db'}",
-        grace_ms=200,
-        idle_timeout_s=3.0,
-        heartbeat_s=0.5,
+        store_url=f"sqlite:///{db}",
+        **overrides,
+    )
+
+
+@pytest.fixture
+def settings(kafka_ready: str, tmp_path: Path) -> Settings:
+    return unique_settings(
+        kafka_ready, tmp_path / "traces.db", partitions=4, grace_ms=200, idle_timeout_s=3.0, heartbeat_s=0.5
     )

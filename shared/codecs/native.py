@@ -1,6 +1,6 @@
 """The native span event format: JSON, one event object or an array of events per message.
 
-See the design page, "Wire format". Content-type ``application/vnd.tracing.span+json;v=1``.
+See docs/architecture.md, "Wire formats and topics". Content-type ``application/vnd.tracing.span+json;v=1``.
 """
 
 from __future__ import annotations

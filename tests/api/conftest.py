@@ -23,9 +23,9 @@ import pytest
 
 from query_api import create_app
 from shared.settings import Settings
-from shared.store import open_store
 from shared.store.base import TraceStore
 from tests.conftest import cassandra_namespace_url
+from tests.e2e.helpers import reader
 from tests.store.conftest import postgres_schema_url
 
 from .support import LiveApi, serve
@@ -48,11 +48,8 @@ async def settings(request: pytest.FixtureRequest, settings: Settings) -> AsyncI
 
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[TraceStore]:
-    opened = await open_store(settings)
-    try:
+    async with reader(settings) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture

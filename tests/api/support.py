@@ -12,9 +12,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from shared.models import Event, Span, SpanFinish
+from shared.models import Event, Log, Span, SpanFinish, Tags
 from shared.settings import Settings
-from shared.store.base import TraceStore
+from shared.store.base import Heartbeat, TraceStore
+from tests.spans import span_at, us
 
 T0_US = 1_732_500_000_000_000
 """A fixed trace start (2024-11-25T02:00:00Z) in microseconds; ``T0_US / 1000`` in the API."""
@@ -99,13 +100,64 @@ def span(
     **extra: Any,
 ) -> Span:
     """A span ``start_ms`` after :data:`T0_US` lasting ``duration_ms`` (None: open)."""
-    return Span(
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_span_id=parent,
-        service_name=service,
-        operation_name=operation,
-        start_time_us=T0_US + round(start_ms * 1000),
-        duration_us=None if duration_ms is None else round(duration_ms * 1000),
-        **extra,
+    return span_at(
+        trace_id, span_id, parent, service, operation, T0_US + round(start_ms * 1000), us(duration_ms), **extra
     )
+
+
+def heartbeat(
+    worker_id: str,
+    lag: dict[str, int],
+    *,
+    spans_per_second: float,
+    spans_total: int,
+    updated_at_us: int,
+    late_spans: int = 0,
+    dead_lettered: int = 0,
+    traces_finalized: int = 0,
+) -> Heartbeat:
+    """A worker's heartbeat for the partitions of ``lag`` (in its order)."""
+    return Heartbeat(
+        worker_id=worker_id,
+        partitions=list(lag),
+        lag=lag,
+        spans_per_second=spans_per_second,
+        spans_total=spans_total,
+        late_spans=late_spans,
+        dead_lettered=dead_lettered,
+        traces_finalized=traces_finalized,
+        updated_at_us=updated_at_us,
+    )
+
+
+SEED = "trace-abc-123"
+
+
+def seed_trace(log_fields: Tags) -> list[Span]:
+    """The seed's trace: gateway (123 ms) → user-service (45 ms, a log with ``log_fields``) → database
+    (23 ms), starting at :data:`T0_US`."""
+    return [
+        span(SEED, "span-root-001", None, "api-gateway", "handleUserRequest", 0, 123, kind="server"),
+        span(
+            SEED,
+            "span-child-002",
+            "span-root-001",
+            "user-service",
+            "getUserById",
+            10,
+            45,
+            kind="client",
+            tags={"userId": "user-456", "cache": "miss"},
+            logs=(Log(timestamp_us=T0_US + 20_000, fields=log_fields),),
+        ),
+        span(
+            SEED,
+            "span-child-003",
+            "span-child-002",
+            "database",
+            "query",
+            20,
+            23,
+            tags={"db.type": "postgresql", "rows": 3, "cache.hit": True, "ratio": 0.5},
+        ),
+    ]

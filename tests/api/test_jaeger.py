@@ -15,14 +15,11 @@ from urllib.parse import quote
 
 import pytest
 
-from shared.models import Log
-
 from .conftest import ServeApi
-from .support import T0_US, LiveApi, span
+from .support import SEED, T0_US, LiveApi, seed_trace, span
 
 pytestmark = pytest.mark.kafka
 
-SEED = "trace-abc-123"
 FAILED = "trace-err-456"
 SLOW = "trace-slow-789"
 OPEN = "trace-open-000"
@@ -40,29 +37,7 @@ async def _seed(api: LiveApi) -> None:
     * SLOW: api-gateway handleUserRequest (2 s), alone
     """
     spans = [
-        span(SEED, "span-root-001", None, "api-gateway", "handleUserRequest", 0, 123, kind="server"),
-        span(
-            SEED,
-            "span-child-002",
-            "span-root-001",
-            "user-service",
-            "getUserById",
-            10,
-            45,
-            kind="client",
-            tags={"userId": "user-456", "cache": "miss"},
-            logs=(Log(timestamp_us=T0_US + 20_000, fields={"event": "cache miss", "attempt": 2}),),
-        ),
-        span(
-            SEED,
-            "span-child-003",
-            "span-child-002",
-            "database",
-            "query",
-            20,
-            23,
-            tags={"db.type": "postgresql", "rows": 3, "cache.hit": True, "ratio": 0.5},
-        ),
+        *seed_trace({"event": "cache miss", "attempt": 2}),
         span(FAILED, "f-root", None, "api-gateway", "checkout", 1000, 500, kind="server"),
         span(
             FAILED,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 
@@ -13,19 +12,13 @@ import aiohttp
 import pytest
 
 from shared.settings import Settings
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.kafka
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def test_serves_on_the_configured_address_and_stops_on_sigterm(settings: Settings) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "TRACING_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,

@@ -8,6 +8,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -16,6 +17,7 @@ from shared.analysis import analyze
 from shared.models import Span
 from shared.store.base import ServiceStats
 from shared.store.buckets import BUCKET_BOUNDS_US
+from tests.spans import span_at
 
 from .support import LiveApi
 
@@ -27,18 +29,9 @@ HOUR = 60 * MINUTE
 
 
 def _span(
-    trace: str, sid: str, parent: str | None, service: str, operation: str, start: int, duration: int, **kw: object
+    trace: str, sid: str, parent: str | None, service: str, operation: str, start: int, duration: int, **kw: Any
 ) -> Span:
-    return Span(
-        trace_id=trace,
-        span_id=sid,
-        parent_span_id=parent,
-        service_name=service,
-        operation_name=operation,
-        start_time_us=start,
-        duration_us=duration,
-        **kw,  # type: ignore[arg-type]
-    )
+    return span_at(trace, sid, parent, service, operation, start, duration, **kw)
 
 
 def checkout(trace: str, start: int, *, db_ms: int, error: bool = False) -> list[Span]:

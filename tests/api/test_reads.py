@@ -7,44 +7,28 @@ from typing import Any
 
 import pytest
 
-from shared.models import Log
-from shared.store.base import Heartbeat
-
-from .support import T0_US, LiveApi, span
+from .support import SEED, T0_US, LiveApi, heartbeat, seed_trace, span
 
 pytestmark = pytest.mark.kafka
 
 T0_MS = T0_US / 1000
-SEED = "trace-abc-123"
+
+
+SEED_COMPLETED = {
+    "status": "completed",
+    "complete": True,
+    "orphanSpans": 0,
+    "lateSpans": 0,
+    "openSpans": 0,
+    "finalizedAt": T0_MS + 1000,
+    "refinalizations": 0,
+}
+"""The seed trace's status and completeness fields once finalized (at T0 + 1 s)."""
 
 
 async def _seed_trace(api: LiveApi, *, finalize: bool = True) -> None:
     """The seed's trace: gateway (123 ms) → user-service (45 ms) → database (23 ms)."""
-    spans = [
-        span(SEED, "span-root-001", None, "api-gateway", "handleUserRequest", 0, 123, kind="server"),
-        span(
-            SEED,
-            "span-child-002",
-            "span-root-001",
-            "user-service",
-            "getUserById",
-            10,
-            45,
-            kind="client",
-            tags={"userId": "user-456", "cache": "miss"},
-            logs=(Log(timestamp_us=T0_US + 20_000, fields={"event": "cache miss"}),),
-        ),
-        span(
-            SEED,
-            "span-child-003",
-            "span-child-002",
-            "database",
-            "query",
-            20,
-            23,
-            tags={"db.type": "postgresql", "rows": 3, "cache.hit": True, "ratio": 0.5},
-        ),
-    ]
+    spans = seed_trace({"event": "cache miss"})
     await api.ingest(spans, now_us=T0_US + 200_000)
     if finalize:
         await api.finalize(SEED, now_us=T0_US + 1_000_000)
@@ -106,13 +90,7 @@ async def test_get_trace_has_every_field(api: LiveApi) -> None:
         "serviceCalls": 3,
         "duration": 123.0,
         "startTime": T0_MS,
-        "status": "completed",
-        "complete": True,
-        "orphanSpans": 0,
-        "lateSpans": 0,
-        "openSpans": 0,
-        "finalizedAt": T0_MS + 1000,
-        "refinalizations": 0,
+        **SEED_COMPLETED,
     }
 
 
@@ -182,13 +160,7 @@ async def test_analyze_has_every_field(api: LiveApi) -> None:
             {"spanId": "span-root-001", "span": gateway, "start": 55.0, "end": 123.0},
         ],
         "criticalPathDuration": 123.0,
-        "status": "completed",
-        "complete": True,
-        "orphanSpans": 0,
-        "lateSpans": 0,
-        "openSpans": 0,
-        "finalizedAt": T0_MS + 1000,
-        "refinalizations": 0,
+        **SEED_COMPLETED,
         "dependencies": [
             {"parent": "api-gateway", "child": "user-service", "calls": 1, "errors": 0},
             {"parent": "user-service", "child": "database", "calls": 1, "errors": 0},
@@ -358,19 +330,17 @@ async def test_a_thousand_deep_trace_is_served(api: LiveApi) -> None:
     assert len(analysis["criticalPathSegments"]) == 2 * depth - 1
 
 
-async def test_stats_has_every_field(api: LiveApi) -> None:
-    await _seed_trace(api)
-    failed = "trace-failed"
-    await api.ingest([span(failed, "r", None, "checkout", "pay", 1000, 200, status="error")], now_us=T0_US)
-    await api.finalize(failed, now_us=T0_US + 1_000_000)
-    await api.ingest([span("trace-open", "r", None, "cart", "add", 0, None)], now_us=T0_US)
+def _service_stats(count: int, avg: float, errors: int, p50: float, p95: float, p99: float) -> dict[str, Any]:
+    """A ``serviceStats`` entry of ``/stats``."""
+    return {"count": count, "avgDuration": avg, "errorCount": errors, "p50": p50, "p95": p95, "p99": p99}
 
-    now = time.time_ns() // 1000
+
+async def _record_heartbeats(api: LiveApi, now: int) -> None:
+    """Two live workers and one silent for a minute (not reported)."""
     beats = [
-        Heartbeat(
-            worker_id="worker-a",
-            partitions=["spans/0", "spans/1"],
-            lag={"spans/0": 5, "spans/1": 2},
+        heartbeat(
+            "worker-a",
+            {"spans/0": 5, "spans/1": 2},
             spans_per_second=100.5,
             spans_total=1000,
             late_spans=2,
@@ -378,21 +348,18 @@ async def test_stats_has_every_field(api: LiveApi) -> None:
             traces_finalized=40,
             updated_at_us=now - 1_000_000,
         ),
-        Heartbeat(
-            worker_id="worker-b",
-            partitions=["spans/2"],
-            lag={"spans/2": 3},
+        heartbeat(
+            "worker-b",
+            {"spans/2": 3},
             spans_per_second=50.25,
             spans_total=500,
             late_spans=1,
-            dead_lettered=0,
             traces_finalized=20,
             updated_at_us=now,
         ),
-        Heartbeat(  # silent for a minute: not reported
-            worker_id="worker-stale",
-            partitions=["spans/3"],
-            lag={"spans/3": 99},
+        heartbeat(  # silent for a minute: not reported
+            "worker-stale",
+            {"spans/3": 99},
             spans_per_second=1.0,
             spans_total=1,
             late_spans=9,
@@ -403,6 +370,17 @@ async def test_stats_has_every_field(api: LiveApi) -> None:
     ]
     for beat in beats:
         await api.store.record_heartbeat(beat)
+
+
+async def test_stats_has_every_field(api: LiveApi) -> None:
+    await _seed_trace(api)
+    failed = "trace-failed"
+    await api.ingest([span(failed, "r", None, "checkout", "pay", 1000, 200, status="error")], now_us=T0_US)
+    await api.finalize(failed, now_us=T0_US + 1_000_000)
+    await api.ingest([span("trace-open", "r", None, "cart", "add", 0, None)], now_us=T0_US)
+
+    now = time.time_ns() // 1000
+    await _record_heartbeats(api, now)
 
     reply = await api.get("/stats")
     assert reply.status == 200
@@ -416,38 +394,10 @@ async def test_stats_has_every_field(api: LiveApi) -> None:
         "avgDuration": 161.5,
         "slowestTraces": [{"traceId": failed, "duration": 200.0}, {"traceId": SEED, "duration": 123.0}],
         "serviceStats": {
-            "api-gateway": {
-                "count": 1,
-                "avgDuration": 123.0,
-                "errorCount": 0,
-                "p50": 175.0,
-                "p95": 242.5,
-                "p99": 248.5,
-            },
-            "checkout": {
-                "count": 1,
-                "avgDuration": 200.0,
-                "errorCount": 1,
-                "p50": 175.0,
-                "p95": 242.5,
-                "p99": 248.5,
-            },
-            "database": {
-                "count": 1,
-                "avgDuration": 23.0,
-                "errorCount": 0,
-                "p50": 17.5,
-                "p95": 24.25,
-                "p99": 24.85,
-            },
-            "user-service": {
-                "count": 1,
-                "avgDuration": 45.0,
-                "errorCount": 0,
-                "p50": 37.5,
-                "p95": 48.75,
-                "p99": 49.75,
-            },
+            "api-gateway": _service_stats(1, 123.0, 0, 175.0, 242.5, 248.5),
+            "checkout": _service_stats(1, 200.0, 1, 175.0, 242.5, 248.5),
+            "database": _service_stats(1, 23.0, 0, 17.5, 24.25, 24.85),
+            "user-service": _service_stats(1, 45.0, 0, 37.5, 48.75, 49.75),
         },
         "pipeline": {
             "workers": [

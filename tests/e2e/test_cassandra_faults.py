@@ -29,12 +29,20 @@ from shared.demo import make_trace
 from shared.kafka import SpanProducer, ensure_topics
 from shared.models import Span
 from shared.settings import Settings
-from shared.store import TraceQuery, TraceStore, open_store
+from shared.store import TraceStore, open_store
 from shared.store.base import Window
 from shared.store.cassandra.config import CassandraConfig
-from tests.conftest import CASSANDRA_SH, _missing, cassandra_ports
-from tests.e2e.helpers import wait_for
+from tests.conftest import CASSANDRA_SH, cassandra_ports
+from tests.e2e.helpers import (
+    assert_analyzed_as_offline,
+    assert_stored_as_sent,
+    finalized_counts,
+    send_paced,
+    wait_for,
+    wait_progress,
+)
 from tests.e2e.workers import WorkerProcess
+from tests.prerequisites import missing, require_cassandra_driver
 
 pytestmark = [
     pytest.mark.kafka,
@@ -59,10 +67,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     ``TRACING_TEST_CASSANDRA_CLUSTER_DIR`` names the state dir of a running 3-node cluster of
     ``scripts/cassandra.sh`` to use instead (a keyspace of the test's own in it; left running): to iterate
     on this test without starting three nodes every time."""
-    try:
-        import acsylla  # noqa: F401 (the driver of the cassandra extra)
-    except ImportError:
-        _missing("no Cassandra driver: pip install -e '.[cassandra]'")
+    require_cassandra_driver()
     existing = os.environ.get("TRACING_TEST_CASSANDRA_CLUSTER_DIR")
     if existing:
         found = _cluster(Path(existing), "url")
@@ -75,7 +80,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     try:
         up = _cluster(state, "up", "--nodes", "3", *cassandra_ports(3), timeout_s=900)
         if up.returncode != 0:
-            _missing(f"no 3-node Cassandra cluster: scripts/cassandra.sh up failed:\n{up.stderr[-3000:]}")
+            missing(f"no 3-node Cassandra cluster: scripts/cassandra.sh up failed:\n{up.stderr[-3000:]}")
         yield up.stdout.strip().splitlines()[-1], state
     finally:
         _cluster(state, "down", "--purge", timeout_s=180)
@@ -96,16 +101,6 @@ def _unkeyed_messages(rng: random.Random, traces: list[list[Span]]) -> list[byte
     return messages
 
 
-async def _finalized(store: TraceStore) -> tuple[int, int, int]:
-    """(spans counted in the rollups, traces finalized, traces active)."""
-    stats = await store.stats()
-    return (
-        sum(s.count for s in stats.services.values()),
-        stats.completed_traces + stats.failed_traces,
-        stats.active_traces,
-    )
-
-
 async def test_worker_and_node_killed_mid_stream_lose_and_double_nothing(
     settings: Settings, cluster: tuple[str, Path], tmp_path: Path
 ) -> None:
@@ -123,24 +118,15 @@ async def test_worker_and_node_killed_mid_stream_lose_and_double_nothing(
 
     async def produce() -> None:
         # a steady flow over ~18 s, so that both kills land mid-stream
-        started = time.monotonic()
         async with SpanProducer(settings) as producer:
-            for i, value in enumerate(messages):
-                await producer.send_raw(value, key=None)
-                if i % 200 == 0:
-                    await producer.flush()
-                    ahead = started + 18.0 * i / len(messages) - time.monotonic()
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
+            await send_paced(messages, 18.0, 200, lambda value: producer.send_raw(value, key=None), producer.flush)
         sent.set()
 
     async def progressed(by: int) -> None:
-        start = (await _finalized(store))[1]
+        async def traces_finalized() -> int:
+            return (await finalized_counts(store))[1]
 
-        async def moved() -> bool:
-            return (await _finalized(store))[1] >= start + by or sent.is_set()
-
-        await wait_for(moved, timeout_s=120, what=f"{by} more traces finalized", interval_s=0.5)
+        await wait_progress(traces_finalized, by, sent, "traces finalized", interval_s=0.5)
 
     producing = asyncio.create_task(produce())
     node_back: asyncio.Task[subprocess.CompletedProcess[str]] | None = None
@@ -154,35 +140,8 @@ async def test_worker_and_node_killed_mid_stream_lose_and_double_nothing(
         await progressed(100)  # QUORUM (2 of 3 replicas) goes on without node 3
         node_back = asyncio.create_task(asyncio.to_thread(_cluster, state, "start", "--node", "3"))
         await producing
-        expected_spans = sum(len(t) for t in traces)
-
-        expected = (expected_spans, len(traces), 0)
-        seen: list[tuple[int, int, int]] = []
-
-        async def drained() -> bool:
-            seen.append(await _finalized(store))
-            return seen[-1] == expected
-
-        try:
-            await wait_for(drained, timeout_s=180, what="every span stored and every trace finalized", interval_s=1)
-        except AssertionError as exc:
-            # (spans, finalized, active): short of the expected is slow or lost, beyond it is counted twice
-            tails = "\n".join(f"--- worker {i}:\n{w.output()[-2000:]}" for i, w in enumerate(workers))
-            raise AssertionError(f"{exc}: expected {expected}, last seen {seen[-5:]}\n{tails}") from None
-        # A trace can be re-opened by a duplicate that raced its finalization (two workers wrote the same
-        # spans as two chunks): its counts are already right, and it is finalized again soon.
-        pending = [t[0].trace_id for t in traces]
-
-        async def all_finalized() -> bool:
-            left: list[str] = []
-            for i in range(0, len(pending), 100):
-                part = pending[i : i + 100]
-                states = await asyncio.gather(*(store.get_trace(t) for t in part))
-                left.extend(t for t, s in zip(part, states, strict=True) if s is None or s.state != "finalized")
-            pending[:] = left
-            return not pending
-
-        await wait_for(all_finalized, timeout_s=60, what="every trace finalized (none re-opened)", interval_s=1)
+        await _wait_drained(store, traces, workers)
+        await _wait_all_finalized(store, traces)
         started = await node_back
         assert started.returncode == 0, started.stderr[-3000:]
     finally:
@@ -193,26 +152,63 @@ async def test_worker_and_node_killed_mid_stream_lose_and_double_nothing(
     assert codes == [0] * len(workers), "\n".join(w.output()[-3000:] for w in workers)
 
     try:
-        assert await store.find_traces(TraceQuery(status="active")) == []
-        stats = await store.stats()
-        per_service = Counter(s.service_name for t in traces for s in t)
-        assert {k: v.count for k, v in stats.services.items()} == dict(per_service)
-        failed = sum(1 for t in traces if any(s.status == "error" for s in t))
-        assert (stats.completed_traces, stats.failed_traces) == (len(traces) - failed, failed)
-        # the minute and hour slices sum to the same counts as all time
-        first = min(s.start_time_us for t in traces for s in t)
-        last = max(s.start_time_us for t in traces for s in t)
-        windowed = await store.stats(window=Window(start_us=first, end_us=last + 1))
-        assert {k: v.count for k, v in windowed.services.items()} == dict(per_service)
-        calls: Counter[tuple[str, str]] = Counter()
-        for spans in traces:
-            for d in analyze(spans[0].trace_id, spans).dependencies:
-                calls[d.parent, d.child] += d.calls
-        assert {(d.parent, d.child): d.calls for d in await store.dependencies()} == dict(calls)
-        for spans in rng.sample(traces, 200):
-            stored = await store.get_trace(spans[0].trace_id)
-            assert stored is not None and stored.analysis is not None
-            assert sorted(s.span_id for s in stored.spans) == sorted(s.span_id for s in spans)
-            assert stored.analysis == analyze(spans[0].trace_id, spans)
+        await _assert_rollups_exact(store, traces)
+        sample = rng.sample(traces, 200)
+        stored = await assert_analyzed_as_offline(store, sample)
+        assert [sorted(s.span_id for s in t.spans) for t in stored] == [sorted(s.span_id for s in t) for t in sample]
     finally:
         await store.close()
+
+
+async def _wait_drained(store: TraceStore, traces: list[list[Span]], workers: list[WorkerProcess]) -> None:
+    """Until every span is stored and every trace finalized, counted once."""
+    expected_spans = sum(len(t) for t in traces)
+
+    expected = (expected_spans, len(traces), 0)
+    seen: list[tuple[int, int, int]] = []
+
+    async def drained() -> bool:
+        seen.append(await finalized_counts(store))
+        return seen[-1] == expected
+
+    try:
+        await wait_for(drained, timeout_s=180, what="every span stored and every trace finalized", interval_s=1)
+    except AssertionError as exc:
+        # (spans, finalized, active): short of the expected is slow or lost, beyond it is counted twice
+        tails = "\n".join(f"--- worker {i}:\n{w.output()[-2000:]}" for i, w in enumerate(workers))
+        raise AssertionError(f"{exc}: expected {expected}, last seen {seen[-5:]}\n{tails}") from None
+
+
+async def _wait_all_finalized(store: TraceStore, traces: list[list[Span]]) -> None:
+    """A trace can be re-opened by a duplicate that raced its finalization (two workers wrote the same
+    spans as two chunks): its counts are already right, and it is finalized again soon."""
+    pending = [t[0].trace_id for t in traces]
+
+    async def all_finalized() -> bool:
+        left: list[str] = []
+        for i in range(0, len(pending), 100):
+            part = pending[i : i + 100]
+            states = await asyncio.gather(*(store.get_trace(t) for t in part))
+            left.extend(t for t, s in zip(part, states, strict=True) if s is None or s.state != "finalized")
+        pending[:] = left
+        return not pending
+
+    await wait_for(all_finalized, timeout_s=60, what="every trace finalized (none re-opened)", interval_s=1)
+
+
+async def _assert_rollups_exact(store: TraceStore, traces: list[list[Span]]) -> None:
+    """Every trace counted once, at every grain, and its dependencies too."""
+    stats = await assert_stored_as_sent(store, traces)
+    per_service = Counter(s.service_name for t in traces for s in t)
+    failed = sum(1 for t in traces if any(s.status == "error" for s in t))
+    assert (stats.completed_traces, stats.failed_traces) == (len(traces) - failed, failed)
+    # the minute and hour slices sum to the same counts as all time
+    first = min(s.start_time_us for t in traces for s in t)
+    last = max(s.start_time_us for t in traces for s in t)
+    windowed = await store.stats(window=Window(start_us=first, end_us=last + 1))
+    assert {k: v.count for k, v in windowed.services.items()} == dict(per_service)
+    calls: Counter[tuple[str, str]] = Counter()
+    for spans in traces:
+        for d in analyze(spans[0].trace_id, spans).dependencies:
+            calls[d.parent, d.child] += d.calls
+    assert {(d.parent, d.child): d.calls for d in await store.dependencies()} == dict(calls)

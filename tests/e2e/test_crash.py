@@ -7,19 +7,21 @@ import contextlib
 import random
 import sqlite3
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from shared.analysis import analyze
-from shared.demo import make_trace
 from shared.kafka import SpanProducer, ensure_topics
-from shared.models import Span
 from shared.settings import Settings
-from shared.store import TraceQuery
 from shared.store.sqlite import sqlite_path
-from tests.e2e.helpers import reader, wait_for
+from tests.e2e.helpers import (
+    assert_analyzed_as_offline,
+    assert_stored_as_sent,
+    demo_traces,
+    reader,
+    send_paced,
+    wait_for,
+)
 from tests.e2e.workers import WorkerProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -39,12 +41,7 @@ def _store_counts(settings: Settings) -> tuple[int, int, int]:
 
 async def test_sigkill_three_times_while_spans_flow(settings: Settings, tmp_path: Path) -> None:
     rng = random.Random(11)
-    traces: list[list[Span]] = []
-    n = 0
-    while n < TOTAL_SPANS:
-        spans = make_trace(rng, time.time_ns() // 1000 - 2_000_000)
-        traces.append(spans)
-        n += len(spans)
+    traces = demo_traces(rng, TOTAL_SPANS, time.time_ns() // 1000 - 2_000_000)
     await ensure_topics(settings, [settings.topic, settings.dlq_topic])
     async with reader(settings):
         pass  # creates the schema, so progress can be read before the worker's first write
@@ -54,15 +51,8 @@ async def test_sigkill_three_times_while_spans_flow(settings: Settings, tmp_path
 
     async def produce() -> None:
         # a steady flow over ~12 s, so that every kill lands mid-stream
-        started = time.monotonic()
         async with SpanProducer(settings) as producer:
-            for i, spans in enumerate(traces):
-                await producer.send(spans)
-                if i % 100 == 0:
-                    await producer.flush()
-                    ahead = started + 12.0 * i / len(traces) - time.monotonic()
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
+            await send_paced(traces, 12.0, 100, producer.send, producer.flush)
 
     producing = asyncio.create_task(produce())
     try:
@@ -94,12 +84,6 @@ async def test_sigkill_three_times_while_spans_flow(settings: Settings, tmp_path
     assert kills == 3
 
     async with reader(settings) as store:
-        assert await store.find_traces(TraceQuery(status="active")) == []
-        stats = await store.stats()
+        stats = await assert_stored_as_sent(store, traces)
         assert stats.completed_traces + stats.failed_traces == len(traces)
-        per_service = Counter(s.service_name for t in traces for s in t)
-        assert {k: v.count for k, v in stats.services.items()} == dict(per_service)
-        for spans in rng.sample(traces, 300):
-            stored = await store.get_trace(spans[0].trace_id)
-            assert stored is not None and stored.analysis is not None
-            assert stored.analysis == analyze(spans[0].trace_id, spans)
+        await assert_analyzed_as_offline(store, rng.sample(traces, 300))

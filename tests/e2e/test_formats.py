@@ -32,7 +32,7 @@ from shared.otel import KafkaSpanExporter, spans_from_sdk
 from shared.propagation import parse_traceparent
 from shared.settings import Settings
 from shared.store import StoredTrace
-from tests.e2e.helpers import reader, running_worker, wait_for
+from tests.e2e.helpers import dead_letters, reader, running_worker, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -76,18 +76,7 @@ async def _messages(settings: Settings, topic: str, *, until_spans: int) -> list
 
 
 async def _dead_letters(settings: Settings, topic: str, count: int) -> list[tuple[bytes, dict[str, bytes]]]:
-    consumer = AIOKafkaConsumer(
-        topic + settings.dlq_suffix, **settings.kafka_options(), auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    got: list[tuple[bytes, dict[str, bytes]]] = []
-    try:
-        deadline = time.monotonic() + 30
-        while len(got) < count and time.monotonic() < deadline:
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
-                got.extend((m.value, dict(m.headers)) for m in messages)
-    finally:
-        await consumer.stop()
+    got = await dead_letters(settings, topic, count)
     assert len(got) == count, f"expected {count} dead letters on {topic}.dlq, got {got}"
     return got
 

@@ -10,7 +10,6 @@ import time
 import aiohttp
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from ingest.worker import Worker
 from shared.analysis import analyze
@@ -19,7 +18,8 @@ from shared.kafka import SpanProducer
 from shared.models import Span, SpanFinish
 from shared.settings import Settings
 from shared.store import TraceQuery, TraceStore, open_store
-from tests.e2e.helpers import reader, running_worker, wait_for
+from tests.e2e.helpers import dead_letters, reader, running_worker, wait_for
+from tests.spans import span_at
 
 pytestmark = pytest.mark.kafka
 
@@ -94,41 +94,28 @@ async def test_out_of_order_duplicate_and_late_spans(settings: Settings) -> None
         }
 
 
-async def test_open_spans_finish_events_and_rootless_idle_timeout(settings: Settings) -> None:
-    t0 = _now_us() - 500_000
-    root = Span(
-        trace_id="trace-abc-123",
-        span_id="span-root-001",
-        service_name="api-gateway",
-        operation_name="handleUserRequest",
-        start_time_us=t0,
-    )
-    child = Span(
-        trace_id="trace-abc-123",
-        span_id="span-child-002",
-        parent_span_id="span-root-001",
-        service_name="user-service",
-        operation_name="getUserById",
-        start_time_us=t0 + 10_000,
-        duration_us=45_000,
-        tags={"userId": "user-456", "password": "hunter2"},
+def _open_root_and_rootless(t0: int) -> tuple[Span, Span, SpanFinish, Span]:
+    """An open root, its child, the finish event that closes the root (with a tag to redact), and an
+    orphan of a trace that never gets a root."""
+    trace = "trace-abc-123"
+    root = span_at(trace, "span-root-001", None, "api-gateway", "handleUserRequest", t0, None)
+    tags = {"userId": "user-456", "password": "hunter2"}
+    child = span_at(
+        trace, "span-child-002", "span-root-001", "user-service", "getUserById", t0 + 10_000, 45_000, tags=tags
     )
     finish = SpanFinish(
-        trace_id="trace-abc-123",
+        trace_id=trace,
         span_id="span-root-001",
         end_time_us=t0 + 123_000,
         status="failed",
         tags={"contact": "alice@example.com"},
     )
-    orphan = Span(
-        trace_id="rootless-1",
-        span_id="a",
-        parent_span_id="missing",
-        service_name="s",
-        operation_name="o",
-        start_time_us=t0,
-        duration_us=5,
-    )
+    orphan = span_at("rootless-1", "a", "missing", "s", "o", t0, 5)
+    return root, child, finish, orphan
+
+
+async def test_open_spans_finish_events_and_rootless_idle_timeout(settings: Settings) -> None:
+    root, child, finish, orphan = _open_root_and_rootless(_now_us() - 500_000)
     async with SpanProducer(settings) as producer, running_worker(settings):
         await producer.send([root, child, orphan])
         await producer.flush()
@@ -142,6 +129,11 @@ async def test_open_spans_finish_events_and_rootless_idle_timeout(settings: Sett
         await wait_for(lambda: _all_finalized(settings, {"trace-abc-123"}), timeout_s=30, what="finalized")
         # The rootless trace finalizes on the idle timeout (3 s in tests), marked incomplete.
         await wait_for(lambda: _all_finalized(settings, {"rootless-1"}), timeout_s=30, what="idle finalize")
+    await _assert_closed_redacted_and_idle(settings)
+
+
+async def _assert_closed_redacted_and_idle(settings: Settings) -> None:
+    """The root closed by its finish event (tags merged, redacted), the orphan's trace incomplete."""
     async with reader(settings) as store:
         trace = await store.get_trace("trace-abc-123")
         assert trace is not None and trace.analysis is not None
@@ -163,37 +155,42 @@ async def _exists(store: TraceStore, trace_id: str) -> bool:
     return await store.get_trace(trace_id) is not None
 
 
+POISON: list[bytes] = [
+    b"{not json",
+    b'{"type": "span"}',
+    b'{"type": "metric", "traceId": "t"}',
+    msgspec.json.encode(
+        {
+            "type": "span",
+            "traceId": "bad id!",
+            "spanId": "s",
+            "serviceName": "a",
+            "operationName": "b",
+            "startTimeUs": 1,
+        }
+    ),
+    msgspec.json.encode(
+        {
+            "type": "span",
+            "traceId": "t",
+            "spanId": "s",
+            "serviceName": "a",
+            "operationName": "b",
+            "startTimeUs": 1,
+            "durationUs": -5,
+        }
+    ),
+    b"",
+]
+"""Messages no decoder accepts: bad JSON, missing fields, an unknown type, a bad id, a negative
+duration, an empty value."""
+
+
 async def test_poison_messages_go_to_the_dead_letter_topic(settings: Settings) -> None:
     settings = msgspec.structs.replace(settings, worker_metrics_bind="127.0.0.1:0")
     rng = random.Random(3)
     traces = [make_trace(rng, _now_us() - 1_000_000) for _ in range(40)]
-    poison = [
-        b"{not json",
-        b'{"type": "span"}',
-        b'{"type": "metric", "traceId": "t"}',
-        msgspec.json.encode(
-            {
-                "type": "span",
-                "traceId": "bad id!",
-                "spanId": "s",
-                "serviceName": "a",
-                "operationName": "b",
-                "startTimeUs": 1,
-            }
-        ),
-        msgspec.json.encode(
-            {
-                "type": "span",
-                "traceId": "t",
-                "spanId": "s",
-                "serviceName": "a",
-                "operationName": "b",
-                "startTimeUs": 1,
-                "durationUs": -5,
-            }
-        ),
-        b"",
-    ]
+    poison = POISON
     async with SpanProducer(settings) as producer, running_worker(settings) as worker:
         for i, spans in enumerate(traces):
             await producer.send(spans)
@@ -210,18 +207,7 @@ async def test_poison_messages_go_to_the_dead_letter_topic(settings: Settings) -
         assert f"tracing_worker_traces_finalized_total {len(traces)}\n" in text
         assert "tracing_worker_batch_seconds_count" in text
 
-    consumer = AIOKafkaConsumer(
-        settings.dlq_topic, **settings.kafka_options(), auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    try:
-        got: list[tuple[bytes, dict[str, bytes]]] = []
-        deadline = time.monotonic() + 30
-        while len(got) < len(poison) and time.monotonic() < deadline:
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
-                got.extend((m.value, dict(m.headers)) for m in messages)
-    finally:
-        await consumer.stop()
+    got = await dead_letters(settings, settings.topic, len(poison))
     assert sorted(v for v, _ in got) == sorted(poison)
     for value, headers in got:
         assert headers["error"], f"no reason for {value!r}"

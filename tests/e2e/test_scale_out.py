@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,14 +17,19 @@ import msgspec
 import pytest
 from aiokafka.errors import KafkaError
 
-from shared.analysis import analyze
-from shared.demo import make_trace
 from shared.kafka import SpanProducer, ensure_topics
 from shared.models import Span
 from shared.settings import Settings
-from shared.store import TraceQuery, TraceStore, open_store
+from shared.store import open_store
 from tests.conftest import KafkaControl
-from tests.e2e.helpers import wait_for
+from tests.e2e.helpers import (
+    assert_analyzed_as_offline,
+    assert_stored_as_sent,
+    demo_traces,
+    finalized_counts,
+    wait_for,
+    wait_progress,
+)
 from tests.e2e.workers import WorkerProcess
 from tests.store.conftest import postgres_schema_url
 
@@ -34,16 +38,29 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 TOTAL_SPANS = 200_000
 
 
+async def _produce_through_restarts(settings: Settings, traces: list[list[Span]], sent: asyncio.Event) -> None:
+    """The traces, 250 per message, sent again while the broker restarts; ``sent`` set at the end."""
+    chunk = 250
+    async with SpanProducer(settings) as producer:
+        for i in range(0, len(traces), chunk):
+            batch = [s for t in traces[i : i + chunk] for s in t]
+            for attempt in range(20):
+                try:
+                    await producer.send(batch)
+                    await producer.flush()
+                    break
+                except KafkaError:  # the broker restarting: send again (upserts are idempotent)
+                    await asyncio.sleep(1.0 + attempt)
+            else:
+                raise AssertionError("could not produce after the broker restart")
+            await asyncio.sleep(0.02)
+    sent.set()
+
+
 @pytest.fixture
 async def pg_settings(settings: Settings) -> AsyncIterator[Settings]:
     async with postgres_schema_url() as url:
         yield msgspec.structs.replace(settings, store_url=url, partitions=12, idle_timeout_s=5.0)
-
-
-async def _counts(store: TraceStore) -> tuple[int, int, int]:
-    stats = await store.stats()
-    spans = sum(s.count for s in stats.services.values())
-    return spans, stats.completed_traces + stats.failed_traces, stats.active_traces
 
 
 async def test_workers_join_leave_crash_and_broker_restarts(
@@ -51,44 +68,20 @@ async def test_workers_join_leave_crash_and_broker_restarts(
 ) -> None:
     settings = pg_settings
     rng = random.Random(23)
-    traces: list[list[Span]] = []
-    n = 0
-    while n < TOTAL_SPANS:
-        spans = make_trace(rng, time.time_ns() // 1000 - 5_000_000)
-        traces.append(spans)
-        n += len(spans)
+    traces = demo_traces(rng, TOTAL_SPANS, time.time_ns() // 1000 - 5_000_000)
     await ensure_topics(settings, [settings.topic, settings.dlq_topic])
     store = await open_store(settings)  # creates the schema before the workers race for it
     logs = iter(tmp_path / f"worker-{i}.log" for i in range(100))
     workers = [WorkerProcess(settings, next(logs)) for _ in range(3)]
     sent = asyncio.Event()
 
-    async def produce() -> None:
-        chunk = 250
-        async with SpanProducer(settings) as producer:
-            for i in range(0, len(traces), chunk):
-                batch = [s for t in traces[i : i + chunk] for s in t]
-                for attempt in range(20):
-                    try:
-                        await producer.send(batch)
-                        await producer.flush()
-                        break
-                    except KafkaError:  # the broker restarting: send again (upserts are idempotent)
-                        await asyncio.sleep(1.0 + attempt)
-                else:
-                    raise AssertionError("could not produce after the broker restart")
-                await asyncio.sleep(0.02)
-        sent.set()
-
-    producing = asyncio.create_task(produce())
+    producing = asyncio.create_task(_produce_through_restarts(settings, traces, sent))
 
     async def progressed(by: int) -> None:
-        start = (await _counts(store))[0]
+        async def spans() -> int:
+            return (await finalized_counts(store))[0]
 
-        async def moved() -> bool:
-            return (await _counts(store))[0] >= start + by or sent.is_set()
-
-        await wait_for(moved, timeout_s=120, what=f"{by} more spans finalized")
+        await wait_progress(spans, by, sent, "spans finalized")
 
     try:
         await progressed(10_000)
@@ -108,7 +101,7 @@ async def test_workers_join_leave_crash_and_broker_restarts(
         expected_spans = sum(len(t) for t in traces)
 
         async def drained() -> bool:
-            return await _counts(store) == (expected_spans, len(traces), 0)
+            return await finalized_counts(store) == (expected_spans, len(traces), 0)
 
         await wait_for(drained, timeout_s=300, what="every span stored and every trace finalized", interval_s=1)
     finally:
@@ -117,15 +110,10 @@ async def test_workers_join_leave_crash_and_broker_restarts(
     assert codes == [0] * len(workers), "\n".join(w.output()[-3000:] for w in workers)
 
     try:
-        assert await store.find_traces(TraceQuery(status="active")) == []
-        stats = await store.stats()
-        per_service = Counter(s.service_name for t in traces for s in t)
-        assert {k: v.count for k, v in stats.services.items()} == dict(per_service)
+        stats = await assert_stored_as_sent(store, traces)
         assert stats.failed_traces == sum(1 for t in traces if any(s.status == "error" for s in t))
-        for spans in rng.sample(traces, 500):
-            stored = await store.get_trace(spans[0].trace_id)
-            assert stored is not None and stored.analysis is not None
-            assert len(stored.spans) == len(spans)
-            assert stored.analysis == analyze(spans[0].trace_id, spans)
+        sample = rng.sample(traces, 500)
+        stored = await assert_analyzed_as_offline(store, sample)
+        assert [len(t.spans) for t in stored] == [len(spans) for spans in sample]
     finally:
         await store.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -19,17 +18,11 @@ import pytest
 
 from shared.kafka import ensure_topics
 from shared.settings import Settings
+from tests.conftest import free_port
 from tests.e2e.helpers import wait_for
 from tests.e2e.workers import WorkerProcess, settings_env
 
 pytestmark = pytest.mark.kafka
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Pipeline:
@@ -61,7 +54,7 @@ class Pipeline:
 
 @pytest.fixture
 async def pipeline(settings: Settings, tmp_path: Path) -> AsyncIterator[Pipeline]:
-    port = _free_port()
+    port = free_port()
     settings = msgspec.structs.replace(settings, api_bind=f"127.0.0.1:{port}")
     await ensure_topics(settings, [settings.topic, settings.dlq_topic])
     worker = WorkerProcess(settings, tmp_path / "worker.log")
@@ -87,7 +80,14 @@ async def pipeline(settings: Settings, tmp_path: Path) -> AsyncIterator[Pipeline
 
 async def test_seed_workflows_field_by_field(pipeline: Pipeline) -> None:
     p = pipeline
-    # 1. Complete request trace: start, add spans (one fails), finish the root with spanId alone.
+    trace = await _complete_request_trace(p)
+    await _visualize_and_analyze(p, trace)
+    slow_id = await _slow_and_failed_requests(p, trace["traceId"])
+    await _service_health(p, trace, slow_id)
+
+
+async def _complete_request_trace(p: Pipeline) -> dict[str, Any]:
+    """1. Complete request trace: start, add spans (one fails), finish the root with spanId alone."""
     started = await p.post("/traces/start", {"serviceName": "api-gateway", "operationName": "processOrder"})
     trace_id, root_id = started["traceId"], started["spanId"]
     # The children are recorded once done (start = now - duration): let them fit in the root's window.
@@ -142,7 +142,11 @@ async def test_seed_workflows_field_by_field(pipeline: Pipeline) -> None:
     assert children[user["spanId"]]["tags"] == {"userId": "user-123"}
     assert children[db["spanId"]]["status"] == "error"
     assert trace["complete"] is True and trace["orphanSpans"] == 0 and trace["openSpans"] == 0
+    return trace
 
+
+async def _visualize_and_analyze(p: Pipeline, trace: dict[str, Any]) -> None:
+    trace_id, root_id = trace["traceId"], trace["rootSpan"]["spanId"]
     status, viz = await p.get(f"/traces/{trace_id}/visualize")
     assert status == 200
     assert (viz["traceId"], viz["duration"], viz["serviceCalls"]) == (trace_id, trace["duration"], 3)
@@ -167,7 +171,9 @@ async def test_seed_workflows_field_by_field(pipeline: Pipeline) -> None:
         assert set(b) >= {"span", "duration", "percentage"} and 10 < b["percentage"] <= 100
     assert analysis["criticalPath"][0] == "api-gateway:processOrder"
 
-    # 2. Finding slow and failed requests; filters by service and operation.
+
+async def _slow_and_failed_requests(p: Pipeline, trace_id: str) -> str:
+    """2. Finding slow and failed requests; filters by service and operation. Returns the slow trace's id."""
     slow = await p.post("/traces/start", {"serviceName": "api-gateway", "operationName": "getCatalog"})
     await p.post(
         "/traces/span",
@@ -190,8 +196,11 @@ async def test_seed_workflows_field_by_field(pipeline: Pipeline) -> None:
     assert [t["traceId"] for t in found] == [trace_id]
     status, found = await p.get("/traces/query?operationName=fetchData")
     assert [t["traceId"] for t in found] == [slow["traceId"]]
+    return str(slow["traceId"])
 
-    # 3. Service health: stats.
+
+async def _service_health(p: Pipeline, trace: dict[str, Any], slow_id: str) -> None:
+    """3. Service health: stats."""
     status, stats = await p.get("/stats")
     assert status == 200
     assert (stats["totalTraces"], stats["activeTraces"], stats["completedTraces"], stats["failedTraces"]) == (
@@ -201,9 +210,9 @@ async def test_seed_workflows_field_by_field(pipeline: Pipeline) -> None:
         1,
     )
     assert stats["avgDuration"] == pytest.approx(
-        (trace["duration"] + (await p.finalized(slow["traceId"]))["duration"]) / 2, abs=0.01
+        (trace["duration"] + (await p.finalized(slow_id))["duration"]) / 2, abs=0.01
     )
-    assert stats["slowestTraces"][0]["traceId"] == slow["traceId"]
+    assert stats["slowestTraces"][0]["traceId"] == slow_id
     assert stats["serviceStats"]["api-gateway"]["count"] == 2
     assert stats["serviceStats"]["user-service"] == stats["serviceStats"]["user-service"] | {
         "count": 1,

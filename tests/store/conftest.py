@@ -35,6 +35,7 @@ import pytest
 from shared.settings import Settings
 from shared.store import TraceStore, open_store
 from tests.conftest import cassandra_namespace_url
+from tests.prerequisites import missing
 
 if TYPE_CHECKING:
     from shared.store.cassandra import CassandraStore
@@ -52,10 +53,7 @@ def _required_url(variable: str) -> str:
     url = os.environ.get(variable)
     if url:
         return url
-    message = f"{variable} is not set"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    missing(f"{variable} is not set")
 
 
 @contextlib.asynccontextmanager

@@ -18,19 +18,11 @@ from shared.analysis import analyze
 from shared.settings import Settings
 from shared.store import TraceQuery, TraceStore, open_store
 from tests.store.conftest import postgres_schema_url
+from tests.store.fixtures.make_v1_fixtures import SEARCHES
 from tests.store.test_contract import NOW, SECOND, span, write
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ANSWERS: dict[str, Any] = json.loads((FIXTURES / "v1_answers.json").read_text())
-SEARCHES: dict[str, dict[str, Any]] = {
-    "all": {},
-    "api": {"service_name": "api"},
-    "db_q": {"service_name": "db", "operation_name": "q"},
-    "tag": {"tags": (("http.method", "GET"),)},
-    "failed": {"status": "failed"},
-    "active": {"status": "active"},
-    "slow": {"min_duration_us": 15_000},
-}
 _enc = msgspec.json.Encoder()
 
 

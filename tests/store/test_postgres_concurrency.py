@@ -110,6 +110,22 @@ async def drain(store: TraceStore, shards: Sequence[str], now: int, finalized: C
             finalized[analysis.trace_id] += 1
 
 
+async def _assert_as_sequential_sqlite(pg: TraceStore, streams: list[list[Batch]], shards: list[str]) -> None:
+    """The same events, one batch after another, into a fresh SQLite store: the same reads."""
+    sqlite = await SqliteStore.open("sqlite:///:memory:")
+    try:
+        for batch in (b for stream in streams for b in stream):
+            await write(sqlite, batch, NOW)
+        await drain(sqlite, shards, NOW + 10**9, Counter())
+        assert await pg.stats(slowest=20) == await sqlite.stats(slowest=20)
+        assert await pg.services() == await sqlite.services() == sorted(SERVICES)
+        for service in SERVICES:
+            assert await pg.operations(service) == await sqlite.operations(service)
+        assert await pg.dependencies() == await sqlite.dependencies()
+    finally:
+        await sqlite.close()
+
+
 async def test_concurrent_writers_and_finalizers_match_a_sequential_run(postgres_url: str) -> None:
     rng = random.Random(20241125)
     events, expected = make_events(rng)
@@ -155,19 +171,7 @@ async def test_concurrent_writers_and_finalizers_match_a_sequential_run(postgres
         assert late_reported >= late_stored
         assert sum(finalized.values()) > TRACES  # re-finalizations happened
 
-        # the same events, one batch after another, into a fresh SQLite store
-        sqlite = await SqliteStore.open("sqlite:///:memory:")
-        try:
-            for batch in (b for stream in streams for b in stream):
-                await write(sqlite, batch, NOW)
-            await drain(sqlite, shards, NOW + 10**9, Counter())
-            assert await pg.stats(slowest=20) == await sqlite.stats(slowest=20)
-            assert await pg.services() == await sqlite.services() == sorted(SERVICES)
-            for service in SERVICES:
-                assert await pg.operations(service) == await sqlite.operations(service)
-            assert await pg.dependencies() == await sqlite.dependencies()
-        finally:
-            await sqlite.close()
+        await _assert_as_sequential_sqlite(pg, streams, shards)
     finally:
         for s in stores:
             await s.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,8 @@ from shared.settings import Settings
 from shared.store import open_store
 from shared.store.base import TraceStore
 from tests.api.support import LiveApi, serve
+from tests.conftest import unique_settings
+from tests.prerequisites import missing
 
 from .data import seed
 
@@ -51,10 +52,7 @@ VIEWPORT: ViewportSize = {"width": 1440, "height": 900}
 
 
 def _no_browser(reason: str) -> NoReturn:
-    message = f"no browser for the UI tests: {reason}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    missing(f"no browser for the UI tests: {reason}")
 
 
 @pytest.fixture(scope="session")
@@ -131,17 +129,7 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 
 @pytest.fixture(scope="session")
 def ui_settings(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    suffix = uuid.uuid4().hex[:10]
-    return Settings.from_env(
-        {},
-        kafka_bootstrap=kafka_bootstrap,
-        topic=f"spans-ui-{suffix}",
-        otlp_topic=f"otlp-ui-{suffix}",
-        zipkin_topic=f"zipkin-ui-{suffix}",
-        group=f"ingest-ui-{suffix}",
-        partitions=1,
-        store_url=f"sqlite:///{tmp_path_factory.mktemp('ui') / 'traces.db'}",
-    )
+    return unique_settings(kafka_bootstrap, tmp_path_factory.mktemp("ui") / "traces.db", label="ui", partitions=1)
 
 
 @pytest.fixture(scope="session")

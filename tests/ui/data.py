@@ -23,6 +23,7 @@ from typing import Any, Final
 from shared.models import Log, Span
 from shared.settings import Settings
 from shared.store.base import TraceStore
+from tests.spans import span_at, us
 
 
 @functools.cache
@@ -66,16 +67,8 @@ def _span(
     trace_offset_ms: float = 0,
     **extra: Any,
 ) -> Span:
-    return Span(
-        trace_id=trace,
-        span_id=span_id,
-        parent_span_id=parent,
-        service_name=service,
-        operation_name=operation,
-        start_time_us=base_us() + round((trace_offset_ms + start_ms) * 1000),
-        duration_us=None if duration_ms is None else round(duration_ms * 1000),
-        **extra,
-    )
+    start_us = base_us() + round((trace_offset_ms + start_ms) * 1000)
+    return span_at(trace, span_id, parent, service, operation, start_us, us(duration_ms), **extra)
 
 
 def _checkout(trace: str, scale: float, offset_ms: float, *, fraud_ms: float = 115) -> list[Span]:

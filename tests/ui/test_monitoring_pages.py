@@ -439,7 +439,12 @@ async def test_endpoints_list_and_the_links_between_pages(ui_api: LiveApi, page:
     assert "api-gateway" in (title := await page.page.get_by_test_id("endpoint-title").inner_text())
     assert "POST /checkout" in title
     assert "active" in await _attr(page.page.locator('[data-nav="endpoints"]'), "class")
+    await _stats_page_links(ui_api, page)
+    assert page.errors() == []
 
+
+async def _stats_page_links(ui_api: LiveApi, page: Page) -> None:
+    """The stats page's links to an endpoint, a service's traces; the trace page's to its endpoint."""
     # The stats page's endpoints link there too, keeping its window.
     await _open(page, f"{ui_api.url}/ui/#/stats?window=6h")
     link = page.page.get_by_test_id("stats-endpoints").locator(
@@ -473,4 +478,3 @@ async def test_endpoints_list_and_the_links_between_pages(ui_api: LiveApi, page:
     await page.page.wait_for_url(f"**/ui/{CHECKOUT_PAGE}")
     await _settled(page)
     assert "POST /checkout" in await page.page.get_by_test_id("endpoint-title").inner_text()
-    assert page.errors() == []

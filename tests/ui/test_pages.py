@@ -14,8 +14,7 @@ import msgspec
 import pytest
 
 from query_api import create_app
-from shared.store.base import Heartbeat
-from tests.api.support import LiveApi, serve
+from tests.api.support import LiveApi, heartbeat, serve
 
 from .conftest import Page
 from .data import OLD_CHECKOUTS, SHOP_SERVICES
@@ -446,18 +445,26 @@ async def test_dependency_graph_shows_services_and_call_counts(
 # -- stats ---------------------------------------------------------------------------------------------
 
 
+async def _assert_service_rows(page: Page, service_stats: dict[str, dict[str, float]]) -> None:
+    """The stats page's service table shows every number of ``serviceStats``."""
+    services = page.page.get_by_test_id("service-row")
+    assert await services.count() == len(service_stats)
+    for name, numbers in service_stats.items():
+        row = page.page.locator(f'[data-testid="service-row"][data-service="{name}"]')
+        for key, expected in numbers.items():
+            assert float(await _attr(row.locator(f'[data-field="{key}"]'), "data-value")) == expected, (name, key)
+
+
 async def test_stats_page_shows_the_api_numbers(ui_api: LiveApi, page: Page) -> None:
     now = time.time_ns() // 1000
     for worker, lag, rate in (("worker-a", {"spans/0": 7, "spans/1": 3}, 120.5), ("worker-b", {"spans/2": 0}, 80.25)):
         await ui_api.store.record_heartbeat(
-            Heartbeat(
-                worker_id=worker,
-                partitions=list(lag),
-                lag=lag,
+            heartbeat(
+                worker,
+                lag,
                 spans_per_second=rate,
                 spans_total=5000,
                 late_spans=1,
-                dead_lettered=0,
                 traces_finalized=321,
                 updated_at_us=now,
             )
@@ -487,27 +494,12 @@ async def test_stats_page_shows_the_api_numbers(ui_api: LiveApi, page: Page) -> 
         for i in range(await slow.count())
     ] == [(t["traceId"], t["duration"]) for t in stats["slowestTraces"]]
 
-    services = page.page.get_by_test_id("service-row")
-    assert await services.count() == len(stats["serviceStats"])
-    for name, numbers in stats["serviceStats"].items():
-        row = page.page.locator(f'[data-testid="service-row"][data-service="{name}"]')
-        for key, expected in numbers.items():
-            assert float(await _attr(row.locator(f'[data-field="{key}"]'), "data-value")) == expected, (name, key)
+    await _assert_service_rows(page, stats["serviceStats"])
     await page.screenshot("stats")
 
     # Refresh redraws in place with the new numbers.
     await ui_api.store.record_heartbeat(
-        Heartbeat(
-            worker_id="worker-c",
-            partitions=["spans/3"],
-            lag={"spans/3": 5},
-            spans_per_second=1.0,
-            spans_total=1,
-            late_spans=0,
-            dead_lettered=0,
-            traces_finalized=0,
-            updated_at_us=time.time_ns() // 1000,
-        )
+        heartbeat("worker-c", {"spans/3": 5}, spans_per_second=1.0, spans_total=1, updated_at_us=time.time_ns() // 1000)
     )
     await page.page.get_by_test_id("stats-refresh").click()
     await page.page.locator('[data-stat="pipeline.workers"][data-value="3"]').wait_for()

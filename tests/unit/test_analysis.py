@@ -23,6 +23,7 @@ from shared.analysis import (
     span_tree,
 )
 from shared.models import Kind, Span, StatusInput
+from tests.spans import span_at, us
 
 T0 = 1_732_500_000_000_000  # a realistic epoch in microseconds
 EPSILON = 1e-6
@@ -40,16 +41,9 @@ def make_span(
     status: StatusInput = "success",
 ) -> Span:
     """A span with times given in milliseconds relative to ``T0``."""
-    return Span(
-        trace_id="trace-abc-123",
-        span_id=span_id,
-        parent_span_id=parent,
-        service_name=service,
-        operation_name=operation,
-        start_time_us=T0 + round(start_ms * 1000),
-        duration_us=None if duration_ms is None else round(duration_ms * 1000),
-        kind=kind,
-        status=status,
+    start_us = T0 + round(start_ms * 1000)
+    return span_at(
+        "trace-abc-123", span_id, parent, service, operation, start_us, us(duration_ms), kind=kind, status=status
     )
 
 

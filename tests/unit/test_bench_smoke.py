@@ -16,6 +16,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from bench import analysis as analysis_bench
 from bench import drain, freshness, jaeger, pairs, run, workload, zipkin
+from bench import metrics as metrics_bench
 from bench.common import Row, Skipped, percentile, render_report, render_table, settings_env
 from bench.profiling import summarize
 from shared.codecs.native import decode_native
@@ -42,6 +43,18 @@ def test_analysis_bench_at_a_tiny_size(capsys: pytest.CaptureFixture[str]) -> No
     assert sum(span.parent_span_id is None for span in big) == 1  # one root over every request
     print(analysis_bench.table("t", rows))
     assert "| analyze " in capsys.readouterr().out
+
+
+def test_metrics_bench_at_a_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
+    assert metrics_bench.main(["--routes", "2", "--repeat", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| API: one request observed (µs)",
+        "| API: a scrape, 6 request series (µs)",
+        "| worker: one batch observed (µs)",
+        "| worker: a scrape (µs)",
+    ]
+    assert all(float(line.split(" | ")[1].rstrip(" |").replace(",", "")) > 0 for line in lines[2:])
 
 
 def test_decode_rate_refuses_nothing() -> None:

@@ -8,7 +8,6 @@ and then edited (the source must load, with a warning naming the rebuild command
 from __future__ import annotations
 
 import ast
-import os
 import shutil
 import subprocess
 import sys
@@ -18,9 +17,9 @@ import pytest
 
 import shared
 from shared import analysis, compiled
+from tests.prerequisites import IN_CI, missing
 
 CORE = "shared.analysis_core"
-IN_CI = os.environ.get("CI") == "true"
 PACKAGE = Path(shared.__file__).parent
 BUILT = sorted(PACKAGE.glob("analysis_core*.so"))
 
@@ -28,9 +27,7 @@ BUILT = sorted(PACKAGE.glob("analysis_core*.so"))
 def require_build() -> None:
     """Skip outside CI when nothing is built (no C compiler at install time); in CI that is a failure."""
     if not BUILT:
-        if IN_CI:
-            pytest.fail("no compiled build of shared/analysis_core.py: the install did not build it")
-        pytest.skip("no compiled build of shared/analysis_core.py here (installed without a C compiler)")
+        missing("no compiled build of shared/analysis_core.py: the install did not build it (no C compiler?)")
 
 
 def test_ci_runs_the_compiled_core_built_from_the_current_source() -> None:

@@ -132,13 +132,19 @@ def test_compose_api_listens_on_its_published_port() -> None:
     assert str(port) in published
 
 
-def test_compose_file_is_valid_for_docker_compose() -> None:
+def _docker_compose() -> str:
+    """The docker client, when it has the compose plugin (else the test skips)."""
     docker = shutil.which("docker")
     if docker is None:
         pytest.skip("no docker client")
     probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
         pytest.skip("the docker client has no compose plugin")
+    return docker
+
+
+def test_compose_file_is_valid_for_docker_compose() -> None:
+    docker = _docker_compose()
     result = subprocess.run(
         [docker, "compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60
     )
@@ -258,12 +264,7 @@ def test_compose_cassandra_variant_points_workers_and_api_at_the_node(service: s
 
 
 def test_compose_cassandra_variant_is_valid_for_docker_compose() -> None:
-    docker = shutil.which("docker")
-    if docker is None:
-        pytest.skip("no docker client")
-    probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        pytest.skip("the docker client has no compose plugin")
+    docker = _docker_compose()
     files = ["-f", str(COMPOSE), "-f", str(COMPOSE_CASSANDRA), "--profile", "cassandra"]
     result = subprocess.run([docker, "compose", *files, "config", "-q"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
