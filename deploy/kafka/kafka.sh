@@ -2,13 +2,16 @@
 # Local single-node Apache Kafka (KRaft: broker + controller in one JVM), run from Maven Central jars.
 #
 #   deploy/kafka/kafka.sh fetch                 download the jars into the cache (idempotent)
-#   deploy/kafka/kafka.sh up   [--port P] [--controller-port C] [--dir D]
+#   deploy/kafka/kafka.sh up   [--port P] [--controller-port C] [--dir D] [--properties F] [--add-scram S]...
 #   deploy/kafka/kafka.sh down [--dir D]
 #   deploy/kafka/kafka.sh restart [--dir D]      stop and start again on the same ports and data
 #   deploy/kafka/kafka.sh status [--dir D]
 #
 # Environment: TRACING_CACHE_DIR (jar cache, default ~/.cache/tracing), TRACING_KAFKA_DIR (state dir:
 # data, log, pid; default .run/kafka in the checkout), TRACING_KAFKA_HEAP (default 512m).
+# --properties F: server properties appended to the generated ones (a key given again wins: listeners,
+# security, an authorizer), kept in the state dir for `restart`. --add-scram S (repeatable): a SCRAM
+# credential created when the data dir is formatted, e.g. 'SCRAM-SHA-512=[name=admin,password=...]'.
 # `up` returns once the broker logged "Kafka Server started" and accepts connections; the JVM runs
 # detached (own session, stdio to a log file), so it never holds a caller's terminal or pipe open.
 set -euo pipefail
@@ -22,6 +25,8 @@ port=9092
 cport=9093
 heap="${TRACING_KAFKA_HEAP:-512m}"
 timeout_s=90
+properties=""
+scram=()
 
 cmd=${1:-}
 [ $# -gt 0 ] && shift
@@ -30,6 +35,8 @@ while [ $# -gt 0 ]; do
     --port) port=$2; shift 2 ;;
     --controller-port) cport=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
+    --properties) properties=$2; shift 2 ;;
+    --add-scram) scram+=(--add-scram "$2"); shift 2 ;;
     *) echo "kafka.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -88,12 +95,14 @@ auto.create.topics.enable=true
 num.network.threads=2
 num.io.threads=2
 PROPS
+  if [ -n "$properties" ]; then cp "$properties" "$dir/extra.properties"; fi
+  if [ -f "$dir/extra.properties" ]; then cat "$dir/extra.properties" >> "$dir/server.properties"; fi
   local cp="$cache/lib/*" logflag="-Dlog4j2.configurationFile=$dir/log4j2.properties"
   if [ ! -f "$dir/data/meta.properties" ]; then
     local id
     id=$(java -Xmx256m -cp "$cp" kafka.tools.StorageTool random-uuid)
     java -Xmx256m -cp "$cp" "$logflag" kafka.tools.StorageTool format -t "$id" \
-      -c "$dir/server.properties" --ignore-formatted >"$dir/format.log" 2>&1
+      -c "$dir/server.properties" --ignore-formatted ${scram[@]+"${scram[@]}"} >"$dir/format.log" 2>&1
   fi
   : > "$dir/kafka.log"
   echo "$port" > "$dir/port"
