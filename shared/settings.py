@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -70,12 +71,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sample_slow_ms: NonNegative = 1000
     # HTTP API limits.
     max_body_bytes: Positive = 1024 * 1024
-    # Kafka security: mapped onto aiokafka's own options.
+    # Kafka security: mapped onto aiokafka's own options, for every client alike (see kafka_options).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     kafka_sasl_username: str = ""
     kafka_sasl_password: str = ""
-    kafka_ssl_cafile: str = ""
+    kafka_ssl_cafile: str = ""  # PEM CA bundle the broker's certificate is checked against; empty = the system's
+    kafka_ssl_certfile: str = ""  # PEM client certificate, for a broker that requires one (mutual TLS)
+    kafka_ssl_keyfile: str = ""  # PEM private key of that certificate; empty = in the certificate file
+    kafka_ssl_password: str = ""  # the private key's password, when it is encrypted
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod
@@ -133,6 +137,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(f"{PREFIX}API_BIND: expected host:port, got {self.api_bind!r}")
         if not self.kafka_bootstrap.strip():
             raise SettingsError(f"{PREFIX}KAFKA_BOOTSTRAP: must name at least one host:port")
+        self._validate_kafka_security()
+
+    def _validate_kafka_security(self) -> None:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL"):
+            for field in ("kafka_sasl_username", "kafka_sasl_password"):
+                if not getattr(self, field):
+                    raise SettingsError(
+                        f"{PREFIX}{field.upper()}: required with {PREFIX}KAFKA_SECURITY_PROTOCOL={protocol}"
+                    )
+        if protocol.endswith("SSL"):
+            self.kafka_ssl_context()  # every file read now, so that a bad one stops the process at once
+            return
+        for field in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "kafka_ssl_password"):
+            if getattr(self, field):
+                raise SettingsError(
+                    f"{PREFIX}{field.upper()}: set, but {PREFIX}KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
+                    "(SSL or SASL_SSL does)"
+                )
 
     @property
     def dlq_topic(self) -> str:
@@ -162,11 +185,65 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             options["sasl_plain_username"] = self.kafka_sasl_username
             options["sasl_plain_password"] = self.kafka_sasl_password
         if self.kafka_security_protocol.endswith("SSL"):
-            import ssl
-
-            context = ssl.create_default_context(cafile=self.kafka_ssl_cafile or None)
-            options["ssl_context"] = context
+            options["ssl_context"] = self.kafka_ssl_context()
         return options
+
+    def kafka_ssl_context(self) -> ssl.SSLContext:
+        """The TLS context of the Kafka clients: the broker checked against ``TRACING_KAFKA_SSL_CAFILE`` (or
+        the system's CAs) and its host name, and the client certificate presented when one is set. A file
+        that is missing or unreadable, or a key its password does not open, is a :class:`SettingsError`
+        naming the setting (never the password)."""
+        return kafka_ssl_context(
+            self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile, self.kafka_ssl_password
+        )
+
+    def __repr__(self) -> str:
+        """The fields, with every password masked (settings may be logged)."""
+        fields = ", ".join(
+            f"{name}={'***' if name.endswith('_password') and getattr(self, name) else repr(getattr(self, name))}"
+            for name in self.__struct_fields__
+        )
+        return f"Settings({fields})"
+
+
+def kafka_ssl_context(cafile: str, certfile: str, keyfile: str, password: str) -> ssl.SSLContext:
+    """See :meth:`Settings.kafka_ssl_context`."""
+    for field, path in (("CAFILE", cafile), ("CERTFILE", certfile), ("KEYFILE", keyfile)):
+        if path and not os.path.isfile(path):
+            raise SettingsError(f"{PREFIX}KAFKA_SSL_{field}: no such file {path!r}")
+    if keyfile and not certfile:
+        raise SettingsError(
+            f"{PREFIX}KAFKA_SSL_KEYFILE: set without {PREFIX}KAFKA_SSL_CERTFILE (the certificate it goes with)"
+        )
+    try:
+        context = ssl.create_default_context(cafile=cafile or None)
+    except ssl.SSLError as exc:
+        raise SettingsError(f"{PREFIX}KAFKA_SSL_CAFILE: no PEM certificate in {cafile!r} ({exc.reason})") from None
+    if certfile:
+        try:
+            # the password is always passed (empty when unset): OpenSSL would otherwise prompt on a terminal
+            context.load_cert_chain(certfile, keyfile or None, password=password)
+        except ssl.SSLError as exc:
+            raise SettingsError(_client_certificate_error(certfile, keyfile, password, exc)) from None
+    return context
+
+
+def _client_certificate_error(certfile: str, keyfile: str, password: str, exc: ssl.SSLError) -> str:
+    """Why the client certificate and key do not load, naming the setting to fix (never the password)."""
+    key_path = keyfile or certfile
+    with open(key_path, "rb") as f:
+        encrypted = b"ENCRYPTED" in f.read()
+    key_setting = f"{PREFIX}KAFKA_SSL_KEYFILE" if keyfile else f"{PREFIX}KAFKA_SSL_CERTFILE"
+    if exc.reason == "KEY_VALUES_MISMATCH":
+        return f"{key_setting}: the private key in {key_path!r} does not belong to the certificate in {certfile!r}"
+    if encrypted and not password:
+        return f"{key_setting}: the private key in {key_path!r} is encrypted: set {PREFIX}KAFKA_SSL_PASSWORD"
+    if encrypted:  # OpenSSL gives no reason for a wrong password, only "PEM lib"
+        return f"{PREFIX}KAFKA_SSL_PASSWORD: does not decrypt the private key in {key_path!r}"
+    return (
+        f"{PREFIX}KAFKA_SSL_CERTFILE/{PREFIX}KAFKA_SSL_KEYFILE: cannot load the client certificate {certfile!r} "
+        f"and its key ({exc.reason or exc.strerror})"
+    )
 
 
 def _split(value: str) -> tuple[str, ...]:
