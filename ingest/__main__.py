@@ -9,6 +9,7 @@ import sys
 
 from ingest.gc_tuning import tuned_gc
 from ingest.worker import Worker
+from shared.kafka_access import KafkaAccessError
 from shared.logs import configure_logging
 from shared.settings import Settings, SettingsError
 from shared.store import open_store
@@ -48,6 +49,9 @@ def main() -> int:
     except SettingsError as exc:  # found while opening the store (e.g. a driver that is not installed)
         print(f"ingest: invalid setting: {exc}", file=sys.stderr)
         return 2
+    except KafkaAccessError as exc:  # the broker refuses these credentials: retrying would not help
+        print(f"ingest: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

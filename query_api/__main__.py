@@ -11,6 +11,7 @@ import sys
 
 from aiohttp import web
 
+from shared.kafka_access import KafkaAccessError
 from shared.logs import configure_logging
 from shared.settings import Settings, SettingsError
 
@@ -33,6 +34,9 @@ def main() -> None:
     except SettingsError as exc:  # found while opening the store (e.g. a driver that is not installed)
         print(f"query_api: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KafkaAccessError as exc:  # the broker refuses these credentials: retrying would not help
+        print(f"query_api: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     log.info("stopped")
 
 

@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from shared.codecs.native import encode_native
+from shared.kafka_access import check_access, raise_topic_errors
 from shared.models import SPAN_CONTENT_TYPE, Event
 from shared.settings import Settings
 
@@ -20,8 +21,11 @@ CONTENT_TYPE_HEADER = "content-type"
 async def ensure_topics(settings: Settings, topics: Iterable[str], *, partitions: int | None = None) -> None:
     """Create the missing ``topics`` with ``TRACING_PARTITIONS`` partitions; existing ones are left alone.
 
-    Never left to broker auto-creation, which would make one partition (so one useful worker).
+    Never left to broker auto-creation, which would make one partition (so one useful worker). A broker
+    that refuses this client (authentication, certificates, ACLs) is a
+    :class:`~shared.kafka_access.KafkaAccessError`.
     """
+    await check_access(settings)
     admin = AIOKafkaAdminClient(**settings.kafka_options())
     await admin.start()
     try:
@@ -38,9 +42,11 @@ async def ensure_topics(settings: Settings, topics: Iterable[str], *, partitions
             for t in missing
         ]
         try:
-            await admin.create_topics(new)
+            response = await admin.create_topics(new)
         except TopicAlreadyExistsError:
             pass  # another worker created it first
+        else:
+            raise_topic_errors(settings, response.topic_errors)
         # Metadata propagates asynchronously; wait until every new topic is listed.
         for _ in range(100):
             if set(missing) <= set(await admin.list_topics()):
