@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 
 from shared.kafka import ensure_topics
+from shared.kafka_access import wait_for_coordinator
 from shared.lifecycle import Backoff, sleep_unless_stopped
 from shared.settings import Settings
 
@@ -41,6 +42,7 @@ class KafkaClients:
         while not stop.is_set():
             try:
                 await ensure_topics(s, [*self._topics, *(t + s.dlq_suffix for t in self._topics)])
+                await wait_for_coordinator(s, s.group)  # quietly, where the consumer would log ERRORs
                 await self._start()
                 return True
             except KafkaError as exc:
