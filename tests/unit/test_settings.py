@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.settings import Settings, SettingsError
+from tests.e2e.secure_kafka import make_pki
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -43,6 +44,17 @@ def test_environment_overrides_file_and_file_overrides_defaults(tmp_path: Path) 
         ({"TRACING_SAMPLE_RATE": "2"}, "TRACING_SAMPLE_RATE"),
         ({"TRACING_REDACT_KEYS": "(unclosed"}, "TRACING_REDACT_KEYS"),
         ({"TRACING_KAFKA_SECURITY_PROTOCOL": "TLS"}, "TRACING_KAFKA_SECURITY_PROTOCOL"),
+        ({"TRACING_KAFKA_SASL_MECHANISM": "SCRAM-SHA-1"}, "TRACING_KAFKA_SASL_MECHANISM"),
+        ({"TRACING_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "TRACING_KAFKA_SASL_USERNAME"),
+        ({"TRACING_KAFKA_SSL_CERTFILE": "client.pem"}, "TRACING_KAFKA_SSL_CERTFILE: set, but .*PLAINTEXT"),
+        (
+            {"TRACING_KAFKA_SECURITY_PROTOCOL": "SSL", "TRACING_KAFKA_SSL_CAFILE": "/nonexistent/ca.pem"},
+            "TRACING_KAFKA_SSL_CAFILE: no such file",
+        ),
+        (
+            {"TRACING_KAFKA_SECURITY_PROTOCOL": "SSL", "TRACING_KAFKA_SSL_KEYFILE": __file__},
+            "TRACING_KAFKA_SSL_KEYFILE: set without TRACING_KAFKA_SSL_CERTFILE",
+        ),
         ({"TRACING_CONFIG": "/nonexistent/tracing.toml"}, "TRACING_CONFIG"),
     ],
 )
@@ -72,3 +84,22 @@ def test_kafka_security_maps_onto_aiokafka_options() -> None:
         "p",
     )
     assert isinstance(sasl["ssl_context"], ssl.SSLContext)
+
+
+def test_a_client_certificate_that_does_not_load_names_the_setting_never_the_password(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    cert, key = str(pki.cert("tracer-tls")), str(pki.key("tracer-tls"))
+    env = {"TRACING_KAFKA_SECURITY_PROTOCOL": "SSL", "TRACING_KAFKA_SSL_CAFILE": str(pki.ca),
+           "TRACING_KAFKA_SSL_CERTFILE": cert, "TRACING_KAFKA_SSL_KEYFILE": key}  # fmt: skip
+    cases = [
+        ({"TRACING_KAFKA_SSL_PASSWORD": "wrong-" + pki.key_password}, "TRACING_KAFKA_SSL_PASSWORD: does not decrypt"),
+        ({}, "TRACING_KAFKA_SSL_KEYFILE: the private key in .* is encrypted: set TRACING_KAFKA_SSL_PASSWORD"),
+        ({"TRACING_KAFKA_SSL_KEYFILE": str(pki.key("broker"))}, "TRACING_KAFKA_SSL_KEYFILE: .* does not belong"),
+    ]
+    for change, message in cases:
+        with pytest.raises(SettingsError, match=message) as raised:
+            Settings.from_env({**env, **change})
+        assert pki.key_password not in str(raised.value)
+    settings = Settings.from_env({**env, "TRACING_KAFKA_SSL_PASSWORD": pki.key_password})
+    assert isinstance(settings.kafka_options()["ssl_context"], ssl.SSLContext)
+    assert pki.key_password not in repr(settings) and "kafka_ssl_password=***" in repr(settings)
