@@ -126,7 +126,8 @@ def raise_topic_errors(settings: Settings, topic_errors: Iterable[tuple[object, 
             raise KafkaError(f"creating topic {topic!r} failed: error {code} {message[0] if message else ''}".rstrip())
     if refused:
         raise KafkaAccessError(
-            f"{principal(settings)} may not create or describe topic {', '.join(sorted(refused))} "
+            f"{principal(settings)} may not create or describe topic{'s' if len(refused) > 1 else ''} "
+            f"{', '.join(sorted(refused))} "
             "(TOPIC_AUTHORIZATION_FAILED): grant it CREATE and DESCRIBE on the topics (or create them and grant "
             "DESCRIBE, READ and WRITE)"
         )
