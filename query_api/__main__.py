@@ -28,6 +28,7 @@ def main() -> None:
         print(f"query_api: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.log_level)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # as the worker: not a line per connection
     log = logging.getLogger("query_api")
     try:
         _serve(settings, log)
