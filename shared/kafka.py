@@ -6,7 +6,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -19,41 +19,60 @@ CONTENT_TYPE_HEADER = "content-type"
 
 
 async def ensure_topics(settings: Settings, topics: Iterable[str], *, partitions: int | None = None) -> None:
-    """Create the missing ``topics`` with ``TRACING_PARTITIONS`` partitions; existing ones are left alone.
+    """Create the missing ``topics`` with ``TRACING_PARTITIONS`` partitions (existing ones are left alone)
+    and return once every partition's leader takes requests.
 
     Never left to broker auto-creation, which would make one partition (so one useful worker). A broker
     that refuses this client (authentication, certificates, ACLs) is a
     :class:`~shared.kafka_access.KafkaAccessError`.
     """
     await check_access(settings)
+    wanted = list(dict.fromkeys(topics))
     admin = AIOKafkaAdminClient(**settings.kafka_options())
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in dict.fromkeys(topics) if t not in existing]
-        if not missing:
-            return
-        new = [
-            NewTopic(
-                t,
-                num_partitions=partitions or settings.partitions,
-                replication_factor=settings.replication_factor,
-            )
-            for t in missing
-        ]
-        try:
-            response = await admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            pass  # another worker created it first
-        else:
-            raise_topic_errors(settings, response.topic_errors)
-        # Metadata propagates asynchronously; wait until every new topic is listed.
-        for _ in range(100):
-            if set(missing) <= set(await admin.list_topics()):
-                return
-            await asyncio.sleep(0.05)
+        await _create_missing(admin, settings, wanted, partitions or settings.partitions)
+        described = await admin.describe_topics(wanted)
     finally:
         await admin.close()
+    await _wait_for_leaders(
+        settings,
+        [TopicPartition(t["topic"], p["partition"]) for t in described if not t["error_code"] for p in t["partitions"]],
+    )
+
+
+async def _create_missing(admin: AIOKafkaAdminClient, settings: Settings, topics: list[str], partitions: int) -> None:
+    existing = set(await admin.list_topics())
+    missing = [t for t in topics if t not in existing]
+    if not missing:
+        return
+    new = [NewTopic(t, num_partitions=partitions, replication_factor=settings.replication_factor) for t in missing]
+    try:
+        response = await admin.create_topics(new)
+    except TopicAlreadyExistsError:
+        pass  # another worker created it first
+    else:
+        raise_topic_errors(settings, response.topic_errors)
+    # Metadata propagates asynchronously; wait until every new topic is listed.
+    for _ in range(100):
+        if set(missing) <= set(await admin.list_topics()):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _wait_for_leaders(settings: Settings, partitions: list[TopicPartition]) -> None:
+    """Return once the leader of each partition answers for it. The broker lists a new topic's leaders a
+    moment before they take requests: a producer sending at once had each partition refused
+    (``NotLeaderForPartitionError``), retried and logged as a warning (two or three on a ``make run``).
+    An offsets request is what waits here: aiokafka retries it quietly until every leader answers."""
+    if not partitions:
+        return
+    consumer = AIOKafkaConsumer(**settings.kafka_options(), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
 
 
 class SpanProducer:
