@@ -1,9 +1,12 @@
-"""A worker started beside a brand-new broker (as ``make run`` does) logs no ERROR: the broker has no
-group coordinator until it created its offsets topic, and the worker waits for one quietly
-(:func:`shared.kafka_access.wait_for_coordinator`) instead of letting the consumer log each refusal."""
+"""Starting beside a brand-new broker (as ``make run`` does) logs no ERROR or retry warning: the broker
+has no group coordinator until it created its offsets topic, and the worker waits for one quietly
+(:func:`shared.kafka_access.wait_for_coordinator`) instead of letting the consumer log each refusal; a
+new topic's leaders take requests a moment after they are listed, and ``ensure_topics`` waits for that."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import subprocess
 import time
 import uuid
@@ -11,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.kafka import SpanProducer, ensure_topics
 from shared.settings import Settings
@@ -74,3 +78,31 @@ async def test_a_worker_on_a_brand_new_broker_logs_no_error(new_broker: str, tmp
     assert "partitions assigned" in output
     errors = [line for line in output.splitlines() if " ERROR " in line or "Traceback" in line]
     assert errors == [], output[-3000:]
+
+
+async def test_a_topic_just_created_elsewhere_takes_messages_on_every_partition(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As on ``make run``, where the API creates the span topic and the demo traffic starts at once:
+    ``ensure_topics`` finds the topic listed, and returns only once its leaders take requests, so a
+    producer is not refused (``NotLeaderForPartitionError``, retried and logged as a warning)."""
+    admin = AIOKafkaAdminClient(**settings.kafka_options())
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(settings.topic, num_partitions=12, replication_factor=1)])
+        await wait_for(lambda: _listed(admin, settings.topic), timeout_s=10, what="the topic listed")
+    finally:
+        await admin.close()
+    with caplog.at_level(logging.WARNING, logger="aiokafka"):
+        await ensure_topics(settings, [settings.topic])
+        producer = AIOKafkaProducer(**settings.kafka_options())
+        await producer.start()
+        try:
+            await asyncio.gather(*[await producer.send(settings.topic, b"[]", partition=p) for p in range(12)])
+        finally:
+            await producer.stop()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("aiokafka")] == []
+
+
+async def _listed(admin: AIOKafkaAdminClient, topic: str) -> bool:
+    return topic in await admin.list_topics()
