@@ -10,7 +10,7 @@ certificate of its own. :class:`SecureBroker` starts ``deploy/kafka/kafka.sh`` w
 - the controller's, on TLS with the broker's certificate;
 
 and the standard KRaft authorizer with no ACL allowing anything: ``admin`` and the broker are super users;
-:meth:`SecureBroker.allow` grants a principal everything on topics and groups named ``sec-*``.
+:meth:`SecureBroker.allow` grants a principal everything on topics and groups of the tests' names.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import CreateAclsRequest
 
 from shared.settings import Settings
-from tests.conftest import KAFKA_SH, _missing
+from tests.conftest import KAFKA_SH
+from tests.prerequisites import missing
 
-PREFIX = "sec-"
-"""Topics and groups the ACLs of :meth:`SecureBroker.allow` cover."""
+TOPIC_PREFIXES = ("spans-", "otlp-", "zipkin-")
+GROUP_PREFIX = "ingest-"
+"""What the ACLs of :meth:`SecureBroker.allow` cover: the names of ``tests.conftest.unique_settings``."""
 
 # Kafka's ACL codes (org.apache.kafka.common.resource / acl)
 TOPIC, GROUP = 2, 3
@@ -43,9 +45,9 @@ NEW_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")
 
 def require_tools(*tools: str) -> None:
     """openssl and keytool (the JDK's) make the keys: missing, they fail the run in CI, else skip."""
-    missing = [tool for tool in tools if shutil.which(tool) is None]
-    if missing:
-        _missing(f"{', '.join(missing)} not installed: needed to make the test's keys and certificates")
+    absent = [tool for tool in tools if shutil.which(tool) is None]
+    if absent:
+        missing(f"{', '.join(absent)} not installed: needed to make the test's keys and certificates")
 
 
 def _run(*args: str | Path, cwd: Path) -> None:
@@ -153,12 +155,13 @@ class SecureBroker:
         )
 
     async def allow(self, principal: str) -> None:
-        """Grant ``principal`` (``User:name``) every operation on topics and groups named ``sec-*``."""
+        """Grant ``principal`` (``User:name``) every operation on the topics and groups whose names start
+        with :data:`TOPIC_PREFIXES` and :data:`GROUP_PREFIX`."""
         admin = AIOKafkaAdminClient(**self.scram(Settings(), "admin").kafka_options())
         await admin.start()
         try:
-            for resource in (TOPIC, GROUP):
-                request = CreateAclsRequest(resource, PREFIX, PREFIXED, principal, "*", ALL_OPERATIONS, ALLOW)
+            for resource, prefix in [*((TOPIC, p) for p in TOPIC_PREFIXES), (GROUP, GROUP_PREFIX)]:
+                request = CreateAclsRequest(resource, prefix, PREFIXED, principal, "*", ALL_OPERATIONS, ALLOW)
                 response = await admin._send_request(request)  # aiokafka's admin has no ACL method
                 assert [r[0] for r in response.creation_responses] == [0], response
         finally:

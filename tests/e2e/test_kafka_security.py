@@ -15,13 +15,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from shared.kafka import SpanProducer, ensure_topics
 from shared.settings import Settings
-from tests.conftest import _free_port
-from tests.e2e.helpers import gateway_trace, reader, running_worker, wait_for
-from tests.e2e.secure_kafka import PREFIX, SecureBroker, start_secure_broker, stop
+from tests.conftest import free_port, unique_settings
+from tests.e2e.helpers import dead_letters, gateway_trace, reader, running_worker, wait_for
+from tests.e2e.secure_kafka import SecureBroker, start_secure_broker, stop
 from tests.e2e.workers import WorkerProcess
 
 pytestmark = pytest.mark.kafka
@@ -30,7 +29,7 @@ pytestmark = pytest.mark.kafka
 @pytest.fixture(scope="module")
 async def secure(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SecureBroker]:
     d = tmp_path_factory.mktemp("secure-kafka")
-    broker = start_secure_broker(d, (_free_port(), _free_port(), _free_port()))
+    broker = start_secure_broker(d, (free_port(), free_port(), free_port()))
     try:
         for principal in ("User:tracer", "User:tracer256", "User:CN=tracer-tls"):
             await broker.allow(principal)
@@ -40,21 +39,12 @@ async def secure(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Secu
 
 
 @pytest.fixture
-def base(tmp_path: Path) -> Settings:
-    """Names under the ACLs' prefix, unique to the test; a SQLite store in its temp dir."""
-    suffix = uuid.uuid4().hex[:10]
-    return Settings.from_env(
-        {},
-        topic=f"{PREFIX}spans-{suffix}",
-        otlp_topic=f"{PREFIX}otlp-{suffix}",
-        zipkin_topic=f"{PREFIX}zipkin-{suffix}",
-        group=f"{PREFIX}ingest-{suffix}",
-        partitions=2,
-        store_url=f"sqlite:///{tmp_path / 'traces.db'}",
-        grace_ms=200,
-        idle_timeout_s=3.0,
+def base(secure: SecureBroker, tmp_path: Path) -> Settings:
+    """Names of the test's own, which the ACLs cover; a SQLite store in its temp dir."""
+    return unique_settings(
+        secure.sasl_bootstrap, tmp_path / "traces.db", label="sec", partitions=2, grace_ms=200, idle_timeout_s=3.0,
         heartbeat_s=0.5,
-    )
+    )  # fmt: skip
 
 
 def secrets_of(secure: SecureBroker) -> list[str]:
@@ -68,25 +58,11 @@ def assert_clean(output: str, secure: SecureBroker) -> None:
         assert secret not in output
 
 
-async def read_topic(settings: Settings, topic: str, count: int) -> list[bytes]:
-    consumer = AIOKafkaConsumer(topic, **settings.kafka_options(), auto_offset_reset="earliest", group_id=None)
-    await consumer.start()
-    try:
-        got: list[bytes] = []
-        deadline = time.monotonic() + 30
-        while len(got) < count and time.monotonic() < deadline:
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
-                got.extend(m.value for m in messages)
-        return got
-    finally:
-        await consumer.stop()
-
-
 async def test_worker_and_api_over_sasl_ssl_with_scram_sha_512(secure: SecureBroker, base: Settings) -> None:
     """``python -m ingest`` and ``python -m query_api`` as user ``tracer``: the worker creates its topics
     and their dead-letter topics, the write endpoints publish, the trace is stored and finalized, and a
     poison message lands on the dead-letter topic."""
-    settings = secure.scram(base, "tracer", api_bind=f"127.0.0.1:{_free_port()}")
+    settings = secure.scram(base, "tracer", api_bind=f"127.0.0.1:{free_port()}")
     log_dir = Path(settings.store_url.removeprefix("sqlite:///")).parent
     worker = WorkerProcess(settings, log_dir / "worker.log")
     api = WorkerProcess(settings, log_dir / "api.log", module="query_api")
@@ -121,7 +97,7 @@ async def test_worker_and_api_over_sasl_ssl_with_scram_sha_512(secure: SecureBro
             await wait_for(finalized, timeout_s=60, what="the trace written through the API finalized")
         async with SpanProducer(settings) as producer:
             await producer.send_raw(b"{not a span", key=b"poison")
-        assert await read_topic(settings, settings.dlq_topic, 1) == [b"{not a span"]
+        assert [value for value, _ in await dead_letters(settings, settings.topic, 1)] == [b"{not a span"]
     finally:
         codes = (api.stop(), worker.stop())
     assert codes == (0, 0), api.output()[-3000:] + worker.output()[-3000:]
@@ -152,15 +128,22 @@ async def test_worker_over_mutual_tls_with_an_encrypted_key(secure: SecureBroker
 
         await wait_for(all_finalized, timeout_s=60, what="every trace finalized")
         await wait_for(lambda: worker.counters.dead_lettered == 1, timeout_s=30, what="the poison dead-lettered")
-    assert await read_topic(settings, settings.dlq_topic, 1) == [b"[1, 2"]
+    assert [value for value, _ in await dead_letters(settings, settings.topic, 1)] == [b"[1, 2"]
 
 
 async def test_scram_sha_256(secure: SecureBroker, base: Settings) -> None:
+    """The other SCRAM mechanism, as user ``tracer256``: a worker stores and finalizes a trace."""
     settings = secure.scram(base, "tracer256", mechanism="SCRAM-SHA-256")
-    await ensure_topics(settings, [settings.topic])
-    async with SpanProducer(settings) as producer:
-        await producer.publish(gateway_trace("sha256", time.time_ns() // 1000))
-    assert len(await read_topic(settings, settings.topic, 1)) == 1
+    trace = gateway_trace(f"sha256-{uuid.uuid4().hex[:8]}", time.time_ns() // 1000)
+    async with running_worker(settings), SpanProducer(settings) as producer:
+        await producer.publish(trace)
+
+        async def finalized() -> bool:
+            async with reader(settings) as store:
+                stored = await store.get_trace(trace[0].trace_id)
+                return stored is not None and stored.state == "finalized"
+
+        await wait_for(finalized, timeout_s=60, what="the trace finalized")
 
 
 Case = Callable[[SecureBroker, Settings], Settings]

@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.kafka import SpanProducer, ensure_topics
 from shared.settings import Settings
-from tests.conftest import KAFKA_SH, _free_port
+from tests.conftest import KAFKA_SH, free_port, unique_settings
 from tests.e2e.helpers import gateway_trace, reader, wait_for
 from tests.e2e.workers import WorkerProcess
 
@@ -30,8 +30,8 @@ pytestmark = pytest.mark.kafka
 def new_broker(tmp_path: Path) -> Iterator[str]:
     """A broker of this test's own, just started on an empty data dir."""
     state = tmp_path / "kafka"
-    port = _free_port()
-    args = ["--port", str(port), "--controller-port", str(_free_port()), "--dir", str(state)]
+    port = free_port()
+    args = ["--port", str(port), "--controller-port", str(free_port()), "--dir", str(state)]
     result = subprocess.run(["bash", str(KAFKA_SH), "up", *args], capture_output=True, text=True, timeout=600)
     try:
         assert result.returncode == 0, f"the broker did not start:\n{result.stderr[-3000:]}"
@@ -41,16 +41,7 @@ def new_broker(tmp_path: Path) -> Iterator[str]:
 
 
 async def test_a_worker_on_a_brand_new_broker_logs_no_error(new_broker: str, tmp_path: Path) -> None:
-    suffix = uuid.uuid4().hex[:10]
-    settings = Settings.from_env(
-        {},
-        kafka_bootstrap=new_broker,
-        topic=f"spans-{suffix}",
-        group=f"ingest-{suffix}",
-        partitions=2,
-        store_url=f"sqlite:///{tmp_path / 'traces.db'}",
-        grace_ms=200,
-    )
+    settings = unique_settings(new_broker, tmp_path / "traces.db", partitions=2, grace_ms=200)
     await ensure_topics(settings, [settings.topic])
     admin = AIOKafkaAdminClient(**settings.kafka_options())
     await admin.start()
@@ -60,7 +51,7 @@ async def test_a_worker_on_a_brand_new_broker_logs_no_error(new_broker: str, tmp
         await admin.close()
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     try:
-        trace = gateway_trace(f"quiet-{suffix}", time.time_ns() // 1000)
+        trace = gateway_trace(f"quiet-{uuid.uuid4().hex[:10]}", time.time_ns() // 1000)
         async with SpanProducer(settings) as producer:
             await producer.publish(trace)
 
