@@ -230,3 +230,19 @@ def settings(kafka_ready: str, tmp_path: Path) -> Settings:
     return unique_settings(
         kafka_ready, tmp_path / "traces.db", partitions=4, grace_ms=200, idle_timeout_s=3.0, heartbeat_s=0.5
     )
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mount_point: Path, size_bytes: int) -> Iterator[Path]:
+    """A tmpfs of ``size_bytes`` mounted at ``mount_point`` (created), unmounted after: a small filesystem
+    that fills up. Mounting needs root: without it the test skips, or fails under ``CI=true``."""
+    mount_point.mkdir(parents=True, exist_ok=True)
+    options = f"size={size_bytes}"
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)], capture_output=True)
+    if mounted.returncode != 0:
+        missing(f"cannot mount a tmpfs (needs root): {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount_point
+    finally:
+        if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount_point)], check=True)  # still busy: detach it now

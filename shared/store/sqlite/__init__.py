@@ -163,7 +163,10 @@ class SqliteStore(SqlStore):
 
         Writers of a file first queue on the writer lock (:func:`writer_lock_path`, ``flock``), which the
         kernel hands over the moment its holder commits; SQLite's own lock, taken right after, stays the one
-        that makes the transactions safe (docs/adr/0005-sqlite-writer-lock-and-wal.md)."""
+        that makes the transactions safe (docs/adr/0005-sqlite-writer-lock-and-wal.md).
+
+        A failed statement or COMMIT is rolled back unless SQLite already did so itself (it does on a full
+        disk): the error raised is the one that failed, never a "cannot rollback" hiding it."""
         conn = self._conn
         assert conn is not None, "store is closed"
         lock = self._writer_lock
@@ -173,10 +176,11 @@ class SqliteStore(SqlStore):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLITE_FULL and SQLITE_IOERR roll the transaction back themselves
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
             return result
         finally:
             if lock is not None:
@@ -225,8 +229,11 @@ class SqliteStore(SqlStore):
                     if file_size(wal) > settings.wal_limit_bytes:
                         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 except sqlite3.OperationalError:
-                    pass  # busy: the next turn catches up
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    pass  # busy (or the disk is full): the next turn catches up
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.OperationalError:
+                pass  # the log stays; the next connection to open the file checkpoints it
         finally:
             conn.close()
 
