@@ -2,10 +2,11 @@
 
 * :func:`errors` is the one place errors become answers. Domain errors (:mod:`query_api.errors`) and
   aiohttp's own become JSON ``{"error": "..."}``: 400 (bad parameter, named), 401/403 (auth), 404 (unknown
-  trace, span or route), 405 (with ``Allow``), 413 (body too large), 503 (store or Kafka down). On the
-  Jaeger-compatible routes (:data:`API_ERRORS`), a bad parameter, a failure or an invalid query is
-  answered in that API's own error shape instead. Anything unexpected is logged and answered 500 without
-  details.
+  trace, span or route), 405 (with ``Allow``), 413 (body too large), 503 (store or Kafka down: on any
+  route, a store call that failed with the connection lost, refused or reset, the server shutting down or
+  starting, a locked or full SQLite file; see :mod:`shared.store.faults`). On the Jaeger-compatible routes
+  (:data:`API_ERRORS`), a bad parameter, a failure or an invalid query is answered in that API's own
+  error shape instead. Anything unexpected is logged and answered 500 without details.
 * :func:`auth` checks bearer tokens: ``read_tokens`` for reads, ``write_tokens`` for POSTs (an empty set
   leaves those open). ``/healthz``, ``/openapi.json`` and the web UI's files never need a token; a
   request that matches no route gets its 404/405 without an auth check (the routes are public in
@@ -25,6 +26,7 @@ from aiohttp.typedefs import Handler
 from aiokafka.errors import KafkaError
 
 from shared.store.base import QueryError
+from shared.store.faults import reason, unavailable
 
 from .encoding import encode
 from .errors import ApiError, Forbidden, Unauthorized
@@ -104,9 +106,20 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except KafkaError as exc:
         log.warning("kafka error on %s %s: %r", request.method, request.path, exc)
         return error_response(503, f"kafka: {exc.__class__.__name__}: {exc}")
-    except Exception:
+    except Exception as exc:
+        if unavailable(exc):
+            return _store_away(request, exc)
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, "internal error")
+
+
+STORE_RETRY_AFTER_S: Final = 1
+
+
+def _store_away(request: web.Request, exc: Exception) -> web.Response:
+    """The store cannot answer now (restarting, unreachable, locked): a 503 the client may retry."""
+    log.warning("store unavailable on %s %s: %s", request.method, request.path, reason(exc))
+    return error_response(503, f"store unavailable: {reason(exc)}", {"Retry-After": str(STORE_RETRY_AFTER_S)})
 
 
 def check_bearer(authorization: str | None, tokens: tuple[str, ...]) -> None:
