@@ -12,6 +12,7 @@ from aiokafka.errors import KafkaError
 
 from ingest.metrics import WorkerCounters, WorkerMetrics
 from ingest.ownership import Ownership, shard_of
+from ingest.store_full import StoreFull, log_failure
 from shared.clock import now_us
 from shared.lifecycle import sleep_unless_stopped
 from shared.store import Heartbeat, TraceStore
@@ -29,6 +30,7 @@ class Heartbeats:
     ownership: Ownership
     counters: WorkerCounters
     metrics: WorkerMetrics
+    store_full: StoreFull
 
     async def _lag(self, consumer: AIOKafkaConsumer | None) -> dict[str, int]:
         """Messages behind the high watermark per assigned shard (a partition the consumer cannot tell
@@ -67,10 +69,12 @@ class Heartbeats:
         )
 
     async def run(self, stop: asyncio.Event, consumer: AIOKafkaConsumer | None) -> None:
-        """A heartbeat every ``interval_s`` until ``stop`` is set; a failed one is logged."""
+        """A heartbeat every ``interval_s`` until ``stop`` is set; a failed one is logged (a full store
+        once, see :mod:`ingest.store_full`)."""
         while not stop.is_set():
             try:
                 await self.beat(consumer)
-            except Exception:
-                log.exception("heartbeat failed")
+                self.store_full.succeeded("heartbeat")
+            except Exception as exc:
+                log_failure("heartbeat", exc, self.store_full)
             await sleep_unless_stopped(stop, self.interval_s)

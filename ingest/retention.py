@@ -8,6 +8,7 @@ import logging
 import random
 
 from ingest.ownership import Ownership
+from ingest.store_full import StoreFull, log_failure
 from shared.clock import now_us
 from shared.lifecycle import sleep_unless_stopped
 from shared.settings import Settings
@@ -19,7 +20,8 @@ log = logging.getLogger("ingest.worker")
 class Retention:
     """Purges the traces past the retention window from ``store``."""
 
-    def __init__(self, settings: Settings, store: TraceStore, ownership: Ownership) -> None:
+    def __init__(self, settings: Settings, store: TraceStore, ownership: Ownership, store_full: StoreFull) -> None:
+        self._store_full = store_full
         self._retention_us = int(settings.retention_h * 3_600_000_000)
         self._check_s = settings.retention_check_s
         self._store = store
@@ -39,11 +41,13 @@ class Retention:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Purge every check interval until ``stop`` is set, the first after a random delay (so that the
-        workers of a group do not purge at once); a failed purge is logged."""
+        workers of a group do not purge at once); a failed purge is logged (a full store once, see
+        :mod:`ingest.store_full`)."""
         delay = random.uniform(1.0, self._check_s)
         while not await sleep_unless_stopped(stop, delay):
             try:
                 await self.purge_expired()
-            except Exception:
-                log.exception("retention purge failed; will retry")
+                self._store_full.succeeded("retention purge")
+            except Exception as exc:
+                log_failure("retention purge", exc, self._store_full)
             delay = self._check_s

@@ -13,8 +13,9 @@ from ingest.finalizer.client import FinalizerError, FinalizerProcess
 from ingest.finalizer.protocol import RoundDone
 from ingest.metrics import WorkerCounters, WorkerMetrics
 from ingest.ownership import Ownership
+from ingest.store_full import StoreFull, log_failure
 from shared.clock import now_us
-from shared.lifecycle import sleep_unless_stopped
+from shared.lifecycle import Backoff, sleep_unless_stopped
 from shared.sampling import sampler_for
 from shared.settings import Settings
 from shared.store import TraceStore
@@ -70,8 +71,11 @@ class FinalizeScheduler:
         counters: WorkerCounters,
         metrics: WorkerMetrics,
         process: FinalizerProcess | None,
+        *,
+        store_full: StoreFull,
     ) -> None:
         self.process = process
+        self._store_full = store_full
         self.wakeups = Wakeups()
         self._store = store
         self._ownership = ownership
@@ -147,13 +151,16 @@ class FinalizeScheduler:
         if due:
             self._metrics.finalize_seconds.observe(seconds)
 
-    async def finalize_or_log(self) -> None:
-        """:meth:`finalize_due`, a failure logged: the store may be briefly unavailable, and the traces stay
-        due in it."""
+    async def finalize_or_log(self) -> bool:
+        """:meth:`finalize_due`, a failure logged (a full store once, see :mod:`ingest.store_full`): the
+        store may be briefly unavailable, and the traces stay due in it. False when it failed."""
         try:
             await self.finalize_due()
-        except Exception:
-            log.exception("finalize failed; will retry")
+        except Exception as exc:
+            log_failure("finalize", exc, self._store_full)
+            return False
+        self._store_full.succeeded("finalize")
+        return True
 
     async def catch_up(self) -> None:
         """Before a fetch: finalize what is due when this process finalizes from its trace cache, so that
@@ -163,8 +170,14 @@ class FinalizeScheduler:
             await self.finalize_or_log()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Rounds until ``stop`` is set, each started when :meth:`Wakeups.next_round_in` says."""
+        """Rounds until ``stop`` is set, each started when :meth:`Wakeups.next_round_in` says, or after a
+        failed round, with a back-off (twice the interval, doubling up to 10 s)."""
+        backoff = Backoff(first_s=2 * self._interval)
         while not stop.is_set():
             started_us = now_us()
-            await self.finalize_or_log()
-            await sleep_unless_stopped(stop, self.wakeups.next_round_in(started_us, self._interval))
+            if await self.finalize_or_log():
+                backoff.reset()
+                wait = self.wakeups.next_round_in(started_us, self._interval)
+            else:
+                wait = backoff.next()
+            await sleep_unless_stopped(stop, wait)

@@ -30,6 +30,7 @@ from ingest.metrics import WorkerCounters, WorkerMetrics, serve_metrics
 from ingest.ownership import Ownership, RebalanceListener, assign_owners
 from ingest.retention import Retention
 from ingest.scheduling import FinalizeScheduler
+from ingest.store_full import StoreFull
 from shared.clock import now_us
 from shared.lifecycle import Backoff, sleep_unless_stopped
 from shared.models import Span, SpanFinish
@@ -65,10 +66,13 @@ class Worker:
         self._redactor = Redactor(settings.redact_keys, settings.redact_values) if settings.redact else None
         self.finalizer = FinalizerProcess(settings) if separate_finalizer(settings, store) else None
         """Where the finalize rounds run, when not in this process (see :mod:`ingest.finalizer`)."""
-        self.scheduler = FinalizeScheduler(settings, store, self.ownership, self.counters, self.metrics, self.finalizer)
-        self.retention = Retention(settings, store, self.ownership)
+        self.store_full = StoreFull(settings.store_url)
+        self.scheduler = FinalizeScheduler(
+            settings, store, self.ownership, self.counters, self.metrics, self.finalizer, store_full=self.store_full
+        )
+        self.retention = Retention(settings, store, self.ownership, self.store_full)
         self._heartbeats = Heartbeats(
-            store, self.worker_id, settings.heartbeat_s, self.ownership, self.counters, self.metrics
+            store, self.worker_id, settings.heartbeat_s, self.ownership, self.counters, self.metrics, self.store_full
         )
         self._max_records = settings.batch_max
 
@@ -125,11 +129,13 @@ class Worker:
                 continue
             try:
                 await self.process(batches)
+                self.store_full.succeeded("batch")
                 self._size_next_fetch(batches)
                 backoff.reset()
             except Exception as exc:  # the store or the broker failed mid-batch: nothing was committed
                 delay = backoff.next()
-                log.warning("batch failed (%s: %s); retrying it in %.1fs", type(exc).__name__, exc, delay)
+                if not self.store_full.failed("batch", exc):  # a full store is said once, not per retry
+                    log.warning("batch failed (%s: %s); retrying it in %.1fs", type(exc).__name__, exc, delay)
                 # Rewind to the batch's first offsets so it is fetched and written again (idempotently).
                 assigned = consumer.assignment()
                 for tp, messages in batches.items():
