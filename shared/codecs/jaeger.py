@@ -39,8 +39,9 @@ The JSON form is gogo ``jsonpb`` with its defaults: lowerCamelCase keys (``trace
 ``vType``...), fields at their zero value left out (``vType`` of a string tag, ``refType`` of a
 ``CHILD_OF`` reference, a zero ``duration``), ids base64 (Jaeger's ``TraceID.MarshalJSON`` writes the 16
 bytes, ``SpanID.MarshalJSON`` the 8), enums by name (numbers accepted), int64 as a decimal string (numbers
-accepted), timestamps RFC 3339 (``2024-01-02T03:04:05.123456Z``), durations seconds with a fraction and an
-``s`` (``0.000123s``). Unknown keys are ignored.
+accepted), timestamps RFC 3339 (``2024-01-02T03:04:05.123456Z``; offsets accepted), durations as the
+exporter writes them, seconds with a fraction and an ``s`` (``0.000123s``), or in any other form of Go's
+``time.ParseDuration``, which ``jsonpb`` reads them with (``22938000ns``). Unknown keys are ignored.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ import calendar
 import datetime
 import re
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any, Final
 
 import msgspec
@@ -294,7 +296,18 @@ class _Span(msgspec.Struct, rename="camel", kw_only=True):
 
 _json_decoder = msgspec.json.Decoder(_Span)
 _TIMESTAMP: Final = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
-_DURATION: Final = re.compile(r"(-)?(\d{1,12})(?:\.(\d{1,9}))?s")
+_DURATION_PART: Final = re.compile(r"(\d{1,20}(?:\.\d{0,20})?|\.\d{1,20})(ns|us|µs|μs|ms|s|m|h)")
+_DURATION: Final = re.compile(f"(?:{_DURATION_PART.pattern}){{1,8}}")
+_UNIT_NS: Final = {
+    "ns": 1,
+    "us": 1000,
+    "µs": 1000,
+    "μs": 1000,
+    "ms": 10**6,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+}
 _NON_FINITE: Final = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
@@ -325,15 +338,16 @@ def _timestamp_us(text: str, what: str) -> int:
 
 
 def _duration_us(text: str) -> int:
-    """A protobuf JSON duration (``1.5s``) in µs (fraction cut to µs); ``""`` (left out): 0."""
+    """A duration as gogo ``jsonpb`` reads it (Go's ``time.ParseDuration``: ``0.000123s`` as the exporter
+    writes it, or ``22938000ns``, ``1m30.5s``...) in µs, cut toward zero; ``""`` (left out): 0."""
     if not text:
         return 0
-    match = _DURATION.fullmatch(text)
-    if match is None:
-        raise DecodeError(f"duration is not a protobuf JSON duration such as '0.5s': {text[:80]!r}")
-    negative, seconds, fraction = match.groups()
-    micros = int(seconds) * 1_000_000 + int((fraction or "0").ljust(9, "0")) // 1000
-    return -micros if negative else micros
+    body = text.lstrip("+-")
+    if body != "0" and _DURATION.fullmatch(body) is None:
+        raise DecodeError(f"duration is not a duration such as '0.5s' or '1500us': {text[:80]!r}")
+    nanos = sum(Decimal(number) * _UNIT_NS[unit] for number, unit in _DURATION_PART.findall(body))
+    micros = int(nanos / 1000)
+    return -micros if text.startswith("-") else micros
 
 
 def _enum(value: str | int, names: dict[str, int], what: str) -> int:

@@ -169,6 +169,17 @@ def test_json_accepts_numbers_for_enums_and_int64_and_offsets_in_times() -> None
     assert decode_jaeger_json(json.dumps(body).encode()) == [EXPECTED]
 
 
+@pytest.mark.parametrize(
+    ("text", "micros"),
+    [("0.001431999s", 1431), ("1431999ns", 1431), ("1.431999ms", 1431), ("1431us", 1431), ("1431µs", 1431),
+     ("1m0.5s", 60_500_000), ("1h", 3_600_000_000), ("0", 0), ("+2s", 2_000_000)],
+)  # fmt: skip
+def test_json_durations_in_any_form_jsonpb_reads(text: str, micros: int) -> None:
+    """jsonpb reads a Duration with Go's ``time.ParseDuration``: Jaeger's own fixtures write ``22938000ns``."""
+    [span] = decode_jaeger_json(_json(duration=text))
+    assert isinstance(span, Span) and span.duration_us == micros
+
+
 def test_json_non_finite_floats() -> None:
     body = json.loads(jaeger_json_span(_span(tags=[])))
     body["tags"] = [{"key": k, "vType": "FLOAT64", "vFloat64": k} for k in ("NaN", "Infinity", "-Infinity")]
@@ -207,7 +218,8 @@ ZERO_TRACE = base64.b64encode(bytes(16)).decode()
         (_json(startTime="2024-13-01T00:00:00Z"), "startTime is not an RFC 3339 time"),
         (_json(startTime="1969-12-31T23:59:59Z"), "startTime is before 1970"),
         (_json(startTime="9999-01-01T00:00:00Z"), "startTime out of range"),
-        (_json(duration="5 ms"), "duration is not a protobuf JSON duration"),
+        (_json(duration="5 ms"), "duration is not a duration such as '0.5s'"),
+        (_json(duration="1d"), "duration is not a duration such as '0.5s'"),
         (_json(tags=[{"key": "k", "vType": "MAP"}]), "vType: unknown value 'MAP'"),
         (_json(tags=[{"key": "k", "vType": "INT64", "vInt64": "x"}]), "vInt64 is not an integer"),
         (_json(tags=[{"key": "k", "vType": "FLOAT64", "vFloat64": "big"}]), "vFloat64 is not a number"),
