@@ -316,11 +316,12 @@ def free_port() -> int:
 
 def prefixed_settings(prefix: str, bootstrap: str, **overrides: Any) -> Settings:
     """Settings of a bench run whose topics and consumer group are named after ``prefix`` (so that
-    :func:`delete_topics` finds them): ``{prefix}-native``, ``-otlp``, ``-zipkin``, group ``-worker``."""
+    :func:`delete_topics` finds them): ``{prefix}-native``, ``-otlp``, ``-zipkin``, ``-jaeger``, group ``-worker``."""
     names: dict[str, Any] = {
         "topic": f"{prefix}-native",
         "otlp_topic": f"{prefix}-otlp",
         "zipkin_topic": f"{prefix}-zipkin",
+        "jaeger_topic": f"{prefix}-jaeger",
         "group": f"{prefix}-worker",
     }
     return Settings.from_env({}, kafka_bootstrap=bootstrap, **(names | overrides))

@@ -161,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "TRACING_TOPIC": settings.topic,
         "TRACING_OTLP_TOPIC": settings.otlp_topic,
         "TRACING_ZIPKIN_TOPIC": settings.zipkin_topic,
+        "TRACING_JAEGER_TOPIC": settings.jaeger_topic,
         "TRACING_GRACE_MS": str(args.grace_ms),
     }
     sides = {

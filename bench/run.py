@@ -181,7 +181,13 @@ class Bench:
     def names(self, part: str) -> dict[str, str]:
         """Topic and group names of one part: nothing it reads or writes is shared with another part."""
         p = f"{self.prefix}-{part}"
-        return {"topic": f"{p}-spans", "otlp_topic": f"{p}-otlp", "zipkin_topic": f"{p}-zipkin", "group": p}
+        return {
+            "topic": f"{p}-spans",
+            "otlp_topic": f"{p}-otlp",
+            "zipkin_topic": f"{p}-zipkin",
+            "jaeger_topic": f"{p}-jaeger",
+            "group": p,
+        }
 
     def settings(self, part: str, **overrides: object) -> Settings:
         return msgspec.structs.replace(self.base, **{**self.names(part), **overrides})

@@ -77,7 +77,8 @@ def sized_traces(
 ) -> Iterator[list[Span]]:
     """Demo traces of exactly ``size`` spans each (``size`` >= 3), one millisecond apart, until at least
     ``spans_wanted`` spans: ``make_trace`` capped at ``size`` spans, the smaller traces it makes skipped
-    (about a quarter at 10). The same traces for a seed, whatever ``start_us``."""
+    (more than half at 10: the demo's calls come in client and server pairs). The same traces for a seed,
+    whatever ``start_us``."""
     if size < 3:
         raise ValueError(f"size must be >= 3 (the smallest demo trace), not {size}")
     rng = random.Random(seed)

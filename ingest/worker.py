@@ -60,6 +60,7 @@ class Worker:
             settings.topic: "native",
             settings.otlp_topic: settings.otlp_format,
             settings.zipkin_topic: "zipkin_json",
+            settings.jaeger_topic: "jaeger_proto",
         }
         self._clients = KafkaClients(settings, self.worker_id, self.topics, RebalanceListener(self.ownership))
         self._decoder = Decoder(self.formats, DeadLetters(self._clients, settings.dlq_suffix, self.counters))

@@ -175,10 +175,13 @@ def _ingest_note(settings: Settings) -> str:
         f"`{settings.otlp_topic}` OTLP ExportTraceServiceRequest as protobuf or OTLP/JSON (the OpenTelemetry "
         "Collector's Kafka exporter, `otlp_proto` or `otlp_json`); "
         f"`{settings.zipkin_topic}` Zipkin v2 spans as a JSON list or a proto3 ListOfSpans (`zipkin_json`, "
-        "`zipkin_proto`). A message's encoding is its `content-type` header when it has one, else told from "
-        "its bytes (protobuf records, or JSON starting with `{` or `[`), else the topic's default "
-        f"(`{settings.otlp_format}` for OTLP, `zipkin_json` for Zipkin). Undecodable messages go to "
-        f"`<topic>{settings.dlq_suffix}` with an `error` header; nothing else is lost."
+        "`zipkin_proto`); "
+        f"`{settings.jaeger_topic}` one Jaeger model.Span per message as protobuf or jsonpb JSON (the Collector's "
+        "Kafka exporter, `jaeger_proto` or `jaeger_json`; the process's tags become the resource). A message's "
+        "encoding is its `content-type` header when it has one, else told from its bytes (protobuf records, or "
+        "JSON starting with `{` or `[`), else the topic's default "
+        f"(`{settings.otlp_format}` for OTLP, `zipkin_json` for Zipkin, `jaeger_proto` for Jaeger). Undecodable "
+        f"messages go to `<topic>{settings.dlq_suffix}` with an `error` header; nothing else is lost."
     )
 
 

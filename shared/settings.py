@@ -34,6 +34,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     topic: str = "spans"
     otlp_topic: str = "otlp_spans"
     zipkin_topic: str = "zipkin"
+    jaeger_topic: str = "jaeger-spans"  # one Jaeger model.Span per message (jaeger_proto or jaeger_json)
     otlp_format: Literal["otlp_proto", "otlp_json"] = "otlp_proto"
     dlq_suffix: str = ".dlq"
     group: str = "tracing-ingest"

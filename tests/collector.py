@@ -18,12 +18,21 @@ Read for it (the contrib Kafka exporter around v0.165, and the libraries it call
   ``otel.status_description``, events as annotations ``name|{attributes}|dropped``);
 * openzipkin/zipkin-go ``model/span.go`` (JSON: lower-cased name, times rounded to microseconds, sub-µs
   durations as 1) and ``proto/zipkin_proto3/encode_proto.go`` (proto3: 16-byte trace ids, an 8-byte zero
-  parent id on roots, the duration truncated to microseconds), after zipkin-api's ``zipkin2.proto``.
+  parent id on roots, the duration truncated to microseconds), after zipkin-api's ``zipkin2.proto``;
+* ``exporter/kafkaexporter/jaeger_marshaler.go``: ``jaeger_proto`` / ``jaeger_json`` write one message per
+  span, its ``Process`` set to its batch's, keyed by ``TraceID.String()`` (jaeger ``model/ids.go``: hex with
+  no leading zeros, the low half alone when the high half is zero), value ``span.Marshal()`` (gogo) or
+  gogo ``jsonpb.Marshaler{}``; ``pkg/translator/jaeger/traces_to_jaegerproto.go`` (OTLP → ``model.Span``:
+  resource attributes as the process's typed tags, the scope as ``otel.scope.name``/``version`` tags,
+  ``span.kind``, ``otel.status_code``, ``error``, ``otel.status_description``, the parent as the first
+  ``CHILD_OF`` reference, events as logs with their name as field ``event``), after jaeger-idl's
+  ``proto/api_v2/model.proto``.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import struct
 from dataclasses import dataclass, field
@@ -34,7 +43,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-Encoding = Literal["otlp_proto", "otlp_json", "zipkin_proto", "zipkin_json"]
+Encoding = Literal["otlp_proto", "otlp_json", "zipkin_proto", "zipkin_json", "jaeger_proto", "jaeger_json"]
 NO_SERVICE_NAME = "OTLPResourceNoServiceName"  # tracetranslator.ResourceNoServiceName
 
 
@@ -51,6 +60,8 @@ def export(
     request: ExportTraceServiceRequest, encoding: Encoding, *, partition_traces_by_id: bool = False
 ) -> list[Message]:
     """The records the exporter writes for one batch (``request``)."""
+    if encoding.startswith("jaeger"):  # one message per span, always keyed
+        return jaeger_messages(request, encoding)
     marshal = {"otlp_proto": _otlp_proto, "otlp_json": pdata_json, "zipkin_proto": zipkin_proto,
                "zipkin_json": zipkin_json}[encoding]  # fmt: skip
     if not partition_traces_by_id:
@@ -435,13 +446,224 @@ def zipkin_proto_span(span: ZipkinSpan) -> bytes:
     return out
 
 
+# -- Jaeger: pkg/translator/jaeger (traces_to_jaegerproto.go), gogo Marshal and gogo jsonpb ---------------
+
+JAEGER_STRING, JAEGER_BOOL, JAEGER_INT64, JAEGER_FLOAT64, JAEGER_BINARY = range(5)
+JAEGER_VALUE_TYPES = ("STRING", "BOOL", "INT64", "FLOAT64", "BINARY")
+CHILD_OF, FOLLOWS_FROM = 0, 1
+
+
+@dataclass
+class JaegerKeyValue:
+    key: str
+    v_type: int
+    value: str | bool | int | float | bytes
+
+
+@dataclass
+class JaegerSpan:
+    """One ``model.Span`` as the exporter marshals it, its ``Process`` set (``span.Process = batch.Process``)."""
+
+    trace_high: int
+    trace_low: int
+    span_id: int
+    operation_name: str
+    references: list[tuple[int, int, int, int]]  # (trace high, trace low, span id, ref type)
+    start_ns: int
+    duration_ns: int
+    tags: list[JaegerKeyValue]
+    logs: list[tuple[int, list[JaegerKeyValue]]]
+    service_name: str
+    process_tags: list[JaegerKeyValue]
+
+    @property
+    def key(self) -> bytes:
+        """``TraceID.String()``: the low half alone in hex (no leading zeros) when the high half is zero."""
+        if self.trace_high == 0:
+            return f"{self.trace_low:x}".encode()
+        return f"{self.trace_high:x}{self.trace_low:016x}".encode()
+
+
+def _jaeger_kv(key: str, value: AnyValue) -> JaegerKeyValue:
+    """``attributeToJaegerProtoTag``: typed scalars, bytes as BINARY, arrays and maps as their JSON text."""
+    which = value.WhichOneof("value")
+    if which == "bool_value":
+        return JaegerKeyValue(key, JAEGER_BOOL, value.bool_value)
+    if which == "int_value":
+        return JaegerKeyValue(key, JAEGER_INT64, value.int_value)
+    if which == "double_value":
+        return JaegerKeyValue(key, JAEGER_FLOAT64, value.double_value)
+    if which == "bytes_value":
+        return JaegerKeyValue(key, JAEGER_BINARY, value.bytes_value)
+    return JaegerKeyValue(key, JAEGER_STRING, as_string(value))
+
+
+def _jaeger_status_tags(span: Span) -> list[JaegerKeyValue]:
+    kinds = {Span.SPAN_KIND_INTERNAL: "internal", **{k: v.lower() for k, v in _KINDS.items()}}
+    tags = [JaegerKeyValue("span.kind", JAEGER_STRING, kinds[span.kind])] if span.kind in kinds else []
+    if span.status.code == Status.STATUS_CODE_ERROR:
+        tags += [JaegerKeyValue("otel.status_code", JAEGER_STRING, "ERROR"), JaegerKeyValue("error", JAEGER_BOOL, True)]
+    elif span.status.code == Status.STATUS_CODE_OK:
+        tags.append(JaegerKeyValue("otel.status_code", JAEGER_STRING, "OK"))
+    if span.status.message:
+        tags.append(JaegerKeyValue("otel.status_description", JAEGER_STRING, span.status.message))
+    return tags
+
+
+def jaeger_spans(request: ExportTraceServiceRequest) -> list[JaegerSpan]:
+    """``jaeger.ProtoFromTraces``, each span with its batch's process: tags are the scope
+    (``otel.scope.name``/``version``), the attributes, ``span.kind``, the status; the parent is the first
+    reference (``CHILD_OF``); events become logs with the name as field ``event``."""
+    out = []
+    for rs in request.resource_spans:
+        attributes = {kv.key: kv.value for kv in rs.resource.attributes}
+        service = attributes["service.name"].string_value if "service.name" in attributes else NO_SERVICE_NAME
+        process = [_jaeger_kv(k, v) for k, v in attributes.items() if k != "service.name"]
+        for ss in rs.scope_spans:
+            scope = [JaegerKeyValue(k, JAEGER_STRING, v) for k, v in
+                     (("otel.scope.name", ss.scope.name), ("otel.scope.version", ss.scope.version)) if v]  # fmt: skip
+            for span in ss.spans:
+                high, low = struct.unpack(">QQ", span.trace_id)
+                refs = (
+                    [(high, low, struct.unpack(">Q", span.parent_span_id)[0], CHILD_OF)] if span.parent_span_id else []
+                )
+                logs = [(e.time_unix_nano, ([JaegerKeyValue("event", JAEGER_STRING, e.name)] if e.name else [])
+                         + [_jaeger_kv(kv.key, kv.value) for kv in e.attributes]) for e in span.events]  # fmt: skip
+                tags = scope + [_jaeger_kv(kv.key, kv.value) for kv in span.attributes] + _jaeger_status_tags(span)
+                out.append(JaegerSpan(
+                    high, low, struct.unpack(">Q", span.span_id)[0], span.name, refs, span.start_time_unix_nano,
+                    span.end_time_unix_nano - span.start_time_unix_nano, tags, logs, service, process,
+                ))  # fmt: skip
+    return out
+
+
+def _jaeger_kv_proto(kv: JaegerKeyValue) -> bytes:
+    """gogo's ``KeyValue.Marshal``: fields in number order, proto3 defaults left out."""
+    out = _str_field(1, kv.key) + _uint_field(2, kv.v_type)
+    value = kv.value
+    if kv.v_type == JAEGER_STRING:
+        out += _str_field(3, str(value))
+    elif kv.v_type == JAEGER_BOOL:
+        out += _uint_field(4, int(bool(value)))
+    elif kv.v_type == JAEGER_INT64:
+        out += _uint_field(5, int(value) & (1 << 64) - 1)  # two's complement, as a 10-byte varint
+    elif kv.v_type == JAEGER_FLOAT64:
+        out += _tag(6, 1) + struct.pack("<d", value) if value != 0 else b""
+    else:
+        out += _str_field(7, bytes(value))  # type: ignore[arg-type]
+    return out
+
+
+def _seconds_nanos(ns: int) -> bytes:
+    """A ``Timestamp`` or ``Duration`` message (Go's division: the nanos take the sign of the whole)."""
+    seconds, nanos = abs(ns) // 1_000_000_000, abs(ns) % 1_000_000_000
+    sign = -1 if ns < 0 else 1
+    return _uint_field(1, sign * seconds & (1 << 64) - 1) + _uint_field(2, sign * nanos & (1 << 64) - 1)
+
+
+def jaeger_proto_span(span: JaegerSpan) -> bytes:
+    """gogo's ``Span.Marshal``: the ids always (16 and 8 bytes), ``start_time`` and ``duration`` always
+    (non-nullable), everything else only when set."""
+    out = _len_field(1, struct.pack(">QQ", span.trace_high, span.trace_low))
+    out += _len_field(2, struct.pack(">Q", span.span_id))
+    out += _str_field(3, span.operation_name)
+    for high, low, span_id, ref_type in span.references:
+        ref = _len_field(1, struct.pack(">QQ", high, low)) + _len_field(2, struct.pack(">Q", span_id))
+        out += _len_field(4, ref + _uint_field(3, ref_type))
+    out += _len_field(6, _seconds_nanos(span.start_ns)) + _len_field(7, _seconds_nanos(span.duration_ns))
+    out += b"".join(_len_field(8, _jaeger_kv_proto(kv)) for kv in span.tags)
+    for timestamp_ns, fields in span.logs:
+        log = _len_field(1, _seconds_nanos(timestamp_ns)) + b"".join(_len_field(2, _jaeger_kv_proto(f)) for f in fields)
+        out += _len_field(9, log)
+    process = _str_field(1, span.service_name) + b"".join(
+        _len_field(2, _jaeger_kv_proto(kv)) for kv in span.process_tags
+    )
+    return out + _len_field(10, process)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _jsonpb_fraction(ns: int) -> str:
+    """jsonpb's 0, 3, 6 or 9 fractional digits."""
+    text = f"{ns:09d}".removesuffix("000").removesuffix("000").removesuffix("000")
+    return f".{text}" if text else ""
+
+
+def _jsonpb_time(ns: int) -> str:
+    moment = datetime.datetime.fromtimestamp(ns // 1_000_000_000, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + _jsonpb_fraction(ns % 1_000_000_000) + "Z"
+
+
+def _jsonpb_duration(ns: int) -> str:
+    sign = "-" if ns < 0 else ""
+    return f"{sign}{abs(ns) // 1_000_000_000}{_jsonpb_fraction(abs(ns) % 1_000_000_000)}s"
+
+
+def _jaeger_kv_json(kv: JaegerKeyValue) -> dict[str, Any]:
+    """jsonpb of a ``KeyValue``: zero values left out (``vType`` of a string), int64 as a string, bytes base64."""
+    out: dict[str, Any] = {"key": kv.key} if kv.key else {}
+    if kv.v_type:
+        out["vType"] = JAEGER_VALUE_TYPES[kv.v_type]
+    field, value = {JAEGER_STRING: ("vStr", kv.value), JAEGER_BOOL: ("vBool", kv.value),
+                    JAEGER_INT64: ("vInt64", str(kv.value)), JAEGER_FLOAT64: ("vFloat64", kv.value),
+                    JAEGER_BINARY: ("vBinary", _b64(kv.value) if isinstance(kv.value, bytes) else "")
+                    }[kv.v_type]  # fmt: skip
+    if kv.value not in ("", False, 0, b""):
+        out[field] = value
+    return out
+
+
+def jaeger_json_span(span: JaegerSpan) -> bytes:
+    """gogo ``jsonpb.Marshaler{}`` of a ``model.Span``: lowerCamelCase keys in field order, zero values
+    left out (a zero span id or duration, ``refType`` CHILD_OF), ids base64 (``TraceID.MarshalJSON``: 16
+    bytes), times RFC 3339, the duration in seconds."""
+    out: dict[str, Any] = {"traceId": _b64(struct.pack(">QQ", span.trace_high, span.trace_low))}
+    if span.span_id:
+        out["spanId"] = _b64(struct.pack(">Q", span.span_id))
+    if span.operation_name:
+        out["operationName"] = span.operation_name
+    if span.references:
+        out["references"] = [
+            {"traceId": _b64(struct.pack(">QQ", high, low)), "spanId": _b64(struct.pack(">Q", span_id))}
+            | ({"refType": "FOLLOWS_FROM"} if ref_type == FOLLOWS_FROM else {})
+            for high, low, span_id, ref_type in span.references
+        ]
+    out["startTime"] = _jsonpb_time(span.start_ns)
+    if span.duration_ns:
+        out["duration"] = _jsonpb_duration(span.duration_ns)
+    if span.tags:
+        out["tags"] = [_jaeger_kv_json(kv) for kv in span.tags]
+    if span.logs:
+        out["logs"] = [{"timestamp": _jsonpb_time(t), "fields": [_jaeger_kv_json(f) for f in fields]}
+                       for t, fields in span.logs]  # fmt: skip
+    process: dict[str, Any] = {"serviceName": span.service_name} if span.service_name else {}
+    if span.process_tags:
+        process["tags"] = [_jaeger_kv_json(kv) for kv in span.process_tags]
+    out["process"] = process
+    return json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def jaeger_messages(request: ExportTraceServiceRequest, encoding: Encoding) -> list[Message]:
+    """``jaegerMarshaler.Marshal``: one message per span, keyed by ``TraceID.String()``, no headers."""
+    marshal = jaeger_proto_span if encoding == "jaeger_proto" else jaeger_json_span
+    return [Message(span.key, marshal(span)) for span in jaeger_spans(request)]
+
+
 __all__ = [
     "Encoding",
+    "JaegerKeyValue",
+    "JaegerSpan",
     "Message",
     "ZipkinEndpoint",
     "ZipkinSpan",
     "as_string",
     "export",
+    "jaeger_json_span",
+    "jaeger_messages",
+    "jaeger_proto_span",
+    "jaeger_spans",
     "json_duration_micros",
     "pdata_json",
     "round_to_micros",

@@ -219,6 +219,7 @@ def unique_settings(kafka_bootstrap: str, db: Path, *, label: str = "", **overri
         topic=f"spans-{suffix}",
         otlp_topic=f"otlp-{suffix}",
         zipkin_topic=f"zipkin-{suffix}",
+        jaeger_topic=f"jaeger-{suffix}",
         group=f"ingest-{suffix}",
         store_url=f"sqlite:///{db}",
         **overrides,

@@ -6,7 +6,9 @@ against this store unchanged.
 * :mod:`query_api.jaeger.v3`: the current ``/api/v3/`` API (OTLP JSON);
 * :mod:`query_api.jaeger.common`: Jaeger's parameter syntaxes (Go durations, RFC 3339 times), the search
   building and the rendering both share;
-* :mod:`query_api.jaeger.metrics`: the metrics API (the Monitor tab) computed from the store's rollups.
+* :mod:`query_api.jaeger.metrics`: the metrics API (the Monitor tab) computed from the store's rollups;
+* :mod:`query_api.jaeger.analytics`: the deep dependency graph the Jaeger UI asks
+  ``/analytics/v1/dependencies`` for, from the dependency rollups.
 
 The views parse and render; what they read comes from :class:`~query_api.services.jaeger.JaegerService`.
 Their routes are registered with every other route in :func:`query_api.routes.setup_routes`.

@@ -18,6 +18,8 @@ prometheus/metricstore/reader.go``), computed here from the per-minute rollups o
 Answers are ``metrics.MetricFamily`` in Jaeger's protobuf JSON (``type`` as the enum name, RFC 3339
 timestamps, ``gaugeValue.doubleValue``), labels ``service_name`` and, grouped by operation,
 ``operation``; the names get ``service_operation_`` instead of ``service_`` when grouped, as Jaeger's.
+One difference: ``metrics`` is always there, ``[]`` for a service and span kind without data, where
+Jaeger's protobuf JSON leaves the empty list out and the Jaeger UI's Monitor tab then stops working.
 """
 
 from __future__ import annotations
@@ -129,7 +131,9 @@ class Metric(msgspec.Struct, rename="camel"):
     metric_points: list[MetricPoint]
 
 
-class MetricFamily(msgspec.Struct, omit_defaults=True):
+class MetricFamily(msgspec.Struct):
+    """Jaeger's ``MetricFamily``; ``metrics`` is always written (``[]`` without data: see the module)."""
+
     name: str
     type: str
     help: str

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from shared.analysis import Dependency
-from shared.store.base import RollupRow, StoredTrace, TraceQuery, TraceStore, Window
+from shared.store.base import RollupRow, StoredTrace, TraceQuery, TraceStore, TraceSummary, Window
 
 LOAD_CONCURRENCY: Final = 8
 """Traces of a search result read from the store at once."""
@@ -70,6 +70,10 @@ class JaegerService:
     async def search(self, query: TraceQuery) -> list[StoredTrace]:
         """The full traces matching ``query``, newest first (Jaeger's searches answer whole traces)."""
         return await self.load_traces([summary.trace_id for summary in await self._store.find_traces(query)])
+
+    async def summaries(self, query: TraceQuery) -> list[TraceSummary]:
+        """The summaries of the traces matching ``query``, newest first (no trace is loaded)."""
+        return await self._store.find_traces(query)
 
     async def services(self) -> list[str]:
         """Service names seen in finalized traces, sorted."""

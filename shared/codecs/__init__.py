@@ -10,15 +10,21 @@ its first bytes, then by its topic's configured format:
    content-type                            format
    ======================================  ================================================================
    ``application/vnd.tracing.span+json``   ``native``, on any topic (it can only mean the native format)
-   ``application/x-protobuf``              ``otlp_proto`` on an OTLP topic, ``zipkin_proto`` on a Zipkin one
-   ``application/json``                    ``otlp_json`` on an OTLP topic, ``zipkin_json`` on a Zipkin one
+   ``application/x-protobuf``              ``otlp_proto`` on an OTLP topic, ``zipkin_proto`` on a Zipkin one,
+                                           ``jaeger_proto`` on a Jaeger one
+   ``application/json``                    ``otlp_json`` on an OTLP topic, ``zipkin_json`` on a Zipkin one,
+                                           ``jaeger_json`` on a Jaeger one
    ======================================  ================================================================
 
    ``application/json`` and ``application/x-protobuf`` name an encoding, not a schema: they pick between
    the two encodings of the topic's schema, and change nothing on the native topic.
 
-2. The payload (:func:`detect`), on OTLP and Zipkin topics: producers such as the OpenTelemetry
+2. The payload (:func:`detect`), on OTLP, Zipkin and Jaeger topics: producers such as the OpenTelemetry
    Collector's Kafka exporter set no content-type header, whatever their encoding.
+
+   On the Jaeger topic (one ``jaeger.api_v2.Span`` per message): JSON when the first byte after JSON
+   whitespace is ``{``; else protobuf when the whole value is well-formed protobuf fields. A protobuf span
+   starts with its 16-byte trace id (``0x0A 0x10``), which JSON text never does. On the other topics:
 
    * protobuf, when the whole value is a sequence of field 1, wire type 2 records (tag byte ``0x0A``, a
      length, that many bytes) ending exactly at its end: the only field of both an OTLP
@@ -34,7 +40,7 @@ its first bytes, then by its topic's configured format:
    it is JSON.
 
 3. Otherwise the topic's format (``TRACING_OTLP_FORMAT`` on the OTLP topic, ``zipkin_json`` on the Zipkin
-   topic), whose decoder then says what is wrong.
+   topic, ``jaeger_proto`` on the Jaeger topic), whose decoder then says what is wrong.
 """
 
 from __future__ import annotations
@@ -43,12 +49,13 @@ from collections.abc import Callable
 from typing import Final, Literal
 
 from shared.codecs.errors import DecodeError
+from shared.codecs.jaeger import decode_jaeger_json, decode_jaeger_proto
 from shared.codecs.native import decode_native
 from shared.codecs.otlp import decode_otlp_json, decode_otlp_proto
 from shared.codecs.zipkin import decode_zipkin_json, decode_zipkin_proto
 from shared.models import Event
 
-Format = Literal["native", "otlp_proto", "otlp_json", "zipkin_json", "zipkin_proto"]
+Format = Literal["native", "otlp_proto", "otlp_json", "zipkin_json", "zipkin_proto", "jaeger_proto", "jaeger_json"]
 Decoder = Callable[[bytes], list[Event]]
 
 DECODERS: dict[str, Decoder] = {
@@ -57,6 +64,8 @@ DECODERS: dict[str, Decoder] = {
     "otlp_json": decode_otlp_json,
     "zipkin_json": decode_zipkin_json,
     "zipkin_proto": decode_zipkin_proto,
+    "jaeger_proto": decode_jaeger_proto,
+    "jaeger_json": decode_jaeger_json,
 }
 
 NATIVE_CONTENT_TYPE: Final = "application/vnd.tracing.span+json"
@@ -68,6 +77,8 @@ ENCODINGS: Final[dict[str, tuple[str, str]]] = {
     "otlp_json": ("otlp_proto", "otlp_json"),
     "zipkin_json": ("zipkin_proto", "zipkin_json"),
     "zipkin_proto": ("zipkin_proto", "zipkin_json"),
+    "jaeger_proto": ("jaeger_proto", "jaeger_json"),
+    "jaeger_json": ("jaeger_proto", "jaeger_json"),
 }
 """A topic format → the (protobuf, JSON) formats of its schema: what a content type or the payload picks
 between. The native format has one encoding and is not here."""
@@ -99,6 +110,10 @@ def detect(value: bytes, default: str) -> str | None:
     if encodings is None:
         return None
     start = value.lstrip(_JSON_WHITESPACE)[:1]
+    if encodings[0] == "jaeger_proto":  # one span, not a list: no field-1 records
+        if start == b"{":
+            return encodings[1]
+        return encodings[0] if value and _is_fields(value, 0, len(value)) else None
     looks_like_json = start == b"{" or start == b"["
     records = _field_1_records(value)
     if records is not None and (not looks_like_json or all(_is_fields(value, *record) for record in records)):

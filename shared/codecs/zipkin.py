@@ -52,9 +52,9 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Final
 
 import msgspec
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
+from shared.codecs.descriptors import FieldType, add_enum, add_message, message_class, proto3_file
 from shared.codecs.errors import DecodeError
 from shared.codecs.otlp import bounded_name, to_tags
 from shared.models import Event, Kind, Log, Span, Tags, TagValue
@@ -120,8 +120,8 @@ def build_span(
     if native_kind is None and KIND_TAG in span_tags:
         tag_kind = span_tags.pop(KIND_TAG)
         native_kind = TAG_KINDS.get(tag_kind) if isinstance(tag_kind, str) else None
-    scope_name = _pop_first(span_tags, SCOPE_NAME_TAGS)
-    scope_version = _pop_first(span_tags, SCOPE_VERSION_TAGS)
+    scope_name = pop_first(span_tags, SCOPE_NAME_TAGS)
+    scope_version = pop_first(span_tags, SCOPE_VERSION_TAGS)
     resource: Tags = {}
     for key in [k for k in span_tags if _RESOURCE_KEY.get(k) or (k not in _RESOURCE_KEY and _is_resource(k))]:
         resource[key] = span_tags.pop(key)
@@ -163,7 +163,7 @@ def _annotation_times(logs: tuple[Log, ...]) -> list[tuple[str, int]]:
     return [(f"annotations[{i}].timestamp", log.timestamp_us) for i, log in enumerate(logs)]
 
 
-def _pop_first(tags: Tags, keys: tuple[str, ...]) -> str | None:
+def pop_first(tags: Tags, keys: tuple[str, ...]) -> str | None:
     """The first of ``keys`` found in ``tags`` as a scope field (empty: ``None``); all of them removed."""
     found: str | None = None
     for key in keys:
@@ -192,7 +192,7 @@ def _span_id(text: str | None, what: str) -> str:
     return _hex(text or "", 16, what).zfill(16)
 
 
-def _decode_spans(decode: Any, value: bytes, what: str) -> Any:
+def decode_spans(decode: Any, value: bytes, what: str) -> Any:
     try:
         return decode(value)
     except (msgspec.DecodeError, ProtobufDecodeError, ValueError) as exc:  # ValidationError included
@@ -233,7 +233,7 @@ _json_decoder = msgspec.json.Decoder(list[_Span] | _Span)
 
 def decode_zipkin_json(value: bytes) -> list[Event]:
     """Decode one Zipkin v2 JSON message. Raises :class:`DecodeError` with the reason."""
-    decoded = _decode_spans(_json_decoder.decode, value, "Zipkin v2 JSON")
+    decoded = decode_spans(_json_decoder.decode, value, "Zipkin v2 JSON")
     spans: list[_Span] = decoded if isinstance(decoded, list) else [decoded]
     events: list[Event] = []
     for i, span in enumerate(spans):
@@ -264,24 +264,14 @@ def decode_zipkin_json(value: bytes) -> list[Event]:
 
 def _list_of_spans_class() -> Any:
     """The ``zipkin2.proto3.ListOfSpans`` message class, built from zipkin-api's ``zipkin2.proto`` field
-    numbers and types, in a pool of its own (nothing else in the process can clash with it)."""
-    f = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(name="kafka_tracing/zipkin2.proto", package="zipkin2.proto3")
-    file.syntax = "proto3"
-
-    def message(name: str, *fields: tuple[str, int, int, str], parent: Any = None) -> Any:
-        target = (parent.nested_type if parent is not None else file.message_type).add(name=name)
-        for field_name, number, field_type, type_name in fields:
-            label = f.LABEL_REPEATED if type_name.endswith("[]") else f.LABEL_OPTIONAL
-            field = target.field.add(name=field_name, number=number, type=field_type, label=label)
-            if type_name:
-                field.type_name = type_name.removesuffix("[]")
-        return target
-
-    message("Endpoint", ("service_name", 1, f.TYPE_STRING, ""), ("ipv4", 2, f.TYPE_BYTES, ""),
-            ("ipv6", 3, f.TYPE_BYTES, ""), ("port", 4, f.TYPE_INT32, ""))  # fmt: skip
-    message("Annotation", ("timestamp", 1, f.TYPE_FIXED64, ""), ("value", 2, f.TYPE_STRING, ""))
-    span = message(
+    numbers and types."""
+    f = FieldType
+    file = proto3_file("kafka_tracing/zipkin2.proto", "zipkin2.proto3")
+    add_message(file, "Endpoint", ("service_name", 1, f.TYPE_STRING, ""), ("ipv4", 2, f.TYPE_BYTES, ""),
+                ("ipv6", 3, f.TYPE_BYTES, ""), ("port", 4, f.TYPE_INT32, ""))  # fmt: skip
+    add_message(file, "Annotation", ("timestamp", 1, f.TYPE_FIXED64, ""), ("value", 2, f.TYPE_STRING, ""))
+    span = add_message(
+        file,
         "Span",
         ("trace_id", 1, f.TYPE_BYTES, ""), ("parent_id", 2, f.TYPE_BYTES, ""), ("id", 3, f.TYPE_BYTES, ""),
         ("kind", 4, f.TYPE_ENUM, ".zipkin2.proto3.Span.Kind"), ("name", 5, f.TYPE_STRING, ""),
@@ -292,19 +282,11 @@ def _list_of_spans_class() -> Any:
         ("tags", 11, f.TYPE_MESSAGE, ".zipkin2.proto3.Span.TagsEntry[]"),
         ("debug", 12, f.TYPE_BOOL, ""), ("shared", 13, f.TYPE_BOOL, ""),
     )  # fmt: skip
-    entry = message("TagsEntry", ("key", 1, f.TYPE_STRING, ""), ("value", 2, f.TYPE_STRING, ""), parent=span)
+    entry = add_message(file, "TagsEntry", ("key", 1, f.TYPE_STRING, ""), ("value", 2, f.TYPE_STRING, ""), parent=span)
     entry.options.map_entry = True
-    kind = span.enum_type.add(name="Kind")
-    for number, kind_name in enumerate(("SPAN_KIND_UNSPECIFIED", "CLIENT", "SERVER", "PRODUCER", "CONSUMER")):
-        kind.value.add(name=kind_name, number=number)
-    message("ListOfSpans", ("spans", 1, f.TYPE_MESSAGE, ".zipkin2.proto3.Span[]"))
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    descriptor = pool.FindMessageTypeByName("zipkin2.proto3.ListOfSpans")
-    get_class = getattr(message_factory, "GetMessageClass", None)  # newer protobuf; older ones: GetPrototype
-    if get_class is None:  # pragma: no cover - depends on the installed protobuf
-        get_class = getattr(message_factory.MessageFactory(pool), "GetPrototype")  # noqa: B009
-    return get_class(descriptor)
+    add_enum(span, "Kind", "SPAN_KIND_UNSPECIFIED", "CLIENT", "SERVER", "PRODUCER", "CONSUMER")
+    add_message(file, "ListOfSpans", ("spans", 1, f.TYPE_MESSAGE, ".zipkin2.proto3.Span[]"))
+    return message_class(file, "zipkin2.proto3.ListOfSpans")
 
 
 ListOfSpans: Final = _list_of_spans_class()
@@ -318,7 +300,7 @@ def _proto_id(raw: bytes, sizes: tuple[int, ...], what: str) -> str:
 
 def decode_zipkin_proto(value: bytes) -> list[Event]:
     """Decode one proto3 ``ListOfSpans``. Raises :class:`DecodeError` with the reason."""
-    spans = _decode_spans(ListOfSpans.FromString, value, "a Zipkin proto3 ListOfSpans").spans
+    spans = decode_spans(ListOfSpans.FromString, value, "a Zipkin proto3 ListOfSpans").spans
     events: list[Event] = []
     for i, span in enumerate(spans):
         try:

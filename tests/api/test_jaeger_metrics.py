@@ -152,7 +152,12 @@ async def test_grouped_by_operation_and_span_kinds(api: LiveApi) -> None:
     both = (await api.get(f"/api/metrics/calls?service=checkout&service=payments&{common}")).json
     assert [m["labels"][0]["value"] for m in both["metrics"]] == ["checkout", "payments"]
     nothing = (await api.get(f"/api/metrics/calls?service=nobody&{common}")).json
-    assert nothing == {"name": "service_call_rate", "type": "GAUGE", "help": "calls/sec, grouped by service"}
+    assert nothing == {
+        "name": "service_call_rate",
+        "type": "GAUGE",
+        "help": "calls/sec, grouped by service",
+        "metrics": [],
+    }
 
 
 async def test_minstep_is_the_rollups_minute(api: LiveApi) -> None:
@@ -168,3 +173,28 @@ async def test_steps_below_a_minute_are_served_per_minute(api: LiveApi) -> None:
     reply = (await api.get(f"/api/metrics/calls?service=checkout&endTs={end}&lookback=600000&step=5000")).json
     stamps = [p["timestamp"] for p in reply["metrics"][0]["metricPoints"]]
     assert stamps and all(s.endswith(":00Z") for s in stamps)
+
+
+@pytest.mark.parametrize("family", ["calls", "errors", "latencies"])
+async def test_a_service_and_span_kind_without_data_answer_an_empty_metrics_list(api: LiveApi, family: str) -> None:
+    """The Monitor tab's empty case. Read from Jaeger: ``cmd/jaeger/internal/extension/jaegerquery/internal/
+    http_handler.go`` (``metrics`` writes the reader's ``*metrics.MetricFamily`` with ``writeJSON``, which picks
+    the protobuf marshaler for a ``proto.Message``), ``.../internal/json_marshaler.go``
+    (``newProtoJSONMarshaler``: gogo ``jsonpb.Marshaler`` with ``EmitDefaults`` false, so an empty repeated
+    field is left out), ``internal/proto/metrics/openmetrics.proto`` (``MetricFamily``: ``name`` 1, ``type`` 2,
+    ``unit`` 3, ``help`` 4, ``repeated Metric metrics`` 5). Read from jaeger-ui v1.73.0:
+    ``packages/jaeger-ui/src/reducers/metrics.tsx`` reads ``metrics.metrics[0]``, which throws when the key
+    is missing. So Jaeger's fields stay as they are, and ``metrics`` is always there."""
+    end = (time.time_ns() // 1_000_000 // MINUTE_MS) * MINUTE_MS
+    await _load(api, end)  # data for checkout's server and client spans, none for its consumer spans
+    common = f"endTs={end}&lookback={10 * MINUTE_MS}&step={MINUTE_MS}&ratePer={2 * MINUTE_MS}"
+    quantile = "&quantile=0.95" if family == "latencies" else ""
+    for query in ("service=order-service&spanKind=server", "service=checkout&spanKind=consumer"):
+        reply = await api.get(f"/api/metrics/{family}?{query}&{common}{quantile}")
+        assert reply.status == 200
+        body = reply.json
+        assert body["metrics"] == []
+        assert set(body) == {"name", "type", "help", "metrics"}
+        assert body["type"] == "GAUGE"
+    with_data = (await api.get(f"/api/metrics/{family}?service=checkout&spanKind=server&{common}{quantile}")).json
+    assert len(with_data["metrics"]) == 1

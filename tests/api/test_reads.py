@@ -474,9 +474,17 @@ async def test_healthz_openapi_and_metrics(api: LiveApi) -> None:
         "/metrics",
     }
     ingest = document["info"]["description"].split("\n\n")[1]  # the topics, their encodings, the detection
-    for name in (api.settings.topic, api.settings.otlp_topic, api.settings.zipkin_topic):
+    for name in (api.settings.topic, api.settings.otlp_topic, api.settings.zipkin_topic, api.settings.jaeger_topic):
         assert f"`{name}`" in ingest
-    for encoding in ("otlp_proto", "otlp_json", "zipkin_json", "zipkin_proto", "content-type"):
+    for encoding in (
+        "otlp_proto",
+        "otlp_json",
+        "zipkin_json",
+        "zipkin_proto",
+        "jaeger_proto",
+        "jaeger_json",
+        "content-type",
+    ):
         assert encoding in ingest
 
     await api.get("/traces/unknown-trace")

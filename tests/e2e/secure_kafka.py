@@ -30,7 +30,7 @@ from shared.settings import Settings
 from tests.conftest import KAFKA_SH
 from tests.prerequisites import missing
 
-TOPIC_PREFIXES = ("spans-", "otlp-", "zipkin-")
+TOPIC_PREFIXES = ("spans-", "otlp-", "zipkin-", "jaeger-")
 GROUP_PREFIX = "ingest-"
 """What the ACLs of :meth:`SecureBroker.allow` cover: the names of ``tests.conftest.unique_settings``."""
 

@@ -1,8 +1,9 @@
 """Every traces encoding of the OpenTelemetry Collector's Kafka exporter, on the real broker, through a worker:
 ``otlp_proto`` and ``otlp_json`` on the OTLP topic, ``zipkin_proto`` and ``zipkin_json`` on the Zipkin topic,
 each as one unkeyed message for the whole batch (200 traces, the exporter's default) and as one message per
-trace keyed by its id (``partition_traces_by_id: true``). The bytes, keys and (absent) headers are what the
-exporter writes: see :mod:`tests.collector` for the Collector code read to build them (contrib
+trace keyed by its id (``partition_traces_by_id: true``); ``jaeger_proto`` and ``jaeger_json`` on the Jaeger
+topic, one message per span keyed by its trace id (``jaeger_marshaler.go``). The bytes, keys and (absent)
+headers are what the exporter writes: see :mod:`tests.collector` for the Collector code read to build them (contrib
 ``exporter/kafkaexporter/kafka_exporter.go``, ``marshaler.go``, ``internal/marshaler/pdata_marshaler.go``,
 ``internal/kafkaclient/headers.go``; pdata ``ptrace/json_test.go``; ``pkg/translator/zipkin/zipkinv2/
 from_translator.go``; zipkin-go ``model/span.go`` and ``proto/zipkin_proto3/encode_proto.go``).
@@ -17,6 +18,7 @@ writes may be lost.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from typing import Any
@@ -38,7 +40,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from shared.kafka import SpanProducer
 from shared.models import Kind, Log, Span, Tags, TagValue
 from shared.settings import Settings
-from tests.collector import Encoding, as_string, export, json_duration_micros, round_to_micros
+from tests.collector import Encoding, Message, as_string, export, json_duration_micros, round_to_micros
 from tests.e2e.helpers import reader, running_worker, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -185,6 +187,55 @@ def _expected_zipkin(request: ExportTraceServiceRequest, encoding: Encoding) -> 
     return out
 
 
+def _with_every_value_type(request: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
+    """A copy whose resources also hold an int, a bool and a double attribute, and whose spans also hold a
+    bytes attribute: with the SDK's own types, every Jaeger value type in the process's tags and the span's."""
+    copy = ExportTraceServiceRequest()
+    copy.CopyFrom(request)
+    for rs in copy.resource_spans:
+        for key, field, value in (("host.cpus", "int_value", 8), ("process.leader", "bool_value", True),
+                                  ("host.load", "double_value", 0.75)):  # fmt: skip
+            kv = rs.resource.attributes.add(key=key)
+            setattr(kv.value, field, value)
+    for _, _, span in _spans(copy):
+        span.attributes.add(key="payload").value.bytes_value = b"\x00\x01\xfe" + span.span_id
+    return copy
+
+
+def _jaeger_tag(value: AnyValue) -> TagValue:
+    """A Jaeger tag as the native model keeps it: scalars typed, binary values as base64 text."""
+    return base64.b64encode(value.bytes_value).decode() if value.WhichOneof("value") == "bytes_value" else _tag(value)
+
+
+def _expected_jaeger(request: ExportTraceServiceRequest) -> list[Span]:
+    """Through Jaeger's model the types stay; the resource is the process's tags; the status travels as the
+    tags ``otel.status_code`` (and ``error`` when failed), which are kept; times are cut to microseconds."""
+    out = []
+    for rs, ss, span in _spans(request):
+        resource: Tags = {kv.key: _jaeger_tag(kv.value) for kv in rs.resource.attributes if kv.key != "service.name"}
+        service = next(kv.value.string_value for kv in rs.resource.attributes if kv.key == "service.name")
+        tags: Tags = {kv.key: _jaeger_tag(kv.value) for kv in span.attributes}
+        if span.status.code == OtlpStatus.STATUS_CODE_ERROR:
+            tags |= {"otel.status_code": "ERROR", "error": True}
+        elif span.status.code == OtlpStatus.STATUS_CODE_OK:
+            tags["otel.status_code"] = "OK"
+        if span.status.message:
+            tags["otel.status_description"] = span.status.message
+        trace_id = span.trace_id.hex() if any(span.trace_id[:8]) else span.trace_id[8:].hex()
+        out.append(Span(
+            trace_id=trace_id, span_id=span.span_id.hex(), parent_span_id=span.parent_span_id.hex() or None,
+            service_name=service, operation_name=span.name, start_time_us=span.start_time_unix_nano // 1000,
+            duration_us=(span.end_time_unix_nano - span.start_time_unix_nano) // 1000,
+            status="error" if span.status.code == OtlpStatus.STATUS_CODE_ERROR else "success",
+            kind=KINDS.get(span.kind), tags=tags,
+            logs=tuple(Log(timestamp_us=e.time_unix_nano // 1000,
+                           fields={kv.key: _jaeger_tag(kv.value) for kv in e.attributes} | {"event": e.name})
+                       for e in span.events),
+            resource=resource, scope_name=ss.scope.name or None, scope_version=ss.scope.version or None,
+        ))  # fmt: skip
+    return out
+
+
 # -- the test ----------------------------------------------------------------------------------------------
 
 
@@ -196,7 +247,7 @@ async def _dead_letters(settings: Settings) -> int:
     try:
         partitions = [
             TopicPartition(topic + settings.dlq_suffix, p)
-            for topic in (settings.topic, settings.otlp_topic, settings.zipkin_topic)
+            for topic in (settings.topic, settings.otlp_topic, settings.zipkin_topic, settings.jaeger_topic)
             for p in range(settings.partitions)
         ]
         ends = await consumer.end_offsets(partitions)
@@ -228,10 +279,31 @@ async def test_collector_kafka_exporter_encoding(
         topic, expected = settings.otlp_topic, _expected_otlp(request)
     else:
         topic, expected = settings.zipkin_topic, _expected_zipkin(request, encoding)
+    trace_ids = sorted({span.trace_id for span in expected})
+    assert min(len(t) for t in trace_ids) == (32 if topic == settings.otlp_topic else 16)
+    await _deliver_and_compare(settings, topic, messages, expected)
+
+
+@pytest.mark.parametrize("encoding", ["jaeger_proto", "jaeger_json"])
+async def test_collector_kafka_exporter_jaeger_encoding(settings: Settings, encoding: Encoding) -> None:
+    """One ``model.Span`` per message on the Jaeger topic, keyed by ``TraceID.String()``, detected from its
+    bytes; trace ids of both lengths; tags, process tags and log fields of every Jaeger value type."""
+    request = _with_every_value_type(_sdk_traces(TRACES, time.time_ns() - 60_000 * MS))
+    messages = export(request, encoding)
+    assert all(message.headers == [] for message in messages)  # never a content-type
+    assert len(messages) == 4 * TRACES
+    expected = _expected_jaeger(request)
+    assert sorted(len(m.key or b"") for m in messages)[0] <= 16 < sorted(len(m.key or b"") for m in messages)[-1]
+    assert {len(span.trace_id) for span in expected} == {16, 32}
+    await _deliver_and_compare(settings, settings.jaeger_topic, messages, expected)
+
+
+async def _deliver_and_compare(settings: Settings, topic: str, messages: list[Message], expected: list[Span]) -> None:
+    """Publish ``messages`` to ``topic`` as they are; every trace of ``expected`` must be finalized with
+    exactly its spans, field by field, and nothing dead-lettered."""
     assert len(expected) == 4 * TRACES
     trace_ids = sorted({span.trace_id for span in expected})
-    assert len(trace_ids) == TRACES and min(len(t) for t in trace_ids) == (32 if topic == settings.otlp_topic else 16)
-
+    assert len(trace_ids) == TRACES
     async with SpanProducer(settings, topic=topic) as producer, running_worker(settings) as worker:
         await wait_for(lambda: bool(worker.shards), timeout_s=30, what="partitions assigned")
         for message in messages:

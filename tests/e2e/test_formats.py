@@ -1,7 +1,8 @@
 """Every wire format on the real broker, through a worker: an app instrumented with the OpenTelemetry SDK
 exporting with KafkaSpanExporter, OTLP protobuf and OTLP/JSON as the Collector's Kafka exporter writes
-them, and Zipkin v2 JSON as Zipkin's Kafka reporters do. Each is read back from the store as a tree with
-its timings, tags and status; malformed messages land on ``<topic>.dlq`` with a reason."""
+them, Zipkin v2 JSON as Zipkin's Kafka reporters do, and Jaeger spans with poison among them. Each is read
+back from the store as a tree with its timings, tags and status; malformed messages land on ``<topic>.dlq``
+with a reason."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from shared.otel import KafkaSpanExporter, spans_from_sdk
 from shared.propagation import parse_traceparent
 from shared.settings import Settings
 from shared.store import StoredTrace
+from tests.collector import JaegerKeyValue, JaegerSpan, jaeger_json_span, jaeger_proto_span
 from tests.e2e.helpers import dead_letters, reader, running_worker, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -374,6 +376,42 @@ async def test_zipkin_json_on_the_zipkin_topic(settings: Settings) -> None:
     reasons = {value: headers["error"].decode() for value, headers in letters}
     assert "timestamp is missing" in reasons[poison[0]]
     assert "Zipkin" in reasons[poison[1]]
+
+
+# -- Jaeger model.Span on the jaeger topic ------------------------------------------------------------------
+
+
+async def test_jaeger_poison_goes_to_the_dead_letter_topic_and_the_rest_is_kept(settings: Settings) -> None:
+    """Each bad message of the Jaeger topic is dead-lettered with its reason; the good spans around it
+    (one per message, as the Collector's exporter writes them) are stored."""
+    t0_ns = _now_ns() - 1_000 * MS
+    root = JaegerSpan(0, 0x48485A3953BB6124, 0xA2FB4A1D1A96D312, "GET /", [], t0_ns, 20 * MS,
+                      [JaegerKeyValue("span.kind", 0, "server")], [], "frontend", [])  # fmt: skip
+    child = JaegerSpan(0, 0x48485A3953BB6124, 0xB7AD6B7169203331, "select", [(0, root.trace_low, root.span_id, 0)],
+                       t0_ns + MS, 5 * MS, [], [], "frontend", [JaegerKeyValue("host.name", 0, "web-1")])  # fmt: skip
+    body = json.loads(jaeger_json_span(child))
+    del body["startTime"]
+    poison = [json.dumps(body).encode(), b"\x0a\x10" + bytes(16) + b"\x12\x08" + bytes(8), b"not a span"]
+    async with (
+        SpanProducer(settings, topic=settings.jaeger_topic) as producer,
+        running_worker(settings) as worker,
+    ):
+        await _assigned(worker)
+        await producer.send_raw(jaeger_proto_span(root), key=root.key, headers=[])
+        for value in poison:
+            await producer.send_raw(value, key=root.key, headers=[])
+        await producer.send_raw(jaeger_json_span(child), key=child.key, headers=[])
+        await producer.flush()
+        stored = await _wait_finalized(settings, "48485a3953bb6124", 2)
+        await wait_for(lambda: worker.counters.dead_lettered == len(poison), timeout_s=30, what="dead letters")
+    assert _tree(stored.spans) == {("frontend/GET /", None), ("frontend/select", "frontend/GET /")}
+    by_id = {s.span_id: s for s in stored.spans}
+    assert by_id["b7ad6b7169203331"].resource == {"host.name": "web-1"}
+    letters = await _dead_letters(settings, settings.jaeger_topic, len(poison))
+    reasons = {value: headers["error"].decode() for value, headers in letters}
+    assert "startTime is missing" in reasons[poison[0]]
+    assert "traceId is all zeros" in reasons[poison[1]]
+    assert "not a protobuf Jaeger span" in reasons[poison[2]]
 
 
 async def test_exporter_reports_failure_when_the_broker_is_unreachable(

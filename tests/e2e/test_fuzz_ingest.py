@@ -68,6 +68,7 @@ async def test_fuzzed_payloads_never_stop_the_worker_nor_lose_good_spans(
     suffix = uuid.uuid4().hex[:8]
     s = msgspec.structs.replace(
         base_settings, topic=f"fz-{suffix}", otlp_topic=f"fzo-{suffix}", zipkin_topic=f"fzz-{suffix}",
+        jaeger_topic=f"fzj-{suffix}",
         group=f"fz-{suffix}", store_url=base_settings.store_url.replace(".db", f"-{suffix}.db"),
     )  # fmt: skip
     formats = {s.topic: "native", s.otlp_topic: "otlp_proto", s.zipkin_topic: "zipkin_json"}

@@ -21,6 +21,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         TRACING_TOPIC=settings.topic,
         TRACING_OTLP_TOPIC=settings.otlp_topic,
         TRACING_ZIPKIN_TOPIC=settings.zipkin_topic,
+        TRACING_JAEGER_TOPIC=settings.jaeger_topic,
         TRACING_GROUP=settings.group,
         TRACING_PARTITIONS=str(settings.partitions),
         TRACING_STORE_URL=settings.store_url,

@@ -452,7 +452,15 @@ def test_long_names_and_keys_are_cut() -> None:
 
 def test_registered_formats_and_content_types() -> None:
     assert decoder_for("otlp_proto") is decode_otlp_proto and decoder_for("otlp_json") is decode_otlp_json
-    assert set(DECODERS) == {"native", "otlp_proto", "otlp_json", "zipkin_json", "zipkin_proto"}
+    assert set(DECODERS) == {
+        "native",
+        "otlp_proto",
+        "otlp_json",
+        "zipkin_json",
+        "zipkin_proto",
+        "jaeger_proto",
+        "jaeger_json",
+    }
     assert format_of("application/x-protobuf", "otlp_json") == "otlp_proto"
     assert format_of("application/json; charset=utf-8", "otlp_proto") == "otlp_json"
     assert format_of(None, "otlp_proto") == "otlp_proto"

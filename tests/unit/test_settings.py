@@ -21,7 +21,12 @@ def test_defaults_are_the_documented_ones() -> None:
         60,
     )
     assert (s.read_tokens, s.write_tokens, s.retention_h) == ((), (), 168)
-    assert (s.otlp_topic, s.zipkin_topic, s.dlq_topic) == ("otlp_spans", "zipkin", "spans.dlq")
+    assert (s.otlp_topic, s.zipkin_topic, s.jaeger_topic, s.dlq_topic) == (
+        "otlp_spans",
+        "zipkin",
+        "jaeger-spans",
+        "spans.dlq",
+    )
 
 
 def test_environment_overrides_file_and_file_overrides_defaults(tmp_path: Path) -> None:
