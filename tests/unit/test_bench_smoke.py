@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,24 @@ def test_demo_traces_are_deterministic_and_sized() -> None:
     assert [s.span_id for t in first for s in t] == [s.span_id for t in again for s in t]
     spans = sum(len(t) for t in first)
     assert spans >= 1000 and spans - len(first[-1]) < 1000
+
+
+def test_realistic_traces_decode_and_carry_high_cardinality_values() -> None:
+    traces = [workload.realistic_trace(rng, 1_000_000 + n) for rng in [random.Random(3)] for n in range(300)]
+    again = [workload.realistic_trace(rng, 1_000_000 + n) for rng in [random.Random(3)] for n in range(300)]
+    assert traces == again  # deterministic for a seed
+    spans = [s for t in traces for s in t]
+    for trace in traces[:50]:
+        decoded = decode_native(workload.native_message(trace))
+        assert [(s.span_id, s.tags, s.logs, s.resource) for s in decoded if isinstance(s, Span)] == [
+            (s.span_id, s.tags, s.logs, s.resource) for s in trace
+        ]
+    roots = [t[0] for t in traces]
+    for key, where in (("http.url", spans), ("db.statement", spans), ("user.id", roots), ("http.request_id", roots)):
+        values = [s.tags[key] for s in where if key in s.tags]
+        assert len(set(values)) > len(values) / 2, key  # mostly distinct, unlike the demo's few constants
+    assert 0.2 < sum(bool(s.logs) for s in spans) / len(spans) < 0.6
+    assert all(any(log.fields["event"] == "exception" for log in s.logs) for s in spans if s.status == "error")
 
 
 def _essentials(events: list[Event]) -> list[tuple[object, ...]]:
