@@ -49,6 +49,7 @@ from bench.freshness import wait_worker_assigned
 from bench.workload import realistic_trace
 from ingest.gc_tuning import tuned_gc
 from shared.kafka import SpanProducer, ensure_topics
+from shared.prometheus import parse
 from shared.settings import Settings
 from shared.store.sqlite import file_size
 
@@ -181,7 +182,7 @@ class Pipeline:
     async def counter(self, session: aiohttp.ClientSession, name: str) -> float:
         async with session.get(self.metrics_url) as response:
             page = await response.text()
-        return sum(float(line.split()[-1]) for line in page.splitlines() if line.split(" ")[0] == name)
+        return sum(value for (sample, _), value in parse(page).items() if sample == name)
 
 
 async def start_pipeline(args: argparse.Namespace, processes: Processes, workdir: Path) -> Pipeline:

@@ -47,15 +47,19 @@ def test_analysis_bench_at_a_tiny_size(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_metrics_bench_at_a_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
-    assert metrics_bench.main(["--routes", "2", "--repeat", "1"]) == 0
+    assert metrics_bench.main(["--routes", "2", "--repeat", "1"]) == 0  # the pages before and after agree
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(" | ")[0] for line in lines[2:]] == [
-        "| API: one request observed (µs)",
-        "| API: a scrape, 6 request series (µs)",
-        "| worker: one batch observed (µs)",
-        "| worker: a scrape (µs)",
+    assert "the same names, types, help, labels and values on both sides" in lines[0]
+    assert [line.split(" | ")[0] for line in lines[4:]] == [
+        "| worker, per batch (messages, batch seconds)",
+        "| worker, per finalize round (76 label sets)",
+        "| worker, per heartbeat (12 partitions)",
+        "| API, per request (count, latency)",
+        "| scrape of the worker's page",
+        "| scrape of the API's page (2 routes)",
     ]
-    assert all(float(line.split(" | ")[1].rstrip(" |").replace(",", "")) > 0 for line in lines[2:])
+    cells = [line.strip("| ").split(" | ")[1:] for line in lines[4:]]
+    assert all(float(cell.replace(",", "")) > 0 for row in cells for cell in row)
 
 
 def test_decode_rate_refuses_nothing() -> None:
@@ -195,6 +199,14 @@ def test_settings_survive_the_trip_to_a_child_process() -> None:
     assert env["TRACING_GRACE_MS"] == "0" and env["TRACING_REDACT"] == "false"
     assert "TRACING_GROUP" not in env  # defaults are left out
     assert Settings.from_env(env) == settings
+
+
+def test_metrics_pages_compare_names_types_labels_and_values_not_their_form() -> None:
+    old = '# HELP a_total A.\n# TYPE a_total counter\na_total{x="1",le="2"} 3\n'
+    assert metrics_bench.compare(old, '# HELP a_total A.\n# TYPE a_total counter\na_total{le="2",x="1"} 3.0\n') == []
+    counted = metrics_bench.compare(old, old.replace("} 3", "} 4"))
+    assert len(counted) == 1 and counted[0].endswith(" 3 -> 4")
+    assert metrics_bench.compare(old, old.replace("counter", "gauge"))  # another type: another family
 
 
 def test_zipkin_prometheus_counters() -> None:
