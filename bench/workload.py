@@ -1,6 +1,6 @@
 """The spans every part measures, deterministic for a seed, and how they are published.
 
-Two workloads, each generated while it is published (a run of millions of spans never holds them all):
+Three workloads, each generated while it is published (a run of millions of spans never holds them all):
 
 - **batched** (:func:`demo_traces`): the demo traces of ``shared.demo`` (about 13 spans each), one message
   per trace: a native JSON array keyed by trace id (the producer batching the design recommends), or the
@@ -11,6 +11,8 @@ Two workloads, each generated while it is published (a run of millions of spans 
   the spans end across all traces in flight (children before their parents; the root last, but for the
   async spans that outlive it): the shape the seed's HTTP writes produce, where each span is posted when it
   finishes.
+- **realistic** (:func:`realistic_trace`): the demo shapes carrying what production spans carry: ids in
+  URLs, SQL with literal values, user and request ids, logs, stack traces (bench/soak.py).
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, St
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 from shared.codecs.native import encode_native
-from shared.demo import make_trace
+from shared.demo import SERVICES, make_trace
 from shared.kafka import CONTENT_TYPE_HEADER, ensure_topics
-from shared.models import SPAN_CONTENT_TYPE, Span, TagValue
+from shared.models import SPAN_CONTENT_TYPE, Log, Span, TagValue
 from shared.settings import Settings
 
 WireFormat = Literal["native", "native-span", "zipkin", "otlp"]
@@ -299,3 +301,151 @@ async def fill(
         await producer.stop()
     result.seconds = time.perf_counter() - started
     return result
+
+
+# -- the realistic workload --------------------------------------------------------------------------------
+#
+# The demo traces' shapes (services calling each other, parallel and async calls, errors, slow queries)
+# carrying what production spans carry: tag values of high cardinality (user and order ids, URLs and SQL
+# statements with literal ids, request ids, pod names and addresses), logs on about a third of the spans
+# (messages with ids in them, now and then an e-mail address for the redaction to catch) and a stack trace
+# on every error. Most values are unique to their span, as in production, where the demo's are a few
+# constants: what the store's chunks, tag index and the trace cache hold is sized by them.
+
+USER_AGENTS: Final = (
+    [
+        f"Mozilla/5.0 ({os}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.{b}.{p} Safari/537.36"
+        for os in ("Windows NT 10.0; Win64; x64", "Macintosh; Intel Mac OS X 10_15_7", "X11; Linux x86_64")
+        for v, b, p in ((118, 5993, 88), (119, 6045, 105), (120, 6099, 71))
+    ]
+    + [f"okhttp/4.{m}.{p}" for m in (9, 10, 11, 12) for p in (0, 1, 2, 3)]
+    + ["python-requests/2.31.0", "curl/8.4.0"]
+)
+ROUTES: Final = {
+    "api-gateway": ["/api/v1/users/{id}", "/api/v1/orders/{id}", "/api/v1/catalog/items/{id}", "/api/v1/cart"],
+    "user-service": ["/users/{id}", "/users/{id}/profile", "/users/{id}/addresses"],
+    "order-service": ["/orders", "/orders/{id}", "/users/{id}/orders"],
+    "inventory-service": ["/stock/{id}", "/reservations"],
+    "payment-service": ["/charges", "/charges/{id}/refund"],
+}
+SQL: Final = [
+    "SELECT id, email, display_name, created_at FROM users WHERE id = {user}",
+    "SELECT o.id, o.total_cents, o.status FROM orders o WHERE o.user_id = {user} ORDER BY o.created_at DESC "
+    "LIMIT {limit}",
+    "INSERT INTO orders (user_id, total_cents, currency, status) VALUES ({user}, {cents}, 'EUR', 'pending') "
+    "RETURNING id",
+    "UPDATE inventory SET reserved = reserved + {qty} WHERE sku = 'SKU-{sku}' AND available >= {qty}",
+    "SELECT sku, available, reserved FROM inventory WHERE sku IN ({skus})",
+    "UPDATE orders SET status = 'paid', paid_at = now() WHERE id = {order}",
+    "SELECT p.id, p.amount_cents FROM payments p JOIN orders o ON o.id = p.order_id WHERE o.id = {order}",
+    "DELETE FROM carts WHERE user_id = {user} AND updated_at < now() - interval '{days} days'",
+]
+LOG_LINES: Final = [
+    "loaded {rows} rows for user {user} in {ms} ms",
+    "cache miss for key user:{user}:profile",
+    "retrying request to payments.internal:8443 (attempt {attempt} of 3)",
+    "order {order} moved to state {state}",
+    "sending receipt for order {order} to {email}",
+    "slow response from upstream: {ms} ms (budget 250 ms)",
+]
+FIRST_NAMES: Final = ["anna", "ben", "chloe", "david", "emma", "felix", "grace", "hugo", "ines", "jonas"]
+PODS: Final = 12
+RESOURCES: Final[dict[str, list[dict[str, TagValue]]]] = {
+    service: [
+        {
+            "host.name": f"{service}-7f9c6d{pod:02d}-{pod * 7919 % 100_000:05x}",
+            "service.version": f"2.{pod % 3}.{pod % 5}",
+            "k8s.namespace.name": "shop",
+        }
+        for pod in range(PODS)
+    ]
+    for service in SERVICES
+}
+"""Each service's pods (shared dicts: a decoded span's resource is read-only)."""
+LOGS_PER_SPAN: Final = (0, 0, 0, 0, 1, 1, 2, 3)
+
+
+def realistic_trace(rng: random.Random, start_us: int) -> list[Span]:
+    """One demo-shaped trace (about 13 spans) with production-like tags, logs, resources and errors."""
+    trace = make_trace(rng, start_us, error_rate=0.02)
+    ids = {"user": _user_id(rng), "order": rng.getrandbits(30), "request": f"{rng.getrandbits(128):032x}"}
+    for span in trace:
+        span.resource = RESOURCES[span.service_name][rng.getrandbits(4) % PODS]
+        span.tags.update(_tags(rng, span, ids))
+        logs = [_log(rng, span, ids) for _ in range(LOGS_PER_SPAN[rng.getrandbits(3)])]
+        if span.status == "error":
+            logs.append(_exception(rng, span))
+        span.logs = tuple(logs)
+    return trace
+
+
+def _user_id(rng: random.Random) -> int:
+    """A user id: one request in ten from a hundred heavy users, the rest from ten million."""
+    return rng.getrandbits(7) if rng.getrandbits(4) < 2 else rng.getrandbits(24) % 10**7
+
+
+def _tags(rng: random.Random, span: Span, ids: dict[str, Any]) -> dict[str, TagValue]:
+    service = span.service_name
+    r = rng.getrandbits(64)  # the random numbers of this span's values, a few bits each
+    if service in ROUTES:
+        routes = ROUTES[service]
+        route = routes[r % len(routes)]
+        path = route.replace("{id}", str((ids["user"], ids["order"], (r >> 8) % 10**6)[(r >> 28) % 3]))
+        tags: dict[str, TagValue] = {
+            "http.route": route, "http.url": f"https://shop.example.com{path}?page={(r >> 30) % 40 + 1}",
+            "user.id": ids["user"], "net.peer.ip": f"10.{(r >> 36) & 255}.{(r >> 44) & 255}.{(r >> 52) % 254 + 1}",
+        }  # fmt: skip
+        if span.is_root:
+            tags |= {"http.user_agent": USER_AGENTS[(r >> 60) % len(USER_AGENTS)], "http.request_id": ids["request"]}
+        return tags
+    if service == "database":
+        template = SQL[r % len(SQL)]
+        skus = (
+            ", ".join(f"'SKU-{rng.getrandbits(17) % 10**5}'" for _ in range((r >> 4) % 12 + 1))
+            if "{skus}" in template
+            else ""
+        )
+        statement = template.format(
+            user=ids["user"], order=ids["order"], limit=(10, 20, 50, 100)[(r >> 8) & 3], cents=(r >> 10) % 10**6,
+            qty=(r >> 30) % 5 + 1, sku=(r >> 33) % 10**5, skus=skus, days=(r >> 50) % 90 + 1,
+        )  # fmt: skip
+        return {
+            "db.system": "postgresql",
+            "db.name": "shop",
+            "db.statement": statement,
+            "db.rows_affected": (r >> 57) % 100,
+        }
+    if service == "cache":
+        return {"cache.key": f"user:{ids['user']}:{('profile', 'cart', 'prefs', 'session')[r & 3]}"}
+    if service == "external-api":
+        return {"http.url": f"https://rates.partner.example/v2/rates?base=EUR&at={span.start_time_us // 1_000_000}"}
+    return {"messaging.system": "kafka", "messaging.destination": "notifications", "messaging.message_id": f"{r:016x}"}
+
+
+def _log(rng: random.Random, span: Span, ids: dict[str, Any]) -> Log:
+    r = rng.getrandbits(48)
+    message = LOG_LINES[r % len(LOG_LINES)].format(
+        rows=(r >> 3) % 500, user=ids["user"], ms=(r >> 12) % 900 + 1, attempt=(r >> 22) % 2 + 2, order=ids["order"],
+        state=("reserved", "paid", "shipped", "cancelled")[(r >> 24) & 3],
+        email=f"{FIRST_NAMES[(r >> 26) % len(FIRST_NAMES)]}.{ids['user']}@mail.example",
+    )  # fmt: skip
+    at = span.start_time_us + (r >> 30) % max(1, span.duration_us or 1)
+    level = ("info", "info", "debug", "warn")[(r >> 46) & 3]
+    return Log(timestamp_us=at, fields={"event": "log", "level": level, "message": message})
+
+
+def _exception(rng: random.Random, span: Span) -> Log:
+    """An OpenTelemetry exception event with a stack trace of a few frames (line numbers vary)."""
+    frames = "\n".join(
+        f'  File "/app/{span.service_name.replace("-", "_")}/{module}.py", line {rng.randrange(20, 900)}, in {func}'
+        for module, func in rng.sample(
+            [("handlers", "handle"), ("service", "run"), ("client", "call"), ("db", "execute"), ("retry", "wrapped")],
+            rng.randint(2, 5),
+        )
+    )  # fmt: skip
+    kind = rng.choice(("TimeoutError", "ConnectionResetError", "ValueError", "psycopg.errors.SerializationFailure"))
+    text = f"{kind}: operation {span.operation_name} failed after {rng.randrange(1, 30_000)} ms"
+    return Log(timestamp_us=span.start_time_us + (span.duration_us or 0), fields={
+        "event": "exception", "exception.type": kind, "exception.message": text,
+        "exception.stacktrace": f"Traceback (most recent call last):\n{frames}\n{text}",
+    })  # fmt: skip

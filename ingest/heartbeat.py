@@ -50,9 +50,7 @@ class Heartbeats:
     async def beat(self, consumer: AIOKafkaConsumer | None) -> None:
         """Record one heartbeat now (``consumer``: the worker's, for the lag; ``None`` before it runs)."""
         lag = await self._lag(consumer)
-        self.metrics.lag.values.clear()
-        for shard, behind in lag.items():
-            self.metrics.lag.set(behind, shard)
+        self.metrics.readings.lag = lag
         c = self.counters
         await self.store.record_heartbeat(
             Heartbeat(

@@ -1,17 +1,21 @@
-"""The worker's own metrics (Prometheus text), served on ``TRACING_WORKER_METRICS_BIND`` when set."""
+"""The worker's own metrics (prometheus-client), served on ``TRACING_WORKER_METRICS_BIND`` when set."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 from shared.analysis import core
-from shared.prometheus import CONTENT_TYPE, Counter, Gauge, Histogram, Registry
+from shared.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_S, render
 from shared.store.buckets import BUCKET_BOUNDS_US
 from shared.store.rollups import Contribution
 
@@ -46,9 +50,11 @@ SPAN_KINDS: Final = {
     "producer": "SPAN_KIND_PRODUCER",
     "consumer": "SPAN_KIND_CONSUMER",
 }
+SPAN_BUCKETS_MS: Final = [repr(bound / 1000) for bound in BUCKET_BOUNDS_US] + ["+Inf"]
+"""The ``le`` labels of the duration histogram: the rollups' bounds (µs) in milliseconds."""
 
 
-class SpanMetrics:
+class SpanMetrics(Collector):
     """Span metrics named as the OpenTelemetry Collector's spanmetrics connector names them (Prometheus
     exporter without namespace: ``traces_span_metrics_*``), so Jaeger's Monitor tab and Grafana
     dashboards work on a Prometheus that scrapes the workers.
@@ -56,34 +62,45 @@ class SpanMetrics:
     Each span is counted once, when its trace is finalized for the first time (a counter cannot go
     back): spans of a later re-finalization (late spans) are not added, and traces sampled out still
     count. Status is ``STATUS_CODE_ERROR`` for spans with an error, ``STATUS_CODE_UNSET`` otherwise (the
-    native model keeps no explicit OK). Duration buckets are the rollups' (milliseconds)."""
+    native model keeps no explicit OK). Duration buckets are the rollups' (milliseconds).
 
-    def __init__(self, registry: Registry) -> None:
-        self.calls = registry.add(
-            Counter(
-                "traces_span_metrics_calls_total",
-                "Spans, counted when their trace is first finalized.",
-                SPAN_METRIC_LABELS,
-            )
-        )
-        self.duration = registry.add(
-            Histogram(
-                "traces_span_metrics_duration_milliseconds",
-                "Span durations (ms), counted when their trace is first finalized.",
-                SPAN_METRIC_LABELS,
-                buckets=[bound / 1000 for bound in BUCKET_BOUNDS_US],
-            )
-        )
+    A collector rather than a ``Histogram``: the spans arrive already bucketed (:func:`span_sums`, where
+    the round ran), which a ``Histogram`` can only take one observation at a time."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._series: dict[tuple[str, str, str, str], tuple[list[int], list[float]]] = {}  # -> (buckets, [sum ms])
+        registry.register(self)
 
     def observe(self, shares: Sequence[Contribution]) -> None:
         """Count the spans of these first finalizations."""
         self.add(span_sums(shares))
 
     def add(self, sums: Sequence[SpanSum]) -> None:
-        """Count what :func:`span_sums` summed: one counter and one histogram update per label set."""
-        for service, operation, kind, status, count, total_us, counts in sums:
-            self.calls.inc(count, service, operation, kind, status)
-            self.duration.record(counts, total_us / 1000, service, operation, kind, status)
+        """Count what :func:`span_sums` summed: one update per label set."""
+        for service, operation, kind, status, _, total_us, counts in sums:
+            series = self._series.get((service, operation, kind, status))
+            if series is None:
+                series = self._series[service, operation, kind, status] = ([0] * len(SPAN_BUCKETS_MS), [0.0])
+            buckets, total = series
+            for bucket, n in counts.items():
+                buckets[bucket] += n
+            total[0] += total_us / 1000
+
+    def collect(self) -> Iterator[Metric]:
+        calls = CounterMetricFamily(
+            "traces_span_metrics_calls_total", "Spans, counted when their trace is first finalized.",
+            labels=SPAN_METRIC_LABELS,
+        )  # fmt: skip
+        duration = HistogramMetricFamily(
+            "traces_span_metrics_duration_milliseconds", "Span durations (ms), counted when their trace is first "
+            "finalized.", labels=SPAN_METRIC_LABELS,
+        )  # fmt: skip
+        for labels, (buckets, total) in sorted(self._series.items()):
+            cumulative = list(itertools.accumulate(buckets))
+            calls.add_metric(labels, cumulative[-1])
+            duration.add_metric(labels, list(zip(SPAN_BUCKETS_MS, cumulative, strict=True)), total[0])
+        yield calls
+        yield duration
 
 
 SpanSum = tuple[str, str, str, str, int, int, dict[int, int]]
@@ -100,30 +117,56 @@ def span_sums(shares: Sequence[Contribution]) -> list[SpanSum]:
     )
 
 
+class WorkerReadings(Collector):
+    """What the worker keeps itself, read when scraped: the totals of :class:`WorkerCounters` and the lag
+    of each partition (set whole by each heartbeat)."""
+
+    def __init__(self, counters: WorkerCounters) -> None:
+        self._counters = counters
+        self.lag: dict[str, int] = {}  # partition (shard) -> messages behind the high watermark
+
+    def collect(self) -> Iterator[Metric]:
+        c = self._counters
+        for name, help_text, value in (
+            ("tracing_worker_spans_total", "Span and finish events decoded.", c.spans + c.finishes),
+            ("tracing_worker_spans_stored_total", "Span rows inserted or changed.", c.spans_changed),
+            ("tracing_worker_late_spans_total", "Spans that arrived after finalization.", c.late_spans),
+            ("tracing_worker_dead_lettered_total", "Messages sent to the dead-letter topic.", c.dead_lettered),
+            ("tracing_worker_traces_finalized_total", "Traces finalized.", c.traces_finalized),
+        ):
+            yield CounterMetricFamily(name, help_text, value=value)
+        lag = GaugeMetricFamily(
+            "tracing_worker_consumer_lag", "Messages behind the high watermark.", labels=("partition",)
+        )
+        for partition, behind in sorted(self.lag.items()):
+            lag.add_metric((partition,), behind)
+        yield lag
+
+
 class WorkerMetrics:
     def __init__(self, counters: WorkerCounters) -> None:
-        r = self.registry = Registry()
-        c = counters
-
-        def total(read: Callable[[], int]) -> Callable[[], dict[tuple[str, ...], float]]:
-            return lambda: {(): read()}
-
-        self.messages = r.add(Counter("tracing_worker_messages_total", "Kafka messages consumed.", ("topic",)))
-        for name, help_text, read in (
-            ("tracing_worker_spans_total", "Span and finish events decoded.", lambda: c.spans + c.finishes),
-            ("tracing_worker_spans_stored_total", "Span rows inserted or changed.", lambda: c.spans_changed),
-            ("tracing_worker_late_spans_total", "Spans that arrived after finalization.", lambda: c.late_spans),
-            ("tracing_worker_dead_lettered_total", "Messages sent to the dead-letter topic.", lambda: c.dead_lettered),
-            ("tracing_worker_traces_finalized_total", "Traces finalized.", lambda: c.traces_finalized),
-        ):
-            r.add(Counter(name, help_text, read=total(read)))
-        self.lag = r.add(Gauge("tracing_worker_consumer_lag", "Messages behind the high watermark.", ("partition",)))
-        self.batch_seconds = r.add(Histogram("tracing_worker_batch_seconds", "Decode + store + commit of a batch."))
-        self.finalize_seconds = r.add(Histogram("tracing_worker_finalize_seconds", "One finalize transaction."))
+        r = self.registry = CollectorRegistry(auto_describe=False)
+        self.messages = Counter("tracing_worker_messages_total", "Kafka messages consumed.", ("topic",), registry=r)
+        self.readings = WorkerReadings(counters)
+        r.register(self.readings)
+        self.batch_seconds = Histogram(
+            "tracing_worker_batch_seconds", "Decode + store + commit of a batch.", buckets=LATENCY_BUCKETS_S, registry=r
+        )
+        self.finalize_seconds = Histogram(
+            "tracing_worker_finalize_seconds", "One finalize transaction.", buckets=LATENCY_BUCKETS_S, registry=r
+        )
         self.spans = SpanMetrics(r)
+        self._consumed: dict[str, Counter] = {}  # each topic's series of `messages`, looked up once
+
+    def consumed(self, topic: str, messages: int) -> None:
+        """Count a batch's messages of ``topic``."""
+        series = self._consumed.get(topic)
+        if series is None:
+            series = self._consumed[topic] = self.messages.labels(topic)
+        series.inc(messages)
 
     def render(self) -> str:
-        return self.registry.render()
+        return render(self.registry)
 
 
 @contextlib.asynccontextmanager

@@ -186,7 +186,7 @@ class Worker:
         await self._commit(consumer, {tp: messages[-1].offset + 1 for tp, messages in batches.items()})
         m = self.metrics
         for tp, messages in batches.items():
-            m.messages.inc(len(messages), tp.topic)
+            m.consumed(tp.topic, len(messages))
         m.batch_seconds.observe(time.perf_counter() - started)
         c = self.counters
         c.batches += 1

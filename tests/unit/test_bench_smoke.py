@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +47,19 @@ def test_analysis_bench_at_a_tiny_size(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_metrics_bench_at_a_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
-    assert metrics_bench.main(["--routes", "2", "--repeat", "1"]) == 0
+    assert metrics_bench.main(["--routes", "2", "--repeat", "1"]) == 0  # the pages before and after agree
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(" | ")[0] for line in lines[2:]] == [
-        "| API: one request observed (µs)",
-        "| API: a scrape, 6 request series (µs)",
-        "| worker: one batch observed (µs)",
-        "| worker: a scrape (µs)",
+    assert "the same names, types, help, labels and values on both sides" in lines[0]
+    assert [line.split(" | ")[0] for line in lines[4:]] == [
+        "| worker, per batch (messages, batch seconds)",
+        "| worker, per finalize round (76 label sets)",
+        "| worker, per heartbeat (12 partitions)",
+        "| API, per request (count, latency)",
+        "| scrape of the worker's page",
+        "| scrape of the API's page (2 routes)",
     ]
-    assert all(float(line.split(" | ")[1].rstrip(" |").replace(",", "")) > 0 for line in lines[2:])
+    cells = [line.strip("| ").split(" | ")[1:] for line in lines[4:]]
+    assert all(float(cell.replace(",", "")) > 0 for row in cells for cell in row)
 
 
 def test_decode_rate_refuses_nothing() -> None:
@@ -68,6 +73,24 @@ def test_demo_traces_are_deterministic_and_sized() -> None:
     assert [s.span_id for t in first for s in t] == [s.span_id for t in again for s in t]
     spans = sum(len(t) for t in first)
     assert spans >= 1000 and spans - len(first[-1]) < 1000
+
+
+def test_realistic_traces_decode_and_carry_high_cardinality_values() -> None:
+    traces = [workload.realistic_trace(rng, 1_000_000 + n) for rng in [random.Random(3)] for n in range(300)]
+    again = [workload.realistic_trace(rng, 1_000_000 + n) for rng in [random.Random(3)] for n in range(300)]
+    assert traces == again  # deterministic for a seed
+    spans = [s for t in traces for s in t]
+    for trace in traces[:50]:
+        decoded = decode_native(workload.native_message(trace))
+        assert [(s.span_id, s.tags, s.logs, s.resource) for s in decoded if isinstance(s, Span)] == [
+            (s.span_id, s.tags, s.logs, s.resource) for s in trace
+        ]
+    roots = [t[0] for t in traces]
+    for key, where in (("http.url", spans), ("db.statement", spans), ("user.id", roots), ("http.request_id", roots)):
+        values = [s.tags[key] for s in where if key in s.tags]
+        assert len(set(values)) > len(values) / 2, key  # mostly distinct, unlike the demo's few constants
+    assert 0.2 < sum(bool(s.logs) for s in spans) / len(spans) < 0.6
+    assert all(any(log.fields["event"] == "exception" for log in s.logs) for s in spans if s.status == "error")
 
 
 def _essentials(events: list[Event]) -> list[tuple[object, ...]]:
@@ -184,6 +207,14 @@ def test_settings_survive_the_trip_to_a_child_process() -> None:
     assert env["TRACING_GRACE_MS"] == "0" and env["TRACING_REDACT"] == "false"
     assert "TRACING_GROUP" not in env  # defaults are left out
     assert Settings.from_env(env) == settings
+
+
+def test_metrics_pages_compare_names_types_labels_and_values_not_their_form() -> None:
+    old = '# HELP a_total A.\n# TYPE a_total counter\na_total{x="1",le="2"} 3\n'
+    assert metrics_bench.compare(old, '# HELP a_total A.\n# TYPE a_total counter\na_total{le="2",x="1"} 3.0\n') == []
+    counted = metrics_bench.compare(old, old.replace("} 3", "} 4"))
+    assert len(counted) == 1 and counted[0].endswith(" 3 -> 4")
+    assert metrics_bench.compare(old, old.replace("counter", "gauge"))  # another type: another family
 
 
 def test_zipkin_prometheus_counters() -> None:
