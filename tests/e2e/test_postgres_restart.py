@@ -71,6 +71,7 @@ def _reads(end_ms: int) -> dict[str, str]:
         "/api/v3/traces/{trace_id}": f"/api/v3/traces/{TRACE}",
         "/api/v3/services": "/api/v3/services",
         "/api/v3/operations": "/api/v3/operations?service=api-gateway",
+        "/analytics/v1/dependencies": "/analytics/v1/dependencies?service=api-gateway&start=0&end=0",
     }
 
 
