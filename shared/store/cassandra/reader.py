@@ -349,9 +349,18 @@ class Reader:
             self._active_entries(aligned),
             self._slowest(slowest, aligned),
         )
-        return assemble_stats(
-            endpoints, operations, active=sum(1 for e in active if e[2]), slowest=slow, window=aligned
-        )
+        still_active = await self._still_active(active)
+        return assemble_stats(endpoints, operations, active=still_active, slowest=slow, window=aligned)
+
+    async def _still_active(self, entries: Sequence[tuple[str, int, bool]]) -> int:
+        """How many of the never-finalized ``idx_active`` entries name a trace whose row is active now.
+
+        The index is a hint and the trace row the truth, as for the active search: an entry can outlive
+        its trace's finalization (a writer's insert timestamped after the finalizer's delete, when a batch
+        began after the round did and its chunk was still finalized in it); such an entry is not counted."""
+        fresh = [trace_id for trace_id, _, never_finalized in entries if never_finalized]
+        rows = await read_rows(self.cql, fresh)
+        return sum(1 for t in fresh if rows[t].exists and rows[t].state == "active")
 
     async def _slowest(self, limit: int, window: Window | None) -> list[tuple[str, int]]:
         """The ``limit`` slowest finalized traces (started in ``window``), slowest first."""
