@@ -20,8 +20,9 @@ from typing import Final
 
 from shared.store.chunks import TraceState
 
-PYTHON_BYTES_PER_ENCODED_BYTE: Final = 4.5
-"""Estimated resident bytes of a cached state per byte of its encoded chunks (decoded spans, dicts)."""
+PYTHON_BYTES_PER_ENCODED_BYTE: Final = 6.0
+"""Estimated resident bytes of a cached state per byte of its chunks' msgpack before compression (decoded
+spans, dicts): 4.5 per byte of the named msgpack of layout v2, whose positional msgpack is 0.72-0.76 of it."""
 
 
 class TraceCache:
