@@ -10,7 +10,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from shared.analysis import Dependency
+from shared.analysis import Dependency, analyze
 from shared.store.base import (
     Completeness,
     ContextRow,
@@ -23,7 +23,7 @@ from shared.store.base import (
     TraceSummary,
     Window,
 )
-from shared.store.finalizing import decode_analysis, summary_from_row
+from shared.store.finalizing import summary_from_row
 from shared.store.rollups import HOUR_US, TOTAL
 from shared.store.search import CANDIDATE_PAGE, trace_has_matching_span
 from shared.store.sql.driver import Job, SqlDriver, T
@@ -46,9 +46,7 @@ from shared.store.sql.writer import read_states
 
 _heartbeat_decoder: Final = msgspec.json.Decoder(Heartbeat)
 
-TRACE: Final = (
-    "SELECT tid, state, analysis, late_spans, refinalizations, finalized_at_us FROM traces WHERE trace_id = ?"
-)
+TRACE: Final = "SELECT tid, state, late_spans, refinalizations, finalized_at_us FROM traces WHERE trace_id = ?"
 TRACE_OF_SPAN: Final = (
     "SELECT t.trace_id FROM open_spans o {join} traces t ON t.tid = o.tid WHERE o.span_id = ? LIMIT 1"
 )
@@ -154,15 +152,17 @@ async def _get_trace(d: SqlDriver, trace_id: str) -> StoredTrace | None:
     found = await d.fetch(d.dialect.sql(TRACE), [trace_id])
     if not found or found[0][1] in ("dropped", "waiting"):
         return None
-    tid, state, analysis, late, refinalizations, finalized_at = found[0]
+    tid, state, late, refinalizations, finalized_at = found[0]
     spans = (await read_states(d, {trace_id: tid}))[trace_id].spans()
     if not spans:
         return None
+    # a finalized trace's spans are those it was finalized with (a change re-opens it): its analysis is
+    # derived from them as finalization did (cheaper than decoding a stored copy)
     return StoredTrace(
         trace_id=trace_id,
         state=state,
         spans=spans,
-        analysis=decode_analysis(analysis) if state == "finalized" and analysis else None,
+        analysis=analyze(trace_id, spans) if state == "finalized" else None,
         completeness=Completeness(late_spans=late, refinalizations=refinalizations, finalized_at_us=finalized_at),
     )
 
