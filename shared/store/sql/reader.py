@@ -10,7 +10,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from shared.analysis import Dependency, analyze
+from shared.analysis import Dependency, analyze_aside
 from shared.store.base import (
     Completeness,
     ContextRow,
@@ -75,7 +75,12 @@ class SqlReader(ABC):
         """Run ``job`` in one read transaction, with a driver on its connection."""
 
     async def get_trace(self, trace_id: str) -> StoredTrace | None:
-        return await self._snapshot(lambda d: _get_trace(d, trace_id))
+        trace = await self._snapshot(lambda d: _get_trace(d, trace_id))
+        if trace is None or trace.state != "finalized":
+            return trace
+        # a finalized trace's spans are those it was finalized with (a change re-opens it): its analysis
+        # is derived from them as finalization did (layout v3 stores none)
+        return msgspec.structs.replace(trace, analysis=await analyze_aside(trace_id, trace.spans))
 
     async def trace_of_span(self, span_id: str) -> str | None:
         dialect = self.dialect
@@ -156,13 +161,11 @@ async def _get_trace(d: SqlDriver, trace_id: str) -> StoredTrace | None:
     spans = (await read_states(d, {trace_id: tid}))[trace_id].spans()
     if not spans:
         return None
-    # a finalized trace's spans are those it was finalized with (a change re-opens it): its analysis is
-    # derived from them as finalization did (cheaper than decoding a stored copy)
     return StoredTrace(
         trace_id=trace_id,
         state=state,
         spans=spans,
-        analysis=analyze(trace_id, spans) if state == "finalized" else None,
+        analysis=None,  # derived by the caller for a finalized trace
         completeness=Completeness(late_spans=late, refinalizations=refinalizations, finalized_at_us=finalized_at),
     )
 
