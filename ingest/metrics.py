@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from shared.analysis import core
-from shared.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_S, Family, Histograms, LabelValues, Values, registry, render
+from shared.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_S, Family, Histograms, LabelValues, Page, Values
 from shared.store.buckets import BUCKET_BOUNDS_US
 from shared.store.rollups import Contribution
 
@@ -156,9 +156,7 @@ class WorkerMetrics:
             lambda: {(topic,): n for topic, n in self._messages.items()},
             ("topic",),
         )
-        self.registry = registry(
-            [messages, *self.readings.families, batch, finalize, self.spans.calls, self.spans.duration]
-        )
+        self.page = Page([messages, *self.readings.families, batch, finalize, self.spans.calls, self.spans.duration])
 
     def consumed(self, topic: str, messages: int) -> None:
         """Count a batch's messages of ``topic``."""
@@ -166,7 +164,7 @@ class WorkerMetrics:
         counts[topic] = counts.get(topic, 0) + messages
 
     def render(self) -> str:
-        return render(self.registry)
+        return self.page.render()
 
 
 @contextlib.asynccontextmanager

@@ -9,16 +9,7 @@ from __future__ import annotations
 
 from prometheus_client.core import CounterMetricFamily
 
-from shared.prometheus import (
-    CONTENT_TYPE,
-    LATENCY_BUCKETS_S,
-    Buckets,
-    Histograms,
-    LabelValues,
-    Values,
-    registry,
-    render,
-)
+from shared.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_S, Buckets, Histograms, LabelValues, Page, Values
 
 __all__ = ["CONTENT_TYPE", "RequestMetrics"]
 
@@ -48,7 +39,7 @@ class RequestMetrics:
             self._counts,
             ("method", "route", "status"),
         )
-        self.registry = registry([requests, self._latency])
+        self.page = Page([requests, self._latency])
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         answered = self._answered.get((method, route, status))
@@ -61,4 +52,4 @@ class RequestMetrics:
         return {(method, route, str(status)): a.count for (method, route, status), a in self._answered.items()}
 
     def render(self) -> str:
-        return render(self.registry)
+        return self.page.render()
