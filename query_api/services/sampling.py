@@ -28,13 +28,14 @@ WEIGHT_SAMPLE: Final = 20
 CACHED_SERVICES: Final = 10_000
 
 
-async def endpoint_rates(store: TraceStore, service: str, end_us: int, window_us: int) -> dict[str, float]:
+async def endpoint_rates(
+    store: TraceStore, service: str, end_us: int, window_us: int, *, weigh: int = WEIGHT_SAMPLE
+) -> dict[str, float]:
     """Estimated traces per second of each root operation of ``service``, over the traces that started in
     ``[end_us - window_us, end_us)``: each endpoint's count of received traces times the mean weight
-    (:func:`~shared.remote_sampling.trace_weight`) of its newest :data:`WEIGHT_SAMPLE`, per second.
+    (:func:`~shared.remote_sampling.trace_weight`) of its newest ``weigh``, per second.
 
-    Costs one search of at most :data:`SEARCH_LIMIT` traces and :data:`WEIGHT_SAMPLE` trace reads per
-    endpoint; with sampling at its target that is every trace the window holds."""
+    Costs one search of at most :data:`SEARCH_LIMIT` traces and ``weigh`` trace reads per endpoint."""
     query = TraceQuery(service_name=service, start_us=end_us - window_us, end_us=end_us - 1, limit=SEARCH_LIMIT)
     found = await store.find_traces(query)
     covered_us = window_us
@@ -46,7 +47,7 @@ async def endpoint_rates(store: TraceStore, service: str, end_us: int, window_us
             by_operation[summary.root_operation].append(summary)
     rates: dict[str, float] = {}
     for operation, traces in by_operation.items():
-        newest = sorted(traces, key=lambda summary: -summary.start_us)[:WEIGHT_SAMPLE]
+        newest = sorted(traces, key=lambda summary: -summary.start_us)[:weigh]
         weights = [await _root_weight(store, summary.trace_id, service) for summary in newest]
         rates[operation] = len(traces) * (sum(weights) / len(weights)) * 1_000_000 / covered_us
     return rates
