@@ -8,6 +8,7 @@ interval answers the same, whichever one a producer polls.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from typing import Final
 
@@ -65,28 +66,36 @@ async def _root_weight(store: TraceStore, trace_id: str, service: str) -> float:
 
 
 class SamplingService:
-    """Strategies per service, each computed once per interval (per process) and then served from memory."""
+    """Strategies per service, each computed once per interval (per process: the requests that come while
+    it is computed wait for that one computation) and then served from memory. A computation that failed
+    (the store away) is not kept: the next request tries again."""
 
     def __init__(self, store: TraceStore, settings: Settings, clock: Clock = now_us) -> None:
         self._store = store
         self._target_tps = settings.remote_sampling_target_tps
         self._interval_us = max(1, int(settings.remote_sampling_interval_s * 1_000_000))
         self._clock = clock
-        self._computed: dict[str, tuple[int, SamplingStrategyResponse]] = {}
+        self._computed: dict[str, tuple[int, asyncio.Task[SamplingStrategyResponse]]] = {}
 
     async def strategy(self, service: str) -> SamplingStrategyResponse:
         """The strategy of ``service`` for the current interval."""
         now = self._clock()
         at_us = now - now % self._interval_us
         cached = self._computed.get(service)
-        if cached is not None and cached[0] == at_us:
-            return cached[1]
-        rates = await self.rates(service, at_us)
-        response = strategy(rates, self._target_tps)
-        if len(self._computed) >= CACHED_SERVICES:
-            self._computed.clear()
-        self._computed[service] = (at_us, response)
-        return response
+        if cached is None or cached[0] != at_us:
+            if len(self._computed) >= CACHED_SERVICES:
+                self._computed = {key: value for key, value in self._computed.items() if not value[1].done()}
+            cached = self._computed[service] = (at_us, asyncio.create_task(self._compute(service, at_us)))
+        task = cached[1]
+        try:
+            return await asyncio.shield(task)  # a request that goes away does not cancel the others' answer
+        except Exception:
+            if self._computed.get(service) == cached:
+                del self._computed[service]
+            raise
+
+    async def _compute(self, service: str, at_us: int) -> SamplingStrategyResponse:
+        return strategy(await self.rates(service, at_us), self._target_tps)
 
     async def rates(self, service: str, at_us: int) -> dict[str, float]:
         """The estimated rates a strategy computed at ``at_us`` (an interval's start) is made of."""

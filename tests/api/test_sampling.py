@@ -11,6 +11,7 @@ jaeger-idl ``proto/api_v2/sampling.proto`` (``SamplingManager.GetSamplingStrateg
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 from google.protobuf import json_format
 
 from query_api.sampling_grpc import PATH, StrategyParameters, StrategyResponse
-from query_api.services.sampling import SETTLE_US, WINDOW_INTERVALS
+from query_api.services.sampling import SETTLE_US, WINDOW_INTERVALS, SamplingService
 from shared.clock import now_us
 from shared.models import Span, TagValue
 from shared.remote_sampling import INITIAL_PROBABILITY
@@ -105,3 +106,19 @@ async def test_grpc_answers_what_http_answers(serve_api: ServeApi) -> None:
             answer = await call(StrategyParameters(serviceName="shop"), timeout=30)  # type: ignore[call-arg]
         assert answer == json_format.Parse(http_body, StrategyResponse())
         assert json.loads(json_format.MessageToJson(answer))["operationSampling"]["perOperationStrategies"]
+
+
+async def test_replicas_answer_the_same_and_recompute_each_interval(api: LiveApi) -> None:
+    """Two services over one store (two API replicas) at the same instant compute the same strategy, once per
+    interval: traces stored later change the answer only from the next interval on."""
+    settings = msgspec.structs.replace(api.settings, remote_sampling_interval_s=INTERVAL_S)
+    clock = [now_us()]
+    replicas = [SamplingService(api.store, settings, clock=lambda: clock[0]) for _ in range(2)]
+    first = await asyncio.gather(*(replica.strategy("shop") for replica in replicas for _ in range(3)))
+    assert all(answer == first[0] for answer in first)
+    assert first[0].operation_sampling is not None and first[0].operation_sampling.per_operation_strategies == []
+    await _load(api)
+    assert await replicas[0].strategy("shop") is first[0]  # the same interval: computed once
+    clock[0] += INTERVAL_S * 1_000_000
+    later = [await replica.strategy("shop") for replica in replicas]
+    assert later[0] == later[1] and later[0] != first[0]
