@@ -25,7 +25,7 @@ SETTLE_US: Final = 2_000_000
 SEARCH_LIMIT: Final = 1000
 """The most recent traces of a service read per estimate; past that, the rate is over the time they cover."""
 WEIGHT_SAMPLE: Final = 20
-"""The newest traces per endpoint whose root spans are read for their sampling probability."""
+"""The traces per endpoint whose root spans are read for their sampling probability."""
 CACHED_SERVICES: Final = 10_000
 
 
@@ -34,7 +34,9 @@ async def endpoint_rates(
 ) -> dict[str, float]:
     """Estimated traces per second of each root operation of ``service``, over the traces that started in
     ``[end_us - window_us, end_us)``: each endpoint's count of received traces times the mean weight
-    (:func:`~shared.remote_sampling.trace_weight`) of its newest ``weigh``, per second.
+    (:func:`~shared.remote_sampling.trace_weight`) of ``weigh`` of them spread evenly over their start
+    times (the probabilities change from interval to interval: the newest alone would weigh the whole window
+    by the last one), per second.
 
     Costs one search of at most :data:`SEARCH_LIMIT` traces and ``weigh`` trace reads per endpoint."""
     query = TraceQuery(service_name=service, start_us=end_us - window_us, end_us=end_us - 1, limit=SEARCH_LIMIT)
@@ -48,10 +50,17 @@ async def endpoint_rates(
             by_operation[summary.root_operation].append(summary)
     rates: dict[str, float] = {}
     for operation, traces in by_operation.items():
-        newest = sorted(traces, key=lambda summary: -summary.start_us)[:weigh]
-        weights = [await _root_weight(store, summary.trace_id, service) for summary in newest]
+        weights = [await _root_weight(store, summary.trace_id, service) for summary in _spread(traces, weigh)]
         rates[operation] = len(traces) * (sum(weights) / len(weights)) * 1_000_000 / covered_us
     return rates
+
+
+def _spread(traces: list[TraceSummary], count: int) -> list[TraceSummary]:
+    """``count`` of ``traces`` (all when there are no more) at even steps of their start order."""
+    ordered = sorted(traces, key=lambda summary: (summary.start_us, summary.trace_id))
+    if len(ordered) <= count:
+        return ordered
+    return [ordered[int((i + 0.5) * len(ordered) / count)] for i in range(count)]
 
 
 async def _root_weight(store: TraceStore, trace_id: str, service: str) -> float:
