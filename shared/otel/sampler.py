@@ -167,7 +167,8 @@ class _RootSampler(Sampler):
 
 class RemoteSampler(ParentBased):
     """Parent-based, with per-operation probabilities for root spans from ``url`` (``?service=`` added),
-    polled every ``interval_s`` (see the module). :meth:`close` stops the polling."""
+    polled every ``interval_s`` (see the module); ``token``: the bearer token of an API that requires one
+    for reads (``TRACING_READ_TOKENS``). :meth:`close` stops the polling."""
 
     def __init__(
         self,
@@ -176,12 +177,16 @@ class RemoteSampler(ParentBased):
         *,
         interval_s: float = 60.0,
         timeout_s: float = 5.0,
+        token: str | None = None,
         initial_probability: float = INITIAL_PROBABILITY,
         max_operations: int = MAX_OPERATIONS,
     ) -> None:
         self._roots = _RootSampler(initial_probability, max_operations)
         super().__init__(self._roots)
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise ValueError(f"remote sampler: expected an http(s) URL, got {url!r}")
         self._url = f"{url}?{urllib.parse.urlencode({'service': service})}"
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._interval_s, self._timeout_s, self._max_operations = interval_s, timeout_s, max_operations
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="remote-sampler", daemon=True)
@@ -197,7 +202,8 @@ class RemoteSampler(ParentBased):
     def update(self) -> bool:
         """Fetch the strategy now; False (logged) when the endpoint cannot be read."""
         try:
-            with urllib.request.urlopen(self._url, timeout=self._timeout_s) as answer:  # noqa: S310 (http(s) URL)
+            request = urllib.request.Request(self._url, headers=self._headers)  # noqa: S310 (checked: http(s))
+            with urllib.request.urlopen(request, timeout=self._timeout_s) as answer:  # noqa: S310 (checked: http(s))
                 response = RESPONSE_DECODER.decode(answer.read())
         except Exception as exc:  # an unreachable API or a bad answer: keep sampling as before
             log.warning("remote sampler: cannot read %s: %s", self._url, exc)

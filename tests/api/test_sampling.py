@@ -24,7 +24,8 @@ from query_api.sampling_grpc import PATH, StrategyParameters, StrategyResponse
 from query_api.services.sampling import SETTLE_US, WINDOW_INTERVALS, SamplingService
 from shared.clock import now_us
 from shared.models import Span, TagValue
-from shared.remote_sampling import INITIAL_PROBABILITY
+from shared.otel import RemoteSampler
+from shared.remote_sampling import INITIAL_PROBABILITY, LOWER_BOUND_TPS
 from tests.conftest import free_port
 
 from .conftest import ServeApi
@@ -122,3 +123,17 @@ async def test_replicas_answer_the_same_and_recompute_each_interval(api: LiveApi
     clock[0] += INTERVAL_S * 1_000_000
     later = [await replica.strategy("shop") for replica in replicas]
     assert later[0] == later[1] and later[0] != first[0]
+
+
+async def test_the_python_sampler_sends_its_token_where_reads_need_one(serve_api: ServeApi) -> None:
+    async with serve_api(read_tokens=("reader",)) as api:
+        assert (await api.get("/api/sampling?service=shop")).status == 401
+        with_token = RemoteSampler("shop", f"{api.url}/api/sampling", token="reader", timeout_s=10)
+        without = RemoteSampler("shop", f"{api.url}/api/sampling", timeout_s=10)
+        try:
+            assert await asyncio.to_thread(with_token.update)
+            assert with_token.strategy.lower_bound == LOWER_BOUND_TPS  # the API's strategy, not the initial one
+            assert not await asyncio.to_thread(without.update)
+        finally:
+            await asyncio.to_thread(with_token.close)
+            await asyncio.to_thread(without.close)

@@ -110,6 +110,11 @@ async def test_children_follow_their_parent_and_unknown_operations_get_the_defau
     assert len(exporter.get_finished_spans()) <= 3  # the lower bound's first credit, rarely more
 
 
+def test_only_http_urls_are_polled() -> None:
+    with pytest.raises(ValueError, match="http"):
+        RemoteSampler("shop", "file:///etc/passwd")
+
+
 def test_an_unreachable_endpoint_keeps_the_initial_probability() -> None:
     sampler = RemoteSampler("shop", "http://127.0.0.1:9/api/sampling", interval_s=60, timeout_s=0.5)
     try:
