@@ -1,6 +1,7 @@
 """Jaeger's gRPC remote sampling service, ``jaeger.api_v2.SamplingManager/GetSamplingStrategy``, as the
 OpenTelemetry Java SDK's ``jaeger-remote-sampler`` calls it, on ``TRACING_REMOTE_SAMPLING_GRPC_BIND`` (off
-when empty). It answers what ``GET /api/sampling`` answers (one :class:`~query_api.services.SamplingService`).
+when empty). It answers what ``GET /api/sampling`` answers (one :class:`~query_api.services.SamplingService`), and asks
+for the same bearer tokens (``TRACING_READ_TOKENS``), in the ``authorization`` metadata.
 
 The messages are built at import from a descriptor written here after jaeger-idl
 ``proto/api_v2/sampling.proto`` (same package, names, numbers and types; the gogoproto and HTTP annotation
@@ -21,7 +22,9 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 from shared.remote_sampling import encode_response
 from shared.store.faults import reason, unavailable
 
+from .errors import ApiError
 from .keys import SAMPLING, SETTINGS
+from .middleware import check_bearer
 from .services import SamplingService
 
 SERVICE: Final = "jaeger.api_v2.SamplingManager"
@@ -103,10 +106,23 @@ async def _strategy(sampling: SamplingService, request: Any, context: grpc.aio.S
     return json_format.Parse(encode_response(response), StrategyResponse())
 
 
-def sampling_server(sampling: SamplingService, bind: str) -> grpc.aio.Server:
-    """A gRPC server (not started) answering ``GetSamplingStrategy`` from ``sampling`` on ``bind``."""
+async def _check_token(context: grpc.aio.ServicerContext[Any, Any], tokens: tuple[str, ...]) -> None:
+    """As the HTTP reads: with tokens configured, ``authorization: Bearer <token>`` metadata is required."""
+    authorization = dict(context.invocation_metadata() or ()).get("authorization")
+    try:
+        check_bearer(authorization if isinstance(authorization, str) else None, tokens)
+    except ApiError as exc:
+        code = grpc.StatusCode.UNAUTHENTICATED if exc.status == 401 else grpc.StatusCode.PERMISSION_DENIED
+        await context.abort(code, exc.message)
+
+
+def sampling_server(sampling: SamplingService, bind: str, tokens: tuple[str, ...] = ()) -> grpc.aio.Server:
+    """A gRPC server (not started) answering ``GetSamplingStrategy`` from ``sampling`` on ``bind``; with
+    ``tokens``, only to a call that carries one of them."""
 
     async def get_sampling_strategy(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if tokens:
+            await _check_token(context, tokens)
         return await _strategy(sampling, request, context)
 
     handler: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(
@@ -127,7 +143,7 @@ async def grpc_context(app: web.Application) -> AsyncIterator[None]:
     if not bind:
         yield
         return
-    server = sampling_server(app[SAMPLING], bind)
+    server = sampling_server(app[SAMPLING], bind, app[SETTINGS].read_tokens)
     await server.start()
     try:
         yield

@@ -98,15 +98,31 @@ async def test_grpc_answers_what_http_answers(serve_api: ServeApi) -> None:
     async with serve_api(remote_sampling_interval_s=INTERVAL_S, remote_sampling_grpc_bind=bind) as api:
         await _load(api)
         http_body = (await api.get("/api/sampling?service=shop")).text
-        async with grpc.aio.insecure_channel(bind) as channel:
-            call: grpc.aio.UnaryUnaryMultiCallable[Any, Any] = channel.unary_unary(
-                PATH,
-                request_serializer=lambda request: request.SerializeToString(),
-                response_deserializer=StrategyResponse.FromString,
-            )
-            answer = await call(StrategyParameters(serviceName="shop"), timeout=30)  # type: ignore[call-arg]
+        answer = await _grpc_strategy(bind, "shop")
         assert answer == json_format.Parse(http_body, StrategyResponse())
         assert json.loads(json_format.MessageToJson(answer))["operationSampling"]["perOperationStrategies"]
+
+
+async def _grpc_strategy(bind: str, service: str, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
+    async with grpc.aio.insecure_channel(bind) as channel:
+        call: grpc.aio.UnaryUnaryMultiCallable[Any, Any] = channel.unary_unary(
+            PATH,
+            request_serializer=lambda request: request.SerializeToString(),
+            response_deserializer=StrategyResponse.FromString,
+        )
+        return await call(StrategyParameters(serviceName=service), timeout=30, metadata=metadata)  # type: ignore[call-arg]
+
+
+async def test_grpc_asks_for_the_read_tokens_as_http_does(serve_api: ServeApi) -> None:
+    bind = f"127.0.0.1:{free_port()}"
+    async with serve_api(remote_sampling_grpc_bind=bind, read_tokens=("reader",)):
+        wrong = (("authorization", "Bearer nope"),)
+        for metadata, code in (((), grpc.StatusCode.UNAUTHENTICATED), (wrong, grpc.StatusCode.PERMISSION_DENIED)):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await _grpc_strategy(bind, "shop", metadata)
+            assert refused.value.code() == code
+        answer = await _grpc_strategy(bind, "shop", (("authorization", "Bearer reader"),))
+        assert answer.operationSampling.defaultSamplingProbability == INITIAL_PROBABILITY
 
 
 async def test_replicas_answer_the_same_and_recompute_each_interval(api: LiveApi) -> None:
