@@ -18,6 +18,7 @@ from shared.analysis import core
 from shared.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_S, render
 from shared.store.buckets import BUCKET_BOUNDS_US
 from shared.store.rollups import Contribution
+from shared.store.sketch import fixed_bucket
 
 
 @dataclass
@@ -82,8 +83,8 @@ class SpanMetrics(Collector):
             if series is None:
                 series = self._series[service, operation, kind, status] = ([0] * len(SPAN_BUCKETS_MS), [0.0])
             buckets, total = series
-            for bucket, n in counts.items():
-                buckets[bucket] += n
+            for key, n in counts.items():
+                buckets[fixed_bucket(key)] += n
             total[0] += total_us / 1000
 
     def collect(self) -> Iterator[Metric]:
@@ -105,7 +106,8 @@ class SpanMetrics(Collector):
 
 SpanSum = tuple[str, str, str, str, int, int, dict[int, int]]
 """The spans of one label set (service, span name, span kind, status code) of some first finalizations:
-(the labels, count, total duration µs, histogram bucket → count)."""
+(the labels, count, total duration µs, histogram key → count; keys as a contribution's,
+:func:`shared.store.sketch.fixed_bucket` gives the ``le`` bucket)."""
 
 
 def span_sums(shares: Sequence[Contribution]) -> list[SpanSum]:
