@@ -17,6 +17,7 @@ import pytest
 from shared.analysis import analyze
 from shared.settings import Settings
 from shared.store import TraceQuery, TraceStore, open_store, sketch
+from shared.store.base import Window
 from shared.store.rollups import HOUR_US, decode_contribution, encode_contribution
 from tests.store.conftest import postgres_schema_url
 from tests.store.fixtures.make_v1_fixtures import SEARCHES
@@ -181,3 +182,31 @@ async def test_rollups_kept_before_the_sketch_are_converted_and_stay_exact(tmp_p
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM rollup_ops_bins").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM rollup_endpoints_bins").fetchone() == (0,)
+
+
+async def test_cassandra_rollups_kept_before_the_sketch_are_converted(cassandra_keyspace_url: str) -> None:
+    from shared.store.cassandra.config import CassandraConfig
+    from shared.store.cassandra.session import CassandraSession
+
+    settings = Settings.from_env({}, store_url=cassandra_keyspace_url)
+    store = await open_store(settings, writer=True)
+    traces = [f"t{i}" for i in range(10)]
+    try:
+        await write(store, [span(t, "root", service="gw", duration=40_000) for t in traces])
+        await store.finalize(traces, now_us=NOW)
+    finally:
+        await store.close()
+    session = await CassandraSession.connect(CassandraConfig.from_url(cassandra_keyspace_url))
+    try:  # a keyspace written before the sketch: no sketch tables
+        await session.execute("DROP TABLE rollup_ops_bins")
+        await session.execute("DROP TABLE rollup_endpoints_bins")
+    finally:
+        await session.close()
+
+    store = await open_store(settings)
+    try:  # the fixed bucket (25 ms, 50 ms] at its midpoint, every grain
+        assert (await store.stats()).services["gw"].bins == {sketch.bin_of(37_500): 10}
+        [endpoint] = await store.rollups("endpoints", Window(start_us=NOW - HOUR_US, end_us=NOW + HOUR_US))
+        assert endpoint.bins == {sketch.bin_of(37_500): 10}
+    finally:
+        await store.close()
