@@ -15,6 +15,7 @@ from shared.analysis import core
 from shared.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_S, Family, Histograms, LabelValues, Page, Values
 from shared.store.buckets import BUCKET_BOUNDS_US
 from shared.store.rollups import Contribution
+from shared.store.sketch import fixed_bucket
 
 
 @dataclass
@@ -90,13 +91,14 @@ class SpanMetrics:
             series = at((service, operation, kind, status))
             buckets = series.counts
             for bucket, n in counts.items():
-                buckets[bucket] += n
+                buckets[fixed_bucket(bucket)] += n
             series.total += total_us / 1000
 
 
 SpanSum = tuple[str, str, str, str, int, int, dict[int, int]]
 """The spans of one label set (service, span name, span kind, status code) of some first finalizations:
-(the labels, count, total duration µs, histogram bucket → count)."""
+(the labels, count, total duration µs, histogram key → count; keys as a contribution's,
+:func:`shared.store.sketch.fixed_bucket` gives the ``le`` bucket)."""
 
 
 def span_sums(shares: Sequence[Contribution]) -> list[SpanSum]:
