@@ -51,9 +51,10 @@ class Footprint:
     def breakdown(self, spans: int, *, top: int = 12) -> str:
         """The largest parts in bytes a span, e.g. ``traces 370, chunks 314``."""
         ordered = sorted(self.parts.items(), key=lambda item: -item[1])
-        shown = [f"{name} {size / spans:,.0f}" for name, size in ordered[:top] if size]
-        rest = sum(size for _, size in ordered[top:])
-        return ", ".join(shown + ([f"others {rest / spans:,.0f}"] if rest else []))
+        shown = [(name, size) for name, size in ordered[:top] if size / spans >= 0.5]
+        rest = (self.total - sum(size for _, size in shown)) / spans
+        text = [f"{name} {size / spans:,.0f}" for name, size in shown]
+        return ", ".join(text + ([f"others {rest:,.0f}"] if rest >= 0.5 else []))
 
 
 def per_span(n_bytes: float, spans: int) -> str:

@@ -86,6 +86,9 @@ def test_directory_footprint_by_name_and_kind(tmp_path: Path) -> None:
     footprint = storage.directory_footprint({"keys": tmp_path / "k", "values": tmp_path / "v"})
     assert footprint.parts == {"keys .sst": 100, "keys MANIFEST": 7, "values .vlog": 50}
     assert footprint.total == 157 and footprint.breakdown(1) == "keys .sst 100, values .vlog 50, keys MANIFEST 7"
+    assert footprint.breakdown(10) == "keys .sst 10, values .vlog 5, keys MANIFEST 1"
+    assert footprint.breakdown(20) == "keys .sst 5, values .vlog 2"  # MANIFEST below half a byte a span
+    assert footprint.breakdown(1, top=1) == "keys .sst 100, others 57"
 
 
 def test_urls_get_another_database_or_keyspace() -> None:
