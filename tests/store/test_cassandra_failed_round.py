@@ -6,6 +6,7 @@ fault test (a node killed mid-stream): 1,148 traces counted of 1,000."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -13,8 +14,10 @@ import pytest
 
 from shared.store.base import Window
 from shared.store.cassandra import CassandraStore
+from shared.store.cassandra.aggregates import SERIES
 from shared.store.cassandra.finalizer import SUMMARY
 from shared.store.cassandra.schema import Cql
+from shared.store.rollups import MINUTE
 from tests.store.test_contract import MS, NOW, SECOND, SHARD, T0, simple_trace, span, write
 
 Groups = Iterable[Sequence[tuple[str, Sequence[Any]]]]
@@ -115,3 +118,57 @@ async def test_a_round_failed_after_its_trace_rows_is_rolled_up_at_the_owners_ne
 
     assert await cassandra.due_traces({SHARD}, NOW + 700 * MS, 10) == []
     assert await counted(cassandra) == (1, len(trace))
+
+
+OTHER = "spans/1"
+
+
+async def test_a_round_failed_on_one_shard_leaves_no_slice_write_of_another_running(
+    cassandra: CassandraStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round of two shards whose rollup slices fail on one: the other shard's slice updates stop with the
+    round. One that went on would write slices computed before the round failed once later rounds have
+    written theirs (its memory of the slices, its token: taken as current from then on)."""
+    await write(cassandra, simple_trace("t-a", start=T0), now=NOW, shard=SHARD)
+    for i, trace_id in enumerate(("t-b0", "t-b1", "t-b2")):
+        await write(cassandra, simple_trace(trace_id, start=T0 + (i + 1) * MS), now=NOW, shard=OTHER)
+    assert [a.trace_id for a in await cassandra.finalize(["t-b0"], now_us=NOW + 600 * MS)] == ["t-b0"]
+
+    cql = cassandra.cql
+    real = cql.partitions
+    slices = {spec.insert_cql for spec in SERIES}
+    other_entered, release, idle = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    idle.set()
+    held = 0
+
+    async def partitions(groups: Groups) -> None:
+        nonlocal held
+        groups = [list(g) for g in groups]
+        minute_slices = {v[3] for g in groups for text, v in g if text in slices and v[1] == MINUTE}
+        if SHARD in minute_slices:  # fails, once the other shard's first slice write is under way
+            await asyncio.wait_for(other_entered.wait(), 30)
+            raise Timeout("rollup slices: request timed out")
+        if OTHER in minute_slices and not other_entered.is_set():
+            other_entered.set()
+            held += 1
+            idle.clear()
+            try:
+                await release.wait()
+                await real(groups)
+            finally:
+                held -= 1
+                if not held:
+                    idle.set()
+            return
+        await real(groups)
+
+    monkeypatch.setattr(cql, "partitions", partitions)
+    with pytest.raises(Timeout):
+        await cassandra.finalize(["t-a", "t-b1"], now_us=NOW + 700 * MS)
+    monkeypatch.setattr(cql, "partitions", real)
+    assert [a.trace_id for a in await cassandra.finalize(["t-b2"], now_us=NOW + 800 * MS)] == ["t-b2"]
+    release.set()
+    await asyncio.wait_for(idle.wait(), 30)  # whatever of the failed round was still running has ended
+
+    assert await cassandra.due_traces({SHARD, OTHER}, NOW + 900 * MS, 10) == []  # adopts the failed shard
+    assert await counted(cassandra) == (4, 8)

@@ -19,7 +19,7 @@ finalizes the active traces again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -234,7 +234,7 @@ class Owner:
             for shard, plan in plans.items():
                 self._trace_rows(groups, shard, plan, rows, current, now_us)
             await cql.partitions(groups.values())
-            await asyncio.gather(*(self.aggregates.apply(shard, plan.delta) for shard, plan in plans.items()))
+            await _together([self.aggregates.apply(shard, plan.delta) for shard, plan in plans.items()])
             await self.aggregates.end(tokens)
         except BaseException:
             for shard in plans:
@@ -395,6 +395,20 @@ class Owner:
             self.aggregates.invalidate(shard)
             raise
         return sorted(gone), skipped
+
+
+async def _together(jobs: Sequence[Coroutine[Any, Any, None]]) -> None:
+    """Run ``jobs`` at once; the first failure cancels the others and is raised once they have all ended.
+
+    Never ``asyncio.gather``: the jobs it leaves running after a failure are a round's rollup updates going
+    on after the round failed and its shards were invalidated. They would write slices computed from the
+    state before the failure after later rounds wrote theirs, and keep their copy of them as current."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for job in jobs:
+                group.create_task(job)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
 
 
 def _result(
