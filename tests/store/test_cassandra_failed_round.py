@@ -7,6 +7,7 @@ fault test (a node killed mid-stream): 1,148 traces counted of 1,000."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -172,3 +173,39 @@ async def test_a_round_failed_on_one_shard_leaves_no_slice_write_of_another_runn
 
     assert await cassandra.due_traces({SHARD, OTHER}, NOW + 900 * MS, 10) == []  # adopts the failed shard
     assert await counted(cassandra) == (4, 8)
+
+
+async def test_a_trace_row_write_that_failed_but_landed_later_does_not_hide_the_trace(
+    cassandra: CassandraStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that times out may still be applied, on a replica the next reads do not ask (one that was
+    killed and comes back, or was slow to answer), and reach the others later. The round's trace row is
+    such a write here: the owner's next scan adopts the shard and takes the round's contribution out, as
+    the row it reads records none; then the row arrives with the timestamp it was sent with. The trace
+    must not become finalized without being counted: the adoption wrote the row's finalization anew."""
+    trace = simple_trace("t-ghost", start=T0)
+    await write(cassandra, trace, now=NOW, shard=SHARD)
+    cql = cassandra.cql
+    real = cql.partitions
+    sent: list[tuple[int, Sequence[Any]]] = []
+
+    async def partitions(groups: Groups) -> None:
+        groups = [list(g) for g in groups]
+        rows = [values for g in groups for text, values in g if text == SUMMARY]
+        if rows and not sent:
+            sent.extend((time.time_ns() // 1000, values) for values in rows)
+            raise Timeout("trace rows: request timed out")
+        await real(groups)
+
+    monkeypatch.setattr(cql, "partitions", partitions)
+    with pytest.raises(Timeout):
+        await cassandra.finalize(["t-ghost"], now_us=NOW + 600 * MS)
+    monkeypatch.setattr(cql, "partitions", real)
+    assert await cassandra.due_traces({SHARD}, NOW + 700 * MS, 10) == ["t-ghost"]  # adopts the shard first
+
+    late = SUMMARY.replace("USING TTL ?", "USING TTL ? AND TIMESTAMP ?")
+    await real([[(late, (values[0], stamp, *values[1:]))] for stamp, values in sent])
+    due = await cassandra.due_traces({SHARD}, NOW + 800 * MS, 10)
+    assert due == ["t-ghost"]
+    assert [a.trace_id for a in await cassandra.finalize(due, now_us=NOW + 900 * MS)] == ["t-ghost"]
+    assert await counted(cassandra) == (1, len(trace))

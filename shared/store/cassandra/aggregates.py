@@ -18,7 +18,9 @@ it touches, and each trace it finalizes with the minute of its new contribution)
 contributions, then the slices, and deletes the record when everything is written. A new owner (:meth:`adopt`) finishes
 what a crashed owner left before it writes anything: it sets the contributions of the pending rounds'
 traces back to what their rows record (a trace whose row the round did not write is active again, and
-its next finalization replaces what the row records), then recomputes the slices of the pending minutes.
+its next finalization replaces what the row records) and writes that record again (so that a row write of
+the round that failed but was applied somewhere cannot change it later), then recomputes the slices of the
+pending minutes.
 Replays rewrite the same contributions (idempotent), so the slices stay the sum of what is stored,
 counted once.
 """
@@ -127,8 +129,26 @@ BEGIN: Final = "INSERT INTO rollup_pending (ns, shard, stamp, minutes, traces) V
 END: Final = "DELETE FROM rollup_pending WHERE ns = ? AND shard = ? AND stamp = ?"
 PUT_CONTRIB: Final = "INSERT INTO contribs (ns, shard, minute, trace_id, body) VALUES (?, ?, ?, ?, ?) USING TTL ?"
 DELETE_CONTRIB: Final = "DELETE FROM contribs WHERE ns = ? AND shard = ? AND minute = ? AND trace_id = ?"
-RECORDED: Final = "SELECT start_us, contribution FROM traces WHERE ns = ? AND trace_id = ? LIMIT 1"
-"""The contribution a trace's row records (written with its start in one statement, at finalization)."""
+FINALIZATION: Final = (
+    "start_us",
+    "contribution",
+    "state",
+    "final_n",
+    "final_fp",
+    "final_chunks",
+    "late_chunks",
+    "contrib_minutes",
+    "refinalizations",
+    "finalized_at_us",
+)
+"""The columns of a trace row that its finalization writes and its next finalization reads (its state,
+the chunk set used, its contribution and where it is stored)."""
+RECORDED: Final = f"SELECT tid, {', '.join(FINALIZATION)} FROM traces WHERE ns = ? AND trace_id = ? LIMIT 1"
+"""What a trace's row records of its finalization (the contribution written with its start in one
+statement)."""
+REWRITE: Final = (
+    f"UPDATE traces USING TTL ? SET {', '.join(f'{c} = ?' for c in FINALIZATION)} WHERE ns = ? AND trace_id = ?"
+)
 
 _moves = msgspec.msgpack.Encoder()
 _moves_decoder = msgspec.msgpack.Decoder(list[tuple[str, int]])
@@ -224,7 +244,12 @@ class Aggregates:
         trace, recorded as the previous one, whose row under an earlier minute the round deleted); its
         next finalization subtracts what the row records, so the stored contributions must say the same
         before the pending minutes are summed again. Else the trace counts twice (a node killed
-        mid-stream: 1,148 traces in the rollups of 1,000)."""
+        mid-stream: 1,148 traces in the rollups of 1,000).
+
+        The rows' finalization columns are written again, as read: a trace row the round sent may have
+        failed here and still be applied on a replica these reads did not ask, to reach the others later
+        (a write that timed out, a node killed and started again). Older than this write, it loses: else
+        it would make the trace finalized with a contribution taken out of the rollups here, for good."""
         cql = self.cql
         minutes: dict[str, set[int]] = {}
         for trace_id, minute in moves:
@@ -232,15 +257,19 @@ class Aggregates:
         ids = sorted(minutes)
         found = await cql.many(RECORDED, [(cql.ns, t) for t in ids])
         groups: dict[int, list[tuple[str, Sequence[Any]]]] = {}
-        for trace_id, rows in zip(ids, found, strict=True):
-            start_us, body = rows[0] if rows else (None, None)
+        rows: list[list[tuple[str, Sequence[Any]]]] = []
+        for trace_id, stored in zip(ids, found, strict=True):
+            tid, *finalization = stored[0] if stored else (None,) * (1 + len(FINALIZATION))
+            start_us, body = finalization[:2]
             recorded = start_us // MINUTE_US if start_us is not None and body is not None else None
             if recorded is not None:
                 put = (cql.ns, shard, recorded, trace_id, body, cql.ttl_s)
                 groups.setdefault(recorded, []).append((PUT_CONTRIB, put))
             for minute in minutes[trace_id] - {recorded}:
                 groups.setdefault(minute, []).append((DELETE_CONTRIB, (cql.ns, shard, minute, trace_id)))
-        await cql.partitions(groups.values())
+            if tid is not None:
+                rows.append([(REWRITE, (cql.ttl_s, *finalization, cql.ns, trace_id))])
+        await cql.partitions([*groups.values(), *rows])
 
     async def begin(self, rounds: Mapping[str, tuple[RollupDelta, Sequence[tuple[str, int]]]]) -> dict[str, int]:
         """Record a round of each shard (shard -> (delta, moves)) before it writes anything: the minutes the
