@@ -209,3 +209,29 @@ async def test_a_trace_row_write_that_failed_but_landed_later_does_not_hide_the_
     assert due == ["t-ghost"]
     assert [a.trace_id for a in await cassandra.finalize(due, now_us=NOW + 900 * MS)] == ["t-ghost"]
     assert await counted(cassandra) == (1, len(trace))
+
+
+async def test_a_round_another_owner_left_pending_is_finished_by_a_process_that_had_adopted_the_shard(
+    cassandra: CassandraStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard goes to another process and comes back between two due scans of this one, so no scan of
+    this one released it; that process's round wrote the trace rows and died before the rollup slices.
+    The next scan here still finishes the pending round."""
+    trace = simple_trace("t-away", start=T0)
+    await write(cassandra, trace, now=NOW, shard=SHARD)
+    assert await cassandra.due_traces({SHARD}, NOW, 10) == []  # adopted here, nothing due yet
+
+    elsewhere = CassandraStore(cassandra._session, ttl_s=cassandra.cql.ttl_s)  # another owner, meanwhile
+
+    async def apply(*args: Any, **kwargs: Any) -> None:
+        raise Timeout("rollup slices: request timed out")
+
+    monkeypatch.setattr(elsewhere._aggregates, "apply", apply)
+    assert await elsewhere.due_traces({SHARD}, NOW + 600 * MS, 10) == ["t-away"]
+    with pytest.raises(Timeout):
+        await elsewhere.finalize(["t-away"], now_us=NOW + 600 * MS)
+    stored = await cassandra.get_trace("t-away")
+    assert stored is not None and stored.state == "finalized"
+
+    assert await cassandra.due_traces({SHARD}, NOW + 700 * MS, 10) == []  # the shard is back here
+    assert await counted(cassandra) == (1, len(trace))

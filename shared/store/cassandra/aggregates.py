@@ -211,29 +211,39 @@ class Aggregates:
         next due scan or round adopts the shard again, recomputing what the failed round touched)."""
         self._forget(shard)
 
-    async def adopt(self, shards: Iterable[str]) -> None:
+    async def adopt(self, shards: Iterable[str], *, recheck: bool = False) -> None:
         """Before the first round of a shard (at its owner's due scans): finish every round a previous owner,
-        or a failed round of this one, left pending. A shard already adopted costs nothing."""
+        or a failed round of this one, left pending. A shard already adopted costs nothing, unless
+        ``recheck`` (the owner's due scans): its pending rounds are read too, and finished if there are any.
+        A shard can go to another process and come back between two scans of this one (no scan ran while
+        it was away to release it), and what that process left pending is in no copy this one holds."""
         for shard in self._released:
             self._forget(shard)
         self._released.clear()
-        for shard in sorted(set(shards).difference(self._adopted)):
-            cql = self.cql
-            pending = await cql.rows(PENDING, (cql.ns, shard))
-            self._forget(shard)
-            minutes: set[int] = set()
-            moves: list[tuple[str, int]] = []
-            for _, recorded, traces in pending:
-                minutes.update(recorded or ())
-                if traces:
-                    moves.extend(_moves_decoder.decode(traces))
-            if moves:
-                await self._match_rows(shard, moves)
-            if minutes:
-                await self.apply(shard, RollupDelta(), refresh=minutes)
-            if pending:
-                await cql.partitions([[(END, (cql.ns, shard, token)) for token, _, _ in pending]])
-            self._adopted.add(shard)
+        cql = self.cql
+        asked = sorted(s for s in set(shards) if recheck or s not in self._adopted)
+        found = await cql.many(PENDING, [(cql.ns, shard) for shard in asked])
+        for shard, pending in zip(asked, found, strict=True):
+            if pending or shard not in self._adopted:
+                await self._finish(shard, pending)
+
+    async def _finish(self, shard: str, pending: Sequence[Sequence[Any]]) -> None:
+        """Finish the ``pending`` rounds of ``shard`` (its ``rollup_pending`` rows) and adopt it."""
+        cql = self.cql
+        self._forget(shard)
+        minutes: set[int] = set()
+        moves: list[tuple[str, int]] = []
+        for _, recorded, traces in pending:
+            minutes.update(recorded or ())
+            if traces:
+                moves.extend(_moves_decoder.decode(traces))
+        if moves:
+            await self._match_rows(shard, moves)
+        if minutes:
+            await self.apply(shard, RollupDelta(), refresh=minutes)
+        if pending:
+            await cql.partitions([[(END, (cql.ns, shard, token)) for token, _, _ in pending]])
+        self._adopted.add(shard)
 
     async def _match_rows(self, shard: str, moves: Sequence[tuple[str, int]]) -> None:
         """Make the shard's stored contributions of the traces an unfinished round finalized what their rows
