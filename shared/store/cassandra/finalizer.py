@@ -48,7 +48,8 @@ WAITING: Final = (
 )
 DROP_CHUNKS: Final = "DELETE FROM traces WHERE ns = ? AND trace_id = ? AND seq >= 0"
 NOT_ACTIVE: Final = "DELETE FROM idx_active USING TIMESTAMP ? WHERE ns = ? AND hour = ? AND trace_id = ?"
-"""Timestamped with the finalization's clock, as the writer's insert is with its batch's (see the writer's step 5)."""
+"""Timestamped after every chunk the finalization used, whose batches' inserts carry the chunks' timestamps
+(see the writer's step 5)."""
 PUT_PATH: Final = "INSERT INTO call_paths (ns, ctx, label, path) VALUES (?, ?, ?, ?) USING TTL ?"
 PURGEABLE: Final = "SELECT shard, start_us, trace_id FROM by_start WHERE ns = ? AND hour = ?"
 PURGEABLE_OF: Final = (
@@ -93,6 +94,8 @@ class RoundStates(msgspec.Struct, kw_only=True, gc=False):
     chunk_sets: dict[str, list[int]]
     late_sets: dict[str, list[int]]
     """The chunks of each chunk set that arrived after the trace's previous finalization."""
+    written: dict[str, int]
+    """The latest write timestamp of each chunk set."""
 
 
 def _active_hours(row: StoredRow) -> set[int]:
@@ -191,7 +194,7 @@ class Owner:
     ) -> RoundStates:
         """Every active trace's current state and the exact chunk set it merges: the cached copy when it is
         exactly the stored chunk set (never for a re-finalization, which counts late chunks), else read."""
-        out = RoundStates(states={}, chunk_sets={}, late_sets={})
+        out = RoundStates(states={}, chunk_sets={}, late_sets={}, written={})
         missing: list[StoredRow] = []
         for row in active:
             cached = None
@@ -203,6 +206,7 @@ class Owner:
                 out.states[row.trace_id] = cached
                 out.chunk_sets[row.trace_id] = list(row.chunk_ids)
                 out.late_sets[row.trace_id] = []
+                out.written[row.trace_id] = row.written_us
         chunks = await read_chunks(self.cql, [r.trace_id for r in missing])
         for row in missing:
             stored = chunks[row.trace_id]
@@ -213,6 +217,7 @@ class Owner:
             )
             out.states[row.trace_id] = stored.state(flags)
             out.chunk_sets[row.trace_id] = stored.ids
+            out.written[row.trace_id] = stored.written_us
             out.late_sets[row.trace_id] = [cid for cid, late in zip(stored.ids, flags, strict=True) if late]
         return out
 
@@ -291,8 +296,10 @@ class Owner:
             for span_id in open_ids:
                 groups.setdefault(("open", span_id), []).append((CLOSE, (ns, span_id, trace_id)))
         for trace_id in [*(s.trace_id for s in plan.summaries), *plan.waiting]:
+            written = current.written[trace_id]
+            stamp = written + 1 if written else now_us  # later than the inserts of the chunks used, only
             for hour in _active_hours(rows[trace_id]):
-                groups.setdefault(("idx_active", hour), []).append((NOT_ACTIVE, (now_us, ns, hour, trace_id)))
+                groups.setdefault(("idx_active", hour), []).append((NOT_ACTIVE, (stamp, ns, hour, trace_id)))
         for ctx, path in plan.paths.items():
             if ctx not in self._paths:
                 groups.setdefault(("call_paths",), []).append(
