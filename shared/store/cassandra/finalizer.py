@@ -297,7 +297,7 @@ class Owner:
                 groups.setdefault(("open", span_id), []).append((CLOSE, (ns, span_id, trace_id)))
         for trace_id in [*(s.trace_id for s in plan.summaries), *plan.waiting]:
             written = current.written[trace_id]
-            stamp = written + 1 if written else now_us  # later than the inserts of the chunks used, only
+            stamp = written + 1 if written else now_us  # after the inserts of the chunks used, whatever the clocks
             for hour in _active_hours(rows[trace_id]):
                 groups.setdefault(("idx_active", hour), []).append((NOT_ACTIVE, (stamp, ns, hour, trace_id)))
         for ctx, path in plan.paths.items():
