@@ -16,7 +16,7 @@ import pytest
 from shared.store.base import Window
 from shared.store.cassandra import CassandraStore
 from shared.store.cassandra.aggregates import SERIES
-from shared.store.cassandra.finalizer import SUMMARY
+from shared.store.cassandra.finalizer import DELETE_TRACE, SUMMARY
 from shared.store.cassandra.schema import Cql
 from shared.store.rollups import MINUTE
 from tests.store.test_contract import MS, NOW, SECOND, SHARD, T0, simple_trace, span, write
@@ -235,3 +235,37 @@ async def test_a_round_another_owner_left_pending_is_finished_by_a_process_that_
 
     assert await cassandra.due_traces({SHARD}, NOW + 700 * MS, 10) == []  # the shard is back here
     assert await counted(cassandra) == (1, len(trace))
+
+
+async def test_a_purge_failed_after_its_rollup_update_takes_each_trace_out_once(
+    cassandra: CassandraStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge round deletes the contributions, updates the slices, then deletes the trace rows. Failing at
+    the rows, it leaves them for the next purge, whose rollup update must not take them out again."""
+    kept = simple_trace("t-kept", start=T0 + 10 * MS)  # the same shard and minute, not purged
+    for trace_id, spans in (
+        ("t-old1", simple_trace("t-old1", start=T0)),
+        ("t-old2", simple_trace("t-old2", start=T0 + MS)),
+    ):
+        await write(cassandra, spans, now=NOW, shard=SHARD)
+        assert [a.trace_id for a in await cassandra.finalize([trace_id], now_us=NOW + 600 * MS)] == [trace_id]
+    await write(cassandra, kept, now=NOW, shard=SHARD)
+    assert [a.trace_id for a in await cassandra.finalize(["t-kept"], now_us=NOW + 600 * MS)] == ["t-kept"]
+    cql = cassandra.cql
+    real = cql.partitions
+    failed = False
+
+    async def partitions(groups: Groups) -> None:
+        nonlocal failed
+        groups = [list(g) for g in groups]
+        if not failed and any(text == DELETE_TRACE for g in groups for text, _ in g):
+            failed = True
+            raise Timeout("trace deletes: request timed out")
+        await real(groups)
+
+    monkeypatch.setattr(cql, "partitions", partitions)
+    with pytest.raises(Timeout):
+        await cassandra.purge(T0 + 5 * MS, shards={SHARD})
+    assert await cassandra.purge(T0 + 5 * MS, shards={SHARD}) == 2
+
+    assert await counted(cassandra) == (1, len(kept))

@@ -129,6 +129,7 @@ BEGIN: Final = "INSERT INTO rollup_pending (ns, shard, stamp, minutes, traces) V
 END: Final = "DELETE FROM rollup_pending WHERE ns = ? AND shard = ? AND stamp = ?"
 PUT_CONTRIB: Final = "INSERT INTO contribs (ns, shard, minute, trace_id, body) VALUES (?, ?, ?, ?, ?) USING TTL ?"
 DELETE_CONTRIB: Final = "DELETE FROM contribs WHERE ns = ? AND shard = ? AND minute = ? AND trace_id = ?"
+CONTRIB_OF: Final = "SELECT body FROM contribs WHERE ns = ? AND shard = ? AND minute = ? AND trace_id = ?"
 FINALIZATION: Final = (
     "start_us",
     "contribution",

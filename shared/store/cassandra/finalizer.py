@@ -27,7 +27,7 @@ import msgspec
 from shared.analysis import TraceAnalysis
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
-from shared.store.cassandra.aggregates import DELETE_CONTRIB, PUT_CONTRIB, Aggregates
+from shared.store.cassandra.aggregates import CONTRIB_OF, DELETE_CONTRIB, PUT_CONTRIB, Aggregates
 from shared.store.cassandra.indexes import IndexRow, index_changes, retention_row, search_rows
 from shared.store.cassandra.rows import StoredRow, fingerprint, read_chunks, read_rows
 from shared.store.cassandra.schema import Cql
@@ -373,24 +373,14 @@ class Owner:
             and start < before_us
         ]
         skipped = min((s for s, t, _ in entries if rows[t].exists and rows[t].state == "active"), default=None)
-        previous = await self._previous(doomed)
-        delta = RollupDelta()
-        for row in doomed:
-            blob = previous[row.trace_id].contribution
-            if blob is not None:
-                delta.add(decode_contribution(blob), -1)
-        contribs: dict[tuple[Any, ...], Statements] = {}
-        for row in doomed:
-            minutes = set(row.contrib_minutes) | ({row.start_us // MINUTE_US} if row.start_us is not None else set())
-            for minute in minutes:
-                contribs.setdefault((minute,), []).append((DELETE_CONTRIB, (ns, shard, minute, row.trace_id)))
+        await self.aggregates.adopt([shard])  # first: the stored contributions are then what the slices sum
+        delta, contribs = await self._stored_contributions(shard, doomed)
         gone = {t for t in (r.trace_id for r in doomed)}
         retention = [
             [(DELETE_RETENTION, (ns, hour, shard, start, t))]
             for start, t, hour in entries
             if t in gone or not rows[t].exists or rows[t].start_us != start
         ]
-        await self.aggregates.adopt([shard])
         tokens = await self.aggregates.begin({shard: (delta, [])})
         try:
             await cql.partitions(contribs.values())
@@ -402,6 +392,27 @@ class Owner:
             self.aggregates.invalidate(shard)
             raise
         return sorted(gone), skipped
+
+    async def _stored_contributions(
+        self, shard: str, doomed: Sequence[StoredRow]
+    ) -> tuple[RollupDelta, dict[tuple[Any, ...], Statements]]:
+        """The contributions of ``doomed`` stored under ``shard``, summed to be taken out of its slices, and
+        the deletes of every one their rows name. What is stored, not what the rows record: a purge that
+        failed after its contributions and its slices leaves the rows, and took those out already."""
+        cql = self.cql
+        asks = [(cql.ns, shard, minute, row.trace_id) for row in doomed for minute in sorted(_contrib_minutes(row))]
+        delta = RollupDelta()
+        contribs: dict[tuple[Any, ...], Statements] = {}
+        for ask, found in zip(asks, await cql.many(CONTRIB_OF, asks), strict=True):
+            for (body,) in found:
+                delta.add(decode_contribution(body), -1)
+            contribs.setdefault((ask[2],), []).append((DELETE_CONTRIB, ask))
+        return delta, contribs
+
+
+def _contrib_minutes(row: StoredRow) -> set[int]:
+    """The minutes a finalized trace's contribution may be stored under (those its row lists, and its start's)."""
+    return set(row.contrib_minutes) | ({row.start_us // MINUTE_US} if row.start_us is not None else set())
 
 
 async def _together(jobs: Sequence[Coroutine[Any, Any, None]]) -> None:
