@@ -28,17 +28,18 @@ class Timeout(Exception):
     """What a write that timed out looks like to the round."""
 
 
-def failing_trace_rows(cql: Cql) -> Callable[[Groups], Awaitable[None]]:
-    """``cql.partitions`` that fails the next write of trace summaries (step 3), once."""
+def failing_once(cql: Cql, statement: str = SUMMARY) -> Callable[[Groups], Awaitable[None]]:
+    """``cql.partitions`` that fails the next write of ``statement`` (default: the trace summaries, step 3),
+    once."""
     real = cql.partitions
     failed = False
 
     async def partitions(groups: Groups) -> None:
         nonlocal failed
         groups = [list(g) for g in groups]
-        if not failed and any(cql_text == SUMMARY for g in groups for cql_text, _ in g):
+        if not failed and any(cql_text == statement for g in groups for cql_text, _ in g):
             failed = True
-            raise Timeout("trace rows: request timed out")
+            raise Timeout("request timed out")
         await real(groups)
 
     return partitions
@@ -57,7 +58,7 @@ async def test_a_round_failed_after_its_contributions_counts_the_trace_once(
     trace = simple_trace("t-half", start=T0)
     other = simple_trace("t-other", start=T0 + 5 * MS)  # the same shard and minute
     await write(cassandra, [*trace, *other], now=NOW)
-    monkeypatch.setattr(cassandra.cql, "partitions", failing_trace_rows(cassandra.cql))
+    monkeypatch.setattr(cassandra.cql, "partitions", failing_once(cassandra.cql))
     with pytest.raises(Timeout):
         await cassandra.finalize(["t-half"], now_us=NOW + 600 * MS)
     stored = await cassandra.get_trace("t-half")
@@ -81,7 +82,7 @@ async def test_a_failed_refinalization_that_moved_the_contribution_counts_the_tr
     # the root arrives late, two minutes earlier: the trace's start, so its contribution's minute, moves
     root = span("t-moved", "root", service="api", start=T0 - 120 * SECOND, duration=121 * SECOND)
     await write(cassandra, [root], now=NOW + 700 * MS)
-    monkeypatch.setattr(cassandra.cql, "partitions", failing_trace_rows(cassandra.cql))
+    monkeypatch.setattr(cassandra.cql, "partitions", failing_once(cassandra.cql))
     with pytest.raises(Timeout):  # the contribution under the new minute, the old one deleted, no trace row
         await cassandra.finalize(["t-moved"], now_us=NOW + 1300 * MS)
 
@@ -251,19 +252,7 @@ async def test_a_purge_failed_after_its_rollup_update_takes_each_trace_out_once(
         assert [a.trace_id for a in await cassandra.finalize([trace_id], now_us=NOW + 600 * MS)] == [trace_id]
     await write(cassandra, kept, now=NOW, shard=SHARD)
     assert [a.trace_id for a in await cassandra.finalize(["t-kept"], now_us=NOW + 600 * MS)] == ["t-kept"]
-    cql = cassandra.cql
-    real = cql.partitions
-    failed = False
-
-    async def partitions(groups: Groups) -> None:
-        nonlocal failed
-        groups = [list(g) for g in groups]
-        if not failed and any(text == DELETE_TRACE for g in groups for text, _ in g):
-            failed = True
-            raise Timeout("trace deletes: request timed out")
-        await real(groups)
-
-    monkeypatch.setattr(cql, "partitions", partitions)
+    monkeypatch.setattr(cassandra.cql, "partitions", failing_once(cassandra.cql, DELETE_TRACE))
     with pytest.raises(Timeout):
         await cassandra.purge(T0 + 5 * MS, shards={SHARD})
     assert await cassandra.purge(T0 + 5 * MS, shards={SHARD}) == 2
