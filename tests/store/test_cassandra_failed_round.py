@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from shared.store.base import Window
-from shared.store.cassandra import CassandraStore
+from shared.store.cassandra import CassandraStore, aggregates
 from shared.store.cassandra.aggregates import SERIES
 from shared.store.cassandra.finalizer import DELETE_TRACE, SUMMARY
 from shared.store.cassandra.schema import Cql
@@ -217,7 +217,7 @@ async def test_a_round_another_owner_left_pending_is_finished_by_a_process_that_
 ) -> None:
     """A shard goes to another process and comes back between two due scans of this one, so no scan of
     this one released it; that process's round wrote the trace rows and died before the rollup slices.
-    The next scan here still finishes the pending round."""
+    A scan here still finishes the pending round, once it is old enough not to be under way any more."""
     trace = simple_trace("t-away", start=T0)
     await write(cassandra, trace, now=NOW, shard=SHARD)
     assert await cassandra.due_traces({SHARD}, NOW, 10) == []  # adopted here, nothing due yet
@@ -235,6 +235,9 @@ async def test_a_round_another_owner_left_pending_is_finished_by_a_process_that_
     assert stored is not None and stored.state == "finalized"
 
     assert await cassandra.due_traces({SHARD}, NOW + 700 * MS, 10) == []  # the shard is back here
+    assert await counted(cassandra) == (0, 0)  # that process's round may still be under way: left to it
+    monkeypatch.setattr(aggregates, "ROUND_LEASE_US", 0)  # its record is old enough now: that process died
+    assert await cassandra.due_traces({SHARD}, NOW + 800 * MS, 10) == []
     assert await counted(cassandra) == (1, len(trace))
 
 
@@ -258,3 +261,52 @@ async def test_a_purge_failed_after_its_rollup_update_takes_each_trace_out_once(
     assert await cassandra.purge(T0 + 5 * MS, shards={SHARD}) == 2
 
     assert await counted(cassandra) == (1, len(kept))
+
+
+async def test_a_round_another_process_has_under_way_is_left_to_it(
+    cassandra: CassandraStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes hold a shard at once for a while (one the consumer group dropped goes on with its round
+    until it learns of it). The new owner's scan finds the round's record: it leaves the record, and the
+    shard, alone, instead of taking out the contributions whose trace rows the round is about to write."""
+    trace = simple_trace("t-both", start=T0)
+    await write(cassandra, trace, now=NOW, shard=SHARD)
+    cql = cassandra.cql
+    real = cql.partitions
+    writing, release = asyncio.Event(), asyncio.Event()
+
+    async def partitions(groups: Groups) -> None:
+        groups = [list(g) for g in groups]
+        if any(text == SUMMARY for g in groups for text, _ in g):  # the trace rows wait (a slow write)
+            writing.set()
+            await asyncio.wait_for(release.wait(), 30)
+        await real(groups)
+
+    monkeypatch.setattr(cql, "partitions", partitions)
+    under_way = asyncio.create_task(cassandra.finalize(["t-both"], now_us=NOW + 600 * MS))
+    await asyncio.wait_for(writing.wait(), 30)
+    newcomer = CassandraStore(cassandra._session, ttl_s=cql.ttl_s)  # the shard's new owner
+    assert await newcomer.due_traces({SHARD}, NOW + 700 * MS, 10) == []
+    release.set()
+    assert [a.trace_id for a in await under_way] == ["t-both"]
+
+    assert await newcomer.due_traces({SHARD}, NOW + 800 * MS, 10) == []  # adopted now: the record is gone
+    assert await counted(cassandra) == (1, len(trace))
+
+
+async def test_a_round_that_ran_too_long_stops_before_its_next_write(
+    cassandra: CassandraStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round past :data:`ROUND_FENCE_US` writes nothing more (another process may take its record over
+    once it is :data:`ROUND_LEASE_US` old); its trace stays active, and the next round finalizes it."""
+    trace = simple_trace("t-slow", start=T0)
+    await write(cassandra, trace, now=NOW, shard=SHARD)
+    monkeypatch.setattr(aggregates, "ROUND_FENCE_US", 0)
+    with pytest.raises(aggregates.RoundOverrun):
+        await cassandra.finalize(["t-slow"], now_us=NOW + 600 * MS)
+    stored = await cassandra.get_trace("t-slow")
+    assert stored is not None and stored.state == "active"
+
+    monkeypatch.undo()
+    assert [a.trace_id for a in await cassandra.finalize(["t-slow"], now_us=NOW + 700 * MS)] == ["t-slow"]
+    assert await counted(cassandra) == (1, len(trace))

@@ -122,8 +122,8 @@ class CassandraStore(Backend, Reader):
             # failed after its trace rows leaves its rollup slices pending, and when no trace of the shard
             # is due again no round would ever finish them. Every scan finishes what is pending, adopted or
             # not: the shard may have been another process's since the last scan.
-            await self._aggregates.adopt(shards, recheck=True)
-        due, self._scanned = await self._due.scan(shards, now_us, limit)
+            busy = await self._aggregates.adopt(shards, recheck=True)
+        due, self._scanned = await self._due.scan([s for s in shards if s not in busy], now_us, limit)
         return due
 
     async def _finalize(

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -40,6 +41,11 @@ from shared.store.rollups import HOUR, MINUTE, MINUTE_US, TOTAL, RollupDelta, de
 
 Key = tuple[Any, ...]
 GrainRows = list[tuple[int, int, Key, list[int]]]
+
+
+class RoundOverrun(Exception):
+    """A round ran too long to go on writing (:data:`ROUND_FENCE_US`), or a shard it would write is another
+    process's round's still (:meth:`Aggregates.adopt`); its traces stay due."""
 
 
 class Series(msgspec.Struct, kw_only=True, gc=False, eq=False):
@@ -124,7 +130,16 @@ Content = dict[Key, tuple[list[int], int]]
 CONTRIBS: Final = "SELECT body FROM contribs WHERE ns = ? AND shard = ? AND minute = ?"
 HOURS: Final = "SELECT hour FROM rollup_hours WHERE ns = ?"
 LIST_HOUR: Final = "INSERT INTO rollup_hours (ns, hour) VALUES (?, ?)"
-PENDING: Final = "SELECT stamp, minutes, traces FROM rollup_pending WHERE ns = ? AND shard = ?"
+PENDING: Final = "SELECT stamp, minutes, traces, WRITETIME(traces) FROM rollup_pending WHERE ns = ? AND shard = ?"
+ROUND_LEASE_US: Final = 90_000_000
+"""How long a round of another process may still be under way: its pending record, and its shard, are left
+alone until the record is this old (or gone). Two processes can hold a shard at once for a while: a worker
+the consumer group dropped (its session expired while a round ran, on a loaded machine) goes on with its
+round until it learns of it; a new owner that finished that round's record meanwhile took out of the
+rollups the contributions whose trace rows the round then wrote (finalized, never counted)."""
+ROUND_FENCE_US: Final = 20_000_000
+"""A round that has run this long stops before its next write (it fails, and its record is finished by the
+next adoption): its writes end well before its record can be taken over (:data:`ROUND_LEASE_US`)."""
 BEGIN: Final = "INSERT INTO rollup_pending (ns, shard, stamp, minutes, traces) VALUES (?, ?, ?, ?, ?) USING TTL ?"
 END: Final = "DELETE FROM rollup_pending WHERE ns = ? AND shard = ? AND stamp = ?"
 PUT_CONTRIB: Final = "INSERT INTO contribs (ns, shard, minute, trace_id, body) VALUES (?, ?, ?, ?, ?) USING TTL ?"
@@ -189,6 +204,8 @@ class Aggregates:
         self._process = secrets.randbits(31)
         self._counter = 0
         self._hours: set[int] = set()
+        self._begun_us: int | None = None
+        """When the round under way (:meth:`begin`) began, for :meth:`fence`."""
 
     def _token(self) -> int:
         self._counter += 1
@@ -211,22 +228,33 @@ class Aggregates:
         """A round of ``shard`` failed part way: trust nothing of it (the pending record stays, and the owner's
         next due scan or round adopts the shard again, recomputing what the failed round touched)."""
         self._forget(shard)
+        self._begun_us = None
 
-    async def adopt(self, shards: Iterable[str], *, recheck: bool = False) -> None:
+    async def adopt(self, shards: Iterable[str], *, recheck: bool = False) -> set[str]:
         """Before the first round of a shard (at its owner's due scans): finish every round a previous owner,
         or a failed round of this one, left pending. A shard already adopted costs nothing, unless
         ``recheck`` (the owner's due scans): its pending rounds are read too, and finished if there are any.
         A shard can go to another process and come back between two scans of this one (no scan ran while
-        it was away to release it), and what that process left pending is in no copy this one holds."""
+        it was away to release it), and what that process left pending is in no copy this one holds.
+
+        Returns the shards left alone: another process's round of the shard may still be under way (its
+        record is younger than :data:`ROUND_LEASE_US`); no round of this one may touch them yet."""
         for shard in self._released:
             self._forget(shard)
         self._released.clear()
+        self._begun_us = None  # no round of this process is under way
         cql = self.cql
         asked = sorted(s for s in set(shards) if recheck or s not in self._adopted)
         found = await cql.many(PENDING, [(cql.ns, shard) for shard in asked])
+        now_us = time.time_ns() // 1000
+        held: set[str] = set()
         for shard, pending in zip(asked, found, strict=True):
-            if pending or shard not in self._adopted:
+            if any(row[0] >> 32 != self._process and now_us - (row[3] or 0) < ROUND_LEASE_US for row in pending):
+                self._forget(shard)
+                held.add(shard)
+            elif pending or shard not in self._adopted:
                 await self._finish(shard, pending)
+        return held
 
     async def _finish(self, shard: str, pending: Sequence[Sequence[Any]]) -> None:
         """Finish the ``pending`` rounds of ``shard`` (its ``rollup_pending`` rows) and adopt it."""
@@ -234,7 +262,7 @@ class Aggregates:
         self._forget(shard)
         minutes: set[int] = set()
         moves: list[tuple[str, int]] = []
-        for _, recorded, traces in pending:
+        for _, recorded, traces, _ in pending:
             minutes.update(recorded or ())
             if traces:
                 moves.extend(_moves_decoder.decode(traces))
@@ -243,7 +271,7 @@ class Aggregates:
         if minutes:
             await self.apply(shard, RollupDelta(), refresh=minutes)
         if pending:
-            await cql.partitions([[(END, (cql.ns, shard, token)) for token, _, _ in pending]])
+            await cql.partitions([[(END, (cql.ns, shard, row[0])) for row in pending]])
         self._adopted.add(shard)
 
     async def _match_rows(self, shard: str, moves: Sequence[tuple[str, int]]) -> None:
@@ -287,6 +315,7 @@ class Aggregates:
         delta touches and the (trace, new minute) moves of the contributions it writes. Returns each
         record's token."""
         cql = self.cql
+        self._begun_us = time.time_ns() // 1000
         tokens = {shard: self._token() for shard in rounds}
         await cql.partitions(
             [
@@ -297,7 +326,7 @@ class Aggregates:
                         shard,
                         tokens[shard],
                         touched_minutes(delta),
-                        _moves.encode(list(moves)) if moves else None,
+                        _moves.encode(list(moves)),  # never null: its WRITETIME dates the record
                         cql.ttl_s,
                     ),
                 )
@@ -310,6 +339,12 @@ class Aggregates:
         """The rounds of :meth:`begin` are written: their records go."""
         cql = self.cql
         await cql.partitions([(END, (cql.ns, shard, token))] for shard, token in tokens.items())
+        self._begun_us = None
+
+    def fence(self) -> None:
+        """Raise :class:`RoundOverrun` when the round under way began :data:`ROUND_FENCE_US` ago or more."""
+        if self._begun_us is not None and time.time_ns() // 1000 - self._begun_us >= ROUND_FENCE_US:
+            raise RoundOverrun(f"a rollup round ran for more than {ROUND_FENCE_US // 1_000_000} s; it stops here")
 
     # -- slices ---------------------------------------------------------------------------------------
 
@@ -328,6 +363,7 @@ class Aggregates:
                     forced.add((spec.name, grain, bucket))
         minute_sums: dict[int, asyncio.Task[RollupDelta]] = {}
         for grain in (MINUTE, HOUR, TOTAL):
+            self.fence()
             slices = list(changes[grain].items())
 
             async def update(index: int, grain: int = grain, slices: list[Any] = slices) -> None:

@@ -27,7 +27,7 @@ import msgspec
 from shared.analysis import TraceAnalysis
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
-from shared.store.cassandra.aggregates import CONTRIB_OF, DELETE_CONTRIB, PUT_CONTRIB, Aggregates
+from shared.store.cassandra.aggregates import CONTRIB_OF, DELETE_CONTRIB, PUT_CONTRIB, Aggregates, RoundOverrun
 from shared.store.cassandra.indexes import IndexRow, index_changes, retention_row, search_rows
 from shared.store.cassandra.rows import StoredRow, fingerprint, read_chunks, read_rows
 from shared.store.cassandra.schema import Cql
@@ -226,7 +226,9 @@ class Owner:
     ) -> None:
         """Steps 1 to 4 of a round (see the module docstring)."""
         cql = self.cql
-        await self.aggregates.adopt(plans)
+        busy = await self.aggregates.adopt(plans)
+        if busy:
+            raise RoundOverrun(f"shards {sorted(busy)}: another process's round may still be under way")
         try:
             tokens = await self.aggregates.begin(
                 {
@@ -234,10 +236,12 @@ class Owner:
                     for shard, plan in plans.items()
                 }
             )
+            self.aggregates.fence()
             await cql.partitions(self._contributions(plans, rows).values())
             groups: dict[tuple[Any, ...], Statements] = {}
             for shard, plan in plans.items():
                 self._trace_rows(groups, shard, plan, rows, current, now_us)
+            self.aggregates.fence()
             await cql.partitions(groups.values())
             await _together([self.aggregates.apply(shard, plan.delta) for shard, plan in plans.items()])
             await self.aggregates.end(tokens)
@@ -373,7 +377,8 @@ class Owner:
             and start < before_us
         ]
         skipped = min((s for s, t, _ in entries if rows[t].exists and rows[t].state == "active"), default=None)
-        await self.aggregates.adopt([shard])  # first: the stored contributions are then what the slices sum
+        if await self.aggregates.adopt([shard]):  # first: the stored contributions are then what the slices sum
+            raise RoundOverrun(f"shard {shard}: another process's round may still be under way")
         delta, contribs = await self._stored_contributions(shard, doomed)
         gone = {t for t in (r.trace_id for r in doomed)}
         retention = [
@@ -383,8 +388,10 @@ class Owner:
         ]
         tokens = await self.aggregates.begin({shard: (delta, [])})
         try:
+            self.aggregates.fence()
             await cql.partitions(contribs.values())
             await self.aggregates.apply(shard, delta)
+            self.aggregates.fence()
             await cql.partitions([[(DELETE_TRACE, (ns, t))] for t in sorted(gone)])
             await cql.partitions(retention)
             await self.aggregates.end(tokens)
