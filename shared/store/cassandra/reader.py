@@ -378,8 +378,9 @@ class Reader:
         """How many of the never-finalized ``idx_active`` entries name a trace whose row is active now.
 
         The index is a hint and the trace row the truth, as for the active search: an entry can outlive
-        its trace's finalization (a writer's insert timestamped after the finalizer's delete, when a batch
-        began after the round did and its chunk was still finalized in it); such an entry is not counted."""
+        its trace's finalization when the round wrote the trace row and its delete of the entry failed
+        (a round's writes to several partitions are not atomic; the trace, finalized, is not finalized
+        again). Such an entry is not counted; it stays until its TTL."""
         fresh = [trace_id for trace_id, _, never_finalized in entries if never_finalized]
         rows = await read_rows(self.cql, fresh)
         return sum(1 for t in fresh if rows[t].exists and rows[t].state == "active")

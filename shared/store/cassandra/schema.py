@@ -37,6 +37,7 @@ No lightweight transactions, no logged batches, no counters anywhere (docs/adr/0
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
@@ -202,6 +203,13 @@ class Cql:
         self.concurrency = concurrency
         self._in_flight = asyncio.Semaphore(4 * concurrency)
         """Bounds the requests of concurrent calls together (finalizing many shards at once)."""
+        self._stamp = 0
+
+    def stamp(self) -> int:
+        """A write timestamp for ``USING TIMESTAMP``: the wall clock in µs, increasing in this process (as
+        the driver's own timestamps are), whatever clock the caller's ``now_us`` comes from."""
+        self._stamp = max(self._stamp + 1, time.time_ns() // 1000)
+        return self._stamp
 
     async def rows(self, cql: str, values: Sequence[Any]) -> list[Row]:
         """All rows of one statement (paged)."""
