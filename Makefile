@@ -13,7 +13,7 @@ COMPILED := shared/analysis_core.py
 $(STAMP): pyproject.toml setup.py $(COMPILED)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,postgres,cassandra]'
+	$(PY) -m pip install -q -e '.[dev,postgres,cassandra,bench]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -33,8 +33,13 @@ class Cluster:
     def __init__(self, workdir: Path, processes: Processes, nodes: int) -> None:
         self.dir = workdir / f"cassandra-{nodes}"
         self.nodes = nodes
+        self.port = self.jmx_port = 0  # CQL, and JMX of node 1 (node I: jmx_port + I - 1), once up
         self._up = False
         processes.on_exit(self.down)
+
+    def data_dir(self, node: int) -> Path:
+        """Where node ``node`` (1..nodes) keeps its SSTables: ``<keyspace>/<table>-<id>/`` below."""
+        return self.dir / f"node{node}" / "data"
 
     def up(self) -> str:
         try:
@@ -44,7 +49,8 @@ class Cluster:
         if shutil.which("java") is None:
             raise Skipped("no java (Cassandra runs on Java 17)")
         self._up = True
-        ports = ["--port", str(free_port()), "--storage-port", str(free_port()), "--jmx-port", str(free_port())]
+        self.port, self.jmx_port = free_port(), free_port()
+        ports = ["--port", str(self.port), "--storage-port", str(free_port()), "--jmx-port", str(self.jmx_port)]
         args = ["--nodes", str(self.nodes), "--dir", str(self.dir), *ports]
         return script_up(SCRIPT, args, "cassandra://", 900, f"scripts/cassandra.sh up --nodes {self.nodes}")
 

@@ -505,6 +505,18 @@ def script_down(script: Path, state: Path, timeout_s: float) -> None:
     )
 
 
+async def postgres_execute(url: str, statement: str) -> None:
+    """Run one statement on a connection of its own to ``url`` (e.g. ``CREATE DATABASE``, which no
+    transaction may hold)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
 class Postgres:
     """A throwaway PostgreSQL cluster from scripts/postgres.sh, stopped and deleted by :meth:`down`."""
 

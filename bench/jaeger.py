@@ -20,7 +20,9 @@ starting at the first poll that sees one, as for Zipkin (g).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -29,15 +31,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import CACHE_DIR, PeerServer, Processes, Skipped, free_port, log, mib
+from bench.common import CACHE_DIR, Child, PeerServer, Processes, Skipped, free_port, log, mib
 from shared.settings import Settings
 
 MODULE = "github.com/jaegertracing/jaeger"
@@ -147,21 +150,53 @@ def span_counters(prometheus_text: str) -> dict[str, float]:
     return out
 
 
+_TRACES_INSERTS = re.compile(r'^jaeger_storage_inserts(?:_total)?\{[^}]*table="traces"[^}]*\}\s+(\S+)', re.M)
+
+
+def spans_inserted(prometheus_text: str) -> float:
+    """Rows Jaeger's Cassandra writer inserted into its ``traces`` table: one a span, counted as each is
+    written (its exporter counts a batch only once every span of it and their index rows are written)."""
+    return sum(float(m.group(1)) for m in _TRACES_INSERTS.finditer(prometheus_text))
+
+
 def _spans_sent(prometheus_text: str) -> float:
     """Spans the storage exporter sent to the memory store."""
     return span_counters(prometheus_text).get("exporter_sent", 0.0)
 
 
+def badger(keys: Path, values: Path) -> dict[str, object]:
+    """The storage backend of Jaeger's embedded persistent store, in ``keys`` and ``values``."""
+    return {"badger": {"directories": {"keys": str(keys), "values": str(values)}, "ephemeral": False}}
+
+
+def cassandra(port: int, keyspace: str) -> dict[str, object]:
+    """Jaeger's Cassandra storage on the node at 127.0.0.1:``port``, creating its schema (its
+    ``schema.create`` option: the keyspace with replication factor 1 and Jaeger's tables) at start-up."""
+    return {
+        "cassandra": {
+            "schema": {"keyspace": keyspace, "create": True, "replication_factor": 1},
+            "connection": {"servers": ["127.0.0.1"], "port": port, "tls": {"insecure": True}},
+        }
+    }
+
+
 def config(
-    *, brokers: str, topic: str, group: str, max_traces: int, query_port: int, grpc_port: int, metrics_port: int
+    *,
+    brokers: str,
+    topic: str,
+    group: str,
+    backend: Mapping[str, object],
+    query_port: int,
+    grpc_port: int,
+    metrics_port: int,
 ) -> bytes:
     """The Collector configuration (JSON, which is YAML): kafka receiver (OTLP protobuf, from the earliest
-    offset) → batch → jaeger_storage_exporter into a memory backend holding ``max_traces``; the query API
-    on ``query_port`` (gRPC on ``grpc_port``, not tracing itself) and the internal telemetry on
-    ``metrics_port``, all on 127.0.0.1."""
+    offset) → batch → jaeger_storage_exporter into ``backend`` (e.g. ``{"memory": {"max_traces": N}}``,
+    :func:`badger`, :func:`cassandra`); the query API on ``query_port`` (gRPC on ``grpc_port``, not tracing
+    itself) and the internal telemetry on ``metrics_port``, all on 127.0.0.1."""
     document = {
         "extensions": {
-            "jaeger_storage": {"backends": {STORE: {"memory": {"max_traces": max_traces}}}},
+            "jaeger_storage": {"backends": {STORE: dict(backend)}},
             "jaeger_query": {
                 "storage": {"traces": STORE},
                 "enable_tracing": False,  # on by default: it traces itself to 127.0.0.1:4317, and waits 10 s at exit
@@ -210,17 +245,26 @@ class JaegerResult:
 
 
 class JaegerServer(PeerServer):
-    """Jaeger v2 (kafka receiver → batch → memory store) on ``topic``, which must exist (created with the
-    bench's partitions; broker auto-creation would make one)."""
+    """Jaeger v2 (kafka receiver → batch → storage ``backend``, by default a memory store of
+    ``max_traces``) on ``topic``, which must exist (created with the bench's partitions; broker
+    auto-creation would make one)."""
 
     name = "jaeger"
 
     def __init__(
-        self, settings: Settings, processes: Processes, workdir: Path, *, topic: str, group: str, max_traces: int
+        self,
+        settings: Settings,
+        processes: Processes,
+        workdir: Path,
+        *,
+        topic: str,
+        group: str,
+        max_traces: int = 100_000,
+        backend: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(settings, processes, topic=topic, group=group)
         self._workdir = workdir
-        self._max_traces = max_traces
+        self._backend = backend or {"memory": {"max_traces": max_traces}}
         self.query = ""
         self.metrics = ""
 
@@ -233,7 +277,7 @@ class JaegerServer(PeerServer):
                 brokers=self._settings.kafka_bootstrap,
                 topic=self._topic,
                 group=self._group,
-                max_traces=self._max_traces,
+                backend=self._backend,
                 query_port=query_port,
                 grpc_port=free_port(),
                 metrics_port=metrics_port,
@@ -242,6 +286,11 @@ class JaegerServer(PeerServer):
         self.query = f"http://127.0.0.1:{query_port}"
         self.metrics = f"http://127.0.0.1:{metrics_port}/metrics"
         self._launch([str(binary), f"--config={path}"])
+
+    @property
+    def child(self) -> Child:
+        assert self._child is not None, "not started"
+        return self._child
 
     async def ready(self) -> None:
         """Until the query API answers (the storage extension is up; the pipeline starts with it)."""
@@ -267,6 +316,41 @@ class JaegerServer(PeerServer):
             hwm,
             len(services.get("data") or []),
         )
+
+
+@dataclass
+class Sampled:
+    spans_per_s: float  # between the first count seen and the last
+    spans: int  # counted at the last poll, before the kill
+    seconds: float
+
+
+async def sample(server: JaegerServer, count_of: Callable[[str], float], spans: int, window_s: float) -> Sampled:
+    """Count ``count_of`` on the server's metrics page from the first poll that sees a span, for
+    ``window_s`` or until ``spans``, then SIGKILL it: nothing more is written after the last count but the
+    rows of the spans in flight (a few). For a store too slow to drain the whole topic within a run."""
+    await server.ready()
+    child = server.child
+    first: tuple[float, float] | None = None
+    deadline = time.monotonic() + server.stall_s
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(server.metrics) as response:
+                page = await response.text()
+            now, count = time.perf_counter(), count_of(page)
+            if first is None and count > 0:
+                first = (now, count)
+            if first is None and time.monotonic() > deadline:
+                raise TimeoutError(f"jaeger counted no span in {server.stall_s:.0f} s:\n{child.tail()}")
+            if first is not None and (now - first[0] >= window_s or count >= spans):
+                break
+            if child.process.poll() is not None:
+                raise RuntimeError(f"jaeger exited ({child.process.returncode}):\n{child.tail()}")
+            await asyncio.sleep(0.2)
+    child.process.kill()
+    server.stop()
+    seconds = now - first[0]
+    return Sampled((count - first[1]) / seconds if seconds else math.nan, int(count), seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,25 +87,17 @@ def _drain_here(root: Path, spans: int, traces: int) -> None:
 
 
 async def _fresh_database(server_url: str) -> tuple[str, str]:
-    import asyncpg
+    from bench.common import postgres_execute
 
     name = f"pairs_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
+    await postgres_execute(server_url, f"CREATE DATABASE {name}")
     return server_url.rsplit("/", 1)[0] + "/" + name, name
 
 
 async def _drop_database(server_url: str, name: str) -> None:
-    import asyncpg
+    from bench.common import postgres_execute
 
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await conn.close()
+    await postgres_execute(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def drain_once(root: Path, env: dict[str, str], spans: int, traces: int, store: str, workdir: Path) -> Drained:

@@ -1,6 +1,6 @@
 """The benchmark: one command, one table (``make bench``).
 
-    python bench/run.py [--quick] [--only a,b,c,d,e,f,g,h] [--spans N] [--read-spans N] [--active-traces N]
+    python bench/run.py [--quick] [--only a,b,c,d,e,f,g,h,i] [--spans N] [--read-spans N] [--active-traces N]
 
 Rows, every figure measured in this run (see bench/README.md for what limits each):
   a  raw aiokafka consume-only rate of the pre-filled topics of both workloads: the demo traces batched
@@ -15,6 +15,9 @@ Rows, every figure measured in this run (see bench/README.md for what limits eac
   g  Zipkin's server draining the same spans (Zipkin v2 JSON), and our worker on that same input
   h  Jaeger v2 (built from the Go module proxy) draining the same spans (OTLP protobuf), and our worker on
      that same input
+  i  storage: bytes a span on disk after a drain as (c)'s, per store (SQLite, PostgreSQL, Cassandra) and
+     workload (c's two and the realistic one), beside the same spans as JSON lines, zstd JSON lines and
+     zstd Parquet; and Jaeger v2 on its embedded persistent store (Badger) and on the same Cassandra node
 
 Prints the machine and the date above the table, and writes it as markdown to bench/results/latest.md.
 Needs a Kafka broker (TRACING_KAFKA_BOOTSTRAP, default 127.0.0.1:9092). Every process it starts is
@@ -37,14 +40,14 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import msgspec
 
-from bench import cassandra, drain, freshness, jaeger, memory, reads, workload, zipkin
+from bench import cassandra, drain, freshness, jaeger, memory, reads, storage, workload, zipkin
 from bench.common import (
     ROOT,
     Postgres,
@@ -60,11 +63,12 @@ from bench.common import (
     rate,
     render_report,
 )
+from bench.jaeger import JaegerServer
 from bench.workload import TRACE_SIZE, Filled, WireFormat
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 
-PARTS = "abcdefgh"
+PARTS = "abcdefghi"
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.md"
 
 
@@ -92,9 +96,18 @@ class Workload:
         return f"one per trace, {f.spans / f.messages:.1f} spans, {f.value_bytes / f.messages / 1024:.1f} KiB each"
 
 
+@dataclass
+class Stored:
+    """What row (i) measured so far, for its ratios."""
+
+    parquet: dict[str, int] = field(default_factory=dict)  # bytes of the zstd Parquet file, by workload wire
+    ours_sqlite: tuple[float, float] | None = None  # batched on SQLite: bytes a span, spans/s finalized
+    ours_cassandra: tuple[float, float] | None = None  # the same on the Cassandra node
+
+
 @dataclass(frozen=True)
 class Sizes:
-    spans: int  # a, b, c, g, h: the pre-filled topics
+    spans: int  # a, b, c, g, h, i: the pre-filled topics
     read_spans: int  # e: spans in the store
     active_traces: int  # f
     fresh_rate: float  # d: offered spans/s
@@ -132,6 +145,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the workers finalize in-process (TRACING_FINALIZE_PROCESS=false), as before the finalizer process",
     )
     parser.add_argument("--zipkin-heap", default="2g", help="-Xmx of Zipkin's JVM")
+    parser.add_argument(
+        "--jaeger-cassandra-s", type=float, default=120.0, help="how long (i) times Jaeger writing to Cassandra"
+    )
     parser.add_argument("--bootstrap", default=os.environ.get("TRACING_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown copy of the table")
     args = parser.parse_args(argv)
@@ -171,6 +187,8 @@ class Bench:
         self.batched = Workload("", "native", f"{self.prefix}-native")
         self.single = Workload("one span per message", "native-span", f"{self.prefix}-native-span")
         self.workloads = (self.batched, self.single)
+        self.realistic = Workload("realistic", "realistic", f"{self.prefix}-realistic")
+        self.stored = Stored()
         self.ours_sqlite: float | None = None  # (c) every trace finalized, SQLite, batched
         self.zipkin_topic = f"{self.prefix}-zipkin"
         self.zipkin_server: zipkin.ZipkinServer | None = None
@@ -522,6 +540,202 @@ class Bench:
         topic = {"otlp_topic": self.otlp_topic}
         return [await self.ours_on("h", "OTLP", "Jaeger", self.jaeger_rate, filled.spans, filled.traces, topic)]
 
+    # -- (i) storage ------------------------------------------------------------------------------------
+
+    @property
+    def stored_workloads(self) -> tuple[Workload, ...]:
+        return (self.batched, self.single, self.realistic)
+
+    async def filled(self, w: Workload) -> Filled:
+        if w.filled is None:
+            await self.fill(w)
+        assert w.filled is not None
+        return w.filled
+
+    async def storage_references(self) -> list[Row]:
+        """The same spans as each workload's topic in the reference formats, built in memory."""
+        rows = []
+        for w in self.stored_workloads:
+            traces = workload.traces_of(w.wire, self.sizes.spans)
+            spans, sizes = storage.references(s for t in traces for s in t)
+            parquet = self.stored.parquet[w.wire] = list(sizes.values())[-1]
+            for name, size in sizes.items():
+                rows.append(
+                    Row(
+                        "i",
+                        f"bytes a span, {w.label(name)}",
+                        storage.per_span(size, spans),
+                        f"{size / parquet:.1f} × zstd Parquet",
+                        f"{spans:,} spans, {size / 1024:,.0f} KiB",
+                    )
+                )
+        return rows
+
+    @staticmethod
+    def sizes_of(w: Workload) -> int:
+        """Spans in the topic of ``w``."""
+        assert w.filled is not None
+        return w.filled.spans
+
+    async def storage_drain(self, w: Workload, store: str, url: str) -> drain.DrainResult:
+        f = await self.filled(w)
+        s = self.settings(f"i-{store}-{w.wire}".lower(), topic=w.topic, store_url=url, grace_ms=self.args.grace_ms)
+        return await drain.worker_drain(s, f.spans, f.traces)
+
+    def storage_row(self, w: Workload, store: str, footprint: storage.Footprint, result: drain.DrainResult) -> Row:
+        spans = self.sizes_of(w)
+        parquet = self.stored.parquet.get(w.wire)
+        return Row(
+            "i",
+            f"bytes a span, {w.label(store)}",
+            storage.per_span(footprint.total, spans),
+            f"{footprint.total / parquet:.1f} × zstd Parquet" if parquet else "",
+            f"{footprint.total / 2**20:,.1f} MiB for {spans:,} spans, drained at {rate(result.finalized_per_s)} "
+            f"(every trace finalized); B/span by table: {footprint.breakdown(spans)}",
+        )
+
+    async def storage_sqlite(self) -> list[Row]:
+        rows = []
+        for w in self.stored_workloads:
+            db = self.workdir / f"i-{w.wire}.db"
+            result = await self.storage_drain(w, "SQLite", f"sqlite:///{db}")
+            footprint = storage.sqlite_footprint(db)
+            if w is self.batched:
+                self.stored.ours_sqlite = (footprint.per_span(self.sizes_of(w)), result.finalized_per_s)
+            rows.append(self.storage_row(w, "SQLite", footprint, result))
+            for path in self.workdir.glob(f"{db.name}*"):
+                path.unlink()
+        return rows
+
+    async def storage_postgres(self) -> list[Row]:
+        """One fresh cluster, a database per workload."""
+        postgres = Postgres(self.workdir, self.processes)
+        try:
+            url = postgres.up()
+            rows = []
+            for w in self.stored_workloads:
+                db_url = await storage.postgres_database(url, f"i_{w.wire.replace('-', '_')}")
+                result = await self.storage_drain(w, "PostgreSQL", db_url)
+                rows.append(self.storage_row(w, "PostgreSQL", await storage.postgres_footprint(db_url), result))
+            return rows
+        finally:
+            postgres.down()
+
+    async def storage_cassandra(self, cluster: cassandra.Cluster) -> list[Row]:
+        """One fresh node, a keyspace per workload."""
+        if self.args.quick:
+            raise Skipped("quick run: starting a Cassandra node takes longer than the whole quick run")
+        url = cluster.up()
+        rows = []
+        for w in self.stored_workloads:
+            keyspace = f"i_{w.wire.replace('-', '_')}"
+            result = await self.storage_drain(w, "Cassandra", storage.with_path(url, keyspace))
+            footprint = storage.cassandra_footprint([cluster.data_dir(1)], [cluster.jmx_port], keyspace)
+            if w is self.batched:
+                self.stored.ours_cassandra = (footprint.per_span(self.sizes_of(w)), result.finalized_per_s)
+            rows.append(self.storage_row(w, "Cassandra (1 node)", footprint, result))
+        return rows
+
+    async def jaeger_cassandra(self, cluster: cassandra.Cluster) -> list[Row]:
+        """Jaeger writes a span and its index rows one query at a time: too slow to drain the topic within a
+        run, so it is timed over ``--jaeger-cassandra-s`` and its bytes a span are of the spans it wrote."""
+        if not cluster.port:
+            raise Skipped("no Cassandra node (see the row above)")
+        keyspace = "i_jaeger"
+        disk = functools.partial(storage.cassandra_footprint, [cluster.data_dir(1)], [cluster.jmx_port], keyspace)
+        window = self.args.jaeger_cassandra_s
+
+        async def timed(server: jaeger.JaegerServer, spans: int) -> tuple[float, int, str]:
+            server.stall_s = 600.0  # its first span written can take minutes: the schema, then a batch
+            j = await jaeger.sample(server, jaeger.spans_inserted, spans, window)
+            return (
+                j.spans_per_s,
+                j.spans,
+                (
+                    f"{j.spans:,} of the {spans:,} demo spans (the OTLP topic of h) written in {j.seconds:.0f} s "
+                    "from the first counted (its traces table's inserts), then killed"
+                ),
+            )
+
+        ours = ("Cassandra", self.stored.ours_cassandra)
+        backend = jaeger.cassandra(cluster.port, keyspace)
+        return [await self.jaeger_stored("Cassandra (the same node)", backend, timed, disk, ours)]
+
+    async def jaeger_badger(self) -> list[Row]:
+        dirs = {name: self.workdir / "jaeger-badger" / name for name in ("keys", "values")}
+
+        async def drained(server: jaeger.JaegerServer, spans: int) -> tuple[float, int, str]:
+            try:
+                j = await server.drain(spans)
+            finally:
+                server.stop()  # SIGTERM: Badger flushes its memtables and closes its files
+            return (
+                j.spans_per_s,
+                spans,
+                (
+                    f"the same {spans:,} demo spans as OTLP (the topic of h); {j.accepted:,} accepted, {j.failed} "
+                    f"failed; drained in {j.seconds:.1f} s from the first span counted (otelcol_exporter_sent_spans)"
+                ),
+            )
+
+        disk = functools.partial(storage.directory_footprint, dirs)
+        ours = ("SQLite", self.stored.ours_sqlite)
+        try:
+            return [await self.jaeger_stored("Badger", jaeger.badger(**dirs), drained, disk, ours)]
+        finally:
+            shutil.rmtree(self.workdir / "jaeger-badger", ignore_errors=True)
+
+    async def jaeger_stored(
+        self,
+        name: str,
+        backend: dict[str, object],
+        run: Callable[[JaegerServer, int], Awaitable[tuple[float, int, str]]],
+        disk: Callable[[], storage.Footprint],
+        ours: tuple[str, tuple[float, float] | None],
+    ) -> Row:
+        """Jaeger on the OTLP topic of (h) into ``backend``: ``run`` (spans/s, spans written, how) stops it;
+        then bytes a span on ``disk()``; the ratio to ``ours``: (the store, (bytes a span, spans/s finalized)
+        of the batched workload on it)."""
+        if self.args.quick and not jaeger.binary_path().is_file():
+            raise Skipped("quick run and the Jaeger binary is not cached: python bench/jaeger.py --build")
+        filled = await self.fill_otlp()
+        group = f"{self.prefix}-g-jaeger-{name.split()[0].lower()}"
+        server = jaeger.JaegerServer(
+            self.base, self.processes, self.workdir, topic=self.otlp_topic, group=group, backend=backend
+        )
+        try:
+            server.start()
+            speed, spans, how = await run(server, filled.spans)
+        finally:
+            server.stop()
+        footprint = disk()
+        timed = math.isfinite(speed)
+        ratio = ""
+        store, figures = ours
+        if figures is not None:
+            (size, our_speed), theirs = figures, footprint.per_span(spans)
+            ratio = f"ours on {store} (batched): {size:,.0f} B/span ({size / theirs:.2f}x)"
+            ratio += f", {rate(our_speed)} ({our_speed / speed:.2f}x)" if timed else ""
+        return Row(
+            "i",
+            f"Jaeger {jaeger.RELEASE} on {name}: bytes a span; spans/s",
+            f"{storage.per_span(footprint.total, spans)}; " + (rate(speed) if timed else "too few spans to time"),
+            ratio,
+            f"{how}; {footprint.total / 2**20:,.1f} MiB on disk once stopped, B/span: {footprint.breakdown(spans)}",
+        )
+
+    async def storage(self) -> None:
+        await self.part("i", "storage: reference formats", self.storage_references)
+        await self.part("i", "storage: SQLite", self.storage_sqlite)
+        await self.part("i", "storage: PostgreSQL", self.storage_postgres)
+        await self.part("i", "storage: Jaeger v2 on Badger", self.jaeger_badger)
+        cluster = cassandra.Cluster(self.workdir, self.processes, 1)
+        try:
+            await self.part("i", "storage: Cassandra (1 node)", functools.partial(self.storage_cassandra, cluster))
+            await self.part("i", "storage: Jaeger v2 on Cassandra", functools.partial(self.jaeger_cassandra, cluster))
+        finally:
+            cluster.down()
+
     async def run(self) -> None:
         parts = set(self.args.parts)
         if self.args.quick and "g" in parts:
@@ -554,11 +768,13 @@ class Bench:
             # while after the part ends, which showed as up to 1 s more in the freshness of (d) after it.
             await self.part("c", "one worker, Cassandra (1 node)", lambda: self.drain_cassandra(1))
             await self.part("c", "two workers, Cassandra (3 nodes)", lambda: self.drain_cassandra(3))
+        if "i" in parts:
+            await self.storage()  # last too: its Cassandra node
 
     def footnotes(self) -> list[str]:
         z = self.sizes
         notes = [
-            f"sizes: --spans {z.spans:,} (a, b, c, g, h; per workload), --read-spans {z.read_spans:,} (e), "
+            f"sizes: --spans {z.spans:,} (a, b, c, g, h, i; per workload), --read-spans {z.read_spans:,} (e), "
             f"--active-traces {z.active_traces:,} (f), --rate {z.fresh_rate:,.0f} spans/s for "
             f"{z.fresh_seconds:.0f} s (d)"
             + (" (--quick: figures too small to mean anything)" if self.args.quick else ""),
@@ -569,6 +785,12 @@ class Bench:
             "ratios: (b) and (c) to (a) of the same topic from this run; (g) and (h) ours to Zipkin's and "
             "Jaeger's, each draining the same spans",
         ]
+        if "i" in self.args.parts:
+            notes.append(
+                "i: a store's bytes (after its checkpoint, VACUUM or flush and compaction) over the spans of the "
+                "topic drained into it; the ratio column to the same spans as the zstd Parquet file; Jaeger's "
+                "rows: ours (batched, this run) against Jaeger's figures, ours / Jaeger"
+            )
         if self.args.quick and self.zipkin_server is not None:
             notes.append("quick run: Zipkin's JVM started at the beginning, alongside the other parts")
         return notes

@@ -21,7 +21,7 @@ import asyncio
 import heapq
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple
 
@@ -41,10 +41,11 @@ from shared.kafka import CONTENT_TYPE_HEADER, ensure_topics
 from shared.models import SPAN_CONTENT_TYPE, Log, Span, TagValue
 from shared.settings import Settings
 
-WireFormat = Literal["native", "native-span", "zipkin", "otlp"]
+WireFormat = Literal["native", "native-span", "zipkin", "otlp", "realistic"]
 """``native``: one native JSON array per trace (batched); ``native-span``: one native JSON object per span
 (:data:`TRACE_SIZE`-span traces, in finish order); ``zipkin``: one Zipkin v2 JSON list per trace;
-``otlp``: one OTLP protobuf ``ExportTraceServiceRequest`` per trace."""
+``otlp``: one OTLP protobuf ``ExportTraceServiceRequest`` per trace; ``realistic``: one native JSON array
+per realistic trace (:func:`realistic_traces`)."""
 
 NATIVE_HEADERS: Final = [(CONTENT_TYPE_HEADER, SPAN_CONTENT_TYPE.encode())]
 ZIPKIN_KINDS: Final = {"server": "SERVER", "client": "CLIENT", "producer": "PRODUCER", "consumer": "CONSUMER"}
@@ -64,11 +65,18 @@ TRACE_SIZE: Final = 10
 def demo_traces(spans_wanted: int, *, seed: int = SEED, start_us: int | None = None) -> Iterator[list[Span]]:
     """Demo traces, one millisecond apart, until at least ``spans_wanted`` spans (the same ones for a seed,
     whatever ``start_us``)."""
+    return _paced(make_trace, spans_wanted, seed, start_us)
+
+
+def _paced(
+    make: Callable[[random.Random, int], list[Span]], spans_wanted: int, seed: int, start_us: int | None
+) -> Iterator[list[Span]]:
+    """``make(rng, start)`` traces, one millisecond apart, until at least ``spans_wanted`` spans."""
     rng = random.Random(seed)
     start = time.time_ns() // 1000 if start_us is None else start_us
     spans = n = 0
     while spans < spans_wanted:
-        trace = make_trace(rng, start + n * 1000)
+        trace = make(rng, start + n * 1000)
         n += 1
         spans += len(trace)
         yield trace
@@ -218,14 +226,26 @@ class Message(NamedTuple):
     traces: int  # traces this message completes (its root span is in it): 1 per batched message
 
 
+def traces_of(
+    wire: WireFormat, spans_wanted: int, *, seed: int = SEED, start_us: int | None = None
+) -> Iterator[list[Span]]:
+    """The traces a workload's messages carry (see :data:`WireFormat`), in start order: the same ones
+    for a seed, whatever ``start_us``."""
+    if wire == "native-span":
+        return sized_traces(spans_wanted, seed=seed, start_us=start_us)
+    if wire == "realistic":
+        return realistic_traces(spans_wanted, seed=seed, start_us=start_us)
+    return demo_traces(spans_wanted, seed=seed, start_us=start_us)
+
+
 def messages(spans_wanted: int, wire: WireFormat, *, seed: int = SEED) -> Iterator[Message]:
     """The messages of a workload until at least ``spans_wanted`` spans (see :data:`WireFormat`)."""
     if wire == "native-span":
         for span in in_finish_order(sized_traces(spans_wanted, seed=seed)):
             yield Message(encode_native(span), span.trace_id.encode(), NATIVE_HEADERS, 1, int(span.is_root))
         return
-    for trace in demo_traces(spans_wanted, seed=seed):
-        if wire == "native":
+    for trace in traces_of(wire, spans_wanted, seed=seed):
+        if wire in ("native", "realistic"):
             yield Message(native_message(trace), trace[0].trace_id.encode(), NATIVE_HEADERS, len(trace), 1)
         elif wire == "zipkin":
             yield Message(zipkin_message(trace), None, [], len(trace), 1)
@@ -377,6 +397,12 @@ def realistic_trace(rng: random.Random, start_us: int) -> list[Span]:
             logs.append(_exception(rng, span))
         span.logs = tuple(logs)
     return trace
+
+
+def realistic_traces(spans_wanted: int, *, seed: int = SEED, start_us: int | None = None) -> Iterator[list[Span]]:
+    """Realistic traces (:func:`realistic_trace`), one millisecond apart, until at least ``spans_wanted``
+    spans (the same ones for a seed, whatever ``start_us``)."""
+    return _paced(realistic_trace, spans_wanted, seed, start_us)
 
 
 def _user_id(rng: random.Random) -> int:

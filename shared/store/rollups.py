@@ -13,9 +13,10 @@ the minute rows, written in the same transaction, so the grains never disagree.
 Series:
 
 * **operations**, per (service, operation, span kind): spans, error spans, duration sum, the latency
-  histogram of the spans (fixed bounds :data:`~shared.store.base.BUCKET_BOUNDS_US`);
-* **endpoints**, per (root service, root operation): traces, failed traces, trace duration sum and
-  histogram. Rootless traces count under the endpoint ``("", "")``.
+  histogram of the spans (fixed bounds :data:`~shared.store.buckets.BUCKET_BOUNDS_US`), and their latency
+  sketch (:mod:`shared.store.sketch`) as rows per (service, operation, kind, bin);
+* **endpoints**, per (root service, root operation): traces, failed traces, trace duration sum, histogram
+  and sketch. Rootless traces count under the endpoint ``("", "")``.
 * **dependencies**, per hour and (parent service, child service): calls and error calls (summed per
   minute, so that a backend can keep every grain);
 * **critical paths**, per (root service, root operation, calling context): critical-path time and the
@@ -37,6 +38,7 @@ from shared.critical_paths import Path, context_id, trace_contexts
 from shared.models import Span, flat_tags
 from shared.store.buckets import BUCKET_BOUNDS_US
 from shared.store.encoding import pack_blob, unpack_blob
+from shared.store.sketch import LEGACY_BINS, key_of, split_key
 
 MINUTE_US: Final = 60_000_000
 HOUR_US: Final = 3_600_000_000
@@ -55,6 +57,10 @@ OpKey = tuple[str, str, str]
 """(service, operation, span kind or "")."""
 EndpointKey = tuple[str, str]
 """(root service, root operation); ("", "") for rootless traces."""
+OpBinKey = tuple[str, str, str, int]
+"""(service, operation, span kind or "", sketch bin)."""
+EndpointBinKey = tuple[str, str, int]
+"""(root service, root operation, sketch bin)."""
 
 
 class Contribution(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
@@ -66,7 +72,8 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True, array_like=True, g
     duration_us: int
     endpoint: EndpointKey
     ops: list[OpShare]
-    """Per (service, operation, kind) of its spans: counts, durations and histograms (:data:`OpShare`)."""
+    """Per (service, operation, kind) of its spans: counts, durations and histograms (:data:`OpShare`,
+    keyed by :func:`shared.store.sketch.key_of`, or by fixed bucket alone when not :attr:`sketched`)."""
     deps: list[tuple[str, str, int, int]]
     """(parent service, child service, calls, errors)."""
     tags: list[tuple[str, str]]
@@ -74,6 +81,9 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True, array_like=True, g
     fields: its rows in the tag index."""
     contexts: list[tuple[int, int]]
     """(calling context id, critical-path µs) of the trace's critical path."""
+    sketched: bool = False
+    """Whether its histograms carry sketch bins; False: stored before the sketch, fixed buckets alone
+    (counted at their midpoints, as the rollups of then were converted)."""
 
     def index_ops(self) -> list[tuple[str, str, int, int]]:
         """The trace's rows in the (service, operation) search index: one per (service, operation) and one
@@ -101,6 +111,7 @@ def contribution(analysis: TraceAnalysis, spans: Sequence[Span], paths: dict[int
         deps=[(d.parent, d.child, d.calls, d.errors) for d in analysis.dependencies],
         tags=tags,
         contexts=_context_shares(analysis, spans, paths),
+        sketched=True,
     )
 
 
@@ -152,6 +163,8 @@ class RollupDelta:
         self.endpoints: dict[tuple[int, EndpointKey], Counters] = {}  # (minute, (service, operation))
         self.deps: dict[tuple[int, tuple[str, str]], list[int]] = {}  # (minute, (parent, child)) -> [calls, errors]
         self.contexts: dict[tuple[int, ContextKey], list[int]] = {}  # (minute, key) -> [critical µs, traces]
+        self.op_bins: dict[tuple[int, OpBinKey], list[int]] = {}  # (minute, (service, operation, kind, bin)) -> [n]
+        self.endpoint_bins: dict[tuple[int, EndpointBinKey], list[int]] = {}  # (minute, (..., bin)) -> [n]
 
     def __bool__(self) -> bool:
         return bool(self.completed or self.failed or self.ops or self.endpoints or self.deps or self.contexts)
@@ -163,7 +176,7 @@ class RollupDelta:
             self.completed += sign
         self.duration_us += sign * c.duration_us
         minute = c.start_us // MINUTE_US
-        core.add_op_shares(self.ops, minute, c.ops, sign, COUNTERS)  # compiled when built
+        core.add_op_shares(self.ops, self.op_bins, minute, c.ops, sign, COUNTERS, LEGACY_BINS)  # compiled when built
         ekey = (minute, c.endpoint)
         erow = self.endpoints.get(ekey)
         if erow is None:
@@ -171,7 +184,14 @@ class RollupDelta:
         erow[0] += sign
         erow[1] += sign * c.failed
         erow[2] += sign * c.duration_us
-        erow[3 + bucket_of(c.duration_us)] += sign
+        bucket, index = split_key(key_of(c.duration_us) if c.sketched else bucket_of(c.duration_us))
+        erow[3 + bucket] += sign
+        bkey = (minute, (*c.endpoint, index))
+        brow = self.endpoint_bins.get(bkey)
+        if brow is None:
+            self.endpoint_bins[bkey] = [sign]
+        else:
+            brow[0] += sign
         contexts = self.contexts
         for ctx, critical_us in c.contexts:
             ckey = (minute, (*c.endpoint, ctx))
@@ -196,6 +216,15 @@ class RollupDelta:
     def endpoint_rows(self) -> list[tuple[int, int, EndpointKey, Counters]]:
         """``(grain, bucket, (root service, root operation), counters)``, as :meth:`op_rows`."""
         return _grains(self.endpoints)
+
+    def op_bin_rows(self) -> list[tuple[int, int, OpBinKey, list[int]]]:
+        """``(grain, bucket, (service, operation, kind, bin), [count])``: the operations' sketches, as
+        :meth:`op_rows`."""
+        return _grains(self.op_bins)
+
+    def endpoint_bin_rows(self) -> list[tuple[int, int, EndpointBinKey, list[int]]]:
+        """``(grain, bucket, (root service, root operation, bin), [count])``: the endpoints' sketches."""
+        return _grains(self.endpoint_bins)
 
     def context_rows(self) -> list[tuple[int, int, ContextKey, list[int]]]:
         """``(grain, bucket, (root service, root operation, context id), [critical µs, traces])``."""

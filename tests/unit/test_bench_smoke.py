@@ -244,7 +244,7 @@ def test_jaeger_config_wires_the_kafka_receiver_to_the_memory_store() -> None:
             brokers="127.0.0.1:9092, 127.0.0.1:9093",
             topic="t",
             group="g",
-            max_traces=10,
+            backend={"memory": {"max_traces": 10}},
             query_port=1,
             grpc_port=2,
             metrics_port=3,

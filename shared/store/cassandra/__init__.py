@@ -120,9 +120,10 @@ class CassandraStore(Backend, Reader):
         async with self._rounds:
             # A shard is adopted at its owner's next scan, not at its next round with traces: a round that
             # failed after its trace rows leaves its rollup slices pending, and when no trace of the shard
-            # is due again no round would ever finish them.
-            await self._aggregates.adopt(shards)
-        due, self._scanned = await self._due.scan(shards, now_us, limit)
+            # is due again no round would ever finish them. Every scan finishes what is pending, adopted or
+            # not: the shard may have been another process's since the last scan.
+            busy = await self._aggregates.adopt(shards, recheck=True)
+        due, self._scanned = await self._due.scan([s for s in shards if s not in busy], now_us, limit)
         return due
 
     async def _finalize(

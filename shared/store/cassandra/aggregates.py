@@ -18,7 +18,9 @@ it touches, and each trace it finalizes with the minute of its new contribution)
 contributions, then the slices, and deletes the record when everything is written. A new owner (:meth:`adopt`) finishes
 what a crashed owner left before it writes anything: it sets the contributions of the pending rounds'
 traces back to what their rows record (a trace whose row the round did not write is active again, and
-its next finalization replaces what the row records), then recomputes the slices of the pending minutes.
+its next finalization replaces what the row records) and writes that record again (so that a row write of
+the round that failed but was applied somewhere cannot change it later), then recomputes the slices of the
+pending minutes.
 Replays rewrite the same contributions (idempotent), so the slices stay the sum of what is stored,
 counted once.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -38,6 +41,11 @@ from shared.store.rollups import HOUR, MINUTE, MINUTE_US, TOTAL, RollupDelta, de
 
 Key = tuple[Any, ...]
 GrainRows = list[tuple[int, int, Key, list[int]]]
+
+
+class RoundOverrun(Exception):
+    """A round ran too long to go on writing (:data:`ROUND_FENCE_US`), or a shard it would write is another
+    process's round's still (:meth:`Aggregates.adopt`); its traces stay due."""
 
 
 class Series(msgspec.Struct, kw_only=True, gc=False, eq=False):
@@ -112,7 +120,23 @@ DEPS: Final = Series(
     live=0,
     delta_rows="dep_grain_rows",
 )
-SERIES: Final = (OPS, ENDPOINTS, CONTEXTS, DEPS)
+
+
+def sketch_of(spec: Series, delta_rows: str) -> Series:
+    """The latency sketch beside a series (:mod:`shared.store.sketch`): a row per key and non-empty bin."""
+    return Series(
+        name=f"{spec.name}_bins",
+        table=f"{spec.table}_bins",
+        keys=(*spec.keys, "bin"),
+        values=("n",),
+        live=0,
+        delta_rows=delta_rows,
+    )
+
+
+OP_BINS: Final = sketch_of(OPS, "op_bin_rows")
+ENDPOINT_BINS: Final = sketch_of(ENDPOINTS, "endpoint_bin_rows")
+SERIES: Final = (OPS, ENDPOINTS, CONTEXTS, DEPS, OP_BINS, ENDPOINT_BINS)
 
 SliceKey = tuple[str, int, int, str]
 """(series name, grain, bucket, shard)."""
@@ -122,13 +146,41 @@ Content = dict[Key, tuple[list[int], int]]
 CONTRIBS: Final = "SELECT body FROM contribs WHERE ns = ? AND shard = ? AND minute = ?"
 HOURS: Final = "SELECT hour FROM rollup_hours WHERE ns = ?"
 LIST_HOUR: Final = "INSERT INTO rollup_hours (ns, hour) VALUES (?, ?)"
-PENDING: Final = "SELECT stamp, minutes, traces FROM rollup_pending WHERE ns = ? AND shard = ?"
+PENDING: Final = "SELECT stamp, minutes, traces, WRITETIME(traces) FROM rollup_pending WHERE ns = ? AND shard = ?"
+ROUND_LEASE_US: Final = 90_000_000
+"""How long a round of another process may still be under way: its pending record, and its shard, are left
+alone until the record is this old (or gone). Two processes can hold a shard at once for a while: a worker
+the consumer group dropped (its session expired while a round ran, on a loaded machine) goes on with its
+round until it learns of it; a new owner that finished that round's record meanwhile took out of the
+rollups the contributions whose trace rows the round then wrote (finalized, never counted)."""
+ROUND_FENCE_US: Final = 20_000_000
+"""A round that has run this long stops before its next write (it fails, and its record is finished by the
+next adoption): its writes end well before its record can be taken over (:data:`ROUND_LEASE_US`)."""
 BEGIN: Final = "INSERT INTO rollup_pending (ns, shard, stamp, minutes, traces) VALUES (?, ?, ?, ?, ?) USING TTL ?"
 END: Final = "DELETE FROM rollup_pending WHERE ns = ? AND shard = ? AND stamp = ?"
 PUT_CONTRIB: Final = "INSERT INTO contribs (ns, shard, minute, trace_id, body) VALUES (?, ?, ?, ?, ?) USING TTL ?"
 DELETE_CONTRIB: Final = "DELETE FROM contribs WHERE ns = ? AND shard = ? AND minute = ? AND trace_id = ?"
-RECORDED: Final = "SELECT start_us, contribution FROM traces WHERE ns = ? AND trace_id = ? LIMIT 1"
-"""The contribution a trace's row records (written with its start in one statement, at finalization)."""
+CONTRIB_OF: Final = "SELECT body FROM contribs WHERE ns = ? AND shard = ? AND minute = ? AND trace_id = ?"
+FINALIZATION: Final = (
+    "start_us",
+    "contribution",
+    "state",
+    "final_n",
+    "final_fp",
+    "final_chunks",
+    "late_chunks",
+    "contrib_minutes",
+    "refinalizations",
+    "finalized_at_us",
+)
+"""The columns of a trace row that its finalization writes and its next finalization reads (its state,
+the chunk set used, its contribution and where it is stored)."""
+RECORDED: Final = f"SELECT tid, {', '.join(FINALIZATION)} FROM traces WHERE ns = ? AND trace_id = ? LIMIT 1"
+"""What a trace's row records of its finalization (the contribution written with its start in one
+statement)."""
+REWRITE: Final = (
+    f"UPDATE traces USING TTL ? SET {', '.join(f'{c} = ?' for c in FINALIZATION)} WHERE ns = ? AND trace_id = ?"
+)
 
 _moves = msgspec.msgpack.Encoder()
 _moves_decoder = msgspec.msgpack.Decoder(list[tuple[str, int]])
@@ -168,6 +220,8 @@ class Aggregates:
         self._process = secrets.randbits(31)
         self._counter = 0
         self._hours: set[int] = set()
+        self._begun_us: int | None = None
+        """When the round under way (:meth:`begin`) began, for :meth:`fence`."""
 
     def _token(self) -> int:
         self._counter += 1
@@ -190,30 +244,51 @@ class Aggregates:
         """A round of ``shard`` failed part way: trust nothing of it (the pending record stays, and the owner's
         next due scan or round adopts the shard again, recomputing what the failed round touched)."""
         self._forget(shard)
+        self._begun_us = None
 
-    async def adopt(self, shards: Iterable[str]) -> None:
+    async def adopt(self, shards: Iterable[str], *, recheck: bool = False) -> set[str]:
         """Before the first round of a shard (at its owner's due scans): finish every round a previous owner,
-        or a failed round of this one, left pending. A shard already adopted costs nothing."""
+        or a failed round of this one, left pending. A shard already adopted costs nothing, unless
+        ``recheck`` (the owner's due scans): its pending rounds are read too, and finished if there are any.
+        A shard can go to another process and come back between two scans of this one (no scan ran while
+        it was away to release it), and what that process left pending is in no copy this one holds.
+
+        Returns the shards left alone: another process's round of the shard may still be under way (its
+        record is younger than :data:`ROUND_LEASE_US`); no round of this one may touch them yet."""
         for shard in self._released:
             self._forget(shard)
         self._released.clear()
-        for shard in sorted(set(shards).difference(self._adopted)):
-            cql = self.cql
-            pending = await cql.rows(PENDING, (cql.ns, shard))
-            self._forget(shard)
-            minutes: set[int] = set()
-            moves: list[tuple[str, int]] = []
-            for _, recorded, traces in pending:
-                minutes.update(recorded or ())
-                if traces:
-                    moves.extend(_moves_decoder.decode(traces))
-            if moves:
-                await self._match_rows(shard, moves)
-            if minutes:
-                await self.apply(shard, RollupDelta(), refresh=minutes)
-            if pending:
-                await cql.partitions([[(END, (cql.ns, shard, token)) for token, _, _ in pending]])
-            self._adopted.add(shard)
+        self._begun_us = None  # no round of this process is under way
+        cql = self.cql
+        asked = sorted(s for s in set(shards) if recheck or s not in self._adopted)
+        found = await cql.many(PENDING, [(cql.ns, shard) for shard in asked])
+        now_us = time.time_ns() // 1000
+        held: set[str] = set()
+        for shard, pending in zip(asked, found, strict=True):
+            if any(row[0] >> 32 != self._process and now_us - (row[3] or 0) < ROUND_LEASE_US for row in pending):
+                self._forget(shard)
+                held.add(shard)
+            elif pending or shard not in self._adopted:
+                await self._finish(shard, pending)
+        return held
+
+    async def _finish(self, shard: str, pending: Sequence[Sequence[Any]]) -> None:
+        """Finish the ``pending`` rounds of ``shard`` (its ``rollup_pending`` rows) and adopt it."""
+        cql = self.cql
+        self._forget(shard)
+        minutes: set[int] = set()
+        moves: list[tuple[str, int]] = []
+        for _, recorded, traces, _ in pending:
+            minutes.update(recorded or ())
+            if traces:
+                moves.extend(_moves_decoder.decode(traces))
+        if moves:
+            await self._match_rows(shard, moves)
+        if minutes:
+            await self.apply(shard, RollupDelta(), refresh=minutes)
+        if pending:
+            await cql.partitions([[(END, (cql.ns, shard, row[0])) for row in pending]])
+        self._adopted.add(shard)
 
     async def _match_rows(self, shard: str, moves: Sequence[tuple[str, int]]) -> None:
         """Make the shard's stored contributions of the traces an unfinished round finalized what their rows
@@ -224,7 +299,12 @@ class Aggregates:
         trace, recorded as the previous one, whose row under an earlier minute the round deleted); its
         next finalization subtracts what the row records, so the stored contributions must say the same
         before the pending minutes are summed again. Else the trace counts twice (a node killed
-        mid-stream: 1,148 traces in the rollups of 1,000)."""
+        mid-stream: 1,148 traces in the rollups of 1,000).
+
+        The rows' finalization columns are written again, as read: a trace row the round sent may have
+        failed here and still be applied on a replica these reads did not ask, to reach the others later
+        (a write that timed out, a node killed and started again). Older than this write, it loses: else
+        it would make the trace finalized with a contribution taken out of the rollups here, for good."""
         cql = self.cql
         minutes: dict[str, set[int]] = {}
         for trace_id, minute in moves:
@@ -232,21 +312,26 @@ class Aggregates:
         ids = sorted(minutes)
         found = await cql.many(RECORDED, [(cql.ns, t) for t in ids])
         groups: dict[int, list[tuple[str, Sequence[Any]]]] = {}
-        for trace_id, rows in zip(ids, found, strict=True):
-            start_us, body = rows[0] if rows else (None, None)
+        rows: list[list[tuple[str, Sequence[Any]]]] = []
+        for trace_id, stored in zip(ids, found, strict=True):
+            tid, *finalization = stored[0] if stored else (None,) * (1 + len(FINALIZATION))
+            start_us, body = finalization[:2]
             recorded = start_us // MINUTE_US if start_us is not None and body is not None else None
             if recorded is not None:
                 put = (cql.ns, shard, recorded, trace_id, body, cql.ttl_s)
                 groups.setdefault(recorded, []).append((PUT_CONTRIB, put))
             for minute in minutes[trace_id] - {recorded}:
                 groups.setdefault(minute, []).append((DELETE_CONTRIB, (cql.ns, shard, minute, trace_id)))
-        await cql.partitions(groups.values())
+            if tid is not None:
+                rows.append([(REWRITE, (cql.ttl_s, *finalization, cql.ns, trace_id))])
+        await cql.partitions([*groups.values(), *rows])
 
     async def begin(self, rounds: Mapping[str, tuple[RollupDelta, Sequence[tuple[str, int]]]]) -> dict[str, int]:
         """Record a round of each shard (shard -> (delta, moves)) before it writes anything: the minutes the
         delta touches and the (trace, new minute) moves of the contributions it writes. Returns each
         record's token."""
         cql = self.cql
+        self._begun_us = time.time_ns() // 1000
         tokens = {shard: self._token() for shard in rounds}
         await cql.partitions(
             [
@@ -257,7 +342,7 @@ class Aggregates:
                         shard,
                         tokens[shard],
                         touched_minutes(delta),
-                        _moves.encode(list(moves)) if moves else None,
+                        _moves.encode(list(moves)),  # never null: its WRITETIME dates the record
                         cql.ttl_s,
                     ),
                 )
@@ -270,6 +355,12 @@ class Aggregates:
         """The rounds of :meth:`begin` are written: their records go."""
         cql = self.cql
         await cql.partitions([(END, (cql.ns, shard, token))] for shard, token in tokens.items())
+        self._begun_us = None
+
+    def fence(self) -> None:
+        """Raise :class:`RoundOverrun` when the round under way began :data:`ROUND_FENCE_US` ago or more."""
+        if self._begun_us is not None and time.time_ns() // 1000 - self._begun_us >= ROUND_FENCE_US:
+            raise RoundOverrun(f"a rollup round ran for more than {ROUND_FENCE_US // 1_000_000} s; it stops here")
 
     # -- slices ---------------------------------------------------------------------------------------
 
@@ -288,6 +379,7 @@ class Aggregates:
                     forced.add((spec.name, grain, bucket))
         minute_sums: dict[int, asyncio.Task[RollupDelta]] = {}
         for grain in (MINUTE, HOUR, TOTAL):
+            self.fence()
             slices = list(changes[grain].items())
 
             async def update(index: int, grain: int = grain, slices: list[Any] = slices) -> None:

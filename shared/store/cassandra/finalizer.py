@@ -19,7 +19,7 @@ finalizes the active traces again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -27,7 +27,7 @@ import msgspec
 from shared.analysis import TraceAnalysis
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
-from shared.store.cassandra.aggregates import DELETE_CONTRIB, PUT_CONTRIB, Aggregates
+from shared.store.cassandra.aggregates import CONTRIB_OF, DELETE_CONTRIB, PUT_CONTRIB, Aggregates, RoundOverrun
 from shared.store.cassandra.indexes import IndexRow, index_changes, retention_row, search_rows
 from shared.store.cassandra.rows import StoredRow, fingerprint, read_chunks, read_rows
 from shared.store.cassandra.schema import Cql
@@ -48,7 +48,8 @@ WAITING: Final = (
 )
 DROP_CHUNKS: Final = "DELETE FROM traces WHERE ns = ? AND trace_id = ? AND seq >= 0"
 NOT_ACTIVE: Final = "DELETE FROM idx_active USING TIMESTAMP ? WHERE ns = ? AND hour = ? AND trace_id = ?"
-"""Timestamped with the finalization's clock, as the writer's insert is with its batch's (see the writer's step 5)."""
+"""Timestamped after every chunk the finalization used, whose batches' inserts carry the chunks' timestamps
+(see the writer's step 5)."""
 PUT_PATH: Final = "INSERT INTO call_paths (ns, ctx, label, path) VALUES (?, ?, ?, ?) USING TTL ?"
 PURGEABLE: Final = "SELECT shard, start_us, trace_id FROM by_start WHERE ns = ? AND hour = ?"
 PURGEABLE_OF: Final = (
@@ -93,6 +94,8 @@ class RoundStates(msgspec.Struct, kw_only=True, gc=False):
     chunk_sets: dict[str, list[int]]
     late_sets: dict[str, list[int]]
     """The chunks of each chunk set that arrived after the trace's previous finalization."""
+    written: dict[str, int]
+    """The latest write timestamp of each chunk set."""
 
 
 def _active_hours(row: StoredRow) -> set[int]:
@@ -191,7 +194,7 @@ class Owner:
     ) -> RoundStates:
         """Every active trace's current state and the exact chunk set it merges: the cached copy when it is
         exactly the stored chunk set (never for a re-finalization, which counts late chunks), else read."""
-        out = RoundStates(states={}, chunk_sets={}, late_sets={})
+        out = RoundStates(states={}, chunk_sets={}, late_sets={}, written={})
         missing: list[StoredRow] = []
         for row in active:
             cached = None
@@ -203,6 +206,7 @@ class Owner:
                 out.states[row.trace_id] = cached
                 out.chunk_sets[row.trace_id] = list(row.chunk_ids)
                 out.late_sets[row.trace_id] = []
+                out.written[row.trace_id] = row.written_us
         chunks = await read_chunks(self.cql, [r.trace_id for r in missing])
         for row in missing:
             stored = chunks[row.trace_id]
@@ -213,6 +217,7 @@ class Owner:
             )
             out.states[row.trace_id] = stored.state(flags)
             out.chunk_sets[row.trace_id] = stored.ids
+            out.written[row.trace_id] = stored.written_us
             out.late_sets[row.trace_id] = [cid for cid, late in zip(stored.ids, flags, strict=True) if late]
         return out
 
@@ -221,7 +226,9 @@ class Owner:
     ) -> None:
         """Steps 1 to 4 of a round (see the module docstring)."""
         cql = self.cql
-        await self.aggregates.adopt(plans)
+        busy = await self.aggregates.adopt(plans)
+        if busy:
+            raise RoundOverrun(f"shards {sorted(busy)}: another process's round may still be under way")
         try:
             tokens = await self.aggregates.begin(
                 {
@@ -229,12 +236,14 @@ class Owner:
                     for shard, plan in plans.items()
                 }
             )
+            self.aggregates.fence()
             await cql.partitions(self._contributions(plans, rows).values())
             groups: dict[tuple[Any, ...], Statements] = {}
             for shard, plan in plans.items():
                 self._trace_rows(groups, shard, plan, rows, current, now_us)
+            self.aggregates.fence()
             await cql.partitions(groups.values())
-            await asyncio.gather(*(self.aggregates.apply(shard, plan.delta) for shard, plan in plans.items()))
+            await _together([self.aggregates.apply(shard, plan.delta) for shard, plan in plans.items()])
             await self.aggregates.end(tokens)
         except BaseException:
             for shard in plans:
@@ -291,8 +300,10 @@ class Owner:
             for span_id in open_ids:
                 groups.setdefault(("open", span_id), []).append((CLOSE, (ns, span_id, trace_id)))
         for trace_id in [*(s.trace_id for s in plan.summaries), *plan.waiting]:
+            written = current.written[trace_id]
+            stamp = written + 1 if written else now_us  # after the inserts of the chunks used, whatever the clocks
             for hour in _active_hours(rows[trace_id]):
-                groups.setdefault(("idx_active", hour), []).append((NOT_ACTIVE, (now_us, ns, hour, trace_id)))
+                groups.setdefault(("idx_active", hour), []).append((NOT_ACTIVE, (stamp, ns, hour, trace_id)))
         for ctx, path in plan.paths.items():
             if ctx not in self._paths:
                 groups.setdefault(("call_paths",), []).append(
@@ -366,28 +377,21 @@ class Owner:
             and start < before_us
         ]
         skipped = min((s for s, t, _ in entries if rows[t].exists and rows[t].state == "active"), default=None)
-        previous = await self._previous(doomed)
-        delta = RollupDelta()
-        for row in doomed:
-            blob = previous[row.trace_id].contribution
-            if blob is not None:
-                delta.add(decode_contribution(blob), -1)
-        contribs: dict[tuple[Any, ...], Statements] = {}
-        for row in doomed:
-            minutes = set(row.contrib_minutes) | ({row.start_us // MINUTE_US} if row.start_us is not None else set())
-            for minute in minutes:
-                contribs.setdefault((minute,), []).append((DELETE_CONTRIB, (ns, shard, minute, row.trace_id)))
+        if await self.aggregates.adopt([shard]):  # first: the stored contributions are then what the slices sum
+            raise RoundOverrun(f"shard {shard}: another process's round may still be under way")
+        delta, contribs = await self._stored_contributions(shard, doomed)
         gone = {t for t in (r.trace_id for r in doomed)}
         retention = [
             [(DELETE_RETENTION, (ns, hour, shard, start, t))]
             for start, t, hour in entries
             if t in gone or not rows[t].exists or rows[t].start_us != start
         ]
-        await self.aggregates.adopt([shard])
         tokens = await self.aggregates.begin({shard: (delta, [])})
         try:
+            self.aggregates.fence()
             await cql.partitions(contribs.values())
             await self.aggregates.apply(shard, delta)
+            self.aggregates.fence()
             await cql.partitions([[(DELETE_TRACE, (ns, t))] for t in sorted(gone)])
             await cql.partitions(retention)
             await self.aggregates.end(tokens)
@@ -395,6 +399,41 @@ class Owner:
             self.aggregates.invalidate(shard)
             raise
         return sorted(gone), skipped
+
+    async def _stored_contributions(
+        self, shard: str, doomed: Sequence[StoredRow]
+    ) -> tuple[RollupDelta, dict[tuple[Any, ...], Statements]]:
+        """The contributions of ``doomed`` stored under ``shard``, summed to be taken out of its slices, and
+        the deletes of every one their rows name. What is stored, not what the rows record: a purge that
+        failed after its contributions and its slices leaves the rows, and took those out already."""
+        cql = self.cql
+        asks = [(cql.ns, shard, minute, row.trace_id) for row in doomed for minute in sorted(_contrib_minutes(row))]
+        delta = RollupDelta()
+        contribs: dict[tuple[Any, ...], Statements] = {}
+        for ask, found in zip(asks, await cql.many(CONTRIB_OF, asks), strict=True):
+            for (body,) in found:
+                delta.add(decode_contribution(body), -1)
+            contribs.setdefault((ask[2],), []).append((DELETE_CONTRIB, ask))
+        return delta, contribs
+
+
+def _contrib_minutes(row: StoredRow) -> set[int]:
+    """The minutes a finalized trace's contribution may be stored under (those its row lists, and its start's)."""
+    return set(row.contrib_minutes) | ({row.start_us // MINUTE_US} if row.start_us is not None else set())
+
+
+async def _together(jobs: Sequence[Coroutine[Any, Any, None]]) -> None:
+    """Run ``jobs`` at once; the first failure cancels the others and is raised once they have all ended.
+
+    Never ``asyncio.gather``: the jobs it leaves running after a failure are a round's rollup updates going
+    on after the round failed and its shards were invalidated. They would write slices computed from the
+    state before the failure after later rounds wrote theirs, and keep their copy of them as current."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for job in jobs:
+                group.create_task(job)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
 
 
 def _result(

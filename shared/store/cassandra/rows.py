@@ -28,9 +28,10 @@ from shared.store.writing import RowState, TraceRow
 
 ROW_QUERY: Final = (
     "SELECT seq, chunk_id, tid, shard, first_seen_us, due_us, root_done_us, active_at, state, final_n, final_fp,"
-    " finalized_at_us, contrib_minutes, refinalizations, start_us FROM traces WHERE ns = ? AND trace_id = ?"
+    " finalized_at_us, contrib_minutes, refinalizations, start_us, WRITETIME(body) FROM traces"
+    " WHERE ns = ? AND trace_id = ?"
 )
-CHUNKS_QUERY: Final = "SELECT chunk_id, late, body FROM traces WHERE ns = ? AND trace_id = ?"
+CHUNKS_QUERY: Final = "SELECT chunk_id, late, body, WRITETIME(body) FROM traces WHERE ns = ? AND trace_id = ?"
 
 
 def fingerprint(chunk_ids: Iterable[int]) -> int:
@@ -68,6 +69,8 @@ class StoredRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     refinalizations: int
     start_us: int | None
     chunk_ids: tuple[int, ...]
+    written_us: int = 0
+    """The latest write timestamp of the chunks (each written with its batch's ``idx_active`` row)."""
 
     @property
     def exists(self) -> bool:
@@ -132,6 +135,7 @@ def _stored_row(trace_id: str, rows: list[Row]) -> StoredRow:
         refinalizations=refinalizations or 0,
         start_us=start_us,
         chunk_ids=tuple(r[1] for r in rows if r[1] is not None),
+        written_us=max((r[15] or 0 for r in rows), default=0),
     )
 
 
@@ -149,6 +153,8 @@ class Chunks(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     ids: list[int]
     late: list[bool]
     bodies: list[bytes]
+    written_us: int = 0
+    """The latest write timestamp of these chunks (see :attr:`StoredRow.written_us`)."""
 
     def flags(self, *, late_ids: Collection[int] = (), previous: Collection[int] | None = None) -> list[bool]:
         """Which chunks are late: written as late, listed in ``late_ids`` (found late by an earlier
@@ -171,6 +177,9 @@ async def read_chunks(cql: Cql, trace_ids: Iterable[str]) -> dict[str, Chunks]:
     for trace_id, rows in zip(ids, results, strict=True):
         chunk_rows = [r for r in rows if r[0] is not None]
         out[trace_id] = Chunks(
-            ids=[r[0] for r in chunk_rows], late=[bool(r[1]) for r in chunk_rows], bodies=[r[2] for r in chunk_rows]
+            ids=[r[0] for r in chunk_rows],
+            late=[bool(r[1]) for r in chunk_rows],
+            bodies=[r[2] for r in chunk_rows],
+            written_us=max((r[3] or 0 for r in chunk_rows), default=0),
         )
     return out

@@ -12,12 +12,13 @@ Per batch (the planning is :func:`~shared.store.writing.plan_write`, as in every
 4. its chunk and its columns, ONE statement (atomic within the partition: the chunk is stored exactly
    when the trace row says so); a replayed batch finds its spans stored and writes nothing;
 5. its ``idx_active`` row when the trace is new or was finalized (a crash before this step only hides
-   the trace from the active search until it is finalized). The row is written with the batch's clock
-   (``USING TIMESTAMP now_us``), the finalizer's delete with its own: a finalization can run between
-   steps 4 and 5 (the chunk makes the trace due), and its delete, timestamped after the batch began,
-   must win over the insert that reaches the node after it (else the trace stays listed as active). The
-   finalization comes at least a grace window after the write, so the writer's and the finalizer's
-   clocks may disagree by up to that much.
+   the trace from the active search until it is finalized). The row is written with the timestamp of
+   the batch's chunks (steps 4 and 5 are ``USING TIMESTAMP`` one stamp, :meth:`~.schema.Cql.stamp`), and
+   a finalization deletes it with a later one than every chunk it finalized (it reads their
+   ``WRITETIME``): a finalization can run between steps 4 and 5 (the chunk makes the trace due), and its
+   delete must win over the insert that reaches the node after it, else the trace stays listed as
+   active. That holds whatever the clocks, a batch begun after the round did too. A batch whose chunk
+   the round did not read re-opens the trace, and its row, stamped later than the chunks it read, stays.
 
 The writer never writes a state: a new chunk makes the trace active by itself (:mod:`.rows`).
 """
@@ -50,7 +51,8 @@ LIST_HOUR: Final = "INSERT INTO index_hours (ns, kind, hour) VALUES (?, ?, ?) US
 def insert_chunk_cql(columns: Sequence[str]) -> str:
     """One chunk row and the given static columns of its trace, in one statement."""
     names = ("ns", "trace_id", "seq", "chunk_id", "late", "body", *columns)
-    return f"INSERT INTO traces ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) USING TTL ?"
+    values = ", ".join("?" * len(names))
+    return f"INSERT INTO traces ({', '.join(names)}) VALUES ({values}) USING TTL ? AND TIMESTAMP ?"
 
 
 def new_id() -> int:
@@ -134,7 +136,8 @@ async def write_batch(
     chunk_ids = {chunk.trace_id: new_id() for chunk in plan.chunks}
     incarnations = {new.trace_id: new_id() for new in plan.new}
     hour = now_us // HOUR_US
-    statics = _statics(cql, plan, stored, batch, chunk_ids, incarnations)
+    stamp = cql.stamp()
+    statics = _statics(cql, plan, stored, batch, chunk_ids, incarnations, stamp)
 
     # 3. index entries ahead of the data
     opened = [(OPEN, (cql.ns, s, t, _tid(stored, incarnations, t), cql.ttl_s)) for t, s in plan.opened]
@@ -155,6 +158,7 @@ async def write_batch(
             chunk.body,
             *columns.values(),
             cql.ttl_s,
+            stamp,
         )
         inserts.append((insert_chunk_cql(tuple(columns)), values))
     await cql.partitions([[item] for item in inserts])
@@ -180,6 +184,7 @@ def _statics(
     batch: WriteBatch,
     chunk_ids: Mapping[str, int],
     incarnations: Mapping[str, int],
+    stamp: int,
 ) -> Statics:
     now_us = batch.now_us
     hour = now_us // HOUR_US
@@ -197,7 +202,7 @@ def _statics(
         if new.root_done_us is not None:
             columns["root_done_us"] = new.root_done_us
         out.columns[new.trace_id] = columns
-        out.active.append((ACTIVE, (cql.ns, hour, new.trace_id, now_us, True, cql.ttl_s, now_us)))
+        out.active.append((ACTIVE, (cql.ns, hour, new.trace_id, now_us, True, cql.ttl_s, stamp)))
     for update in plan.updates:
         row = stored[update.trace_id]
         shard = update.shard or row.shard or batch.shards[update.trace_id]
@@ -210,7 +215,7 @@ def _statics(
         if row.state != "active":  # finalized or waiting: the new chunk re-opens it
             columns["active_at"] = hour
             first_seen = row.first_seen_us or now_us
-            values = (cql.ns, hour, update.trace_id, first_seen, row.finalized_at_us is None, cql.ttl_s, now_us)
+            values = (cql.ns, hour, update.trace_id, first_seen, row.finalized_at_us is None, cql.ttl_s, stamp)
             out.active.append((ACTIVE, values))
         out.columns[update.trace_id] = columns
     return out

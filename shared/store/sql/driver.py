@@ -178,7 +178,17 @@ class SqlDriver(Protocol):
 
     async def set_layout_version(self, version: int) -> None: ...
 
-    async def create_schema(self) -> None: ...
+    async def create_schema(self) -> None:
+        """Every table, the latency sketch's too."""
+        ...
+
+    async def has_sketch(self) -> bool:
+        """Whether the latency sketch tables are there (a layout v2 database written before them lacks them)."""
+        ...
+
+    async def create_sketch(self) -> None:
+        """Create the latency sketch tables (empty)."""
+        ...
 
     async def set_v1_aside(self) -> None:
         """Move layout v1's tables aside (:data:`~.migrate.V1_TABLES`, renamed ``v1_...``, without their
