@@ -2,9 +2,11 @@
 as :func:`bench.reads.fill` does), then measured.
 
 * SQLite: the file after a ``wal_checkpoint(TRUNCATE)``, split by table with the ``dbstat`` virtual table
-  (a table's indexes count with it);
+  (a table's indexes count with it), as row (i) of ``make bench`` measures (:mod:`bench.storage`);
 * PostgreSQL (``--postgres URL``): ``pg_total_relation_size`` of every table after ``VACUUM``, in a fresh
   schema dropped afterwards.
+
+Row (i) drains Kafka into each store; this fills the store directly, in seconds, for a layout change.
 
 Two workloads: the demo traces (``shared.demo``) and :func:`bench.workload.realistic_trace` (ids in URLs,
 SQL statements, logs), so that nothing is tuned to the demo generator.
@@ -17,13 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import sqlite3
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.storage import Footprint, postgres_footprint, sqlite_footprint
 from bench.workload import realistic_trace
 from shared.demo import make_trace
 from shared.models import Span
@@ -54,35 +56,8 @@ async def fill(store: TraceStore, make: MakeTrace, spans_wanted: int, *, seed: i
     return written
 
 
-def sqlite_sizes(path: Path) -> dict[str, int]:
-    """Bytes per table (its indexes included) after a TRUNCATE checkpoint, and ``total`` for the files."""
-    with sqlite3.connect(path) as db:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        owners = dict(db.execute("SELECT name, tbl_name FROM sqlite_master"))
-        sizes: dict[str, int] = {}
-        for name, size in db.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
-            table = owners.get(name, name)
-            sizes[table] = sizes.get(table, 0) + size
-    wal = path.with_name(path.name + "-wal")
-    sizes["total"] = path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
-    return sizes
-
-
-async def postgres_sizes(url: str) -> dict[str, int]:
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("VACUUM")
-        rows = await conn.fetch(
-            "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'"
-        )
-    finally:
-        await conn.close()
-    sizes = {str(name): int(size) for name, size in rows}
-    sizes["total"] = sum(sizes.values())
-    return sizes
+def _sizes(footprint: Footprint) -> dict[str, int]:
+    return {**footprint.parts, "total": footprint.total}
 
 
 async def measure_sqlite(make: MakeTrace, spans_wanted: int, workdir: Path) -> tuple[int, dict[str, int]]:
@@ -92,7 +67,7 @@ async def measure_sqlite(make: MakeTrace, spans_wanted: int, workdir: Path) -> t
         spans = await fill(store, make, spans_wanted)
     finally:
         await store.close()
-    return spans, sqlite_sizes(path)
+    return spans, _sizes(sqlite_footprint(path))
 
 
 async def measure_postgres(make: MakeTrace, spans_wanted: int, base: str) -> tuple[int, dict[str, int]]:
@@ -109,7 +84,7 @@ async def measure_postgres(make: MakeTrace, spans_wanted: int, base: str) -> tup
                 spans = await fill(store, make, spans_wanted)
             finally:
                 await store.close()
-            return spans, await postgres_sizes(url)
+            return spans, _sizes(await postgres_footprint(url))
         finally:
             await admin.execute(f"DROP SCHEMA {schema} CASCADE")
     finally:
