@@ -34,7 +34,16 @@ from typing import Any, Final
 import msgspec
 
 from shared.store.cassandra.schema import COUNTER_COLUMNS, Cql
-from shared.store.rollups import HOUR, MINUTE, MINUTE_US, TOTAL, RollupDelta, decode_contribution
+from shared.store.rollups import (
+    HOUR,
+    MINUTE,
+    MINUTE_US,
+    TOTAL,
+    UNSEEN_LIVE,
+    UNSEEN_VALUES,
+    RollupDelta,
+    decode_contribution,
+)
 
 Key = tuple[Any, ...]
 GrainRows = list[tuple[int, int, Key, list[int]]]
@@ -112,7 +121,15 @@ DEPS: Final = Series(
     live=0,
     delta_rows="dep_grain_rows",
 )
-SERIES: Final = (OPS, ENDPOINTS, CONTEXTS, DEPS)
+UNSEEN: Final = Series(
+    name="unseen",
+    table="rollup_unseen",
+    keys=("service",),
+    values=UNSEEN_VALUES,
+    live=UNSEEN_LIVE,
+    delta_rows="unseen_rows",
+)
+SERIES: Final = (OPS, ENDPOINTS, CONTEXTS, DEPS, UNSEEN)
 
 SliceKey = tuple[str, int, int, str]
 """(series name, grain, bucket, shard)."""

@@ -171,6 +171,10 @@ class SqlDriver(Protocol):
 
     async def create_schema(self) -> None: ...
 
+    async def create_added_tables(self) -> None:
+        """Create the tables added to the current layout since its release, where missing."""
+        ...
+
     async def set_v1_aside(self) -> None:
         """Move layout v1's tables aside (:data:`~.migrate.V1_TABLES`, renamed ``v1_...``, without their
         indexes), then create the schema."""

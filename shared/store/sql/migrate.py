@@ -57,15 +57,15 @@ async def create_or_migrate(d: SqlDriver, version: int, *, newer: str) -> None:
     """Bring the database to layout ``version``. ``newer``: the error when it holds a newer layout, with
     ``{version}`` for the layout found."""
     found = await d.layout_version()
-    if found == version:
-        return
     if found > version:
         raise RuntimeError(newer.format(version=found))
-    if found == 1:
-        await migrate_v1(d)
-    else:
-        await d.create_schema()
-    await d.set_layout_version(version)
+    if found != version:
+        if found == 1:
+            await migrate_v1(d)
+        else:
+            await d.create_schema()
+        await d.set_layout_version(version)
+    await d.create_added_tables()
 
 
 def _by_trace(rows: Sequence[Row]) -> SpanRows:
