@@ -333,8 +333,17 @@ async def test_a_thousand_deep_trace_is_served(api: LiveApi) -> None:
 
 
 def _service_stats(count: int, avg: float, errors: int, p50: float, p95: float, p99: float) -> dict[str, Any]:
-    """A ``serviceStats`` entry of ``/stats``."""
-    return {"count": count, "avgDuration": avg, "errorCount": errors, "p50": p50, "p95": p95, "p99": p99}
+    """A ``serviceStats`` entry of ``/stats`` (spans without sampler information: estimated = received)."""
+    return {
+        "count": count,
+        "avgDuration": avg,
+        "errorCount": errors,
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
+        "estimatedCount": count,
+        "estimatedErrorCount": errors,
+    }
 
 
 async def _record_heartbeats(api: LiveApi, now: int) -> None:
@@ -393,6 +402,9 @@ async def test_stats_has_every_field(api: LiveApi) -> None:
         "activeTraces": 1,
         "completedTraces": 1,
         "failedTraces": 1,
+        "estimatedTotalTraces": 3,
+        "estimatedCompletedTraces": 1,
+        "estimatedFailedTraces": 1,
         "avgDuration": 161.5,
         "slowestTraces": [{"traceId": failed, "duration": 200.0}, {"traceId": SEED, "duration": 123.0}],
         "serviceStats": {
@@ -442,6 +454,9 @@ async def test_stats_of_an_empty_store(api: LiveApi) -> None:
         "activeTraces": 0,
         "completedTraces": 0,
         "failedTraces": 0,
+        "estimatedTotalTraces": 0,
+        "estimatedCompletedTraces": 0,
+        "estimatedFailedTraces": 0,
         "avgDuration": 0.0,
         "slowestTraces": [],
         "serviceStats": {},
