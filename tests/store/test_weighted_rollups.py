@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import msgspec
 
 from shared.models import Span, TagValue
-from shared.sampling import Sampler
+from shared.sampling import Sampler, endpoint_rates
 from shared.store import TraceStore
 from shared.store.base import Unseen, Window
 from tests.store.test_contract import MS, NOW, SECOND, finalize_one, simple_trace, span, write
@@ -125,3 +125,22 @@ async def test_refinalization_and_purge_take_the_weight_out_exactly(store: Trace
     assert await store.purge(BASE + 3 * HOUR) == 1
     empty = await store.stats()
     assert empty.unseen == {} and empty.estimated_total_traces == 0 and empty.services == {}
+
+
+async def test_the_tail_samplers_endpoint_rates_are_the_ordinary_traffic_of_the_last_whole_minutes(
+    store: TraceStore,
+) -> None:
+    now = BASE + 10 * MINUTE + 30 * SECOND  # the rates read minutes 5..9
+    inside = [
+        sampled_trace("r1", BASE + 5 * MINUTE, 4),
+        sampled_trace("r2", BASE + 9 * MINUTE + 59 * SECOND, 2, tracestate=True),
+        sampled_trace("r3", BASE + 7 * MINUTE, 8, error=True),  # failed: not ordinary traffic
+    ]
+    outside = [sampled_trace("o1", BASE + 4 * MINUTE, 16), sampled_trace("o2", BASE + 10 * MINUTE, 16)]
+    await finalize_all(store, [*inside, *outside])
+    assert await endpoint_rates(store, now) == {("api", "GET /"): (4 + 2) / 300}
+    sampler = Sampler(rate=1.0, slow_us=HOUR, target_tps=0.01, refresh_s=60)
+    await sampler.refresh(store, now)
+    assert sampler.rates == {("api", "GET /"): (4 + 2) / 300} and sampler.read_at_us == now
+    await sampler.refresh(store, now + 59 * SECOND)  # held for refresh_s
+    assert sampler.read_at_us == now
