@@ -111,14 +111,16 @@ def trace_probability(spans: Sequence[Span]) -> Fraction:
     root: tuple[int, str, Span] | None = None
     told: tuple[int, str, Fraction] | None = None
     for span in spans:
-        rank = (span.start_time_us, span.span_id)
-        if span.is_root:
+        if span.parent_span_id is None:
+            rank = (span.start_time_us, span.span_id)
             if root is None or rank < root[:2]:
                 root = (*rank, span)
         elif root is None and (span.trace_state is not None or span.tags):
             p = span_probability(span)
-            if p is not None and (told is None or rank < told[:2]):
-                told = (*rank, p)
+            if p is not None:
+                rank = (span.start_time_us, span.span_id)
+                if told is None or rank < told[:2]:
+                    told = (*rank, p)
     if root is not None:
         return span_probability(root[2]) or ONE
     return told[2] if told is not None else ONE
