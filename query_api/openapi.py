@@ -465,7 +465,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "version": _version(),
             "description": "Search, inspect and analyze traces; record spans (published to Kafka). "
             "Times are milliseconds; epoch times are milliseconds since the Unix epoch. Errors are "
-            '`{"error": "..."}`.\n\n' + ESTIMATES_NOTE + "\n\n" + _ingest_note(settings),
+            '`{"error": "..."}`.\n\n' + _ingest_note(settings) + "\n\n" + ESTIMATES_NOTE,
         },
         "paths": {
             op.path: {"post" if op.body is not None else "get": _operation(op, schemas, settings)} for op in OPERATIONS
