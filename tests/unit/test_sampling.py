@@ -82,3 +82,19 @@ def test_the_target_setting_makes_a_sampler_and_empty_means_off() -> None:
     assert sampler is not None and (sampler.target_tps, sampler.refresh_us, sampler.rate) == (2.5, 3_000_000, 1.0)
     with pytest.raises(ValueError, match="target_tps"):
         Sampler(rate=1.0, slow_us=0, target_tps=-1)
+
+
+class _AwayStore:
+    """A store whose reads fail, as one that is briefly away."""
+
+    async def rollups(self, *args: object, **kwargs: object) -> list[object]:
+        raise ConnectionRefusedError("store away")
+
+
+async def test_a_failed_rate_read_keeps_the_rates_held_and_retries_next_round(caplog: pytest.LogCaptureFixture) -> None:
+    sampler = Sampler(rate=1.0, slow_us=5000, target_tps=1.0, refresh_s=10)
+    sampler.rates = {("shop", "busy"): 20.0}
+    await sampler.refresh(_AwayStore(), 1_000_000)  # type: ignore[arg-type]
+    assert sampler.rates == {("shop", "busy"): 20.0} and sampler.read_at_us is None
+    assert "cannot read the endpoints' rates" in caplog.text
+    await Sampler(rate=0.5, slow_us=0).refresh(_AwayStore(), 0)  # type: ignore[arg-type]  # no target: no read
