@@ -83,9 +83,16 @@ async def kept(settings: Settings, spans: list[Span]) -> list[str]:
         return [s.trace_id for s in spans if await store.get_trace(s.trace_id) is not None]
 
 
-async def test_failed_and_slow_traces_kept_and_endpoints_at_the_target_rate(settings: Settings) -> None:
+@pytest.mark.parametrize("finalize_process", [True, False], ids=["finalizer-process", "inline"])
+async def test_failed_and_slow_traces_kept_and_endpoints_at_the_target_rate(
+    settings: Settings, finalize_process: bool
+) -> None:
     settings = msgspec.structs.replace(
-        settings, sample_target_tps=TARGET_TPS, sample_target_refresh_s=REFRESH_S, sample_slow_ms=1000
+        settings,
+        sample_target_tps=TARGET_TPS,
+        sample_target_refresh_s=REFRESH_S,
+        sample_slow_ms=1000,
+        finalize_process=finalize_process,
     )
     now = time.time_ns() // 1000
     warm = first_wave(now)
