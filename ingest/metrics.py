@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, Metric
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from shared.analysis import core
-from shared.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_S, render
+from shared.prometheus import CONTENT_TYPE, LATENCY_BUCKETS_S, Family, Histograms, LabelValues, Page, Values
 from shared.store.buckets import BUCKET_BOUNDS_US
 from shared.store.rollups import Contribution
+from shared.store.sketch import fixed_bucket
 
 
 @dataclass
@@ -50,11 +48,11 @@ SPAN_KINDS: Final = {
     "producer": "SPAN_KIND_PRODUCER",
     "consumer": "SPAN_KIND_CONSUMER",
 }
-SPAN_BUCKETS_MS: Final = [repr(bound / 1000) for bound in BUCKET_BOUNDS_US] + ["+Inf"]
-"""The ``le`` labels of the duration histogram: the rollups' bounds (µs) in milliseconds."""
+SPAN_BOUNDS_MS: Final = tuple(bound / 1000 for bound in BUCKET_BOUNDS_US)
+"""The bounds of the duration histogram: the rollups' (µs) in milliseconds."""
 
 
-class SpanMetrics(Collector):
+class SpanMetrics:
     """Span metrics named as the OpenTelemetry Collector's spanmetrics connector names them (Prometheus
     exporter without namespace: ``traces_span_metrics_*``), so Jaeger's Monitor tab and Grafana
     dashboards work on a Prometheus that scrapes the workers.
@@ -67,12 +65,23 @@ class SpanMetrics(Collector):
     Status is ``STATUS_CODE_ERROR`` for spans with an error, ``STATUS_CODE_UNSET`` otherwise (the
     native model keeps no explicit OK). Duration buckets are the rollups' (milliseconds).
 
-    A collector rather than a ``Histogram``: the spans arrive already bucketed (:func:`span_sums`, where
-    the round ran), which a ``Histogram`` can only take one observation at a time."""
+    The spans arrive already bucketed (:func:`span_sums`, where the round ran): each label set's buckets
+    are added to whole, and the calls are their count."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._series: dict[tuple[str, str, str, str], tuple[list[int], list[float]]] = {}  # -> (buckets, [sum ms])
-        registry.register(self)
+    def __init__(self) -> None:
+        self.duration = Histograms(
+            "traces_span_metrics_duration_milliseconds",
+            "Span durations (ms), counted when their trace is first finalized.",
+            SPAN_BOUNDS_MS,
+            SPAN_METRIC_LABELS,
+        )
+        self.calls = Values(
+            CounterMetricFamily,
+            "traces_span_metrics_calls_total",
+            "Spans, counted when their trace is first finalized.",
+            lambda: {key: sum(series.counts) for key, series in self.duration.series.items()},
+            SPAN_METRIC_LABELS,
+        )
 
     def observe(self, shares: Sequence[Contribution]) -> None:
         """Count the spans of these first finalizations."""
@@ -80,35 +89,19 @@ class SpanMetrics(Collector):
 
     def add(self, sums: Sequence[SpanSum]) -> None:
         """Count what :func:`span_sums` summed: one update per label set."""
+        at = self.duration.at
         for service, operation, kind, status, _, total_us, counts in sums:
-            series = self._series.get((service, operation, kind, status))
-            if series is None:
-                series = self._series[service, operation, kind, status] = ([0] * len(SPAN_BUCKETS_MS), [0.0])
-            buckets, total = series
+            series = at((service, operation, kind, status))
+            buckets = series.counts
             for bucket, n in counts.items():
-                buckets[bucket] += n
-            total[0] += total_us / 1000
-
-    def collect(self) -> Iterator[Metric]:
-        calls = CounterMetricFamily(
-            "traces_span_metrics_calls_total", "Spans, counted when their trace is first finalized.",
-            labels=SPAN_METRIC_LABELS,
-        )  # fmt: skip
-        duration = HistogramMetricFamily(
-            "traces_span_metrics_duration_milliseconds", "Span durations (ms), counted when their trace is first "
-            "finalized.", labels=SPAN_METRIC_LABELS,
-        )  # fmt: skip
-        for labels, (buckets, total) in sorted(self._series.items()):
-            cumulative = list(itertools.accumulate(buckets))
-            calls.add_metric(labels, cumulative[-1])
-            duration.add_metric(labels, list(zip(SPAN_BUCKETS_MS, cumulative, strict=True)), total[0])
-        yield calls
-        yield duration
+                buckets[fixed_bucket(bucket)] += n
+            series.total += total_us / 1000
 
 
 SpanSum = tuple[str, str, str, str, int, int, dict[int, int]]
 """The spans of one label set (service, span name, span kind, status code) of some first finalizations:
-(the labels, count, total duration µs, histogram bucket → count)."""
+(the labels, count, total duration µs, histogram key → count; keys as a contribution's,
+:func:`shared.store.sketch.fixed_bucket` gives the ``le`` bucket)."""
 
 
 def span_sums(shares: Sequence[Contribution]) -> list[SpanSum]:
@@ -125,56 +118,63 @@ def span_sums(shares: Sequence[Contribution]) -> list[SpanSum]:
     )
 
 
-class WorkerReadings(Collector):
+def _unlabelled(read: Callable[[], int]) -> Callable[[], dict[LabelValues, float]]:
+    return lambda: {(): read()}
+
+
+class WorkerReadings:
     """What the worker keeps itself, read when scraped: the totals of :class:`WorkerCounters` and the lag
     of each partition (set whole by each heartbeat)."""
 
     def __init__(self, counters: WorkerCounters) -> None:
-        self._counters = counters
+        c = counters
         self.lag: dict[str, int] = {}  # partition (shard) -> messages behind the high watermark
-
-    def collect(self) -> Iterator[Metric]:
-        c = self._counters
-        for name, help_text, value in (
-            ("tracing_worker_spans_total", "Span and finish events decoded.", c.spans + c.finishes),
-            ("tracing_worker_spans_stored_total", "Span rows inserted or changed.", c.spans_changed),
-            ("tracing_worker_late_spans_total", "Spans that arrived after finalization.", c.late_spans),
-            ("tracing_worker_dead_lettered_total", "Messages sent to the dead-letter topic.", c.dead_lettered),
-            ("tracing_worker_traces_finalized_total", "Traces finalized.", c.traces_finalized),
-        ):
-            yield CounterMetricFamily(name, help_text, value=value)
-        lag = GaugeMetricFamily(
-            "tracing_worker_consumer_lag", "Messages behind the high watermark.", labels=("partition",)
+        totals: list[tuple[str, str, Callable[[], int]]] = [
+            ("tracing_worker_spans_total", "Span and finish events decoded.", lambda: c.spans + c.finishes),
+            ("tracing_worker_spans_stored_total", "Span rows inserted or changed.", lambda: c.spans_changed),
+            ("tracing_worker_late_spans_total", "Spans that arrived after finalization.", lambda: c.late_spans),
+            ("tracing_worker_dead_lettered_total", "Messages sent to the dead-letter topic.", lambda: c.dead_lettered),
+            ("tracing_worker_traces_finalized_total", "Traces finalized.", lambda: c.traces_finalized),
+        ]
+        self.families: list[Family] = [Values(CounterMetricFamily, n, h, _unlabelled(read)) for n, h, read in totals]
+        self.families.append(
+            Values(
+                GaugeMetricFamily,
+                "tracing_worker_consumer_lag",
+                "Messages behind the high watermark.",
+                lambda: {(partition,): behind for partition, behind in self.lag.items()},
+                ("partition",),
+            )
         )
-        for partition, behind in sorted(self.lag.items()):
-            lag.add_metric((partition,), behind)
-        yield lag
 
 
 class WorkerMetrics:
+    """The worker's page: messages by topic, its readings, batch and finalize seconds, the span metrics."""
+
     def __init__(self, counters: WorkerCounters) -> None:
-        r = self.registry = CollectorRegistry(auto_describe=False)
-        self.messages = Counter("tracing_worker_messages_total", "Kafka messages consumed.", ("topic",), registry=r)
+        self._messages: dict[str, int] = {}  # topic -> messages consumed
         self.readings = WorkerReadings(counters)
-        r.register(self.readings)
-        self.batch_seconds = Histogram(
-            "tracing_worker_batch_seconds", "Decode + store + commit of a batch.", buckets=LATENCY_BUCKETS_S, registry=r
+        batch = Histograms("tracing_worker_batch_seconds", "Decode + store + commit of a batch.", LATENCY_BUCKETS_S)
+        finalize = Histograms("tracing_worker_finalize_seconds", "One finalize transaction.", LATENCY_BUCKETS_S)
+        self.batch_seconds = batch.at(())
+        self.finalize_seconds = finalize.at(())
+        self.spans = SpanMetrics()
+        messages = Values(
+            CounterMetricFamily,
+            "tracing_worker_messages_total",
+            "Kafka messages consumed.",
+            lambda: {(topic,): n for topic, n in self._messages.items()},
+            ("topic",),
         )
-        self.finalize_seconds = Histogram(
-            "tracing_worker_finalize_seconds", "One finalize transaction.", buckets=LATENCY_BUCKETS_S, registry=r
-        )
-        self.spans = SpanMetrics(r)
-        self._consumed: dict[str, Counter] = {}  # each topic's series of `messages`, looked up once
+        self.page = Page([messages, *self.readings.families, batch, finalize, self.spans.calls, self.spans.duration])
 
     def consumed(self, topic: str, messages: int) -> None:
         """Count a batch's messages of ``topic``."""
-        series = self._consumed.get(topic)
-        if series is None:
-            series = self._consumed[topic] = self.messages.labels(topic)
-        series.inc(messages)
+        counts = self._messages
+        counts[topic] = counts.get(topic, 0) + messages
 
     def render(self) -> str:
-        return render(self.registry)
+        return self.page.render()
 
 
 @contextlib.asynccontextmanager

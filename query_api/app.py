@@ -18,11 +18,13 @@ from shared.store.base import TraceStore
 
 from . import middleware
 from .encoding import encode
-from .keys import CRITICAL, JAEGER, METRICS, MONITOR, OPENAPI, PRODUCER, SETTINGS, STORE, TRACES, WRITES
+from .keys import CRITICAL, JAEGER, METRICS, MONITOR, OPENAPI, PRODUCER, SAMPLING, SETTINGS, STORE, TRACES, WRITES
 from .metrics import RequestMetrics
 from .openapi import openapi_document
 from .routes import setup_routes
+from .sampling_grpc import grpc_context
 from .services import CriticalPathService, JaegerService, MonitorService, TraceService, WriteService
+from .services.sampling import SamplingService
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 T = TypeVar("T")
@@ -74,6 +76,7 @@ async def _services_context(app: web.Application) -> AsyncIterator[None]:
     app[MONITOR] = MonitorService(store)
     app[CRITICAL] = CriticalPathService(store)
     app[JAEGER] = JaegerService(store)
+    app[SAMPLING] = SamplingService(store, app[SETTINGS])
     yield
 
 
@@ -93,6 +96,7 @@ def create_app(
             _resource_context(STORE, store, open_store, _close_store),
             _resource_context(PRODUCER, producer, _start_producer, _close_producer),
             _services_context,
+            grpc_context,
         ]
     )
     setup_routes(app)

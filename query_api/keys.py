@@ -11,7 +11,14 @@ from shared.settings import Settings
 from shared.store.base import TraceStore
 
 from .metrics import RequestMetrics
-from .services import CriticalPathService, JaegerService, MonitorService, TraceService, WriteService
+from .services import (
+    CriticalPathService,
+    JaegerService,
+    MonitorService,
+    SamplingService,
+    TraceService,
+    WriteService,
+)
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 STORE: Final[web.AppKey[TraceStore]] = web.AppKey("store")
@@ -21,6 +28,7 @@ WRITES: Final = web.AppKey("writes", WriteService)
 MONITOR: Final = web.AppKey("monitor", MonitorService)
 CRITICAL: Final = web.AppKey("critical", CriticalPathService)
 JAEGER: Final = web.AppKey("jaeger", JaegerService)
+SAMPLING: Final = web.AppKey("sampling", SamplingService)
 METRICS: Final = web.AppKey("metrics", RequestMetrics)
 OPENAPI: Final = web.AppKey("openapi", bytes)
 """The encoded OpenAPI document, built once."""

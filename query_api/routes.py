@@ -8,7 +8,7 @@ from typing import Final
 from aiohttp import web
 
 from . import handlers, ui
-from .jaeger import analytics, classic, v3
+from .jaeger import analytics, classic, sampling, v3
 
 RESERVED_TRACE_PATHS: Final = ("query", "start", "span")
 """``/traces/<name>`` routes of their own: ``GET /traces/{traceId}`` never takes these as trace ids (so
@@ -51,5 +51,7 @@ def setup_routes(app: web.Application) -> None:
     add_get("/api/v3/services", v3.services)
     add_get("/api/v3/operations", v3.operations)
     add_get("/analytics/v1/dependencies", analytics.dependencies)
+    add_get("/api/sampling", sampling.sampling_strategy)
+    add_get("/sampling", sampling.sampling_strategy)
     add_get(ui.PREFIX, ui.serve_static)
     add_get(ui.PREFIX + "/{path:.*}", ui.serve_static)

@@ -296,7 +296,7 @@ class SlowTraceView(msgspec.Struct, kw_only=True, rename="camel"):
 
 
 class ServiceStatsView(msgspec.Struct, kw_only=True, rename="camel"):
-    """Spans of one service over finalized traces; percentiles estimated from latency histograms.
+    """Spans of one service over finalized traces; percentiles from the latency sketch (within 1%).
     ``count`` and ``errorCount`` are the spans received; the average, the percentiles and the
     ``estimated`` counts weigh each span with its trace's adjusted count (estimates of the traffic)."""
 
@@ -370,7 +370,7 @@ class StatsView(msgspec.Struct, kw_only=True, rename="camel"):
 
 
 class OperationStatsView(msgspec.Struct, kw_only=True, rename="camel"):
-    """Spans of one operation of a service (all its span kinds); percentiles from latency histograms."""
+    """Spans of one operation of a service (all its span kinds); percentiles from the latency sketch (within 1%)."""
 
     operation: str
     span_kinds: Annotated[list[str], msgspec.Meta(description="Span kinds seen; empty string: none set.")]

@@ -24,6 +24,7 @@ interpreted or compiled.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
@@ -40,6 +41,13 @@ _ROUND2_FAST_BELOW: Final = 1125899906842624.0
 """2**50: below it every integer and half-integer is a float (see :func:`_round2`)."""
 _INSERTION_SORT_MAX: Final = 16
 """Child lists up to this length are sorted in place by insertion (no key objects); longer ones by key."""
+SKETCH_ALPHA: Final = 0.01
+"""The relative accuracy of the latency sketch (``shared.store.sketch``)."""
+SKETCH_GAMMA: Final = (1 + SKETCH_ALPHA) / (1 - SKETCH_ALPHA)
+_LOG_GAMMA: Final = math.log(SKETCH_GAMMA)
+SKETCH_STRIDE: Final = 4096
+"""A histogram key is ``(fixed bucket + 1) * SKETCH_STRIDE + sketch bin``; bins stay below it (int64 µs:
+bin 2186 at most)."""
 
 
 class SpanLayout:
@@ -782,6 +790,26 @@ class _OpShare:
 OpShareRow = tuple[str, str, str, int, int, int, int, int, dict[int, int], int, dict[int, int]]
 
 
+def sketch_bin(duration: int) -> int:
+    """The latency sketch's bin of a duration (µs): 0 for 0 and below, else ``ceil(log(duration) / log(gamma)) + 1``."""
+    if duration <= 0:
+        return 0
+    return math.ceil(math.log(duration) / _LOG_GAMMA) + 1
+
+
+def sketch_key(bounds: list[int], duration: int) -> int:
+    """A span's histogram key: its fixed bucket by ``bounds`` and its sketch bin (see :data:`SKETCH_STRIDE`)."""
+    return (_bucket(bounds, duration) + 1) * SKETCH_STRIDE + sketch_bin(duration)
+
+
+def split_key(key: int, legacy_bins: Sequence[int]) -> tuple[int, int]:
+    """(fixed bucket, sketch bin) of a histogram key; a key below :data:`SKETCH_STRIDE` is a fixed bucket
+    alone, whose bin is ``legacy_bins[key]``."""
+    if key < SKETCH_STRIDE:
+        return key, legacy_bins[key]
+    return key // SKETCH_STRIDE - 1, key % SKETCH_STRIDE
+
+
 def _bucket(bounds: list[int], duration: int) -> int:
     """``bisect.bisect_left(bounds, duration)``: the first bucket whose bound is >= the duration."""
     if _INTERPRETED:
@@ -819,7 +847,7 @@ def span_shares(
     """The loop of ``shared.store.rollups.contribution`` over every span given (duplicates too).
 
     Per (service, operation, kind), in order of first appearance: (service, operation, kind or "",
-    spans, error spans, duration sum, min, max, histogram by ``bounds`` (bucket -> spans, by first
+    spans, error spans, duration sum, min, max, histogram (:func:`sketch_key` by ``bounds`` -> spans, by first
     appearance), error spans' duration sum, their histogram); a missing duration counts as 0. And the
     distinct (key, value text) pairs, in order of first appearance, of each span's tags, of
     ``flat_tags(span)`` when it has a resource or a scope, and of its logs' fields.
@@ -847,7 +875,7 @@ def span_shares(
             share.low = duration
         elif duration > share.high:
             share.high = duration
-        bucket = _bucket(bounds, duration)
+        bucket = sketch_key(bounds, duration)
         buckets = share.buckets
         buckets[bucket] = buckets.get(bucket, 0) + 1
         if row[at_status] == "error":
@@ -902,14 +930,18 @@ def op_index(ops: Sequence[OpShareRow]) -> list[tuple[str, str, int, int]]:
 
 def add_op_shares(
     rows: dict[tuple[int, tuple[str, str, str]], list[int]],
+    bins: dict[tuple[int, tuple[str, str, str, int]], list[int]],
     minute: int,
     ops: Sequence[OpShareRow],
     sign: int,
     width: int,
+    legacy_bins: Sequence[int],
 ) -> None:
     """The operations loop of ``shared.store.rollups.RollupDelta.add``: each op row's spans, error spans
-    and duration sum, then its histogram from position 3, added ``sign`` times to the row of (minute,
-    (service, operation, kind)) in ``rows`` (``width`` zeros when new)."""
+    and duration sum, then its fixed-bucket histogram from position 3, added ``sign`` times to the row of
+    (minute, (service, operation, kind)) in ``rows`` (``width`` zeros when new); its sketch bins to the
+    rows of (minute, (service, operation, kind, bin)) in ``bins``. A histogram key below
+    :data:`SKETCH_STRIDE` is a fixed bucket alone, whose spans count in ``legacy_bins[bucket]``."""
     for op in ops:
         key = (minute, (op[0], op[1], op[2]))
         row = rows.get(key)
@@ -919,8 +951,15 @@ def add_op_shares(
         row[0] += sign * op[3]
         row[1] += sign * op[4]
         row[2] += sign * op[5]
-        for bucket, n in op[8].items():
+        for hkey, n in op[8].items():
+            bucket, index = split_key(hkey, legacy_bins)
             row[3 + bucket] += sign * n
+            bkey = (minute, (op[0], op[1], op[2], index))
+            brow = bins.get(bkey)
+            if brow is None:
+                bins[bkey] = [sign * n]
+            else:
+                brow[0] += sign * n
 
 
 SpanSumRow = tuple[str, str, str, str, int, int, dict[int, int]]

@@ -77,6 +77,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # ... or, when set (> 0), up to this many of the rest per second per endpoint (replaces sample_rate)
     sample_target_tps: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     sample_target_refresh_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0  # how often a worker reads the rates
+    # Remote sampling (the API's /api/sampling): traces/s kept per (service, root operation), recomputed
+    # every interval; the gRPC SamplingManager listens on host:port when set (empty = off).
+    remote_sampling_target_tps: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    remote_sampling_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    remote_sampling_grpc_bind: str = ""
     # HTTP API limits.
     max_body_bytes: Positive = 1024 * 1024
     # Kafka security: mapped onto aiokafka's own options, for every client alike (see kafka_options).
@@ -140,9 +145,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 f"{PREFIX}STORE_URL: expected sqlite:///path.db, postgresql://... or cassandra://..., "
                 f"got {self.store_url!r}"
             )
-        host, _, port = self.api_bind.rpartition(":")
-        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise SettingsError(f"{PREFIX}API_BIND: expected host:port, got {self.api_bind!r}")
+        for field in ("api_bind", "remote_sampling_grpc_bind"):
+            bind = getattr(self, field)
+            host, _, port = bind.rpartition(":")
+            if (bind or field == "api_bind") and (not host or not port.isdigit() or not 0 <= int(port) <= 65535):
+                raise SettingsError(f"{PREFIX}{field.upper()}: expected host:port, got {bind!r}")
         if not self.kafka_bootstrap.strip():
             raise SettingsError(f"{PREFIX}KAFKA_BOOTSTRAP: must name at least one host:port")
         self._validate_kafka_security()

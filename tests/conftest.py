@@ -154,7 +154,8 @@ async def cassandra_keyspace_url(cassandra_url: str) -> AsyncIterator[str]:
     base = CassandraConfig.from_url(cassandra_url)
     keyspace = f"test_{uuid.uuid4().hex[:20]}"
     yield msgspec.structs.replace(base, keyspace=keyspace).url(with_password=True)
-    admin = await CassandraSession.connect(msgspec.structs.replace(base, keyspace="system"), create_keyspace=False)
+    config = msgspec.structs.replace(base, keyspace="system", request_timeout_s=120.0)  # 23 tables to drop
+    admin = await CassandraSession.connect(config, create_keyspace=False)
     try:
         await admin.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
     finally:
@@ -173,7 +174,7 @@ def cassandra_store_keyspace(cassandra_url: str) -> Iterator[str]:
     yield msgspec.structs.replace(base, keyspace=keyspace).url(with_password=True)
 
     async def drop() -> None:
-        config = msgspec.structs.replace(base, keyspace="system", request_timeout_s=120.0)  # 21 tables to drop
+        config = msgspec.structs.replace(base, keyspace="system", request_timeout_s=120.0)  # 23 tables to drop
         admin = await CassandraSession.connect(config, create_keyspace=False)
         try:
             await admin.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")

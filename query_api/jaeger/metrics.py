@@ -8,9 +8,10 @@ prometheus/metricstore/reader.go``), computed here from the per-minute rollups o
   ``ratePer`` window ending at each point;
 * ``errors``: the same rate of spans with an error divided by the call rate (0 where there are calls and
   no errors, as Jaeger fills it);
-* ``latencies``: ``histogram_quantile(q, sum(rate(duration_bucket[ratePer])) by (..., le))``: the
-  quantile, in milliseconds, of the latency histogram of the spans in the window (Prometheus's linear
-  interpolation inside a bucket; the largest finite bound for the open-ended one);
+* ``latencies``: what ``histogram_quantile(q, sum(rate(duration_bucket[ratePer])) by (..., le))`` estimates:
+  the quantile, in milliseconds, of the spans in the window, here from the rollups' latency sketch (within
+  1% of the exact value at rank ``ceil(q n)``, :mod:`shared.store.sketch`; Prometheus's interpolation
+  inside the fixed buckets could be off by most of a bucket);
 * points every ``step`` from ``endTs - lookback`` (rounded up to a minute) to ``endTs``, as Prometheus's
   ``query_range`` evaluates them; a point without spans in its window is left out. The rollups are per
   minute, so ``step`` and ``ratePer`` are rounded up to whole minutes and ``minstep`` answers 60000.
@@ -25,7 +26,6 @@ Jaeger's protobuf JSON leaves the empty list out and the Jaeger UI's Monitor tab
 from __future__ import annotations
 
 import datetime
-import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Final
@@ -34,7 +34,8 @@ import msgspec
 from multidict import MultiMapping
 
 from shared.store.base import RollupRow, Window
-from shared.store.buckets import BUCKET_BOUNDS_US
+from shared.store.sketch import Bins, add_to
+from shared.store.sketch import quantile as sketch_quantile
 
 from .common import go_bool, integer
 from .errors import ParamError
@@ -53,7 +54,6 @@ SPAN_KINDS: Final = {
     "consumer": "consumer",
 }
 """Jaeger's span kind names (also accepted as ``SPAN_KIND_SERVER`` ...) -> the rollups' kind."""
-_BOUNDS_MS: Final = [bound / 1000 for bound in BUCKET_BOUNDS_US]
 
 
 class MetricsQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -147,25 +147,9 @@ def _timestamp(ms: int) -> str:
     return text + (f".{ms % 1000:03d}Z" if ms % 1000 else "Z")
 
 
-def histogram_quantile(q: float, counts: Sequence[int]) -> float:
-    """Prometheus's ``histogram_quantile`` over the rollups' buckets (upper bounds in ms, then +Inf)."""
-    total = sum(counts)
-    if total == 0:
-        return math.nan
-    rank = q * total
-    seen = 0
-    for i, n in enumerate(counts):
-        if seen + n >= rank and n:
-            if i == len(_BOUNDS_MS):  # the open-ended bucket: its lower bound, as Prometheus answers
-                return _BOUNDS_MS[-1]
-            low = 0.0 if i == 0 else _BOUNDS_MS[i - 1]
-            return low + (_BOUNDS_MS[i] - low) * (rank - seen) / n
-        seen += n
-    return _BOUNDS_MS[-1]
-
-
-Series = dict[int, list[int]]
-"""minute start (ms) -> [count, errors, h0 .. h18]."""
+Series = dict[int, tuple[list[int], Bins]]
+"""minute start (ms) -> ([count, errors], latency sketch)."""
+Sums = tuple[list[int], Bins]
 
 
 def rollup_window(query: MetricsQuery) -> Window:
@@ -188,29 +172,31 @@ def _minute_series(rows: Mapping[str, Sequence[RollupRow]], query: MetricsQuery)
             minute = row.t_us // 1000
             values = series.get(minute)
             if values is None:
-                values = series[minute] = [0] * (2 + len(row.histogram))
-            values[0] += row.count
-            values[1] += row.errors
-            for i, n in enumerate(row.histogram):
-                values[2 + i] += n
+                values = series[minute] = ([0, 0], {})
+            values[0][0] += row.count
+            values[0][1] += row.errors
+            add_to(values[1], row.bins.items())
     return out
 
 
-def _points(series: Series, query: MetricsQuery) -> list[tuple[int, list[int]]]:
+def _points(series: Series, query: MetricsQuery) -> list[tuple[int, Sums]]:
     """(point time, sums over its ``ratePer`` window [t - ratePer, t)) for every point with spans: prefix
-    sums over the minutes, so the cost is O(minutes + points)."""
+    sums over the minutes, so the cost is O((minutes + points) x bins)."""
     if not series:
         return []
-    width = len(next(iter(series.values())))
     first = min(series)
     last = max(series)
     minutes = (last - first) // MINUTE_MS + 1
-    prefix = [[0] * width]
+    prefix: list[Sums] = [([0, 0], {})]
     for i in range(minutes):
         row = series.get(first + i * MINUTE_MS)
-        prefix.append(prefix[-1] if row is None else [a + b for a, b in zip(prefix[-1], row, strict=True)])
+        if row is None:
+            prefix.append(prefix[-1])
+        else:
+            (count, errors), bins = prefix[-1]
+            prefix.append(([count + row[0][0], errors + row[0][1]], add_to(dict(bins), row[1].items())))
 
-    def upto(t: int) -> list[int]:  # sums of the minutes that start before t
+    def upto(t: int) -> Sums:  # sums of the minutes that start before t
         index = min(max(0, -(-(t - first) // MINUTE_MS)), minutes)
         return prefix[index]
 
@@ -218,9 +204,10 @@ def _points(series: Series, query: MetricsQuery) -> list[tuple[int, list[int]]]:
     start = query.end_ms - query.lookback_ms  # points at start, start + step, ... as Prometheus's query_range
     t = -(-start // MINUTE_MS) * MINUTE_MS  # (from the minute the start falls in)
     while t <= query.end_ms:
-        high, low = upto(t), upto(t - query.rate_per_ms)
+        (high, high_bins), (low, low_bins) = upto(t), upto(t - query.rate_per_ms)
         if high[0] > low[0]:
-            points.append((t, [a - b for a, b in zip(high, low, strict=True)]))
+            counts = [a - b for a, b in zip(high, low, strict=True)]
+            points.append((t, (counts, add_to(dict(high_bins), low_bins.items(), -1))))
         t += query.step_ms
     return points
 
@@ -251,13 +238,13 @@ def metric_family(
     seconds = query.rate_per_ms / 1000
     for (service, operation), series in sorted(_minute_series(rows, query).items()):
         points = []
-        for t, sums in _points(series, query):
+        for t, (sums, bins) in _points(series, query):
             if kind == "calls":
                 value = sums[0] / seconds
             elif kind == "errors":
                 value = sums[1] / sums[0]
             else:
-                value = histogram_quantile(quantile, sums[2:])
+                value = sketch_quantile(bins, quantile) / 1000
             points.append(MetricPoint(gauge_value=GaugeValue(double_value=value), timestamp=_timestamp(t)))
         if points:
             metrics.append(Metric(labels=_labels(service, operation, query.group_by_operation), metric_points=points))

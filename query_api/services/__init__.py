@@ -7,6 +7,7 @@ service:
 * :mod:`.writes`: the write endpoints' events published to Kafka (:class:`WriteService`);
 * :mod:`.monitoring`: ``/stats`` and the per-operation statistics and time series (:class:`MonitorService`);
 * :mod:`.critical_paths`: critical paths across traces (:class:`CriticalPathService`);
+* :mod:`.sampling`: remote sampling strategies (:class:`SamplingService`);
 * :mod:`.jaeger`: what both Jaeger-compatible APIs read (:class:`JaegerService`);
 * :mod:`.clock`: the clock the services take (microseconds since the epoch).
 """
@@ -16,7 +17,8 @@ from __future__ import annotations
 from .critical_paths import CriticalPathService
 from .jaeger import JaegerService
 from .monitoring import MonitorService
+from .sampling import SamplingService
 from .traces import TraceService
 from .writes import WriteService
 
-__all__ = ["CriticalPathService", "JaegerService", "MonitorService", "TraceService", "WriteService"]
+__all__ = ["CriticalPathService", "JaegerService", "MonitorService", "SamplingService", "TraceService", "WriteService"]

@@ -9,8 +9,16 @@ from collections.abc import Sequence
 from typing import Final
 
 from shared.analysis import ms
-from shared.store.base import Heartbeat, QueryError, RollupRow, ServiceStats, TraceStore, Unseen, Window
-from shared.store.rollups import merge_counters
+from shared.store.base import (
+    Heartbeat,
+    QueryError,
+    RollupRow,
+    ServiceStats,
+    TraceStore,
+    Unseen,
+    Window,
+    merged_stats,
+)
 
 from ..errors import BadRequest
 from ..shapes import (
@@ -43,14 +51,8 @@ def window_view(window: Window | None) -> WindowView | None:
     return WindowView(start=ms(aligned.start_us), end=ms(aligned.end_us))
 
 
-def merged(rows: Sequence[RollupRow]) -> ServiceStats:
-    """The sum of rollup rows as one :class:`ServiceStats` (counts, errors, durations, histogram)."""
-    total = merge_counters([[r.count, r.errors, r.duration_us, *r.histogram] for r in rows])
-    return ServiceStats(count=total[0], error_count=total[1], total_duration_us=total[2], histogram=total[3:])
-
-
 def quantiles(stats: ServiceStats) -> tuple[float, float, float]:
-    """p50, p95 and p99 of ``stats``'s latency histogram, in milliseconds."""
+    """p50, p95 and p99 of ``stats``'s latency sketch, in milliseconds (each within 1% of the exact value)."""
     return ms(stats.percentile_us(0.50)), ms(stats.percentile_us(0.95)), ms(stats.percentile_us(0.99))
 
 
@@ -127,7 +129,7 @@ class MonitorService:
             per_operation[row.key[1]].append(row)
         operations = []
         for operation, group in per_operation.items():
-            stats = merged(group)
+            stats = merged_stats(group)
             p50, p95, p99 = quantiles(stats)
             operations.append(
                 OperationStatsView(
@@ -169,7 +171,7 @@ class MonitorService:
             if span_kinds is not None and row.key[2] not in span_kinds:
                 continue
             groups[row.key[1] if by_operation else None][row.t_us].append(row)
-        return {key: [(t, merged(rs)) for t, rs in sorted(steps.items())] for key, steps in groups.items()}
+        return {key: [(t, merged_stats(rs)) for t, rs in sorted(steps.items())] for key, steps in groups.items()}
 
     async def timeseries(self, service: str, operation: str | None, window: Window, step_us: int) -> TimeseriesView:
         """One point per ``step_us`` of ``window`` with spans of the service (or of one operation of it)."""

@@ -144,7 +144,7 @@ function services(stats, win, jump) {
   return card(
     "Services",
     { "data-testid": "service-stats" },
-    h("p", { class: "muted" }, "Spans of finished traces; latency percentiles from histograms; click a service for its charts"),
+    h("p", { class: "muted" }, "Spans of finished traces; latency percentiles within 1% of exact; click a service for its charts"),
     entries.length
       ? table(
           {},

@@ -15,9 +15,9 @@ import msgspec
 from shared.analysis import Dependency, TraceAnalysis
 from shared.models import Span, SpanFinish
 from shared.sampling import Sampler
-from shared.store.buckets import BUCKET_BOUNDS_US
 from shared.store.cache import TraceCache
 from shared.store.rollups import Contribution
+from shared.store.sketch import merged, quantile
 
 TraceLifecycle = Literal["active", "finalized", "dropped"]
 """Where a stored trace is in its life: written to, finalized, or dropped by the sampler."""
@@ -134,22 +134,13 @@ class ServiceStats(msgspec.Struct, frozen=True, kw_only=True):
     count: int
     error_count: int
     total_duration_us: int
-    histogram: list[int]  # counts per BUCKET_BOUNDS_US bucket, plus one open-ended bucket
+    bins: dict[int, int] = msgspec.field(default_factory=dict)
+    """The latency sketch of the spans: bin -> count (:mod:`shared.store.sketch`)."""
 
     def percentile_us(self, q: float) -> float:
-        """Estimate the q-quantile (0..1) by linear interpolation inside the histogram bucket."""
-        total = sum(self.histogram)
-        if total == 0:
-            return 0.0
-        rank = q * total
-        seen = 0
-        for i, n in enumerate(self.histogram):
-            if n and seen + n >= rank:
-                low = 0 if i == 0 else BUCKET_BOUNDS_US[i - 1]
-                high = BUCKET_BOUNDS_US[i] if i < len(BUCKET_BOUNDS_US) else low * 2
-                return low + (high - low) * max(0.0, rank - seen) / n
-            seen += n
-        return float(BUCKET_BOUNDS_US[-1])
+        """The q-quantile (0..1) in µs: within 1% of the exact value at its rank
+        (:func:`~shared.store.sketch.quantile`)."""
+        return quantile(self.bins, q)
 
 
 class SlowTrace(msgspec.Struct, frozen=True, kw_only=True):
@@ -184,20 +175,30 @@ class RollupRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     ``key``: ``(service, operation, span kind or "")`` for the operations series, ``(root service, root
     operation)`` for the endpoints series (``("", "")``: traces without a root). ``count`` spans or traces,
-    ``errors`` of them with an error, ``duration_us`` their durations' sum, ``histogram`` their latency
-    histogram over :data:`BUCKET_BOUNDS_US`."""
+    ``errors`` of them with an error, ``duration_us`` their durations' sum, ``bins`` their latency sketch
+    (:mod:`shared.store.sketch`)."""
 
     t_us: int
     key: tuple[str, ...]
     count: int
     errors: int
     duration_us: int
-    histogram: list[int]
+    bins: dict[int, int] = msgspec.field(default_factory=dict)
 
     def stats(self) -> ServiceStats:
         return ServiceStats(
-            count=self.count, error_count=self.errors, total_duration_us=self.duration_us, histogram=self.histogram
+            count=self.count, error_count=self.errors, total_duration_us=self.duration_us, bins=self.bins
         )
+
+
+def merged_stats(rows: Sequence[RollupRow]) -> ServiceStats:
+    """The sum of rollup rows as one :class:`ServiceStats` (counts, errors, durations, sketch)."""
+    return ServiceStats(
+        count=sum(r.count for r in rows),
+        error_count=sum(r.errors for r in rows),
+        total_duration_us=sum(r.duration_us for r in rows),
+        bins=merged(r.bins for r in rows),
+    )
 
 
 class ContextRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -13,9 +13,10 @@ the minute rows, written in the same transaction, so the grains never disagree.
 Series:
 
 * **operations**, per (service, operation, span kind): spans, error spans, duration sum, the latency
-  histogram of the spans (fixed bounds :data:`~shared.store.base.BUCKET_BOUNDS_US`);
-* **endpoints**, per (root service, root operation): traces, failed traces, trace duration sum and
-  histogram. Rootless traces count under the endpoint ``("", "")``.
+  histogram of the spans (fixed bounds :data:`~shared.store.buckets.BUCKET_BOUNDS_US`), and their latency
+  sketch (:mod:`shared.store.sketch`) as rows per (service, operation, kind, bin);
+* **endpoints**, per (root service, root operation): traces, failed traces, trace duration sum, histogram
+  and sketch. Rootless traces count under the endpoint ``("", "")``.
 * **dependencies**, per hour and (parent service, child service): calls and error calls (summed per
   minute, so that a backend can keep every grain);
 * **critical paths**, per (root service, root operation, calling context): critical-path time and the
@@ -24,7 +25,9 @@ Series:
 
 Every series counts a trace with its adjusted count (:mod:`shared.adjusted_counts`: 1 / the probability
 its producer sampled it with, an integer), so that its counts, sums and histograms estimate the real
-traffic: a trace of adjusted count 4 adds 4 traces, 4 times each of its spans, 4 times its duration.
+traffic: a trace of adjusted count 4 adds 4 traces, 4 times each of its spans, 4 times its duration,
+4 observations of each latency to the fixed buckets and to the sketch bins (so the percentiles are of the
+traffic as well).
 The **unseen** series keeps the excess (adjusted count - 1) of every trace: per service, traces (under
 the trace's root service; a rootless trace under the service of its first span row) and failed traces,
 spans and error spans. What was received is the estimate minus the unseen; a trace without sampler
@@ -47,6 +50,7 @@ from shared.analysis import SPAN_LAYOUT, TraceAnalysis, core
 from shared.critical_paths import Path, context_id, trace_contexts
 from shared.models import Span, flat_tags
 from shared.store.buckets import BUCKET_BOUNDS_US
+from shared.store.sketch import LEGACY_BINS, key_of, split_key
 
 MINUTE_US: Final = 60_000_000
 HOUR_US: Final = 3_600_000_000
@@ -65,6 +69,10 @@ OpKey = tuple[str, str, str]
 """(service, operation, span kind or "")."""
 EndpointKey = tuple[str, str]
 """(root service, root operation); ("", "") for rootless traces."""
+OpBinKey = tuple[str, str, str, int]
+"""(service, operation, span kind or "", sketch bin)."""
+EndpointBinKey = tuple[str, str, int]
+"""(root service, root operation, sketch bin)."""
 
 
 class Contribution(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
@@ -76,7 +84,8 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True, array_like=True, g
     duration_us: int
     endpoint: EndpointKey
     ops: list[OpShare]
-    """Per (service, operation, kind) of its spans: counts, durations and histograms (:data:`OpShare`)."""
+    """Per (service, operation, kind) of its spans: counts, durations and histograms (:data:`OpShare`,
+    keyed by :func:`shared.store.sketch.key_of`, or by fixed bucket alone when not :attr:`sketched`)."""
     deps: list[tuple[str, str, int, int]]
     """(parent service, child service, calls, errors)."""
     tags: list[tuple[str, str]]
@@ -84,6 +93,9 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True, array_like=True, g
     fields: its rows in the tag index."""
     contexts: list[tuple[int, int]]
     """(calling context id, critical-path µs) of the trace's critical path."""
+    sketched: bool = False
+    """Whether its histograms carry sketch bins; False: stored before the sketch, fixed buckets alone
+    (counted at their midpoints, as the rollups of then were converted)."""
     weight: int = 1
     """The trace's adjusted count (>= 1): how many traces of the traffic it stands for. Every rollup adds
     the rest of the contribution this many times; 1 in contributions stored before it existed."""
@@ -114,6 +126,7 @@ def contribution(analysis: TraceAnalysis, spans: Sequence[Span], paths: dict[int
         deps=[(d.parent, d.child, d.calls, d.errors) for d in analysis.dependencies],
         tags=tags,
         contexts=_context_shares(analysis, spans, paths),
+        sketched=True,
         weight=trace_adjusted_count(analysis.trace_id, spans),
     )
 
@@ -169,6 +182,8 @@ class RollupDelta:
         self.endpoints: dict[tuple[int, EndpointKey], Counters] = {}  # (minute, (service, operation))
         self.deps: dict[tuple[int, tuple[str, str]], list[int]] = {}  # (minute, (parent, child)) -> [calls, errors]
         self.contexts: dict[tuple[int, ContextKey], list[int]] = {}  # (minute, key) -> [critical µs, traces]
+        self.op_bins: dict[tuple[int, OpBinKey], list[int]] = {}  # (minute, (service, operation, kind, bin)) -> [n]
+        self.endpoint_bins: dict[tuple[int, EndpointBinKey], list[int]] = {}  # (minute, (..., bin)) -> [n]
         self.unseen: dict[tuple[int, tuple[str]], list[int]] = {}  # (minute, (service,)) -> UNSEEN_VALUES
 
     def __bool__(self) -> bool:
@@ -186,15 +201,8 @@ class RollupDelta:
         self.duration_us += sign * c.duration_us
         minute = c.start_us // MINUTE_US
         weighted = sign * c.weight
-        core.add_op_shares(self.ops, minute, c.ops, weighted, COUNTERS)  # compiled when built
-        ekey = (minute, c.endpoint)
-        erow = self.endpoints.get(ekey)
-        if erow is None:
-            erow = self.endpoints[ekey] = _counters()
-        erow[0] += weighted
-        erow[1] += weighted * c.failed
-        erow[2] += weighted * c.duration_us
-        erow[3 + bucket_of(c.duration_us)] += weighted
+        core.add_op_shares(self.ops, self.op_bins, minute, c.ops, weighted, COUNTERS, LEGACY_BINS)  # compiled
+        self._add_endpoint(c, minute, weighted)
         contexts = self.contexts
         for ctx, critical_us in c.contexts:
             ckey = (minute, (*c.endpoint, ctx))
@@ -212,6 +220,24 @@ class RollupDelta:
             dep[1] += weighted * errors
         if c.weight != 1 and c.ops:
             self._add_unseen(c, minute, sign * (c.weight - 1))
+
+    def _add_endpoint(self, c: Contribution, minute: int, weighted: int) -> None:
+        """The trace itself, ``weighted`` times, in its endpoint's counters and sketch."""
+        ekey = (minute, c.endpoint)
+        erow = self.endpoints.get(ekey)
+        if erow is None:
+            erow = self.endpoints[ekey] = _counters()
+        erow[0] += weighted
+        erow[1] += weighted * c.failed
+        erow[2] += weighted * c.duration_us
+        bucket, index = split_key(key_of(c.duration_us) if c.sketched else bucket_of(c.duration_us))
+        erow[3 + bucket] += weighted
+        bkey = (minute, (*c.endpoint, index))
+        brow = self.endpoint_bins.get(bkey)
+        if brow is None:
+            self.endpoint_bins[bkey] = [weighted]
+        else:
+            brow[0] += weighted
 
     def _add_unseen(self, c: Contribution, minute: int, extra: int) -> None:
         """The excess of a trace's adjusted count over 1, ``extra`` times each of its traces and spans."""
@@ -235,6 +261,15 @@ class RollupDelta:
     def endpoint_rows(self) -> list[tuple[int, int, EndpointKey, Counters]]:
         """``(grain, bucket, (root service, root operation), counters)``, as :meth:`op_rows`."""
         return _grains(self.endpoints)
+
+    def op_bin_rows(self) -> list[tuple[int, int, OpBinKey, list[int]]]:
+        """``(grain, bucket, (service, operation, kind, bin), [count])``: the operations' sketches, as
+        :meth:`op_rows`."""
+        return _grains(self.op_bins)
+
+    def endpoint_bin_rows(self) -> list[tuple[int, int, EndpointBinKey, list[int]]]:
+        """``(grain, bucket, (root service, root operation, bin), [count])``: the endpoints' sketches."""
+        return _grains(self.endpoint_bins)
 
     def context_rows(self) -> list[tuple[int, int, ContextKey, list[int]]]:
         """``(grain, bucket, (root service, root operation, context id), [critical µs, traces])``."""

@@ -72,6 +72,8 @@ def _reads(end_ms: int) -> dict[str, str]:
         "/api/v3/services": "/api/v3/services",
         "/api/v3/operations": "/api/v3/operations?service=api-gateway",
         "/analytics/v1/dependencies": "/analytics/v1/dependencies?service=api-gateway&start=0&end=0",
+        "/api/sampling": "/api/sampling?service=api-gateway",  # not asked before: nothing cached
+        "/sampling": "/sampling?service=frontend",
     }
 
 

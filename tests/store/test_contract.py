@@ -8,7 +8,7 @@ store's own rollup code, so that "never double counted" is checked against first
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +20,8 @@ from shared.analysis import Dependency, TraceAnalysis, analyze
 from shared.models import Kind, Span, SpanFinish, Status, TagValue
 from shared.sampling import Sampler
 from shared.store import Heartbeat, QueryError, StoredTrace, TraceQuery, TraceStore, WriteResult
-from shared.store.buckets import BUCKET_BOUNDS_US
+from shared.store.sketch import bin_of
+from tests.percentiles import exact_percentile
 
 HOUR = 3_600_000_000
 SECOND = 1_000_000
@@ -173,11 +174,6 @@ async def search(store: TraceStore, **filters: Any) -> list[str]:
 # -- expected rollups, from first principles ---------------------------------------------------------
 
 
-def bucket(duration_us: int) -> int:
-    """Index of the histogram bucket: the first upper bound >= the duration, else the open-ended one."""
-    return next((i for i, bound in enumerate(BUCKET_BOUNDS_US) if duration_us <= bound), len(BUCKET_BOUNDS_US))
-
-
 @dataclass(frozen=True)
 class Rollups:
     """Everything the store serves from rollups, in one comparable value."""
@@ -185,7 +181,7 @@ class Rollups:
     completed: int
     failed: int
     total_duration_us: int
-    services: dict[str, tuple[int, int, int, tuple[int, ...]]]  # count, errors, total µs, histogram
+    services: dict[str, tuple[int, int, int, dict[int, int]]]  # count, errors, total µs, latency sketch
     service_names: list[str]
     operations: dict[str, list[str]]
     dependencies: list[tuple[str, str, int, int]]  # parent, child, calls, errors
@@ -198,10 +194,7 @@ async def rollups_of(store: TraceStore) -> Rollups:
         completed=stats.completed_traces,
         failed=stats.failed_traces,
         total_duration_us=stats.total_duration_us,
-        services={
-            name: (s.count, s.error_count, s.total_duration_us, tuple(s.histogram))
-            for name, s in stats.services.items()
-        },
+        services={name: (s.count, s.error_count, s.total_duration_us, s.bins) for name, s in stats.services.items()},
         service_names=names,
         operations={name: await store.operations(name) for name in names},
         dependencies=sorted((d.parent, d.child, d.calls, d.errors) for d in await store.dependencies()),
@@ -212,7 +205,7 @@ def expected_rollups(traces: Mapping[str, Sequence[Span]]) -> Rollups:
     """The rollups of ``traces`` (trace id -> its merged spans), each finalized exactly once."""
     completed = failed = total = 0
     services: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    histograms: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKET_BOUNDS_US) + 1))
+    sketches: dict[str, Counter[int]] = defaultdict(Counter)
     operations: dict[str, set[str]] = defaultdict(set)
     deps: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for trace_id, spans in traces.items():
@@ -225,7 +218,7 @@ def expected_rollups(traces: Mapping[str, Sequence[Span]]) -> Rollups:
             row[0] += 1
             row[1] += s.status == "error"
             row[2] += s.duration_us or 0
-            histograms[s.service_name][bucket(s.duration_us or 0)] += 1
+            sketches[s.service_name][bin_of(s.duration_us or 0)] += 1
             operations[s.service_name].add(s.operation_name)
         for d in analysis.dependencies:
             deps[d.parent, d.child][0] += d.calls
@@ -234,7 +227,7 @@ def expected_rollups(traces: Mapping[str, Sequence[Span]]) -> Rollups:
         completed=completed,
         failed=failed,
         total_duration_us=total,
-        services={name: (n, e, d, tuple(histograms[name])) for name, (n, e, d) in services.items()},
+        services={name: (n, e, d, dict(sketches[name])) for name, (n, e, d) in services.items()},
         service_names=sorted(services),
         operations={name: sorted(ops) for name, ops in operations.items()},
         dependencies=sorted((p, c, n, e) for (p, c), (n, e) in deps.items()),
@@ -909,7 +902,7 @@ async def test_stats_totals_and_slowest(store: TraceStore) -> None:
     assert await rollups_of(store) == expected_rollups(SEARCH_TRACES)
 
 
-async def test_service_percentiles_are_sane(store: TraceStore) -> None:
+async def test_service_percentiles_are_within_one_percent(store: TraceStore) -> None:
     durations = [80, 300, 700, 900, 1_500, 3_000, 3_000, 3_000, 20_000, 70_000_000] * 3
     spans = [span("t1", "root", service="gw", duration=80 * SECOND)]
     spans += [
@@ -920,18 +913,17 @@ async def test_service_percentiles_are_sane(store: TraceStore) -> None:
     stats = (await store.stats()).services["svc"]
     assert stats.count == len(durations)
     assert stats.total_duration_us == sum(durations)
-    assert sum(stats.histogram) == len(durations)
-    assert len(stats.histogram) == len(BUCKET_BOUNDS_US) + 1
-    p50, p95, p99 = (stats.percentile_us(q) for q in (0.5, 0.95, 0.99))
-    assert 0 <= p50 <= p95 <= p99
-    assert 2_500 <= p50 <= 5_000  # the median span took 3 ms: its bucket is (2.5 ms, 5 ms]
-    assert p99 >= BUCKET_BOUNDS_US[-1]  # the slowest tenth is in the open-ended bucket
+    assert sum(stats.bins.values()) == len(durations)
+    for q in (0.0, 0.1, 0.5, 0.8, 0.95, 0.99, 1.0):
+        assert stats.percentile_us(q) == pytest.approx(exact_percentile(durations, q), rel=0.01)
+    gateway = (await store.stats()).services["gw"]
+    assert gateway.percentile_us(0.5) == pytest.approx(80 * SECOND, rel=0.01)  # beyond the largest fixed bound
     uniform = [span("t2", f"u{i}", service="flat", duration=3_000, start=T0 + i) for i in range(20)]
     await write(store, [span("t2", "root", service="flat", duration=3_000), *uniform])
     await finalize_one(store, "t2")
     flat = (await store.stats()).services["flat"]
     for q in (0.01, 0.5, 0.95, 0.99, 1.0):
-        assert 2_500 <= flat.percentile_us(q) <= 5_000
+        assert flat.percentile_us(q) == pytest.approx(3_000, rel=0.01)
 
 
 async def test_services_and_operations_come_from_finalized_traces(store: TraceStore) -> None:

@@ -16,7 +16,9 @@ import pytest
 
 from shared.analysis import analyze
 from shared.settings import Settings
-from shared.store import TraceQuery, TraceStore, open_store
+from shared.store import TraceQuery, TraceStore, open_store, sketch
+from shared.store.base import Window
+from shared.store.rollups import HOUR_US, decode_contribution, encode_contribution
 from tests.store.conftest import postgres_schema_url
 from tests.store.fixtures.make_v1_fixtures import SEARCHES
 from tests.store.test_contract import NOW, SECOND, span, write
@@ -85,6 +87,10 @@ async def test_v1_store_is_migrated_and_answers_as_before(v1_store: tuple[str, T
     queue = v1["services"].pop("queue")
     got_queue = stats["services"].pop("queue")
     assert got_queue["count"] == queue["count"] + 1
+    # v1 kept fixed buckets; the migration's latency sketch counts the same spans
+    assert {name: sum(s.pop("bins").values()) for name, s in stats["services"].items()} == {
+        name: sum(s.pop("histogram")) for name, s in v1["services"].items()
+    }
     assert stats["services"] == v1["services"]
     assert stats["window"] is None
 
@@ -126,3 +132,81 @@ async def test_a_newer_layout_is_refused_with_one_line(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError) as refused:
             await open_store(Settings.from_env({}, store_url=url))
         assert "\n" not in str(refused.value) and "v99" in str(refused.value)
+
+
+def _before_the_sketch(path: Path) -> None:
+    """Make a layout v2 file look as one written before the latency sketch: no sketch tables, and every
+    stored contribution keyed by fixed bucket alone."""
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE rollup_ops_bins")
+        db.execute("DROP TABLE rollup_endpoints_bins")
+        for tid, blob in db.execute("SELECT tid, contribution FROM traces WHERE contribution IS NOT NULL").fetchall():
+            share = decode_contribution(blob)
+            ops = [(*op[:8], _fixed(op[8]), op[9], _fixed(op[10])) for op in share.ops]
+            old = msgspec.structs.replace(share, ops=ops, sketched=False)
+            db.execute("UPDATE traces SET contribution = ? WHERE tid = ?", (encode_contribution(old), tid))
+
+
+def _fixed(histogram: dict[int, int]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for key, n in histogram.items():
+        out[sketch.fixed_bucket(key)] = out.get(sketch.fixed_bucket(key), 0) + n
+    return out
+
+
+async def test_rollups_kept_before_the_sketch_are_converted_and_stay_exact(tmp_path: Path) -> None:
+    path = tmp_path / "before.db"
+    settings = Settings.from_env({}, store_url=f"sqlite:///{path}")
+    store = await open_store(settings, writer=True)
+    traces = [f"t{i}" for i in range(10)]
+    await write(store, [span(t, "root", service="gw", duration=40_000) for t in traces])
+    await store.finalize(traces, now_us=NOW)
+    await store.close()
+    _before_the_sketch(path)
+
+    store = await open_store(settings, writer=True)
+    try:
+        gw = (await store.stats()).services["gw"]  # the fixed bucket (25 ms, 50 ms] at its midpoint
+        assert gw.bins == {sketch.bin_of(37_500): 10}
+        # a late span re-finalizes a trace: its old share comes out of the midpoint bin, its new one goes in
+        await write(store, [span("t0", "late", parent="root", service="gw", duration=40_000)], now=NOW + SECOND)
+        await store.finalize(["t0"], now_us=NOW + 2 * SECOND)
+        gw = (await store.stats()).services["gw"]
+        assert gw.bins == {sketch.bin_of(37_500): 9, sketch.bin_of(40_000): 2}
+        [endpoint] = await store.rollups("endpoints", None, service="gw")
+        assert endpoint.bins == {sketch.bin_of(37_500): 9, sketch.bin_of(40_000): 1}
+        await store.purge(NOW + HOUR_US)
+        assert await store.rollups("endpoints", None) == []
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM rollup_ops_bins").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM rollup_endpoints_bins").fetchone() == (0,)
+
+
+async def test_cassandra_rollups_kept_before_the_sketch_are_converted(cassandra_keyspace_url: str) -> None:
+    from shared.store.cassandra.config import CassandraConfig
+    from shared.store.cassandra.session import CassandraSession
+
+    settings = Settings.from_env({}, store_url=cassandra_keyspace_url)
+    store = await open_store(settings, writer=True)
+    traces = [f"t{i}" for i in range(10)]
+    try:
+        await write(store, [span(t, "root", service="gw", duration=40_000) for t in traces])
+        await store.finalize(traces, now_us=NOW)
+    finally:
+        await store.close()
+    session = await CassandraSession.connect(CassandraConfig.from_url(cassandra_keyspace_url))
+    try:  # a keyspace written before the sketch: no sketch tables
+        await session.execute("DROP TABLE rollup_ops_bins")
+        await session.execute("DROP TABLE rollup_endpoints_bins")
+    finally:
+        await session.close()
+
+    store = await open_store(settings)
+    try:  # the fixed bucket (25 ms, 50 ms] at its midpoint, every grain
+        assert (await store.stats()).services["gw"].bins == {sketch.bin_of(37_500): 10}
+        [endpoint] = await store.rollups("endpoints", Window(start_us=NOW - HOUR_US, end_us=NOW + HOUR_US))
+        assert endpoint.bins == {sketch.bin_of(37_500): 10}
+    finally:
+        await store.close()

@@ -13,6 +13,7 @@ from shared.models import Span, TagValue
 from shared.sampling import Sampler, endpoint_rates
 from shared.store import TraceStore
 from shared.store.base import Unseen, Window
+from shared.store.sketch import bin_of
 from tests.store.test_contract import MS, NOW, SECOND, finalize_one, simple_trace, span, write
 from tests.store.test_rollups import BASE, HOUR, MINUTE, finalize_all
 
@@ -90,9 +91,12 @@ async def test_every_series_counts_each_trace_with_its_adjusted_count(store: Tra
     assert stats.unseen["db"].spans == total - len(TRACES) and stats.unseen["db"].traces == 0
     assert stats.total_duration_us == total * 10 * MS
     endpoints = await store.rollups("endpoints", None)
-    assert [(r.key, r.count, sum(r.histogram)) for r in endpoints] == [(("api", "GET /"), total, total)]
+    assert [(r.key, r.count, r.bins) for r in endpoints] == [(("api", "GET /"), total, {bin_of(10 * MS): total})]
     ops = await store.rollups("operations", None)
-    assert sorted((r.key[0], r.count, sum(r.histogram)) for r in ops) == [("api", total, total), ("db", total, total)]
+    assert sorted((r.key[0], r.count, sum(r.bins.values())) for r in ops) == [
+        ("api", total, total),
+        ("db", total, total),
+    ]
     deps = await store.dependencies(0)
     assert [(d.parent, d.child, d.calls) for d in deps] == [("api", "db", total)]
     assert sum(row.traces for row in await store.critical_contexts(None) if len(row.path) == 1) == total

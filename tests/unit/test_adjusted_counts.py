@@ -21,6 +21,7 @@ from shared.adjusted_counts import (
 )
 from shared.models import Span
 from shared.store.rollups import Contribution, RollupDelta, decode_contribution
+from shared.store.sketch import bin_of, key_of
 
 T0 = 1_700_000_000_000_000
 
@@ -140,9 +141,14 @@ def test_a_trace_without_sampler_information_counts_once() -> None:
     assert trace_adjusted_count("t1", [span("r", trace_state="ot=th:0")]) == 1
 
 
-def test_a_contribution_stored_before_weights_decodes_with_weight_one() -> None:
-    old = msgspec.msgpack.encode([T0, False, 5, ["s", "o"], [], [], [], []])
-    assert decode_contribution(old).weight == 1
+def test_contributions_stored_before_the_sketch_or_the_weights_decode_with_the_defaults() -> None:
+    before_both = decode_contribution(msgspec.msgpack.encode([T0, False, 5, ["s", "o"], [], [], [], []]))
+    assert (before_both.sketched, before_both.weight) == (False, 1)
+    before_weights = decode_contribution(msgspec.msgpack.encode([T0, False, 5, ["s", "o"], [], [], [], [], True]))
+    assert (before_weights.sketched, before_weights.weight) == (True, 1)
+    now = msgspec.structs.replace(before_weights, weight=7)
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(now))[-2:] == [True, 7]  # weight last
+    assert decode_contribution(msgspec.msgpack.encode(now)) == now
 
 
 def test_the_delta_counts_the_weight_and_keeps_the_excess_as_unseen() -> None:
@@ -152,12 +158,13 @@ def test_the_delta_counts_the_weight_and_keeps_the_excess_as_unseen() -> None:
         duration_us=100,
         endpoint=("a", "root"),
         ops=[
-            ("a", "root", "", 1, 1, 100, 100, 100, {0: 1}, 100, {0: 1}),
-            ("b", "x", "", 2, 0, 50, 20, 30, {0: 2}, 0, {}),
+            ("a", "root", "", 1, 1, 100, 100, 100, {key_of(100): 1}, 100, {key_of(100): 1}),
+            ("b", "x", "", 2, 0, 50, 20, 30, {key_of(20): 1, key_of(30): 1}, 0, {}),
         ],
         deps=[("a", "b", 2, 0)],
         tags=[],
         contexts=[(7, 60)],
+        sketched=True,
         weight=4,
     )
     delta = RollupDelta()
@@ -169,6 +176,10 @@ def test_the_delta_counts_the_weight_and_keeps_the_excess_as_unseen() -> None:
     assert delta.deps[(minute, ("a", "b"))] == [8, 0]
     assert delta.contexts[(minute, ("a", "root", 7))] == [240, 4]
     assert delta.unseen == {(minute, ("a",)): [3, 3, 3, 3], (minute, ("b",)): [0, 0, 6, 0]}
+    assert delta.endpoint_bins == {(minute, ("a", "root", bin_of(100))): [4]}
+    assert delta.op_bins[(minute, ("b", "x", "", bin_of(20)))] == [4]  # one span of 20 µs, 4 times
+    assert sum(n for (_, key), [n] in delta.op_bins.items() if key[:2] == ("a", "root")) == 4
     delta.add(share, -1)
     assert not any(any(v) for v in delta.unseen.values())
     assert not any(delta.unseen_rows())
+    assert not delta.endpoint_bin_rows() and not delta.op_bin_rows()  # subtracted exactly

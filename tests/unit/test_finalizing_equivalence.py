@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections import Counter, defaultdict
 from typing import Any
 
 import msgspec
@@ -20,7 +21,7 @@ from shared import analysis, critical_paths
 from shared.compiled import load_source, source_path
 from shared.demo import make_trace
 from shared.models import Log, Span, flat_tags
-from shared.store import rollups
+from shared.store import rollups, sketch
 from shared.store.buckets import BUCKET_BOUNDS_US
 from tests.unit import finalizing_oracle as oracle
 from tests.unit.exact import assert_exactly_equal
@@ -64,32 +65,70 @@ def assert_contribution_matches(spans: list[Span], core: str) -> None:
     expected_contexts = oracle.trace_contexts(result, spans)
     if core == "loaded":
         paths: dict[int, Any] = {}
-        assert_exactly_equal(rollups.contribution(result, spans, paths), expected)
+        got = rollups.contribution(result, spans, paths)
+        assert got.sketched
+        assert_exactly_equal(msgspec.structs.replace(got, ops=fixed_view(got.ops), sketched=False), expected)
         assert_exactly_equal(paths, expected_paths)
         assert_exactly_equal(critical_paths.trace_contexts(result, spans), expected_contexts)
+        ops = got.ops
     else:
         bounds = list(BUCKET_BOUNDS_US)
         ops, tags = SOURCE_CORE.span_shares(spans, analysis.SPAN_LAYOUT, bounds, flat_tags)
-        assert_exactly_equal(ops, expected.ops)
+        assert_exactly_equal(fixed_view(ops), expected.ops)
         assert_exactly_equal(tags, expected.tags)
         segments = [(s.span_id, s.start, s.end) for s in result.critical_path_segments]
         contexts = SOURCE_CORE.critical_contexts(
             spans, analysis.SPAN_LAYOUT, segments, critical_paths.MAX_CONTEXT_DEPTH, critical_paths.ELIDED
         )
         assert_exactly_equal(contexts, expected_contexts)
-    assert_op_loops_match(expected.ops, analysis.core if core == "loaded" else SOURCE_CORE)
+    assert_bins_match(ops, spans)
+    assert_op_loops_match(ops, analysis.core if core == "loaded" else SOURCE_CORE)
+
+
+def _by_bucket(histogram: dict[int, int]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for key, n in histogram.items():
+        bucket = sketch.fixed_bucket(key)
+        out[bucket] = out.get(bucket, 0) + n
+    return out
+
+
+def fixed_view(ops: list[rollups.OpShare]) -> list[rollups.OpShare]:
+    """The op rows with their histograms by fixed bucket alone: what the oracle (written before the latency
+    sketch) keeps."""
+    return [(*op[:8], _by_bucket(op[8]), op[9], _by_bucket(op[10])) for op in ops]
+
+
+def assert_bins_match(ops: list[rollups.OpShare], spans: list[Span]) -> None:
+    """The op rows' histogram keys carry the sketch bin of each of their spans (error spans too)."""
+    got: dict[tuple[Any, ...], Counter[int]] = defaultdict(Counter)
+    for op in ops:
+        for histogram, errors in ((op[8], False), (op[10], True)):
+            for key, n in histogram.items():
+                got[(*op[:3], errors)][sketch.split_key(key)[1]] += n
+    expected: dict[tuple[Any, ...], Counter[int]] = defaultdict(Counter)
+    for s in spans:
+        index = sketch.bin_of(s.duration_us or 0)
+        expected[s.service_name, s.operation_name, s.kind or "", False][index] += 1
+        if s.status == "error":
+            expected[s.service_name, s.operation_name, s.kind or "", True][index] += 1
+    assert got == expected
 
 
 def assert_op_loops_match(ops: list[rollups.OpShare], core: Any) -> None:
     """The index rows and the rollup rows of the op rows, as ``Contribution.index_ops`` and
-    ``RollupDelta.add`` compute them in the core, equal the oracle's."""
-    assert_exactly_equal(core.op_index(ops), oracle.index_ops(ops))
+    ``RollupDelta.add`` compute them in the core, equal the oracle's; the sketch rows of each key hold as
+    many spans as its row."""
+    assert_exactly_equal(core.op_index(ops), oracle.index_ops(fixed_view(ops)))
     rows: dict[Any, list[int]] = {}
+    bins: dict[Any, list[int]] = {}
     expected: dict[Any, list[int]] = {}
     for minute, sign in ((7, 1), (7, 1), (8, -1), (7, -1)):  # a row added to, a new one, one taken from
-        core.add_op_shares(rows, minute, ops, sign, rollups.COUNTERS)
-        oracle.add_op_shares(expected, minute, ops, sign, rollups.COUNTERS)
+        core.add_op_shares(rows, bins, minute, ops, sign, rollups.COUNTERS, sketch.LEGACY_BINS)
+        oracle.add_op_shares(expected, minute, fixed_view(ops), sign, rollups.COUNTERS)
     assert_exactly_equal(rows, expected)
+    for (minute, key), row in rows.items():
+        assert sum(n for (m, (*k, _)), (n,) in bins.items() if m == minute and tuple(k) == key) == row[0]
 
 
 CORES = ["loaded", "source"]

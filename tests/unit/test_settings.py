@@ -27,6 +27,7 @@ def test_defaults_are_the_documented_ones() -> None:
         "jaeger-spans",
         "spans.dlq",
     )
+    assert (s.remote_sampling_target_tps, s.remote_sampling_interval_s, s.remote_sampling_grpc_bind) == (1, 60, "")
 
 
 def test_environment_overrides_file_and_file_overrides_defaults(tmp_path: Path) -> None:
@@ -46,6 +47,9 @@ def test_environment_overrides_file_and_file_overrides_defaults(tmp_path: Path) 
         ({"TRACING_STORE_URL": "mysql://x"}, "TRACING_STORE_URL"),
         ({"TRACING_API_BIND": "nowhere"}, "TRACING_API_BIND"),
         ({"TRACING_IDLE_TIMEOUT_S": "0"}, "TRACING_IDLE_TIMEOUT_S"),
+        ({"TRACING_REMOTE_SAMPLING_GRPC_BIND": "14250"}, "TRACING_REMOTE_SAMPLING_GRPC_BIND"),
+        ({"TRACING_REMOTE_SAMPLING_TARGET_TPS": "0"}, "TRACING_REMOTE_SAMPLING_TARGET_TPS"),
+        ({"TRACING_REMOTE_SAMPLING_INTERVAL_S": "-1"}, "TRACING_REMOTE_SAMPLING_INTERVAL_S"),
         ({"TRACING_SAMPLE_RATE": "2"}, "TRACING_SAMPLE_RATE"),
         ({"TRACING_REDACT_KEYS": "(unclosed"}, "TRACING_REDACT_KEYS"),
         ({"TRACING_KAFKA_SECURITY_PROTOCOL": "TLS"}, "TRACING_KAFKA_SECURITY_PROTOCOL"),

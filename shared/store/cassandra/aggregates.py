@@ -129,7 +129,23 @@ UNSEEN: Final = Series(
     live=UNSEEN_LIVE,
     delta_rows="unseen_rows",
 )
-SERIES: Final = (OPS, ENDPOINTS, CONTEXTS, DEPS, UNSEEN)
+
+
+def sketch_of(spec: Series, delta_rows: str) -> Series:
+    """The latency sketch beside a series (:mod:`shared.store.sketch`): a row per key and non-empty bin."""
+    return Series(
+        name=f"{spec.name}_bins",
+        table=f"{spec.table}_bins",
+        keys=(*spec.keys, "bin"),
+        values=("n",),
+        live=0,
+        delta_rows=delta_rows,
+    )
+
+
+OP_BINS: Final = sketch_of(OPS, "op_bin_rows")
+ENDPOINT_BINS: Final = sketch_of(ENDPOINTS, "endpoint_bin_rows")
+SERIES: Final = (OPS, ENDPOINTS, CONTEXTS, DEPS, OP_BINS, ENDPOINT_BINS, UNSEEN)
 
 SliceKey = tuple[str, int, int, str]
 """(series name, grain, bucket, shard)."""

@@ -26,7 +26,18 @@ from shared.store.base import (
     Unseen,
     Window,
 )
-from shared.store.cassandra.aggregates import CONTEXTS, DEPS, ENDPOINTS, HOURS, OPS, UNSEEN, Series, sum_rows
+from shared.store.cassandra.aggregates import (
+    CONTEXTS,
+    DEPS,
+    ENDPOINT_BINS,
+    ENDPOINTS,
+    HOURS,
+    OP_BINS,
+    OPS,
+    UNSEEN,
+    Series,
+    sum_rows,
+)
 from shared.store.cassandra.rows import derive_state, read_chunks, read_rows
 from shared.store.cassandra.schema import Cql
 from shared.store.finalizing import decode_analysis, summary_from_row
@@ -319,13 +330,26 @@ class Reader:
         service: str | None = None,
         operation: str | None = None,
     ) -> list[RollupRow]:
-        spec = OPS if series == "operations" else ENDPOINTS
+        counters, bins = (OPS, OP_BINS) if series == "operations" else (ENDPOINTS, ENDPOINT_BINS)
+        aligned = None if window is None else window.aligned()
+        read = RollupRead(
+            statements=[], width=len(counters.keys), window=aligned, step_us=None if aligned is None else step_us
+        )
+        results, bin_results = await asyncio.gather(
+            self._series_rows(counters, aligned, step_us, service=service, operation=operation),
+            self._series_rows(bins, aligned, step_us, service=service, operation=operation),
+        )
+        return assemble_rollup_rows(read, results, bin_results=bin_results)
+
+    async def _series_rows(
+        self, spec: Series, aligned: Window | None, step_us: int | None, *, service: str | None, operation: str | None
+    ) -> list[list[tuple[Any, ...]]]:
+        """The rows :func:`assemble_rollup_rows` takes (``step, key..., values...``) of one series: all time,
+        one list per grain range of a whole window, or one per step."""
         width = len(spec.keys)
-        if window is None:
+        if aligned is None:
             sums = (await self._bucket_sums(spec, TOTAL, [0], service=service, operation=operation))[0]
-            read = RollupRead(statements=[], width=width, window=None, step_us=None)
-            return assemble_rollup_rows(read, [[(0, *k, *v) for k, v in sorted(sums.items())]])
-        aligned = window.aligned()
+            return [[(0, *k, *v) for k, v in sorted(sums.items())]]
         if step_us is None:
             results = []
             for grain, first, end in window_ranges(aligned):
@@ -334,14 +358,13 @@ class Reader:
                 )
                 merged = sum_rows(((*k, *v) for sums in by_bucket.values() for k, v in sums.items()), width)
                 results.append([(0, *k, *v) for k, v in sorted(merged.items())])
-            return assemble_rollup_rows(RollupRead(statements=[], width=width, window=aligned, step_us=None), results)
+            return results
         grain, first, end, per_step = step_grain(aligned, step_us)
         by_bucket = await self._bucket_sums(spec, grain, range(first, end), service=service, operation=operation)
         steps = sum_rows(
             (((b - first) // per_step, *k, *v) for b, sums in by_bucket.items() for k, v in sums.items()), width + 1
         )
-        rows = [(*key, *values) for key, values in sorted(steps.items())]
-        return assemble_rollup_rows(RollupRead(statements=[], width=width, window=aligned, step_us=step_us), [rows])
+        return [[(*key, *values) for key, values in sorted(steps.items())]]
 
     async def stats(self, *, slowest: int = 5, window: Window | None = None) -> StoreStats:
         aligned = window.aligned() if window is not None else None

@@ -25,7 +25,8 @@ clock for the active index), ``minute`` ``// 60 s``, ``grain`` and ``bucket`` as
   ``index_hours`` lists the hours that have rows. ``by_start ((ns, hour), shard, start_us, trace_id)``:
   every finalized or dropped trace, for the retention purge of one shard.
 * Rollups (:mod:`.aggregates`): ``contribs ((ns, shard, minute), trace_id)`` (each trace's contribution
-  under its owner shard), ``rollup_ops`` / ``rollup_endpoints`` / ``rollup_contexts`` / ``rollup_deps``
+  under its owner shard), ``rollup_ops`` / ``rollup_endpoints`` / ``rollup_contexts`` / ``rollup_deps`` /
+  ``rollup_ops_bins`` / ``rollup_endpoints_bins`` (the latency sketches, a row per key and bin)
   ``((ns, grain, bucket), shard, key...)`` with a ``stamp`` per row (who wrote it), ``rollup_hours``
   (hours with rows), ``rollup_pending`` (rounds begun and not finished), ``call_paths``, plus
   ``heartbeats``.
@@ -41,6 +42,7 @@ from typing import Any, Final
 
 from shared.store.cassandra.session import CassandraSession, Prepared, Row
 from shared.store.rollups import HISTOGRAM_SIZE
+from shared.store.sketch import from_fixed
 
 HISTOGRAM_COLUMNS: Final = tuple(f"h{i}" for i in range(HISTOGRAM_SIZE))
 COUNTER_COLUMNS: Final = ("n", "errors", "duration_us", *HISTOGRAM_COLUMNS)
@@ -106,6 +108,14 @@ TABLES: Final[dict[str, str]] = {
         ns text, grain int, bucket bigint, shard text, service text, operation text,
         {_COUNTERS_DDL}, stamp bigint,
         PRIMARY KEY ((ns, grain, bucket), shard, service, operation))""",
+    "rollup_ops_bins": """CREATE TABLE IF NOT EXISTS rollup_ops_bins (
+        ns text, grain int, bucket bigint, shard text, service text, operation text, kind text, bin int,
+        n bigint, stamp bigint,
+        PRIMARY KEY ((ns, grain, bucket), shard, service, operation, kind, bin))""",
+    "rollup_endpoints_bins": """CREATE TABLE IF NOT EXISTS rollup_endpoints_bins (
+        ns text, grain int, bucket bigint, shard text, service text, operation text, bin int,
+        n bigint, stamp bigint,
+        PRIMARY KEY ((ns, grain, bucket), shard, service, operation, bin))""",
     "rollup_contexts": """CREATE TABLE IF NOT EXISTS rollup_contexts (
         ns text, grain int, bucket bigint, shard text, service text, operation text, ctx bigint,
         critical_us bigint, traces bigint, stamp bigint,
@@ -133,7 +143,8 @@ TABLES: Final[dict[str, str]] = {
 async def create_tables(session: CassandraSession) -> None:
     """Create the tables the keyspace lacks (one read when all exist). Schema changes from several
     processes at once are best avoided (Cassandra may disagree on a table created twice at once): start
-    one process first, as the deploy manifests and tests do."""
+    one process first, as the deploy manifests and tests do. A keyspace written before the latency sketch
+    gets its tables filled from the fixed buckets (:func:`fill_sketch`)."""
     existing = {
         row[0]
         for row in await session.execute(
@@ -143,6 +154,36 @@ async def create_tables(session: CassandraSession) -> None:
     for name, ddl in TABLES.items():
         if name not in existing:
             await session.execute(ddl)
+    if "rollup_endpoints" in existing and "rollup_endpoints_bins" not in existing:
+        await fill_sketch(session)
+
+
+SKETCHED: Final = (
+    ("rollup_ops", ("service", "operation", "kind")),
+    ("rollup_endpoints", ("service", "operation")),
+)
+"""The rollup tables with a latency sketch table (``..._bins``) beside them."""
+
+
+async def fill_sketch(session: CassandraSession) -> None:
+    """Every namespace's rollup rows into the just created sketch tables: each fixed bucket's count in the
+    bin of its midpoint (:func:`shared.store.sketch.from_fixed`), with the row's stamp and remaining TTL. A
+    slice recomputed later from the contributions stored before the sketch sums to the same bins."""
+    for table, keys in SKETCHED:
+        columns = ("ns", "grain", "bucket", "shard", *keys)
+        select = await session.prepare(
+            f"SELECT {', '.join(columns)}, {', '.join(HISTOGRAM_COLUMNS)}, stamp, TTL(n) FROM {table}"
+        )
+        insert = await session.prepare(
+            f"INSERT INTO {table}_bins ({', '.join(columns)}, bin, n, stamp)"
+            f" VALUES ({', '.join('?' * (len(columns) + 3))}) USING TTL ?"
+        )
+        width = len(columns)
+        async for page in session.pages(select):
+            for row in page:
+                histogram = [int(h or 0) for h in row[width : width + HISTOGRAM_SIZE]]
+                for index, n in from_fixed(histogram).items():
+                    await session.execute(insert, (*row[:width], index, n, row[-2], row[-1] or 0))
 
 
 DEFAULT_NAMESPACE: Final = "."

@@ -26,7 +26,7 @@ import msgspec
 
 from shared.critical_paths import Path
 from shared.store.finalizing import FinalizeRow, Summary
-from shared.store.postgres.schema import ADDED_TABLES, SCHEMA, SCHEMA_LOCK_KEY, SCHEMA_VERSION
+from shared.store.postgres.schema import ADDED_TABLES, SCHEMA, SCHEMA_LOCK_KEY, SCHEMA_VERSION, SKETCH_SCHEMA
 from shared.store.rollups import UNSEEN_LIVE, UNSEEN_VALUES, RollupDelta
 from shared.store.sql import driver as sqldriver
 from shared.store.sql import migrate
@@ -160,6 +160,13 @@ _UNSEEN_KEYS: Final = (*_BUCKET, ("service", "text"))
 UPSERT_UNSEEN: Final = _upsert_sql("rollup_unseen", _UNSEEN_KEYS, UNSEEN_VALUES)
 DELETE_EMPTY_UNSEEN: Final = _delete_using_sql(
     "rollup_unseen", _UNSEEN_KEYS, f" AND r.{UNSEEN_VALUES[UNSEEN_LIVE]} <= 0"
+)
+_BIN: Final = (("bin", "integer"),)
+UPSERT_OP_BINS: Final = _upsert_sql("rollup_ops_bins", (*_OP_KEYS, *_BIN), ("n",))
+UPSERT_ENDPOINT_BINS: Final = _upsert_sql("rollup_endpoints_bins", (*_ENDPOINT_KEYS, *_BIN), ("n",))
+DELETE_EMPTY_OP_BINS: Final = _delete_using_sql("rollup_ops_bins", (*_OP_KEYS, *_BIN), " AND r.n <= 0")
+DELETE_EMPTY_ENDPOINT_BINS: Final = _delete_using_sql(
+    "rollup_endpoints_bins", (*_ENDPOINT_KEYS, *_BIN), " AND r.n <= 0"
 )
 DELETE_EMPTY_OPS: Final = _delete_using_sql("rollup_ops", _OP_KEYS, " AND r.n <= 0")
 DELETE_EMPTY_ENDPOINTS: Final = _delete_using_sql("rollup_endpoints", _ENDPOINT_KEYS, " AND r.n <= 0")
@@ -314,12 +321,15 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
         """One commutative upsert per table, rows in key order, then the rows a subtraction emptied go."""
         if not delta:
             return
-        for upsert, delete, rows in (
+        series: list[tuple[str, str, Sequence[tuple[int, int, tuple[Any, ...], list[int]]]]] = [
             (UPSERT_OPS, DELETE_EMPTY_OPS, delta.op_rows()),
             (UPSERT_ENDPOINTS, DELETE_EMPTY_ENDPOINTS, delta.endpoint_rows()),
-        ):
+            (UPSERT_OP_BINS, DELETE_EMPTY_OP_BINS, delta.op_bin_rows()),  # keys end with the sketch bin
+            (UPSERT_ENDPOINT_BINS, DELETE_EMPTY_ENDPOINT_BINS, delta.endpoint_bin_rows()),
+        ]
+        for upsert, delete, rows in series:
             keys = 2 + len(rows[0][2]) if rows else 0
-            flat = [(g, b, *(pg_text(k) for k in key), *values) for g, b, key, values in rows]
+            flat = [(g, b, *(pg_text(k) if type(k) is str else k for k in key), *values) for g, b, key, values in rows]
             await self._upsert(upsert, delete, flat, keys, keys)
         deps = [(h, pg_text(p), pg_text(ch), calls, errors) for h, p, ch, calls, errors in delta.dep_rows()]
         await self._upsert(UPSERT_DEPS, DELETE_EMPTY_DEPS, deps, 3, 3)
@@ -357,10 +367,18 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
 
     async def create_schema(self) -> None:
         await self.c.execute(SCHEMA)
+        await self.create_sketch()
         await self.create_added_tables()
 
     async def create_added_tables(self) -> None:
         await self.c.execute(ADDED_TABLES)
+
+    async def has_sketch(self) -> bool:
+        found: bool = await self.c.fetchval("SELECT to_regclass('rollup_endpoints_bins') IS NOT NULL")
+        return found
+
+    async def create_sketch(self) -> None:
+        await self.c.execute(SKETCH_SCHEMA)
 
     async def set_v1_aside(self) -> None:
         c = self.c

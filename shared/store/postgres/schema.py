@@ -112,3 +112,20 @@ CREATE TABLE IF NOT EXISTS rollup_unseen (
 """Tables added to layout v2 since it was first released, created when missing on every open:
 ``rollup_unseen`` (the excess of the adjusted counts over the received traces and spans, per service; see
 :mod:`shared.store.rollups`)."""
+
+SKETCH_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS rollup_ops_bins (
+    grain smallint NOT NULL, bucket bigint NOT NULL,
+    service text COLLATE "C" NOT NULL, operation text COLLATE "C" NOT NULL, kind text COLLATE "C" NOT NULL,
+    bin integer NOT NULL, n bigint NOT NULL,
+    PRIMARY KEY (grain, bucket, service, operation, kind, bin)
+);
+CREATE TABLE IF NOT EXISTS rollup_endpoints_bins (
+    grain smallint NOT NULL, bucket bigint NOT NULL,
+    service text COLLATE "C" NOT NULL, operation text COLLATE "C" NOT NULL,
+    bin integer NOT NULL, n bigint NOT NULL,
+    PRIMARY KEY (grain, bucket, service, operation, bin)
+);
+"""
+"""The rollups' latency sketches (:mod:`shared.store.sketch`): additive DDL, so a layout v2 database gains
+it without a version bump (:func:`shared.store.sql.migrate.add_sketch`)."""

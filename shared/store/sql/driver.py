@@ -169,7 +169,17 @@ class SqlDriver(Protocol):
 
     async def set_layout_version(self, version: int) -> None: ...
 
-    async def create_schema(self) -> None: ...
+    async def create_schema(self) -> None:
+        """Every table, the latency sketch's too."""
+        ...
+
+    async def has_sketch(self) -> bool:
+        """Whether the latency sketch tables are there (a layout v2 database written before them lacks them)."""
+        ...
+
+    async def create_sketch(self) -> None:
+        """Create the latency sketch tables (empty)."""
+        ...
 
     async def create_added_tables(self) -> None:
         """Create the tables added to the current layout since its release, where missing."""

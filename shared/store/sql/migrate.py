@@ -12,7 +12,9 @@ from typing import Any, Final
 from shared.store.finalizing import encode_analysis
 from shared.store.migration import migrate_trace
 from shared.store.rollups import Contribution, RollupDelta, encode_contribution
+from shared.store.sketch import LEGACY_BINS
 from shared.store.sql.driver import Row, SqlDriver
+from shared.store.sql.statements import BINS_SUFFIX, SERIES
 from shared.store.sql.writer import add_index_rows
 
 V1_TABLES: Final = (
@@ -59,13 +61,40 @@ async def create_or_migrate(d: SqlDriver, version: int, *, newer: str) -> None:
     found = await d.layout_version()
     if found > version:
         raise RuntimeError(newer.format(version=found))
-    if found != version:
+    if found == version:
+        if not await d.has_sketch():
+            await add_sketch(d)
+    else:
         if found == 1:
             await migrate_v1(d)
         else:
             await d.create_schema()
         await d.set_layout_version(version)
     await d.create_added_tables()
+
+
+def sketch_fill_sql() -> list[str]:
+    """The statements that fill the just created sketch tables from the fixed-bucket columns of the rollup
+    rows: each bucket's count in the bin of its midpoint (:data:`~shared.store.sketch.LEGACY_BINS`; distinct
+    per bucket, so no two statements write one row)."""
+    statements = []
+    for table, keys in SERIES.values():
+        key_list = ", ".join(("grain", "bucket", *keys))
+        for bucket, index in enumerate(LEGACY_BINS):
+            statements.append(
+                f"INSERT INTO {table}{BINS_SUFFIX} ({key_list}, bin, n)"
+                f" SELECT {key_list}, {int(index)}, h{bucket} FROM {table} WHERE h{bucket} <> 0"
+            )
+    return statements
+
+
+async def add_sketch(d: SqlDriver) -> None:
+    """Layout v2 without the latency sketch tables (written before them): create them and convert the
+    rollups' fixed buckets into them. Contributions stored before (fixed buckets alone) subtract from the
+    same midpoint bins, so re-finalizing and purging those traces stays exact."""
+    await d.create_sketch()
+    for statement in sketch_fill_sql():
+        await d.execute(statement, [])
 
 
 def _by_trace(rows: Sequence[Row]) -> SpanRows:

@@ -192,7 +192,8 @@ async def _find_same_span(d: SqlDriver, query: TraceQuery) -> list[TraceSummary]
 
 async def _rollup_rows(d: SqlDriver, read: RollupRead) -> list[RollupRow]:
     results = [await d.fetch(sql, params) for sql, params in read.statements]
-    return assemble_rollup_rows(read, results, d.dialect.untext)
+    bin_results = [await d.fetch(sql, params) for sql, params in read.bin_statements]
+    return assemble_rollup_rows(read, results, d.dialect.untext, bin_results)
 
 
 async def _stats(d: SqlDriver, slowest: int, window: Window | None) -> StoreStats:

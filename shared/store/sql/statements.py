@@ -15,17 +15,18 @@ import msgspec
 from shared.store.base import (
     ContextRow,
     RollupRow,
-    ServiceStats,
     SlowTrace,
     StoreStats,
     TailContexts,
     TraceQuery,
     Unseen,
     Window,
+    merged_stats,
 )
 from shared.store.finalizing import decode_critical
-from shared.store.rollups import HISTOGRAM_SIZE, TOTAL, merge_counters
+from shared.store.rollups import HISTOGRAM_SIZE, TOTAL
 from shared.store.search import ERROR_TAG, step_grain, window_ranges
+from shared.store.sketch import add_to
 
 HISTOGRAM_COLUMNS: Final = [f"h{i}" for i in range(HISTOGRAM_SIZE)]
 COUNTER_COLUMNS: Final = ["n", "errors", "duration_us", *HISTOGRAM_COLUMNS]
@@ -43,6 +44,8 @@ SERIES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "operations": ("rollup_ops", ("service", "operation", "kind")),
     "endpoints": ("rollup_endpoints", ("service", "operation")),
 }
+BINS_SUFFIX: Final = "_bins"
+"""A series' latency sketch is in the table named as its rollup table plus this: a row per key and bin."""
 
 
 class Dialect(msgspec.Struct, frozen=True, kw_only=True):
@@ -176,12 +179,17 @@ def rollup_sql(
     per_step: int | None,
     service: str | None,
     operation: str | None,
+    bins: bool = False,
 ) -> tuple[str, list[Any]]:
-    """Sums of one rollup table's rows of one grain and bucket range, per key (and per step)."""
+    """Sums of one rollup table's rows of one grain and bucket range, per key (and per step); ``bins``: of
+    its sketch table, per key and bin (``step, key..., bin, count``)."""
     table, keys = SERIES[series]
+    if bins:
+        table += BINS_SUFFIX
+        keys = (*keys, "bin")
     key_list = ", ".join(keys)
     step = "0" if per_step is None else f"(bucket - {int(first)}) / {int(per_step)}"
-    sums = ", ".join(f"sum({c})" for c in COUNTER_COLUMNS)
+    sums = "sum(n)" if bins else ", ".join(f"sum({c})" for c in COUNTER_COLUMNS[:3])
     where, params = _bucket_filter(dialect, grain, first, end, service, operation)
     statement = (
         f"SELECT {step} AS step, {key_list}, {sums} FROM {table} WHERE {where}"
@@ -194,11 +202,14 @@ class RollupRead(msgspec.Struct, frozen=True, kw_only=True):
     """The statements of one :meth:`TraceStore.rollups` call, and how to assemble their rows."""
 
     statements: list[tuple[str, list[Any]]]
+    """Counters: ``step, key..., count, errors, duration µs`` per row."""
     width: int
     """Key columns per row."""
     window: Window | None
     """Minute-aligned; ``None``: all time."""
     step_us: int | None
+    bin_statements: list[tuple[str, list[Any]]] = []
+    """The same ranges' sketches: ``step, key..., bin, count`` per row."""
 
 
 def plan_rollup_read(
@@ -211,60 +222,86 @@ def plan_rollup_read(
     operation: str | None,
 ) -> RollupRead:
     """The statements that answer a rollups call: one for all time or a time series, one per grain range
-    (whole hours from the hour rows, the edges from the minute rows) for a whole window."""
+    (whole hours from the hour rows, the edges from the minute rows) for a whole window; each for the
+    counters and for the sketches."""
 
-    def select(grain: int, first: int, end: int, per_step: int | None) -> tuple[str, list[Any]]:
-        return rollup_sql(
-            series,
-            dialect,
-            grain=grain,
-            first=first,
-            end=end,
-            per_step=per_step,
-            service=service,
-            operation=operation,
-        )
+    def select(grain: int, first: int, end: int, per_step: int | None) -> list[tuple[str, list[Any]]]:
+        return [
+            rollup_sql(
+                series,
+                dialect,
+                grain=grain,
+                first=first,
+                end=end,
+                per_step=per_step,
+                service=service,
+                operation=operation,
+                bins=bins,
+            )
+            for bins in (False, True)
+        ]
 
     width = len(SERIES[series][1])
-    if window is None:
-        return RollupRead(statements=[select(TOTAL, 0, 1, None)], width=width, window=None, step_us=None)
-    aligned = window.aligned()
-    if step_us is None:
-        statements = [select(grain, first, end, None) for grain, first, end in window_ranges(aligned)]
-        return RollupRead(statements=statements, width=width, window=aligned, step_us=None)
-    grain, first, end, per_step = step_grain(aligned, step_us)
-    return RollupRead(statements=[select(grain, first, end, per_step)], width=width, window=aligned, step_us=step_us)
+    aligned = None if window is None else window.aligned()
+    if aligned is None:
+        pairs = [select(TOTAL, 0, 1, None)]
+    elif step_us is None:
+        pairs = [select(grain, first, end, None) for grain, first, end in window_ranges(aligned)]
+    else:
+        grain, first, end, per_step = step_grain(aligned, step_us)
+        pairs = [select(grain, first, end, per_step)]
+    return RollupRead(
+        statements=[p[0] for p in pairs],
+        bin_statements=[p[1] for p in pairs],
+        width=width,
+        window=aligned,
+        step_us=None if aligned is None else step_us,
+    )
+
+
+def _t_us(read: RollupRead, step: Any) -> int:
+    """The start of a result row's step: 0 for all time, the window's start for a whole window."""
+    if read.window is None:
+        return 0
+    if read.step_us is None:
+        return read.window.start_us
+    return read.window.start_us + int(step) * read.step_us
+
+
+def _bin_sums(
+    read: RollupRead, results: Sequence[Sequence[Sequence[Any]]], untext: Callable[[str], str]
+) -> dict[tuple[int, tuple[str, ...]], dict[int, int]]:
+    """(step start, key) -> the sketch summed over the rows each bin statement returned."""
+    width = read.width
+    out: dict[tuple[int, tuple[str, ...]], dict[int, int]] = defaultdict(dict)
+    for rows in results:
+        for r in rows:
+            bins = out[_t_us(read, r[0]), tuple(untext(k) for k in r[1 : 1 + width])]
+            add_to(bins, [(int(r[1 + width]), int(r[2 + width]))])
+    return out
 
 
 def assemble_rollup_rows(
-    read: RollupRead, results: Sequence[Sequence[Sequence[Any]]], untext: Callable[[str], str] = str
+    read: RollupRead,
+    results: Sequence[Sequence[Sequence[Any]]],
+    untext: Callable[[str], str] = str,
+    bin_results: Sequence[Sequence[Sequence[Any]]] = (),
 ) -> list[RollupRow]:
-    """The :class:`RollupRow` list from the rows each statement of ``read`` returned (in order)."""
+    """The :class:`RollupRow` list from the rows each statement of ``read`` returned (in order): counters
+    from ``results``, sketches from ``bin_results``."""
     width = read.width
-
-    def row(t_us: int, key: Sequence[Any], values: Sequence[Any]) -> RollupRow:
-        return RollupRow(
-            t_us=t_us,
-            key=tuple(untext(k) for k in key),
-            count=int(values[0]),
-            errors=int(values[1]),
-            duration_us=int(values[2]),
-            histogram=[int(v) for v in values[3 : 3 + HISTOGRAM_SIZE]],
-        )
-
-    window = read.window
-    if window is None:
-        return [row(0, r[1 : 1 + width], r[1 + width :]) for r in results[0]]
-    if read.step_us is None:
-        merged: dict[tuple[Any, ...], list[Sequence[int]]] = defaultdict(list)
-        for rows in results:
-            for r in rows:
-                merged[tuple(r[1 : 1 + width])].append([int(v) for v in r[1 + width :]])
-        summed = [(key, merge_counters(values)) for key, values in sorted(merged.items())]
-        return [row(window.start_us, key, values) for key, values in summed if values[0]]
-    step_us = read.step_us
+    sums: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+    for rows in results:
+        for r in rows:
+            key = (_t_us(read, r[0]), tuple(untext(k) for k in r[1 : 1 + width]))
+            values = [int(v) for v in r[1 + width : 4 + width]]
+            total = sums.get(key)
+            sums[key] = values if total is None else [a + b for a, b in zip(total, values, strict=True)]
+    bins = _bin_sums(read, bin_results, untext)
     return [
-        row(window.start_us + int(r[0]) * step_us, r[1 : 1 + width], r[1 + width :]) for r in results[0] if r[1 + width]
+        RollupRow(t_us=t_us, key=key, count=v[0], errors=v[1], duration_us=v[2], bins=bins.get((t_us, key), {}))
+        for (t_us, key), v in sorted(sums.items())
+        if v[0]
     ]
 
 
@@ -283,15 +320,10 @@ def assemble_stats(
     completed = sum(r.count for r in endpoints) - failed
     unseen_failed = sum(u.failed for u in unseen.values())
     unseen_completed = sum(u.traces for u in unseen.values()) - unseen_failed
-    per_service: dict[str, list[Sequence[int]]] = defaultdict(list)
+    per_service: dict[str, list[RollupRow]] = defaultdict(list)
     for r in operations:
-        per_service[r.key[0]].append([r.count, r.errors, r.duration_us, *r.histogram])
-    services = {}
-    for name, rows in sorted(per_service.items()):
-        total = merge_counters(rows)
-        services[name] = ServiceStats(
-            count=total[0], error_count=total[1], total_duration_us=total[2], histogram=total[3:]
-        )
+        per_service[r.key[0]].append(r)
+    services = {name: merged_stats(rows) for name, rows in sorted(per_service.items())}
     return StoreStats(
         active_traces=active,
         completed_traces=completed - unseen_completed,

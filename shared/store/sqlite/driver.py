@@ -32,7 +32,7 @@ from shared.store.sql.driver import (
     trace_rows,
 )
 from shared.store.sql.statements import COUNTER_COLUMNS, Dialect
-from shared.store.sqlite.schema import ADDED_TABLES, CHUNK_BITS, SCHEMA, SCHEMA_VERSION
+from shared.store.sqlite.schema import ADDED_TABLES, CHUNK_BITS, SCHEMA, SCHEMA_VERSION, SKETCH_SCHEMA
 from shared.store.writing import Chunk, NewTrace, TraceRow, TraceUpdate
 
 _json: Final = msgspec.json.Encoder()
@@ -79,12 +79,11 @@ def _doc(values: Any) -> str:
     return _json.encode(values).decode()
 
 
-def _upsert_sql(table: str, keys: Sequence[str]) -> str:
-    columns = [*keys, *COUNTER_COLUMNS]
+def _upsert_sql(table: str, keys: Sequence[str], counters: Sequence[str] = COUNTER_COLUMNS) -> str:
+    columns = [*keys, *counters]
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
-        + ", ".join(f"{c} = {c} + excluded.{c}" for c in COUNTER_COLUMNS)
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET " + ", ".join(f"{c} = {c} + excluded.{c}" for c in counters)
     )
 
 
@@ -96,6 +95,10 @@ _OP_KEYS: Final = ("grain", "bucket", "service", "operation", "kind")
 _ENDPOINT_KEYS: Final = ("grain", "bucket", "service", "operation")
 UPSERT_OPS: Final = _upsert_sql("rollup_ops", _OP_KEYS)
 UPSERT_ENDPOINTS: Final = _upsert_sql("rollup_endpoints", _ENDPOINT_KEYS)
+UPSERT_OP_BINS: Final = _upsert_sql("rollup_ops_bins", (*_OP_KEYS, "bin"), ("n",))
+UPSERT_ENDPOINT_BINS: Final = _upsert_sql("rollup_endpoints_bins", (*_ENDPOINT_KEYS, "bin"), ("n",))
+DELETE_EMPTY_OP_BINS: Final = _delete_empty_sql("rollup_ops_bins", (*_OP_KEYS, "bin"))
+DELETE_EMPTY_ENDPOINT_BINS: Final = _delete_empty_sql("rollup_endpoints_bins", (*_ENDPOINT_KEYS, "bin"))
 DELETE_EMPTY_OPS: Final = _delete_empty_sql("rollup_ops", _OP_KEYS)
 DELETE_EMPTY_ENDPOINTS: Final = _delete_empty_sql("rollup_endpoints", _ENDPOINT_KEYS)
 DELETE_EMPTY_DEPS: Final = _delete_empty_sql("rollup_deps", ("hour", "parent", "child"), "calls")
@@ -272,6 +275,12 @@ class SqliteDriver(Bound[sqlite3.Connection]):
         c.executemany(DELETE_EMPTY_OPS, [(g, b, *key) for g, b, key, values in ops if _shrunk(values)])
         c.executemany(DELETE_EMPTY_ENDPOINTS, [(g, b, *key) for g, b, key, values in endpoints if _shrunk(values)])
         c.executemany(DELETE_EMPTY_DEPS, [(h, p, ch) for h, p, ch, calls, _ in deps if calls < 0])
+        for upsert, delete, bins in (
+            (UPSERT_OP_BINS, DELETE_EMPTY_OP_BINS, delta.op_bin_rows()),
+            (UPSERT_ENDPOINT_BINS, DELETE_EMPTY_ENDPOINT_BINS, delta.endpoint_bin_rows()),
+        ):
+            c.executemany(upsert, [(g, b, *key, n) for g, b, key, (n,) in bins])
+            c.executemany(delete, [(g, b, *key) for g, b, key, (n,) in bins if n < 0])
         contexts = delta.context_rows()
         c.executemany(UPSERT_CONTEXTS, [(g, b, *key, *values) for g, b, key, values in contexts])
         c.executemany(DELETE_EMPTY_CONTEXTS, [(g, b, *key) for g, b, key, values in contexts if values[1] < 0])
@@ -303,13 +312,23 @@ class SqliteDriver(Bound[sqlite3.Connection]):
         self.c.execute(f"PRAGMA user_version = {int(version)}")
 
     async def create_schema(self) -> None:
-        for statement in (s.strip() for s in SCHEMA.split(";\n")):
-            if statement:
-                self.c.execute(statement)
+        self._run(SCHEMA)
+        await self.create_sketch()
         await self.create_added_tables()
 
+    async def has_sketch(self) -> bool:
+        return has_sketch(self.c)
+
+    async def create_sketch(self) -> None:
+        self._run(SKETCH_SCHEMA)
+
+    def _run(self, script: str) -> None:
+        for statement in (s.strip() for s in script.split(";\n")):
+            if statement:
+                self.c.execute(statement)
+
     async def create_added_tables(self) -> None:
-        self.c.execute(ADDED_TABLES)
+        self._run(ADDED_TABLES)
 
     async def set_v1_aside(self) -> None:
         for table in migrate.V1_TABLES:
@@ -340,11 +359,16 @@ class SqliteDriver(Bound[sqlite3.Connection]):
         return tid
 
 
+def has_sketch(conn: sqlite3.Connection) -> bool:
+    """Whether the file has the latency sketch tables."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'rollup_endpoints_bins'").fetchone() is not None
+
+
 def create_or_migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the file to :data:`SCHEMA_VERSION` in one transaction (see
     :func:`shared.store.sql.migrate.create_or_migrate`; on any error nothing changes). Safe when several
     processes open the file at once: the version is read again under the write lock."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+    if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION and has_sketch(conn):
         return
     conn.execute("BEGIN IMMEDIATE")
     try:

@@ -14,7 +14,10 @@ Layout v2 (docs/architecture.md, "the store contract"):
   ``endpoint_traces`` has a row per trace with a root: its endpoint, duration and critical path by calling
   context, so a tail read walks an endpoint's slowest traces in key order, without touching ``traces``.
 * ``rollup_ops`` / ``rollup_endpoints``: time-bucketed rollups at three grains (minute, hour, total; see
-  :mod:`shared.store.rollups`), latency histograms as columns ``h0`` .. ``h18``; ``rollup_deps`` per hour.
+  :mod:`shared.store.rollups`), fixed latency histograms as columns ``h0`` .. ``h18``, latency sketches
+  (:mod:`shared.store.sketch`) in ``rollup_ops_bins`` / ``rollup_endpoints_bins``, a row per key and
+  non-empty bin (:data:`SKETCH_SCHEMA`, added to a layout v2 file that lacks it by
+  :func:`shared.store.sql.migrate.add_sketch`); ``rollup_deps`` per hour.
   All-time trace counts are the endpoints' total-grain rows. ``rollup_contexts`` holds the critical-path
   time per endpoint and calling context (:mod:`shared.critical_paths`) at the same grains; ``call_paths``
   names the contexts (id -> labels, and the last label for the bottom-up ranking).
@@ -123,3 +126,17 @@ CREATE TABLE IF NOT EXISTS rollup_unseen (
 """Tables added to layout v2 since it was first released, created when missing on every open:
 ``rollup_unseen`` (the excess of the adjusted counts over the received traces and spans, per service; see
 :mod:`shared.store.rollups`)."""
+
+SKETCH_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS rollup_ops_bins (
+    grain INTEGER NOT NULL, bucket INTEGER NOT NULL,
+    service TEXT NOT NULL, operation TEXT NOT NULL, kind TEXT NOT NULL, bin INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (grain, bucket, service, operation, kind, bin)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_endpoints_bins (
+    grain INTEGER NOT NULL, bucket INTEGER NOT NULL, service TEXT NOT NULL, operation TEXT NOT NULL,
+    bin INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (grain, bucket, service, operation, bin)
+) WITHOUT ROWID;
+"""
+"""The rollups' latency sketches: additive DDL, so a layout v2 file gains it without a version bump."""

@@ -45,7 +45,7 @@ from shared.kafka import SpanProducer
 from shared.models import Span
 from shared.settings import Settings
 
-log = logging.getLogger("shared.otel")
+log = logging.getLogger("shared.otel.exporter")
 
 OTLP_KIND: Final[dict[SpanKind, int]] = {
     SpanKind.INTERNAL: 1,

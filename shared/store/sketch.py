@@ -1,0 +1,123 @@
+"""The latency sketch every rollup keeps beside its fixed buckets: logarithmic bins with a relative
+accuracy of 1% (DDSketch, Masson et al., VLDB 2019), so a quantile read from a window's rows is within 1%
+of the exact value of the trace or span at that rank, however the rows are merged. Pure: no I/O.
+
+* A duration ``x`` µs > 0 falls in bin ``ceil(log(x) / log(gamma)) + 1`` with ``gamma = (1 + alpha) /
+  (1 - alpha)``, ``alpha = 0.01``: bin ``i`` holds ``(gamma^(i-2), gamma^(i-1)]`` and stands for
+  ``2 gamma^(i-1) / (gamma + 1)``, within ``alpha`` of every value in it. Bin 0 holds 0 (and anything
+  below 1 µs). 1 µs .. 60 s spans about 900 bins; a window keeps only the non-empty ones (sparse: rows
+  of (key, bin, count)).
+* Bins are counts, so sketches merge by adding, a weighted observation adds its weight, and a
+  contribution subtracts exactly.
+* The q-quantile is the value at rank ``max(1, ceil(q n))`` of the ``n`` observations (nearest rank): the
+  bin where the running count reaches that rank, read as the value the bin stands for.
+
+A trace's per-operation histograms (:data:`~shared.store.rollups.OpShare`) key each span by its fixed
+bucket and its bin at once (:func:`split_key`): the worker's span metrics keep the Prometheus ``le``
+buckets of :data:`~shared.store.buckets.BUCKET_BOUNDS_US` exact, and the rollups get the sketch. Keys
+below :data:`STRIDE` are fixed buckets alone (contributions stored before the sketch): they count at
+their bucket's midpoint, which is also where the rollups kept before the sketch were converted to.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+from shared.analysis import core
+from shared.store.buckets import BUCKET_BOUNDS_US
+
+Bins = dict[int, int]
+"""bin -> count."""
+
+ALPHA: Final[float] = core.SKETCH_ALPHA
+GAMMA: Final[float] = core.SKETCH_GAMMA
+STRIDE: Final[int] = core.SKETCH_STRIDE
+
+
+def bin_of(duration_us: int) -> int:
+    """The sketch bin of a duration (µs)."""
+    result: int = core.sketch_bin(duration_us)
+    return result
+
+
+def bin_value(index: int) -> float:
+    """The value (µs) bin ``index`` stands for: within :data:`ALPHA` of every value in it."""
+    return 0.0 if index <= 0 else 2 * GAMMA ** (index - 1) / (GAMMA + 1)
+
+
+def _midpoint(bucket: int) -> int:
+    low = 0 if bucket == 0 else BUCKET_BOUNDS_US[bucket - 1]
+    high = BUCKET_BOUNDS_US[bucket] if bucket < len(BUCKET_BOUNDS_US) else low * 2
+    return (low + high) // 2
+
+
+LEGACY_BINS: Final = tuple(bin_of(_midpoint(b)) for b in range(len(BUCKET_BOUNDS_US) + 1))
+"""Per fixed bucket, the bin of its midpoint (the open-ended bucket's: 90 s): where counts kept in fixed
+buckets alone go."""
+
+
+def split_key(key: int) -> tuple[int, int]:
+    """(fixed bucket, sketch bin) of a histogram key of a contribution (see the module's text)."""
+    result: tuple[int, int] = core.split_key(key, LEGACY_BINS)
+    return result
+
+
+def key_of(duration_us: int) -> int:
+    """The histogram key of a duration in a contribution: its fixed bucket and its bin."""
+    result: int = core.sketch_key(list(BUCKET_BOUNDS_US), duration_us)
+    return result
+
+
+def fixed_bucket(key: int) -> int:
+    """The fixed bucket (index into the ``le`` bounds) of a contribution's histogram key."""
+    return split_key(key)[0]
+
+
+def add_to(bins: Bins, more: Iterable[tuple[int, int]], weight: int = 1) -> Bins:
+    """Add ``weight`` times each (bin, count) of ``more`` to ``bins`` (dropping bins that reach 0)."""
+    for index, n in more:
+        total = bins.get(index, 0) + weight * n
+        if total:
+            bins[index] = total
+        else:
+            bins.pop(index, None)
+    return bins
+
+
+def merged(sketches: Iterable[Mapping[int, int]]) -> Bins:
+    """The sum of sketches."""
+    total: Bins = {}
+    for bins in sketches:
+        add_to(total, bins.items())
+    return total
+
+
+def rank_of(q: float, total: int) -> int:
+    """The 1-based rank of the q-quantile (0..1) of ``total`` observations: nearest rank, at least 1."""
+    return max(1, math.ceil(q * total - 1e-9))
+
+
+def quantile(bins: Mapping[int, int], q: float) -> float:
+    """The q-quantile (0..1) in µs, within :data:`ALPHA` of the exact value at :func:`rank_of`; 0 when
+    empty. Bins with a count <= 0 (a store's rows mid-subtraction) count nothing."""
+    total = sum(n for n in bins.values() if n > 0)
+    if total <= 0:
+        return 0.0
+    rank = rank_of(q, total)
+    seen = 0
+    last = 0
+    for index in sorted(bins):
+        n = bins[index]
+        if n > 0:
+            seen += n
+            last = index
+            if seen >= rank:
+                break
+    return bin_value(last)
+
+
+def from_fixed(histogram: Iterable[int]) -> Bins:
+    """The bins of a fixed-bucket histogram, each bucket's count at its midpoint."""
+    return {LEGACY_BINS[b]: n for b, n in enumerate(histogram) if n}
