@@ -7,6 +7,7 @@ import math
 from fractions import Fraction
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +20,7 @@ from shared.adjusted_counts import (
     trace_adjusted_count,
     trace_probability,
 )
-from shared.models import Span
+from shared.models import Span, TagValue
 from shared.store.rollups import Contribution, RollupDelta, decode_contribution
 from shared.store.sketch import bin_of, key_of
 
@@ -183,3 +184,24 @@ def test_the_delta_counts_the_weight_and_keeps_the_excess_as_unseen() -> None:
     assert not any(any(v) for v in delta.unseen.values())
     assert not any(delta.unseen_rows())
     assert not delta.endpoint_bin_rows() and not delta.op_bin_rows()  # subtracted exactly
+
+
+@pytest.mark.parametrize(
+    ("tags", "weight"),
+    [
+        ({"jaeger.sampler.type": "probabilistic", "jaeger.sampler.param": 0.01}, 100.0),  # the Go SDK's
+        ({"sampler.type": "probabilistic", "sampler.param": 0.25}, 4.0),  # Jaeger's clients'
+        ({"sampler.type": "probabilistic", "sampler.param": "0.5"}, 2.0),
+        ({"jaeger.sampler.type": "ratelimiting", "jaeger.sampler.param": 0.0166}, 1.0),  # a lower bound's pick
+        ({"jaeger.sampler.type": "probabilistic", "jaeger.sampler.param": 0.0}, 1.0),  # out of range
+        ({"jaeger.sampler.type": "probabilistic", "jaeger.sampler.param": 2.0}, 1.0),
+        ({"jaeger.sampler.type": "probabilistic", "jaeger.sampler.param": True}, 1.0),
+        ({"jaeger.sampler.type": "probabilistic", "jaeger.sampler.param": "half"}, 1.0),
+        ({}, 1.0),  # no sampler: counted as itself
+    ],
+)
+def test_a_root_span_sampled_by_a_jaeger_sampler_weighs_one_over_its_probability(
+    tags: dict[str, TagValue], weight: float
+) -> None:
+    """What remote sampling's traffic estimate weighs a stored trace with (the Go SDK's and Jaeger's tags)."""
+    assert float(1 / trace_probability([span("r", tags=tags)])) == pytest.approx(weight)
