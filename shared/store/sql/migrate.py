@@ -64,12 +64,13 @@ async def create_or_migrate(d: SqlDriver, version: int, *, newer: str) -> None:
     if found == version:
         if not await d.has_sketch():
             await add_sketch(d)
-        return
-    if found == 1:
-        await migrate_v1(d)
     else:
-        await d.create_schema()
-    await d.set_layout_version(version)
+        if found == 1:
+            await migrate_v1(d)
+        else:
+            await d.create_schema()
+        await d.set_layout_version(version)
+    await d.create_added_tables()
 
 
 def sketch_fill_sql() -> list[str]:
