@@ -57,9 +57,12 @@ class SpanMetrics:
     exporter without namespace: ``traces_span_metrics_*``), so Jaeger's Monitor tab and Grafana
     dashboards work on a Prometheus that scrapes the workers.
 
-    Each span is counted once, when its trace is finalized for the first time (a counter cannot go
+    Spans are counted when their trace is finalized for the first time (a counter cannot go
     back): spans of a later re-finalization (late spans) are not added, and traces sampled out still
-    count. Status is ``STATUS_CODE_ERROR`` for spans with an error, ``STATUS_CODE_UNSET`` otherwise (the
+    count. Each span counts its trace's adjusted count times (:mod:`shared.adjusted_counts`), so the
+    metrics estimate the traffic under head sampling.
+
+    Status is ``STATUS_CODE_ERROR`` for spans with an error, ``STATUS_CODE_UNSET`` otherwise (the
     native model keeps no explicit OK). Duration buckets are the rollups' (milliseconds).
 
     The spans arrive already bucketed (:func:`span_sums`, where the round ran): each label set's buckets
@@ -106,7 +109,12 @@ def span_sums(shares: Sequence[Contribution]) -> list[SpanSum]:
     few operations): what :meth:`SpanMetrics.add` counts, computed where the round ran (a loop of the
     compiled core, :func:`shared.analysis_core.span_sums`)."""
     return core.span_sums(
-        [share.ops for share in shares], SPAN_KINDS, "SPAN_KIND_UNSPECIFIED", "STATUS_CODE_UNSET", "STATUS_CODE_ERROR"
+        [share.ops for share in shares],
+        [share.weight for share in shares],
+        SPAN_KINDS,
+        "SPAN_KIND_UNSPECIFIED",
+        "STATUS_CODE_UNSET",
+        "STATUS_CODE_ERROR",
     )
 
 

@@ -136,6 +136,8 @@ class FinalizeScheduler:
 
     async def _finalize_here(self) -> None:
         shards, store = self._ownership.shards, self._store
+        if shards and self._sampler is not None:
+            await self._sampler.refresh(store, now_us())
         while shards:
             started = time.perf_counter()
             due_ids = await store.due_traces(set(shards), now_us(), self._limit)

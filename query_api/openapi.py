@@ -442,6 +442,19 @@ def _operation(op: Operation, schemas: dict[Any, dict[str, Any]], settings: Sett
     return document
 
 
+ESTIMATES_NOTE: Final = (
+    "Estimates under head sampling: a producer that samples traces with probability p sends one trace of every "
+    "1/p; each trace is counted with its adjusted count (1/p, an integer: read from the root span's W3C "
+    "tracestate `ot=th:` threshold or its `jaeger.sampler.*` / `sampler.*` attributes; 1 when it says nothing). "
+    "Every figure from the rollups is such an estimate of the traffic: `/stats/operations`, `/stats/timeseries`, "
+    "`/analyze/endpoints` and its critical paths, dependencies, `/api/metrics/*` and the span metrics, and in "
+    "`/stats` the `estimated*` counts, `avgDuration` and the services' percentiles and averages. Counts of "
+    "traces and spans received are `/stats`'s `totalTraces`, `completedTraces`, `failedTraces` and the services' "
+    "`count` and `errorCount`; searches and single traces show what was received."
+)
+"""Which figures are estimates (the API document's description says it)."""
+
+
 def openapi_document(settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3.1 document, with security as configured in ``settings``."""
     schemas, components = _schemas()
@@ -452,7 +465,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "version": _version(),
             "description": "Search, inspect and analyze traces; record spans (published to Kafka). "
             "Times are milliseconds; epoch times are milliseconds since the Unix epoch. Errors are "
-            '`{"error": "..."}`.\n\n' + _ingest_note(settings),
+            '`{"error": "..."}`.\n\n' + _ingest_note(settings) + "\n\n" + ESTIMATES_NOTE,
         },
         "paths": {
             op.path: {"post" if op.body is not None else "get": _operation(op, schemas, settings)} for op in OPERATIONS

@@ -296,7 +296,9 @@ class SlowTraceView(msgspec.Struct, kw_only=True, rename="camel"):
 
 
 class ServiceStatsView(msgspec.Struct, kw_only=True, rename="camel"):
-    """Spans of one service over finalized traces; percentiles from the latency sketch (within 1%)."""
+    """Spans of one service over finalized traces; percentiles from the latency sketch (within 1%).
+    ``count`` and ``errorCount`` are the spans received; the average, the percentiles and the
+    ``estimated`` counts weigh each span with its trace's adjusted count (estimates of the traffic)."""
 
     count: int
     avg_duration: Ms
@@ -304,6 +306,10 @@ class ServiceStatsView(msgspec.Struct, kw_only=True, rename="camel"):
     p50: Ms
     p95: Ms
     p99: Ms
+    estimated_count: Annotated[
+        int, msgspec.Meta(description="Estimate: spans of the traffic (each counted with its trace's adjusted count).")
+    ]
+    estimated_error_count: Annotated[int, msgspec.Meta(description="Estimate: error spans of the traffic.")]
 
 
 class WorkerView(msgspec.Struct, kw_only=True, rename="camel"):
@@ -338,15 +344,25 @@ class WindowView(msgspec.Struct, kw_only=True, rename="camel"):
     end: EpochMs
 
 
+_ESTIMATED_TOTAL: Final = (
+    "Estimate: traces of the traffic, each finalized trace counted with its adjusted count (1 / the probability "
+    "its producer sampled it with); active traces count once."
+)
+_AVERAGE_DURATION: Final = "Milliseconds, over finalized traces, each weighted by its adjusted count (estimate)."
+
+
 class StatsView(msgspec.Struct, kw_only=True, rename="camel"):
     """Overall statistics, from rollups (the cost does not grow with the number of stored traces): over
     all time, or over the traces that started in ``window`` (``?window=15m`` or ``?start=&end=``)."""
 
-    total_traces: int
+    total_traces: Annotated[int, msgspec.Meta(description="Traces received: active, completed and failed.")]
     active_traces: int
-    completed_traces: int
-    failed_traces: int
-    avg_duration: Annotated[float, msgspec.Meta(description="Milliseconds, over finalized traces.")]
+    completed_traces: Annotated[int, msgspec.Meta(description="Finalized traces received without failure.")]
+    failed_traces: Annotated[int, msgspec.Meta(description="Finalized traces received with a failure.")]
+    estimated_total_traces: Annotated[int, msgspec.Meta(description=_ESTIMATED_TOTAL)]
+    estimated_completed_traces: Annotated[int, msgspec.Meta(description="Estimate: completed traces of the traffic.")]
+    estimated_failed_traces: Annotated[int, msgspec.Meta(description="Estimate: failed traces of the traffic.")]
+    avg_duration: Annotated[float, msgspec.Meta(description=_AVERAGE_DURATION)]
     slowest_traces: list[SlowTraceView]
     service_stats: dict[str, ServiceStatsView]
     pipeline: PipelineView

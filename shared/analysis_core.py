@@ -966,13 +966,19 @@ SpanSumRow = tuple[str, str, str, str, int, int, dict[int, int]]
 
 
 def span_sums(
-    shares: Sequence[Sequence[OpShareRow]], kinds: dict[str, str], unknown_kind: str, unset: str, error: str
+    shares: Sequence[Sequence[OpShareRow]],
+    weights: Sequence[int],
+    kinds: dict[str, str],
+    unknown_kind: str,
+    unset: str,
+    error: str,
 ) -> list[SpanSumRow]:
-    """``ingest.metrics.span_sums`` over the op rows of each trace: per (service, operation, kind label,
-    status label) in order of first appearance, the spans, their duration sum and their histogram (bucket
-    -> spans). A row's spans without error count under ``unset``, its error spans under ``error``."""
+    """``ingest.metrics.span_sums`` over the op rows of each trace, each counted its trace's ``weights``
+    times (adjusted count): per (service, operation, kind label, status label) in order of first
+    appearance, the spans, their duration sum and their histogram (bucket -> spans). A row's spans without
+    error count under ``unset``, its error spans under ``error``."""
     sums: dict[tuple[str, str, str, str], tuple[list[int], dict[int, int]]] = {}
-    for ops in shares:
+    for ops, weight in zip(shares, weights, strict=True):
         for row in ops:
             service = row[0]
             operation = row[1]
@@ -987,18 +993,18 @@ def span_sums(
                 if entry is None:
                     entry = sums[key] = ([0, 0], {})
                 totals, counts = entry
-                totals[0] += spans - errors
-                totals[1] += row[5] - row[9]
+                totals[0] += weight * (spans - errors)
+                totals[1] += weight * (row[5] - row[9])
                 for bucket, n in hist.items():
-                    counts[bucket] = counts.get(bucket, 0) + n - error_hist.get(bucket, 0)
+                    counts[bucket] = counts.get(bucket, 0) + weight * (n - error_hist.get(bucket, 0))
             if errors:
                 key = (service, operation, label, error)
                 entry = sums.get(key)
                 if entry is None:
                     entry = sums[key] = ([0, 0], {})
                 totals, counts = entry
-                totals[0] += errors
-                totals[1] += row[9]
+                totals[0] += weight * errors
+                totals[1] += weight * row[9]
                 for bucket, n in error_hist.items():
-                    counts[bucket] = counts.get(bucket, 0) + n
+                    counts[bucket] = counts.get(bucket, 0) + weight * n
     return [(k[0], k[1], k[2], k[3], v[0][0], v[0][1], v[1]) for k, v in sums.items()]

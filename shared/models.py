@@ -25,6 +25,8 @@ msgspec checks the length at decode time; the character set is checked for a who
 Micros = Annotated[int, msgspec.Meta(ge=0)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 TagValue = str | int | float | bool
+TraceState = Annotated[str, msgspec.Meta(max_length=512)]
+"""A W3C ``tracestate`` header value (at most 512 characters, as the W3C Trace Context allows)."""
 Tags = dict[Annotated[str, msgspec.Meta(min_length=1, max_length=256)], TagValue]
 
 Status = Literal["success", "error"]
@@ -68,6 +70,9 @@ class Span(msgspec.Struct, kw_only=True, rename="camel", tag="span", tag_field="
     ``service.version``; Jaeger shows them as the process's tags. ``scope_name``/``scope_version`` name the
     instrumentation scope (the library that recorded the span), when the producer says. All three are
     optional (wire ``resource``, ``scopeName``, ``scopeVersion``) and omitted on the wire when unset.
+    ``trace_state`` is the W3C ``tracestate`` of the span's context (wire ``traceState``), when the producer
+    sent one: OpenTelemetry's probability sampling writes its threshold there (``ot=th:...``, see
+    :mod:`shared.adjusted_counts`).
     Spans decoded from one OTLP resource share one ``resource`` dict: treat it as read-only.
 
     ``gc=False`` and a tuple of logs keep a decoded span (and its tags dict, which holds only atomic
@@ -89,6 +94,7 @@ class Span(msgspec.Struct, kw_only=True, rename="camel", tag="span", tag_field="
     resource: Tags = {}
     scope_name: Name | None = None
     scope_version: Name | None = None
+    trace_state: TraceState | None = None
 
     def __post_init__(self) -> None:
         self.status = STATUS_OF[self.status]

@@ -7,7 +7,8 @@ emitted, null strategies left out). The OpenTelemetry Go sampler (contrib ``samp
 it with gogo's jsonpb, the Python sampler in :mod:`shared.otel` with :data:`RESPONSE_DECODER`.
 
 The probabilities are per (service, root operation), from each endpoint's estimated true traffic (traces
-per second, sampled traces weighted by :func:`trace_weight`): ``p = target / rate`` bounded by Jaeger's
+per second, each stored trace counted 1 / the probability it was sampled with, as
+:mod:`shared.adjusted_counts` reads it): ``p = target / rate`` bounded by Jaeger's
 adaptive sampler's defaults (``internal/sampling/samplingstrategy/adaptive/options.go``): at least
 :data:`MIN_PROBABILITY`, at most 1. An operation without traffic in the window gets the default
 probability, Jaeger's initial one (:data:`INITIAL_PROBABILITY`), and every operation the lower bound of
@@ -24,12 +25,10 @@ the stored traces alone: every API replica answers the same without a leader or 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Final, Literal
 
 import msgspec
-
-from shared.models import TagValue
 
 MIN_PROBABILITY: Final = 1e-5
 """Jaeger's ``defaultMinSamplingProbability``: one in 100k requests."""
@@ -37,10 +36,6 @@ INITIAL_PROBABILITY: Final = 0.001
 """Jaeger's ``defaultInitialSamplingProbability``: the default probability, for operations not seen yet."""
 LOWER_BOUND_TPS: Final = 1.0 / 60
 """Jaeger's ``defaultMinSamplesPerSecond``: every operation keeps at least one trace a minute."""
-SAMPLER_TYPE_KEYS: Final = ("jaeger.sampler.type", "sampler.type")
-"""Where a sampler says how it sampled a root span: the OpenTelemetry Go sampler (``sampler.go``) writes the
-``jaeger.`` names, Jaeger's own clients the short ones."""
-SAMPLER_PARAM_KEYS: Final = ("jaeger.sampler.param", "sampler.param")
 
 
 class ProbabilisticSampling(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -108,25 +103,3 @@ def strategy(rates: Mapping[str, float], target_tps: float) -> SamplingStrategyR
             ],
         ),
     )
-
-
-def trace_weight(tags: Mapping[str, TagValue]) -> float:
-    """How many traces of the traffic one sampled root span stands for: ``1 / p`` when its sampler says it
-    sampled with probability ``p`` (type ``probabilistic``), else 1 (no sampler tags, a rate limiter's pick,
-    or a value out of range: counted as itself)."""
-    kind = _first(tags, SAMPLER_TYPE_KEYS)
-    param = _first(tags, SAMPLER_PARAM_KEYS)
-    if kind != "probabilistic" or isinstance(param, bool) or not isinstance(param, int | float | str):
-        return 1.0
-    try:
-        p = float(param)
-    except ValueError:
-        return 1.0
-    return 1.0 / p if 0.0 < p <= 1.0 else 1.0
-
-
-def _first(tags: Mapping[str, TagValue], keys: Iterable[str]) -> TagValue | None:
-    for key in keys:
-        if key in tags:
-            return tags[key]
-    return None

@@ -23,6 +23,10 @@ NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 
 
+EMPTY_MEANS_DEFAULT = frozenset({"sample_target_tps"})
+"""Settings whose environment variable, set but empty, means the default (off)."""
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the ``TRACING_*`` variable."""
 
@@ -70,6 +74,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Tail sampling at finalization: keep failed, keep slow, keep this fraction of the rest.
     sample_rate: Fraction = 1.0
     sample_slow_ms: NonNegative = 1000
+    # ... or, when set (> 0), up to this many of the rest per second per endpoint (replaces sample_rate)
+    sample_target_tps: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    sample_target_refresh_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0  # how often a worker reads the rates
     # Remote sampling (the API's /api/sampling): traces/s kept per (service, root operation), recomputed
     # every interval; the gRPC SamplingManager listens on host:port when set (empty = off).
     remote_sampling_target_tps: Annotated[float, msgspec.Meta(gt=0)] = 1.0
@@ -106,7 +113,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 raw[key] = value
         for name in cls.__struct_fields__:
             value = env.get(PREFIX + name.upper())
-            if value is not None:
+            if value is not None and not (name in EMPTY_MEANS_DEFAULT and not value.strip()):
                 raw[name] = _split(value) if name.endswith("_tokens") else value
         raw.update(overrides)
         for name, value in raw.items():

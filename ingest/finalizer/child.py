@@ -33,6 +33,8 @@ async def finalize_round(store: TraceStore, sampler: Sampler | None, request: Ro
     once on disjoint shares (docs/adr/0006-postgres-rounds-in-two-shares.md). Every share's outcome
     counts: a share that failed does not undo the others (each is its own transaction), so the answer
     holds what was finalized and the first error."""
+    if sampler is not None:
+        await sampler.refresh(store, now_us())
     due = await store.due_traces(set(request.shards), now_us(), request.limit)
     sums: list[SpanSum] = []
     outcomes = await asyncio.gather(

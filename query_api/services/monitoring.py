@@ -9,7 +9,16 @@ from collections.abc import Sequence
 from typing import Final
 
 from shared.analysis import ms
-from shared.store.base import Heartbeat, QueryError, RollupRow, ServiceStats, TraceStore, Window, merged_stats
+from shared.store.base import (
+    Heartbeat,
+    QueryError,
+    RollupRow,
+    ServiceStats,
+    TraceStore,
+    Unseen,
+    Window,
+    merged_stats,
+)
 
 from ..errors import BadRequest
 from ..shapes import (
@@ -30,6 +39,7 @@ from .clock import Clock, now_us
 MAX_POINTS: Final = 1440
 """The most points a time series answers (a day at one-minute steps)."""
 MINUTE_US: Final = 60_000_000
+NOTHING_UNSEEN: Final = Unseen()
 HEARTBEAT_WINDOW_US: Final = 30_000_000
 """``/stats`` reports the workers whose last heartbeat is newer than this."""
 
@@ -51,11 +61,19 @@ def mean_ms(total_us: float, count: int) -> float:
     return ms(total_us / count) if count else 0.0
 
 
-def _service_stats(stats: ServiceStats) -> ServiceStatsView:
+def _service_stats(stats: ServiceStats, unseen: Unseen) -> ServiceStatsView:
+    """One service's view: counts received (the estimate minus the unseen), the rest estimates."""
     p50, p95, p99 = quantiles(stats)
     avg = mean_ms(stats.total_duration_us, stats.count)
     return ServiceStatsView(
-        count=stats.count, avg_duration=avg, error_count=stats.error_count, p50=p50, p95=p95, p99=p99
+        count=stats.count - unseen.spans,
+        avg_duration=avg,
+        error_count=stats.error_count - unseen.errors,
+        p50=p50,
+        p95=p95,
+        p99=p99,
+        estimated_count=stats.count,
+        estimated_error_count=stats.error_count,
     )
 
 
@@ -88,10 +106,18 @@ class MonitorService:
             active_traces=stats.active_traces,
             completed_traces=stats.completed_traces,
             failed_traces=stats.failed_traces,
-            avg_duration=mean_ms(stats.total_duration_us, stats.completed_traces + stats.failed_traces),
+            avg_duration=mean_ms(
+                stats.total_duration_us, stats.estimated_completed_traces + stats.estimated_failed_traces
+            ),
             slowest_traces=[SlowTraceView(trace_id=s.trace_id, duration=ms(s.duration_us)) for s in stats.slowest],
-            service_stats={service: _service_stats(s) for service, s in stats.services.items()},
+            service_stats={
+                service: _service_stats(s, stats.unseen.get(service, NOTHING_UNSEEN))
+                for service, s in stats.services.items()
+            },
             pipeline=_pipeline(beats),
+            estimated_total_traces=stats.estimated_total_traces,
+            estimated_completed_traces=stats.estimated_completed_traces,
+            estimated_failed_traces=stats.estimated_failed_traces,
             window=window_view(stats.window),
         )
 

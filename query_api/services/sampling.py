@@ -12,7 +12,8 @@ import asyncio
 from collections import defaultdict
 from typing import Final
 
-from shared.remote_sampling import SamplingStrategyResponse, strategy, trace_weight
+from shared.adjusted_counts import trace_probability
+from shared.remote_sampling import SamplingStrategyResponse, strategy
 from shared.settings import Settings
 from shared.store.base import TraceQuery, TraceStore, TraceSummary
 
@@ -33,10 +34,12 @@ async def endpoint_rates(
     store: TraceStore, service: str, end_us: int, window_us: int, *, weigh: int = WEIGHT_SAMPLE
 ) -> dict[str, float]:
     """Estimated traces per second of each root operation of ``service``, over the traces that started in
-    ``[end_us - window_us, end_us)``: each endpoint's count of received traces times the mean weight
-    (:func:`~shared.remote_sampling.trace_weight`) of ``weigh`` of them spread evenly over their start
-    times (the probabilities change from interval to interval: the newest alone would weigh the whole window
-    by the last one), per second.
+    ``[end_us - window_us, end_us)``: each endpoint's count of received traces times the mean weight (1 /
+    the sampling probability, :func:`~shared.adjusted_counts.trace_probability`) of ``weigh`` of them
+    spread evenly over their start times (the probabilities change from interval to interval: the newest
+    alone would weigh the whole window by the last one), per second. Not from the endpoints' rollups,
+    though they count the same adjusted counts: a minute is their finest grain, and an interval can be
+    shorter.
 
     Costs one search of at most :data:`SEARCH_LIMIT` traces and ``weigh`` trace reads per endpoint."""
     query = TraceQuery(service_name=service, start_us=end_us - window_us, end_us=end_us - 1, limit=SEARCH_LIMIT)
@@ -50,7 +53,7 @@ async def endpoint_rates(
             by_operation[summary.root_operation].append(summary)
     rates: dict[str, float] = {}
     for operation, traces in by_operation.items():
-        weights = [await _root_weight(store, summary.trace_id, service) for summary in _spread(traces, weigh)]
+        weights = [await _trace_weight(store, summary.trace_id) for summary in _spread(traces, weigh)]
         rates[operation] = len(traces) * (sum(weights) / len(weights)) * 1_000_000 / covered_us
     return rates
 
@@ -63,15 +66,10 @@ def _spread(traces: list[TraceSummary], count: int) -> list[TraceSummary]:
     return [ordered[int((i + 0.5) * len(ordered) / count)] for i in range(count)]
 
 
-async def _root_weight(store: TraceStore, trace_id: str, service: str) -> float:
-    """The weight of the trace's root span of ``service`` (1 when it is gone or has no root)."""
+async def _trace_weight(store: TraceStore, trace_id: str) -> float:
+    """How many traces of the traffic the stored trace stands for (1 when it is gone)."""
     stored = await store.get_trace(trace_id)
-    if stored is None:
-        return 1.0
-    for span in stored.spans:
-        if span.parent_span_id is None and span.service_name == service:
-            return trace_weight(span.tags)
-    return 1.0
+    return 1.0 if stored is None else float(1 / trace_probability(stored.spans))
 
 
 class SamplingService:

@@ -25,8 +25,9 @@ scope ``name`` / ``version``                ``scope_name`` / ``scope_version`` (
                                             "Infinity", "-Infinity"; empty values dropped
 ``events``                                  logs: ``time_unix_nano`` → ``timestamp_us``, attributes →
                                             fields, ``name`` → field ``event``
-``links``, ``trace_state``, ``flags``,      ignored (the native model has no place for them)
-scope attributes, dropped counts
+``trace_state``                             ``trace_state`` (empty: ``None``; longer than 512: ``None``)
+``links``, ``flags``, scope attributes,     ignored (the native model has no place for them)
+dropped counts
 ==========================================  ================================================================
 
 Resource attributes were folded into the tags before spans had a ``resource``; :func:`shared.models.flat_tags`
@@ -70,6 +71,8 @@ KINDS: Final[dict[int, Kind]] = {1: "internal", 2: "server", 3: "client", 4: "pr
 TRACE_ID_BYTES: Final = 16
 SPAN_ID_BYTES: Final = 8
 MAX_NAME: Final = 256
+MAX_TRACE_STATE: Final = 512
+"""The longest ``tracestate`` the W3C Trace Context allows; a longer one is not kept."""
 
 Plain: TypeAlias = "str | bool | int | float | bytes | list[Plain] | dict[str, Plain] | None"
 """An attribute value as plain Python data: what an OTLP ``AnyValue`` holds, or an SDK attribute value."""
@@ -205,6 +208,7 @@ def build_span(
     events: Iterable[tuple[int, str, Iterable[tuple[str, object]]]],
     resource: ResourceInfo,
     scope: ScopeInfo,
+    trace_state: str = "",
 ) -> Span:
     """The native span for one OTLP span, its ids already normalized (``id_from_*``, ``parent_from_*``).
 
@@ -239,6 +243,7 @@ def build_span(
         resource=resource.attributes,
         scope_name=scope.name,
         scope_version=scope.version,
+        trace_state=trace_state if 0 < len(trace_state) <= MAX_TRACE_STATE else None,
     )
 
 
@@ -294,6 +299,7 @@ def decode_otlp_proto(value: bytes) -> list[Event]:
                                 events=[(e.time_unix_nano, e.name, _pairs_pb(e.attributes)) for e in span.events],
                                 resource=resource,
                                 scope=scope,
+                                trace_state=span.trace_state,
                             )
                         )
                     except DecodeError as exc:
@@ -400,6 +406,8 @@ class _Span(_Json):
     span_id_: str | None = _alias("span_id")
     parent_span_id: str | None = None
     parent_span_id_: str | None = _alias("parent_span_id")
+    trace_state: str | None = None
+    trace_state_: str | None = _alias("trace_state")
     name: str = ""
     kind: int = 0
     start_time_unix_nano: int | None = None
@@ -474,4 +482,5 @@ def _span_from_json(span: _Span, resource: ResourceInfo, scope: ScopeInfo) -> Sp
         events=[(e.time_unix_nano or 0, e.name, _pairs_json(e.attributes)) for e in span.events],
         resource=resource,
         scope=scope,
+        trace_state=span.trace_state or "",
     )

@@ -81,6 +81,7 @@ def span_from_sdk(span: ReadableSpan, resource: ResourceInfo | None = None) -> S
         events=[(event.timestamp, event.name, (event.attributes or {}).items()) for event in span.events],
         resource=resource or resource_info(span.resource.attributes.items()),
         scope=scope_info(scope.name, scope.version) if scope is not None else NO_SCOPE,
+        trace_state=context.trace_state.to_header() if context.trace_state else "",
     )
 
 

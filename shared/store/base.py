@@ -225,21 +225,46 @@ class TailContexts(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Largest first; ``traces`` of a row counts the summed traces that had the context."""
 
 
+class Unseen(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What the adjusted counts add beyond the traces and spans received, for one service (see
+    :mod:`shared.store.rollups`): traces (counted under their root service) and failed traces, spans and
+    error spans. Received = estimated - unseen."""
+
+    traces: int = 0
+    failed: int = 0
+    spans: int = 0
+    errors: int = 0
+
+
 class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
     """Aggregates served by ``/stats``; every number comes from rollups (O(1) in stored traces), over all
-    time or over the traces that started in ``window`` (the minute-aligned window actually counted)."""
+    time or over the traces that started in ``window`` (the minute-aligned window actually counted).
+
+    ``completed_traces`` and ``failed_traces`` count the finalized traces received; the ``estimated_``
+    ones count each with its adjusted count (:mod:`shared.adjusted_counts`), as every rollup does:
+    ``total_duration_us`` and ``services`` are such estimates, and ``unseen`` (per service) tells how much
+    of them was not received."""
 
     active_traces: int
     completed_traces: int
     failed_traces: int
-    total_duration_us: int  # sum over finalized traces
+    estimated_completed_traces: int
+    estimated_failed_traces: int
+    total_duration_us: int  # sum over finalized traces, each counted with its adjusted count
     slowest: list[SlowTrace]
     services: dict[str, ServiceStats]
+    unseen: dict[str, Unseen] = {}
     window: Window | None = None
 
     @property
     def total_traces(self) -> int:
         return self.active_traces + self.completed_traces + self.failed_traces
+
+    @property
+    def estimated_total_traces(self) -> int:
+        """Active traces (their adjusted counts are known at finalization: counted once) and the estimated
+        finalized ones."""
+        return self.active_traces + self.estimated_completed_traces + self.estimated_failed_traces
 
 
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

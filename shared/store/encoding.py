@@ -24,7 +24,7 @@ from typing import Annotated, Any, Final
 import msgspec
 import zstandard
 
-from shared.models import Event, Id, Kind, Log, Micros, Name, Span, SpanFinish, StatusInput, Tags
+from shared.models import Event, Id, Kind, Log, Micros, Name, Span, SpanFinish, StatusInput, Tags, TraceState
 
 CHUNK_V1: Final = 1
 """The version byte of a compressed chunk or blob."""
@@ -59,6 +59,7 @@ class StoredSpan(msgspec.Struct, array_like=True, omit_defaults=True, tag=0, gc=
     resource: Tags = {}
     scope_name: Name | None = None
     scope_version: Name | None = None
+    trace_state: TraceState | None = None
 
 
 class StoredFinish(msgspec.Struct, array_like=True, omit_defaults=True, tag=1, gc=False):
@@ -113,6 +114,7 @@ def _stored(event: Event) -> tuple[Any, ...]:
             event.resource,
             event.scope_name,
             event.scope_version,
+            event.trace_state,
         )
     assert type(event) is SpanFinish
     return (1, pack_id(event.span_id), event.end_time_us, event.status, event.tags)
@@ -142,6 +144,7 @@ def _span(trace_id: str, s: StoredSpan) -> Span:
         resource=s.resource,
         scope_name=s.scope_name,
         scope_version=s.scope_version,
+        trace_state=s.trace_state,
     )
 
 

@@ -154,7 +154,7 @@ def plan_finalize(
         else:
             plan.first.append(share)
         delta.add(share, +1)
-        kept = sampler is None or sampler.keep(analysis)
+        kept = sampler is None or sampler.keep(analysis, share.weight)
         if kept:
             plan.index_added.append((row.trace_id, row.tid, share))
         else:

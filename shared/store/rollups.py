@@ -20,7 +20,19 @@ Series:
 * **dependencies**, per hour and (parent service, child service): calls and error calls (summed per
   minute, so that a backend can keep every grain);
 * **critical paths**, per (root service, root operation, calling context): critical-path time and the
-  traces the context was on the critical path of (:mod:`shared.critical_paths`).
+  traces the context was on the critical path of (:mod:`shared.critical_paths`);
+* **unseen**, per service: what the adjusted counts add beyond the received traces and spans (below).
+
+Every series counts a trace with its adjusted count (:mod:`shared.adjusted_counts`: 1 / the probability
+its producer sampled it with, an integer), so that its counts, sums and histograms estimate the real
+traffic: a trace of adjusted count 4 adds 4 traces, 4 times each of its spans, 4 times its duration,
+4 observations of each latency to the fixed buckets and to the sketch bins (so the percentiles are of the
+traffic as well).
+The **unseen** series keeps the excess (adjusted count - 1) of every trace: per service, traces (under
+the trace's root service; a rootless trace under the service of its first span row) and failed traces,
+spans and error spans. What was received is the estimate minus the unseen; a trace without sampler
+information has adjusted count 1 and no unseen row, so rollups written before adjusted counts existed
+need no migration.
 
 Why rollups kept at write time: docs/adr/0010-rollups.md.
 """
@@ -33,6 +45,7 @@ from typing import Final, TypeVar
 
 import msgspec
 
+from shared.adjusted_counts import trace_adjusted_count
 from shared.analysis import SPAN_LAYOUT, TraceAnalysis, core
 from shared.critical_paths import Path, context_id, trace_contexts
 from shared.models import Span, flat_tags
@@ -84,6 +97,9 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True, array_like=True, g
     sketched: bool = False
     """Whether its histograms carry sketch bins; False: stored before the sketch, fixed buckets alone
     (counted at their midpoints, as the rollups of then were converted)."""
+    weight: int = 1
+    """The trace's adjusted count (>= 1): how many traces of the traffic it stands for. Every rollup adds
+    the rest of the contribution this many times; 1 in contributions stored before it existed."""
 
     def index_ops(self) -> list[tuple[str, str, int, int]]:
         """The trace's rows in the (service, operation) search index: one per (service, operation) and one
@@ -112,6 +128,7 @@ def contribution(analysis: TraceAnalysis, spans: Sequence[Span], paths: dict[int
         tags=tags,
         contexts=_context_shares(analysis, spans, paths),
         sketched=True,
+        weight=trace_adjusted_count(analysis.trace_id, spans),
     )
 
 
@@ -145,6 +162,9 @@ Counters = list[int]
 
 
 COUNTERS: Final = 3 + HISTOGRAM_SIZE
+UNSEEN_VALUES: Final = ("traces", "failed", "spans", "errors")
+"""The values of an unseen row (see the module docstring); ``spans`` > 0 exactly while it counts anything."""
+UNSEEN_LIVE: Final = 2
 
 
 def _counters() -> Counters:
@@ -165,48 +185,74 @@ class RollupDelta:
         self.contexts: dict[tuple[int, ContextKey], list[int]] = {}  # (minute, key) -> [critical µs, traces]
         self.op_bins: dict[tuple[int, OpBinKey], list[int]] = {}  # (minute, (service, operation, kind, bin)) -> [n]
         self.endpoint_bins: dict[tuple[int, EndpointBinKey], list[int]] = {}  # (minute, (..., bin)) -> [n]
+        self.unseen: dict[tuple[int, tuple[str]], list[int]] = {}  # (minute, (service,)) -> UNSEEN_VALUES
 
     def __bool__(self) -> bool:
-        return bool(self.completed or self.failed or self.ops or self.endpoints or self.deps or self.contexts)
+        return bool(
+            self.completed or self.failed or self.ops or self.endpoints or self.deps or self.contexts or self.unseen
+        )
 
     def add(self, c: Contribution, sign: int) -> None:
+        """Add (``sign`` +1) or take out (-1) one contribution: received traces once, every series with
+        the trace's adjusted count."""
         if c.failed:
             self.failed += sign
         else:
             self.completed += sign
         self.duration_us += sign * c.duration_us
         minute = c.start_us // MINUTE_US
-        core.add_op_shares(self.ops, self.op_bins, minute, c.ops, sign, COUNTERS, LEGACY_BINS)  # compiled when built
-        ekey = (minute, c.endpoint)
-        erow = self.endpoints.get(ekey)
-        if erow is None:
-            erow = self.endpoints[ekey] = _counters()
-        erow[0] += sign
-        erow[1] += sign * c.failed
-        erow[2] += sign * c.duration_us
-        bucket, index = split_key(key_of(c.duration_us) if c.sketched else bucket_of(c.duration_us))
-        erow[3 + bucket] += sign
-        bkey = (minute, (*c.endpoint, index))
-        brow = self.endpoint_bins.get(bkey)
-        if brow is None:
-            self.endpoint_bins[bkey] = [sign]
-        else:
-            brow[0] += sign
+        weighted = sign * c.weight
+        core.add_op_shares(self.ops, self.op_bins, minute, c.ops, weighted, COUNTERS, LEGACY_BINS)  # compiled
+        self._add_endpoint(c, minute, weighted)
         contexts = self.contexts
         for ctx, critical_us in c.contexts:
             ckey = (minute, (*c.endpoint, ctx))
             crow = contexts.get(ckey)
             if crow is None:
                 crow = contexts[ckey] = [0, 0]
-            crow[0] += sign * critical_us
-            crow[1] += sign
+            crow[0] += weighted * critical_us
+            crow[1] += weighted
         for parent, child, calls, errors in c.deps:
             dkey = (minute, (parent, child))
             dep = self.deps.get(dkey)
             if dep is None:
                 dep = self.deps[dkey] = [0, 0]
-            dep[0] += sign * calls
-            dep[1] += sign * errors
+            dep[0] += weighted * calls
+            dep[1] += weighted * errors
+        if c.weight != 1 and c.ops:
+            self._add_unseen(c, minute, sign * (c.weight - 1))
+
+    def _add_endpoint(self, c: Contribution, minute: int, weighted: int) -> None:
+        """The trace itself, ``weighted`` times, in its endpoint's counters and sketch."""
+        ekey = (minute, c.endpoint)
+        erow = self.endpoints.get(ekey)
+        if erow is None:
+            erow = self.endpoints[ekey] = _counters()
+        erow[0] += weighted
+        erow[1] += weighted * c.failed
+        erow[2] += weighted * c.duration_us
+        bucket, index = split_key(key_of(c.duration_us) if c.sketched else bucket_of(c.duration_us))
+        erow[3 + bucket] += weighted
+        bkey = (minute, (*c.endpoint, index))
+        brow = self.endpoint_bins.get(bkey)
+        if brow is None:
+            self.endpoint_bins[bkey] = [weighted]
+        else:
+            brow[0] += weighted
+
+    def _add_unseen(self, c: Contribution, minute: int, extra: int) -> None:
+        """The excess of a trace's adjusted count over 1, ``extra`` times each of its traces and spans."""
+        unseen = self.unseen
+        own = c.endpoint[0] or c.ops[0][0]
+        for service, _, _, spans, errors, *_ in c.ops:
+            row = unseen.get((minute, (service,)))
+            if row is None:
+                row = unseen[(minute, (service,))] = [0, 0, 0, 0]
+            row[2] += extra * spans
+            row[3] += extra * errors
+        row = unseen[(minute, (own,))]  # the root's service has spans: its row exists
+        row[0] += extra
+        row[1] += extra * c.failed
 
     def op_rows(self) -> list[tuple[int, int, OpKey, Counters]]:
         """``(grain, bucket, (service, operation, kind), counters)`` at every grain, non-zero rows only,
@@ -229,6 +275,10 @@ class RollupDelta:
     def context_rows(self) -> list[tuple[int, int, ContextKey, list[int]]]:
         """``(grain, bucket, (root service, root operation, context id), [critical µs, traces])``."""
         return _grains(self.contexts)
+
+    def unseen_rows(self) -> list[tuple[int, int, tuple[str], list[int]]]:
+        """``(grain, bucket, (service,), [traces, failed, spans, errors])``, as :meth:`op_rows`."""
+        return _grains(self.unseen)
 
     def dep_rows(self) -> list[tuple[int, str, str, int, int]]:
         """``(hour, parent, child, calls, errors)``, non-zero rows only, in key order."""

@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import msgspec
 from aiohttp import web
 
-from shared.models import Event, Log, Span, SpanFinish, Tags
+from query_api.services.sampling import SETTLE_US, WINDOW_INTERVALS
+from shared.clock import now_us
+from shared.models import Event, Log, Span, SpanFinish, Tags, TagValue
 from shared.settings import Settings
 from shared.store.base import Heartbeat, TraceStore
 from tests.spans import span_at, us
@@ -87,6 +90,43 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
+
+
+# a root span's sampler tags: the Go SDK's names (weight 20), Jaeger clients' (weight 4)
+_SAMPLED_BUSY: dict[str, TagValue] = {"jaeger.sampler.type": "probabilistic", "jaeger.sampler.param": 0.05}
+_SAMPLED_MID: dict[str, TagValue] = {"sampler.type": "probabilistic", "sampler.param": 0.25}
+
+
+def _root(trace_id: str, service: str, operation: str, start_us: int, tags: dict[str, TagValue]) -> Span:
+    return Span(trace_id=trace_id, span_id=f"{trace_id}-r", service_name=service, operation_name=operation,
+                start_time_us=start_us, duration_us=1000, tags=tags, kind="server")  # fmt: skip
+
+
+async def load_sampled_traffic(api: LiveApi, interval_s: int) -> None:
+    """Traces of service ``shop`` for remote sampling, in the window of the current interval of ``interval_s``
+    (:data:`~query_api.services.sampling.WINDOW_INTERVALS` intervals; 60 s for 20): 60 ``GET /busy`` traces
+    sampled at 5%, 30 ``GET /mid`` at 25%, 3 ``GET /rare`` unsampled (with a target of 1 trace/s and a window
+    of 60 s: probabilities 1/20, 1/2 and 1); a trace of another service calling ours, and one of ours from
+    before the window (neither counts)."""
+    now = now_us()
+    interval_us = interval_s * 1_000_000
+    at = now - now % interval_us - SETTLE_US - 5_000_000  # well inside this interval's window, and the next's
+    spans = [_root(f"busy-{i}", "shop", "GET /busy", at - i * 1000, _SAMPLED_BUSY) for i in range(60)]
+    spans += [_root(f"mid-{i}", "shop", "GET /mid", at - i * 1000, _SAMPLED_MID) for i in range(30)]
+    spans += [_root(f"rare-{i}", "shop", "GET /rare", at - i * 1000, {}) for i in range(3)]
+    spans.append(_root("old", "shop", "GET /old", at - (interval_s * WINDOW_INTERVALS + 30) * 1_000_000, {}))
+    spans.append(_root("other", "front", "GET /", at, {}))
+    inner = _root("other", "shop", "GET /inner", at, {})
+    spans.append(msgspec.structs.replace(inner, span_id="c", parent_span_id="other-r"))
+    await api.ingest(spans, now_us=now)
+    await api.finalize(*{span.trace_id for span in spans}, now_us=now)
+
+
+def strategy_rates(body: dict[str, Any]) -> dict[str, float]:
+    """A ``SamplingStrategyResponse``'s (jsonpb JSON) probability per operation."""
+    per_op = body["operationSampling"]
+    assert isinstance(per_op, dict)
+    return {s["operation"]: s["probabilisticSampling"]["samplingRate"] for s in per_op["perOperationStrategies"]}
 
 
 def span(

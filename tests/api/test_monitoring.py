@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
+import msgspec
 import pytest
 
 from shared.analysis import analyze
@@ -84,6 +85,34 @@ async def test_stats_over_a_window(api: LiveApi) -> None:
     assert old_stats["avgDuration"] == 80.0
     # the windows' totals add up to all time
     assert recent_stats["totalTraces"] + old_stats["totalTraces"] == everything["totalTraces"]
+
+
+async def test_stats_keep_the_traces_received_beside_the_estimates(api: LiveApi) -> None:
+    """Head-sampled traces: one at 1/4 by the Jaeger attributes (failed), one at 1/2 by the tracestate
+    threshold, one without sampler information. The seed's fields count what was received; the
+    ``estimated`` ones, the averages and the per-operation figures count each trace 1/p times."""
+    now = now_us()
+    quarter = checkout("q", now - MINUTE, db_ms=10, error=True)
+    quarter[0] = msgspec.structs.replace(
+        quarter[0], tags={"jaeger.sampler.type": "probabilistic", "jaeger.sampler.param": 0.25}
+    )
+    half = [msgspec.structs.replace(s, trace_state="ot=th:8") for s in checkout("h", now - MINUTE, db_ms=40)]
+    await load(api, [quarter, half, checkout("o", now - MINUTE, db_ms=70)], now)
+    stats = (await api.get("/stats")).json
+    assert (stats["totalTraces"], stats["completedTraces"], stats["failedTraces"]) == (3, 2, 1)
+    assert (stats["estimatedTotalTraces"], stats["estimatedCompletedTraces"], stats["estimatedFailedTraces"]) == (
+        7,
+        3,
+        4,
+    )
+    assert stats["avgDuration"] == round((4 * 40 + 2 * 70 + 100) / 7, 3)  # trace durations: db_ms + 30
+    db = stats["serviceStats"]["db"]
+    assert (db["count"], db["errorCount"], db["estimatedCount"], db["estimatedErrorCount"]) == (3, 1, 7, 4)
+    operations = (await api.get("/stats/operations?serviceName=db")).json["operations"]
+    assert [(o["operation"], o["count"], o["errorCount"]) for o in operations] == [("insert", 7, 4)]
+    document = (await api.get("/openapi.json")).json
+    assert "estimatedTotalTraces" in document["components"]["schemas"]["StatsView"]["properties"]
+    assert "Estimates under head sampling" in document["info"]["description"]
 
 
 @pytest.mark.parametrize(

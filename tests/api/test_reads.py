@@ -333,8 +333,17 @@ async def test_a_thousand_deep_trace_is_served(api: LiveApi) -> None:
 
 
 def _service_stats(count: int, avg: float, errors: int, p50: Any, p95: Any, p99: Any) -> dict[str, Any]:
-    """A ``serviceStats`` entry of ``/stats``."""
-    return {"count": count, "avgDuration": avg, "errorCount": errors, "p50": p50, "p95": p95, "p99": p99}
+    """A ``serviceStats`` entry of ``/stats`` (spans without sampler information: estimated = received)."""
+    return {
+        "count": count,
+        "avgDuration": avg,
+        "errorCount": errors,
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
+        "estimatedCount": count,
+        "estimatedErrorCount": errors,
+    }
 
 
 async def _record_heartbeats(api: LiveApi, now: int) -> None:
@@ -374,6 +383,40 @@ async def _record_heartbeats(api: LiveApi, now: int) -> None:
         await api.store.record_heartbeat(beat)
 
 
+def _expected_pipeline(now: int) -> dict[str, Any]:
+    """The ``pipeline`` of ``/stats`` after :func:`_record_heartbeats` at ``now``."""
+    return {
+        "workers": [
+            {
+                "workerId": "worker-a",
+                "partitions": ["spans/0", "spans/1"],
+                "lag": {"spans/0": 5, "spans/1": 2},
+                "spansPerSecond": 100.5,
+                "spansTotal": 1000,
+                "lateSpans": 2,
+                "deadLettered": 1,
+                "tracesFinalized": 40,
+                "updatedAt": (now - 1_000_000) / 1000,
+            },
+            {
+                "workerId": "worker-b",
+                "partitions": ["spans/2"],
+                "lag": {"spans/2": 3},
+                "spansPerSecond": 50.25,
+                "spansTotal": 500,
+                "lateSpans": 1,
+                "deadLettered": 0,
+                "tracesFinalized": 20,
+                "updatedAt": now / 1000,
+            },
+        ],
+        "totalLag": 10,
+        "spansPerSecond": 150.75,
+        "deadLettered": 1,
+        "lateSpans": 3,
+    }
+
+
 async def test_stats_has_every_field(api: LiveApi) -> None:
     await _seed_trace(api)
     failed = "trace-failed"
@@ -392,6 +435,9 @@ async def test_stats_has_every_field(api: LiveApi) -> None:
         "activeTraces": 1,
         "completedTraces": 1,
         "failedTraces": 1,
+        "estimatedTotalTraces": 3,
+        "estimatedCompletedTraces": 1,
+        "estimatedFailedTraces": 1,
         "avgDuration": 161.5,
         "slowestTraces": [{"traceId": failed, "duration": 200.0}, {"traceId": SEED, "duration": 123.0}],
         "serviceStats": {
@@ -400,36 +446,7 @@ async def test_stats_has_every_field(api: LiveApi) -> None:
             "database": _service_stats(1, 23.0, 0, *[pytest.approx(23.0, rel=0.01)] * 3),
             "user-service": _service_stats(1, 45.0, 0, *[pytest.approx(45.0, rel=0.01)] * 3),
         },
-        "pipeline": {
-            "workers": [
-                {
-                    "workerId": "worker-a",
-                    "partitions": ["spans/0", "spans/1"],
-                    "lag": {"spans/0": 5, "spans/1": 2},
-                    "spansPerSecond": 100.5,
-                    "spansTotal": 1000,
-                    "lateSpans": 2,
-                    "deadLettered": 1,
-                    "tracesFinalized": 40,
-                    "updatedAt": (now - 1_000_000) / 1000,
-                },
-                {
-                    "workerId": "worker-b",
-                    "partitions": ["spans/2"],
-                    "lag": {"spans/2": 3},
-                    "spansPerSecond": 50.25,
-                    "spansTotal": 500,
-                    "lateSpans": 1,
-                    "deadLettered": 0,
-                    "tracesFinalized": 20,
-                    "updatedAt": now / 1000,
-                },
-            ],
-            "totalLag": 10,
-            "spansPerSecond": 150.75,
-            "deadLettered": 1,
-            "lateSpans": 3,
-        },
+        "pipeline": _expected_pipeline(now),
         "window": None,  # all time
     }
 
@@ -441,6 +458,9 @@ async def test_stats_of_an_empty_store(api: LiveApi) -> None:
         "activeTraces": 0,
         "completedTraces": 0,
         "failedTraces": 0,
+        "estimatedTotalTraces": 0,
+        "estimatedCompletedTraces": 0,
+        "estimatedFailedTraces": 0,
         "avgDuration": 0.0,
         "slowestTraces": [],
         "serviceStats": {},

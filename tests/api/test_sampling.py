@@ -21,64 +21,30 @@ import pytest
 from google.protobuf import json_format
 
 from query_api.sampling_grpc import PATH, StrategyParameters, StrategyResponse
-from query_api.services.sampling import SETTLE_US, WINDOW_INTERVALS, SamplingService
+from query_api.services.sampling import SamplingService
 from shared.clock import now_us
-from shared.models import Span, TagValue
 from shared.otel import RemoteSampler
 from shared.remote_sampling import INITIAL_PROBABILITY, LOWER_BOUND_TPS
 from tests.conftest import free_port
 
 from .conftest import ServeApi
-from .support import LiveApi
+from .support import LiveApi, load_sampled_traffic, strategy_rates
 
 pytestmark = pytest.mark.kafka
 
 INTERVAL_S = 20
-WINDOW_S = INTERVAL_S * WINDOW_INTERVALS
-# the Go SDK's names (weight 20), Jaeger clients' (weight 4)
-BUSY: dict[str, TagValue] = {"jaeger.sampler.type": "probabilistic", "jaeger.sampler.param": 0.05}
-MID: dict[str, TagValue] = {"sampler.type": "probabilistic", "sampler.param": 0.25}
-
-
-def _root(trace_id: str, service: str, operation: str, start_us: int, tags: dict[str, TagValue]) -> Span:
-    return Span(trace_id=trace_id, span_id=f"{trace_id}-r", service_name=service, operation_name=operation,
-                start_time_us=start_us, duration_us=1000, tags=tags, kind="server")  # fmt: skip
-
-
-async def _load(api: LiveApi) -> None:
-    """In the window of the current interval (60 s): 60 ``GET /busy`` traces sampled at 5% (20 traces/s),
-    30 ``GET /mid`` at 25% (2/s), 3 ``GET /rare`` unsampled (0.05/s); a trace of another service
-    calling ours, and one of ours from before the window (neither counts)."""
-    now = now_us()
-    interval_us = INTERVAL_S * 1_000_000
-    at = now - now % interval_us - SETTLE_US - 5_000_000  # well inside this interval's window, and the next's
-    spans = [_root(f"busy-{i}", "shop", "GET /busy", at - i * 1000, BUSY) for i in range(60)]
-    spans += [_root(f"mid-{i}", "shop", "GET /mid", at - i * 1000, MID) for i in range(30)]
-    spans += [_root(f"rare-{i}", "shop", "GET /rare", at - i * 1000, {}) for i in range(3)]
-    spans.append(_root("old", "shop", "GET /old", at - (WINDOW_S + 30) * 1_000_000, {}))
-    spans.append(_root("other", "front", "GET /", at, {}))
-    inner = _root("other", "shop", "GET /inner", at, {})
-    spans.append(msgspec.structs.replace(inner, span_id="c", parent_span_id="other-r"))
-    await api.ingest(spans, now_us=now)
-    await api.finalize(*{span.trace_id for span in spans}, now_us=now)
-
-
-def _rates(body: dict[str, object]) -> dict[str, float]:
-    per_op = body["operationSampling"]
-    assert isinstance(per_op, dict)
-    return {s["operation"]: s["probabilisticSampling"]["samplingRate"] for s in per_op["perOperationStrategies"]}
 
 
 async def test_the_strategy_is_per_operation_from_the_estimated_traffic(serve_api: ServeApi) -> None:
     async with serve_api(remote_sampling_interval_s=INTERVAL_S, remote_sampling_target_tps=1.0) as api:
-        await _load(api)
+        await load_sampled_traffic(api, INTERVAL_S)
         reply = await api.get("/api/sampling?service=shop")
         assert reply.status == 200, reply.text
         assert reply.headers["Content-Type"] == "application/json"
         body = reply.json
         assert body["strategyType"] == "PROBABILISTIC"
         assert body["operationSampling"]["defaultSamplingProbability"] == INITIAL_PROBABILITY
-        assert _rates(body) == pytest.approx({"GET /busy": 1 / 20, "GET /mid": 1 / 2, "GET /rare": 1.0})
+        assert strategy_rates(body) == pytest.approx({"GET /busy": 1 / 20, "GET /mid": 1 / 2, "GET /rare": 1.0})
         # the Go sampler's default path answers the same; an unknown service gets the defaults only
         assert (await api.get("/sampling?service=shop")).json == body
         unknown = (await api.get("/api/sampling?service=nobody")).json
@@ -96,7 +62,7 @@ async def test_without_exactly_one_service_the_answer_is_a_400(api: LiveApi, que
 async def test_grpc_answers_what_http_answers(serve_api: ServeApi) -> None:
     bind = f"127.0.0.1:{free_port()}"
     async with serve_api(remote_sampling_interval_s=INTERVAL_S, remote_sampling_grpc_bind=bind) as api:
-        await _load(api)
+        await load_sampled_traffic(api, INTERVAL_S)
         http_body = (await api.get("/api/sampling?service=shop")).text
         answer = await _grpc_strategy(bind, "shop")
         assert answer == json_format.Parse(http_body, StrategyResponse())
@@ -134,7 +100,7 @@ async def test_replicas_answer_the_same_and_recompute_each_interval(api: LiveApi
     first = await asyncio.gather(*(replica.strategy("shop") for replica in replicas for _ in range(3)))
     assert all(answer == first[0] for answer in first)
     assert first[0].operation_sampling is not None and first[0].operation_sampling.per_operation_strategies == []
-    await _load(api)
+    await load_sampled_traffic(api, INTERVAL_S)
     assert await replicas[0].strategy("shop") is first[0]  # the same interval: computed once
     clock[0] += INTERVAL_S * 1_000_000
     later = [await replica.strategy("shop") for replica in replicas]

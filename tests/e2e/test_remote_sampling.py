@@ -12,9 +12,10 @@ probabilities. Within a few intervals each operation is kept at the target rate 
 
 Short intervals (``TRACING_REMOTE_SAMPLING_INTERVAL_S=2``, clients polling every second) and a target of 5
 traces/s, so the kept counts measured over 30 s are large enough to judge (150 traces per busy operation).
-The traffic estimate asserted is the API's own (:func:`query_api.services.sampling.endpoint_rates`, every kept
-trace weighed); :func:`_assert_estimate` is where the rollups' estimated totals (adjusted counts) are to be
-checked as well, within 15% of the offered rates, once the rollups keep them.
+The traffic estimates asserted are the API's own (:func:`query_api.services.sampling.endpoint_rates`, every kept
+trace weighed, within 20% over the 30 s) and ``/stats``' (the rollups' adjusted counts, within 15% over
+:data:`ESTIMATE_MINUTES` whole minutes, the rollups' finest grain, after the warm-up: about 600 kept traces
+per busy operation, a standard error of about 4%, so 15% is over 3.5 standard errors).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import msgspec
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -56,6 +58,8 @@ TARGET_TPS = 5.0
 INTERVAL_S = 2.0
 WARMUP_S = 20.0
 MEASURE_S = 30.0
+ESTIMATE_MINUTES = 2
+MINUTE_US = 60_000_000
 CLIENT = Path(__file__).parent / "jaegerremote_client"
 GO_CACHE = Path.home() / ".cache" / "tracing" / "go"
 
@@ -106,6 +110,43 @@ def _assert_kept_at_target(kept: dict[str, list[int]], start_us: int) -> None:
         assert abs(counts.get(operation, 0) - expected) <= tolerance, (operation, counts, expected)
 
 
+def _estimate_window(started_us: int) -> tuple[int, int]:
+    """The whole minutes after the warm-up over which ``/stats``' estimates are checked (µs)."""
+    first = -(-(started_us + int(WARMUP_S * 1e6)) // MINUTE_US) * MINUTE_US
+    return first, first + ESTIMATE_MINUTES * MINUTE_US
+
+
+def _run_s(started_us: int) -> float:
+    """How long the traffic runs: past the measurement and the estimate window, with 2 s to spare."""
+    end_us = max(started_us + int((WARMUP_S + MEASURE_S) * 1e6), _estimate_window(started_us)[1])
+    return (end_us - started_us) / 1e6 + 2
+
+
+async def _assert_stats_estimate(base: str, service: str, kept: dict[str, list[int]], started_us: int) -> None:
+    """``/stats`` over the estimate window, once every kept trace of it is counted as received: the
+    service's estimated traces (one span each) and each operation's (``/stats/operations``) within 15% of
+    what was offered (the rare one, sampled whole, exactly as received)."""
+    start_us, end_us = _estimate_window(started_us)
+    received = {op: sum(start_us <= t < end_us for t in times) for op, times in kept.items()}
+    query = f"start={start_us // 1000}&end={end_us // 1000}"
+    async with aiohttp.ClientSession() as http:
+
+        async def counted() -> bool:
+            async with http.get(f"{base}/stats?{query}") as response:
+                stats = await response.json()
+            return bool(stats["serviceStats"].get(service, {}).get("count") == sum(received.values()))
+
+        await wait_for(counted, timeout_s=60, what="the kept traces of the estimate window in the rollups")
+        async with http.get(f"{base}/stats?{query}") as response:
+            estimated = (await response.json())["serviceStats"][service]["estimatedCount"]
+        async with http.get(f"{base}/stats/operations?serviceName={service}&{query}") as response:
+            operations = {o["operation"]: o["count"] for o in (await response.json())["operations"]}
+    seconds = ESTIMATE_MINUTES * 60
+    assert estimated / seconds == pytest.approx(sum(OFFERED.values()), rel=0.15), (estimated, received)
+    for operation, offered in OFFERED.items():
+        assert operations.get(operation, 0) / seconds == pytest.approx(offered, rel=0.15), (operations, received)
+
+
 async def _assert_estimate(store: TraceStore, service: str, start_us: int) -> None:
     """The API's own estimate of each operation's traffic over the window, every kept trace weighed by the
     probability it was sampled with: within 20% of what was offered (150 kept traces per busy operation:
@@ -125,7 +166,7 @@ async def test_the_go_jaegerremote_sampler_keeps_each_operation_at_the_target(
     async with _pipeline(settings) as (base, store), SpanProducer(settings) as producer:
         started_us = time.time_ns() // 1000
         args = ["-url", f"{base}/sampling", "-service", "shop-go", "-refresh", "1s"]
-        args += ["-duration", f"{WARMUP_S + MEASURE_S + 2:.0f}s", *(f"{op}={rate}" for op, rate in OFFERED.items())]
+        args += ["-duration", f"{_run_s(started_us):.0f}s", *(f"{op}={rate}" for op, rate in OFFERED.items())]
         process = await asyncio.create_subprocess_exec(
             str(go_client), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, limit=1 << 20
         )
@@ -145,7 +186,7 @@ async def test_the_go_jaegerremote_sampler_keeps_each_operation_at_the_target(
         assert await process.wait() == 0, (await process.stderr.read()).decode()[-3000:]  # type: ignore[union-attr]
         measured_from = started_us + int(WARMUP_S * 1e6)
         _assert_kept_at_target(kept, measured_from)
-        await asyncio.sleep(3)  # the last spans reach the store
+        await _assert_stats_estimate(base, "shop-go", kept, started_us)
         await _assert_estimate(store, "shop-go", measured_from)
 
 
@@ -172,7 +213,7 @@ async def test_the_python_remote_sampler_keeps_each_operation_at_the_target(samp
         provider.add_span_processor(BatchSpanProcessor(KafkaSpanExporter(settings), schedule_delay_millis=200))
         started_us = time.time_ns() // 1000
         stop = threading.Event()
-        until = time.monotonic() + WARMUP_S + MEASURE_S + 2
+        until = time.monotonic() + _run_s(started_us)
         try:
             await asyncio.to_thread(_offer, provider, until, stop)
         finally:
@@ -182,7 +223,7 @@ async def test_the_python_remote_sampler_keeps_each_operation_at_the_target(samp
         kept = _kept(memory)
         measured_from = started_us + int(WARMUP_S * 1e6)
         _assert_kept_at_target(kept, measured_from)
-        await asyncio.sleep(3)
+        await _assert_stats_estimate(base, "shop-py", kept, started_us)
         await _assert_estimate(store, "shop-py", measured_from)
 
 

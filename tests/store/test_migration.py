@@ -26,6 +26,7 @@ from shared.store.sqlite.schema import SCHEMA_VERSION
 from tests.store.conftest import postgres_schema_url
 from tests.store.fixtures.make_fixtures import SEARCHES, trace_ids
 from tests.store.test_contract import NOW, SECOND, span, write
+from tests.store.test_weighted_rollups import sampled_trace
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ANSWERS: dict[str, Any] = json.loads((FIXTURES / "v1_answers.json").read_text())
@@ -139,16 +140,28 @@ async def test_v2_store_is_migrated_and_answers_as_before(v2_store: tuple[str, T
 
 
 async def test_v2_store_is_rewritten_compact(tmp_path: Path) -> None:
-    """After the migration no chunk or contribution is left in the v2 encoding, and no analysis is stored."""
+    """After the migration no chunk or contribution is left in the v2 encoding, and no analysis is stored;
+    the tables v2 gained after the fixture was written (the sketch's, ``rollup_unseen``) are there."""
+    with sqlite3.connect(":memory:") as empty:
+        empty.executescript((FIXTURES / "v2_sqlite.sql").read_text())
+        assert _tables(empty).isdisjoint(ADDED)  # the fixture predates them
     async with fixture_store("v2", "sqlite", tmp_path) as _:
         pass
     with sqlite3.connect(tmp_path / "v2.db") as db:
+        assert _tables(db) >= ADDED
         bodies = [b for (b,) in db.execute("SELECT body FROM chunks")]
         shares = [b for (b,) in db.execute("SELECT contribution FROM traces WHERE contribution IS NOT NULL")]
         assert db.execute("SELECT count(*) FROM traces WHERE analysis IS NOT NULL").fetchone() == (0,)
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     assert bodies and shares
     assert all(b[0] == CHUNK_V1 for b in [*bodies, *shares])
+
+
+ADDED = {"rollup_ops_bins", "rollup_endpoints_bins", "rollup_unseen"}
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
 @pytest.mark.parametrize("layout", ["v1", "v2"])
@@ -174,6 +187,17 @@ async def _keeps_working(store: TraceStore) -> None:
     await write(store, [span("ghost", "g", duration=None)], now=NOW + 12 * SECOND)
     ghost = await store.get_trace("ghost")
     assert ghost is not None and ghost.spans[0].duration_us is not None
+    # a head-sampled trace (its root's tracestate says 1/4) counts 4 times, 3 of them in rollup_unseen
+    before = await store.stats()
+    heavy = sampled_trace("heavy", NOW, 4, tracestate=True)
+    await write(store, heavy, now=NOW + 13 * SECOND)
+    await store.finalize(["heavy"], now_us=NOW + 14 * SECOND)
+    after = await store.stats()
+    assert after.completed_traces - before.completed_traces == 1
+    assert after.estimated_completed_traces - before.estimated_completed_traces == 4
+    assert after.unseen["api"].traces - (before.unseen["api"].traces if "api" in before.unseen else 0) == 3
+    read = await store.get_trace("heavy")
+    assert read is not None and {s.span_id: s for s in read.spans} == {s.span_id: s for s in heavy}
 
 
 async def test_a_newer_layout_is_refused_with_one_line(tmp_path: Path) -> None:

@@ -19,24 +19,25 @@ def span_sums(shares: Sequence[Contribution]) -> list[SpanSum]:
     few operations): what :meth:`SpanMetrics.add` counts, computed where the round ran."""
     sums: dict[tuple[str, str, str, str], list[Any]] = {}
     for share in shares:
+        w = share.weight  # the trace's adjusted count: each span counts this many times
         for service, operation, kind, spans, errors, total, _, _, hist, error_total, error_hist in share.ops:
             kind_label = SPAN_KINDS.get(kind, "SPAN_KIND_UNSPECIFIED")
             if spans > errors:
                 row = sums.get((service, operation, kind_label, "STATUS_CODE_UNSET"))
                 if row is None:
                     row = sums[service, operation, kind_label, "STATUS_CODE_UNSET"] = [0, 0, {}]
-                row[0] += spans - errors
-                row[1] += total - error_total
+                row[0] += w * (spans - errors)
+                row[1] += w * (total - error_total)
                 counts = row[2]
                 for b, n in hist.items():
-                    counts[b] = counts.get(b, 0) + n - error_hist.get(b, 0)
+                    counts[b] = counts.get(b, 0) + w * (n - error_hist.get(b, 0))
             if errors:
                 row = sums.get((service, operation, kind_label, "STATUS_CODE_ERROR"))
                 if row is None:
                     row = sums[service, operation, kind_label, "STATUS_CODE_ERROR"] = [0, 0, {}]
-                row[0] += errors
-                row[1] += error_total
+                row[0] += w * errors
+                row[1] += w * error_total
                 counts = row[2]
                 for b, n in error_hist.items():
-                    counts[b] = counts.get(b, 0) + n
+                    counts[b] = counts.get(b, 0) + w * n
     return [(*labels, count, total_us, counts) for labels, (count, total_us, counts) in sums.items()]

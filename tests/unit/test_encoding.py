@@ -1,5 +1,6 @@
 """How chunks and contributions are stored (``shared/store/encoding.py``): every event reads back equal
-whatever its ids, layout v2's chunks and contributions still read, and decoding validates."""
+whatever its ids, with every field the wire has, layout v2's chunks and contributions still read, and
+decoding validates."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.models import ID_CHARS, Event, Log, Span, SpanFinish
-from shared.store.encoding import CHUNK_V1, decode_chunk, encode_chunk, pack_blob, pack_id, unpack_blob, unpack_id
+from shared.store.encoding import (
+    CHUNK_V1,
+    StoredFinish,
+    StoredSpan,
+    decode_chunk,
+    encode_chunk,
+    pack_blob,
+    pack_id,
+    unpack_blob,
+    unpack_id,
+)
 from shared.store.rollups import Contribution, decode_contribution, encode_contribution
 
 ids = st.one_of(
@@ -37,6 +48,7 @@ def events(trace_id: str) -> st.SearchStrategy[Event]:
         resource=tags,
         scope_name=st.one_of(st.none(), st.text(min_size=1, max_size=8)),
         scope_version=st.one_of(st.none(), st.text(min_size=1, max_size=8)),
+        trace_state=st.one_of(st.none(), st.text(max_size=12)),
     )
     finish = st.builds(
         SpanFinish,
@@ -88,8 +100,49 @@ def test_a_stored_chunk_is_validated_when_read() -> None:
         decode_chunk(pack_blob(msgspec.msgpack.encode([b"\x01", [[0, b"", "svc", "op", 5]]])))  # an empty id
 
 
-def test_contributions_of_both_layouts_read() -> None:
-    share = Contribution(
+def _unset(event: msgspec.Struct) -> list[str]:
+    """The fields of ``event`` left at their defaults."""
+    unset = []
+    for f in msgspec.structs.fields(event):
+        default = f.default if f.default_factory is msgspec.NODEFAULT else f.default_factory()
+        if getattr(event, f.name) == default:
+            unset.append(f.name)
+    return unset
+
+
+def test_every_field_of_a_span_and_a_finish_reads_back() -> None:
+    span = Span(
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        span_id="00f067aa0ba902b7",
+        parent_span_id="Parent:1",  # not hex: stored as text
+        service_name="checkout",
+        operation_name="POST /pay",
+        start_time_us=1_700_000_000_000_000,
+        duration_us=1234,
+        status="error",
+        kind="server",
+        tags={"http.status_code": 502, "retry": True, "ratio": 0.5, "peer": "db"},
+        logs=(Log(timestamp_us=1_700_000_000_000_100, fields={"event": "exception"}),),
+        resource={"host.name": "h1", "service.version": "2.1"},
+        scope_name="io.opentelemetry.http",
+        scope_version="1.2.0",
+        trace_state="ot=th:c;rv:9b8233f7e3a151,vendor=x",
+    )
+    finish = SpanFinish(
+        trace_id=span.trace_id, span_id=span.span_id, end_time_us=1_700_000_000_002_000, status="error", tags={"a": 1}
+    )
+    assert _unset(span) == [] and _unset(finish) == []  # a field added to the wire is set here, so it is stored
+    assert decode_chunk(encode_chunk([span, finish])) == [span, finish]
+    for wire, stored in ((Span, StoredSpan), (SpanFinish, StoredFinish)):
+        assert _names(wire) - _names(stored) == {"trace_id"}  # once per chunk
+
+
+def _names(struct: type[msgspec.Struct]) -> set[str]:
+    return {f.name for f in msgspec.structs.fields(struct)}
+
+
+def _share(**extra: object) -> Contribution:
+    return Contribution(
         start_us=5,
         failed=False,
         duration_us=7,
@@ -98,8 +151,23 @@ def test_contributions_of_both_layouts_read() -> None:
         deps=[("api", "db", 1, 0)],
         tags=[("http.method", "GET")],
         contexts=[(12, 7)],
+        **extra,  # type: ignore[arg-type]
     )
+
+
+@pytest.mark.parametrize("extra", [{}, {"sketched": True}, {"sketched": True, "weight": 4}])
+def test_contributions_of_both_layouts_read(extra: dict[str, object]) -> None:
+    share = _share(**extra)
     stored = encode_contribution(share)
     assert stored[0] == CHUNK_V1 and unpack_blob(stored)[0] != CHUNK_V1
     assert decode_contribution(stored) == share
     assert decode_contribution(msgspec.msgpack.encode(share)) == share  # layout v2
+
+
+@pytest.mark.parametrize("stored_fields", [8, 9])
+def test_a_contribution_stored_before_the_sketch_or_the_weight_reads_with_their_defaults(stored_fields: int) -> None:
+    full = _share(sketched=True, weight=3)
+    older = msgspec.msgpack.encode(msgspec.structs.astuple(full)[:stored_fields])  # layout v2 as written then
+    expected = msgspec.structs.replace(full, weight=1, sketched=stored_fields > 8)
+    assert decode_contribution(older) == expected
+    assert decode_contribution(encode_contribution(decode_contribution(older))) == expected  # re-encoded by v3

@@ -405,6 +405,20 @@ def test_protobuf_mapping_details() -> None:
     assert isinstance(span, Span) and (span.duration_us, span.kind) == (0, None)
 
 
+def test_the_trace_state_is_kept() -> None:
+    """OTLP ``trace_state`` (the W3C tracestate, where probability sampling writes ``ot=th:...``) is kept
+    as ``trace_state``, from protobuf and from JSON (either spelling); empty or over 512 characters: none."""
+    state = "ot=th:c;rv:0123456789abcd,vendor=x"
+    [pb] = decode_otlp_proto(_proto_request(trace_state=state))
+    [camel] = decode_otlp_json(_json_span(traceState=state))
+    [snake] = decode_otlp_json(_json_span(trace_state=state))
+    assert [s.trace_state for s in (pb, camel, snake) if isinstance(s, Span)] == [state] * 3
+    for value in ("", "a=" + "b" * 511):
+        [none] = decode_otlp_proto(_proto_request(trace_state=value))
+        assert isinstance(none, Span) and none.trace_state is None
+    assert msgspec.json.decode(msgspec.json.encode(pb), type=Span).trace_state == state  # wire traceState
+
+
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [

@@ -28,7 +28,6 @@ from shared.remote_sampling import (
     encode_response,
     probability,
     strategy,
-    trace_weight,
 )
 
 
@@ -98,21 +97,3 @@ def test_an_operation_without_traffic_gets_the_default_probability() -> None:
     per_op = strategy({"quiet": 0.0}, 1.0).operation_sampling
     assert per_op is not None and per_op.per_operation_strategies == []
     assert per_op.default_sampling_probability == INITIAL_PROBABILITY
-
-
-@pytest.mark.parametrize(
-    ("tags", "weight"),
-    [
-        ({"jaeger.sampler.type": "probabilistic", "jaeger.sampler.param": 0.01}, 100.0),  # the Go SDK's
-        ({"sampler.type": "probabilistic", "sampler.param": 0.25}, 4.0),  # Jaeger's clients'
-        ({"sampler.type": "probabilistic", "sampler.param": "0.5"}, 2.0),
-        ({"jaeger.sampler.type": "ratelimiting", "jaeger.sampler.param": 0.0166}, 1.0),  # a lower bound's pick
-        ({"jaeger.sampler.type": "probabilistic", "jaeger.sampler.param": 0.0}, 1.0),  # out of range
-        ({"jaeger.sampler.type": "probabilistic", "jaeger.sampler.param": 2.0}, 1.0),
-        ({"jaeger.sampler.type": "probabilistic", "jaeger.sampler.param": True}, 1.0),
-        ({"jaeger.sampler.type": "probabilistic", "jaeger.sampler.param": "half"}, 1.0),
-        ({}, 1.0),  # no sampler: counted as itself
-    ],
-)
-def test_a_trace_weighs_one_over_its_sampling_probability(tags: dict[str, str | float], weight: float) -> None:
-    assert trace_weight(tags) == pytest.approx(weight)

@@ -24,7 +24,7 @@ def test_a_bin_stands_for_every_value_in_it_within_alpha(duration: int) -> None:
     assert 0 <= sketch.bin_of(duration) < sketch.STRIDE
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # expands up to 3,000 weighted observations
 @given(WEIGHTED, QUANTILES)
 def test_weighted_quantiles_are_within_one_percent(observations: list[tuple[int, int]], q: float) -> None:
     bins: sketch.Bins = {}
@@ -35,6 +35,7 @@ def test_weighted_quantiles_are_within_one_percent(observations: list[tuple[int,
     assert abs(sketch.quantile(bins, q) - exact) <= 0.01 * exact * (1 + 1e-9)
 
 
+@settings(deadline=None)
 @given(st.lists(WEIGHTED, min_size=1, max_size=5), WEIGHTED)
 def test_merging_adds_and_a_subtracted_part_leaves_exactly_the_rest(
     parts: list[list[tuple[int, int]]], extra: list[tuple[int, int]]

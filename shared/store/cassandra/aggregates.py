@@ -37,7 +37,16 @@ from typing import Any, Final
 import msgspec
 
 from shared.store.cassandra.schema import COUNTER_COLUMNS, Cql
-from shared.store.rollups import HOUR, MINUTE, MINUTE_US, TOTAL, RollupDelta, decode_contribution
+from shared.store.rollups import (
+    HOUR,
+    MINUTE,
+    MINUTE_US,
+    TOTAL,
+    UNSEEN_LIVE,
+    UNSEEN_VALUES,
+    RollupDelta,
+    decode_contribution,
+)
 
 Key = tuple[Any, ...]
 GrainRows = list[tuple[int, int, Key, list[int]]]
@@ -120,6 +129,14 @@ DEPS: Final = Series(
     live=0,
     delta_rows="dep_grain_rows",
 )
+UNSEEN: Final = Series(
+    name="unseen",
+    table="rollup_unseen",
+    keys=("service",),
+    values=UNSEEN_VALUES,
+    live=UNSEEN_LIVE,
+    delta_rows="unseen_rows",
+)
 
 
 def sketch_of(spec: Series, delta_rows: str) -> Series:
@@ -136,7 +153,7 @@ def sketch_of(spec: Series, delta_rows: str) -> Series:
 
 OP_BINS: Final = sketch_of(OPS, "op_bin_rows")
 ENDPOINT_BINS: Final = sketch_of(ENDPOINTS, "endpoint_bin_rows")
-SERIES: Final = (OPS, ENDPOINTS, CONTEXTS, DEPS, OP_BINS, ENDPOINT_BINS)
+SERIES: Final = (OPS, ENDPOINTS, CONTEXTS, DEPS, OP_BINS, ENDPOINT_BINS, UNSEEN)
 
 SliceKey = tuple[str, int, int, str]
 """(series name, grain, bucket, shard)."""

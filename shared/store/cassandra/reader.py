@@ -23,6 +23,7 @@ from shared.store.base import (
     TailContexts,
     TraceQuery,
     TraceSummary,
+    Unseen,
     Window,
 )
 from shared.store.cassandra.aggregates import (
@@ -33,6 +34,7 @@ from shared.store.cassandra.aggregates import (
     HOURS,
     OP_BINS,
     OPS,
+    UNSEEN,
     Series,
     sum_rows,
 )
@@ -48,6 +50,7 @@ from shared.store.sql.statements import (
     assemble_stats,
     assemble_tail,
     merge_contexts,
+    merge_unseen,
     tail_sums,
 )
 
@@ -365,14 +368,24 @@ class Reader:
 
     async def stats(self, *, slowest: int = 5, window: Window | None = None) -> StoreStats:
         aligned = window.aligned() if window is not None else None
-        endpoints, operations, active, slow = await asyncio.gather(
+        endpoints, operations, unseen, active, slow = await asyncio.gather(
             self.rollups("endpoints", aligned, step_us=None, service=None, operation=None),
             self.rollups("operations", aligned, step_us=None, service=None, operation=None),
+            self._unseen(aligned),
             self._active_entries(aligned),
             self._slowest(slowest, aligned),
         )
         still_active = await self._still_active(active)
-        return assemble_stats(endpoints, operations, active=still_active, slowest=slow, window=aligned)
+        return assemble_stats(endpoints, operations, unseen=unseen, active=still_active, slowest=slow, window=aligned)
+
+    async def _unseen(self, window: Window | None) -> dict[str, Unseen]:
+        """The unseen rollups per service over all time or ``window`` (see :class:`Unseen`)."""
+        ranges = [(TOTAL, 0, 1)] if window is None else window_ranges(window)
+        rows: list[tuple[Any, ...]] = []
+        for grain, first, end in ranges:
+            by_bucket = await self._bucket_sums(UNSEEN, grain, range(first, end), service=None, operation=None)
+            rows.extend((*key, *values) for sums in by_bucket.values() for key, values in sums.items())
+        return merge_unseen(rows)
 
     async def _still_active(self, entries: Sequence[tuple[str, int, bool]]) -> int:
         """How many of the never-finalized ``idx_active`` entries name a trace whose row is active now.

@@ -125,6 +125,10 @@ TABLES: Final[dict[str, str]] = {
         ns text, grain int, bucket bigint, shard text, parent text, child text,
         calls bigint, errors bigint, stamp bigint,
         PRIMARY KEY ((ns, grain, bucket), shard, parent, child))""",
+    "rollup_unseen": """CREATE TABLE IF NOT EXISTS rollup_unseen (
+        ns text, grain int, bucket bigint, shard text, service text,
+        traces bigint, failed bigint, spans bigint, errors bigint, stamp bigint,
+        PRIMARY KEY ((ns, grain, bucket), shard, service))""",
     "rollup_hours": """CREATE TABLE IF NOT EXISTS rollup_hours (
         ns text, hour bigint, PRIMARY KEY ((ns), hour))""",
     "rollup_pending": """CREATE TABLE IF NOT EXISTS rollup_pending (

@@ -26,8 +26,8 @@ import msgspec
 
 from shared.critical_paths import Path
 from shared.store.finalizing import FinalizeRow, Summary
-from shared.store.postgres.schema import SCHEMA, SCHEMA_LOCK_KEY, SCHEMA_VERSION, SKETCH_SCHEMA
-from shared.store.rollups import RollupDelta
+from shared.store.postgres.schema import ADDED_TABLES, SCHEMA, SCHEMA_LOCK_KEY, SCHEMA_VERSION, SKETCH_SCHEMA
+from shared.store.rollups import UNSEEN_LIVE, UNSEEN_VALUES, RollupDelta
 from shared.store.sql import driver as sqldriver
 from shared.store.sql import migrate
 from shared.store.sql.statements import COUNTER_COLUMNS, Dialect
@@ -156,6 +156,11 @@ UPSERT_OPS: Final = _upsert_sql("rollup_ops", _OP_KEYS, COUNTER_COLUMNS)
 UPSERT_ENDPOINTS: Final = _upsert_sql("rollup_endpoints", _ENDPOINT_KEYS, COUNTER_COLUMNS)
 UPSERT_DEPS: Final = _upsert_sql("rollup_deps", _DEP_KEYS, ("calls", "errors"))
 UPSERT_CONTEXTS: Final = _upsert_sql("rollup_contexts", _CONTEXT_KEYS, ("critical_us", "traces"))
+_UNSEEN_KEYS: Final = (*_BUCKET, ("service", "text"))
+UPSERT_UNSEEN: Final = _upsert_sql("rollup_unseen", _UNSEEN_KEYS, UNSEEN_VALUES)
+DELETE_EMPTY_UNSEEN: Final = _delete_using_sql(
+    "rollup_unseen", _UNSEEN_KEYS, f" AND r.{UNSEEN_VALUES[UNSEEN_LIVE]} <= 0"
+)
 _BIN: Final = (("bin", "integer"),)
 UPSERT_OP_BINS: Final = _upsert_sql("rollup_ops_bins", (*_OP_KEYS, *_BIN), ("n",))
 UPSERT_ENDPOINT_BINS: Final = _upsert_sql("rollup_endpoints_bins", (*_ENDPOINT_KEYS, *_BIN), ("n",))
@@ -337,6 +342,8 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
         await self._upsert(UPSERT_DEPS, DELETE_EMPTY_DEPS, deps, 3, 3)
         contexts = [(g, b, pg_text(s), pg_text(o), ctx, *values) for g, b, (s, o, ctx), values in delta.context_rows()]
         await self._upsert(UPSERT_CONTEXTS, DELETE_EMPTY_CONTEXTS, contexts, 5, 6)
+        unseen = [(g, b, pg_text(s), *values) for g, b, (s,), values in delta.unseen_rows()]
+        await self._upsert(UPSERT_UNSEEN, DELETE_EMPTY_UNSEEN, unseen, 3, 3 + UNSEEN_LIVE)
 
     async def purge_candidates(self, before_us: int, limit: int) -> list[sqldriver.PurgeCandidate]:
         rows = await self.c.fetch(
@@ -368,6 +375,10 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
     async def create_schema(self) -> None:
         await self.c.execute(SCHEMA)
         await self.create_sketch()
+        await self.create_added_tables()
+
+    async def create_added_tables(self) -> None:
+        await self.c.execute(ADDED_TABLES)
 
     async def has_sketch(self) -> bool:
         found: bool = await self.c.fetchval("SELECT to_regclass('rollup_endpoints_bins') IS NOT NULL")

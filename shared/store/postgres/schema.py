@@ -102,6 +102,17 @@ CREATE TABLE IF NOT EXISTS heartbeats (
 );
 """
 
+ADDED_TABLES: Final = """
+CREATE TABLE IF NOT EXISTS rollup_unseen (
+    grain smallint NOT NULL, bucket bigint NOT NULL, service text COLLATE "C" NOT NULL,
+    traces bigint NOT NULL, failed bigint NOT NULL, spans bigint NOT NULL, errors bigint NOT NULL,
+    PRIMARY KEY (grain, bucket, service)
+)
+"""
+"""Tables added to layout v2 after its release (and part of every new v3 schema), created when missing on
+every open: ``rollup_unseen`` (the excess of the adjusted counts over the received traces and spans, per
+service; see :mod:`shared.store.rollups`)."""
+
 SKETCH_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS rollup_ops_bins (
     grain smallint NOT NULL, bucket bigint NOT NULL,

@@ -190,6 +190,10 @@ class SqlDriver(Protocol):
         """Create the latency sketch tables (empty)."""
         ...
 
+    async def create_added_tables(self) -> None:
+        """Create the tables added to the current layout since its release, where missing."""
+        ...
+
     async def set_v1_aside(self) -> None:
         """Move layout v1's tables aside (:data:`~.migrate.V1_TABLES`, renamed ``v1_...``, without their
         indexes), then create the schema."""

@@ -5,7 +5,10 @@ which the backend serializes between processes.
 * v1 (one row per span) to v3: :mod:`shared.store.migration` converts each trace;
 * v2 to v3 (same tables): every chunk and contribution re-encoded compressed (:mod:`shared.store.encoding`),
   the stored analyses dropped (derived from the spans on read). The space freed is reused by new rows; a
-  ``VACUUM`` gives it back to the file system.
+  ``VACUUM`` gives it back to the file system. A v2 store written before the latency sketch tables or the
+  tables added since (``rollup_unseen``) gets them first (:func:`add_sketch`,
+  :meth:`~.driver.SqlDriver.create_added_tables`): contributions are re-encoded as they were stored
+  (without ``sketched`` or ``weight``: fixed buckets alone, adjusted count 1).
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ async def create_or_migrate(d: SqlDriver, version: int, *, newer: str) -> None:
         await d.create_schema()
     elif not await d.has_sketch():  # a v2 store written before the latency sketch
         await add_sketch(d)
+    await d.create_added_tables()  # a v2 (or early v3) store written before them
     if found == 2:
         await migrate_v2(d)
     if found != version:

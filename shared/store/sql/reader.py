@@ -35,8 +35,10 @@ from shared.store.sql.statements import (
     assemble_stats,
     assemble_tail,
     merge_contexts,
+    merge_unseen,
     plan_context_read,
     plan_rollup_read,
+    plan_unseen_read,
     search_sql,
     slow_traces_sql,
     stats_sql,
@@ -206,9 +208,11 @@ async def _stats(d: SqlDriver, slowest: int, window: Window | None) -> StoreStat
         for series in ("endpoints", "operations")
     ]
     endpoints, operations = sums
+    unseen_rows = [row for sql, params in plan_unseen_read(dialect, aligned) for row in await d.fetch(sql, params)]
+    unseen = merge_unseen(unseen_rows, dialect.untext)
     active = (await d.fetch(active_sql, active_params))[0][0]
     slow = [(r[0], r[1]) for r in await d.fetch(slow_sql, slow_params)]
-    return assemble_stats(endpoints, operations, active=active, slowest=slow, window=aligned)
+    return assemble_stats(endpoints, operations, unseen=unseen, active=active, slowest=slow, window=aligned)
 
 
 async def _contexts(d: SqlDriver, statements: Sequence[tuple[str, list[Any]]]) -> list[ContextRow]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, Literal
 
 import msgspec
@@ -19,6 +19,7 @@ from shared.store.base import (
     StoreStats,
     TailContexts,
     TraceQuery,
+    Unseen,
     Window,
     merged_stats,
 )
@@ -308,26 +309,60 @@ def assemble_stats(
     endpoints: Sequence[RollupRow],
     operations: Sequence[RollupRow],
     *,
+    unseen: Mapping[str, Unseen],
     active: int,
     slowest: Sequence[tuple[str, int]],
     window: Window | None,
 ) -> StoreStats:
-    """``/stats`` from the endpoint rollups (trace counts), the operation rollups (per service), the count
-    of active traces and the slowest finalized ones."""
+    """``/stats`` from the endpoint rollups (estimated trace counts), the operation rollups (per service),
+    the unseen rollups (estimated - received), the count of active traces and the slowest finalized ones."""
     failed = sum(r.errors for r in endpoints)
+    completed = sum(r.count for r in endpoints) - failed
+    unseen_failed = sum(u.failed for u in unseen.values())
+    unseen_completed = sum(u.traces for u in unseen.values()) - unseen_failed
     per_service: dict[str, list[RollupRow]] = defaultdict(list)
     for r in operations:
         per_service[r.key[0]].append(r)
     services = {name: merged_stats(rows) for name, rows in sorted(per_service.items())}
     return StoreStats(
         active_traces=active,
-        completed_traces=sum(r.count for r in endpoints) - failed,
-        failed_traces=failed,
+        completed_traces=completed - unseen_completed,
+        failed_traces=failed - unseen_failed,
+        estimated_completed_traces=completed,
+        estimated_failed_traces=failed,
         total_duration_us=sum(r.duration_us for r in endpoints),
         slowest=[SlowTrace(trace_id=t, duration_us=d) for t, d in slowest],
         services=services,
+        unseen=dict(unseen),
         window=window,
     )
+
+
+UNSEEN_SUMS: Final = (
+    "SELECT service, sum(traces), sum(failed), sum(spans), sum(errors) FROM rollup_unseen"
+    " WHERE grain = ? AND bucket >= ? AND bucket < ? GROUP BY service"
+)
+
+
+def plan_unseen_read(dialect: Dialect, window: Window | None) -> list[tuple[str, list[Any]]]:
+    """The statements summing the unseen rollups per service over all time or a window (one per grain
+    range, as :func:`plan_rollup_read`)."""
+    ranges = [(TOTAL, 0, 1)] if window is None else window_ranges(window.aligned())
+    return [(dialect.sql(UNSEEN_SUMS), [grain, first, end]) for grain, first, end in ranges]
+
+
+def merge_unseen(rows: Iterable[Sequence[Any]], untext: Callable[[str], str] = str) -> dict[str, Unseen]:
+    """``(service, traces, failed, spans, errors)`` rows summed per service."""
+    sums: dict[str, list[int]] = {}
+    for service, *values in rows:
+        total = sums.setdefault(untext(service), [0, 0, 0, 0])
+        for i, v in enumerate(values):
+            total[i] += int(v or 0)
+    return {
+        service: Unseen(traces=v[0], failed=v[1], spans=v[2], errors=v[3])
+        for service, v in sorted(sums.items())
+        if any(v)
+    }
 
 
 def stats_sql(

@@ -17,7 +17,7 @@ import msgspec
 
 from shared.critical_paths import Path
 from shared.store.finalizing import FinalizeRow, Summary
-from shared.store.rollups import Counters, RollupDelta
+from shared.store.rollups import UNSEEN_LIVE, UNSEEN_VALUES, Counters, RollupDelta
 from shared.store.sql import migrate
 from shared.store.sql.driver import (
     OP_WIDTH,
@@ -32,7 +32,7 @@ from shared.store.sql.driver import (
     trace_rows,
 )
 from shared.store.sql.statements import COUNTER_COLUMNS, Dialect
-from shared.store.sqlite.schema import CHUNK_BITS, SCHEMA, SCHEMA_VERSION, SKETCH_SCHEMA
+from shared.store.sqlite.schema import ADDED_TABLES, CHUNK_BITS, SCHEMA, SCHEMA_VERSION, SKETCH_SCHEMA
 from shared.store.writing import Chunk, NewTrace, TraceRow, TraceUpdate
 
 _json: Final = msgspec.json.Encoder()
@@ -105,6 +105,12 @@ DELETE_EMPTY_DEPS: Final = _delete_empty_sql("rollup_deps", ("hour", "parent", "
 DELETE_EMPTY_CONTEXTS: Final = _delete_empty_sql(
     "rollup_contexts", ("grain", "bucket", "service", "operation", "ctx"), "traces"
 )
+UNSEEN_KEYS: Final = ("grain", "bucket", "service")
+UPSERT_UNSEEN: Final = (
+    "INSERT INTO rollup_unseen VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (grain, bucket, service) DO UPDATE SET "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in UNSEEN_VALUES)
+)
+DELETE_EMPTY_UNSEEN: Final = _delete_empty_sql("rollup_unseen", UNSEEN_KEYS, UNSEEN_VALUES[UNSEEN_LIVE])
 UPSERT_DEPS: Final = (
     "INSERT INTO rollup_deps VALUES (?, ?, ?, ?, ?) ON CONFLICT (hour, parent, child) DO UPDATE SET"
     " calls = calls + excluded.calls, errors = errors + excluded.errors"
@@ -282,6 +288,10 @@ class SqliteDriver(Bound[sqlite3.Connection]):
         contexts = delta.context_rows()
         c.executemany(UPSERT_CONTEXTS, [(g, b, *key, *values) for g, b, key, values in contexts])
         c.executemany(DELETE_EMPTY_CONTEXTS, [(g, b, *key) for g, b, key, values in contexts if values[1] < 0])
+        unseen = delta.unseen_rows()
+        if unseen:
+            c.executemany(UPSERT_UNSEEN, [(g, b, *key, *values) for g, b, key, values in unseen])
+            c.executemany(DELETE_EMPTY_UNSEEN, [(g, b, *key) for g, b, key, v in unseen if v[UNSEEN_LIVE] < 0])
 
     async def purge_candidates(self, before_us: int, limit: int) -> list[PurgeCandidate]:
         rows: list[PurgeCandidate] = self.c.execute(
@@ -308,6 +318,7 @@ class SqliteDriver(Bound[sqlite3.Connection]):
     async def create_schema(self) -> None:
         self._run(SCHEMA)
         await self.create_sketch()
+        await self.create_added_tables()
 
     async def has_sketch(self) -> bool:
         return has_sketch(self.c)
@@ -319,6 +330,9 @@ class SqliteDriver(Bound[sqlite3.Connection]):
         for statement in (s.strip() for s in script.split(";\n")):
             if statement:
                 self.c.execute(statement)
+
+    async def create_added_tables(self) -> None:
+        self._run(ADDED_TABLES)
 
     async def set_v1_aside(self) -> None:
         for table in migrate.V1_TABLES:

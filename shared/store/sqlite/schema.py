@@ -119,6 +119,17 @@ CREATE TABLE IF NOT EXISTS heartbeats (
 ) WITHOUT ROWID;
 """
 
+ADDED_TABLES: Final = """
+CREATE TABLE IF NOT EXISTS rollup_unseen (
+    grain INTEGER NOT NULL, bucket INTEGER NOT NULL, service TEXT NOT NULL,
+    traces INTEGER NOT NULL, failed INTEGER NOT NULL, spans INTEGER NOT NULL, errors INTEGER NOT NULL,
+    PRIMARY KEY (grain, bucket, service)
+) WITHOUT ROWID
+"""
+"""Tables added to layout v2 after its release (and part of every new v3 schema), created when missing on
+every open: ``rollup_unseen`` (the excess of the adjusted counts over the received traces and spans, per
+service; see :mod:`shared.store.rollups`)."""
+
 SKETCH_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS rollup_ops_bins (
     grain INTEGER NOT NULL, bucket INTEGER NOT NULL,
