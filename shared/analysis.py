@@ -23,6 +23,7 @@ never used), which builds the result Structs defined here.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, cast
 
@@ -153,6 +154,18 @@ def span_tree(spans: Sequence[Span]) -> list[TreeNode]:
 def analyze(trace_id: str, spans: Sequence[Span]) -> TraceAnalysis:
     """The analysis of one trace (see the module docstring for the definitions)."""
     return cast(TraceAnalysis, core.analyze(trace_id, spans, SPAN_LAYOUT, BOTTLENECK_SHARE_PERCENT, _RESULT_TYPES))
+
+
+ANALYZE_INLINE_MAX_SPANS: Final = 500
+"""Traces larger than this are analyzed in a worker thread by :func:`analyze_aside`."""
+
+
+async def analyze_aside(trace_id: str, spans: Sequence[Span]) -> TraceAnalysis:
+    """:func:`analyze` from a coroutine: in a worker thread when the trace is large, so the event loop
+    keeps answering other requests meanwhile."""
+    if len(spans) > ANALYZE_INLINE_MAX_SPANS:
+        return await asyncio.to_thread(analyze, trace_id, spans)
+    return analyze(trace_id, spans)
 
 
 class _Forest:

@@ -6,10 +6,9 @@ yet) is analyzed on the fly from its stored spans. A trace with no stored span i
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, Final
+from typing import Any
 
-from shared.analysis import TraceAnalysis, TreeNode, analyze, ms, span_tree
+from shared.analysis import TraceAnalysis, TreeNode, analyze_aside, ms, span_tree
 from shared.models import STATUS_OF, Span, flat_tags
 from shared.store.base import StoredTrace, TraceQuery, TraceStatus, TraceStore
 
@@ -24,10 +23,6 @@ from ..shapes import (
     VisualNode,
     shape_of,
 )
-
-ANALYZE_INLINE_MAX_SPANS: Final = 500
-"""Active traces larger than this are analyzed in a worker thread, so the event loop keeps answering
-other requests meanwhile."""
 
 
 def _ms_or_none(us: int | None) -> float | None:
@@ -103,10 +98,7 @@ class TraceService:
             analysis = stored.analysis
             status: TraceStatus = "failed" if analysis.failed else "completed"
         else:
-            if len(stored.spans) > ANALYZE_INLINE_MAX_SPANS:
-                analysis = await asyncio.to_thread(analyze, trace_id, stored.spans)
-            else:
-                analysis = analyze(trace_id, stored.spans)
+            analysis = await analyze_aside(trace_id, stored.spans)
             status = "active"
         return stored, analysis, status
 

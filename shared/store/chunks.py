@@ -1,7 +1,8 @@
-"""Span chunks: how a trace's spans are stored in layout v2, and the merge rules that read them back.
+"""Span chunks: how a trace's spans are stored (since layout v2), and the merge rules that read them back.
 
 A **chunk** is what one write batch changed in one trace: the span and finish events that changed the
-trace's state, encoded once (msgpack) as one stored value. A trace's spans are the merge of its chunks
+trace's state, encoded once as one stored value (compact msgpack compressed with zstd: see
+:mod:`shared.store.encoding`). A trace's spans are the merge of its chunks
 in write order (``seq``); the rules are the store contract's (:mod:`shared.store.base`):
 
 * a span version replaces the stored one when it differs, except that an open version (no duration)
@@ -23,23 +24,14 @@ Why one chunk per batch: docs/adr/0001-chunk-per-batch-exactly-once.md.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Final, TypeVar, cast
+from typing import TypeVar, cast
 
 import msgspec
 
 from shared.models import Event, Span, SpanFinish, merge_finish
+from shared.store.encoding import decode_chunk, encode_chunk, payload_size
 
-_encoder: Final = msgspec.msgpack.Encoder()
-_decoder: Final = msgspec.msgpack.Decoder(list[Span | SpanFinish])
-
-
-def encode_chunk(events: Sequence[Event]) -> bytes:
-    """One chunk's stored value: its events as a msgpack array (tagged by ``type``, as on the wire)."""
-    return _encoder.encode(events)
-
-
-def decode_chunk(body: bytes) -> list[Event]:
-    return _decoder.decode(body)
+__all__ = ["Change", "StoredStates", "TraceState", "decode_chunk", "encode_chunk"]
 
 
 def _is_open(body: Span | None, finish: SpanFinish | None) -> bool:
@@ -91,7 +83,7 @@ class TraceState:
         self.finishes: dict[str, SpanFinish] = {}
         self.late: set[str] = set()
         self.version = 0
-        self.nbytes = 0  # encoded size of the chunks applied (the cache's measure of this state)
+        self.nbytes = 0  # msgpack size of the chunks applied, uncompressed (the cache's measure of this state)
 
     @classmethod
     def from_chunks(cls, chunks: Iterable[tuple[bool, bytes]]) -> TraceState:
@@ -104,7 +96,7 @@ class TraceState:
             else:  # the first chunk (most traces have one): nothing to compare, no change to report
                 state._load_fresh(events)
             state.version += 1
-            state.nbytes += len(body)
+            state.nbytes += payload_size(body)
         return state
 
     def copy(self) -> TraceState:

@@ -80,7 +80,6 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     kept: bool
     """False: sampled out (counted in the rollups; its chunks and index rows go; state ``dropped``)."""
     late_spans: int
-    analysis_blob: bytes
     contribution_blob: bytes
     services_json: str
 
@@ -88,10 +87,11 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     def status(self) -> str:
         return "failed" if self.analysis.failed else "completed"
 
-    def values(self) -> tuple[Any, ...]:
+    def values(self, *, analysis: bool) -> tuple[Any, ...]:
         """The summary columns of the trace row, in the order ``root_service, root_operation, start_us,
         duration_us, span_count, error_count, status, complete, services, analysis, contribution,
-        late_spans``."""
+        late_spans``. ``analysis``: the analysis column holds its msgpack (Cassandra), else ``None`` (the
+        SQL stores derive it from the spans on read: layout v3)."""
         a = self.analysis
         return (
             a.root_service,
@@ -103,7 +103,7 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True, gc=False):
             self.status,
             a.complete,
             self.services_json,
-            self.analysis_blob,
+            encode_analysis(a) if analysis else None,
             self.contribution_blob,
             self.late_spans,
         )
@@ -166,7 +166,6 @@ def plan_finalize(
                 analysis=analysis,
                 kept=kept,
                 late_spans=len(state.late),
-                analysis_blob=encode_analysis(analysis),
                 contribution_blob=encode_contribution(share),
                 services_json=_json.encode(analysis.services).decode(),
             )

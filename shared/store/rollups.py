@@ -40,7 +40,7 @@ Why rollups kept at write time: docs/adr/0010-rollups.md.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final, TypeVar
 
 import msgspec
@@ -50,6 +50,7 @@ from shared.analysis import SPAN_LAYOUT, TraceAnalysis, core
 from shared.critical_paths import Path, context_id, trace_contexts
 from shared.models import Span, flat_tags
 from shared.store.buckets import BUCKET_BOUNDS_US
+from shared.store.encoding import pack_blob, unpack_blob
 from shared.store.sketch import LEGACY_BINS, key_of, split_key
 
 MINUTE_US: Final = 60_000_000
@@ -320,5 +321,15 @@ def merge_counters(rows: Iterable[Sequence[int]]) -> Counters:
     return total
 
 
-encode_contribution: Final[Callable[[Contribution], bytes]] = msgspec.msgpack.Encoder().encode
-decode_contribution: Final = msgspec.msgpack.Decoder(Contribution).decode
+_contribution_encoder: Final = msgspec.msgpack.Encoder()
+_contribution_decoder: Final = msgspec.msgpack.Decoder(Contribution)
+
+
+def encode_contribution(share: Contribution) -> bytes:
+    """A contribution as stored: msgpack, compressed (:func:`~shared.store.encoding.pack_blob`)."""
+    return pack_blob(_contribution_encoder.encode(share))
+
+
+def decode_contribution(blob: bytes) -> Contribution:
+    """A stored contribution, compressed (layout v3) or not (v2)."""
+    return _contribution_decoder.decode(unpack_blob(blob))

@@ -26,6 +26,7 @@ import msgspec
 from shared.models import Event, Span, SpanFinish
 from shared.store.base import WriteResult
 from shared.store.chunks import TraceState, encode_chunk
+from shared.store.encoding import payload_size
 
 RowState = Literal["active", "finalized", "dropped", "waiting"]
 """A trace row's state. ``waiting``: only finish events are stored, no span yet (not searchable, not
@@ -150,7 +151,7 @@ def plan_write(batch: WriteBatch, rows: Mapping[str, TraceRow], states: Mapping[
         body = encode_chunk(change.events)
         plan.chunks.append(Chunk(trace_id=trace_id, seq=state.version, late=late, body=body))
         state.version += 1
-        state.nbytes += len(body)
+        state.nbytes += payload_size(body)
         plan.states[trace_id] = state
         spans_changed += len(change.span_ids)
         if late:

@@ -1,9 +1,11 @@
-"""A store of layout v1 (one row per span; written by the v1 release, dumped in ``fixtures/``) is migrated
-in place on first open, and then answers as v1 answered; a layout newer than this build is refused with
-one line saying what to do. ``fixtures/make_v1_fixtures.py`` says how the fixtures were made."""
+"""A store of layout v1 (one row per span) or v2 (uncompressed chunks, stored analyses), written by the
+release of that layout and dumped in ``fixtures/``, is migrated in place on first open, and then answers
+as it answered; a layout newer than this build is refused with one line saying what to do.
+``fixtures/make_fixtures.py`` says how the fixtures were made."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -18,13 +20,17 @@ from shared.analysis import analyze
 from shared.settings import Settings
 from shared.store import TraceQuery, TraceStore, open_store, sketch
 from shared.store.base import Window
+from shared.store.encoding import CHUNK_V1
 from shared.store.rollups import HOUR_US, decode_contribution, encode_contribution
+from shared.store.sqlite.schema import SCHEMA_VERSION
 from tests.store.conftest import postgres_schema_url
-from tests.store.fixtures.make_v1_fixtures import SEARCHES
+from tests.store.fixtures.make_fixtures import SEARCHES, trace_ids
 from tests.store.test_contract import NOW, SECOND, span, write
+from tests.store.test_weighted_rollups import sampled_trace
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ANSWERS: dict[str, Any] = json.loads((FIXTURES / "v1_answers.json").read_text())
+V2_ANSWERS: dict[str, Any] = json.loads((FIXTURES / "v2_answers.json").read_text())
 _enc = msgspec.json.Encoder()
 
 
@@ -32,13 +38,14 @@ def _json(value: object) -> Any:
     return json.loads(_enc.encode(value))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def v1_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[str, TraceStore]]:
-    """(backend, a store opened on the v1 fixture of that backend)."""
-    if request.param == "sqlite":
-        path = tmp_path / "v1.db"
+@contextlib.asynccontextmanager
+async def fixture_store(layout: str, backend: str, tmp_path: Path) -> AsyncIterator[tuple[str, TraceStore]]:
+    """(backend, a store opened on the ``layout`` fixture of that backend)."""
+    if backend == "sqlite":
+        path = tmp_path / f"{layout}.db"
+        script = (FIXTURES / f"{layout}_sqlite.sql").read_text()
         with sqlite3.connect(path) as db:
-            db.executescript((FIXTURES / "v1_sqlite.sql").read_text())
+            db.executescript(f"BEGIN;\n{script}COMMIT;")  # one transaction: one sync, not one per row
         store = await open_store(Settings.from_env({}, store_url=f"sqlite:///{path}"), writer=True)
         try:
             yield "sqlite", store
@@ -48,7 +55,7 @@ async def v1_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     async with postgres_schema_url() as url:
         conn = await asyncpg.connect(url)
         try:
-            await conn.execute((FIXTURES / "v1_postgres.sql").read_text())
+            await conn.execute((FIXTURES / f"{layout}_postgres.sql").read_text())
         finally:
             await conn.close()
         store = await open_store(Settings.from_env({}, store_url=url), writer=True)
@@ -56,6 +63,20 @@ async def v1_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
             yield "postgres", store
         finally:
             await store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def v1_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[str, TraceStore]]:
+    """(backend, a store opened on the v1 fixture of that backend)."""
+    async with fixture_store("v1", request.param, tmp_path) as opened:
+        yield opened
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def v2_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[str, TraceStore]]:
+    """(backend, a store opened on the v2 fixture of that backend)."""
+    async with fixture_store("v2", request.param, tmp_path) as opened:
+        yield opened
 
 
 async def test_v1_store_is_migrated_and_answers_as_before(v1_store: tuple[str, TraceStore]) -> None:
@@ -95,10 +116,64 @@ async def test_v1_store_is_migrated_and_answers_as_before(v1_store: tuple[str, T
     assert stats["window"] is None
 
 
-async def test_migrated_store_keeps_working(v1_store: tuple[str, TraceStore]) -> None:
+async def test_v2_store_is_migrated_and_answers_as_before(v2_store: tuple[str, TraceStore], tmp_path: Path) -> None:
+    """Every trace reads back equal (spans, state, completeness, the analysis now derived on read), and
+    every search, list and rollup answers as v2 did."""
+    backend, store = v2_store
+    before = V2_ANSWERS[backend]
+    assert len(before["traces"]) == len(trace_ids("v2"))
+    for trace_id, expected in before["traces"].items():
+        got = await store.get_trace(trace_id)
+        assert (None if got is None else _json(got)) == expected, trace_id
+    for name, filters in SEARCHES.items():
+        assert [t.trace_id for t in await store.find_traces(TraceQuery(**filters))] == before["searches"][name], name
+    assert await store.services() == before["services"]
+    assert {s: await store.operations(s) for s in await store.services()} == before["operations"]
+    assert _json(await store.dependencies()) == before["dependencies"]
+    stats, v2 = _json(await store.stats()), before["stats"]
+    for field in ("active_traces", "completed_traces", "failed_traces", "total_duration_us", "slowest", "window"):
+        assert stats[field] == v2[field], field
+    # latencies are sketch bins now (converted from v2's fixed buckets by the sketch's own migration)
+    assert {name: (s["count"], s["error_count"], s["total_duration_us"]) for name, s in stats["services"].items()} == {
+        name: (s["count"], s["error_count"], s["total_duration_us"]) for name, s in v2["services"].items()
+    }
+
+
+async def test_v2_store_is_rewritten_compact(tmp_path: Path) -> None:
+    """After the migration no chunk or contribution is left in the v2 encoding, and no analysis is stored;
+    the tables v2 gained after the fixture was written (the sketch's, ``rollup_unseen``) are there."""
+    with sqlite3.connect(":memory:") as empty:
+        empty.executescript((FIXTURES / "v2_sqlite.sql").read_text())
+        assert _tables(empty).isdisjoint(ADDED)  # the fixture predates them
+    async with fixture_store("v2", "sqlite", tmp_path) as _:
+        pass
+    with sqlite3.connect(tmp_path / "v2.db") as db:
+        assert _tables(db) >= ADDED
+        bodies = [b for (b,) in db.execute("SELECT body FROM chunks")]
+        shares = [b for (b,) in db.execute("SELECT contribution FROM traces WHERE contribution IS NOT NULL")]
+        assert db.execute("SELECT count(*) FROM traces WHERE analysis IS NOT NULL").fetchone() == (0,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert bodies and shares
+    assert all(b[0] == CHUNK_V1 for b in [*bodies, *shares])
+
+
+ADDED = {"rollup_ops_bins", "rollup_endpoints_bins", "rollup_unseen"}
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+@pytest.mark.parametrize("layout", ["v1", "v2"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_migrated_store_keeps_working(layout: str, backend: str, tmp_path: Path) -> None:
     """Re-finalizing the re-opened trace, late finishes of open spans and new traces all work on the
-    migrated data, and the open span of v1 is still found by its id."""
-    _, store = v1_store
+    migrated data, and the open span of the old layout is still found by its id."""
+    async with fixture_store(layout, backend, tmp_path) as (_, store):
+        await _keeps_working(store)
+
+
+async def _keeps_working(store: TraceStore) -> None:
     assert await store.trace_of_span("open") == "a1"
     analyses = await store.finalize(["r1"], now_us=NOW + 10 * SECOND)
     assert [a.trace_id for a in analyses] == ["r1"]
@@ -112,6 +187,17 @@ async def test_migrated_store_keeps_working(v1_store: tuple[str, TraceStore]) ->
     await write(store, [span("ghost", "g", duration=None)], now=NOW + 12 * SECOND)
     ghost = await store.get_trace("ghost")
     assert ghost is not None and ghost.spans[0].duration_us is not None
+    # a head-sampled trace (its root's tracestate says 1/4) counts 4 times, 3 of them in rollup_unseen
+    before = await store.stats()
+    heavy = sampled_trace("heavy", NOW, 4, tracestate=True)
+    await write(store, heavy, now=NOW + 13 * SECOND)
+    await store.finalize(["heavy"], now_us=NOW + 14 * SECOND)
+    after = await store.stats()
+    assert after.completed_traces - before.completed_traces == 1
+    assert after.estimated_completed_traces - before.estimated_completed_traces == 4
+    assert after.unseen["api"].traces - (before.unseen["api"].traces if "api" in before.unseen else 0) == 3
+    read = await store.get_trace("heavy")
+    assert read is not None and {s.span_id: s for s in read.spans} == {s.span_id: s for s in heavy}
 
 
 async def test_a_newer_layout_is_refused_with_one_line(tmp_path: Path) -> None:

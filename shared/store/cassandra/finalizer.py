@@ -465,7 +465,7 @@ def _summary_values(cql: Cql, s: Summary, row: StoredRow, current: RoundStates, 
         set(used),
         set(current.late_sets[s.trace_id]),
         {s.analysis.start_us // MINUTE_US},
-        *s.values(),
+        *s.values(analysis=True),
         row.refinalizations + (row.finalized_at_us is not None),
         now_us if s.kept else None,  # a dropped trace has no summary to serve
         cql.ns,

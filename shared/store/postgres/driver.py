@@ -185,6 +185,7 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
 
     __slots__ = ()
     dialect: Final = DIALECT
+    chunk_key: Final = "tid, seq"
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[sqldriver.Row]:
         rows: Sequence[sqldriver.Row] = await self.c.fetch(sql, *params)
@@ -192,6 +193,10 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
 
     async def execute(self, sql: str, params: Sequence[Any]) -> None:
         await self.c.execute(sql, *params)
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            await self.c.executemany(sql, rows)
 
     async def paths(self, ids: Collection[int]) -> dict[int, tuple[str, ...]]:
         rows = await self.c.fetch("SELECT ctx, path FROM call_paths WHERE ctx = ANY($1::bigint[])", list(ids))
@@ -265,7 +270,9 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
         await self.c.execute("UPDATE traces SET state = 'waiting' WHERE tid = ANY($1::bigint[])", list(tids))
 
     async def store_summaries(self, summaries: Sequence[Summary], now_us: int) -> None:
-        cols = columns([(s.tid, *s.values(), "finalized" if s.kept else "dropped") for s in summaries], 14)
+        cols = columns(
+            [(s.tid, *s.values(analysis=False), "finalized" if s.kept else "dropped") for s in summaries], 14
+        )
         for i in (1, 2):  # root service and operation
             cols[i] = [None if v is None else pg_text(v) for v in cols[i]]
         await self.c.execute(STORE_SUMMARIES, *cols, now_us)

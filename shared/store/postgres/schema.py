@@ -1,9 +1,9 @@
-"""The PostgreSQL schema (storage layout v2): the same tables and columns as SQLite's
+"""The PostgreSQL schema (storage layout v3): the same tables and columns as SQLite's
 (:mod:`shared.store.sqlite.schema` explains them), in PostgreSQL's types.
 
 * Text that is sorted or compared is ``COLLATE "C"`` (code point order, as SQLite and Python).
-* Chunk bodies are ``bytea`` compressed with lz4 when PostgreSQL moves them out of line (cheaper in CPU
-  than the default pglz).
+* Chunk bodies are ``bytea``, compressed with zstd by the store (:mod:`shared.store.encoding`); the column
+  says lz4, which PostgreSQL tries only on values over 2 KB moved out of line (a layout v2 choice, kept).
 * ``tid`` comes from an identity column: never reused, it names the row's incarnation.
 """
 
@@ -13,7 +13,7 @@ from typing import Final
 
 from shared.store.sql.statements import HISTOGRAM_COLUMNS
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 SCHEMA_LOCK_KEY: Final = 0x7472_6163_696E_6701  # pg_advisory_xact_lock key guarding schema changes
 
 _HIST_DDL: Final = ", ".join(f"{c} bigint NOT NULL" for c in HISTOGRAM_COLUMNS)
@@ -109,9 +109,9 @@ CREATE TABLE IF NOT EXISTS rollup_unseen (
     PRIMARY KEY (grain, bucket, service)
 )
 """
-"""Tables added to layout v2 since it was first released, created when missing on every open:
-``rollup_unseen`` (the excess of the adjusted counts over the received traces and spans, per service; see
-:mod:`shared.store.rollups`)."""
+"""Tables added to layout v2 after its release (and part of every new v3 schema), created when missing on
+every open: ``rollup_unseen`` (the excess of the adjusted counts over the received traces and spans, per
+service; see :mod:`shared.store.rollups`)."""
 
 SKETCH_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS rollup_ops_bins (

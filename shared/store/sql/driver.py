@@ -80,6 +80,11 @@ class SqlDriver(Protocol):
         """How this database spells placeholders, escapes text and joins."""
         ...
 
+    @property
+    def chunk_key(self) -> str:
+        """The key columns of ``chunks``, comma-separated."""
+        ...
+
     # -- reads ---------------------------------------------------------------------------------------
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Row]:
@@ -87,6 +92,10 @@ class SqlDriver(Protocol):
         ...
 
     async def execute(self, sql: str, params: Sequence[Any]) -> None: ...
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement once per row of parameters."""
+        ...
 
     async def paths(self, ids: Collection[int]) -> dict[int, tuple[str, ...]]:
         """The labels of these calling contexts (ids without a stored path are left out)."""

@@ -1,6 +1,14 @@
 """Bringing a SQL database to the current storage layout, written once: create the schema in an empty
-database, migrate layout v1 in place (:mod:`shared.store.migration` converts each trace), refuse a newer
-layout. Runs inside the caller's transaction, which the backend serializes between processes.
+database, migrate layout v1 or v2 in place, refuse a newer layout. Runs inside the caller's transaction,
+which the backend serializes between processes.
+
+* v1 (one row per span) to v3: :mod:`shared.store.migration` converts each trace;
+* v2 to v3 (same tables): every chunk and contribution re-encoded compressed (:mod:`shared.store.encoding`),
+  the stored analyses dropped (derived from the spans on read). The space freed is reused by new rows; a
+  ``VACUUM`` gives it back to the file system. A v2 store written before the latency sketch tables or the
+  tables added since (``rollup_unseen``) gets them first (:func:`add_sketch`,
+  :meth:`~.driver.SqlDriver.create_added_tables`): contributions are re-encoded as they were stored
+  (without ``sketched`` or ``weight``: fixed buckets alone, adjusted count 1).
 """
 
 from __future__ import annotations
@@ -9,9 +17,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Final
 
-from shared.store.finalizing import encode_analysis
+from shared.store.encoding import CHUNK_V1, decode_chunk, encode_chunk
 from shared.store.migration import migrate_trace
-from shared.store.rollups import Contribution, RollupDelta, encode_contribution
+from shared.store.rollups import Contribution, RollupDelta, decode_contribution, encode_contribution
 from shared.store.sketch import LEGACY_BINS
 from shared.store.sql.driver import Row, SqlDriver
 from shared.store.sql.statements import BINS_SUFFIX, SERIES
@@ -61,16 +69,17 @@ async def create_or_migrate(d: SqlDriver, version: int, *, newer: str) -> None:
     found = await d.layout_version()
     if found > version:
         raise RuntimeError(newer.format(version=found))
-    if found == version:
-        if not await d.has_sketch():
-            await add_sketch(d)
-    else:
-        if found == 1:
-            await migrate_v1(d)
-        else:
-            await d.create_schema()
+    if found == 1:
+        await migrate_v1(d)
+    elif found == 0:
+        await d.create_schema()
+    elif not await d.has_sketch():  # a v2 store written before the latency sketch
+        await add_sketch(d)
+    await d.create_added_tables()  # a v2 (or early v3) store written before them
+    if found == 2:
+        await migrate_v2(d)
+    if found != version:
         await d.set_layout_version(version)
-    await d.create_added_tables()
 
 
 def sketch_fill_sql() -> list[str]:
@@ -136,7 +145,7 @@ async def migrate_v1(d: SqlDriver) -> None:
 async def _move_trace(
     d: SqlDriver, t: Row, spans: list[tuple[str | None, str | None, bool]]
 ) -> tuple[int, Contribution | None]:
-    """One v1 trace row (:data:`V1_TRACES`) and its span rows into layout v2; its tid and share."""
+    """One v1 trace row (:data:`V1_TRACES`) and its span rows into the current layout; its tid and share."""
     untext = d.dialect.untext
     moved = migrate_trace(
         spans,
@@ -149,8 +158,39 @@ async def _move_trace(
     state = "waiting" if t[1] == "active" and not moved.has_spans else t[1]
     values: list[Any] = [t[0], state, *t[2:7], len(moved.chunks), *t[7:16]]
     values += [
-        None if moved.analysis is None else encode_analysis(moved.analysis),
+        None,  # the analysis: derived from the spans on read
         None if moved.contribution is None else encode_contribution(moved.contribution),
         *t[18:21],
     ]
     return await d.insert_migrated(values, moved.chunks), moved.contribution
+
+
+async def migrate_v2(d: SqlDriver) -> None:
+    """Layout v2 to v3: chunks and contributions re-encoded, analyses dropped (see the module's doc)."""
+    key = d.chunk_key
+    width = key.count(",") + 1
+    marks = ", ".join("?" * width)
+    select = d.dialect.sql(f"SELECT {key}, body FROM chunks WHERE ({key}) > ({marks}) ORDER BY {key} LIMIT ?")
+    update = d.dialect.sql(f"UPDATE chunks SET body = ? WHERE ({key}) = ({marks})")
+    after: list[Any] = [-1] * width
+    while rows := await d.fetch(select, [*after, MIGRATE_BATCH]):
+        keyed = [tuple(r) for r in rows]
+        after = list(keyed[-1][:width])
+        await d.execute_many(update, [(_v3_chunk(r[width]), *r[:width]) for r in keyed if r[width][0] != CHUNK_V1])
+    select = d.dialect.sql(
+        "SELECT tid, contribution FROM traces WHERE tid > ? AND (analysis IS NOT NULL OR contribution IS NOT NULL)"
+        " ORDER BY tid LIMIT ?"
+    )
+    update = d.dialect.sql("UPDATE traces SET analysis = NULL, contribution = ? WHERE tid = ?")
+    tid = -1
+    while rows := await d.fetch(select, [tid, MIGRATE_BATCH]):
+        tid = rows[-1][0]
+        await d.execute_many(update, [(None if b is None else _v3_contribution(b), t) for t, b in rows])
+
+
+def _v3_chunk(body: bytes) -> bytes:
+    return encode_chunk(decode_chunk(body))
+
+
+def _v3_contribution(blob: bytes) -> bytes:
+    return encode_contribution(decode_contribution(blob))

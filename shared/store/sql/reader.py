@@ -10,7 +10,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from shared.analysis import Dependency
+from shared.analysis import Dependency, analyze_aside
 from shared.store.base import (
     Completeness,
     ContextRow,
@@ -23,7 +23,7 @@ from shared.store.base import (
     TraceSummary,
     Window,
 )
-from shared.store.finalizing import decode_analysis, summary_from_row
+from shared.store.finalizing import summary_from_row
 from shared.store.rollups import HOUR_US, TOTAL
 from shared.store.search import CANDIDATE_PAGE, trace_has_matching_span
 from shared.store.sql.driver import Job, SqlDriver, T
@@ -48,9 +48,7 @@ from shared.store.sql.writer import read_states
 
 _heartbeat_decoder: Final = msgspec.json.Decoder(Heartbeat)
 
-TRACE: Final = (
-    "SELECT tid, state, analysis, late_spans, refinalizations, finalized_at_us FROM traces WHERE trace_id = ?"
-)
+TRACE: Final = "SELECT tid, state, late_spans, refinalizations, finalized_at_us FROM traces WHERE trace_id = ?"
 TRACE_OF_SPAN: Final = (
     "SELECT t.trace_id FROM open_spans o {join} traces t ON t.tid = o.tid WHERE o.span_id = ? LIMIT 1"
 )
@@ -79,7 +77,12 @@ class SqlReader(ABC):
         """Run ``job`` in one read transaction, with a driver on its connection."""
 
     async def get_trace(self, trace_id: str) -> StoredTrace | None:
-        return await self._snapshot(lambda d: _get_trace(d, trace_id))
+        trace = await self._snapshot(lambda d: _get_trace(d, trace_id))
+        if trace is None or trace.state != "finalized":
+            return trace
+        # a finalized trace's spans are those it was finalized with (a change re-opens it): its analysis
+        # is derived from them as finalization did (layout v3 stores none)
+        return msgspec.structs.replace(trace, analysis=await analyze_aside(trace_id, trace.spans))
 
     async def trace_of_span(self, span_id: str) -> str | None:
         dialect = self.dialect
@@ -156,7 +159,7 @@ async def _get_trace(d: SqlDriver, trace_id: str) -> StoredTrace | None:
     found = await d.fetch(d.dialect.sql(TRACE), [trace_id])
     if not found or found[0][1] in ("dropped", "waiting"):
         return None
-    tid, state, analysis, late, refinalizations, finalized_at = found[0]
+    tid, state, late, refinalizations, finalized_at = found[0]
     spans = (await read_states(d, {trace_id: tid}))[trace_id].spans()
     if not spans:
         return None
@@ -164,7 +167,7 @@ async def _get_trace(d: SqlDriver, trace_id: str) -> StoredTrace | None:
         trace_id=trace_id,
         state=state,
         spans=spans,
-        analysis=decode_analysis(analysis) if state == "finalized" and analysis else None,
+        analysis=None,  # derived by the caller for a finalized trace
         completeness=Completeness(late_spans=late, refinalizations=refinalizations, finalized_at_us=finalized_at),
     )
 

@@ -136,12 +136,16 @@ class SqliteDriver(Bound[sqlite3.Connection]):
 
     __slots__ = ()
     dialect: Final = DIALECT
+    chunk_key: Final = "id"
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Row]:
         return self.c.execute(sql, params).fetchall()
 
     async def execute(self, sql: str, params: Sequence[Any]) -> None:
         self.c.execute(sql, params)
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.c.executemany(sql, rows)
 
     async def paths(self, ids: Collection[int]) -> dict[int, tuple[str, ...]]:
         rows = self.c.execute(
@@ -220,7 +224,7 @@ class SqliteDriver(Bound[sqlite3.Connection]):
             STORE_SUMMARY,
             [
                 # a dropped trace has no summary to serve
-                ("finalized" if s.kept else "dropped", *s.values(), now_us if s.kept else None, s.tid)
+                ("finalized" if s.kept else "dropped", *s.values(analysis=False), now_us if s.kept else None, s.tid)
                 for s in summaries
             ],
         )

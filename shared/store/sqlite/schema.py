@@ -1,11 +1,14 @@
-"""The SQLite schema (storage layout v2) and its migration from layout v1.
+"""The SQLite schema (storage layout v3).
 
-Layout v2 (docs/architecture.md, "the store contract"):
+Layout v3 (docs/architecture.md, "the store contract"); v2 had the same tables, with chunks and
+contributions stored uncompressed and each finalized trace's analysis stored with it:
 
 * ``traces``: one row per trace. ``tid`` is its integer key (AUTOINCREMENT: never reused, so it names
   the row's incarnation); ``chunks`` counts its stored chunks. Summary columns are set at finalization.
 * ``chunks``: the spans, one row per (trace, write batch): ``id = tid << CHUNK_BITS | seq``, so a trace's
-  chunks are one contiguous key range, and a new trace's chunks append at the end of the table.
+  chunks are one contiguous key range, and a new trace's chunks append at the end of the table. Bodies
+  are compact msgpack compressed with zstd (:mod:`shared.store.encoding`); so is ``traces.contribution``.
+  ``traces.analysis`` stays NULL: a finalized trace's analysis is derived from its spans on read.
 * ``open_spans``: the span-id index, for open spans only.
 * ``trace_ops`` / ``trace_tags``: search indexes, written once per finalization. ``trace_ops`` has a row
   per (service, operation) of the trace and one per service (operation ``''``), with the smallest and
@@ -31,7 +34,7 @@ from typing import Final
 
 from shared.store.sql.statements import HISTOGRAM_COLUMNS
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 CHUNK_BITS: Final = 24
 """Chunk ids are ``tid << CHUNK_BITS | seq``: up to 16.7M chunks per trace."""
 
@@ -57,8 +60,8 @@ CREATE TABLE IF NOT EXISTS traces (
     status TEXT NOT NULL DEFAULT 'active',
     complete INTEGER,
     services TEXT,
-    analysis BLOB,          -- msgpack TraceAnalysis
-    contribution BLOB,      -- msgpack Contribution: this trace's share of the rollups and indexes
+    analysis BLOB,          -- NULL since layout v3 (derived from the spans on read)
+    contribution BLOB,      -- zstd msgpack Contribution: this trace's share of the rollups and indexes
     late_spans INTEGER NOT NULL DEFAULT 0,
     refinalizations INTEGER NOT NULL DEFAULT 0,
     finalized_at_us INTEGER
@@ -123,9 +126,9 @@ CREATE TABLE IF NOT EXISTS rollup_unseen (
     PRIMARY KEY (grain, bucket, service)
 ) WITHOUT ROWID
 """
-"""Tables added to layout v2 since it was first released, created when missing on every open:
-``rollup_unseen`` (the excess of the adjusted counts over the received traces and spans, per service; see
-:mod:`shared.store.rollups`)."""
+"""Tables added to layout v2 after its release (and part of every new v3 schema), created when missing on
+every open: ``rollup_unseen`` (the excess of the adjusted counts over the received traces and spans, per
+service; see :mod:`shared.store.rollups`)."""
 
 SKETCH_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS rollup_ops_bins (
