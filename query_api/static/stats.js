@@ -10,6 +10,8 @@ import { card, empty, fmtAgo, fmtCount, fmtMs, fmtPercent, fmtTime, h, numCell, 
 import { endpointTable } from "./hot.js";
 import { chartStep, pickWindow, windowLabel, windowPicker, withWindow } from "./timewindow.js";
 
+const ESTIMATE_TITLE = "estimated traffic: each trace counts 1 / the probability its producer sampled it with";
+
 const AUTO_REFRESH_MS = 5000;
 const SERVICE_CONCURRENCY = 4;
 const TOP_ENDPOINTS = 10;
@@ -153,6 +155,8 @@ function services(stats, win, jump) {
             ["Spans", { class: "num" }],
             ["Avg", { class: "num" }],
             ["Errors", { class: "num" }],
+            ["Est. spans", { class: "num", title: ESTIMATE_TITLE }],
+            ["Est. errors", { class: "num", title: ESTIMATE_TITLE }],
             ["p50", { class: "num" }],
             ["p95", { class: "num" }],
             ["p99", { class: "num" }],
@@ -190,6 +194,8 @@ function services(stats, win, jump) {
                 v.errorCount ? `${fmtCount(v.errorCount)} (${fmtPercent(errRate)})` : "0",
                 v.errorCount && "err",
               ),
+              numCell("estimatedCount", v.estimatedCount, fmtCount(v.estimatedCount)),
+              numCell("estimatedErrorCount", v.estimatedErrorCount, fmtCount(v.estimatedErrorCount), v.estimatedErrorCount && "err"),
               numCell("p50", v.p50, fmtMs(v.p50)),
               numCell("p95", v.p95, fmtMs(v.p95)),
               numCell("p99", v.p99, fmtMs(v.p99)),
