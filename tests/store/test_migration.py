@@ -23,6 +23,7 @@ from shared.store.base import Window
 from shared.store.encoding import CHUNK_V1
 from shared.store.rollups import HOUR_US, decode_contribution, encode_contribution
 from shared.store.sqlite.schema import SCHEMA_VERSION
+from shared.store.tags import tag_hash
 from tests.store.conftest import postgres_schema_url
 from tests.store.fixtures.make_fixtures import SEARCHES, trace_ids
 from tests.store.test_contract import NOW, SECOND, span, write
@@ -30,7 +31,9 @@ from tests.store.test_weighted_rollups import sampled_trace
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ANSWERS: dict[str, Any] = json.loads((FIXTURES / "v1_answers.json").read_text())
-V2_ANSWERS: dict[str, Any] = json.loads((FIXTURES / "v2_answers.json").read_text())
+LATER_ANSWERS: dict[str, dict[str, Any]] = {
+    layout: json.loads((FIXTURES / f"{layout}_answers.json").read_text()) for layout in ("v2", "v3")
+}
 _enc = msgspec.json.Encoder()
 
 
@@ -72,11 +75,12 @@ async def v1_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         yield opened
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def v2_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[str, TraceStore]]:
-    """(backend, a store opened on the v2 fixture of that backend)."""
-    async with fixture_store("v2", request.param, tmp_path) as opened:
-        yield opened
+@pytest.fixture(params=[(layout, backend) for layout in ("v2", "v3") for backend in ("sqlite", "postgres")])
+async def later_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[str, str, TraceStore]]:
+    """(layout, backend, a store opened on the v2 or v3 fixture of that backend)."""
+    layout, backend = request.param
+    async with fixture_store(layout, backend, tmp_path) as (_, store):
+        yield layout, backend, store
 
 
 async def test_v1_store_is_migrated_and_answers_as_before(v1_store: tuple[str, TraceStore]) -> None:
@@ -116,12 +120,13 @@ async def test_v1_store_is_migrated_and_answers_as_before(v1_store: tuple[str, T
     assert stats["window"] is None
 
 
-async def test_v2_store_is_migrated_and_answers_as_before(v2_store: tuple[str, TraceStore], tmp_path: Path) -> None:
-    """Every trace reads back equal (spans, state, completeness, the analysis now derived on read), and
-    every search, list and rollup answers as v2 did."""
-    backend, store = v2_store
-    before = V2_ANSWERS[backend]
-    assert len(before["traces"]) == len(trace_ids("v2"))
+async def test_later_store_is_migrated_and_answers_as_before(later_store: tuple[str, str, TraceStore]) -> None:
+    """A v2 or v3 store: every trace reads back equal (spans, state, completeness, the analysis derived on
+    read since v3), and every search (the tag index re-keyed by hash since v4), list and rollup answers as
+    the old layout did."""
+    layout, backend, store = later_store
+    before = LATER_ANSWERS[layout][backend]
+    assert len(before["traces"]) == len(trace_ids(layout))
     for trace_id, expected in before["traces"].items():
         got = await store.get_trace(trace_id)
         assert (None if got is None else _json(got)) == expected, trace_id
@@ -130,13 +135,15 @@ async def test_v2_store_is_migrated_and_answers_as_before(v2_store: tuple[str, T
     assert await store.services() == before["services"]
     assert {s: await store.operations(s) for s in await store.services()} == before["operations"]
     assert _json(await store.dependencies()) == before["dependencies"]
-    stats, v2 = _json(await store.stats()), before["stats"]
+    stats, old = _json(await store.stats()), before["stats"]
     for field in ("active_traces", "completed_traces", "failed_traces", "total_duration_us", "slowest", "window"):
-        assert stats[field] == v2[field], field
+        assert stats[field] == old[field], field
     # latencies are sketch bins now (converted from v2's fixed buckets by the sketch's own migration)
     assert {name: (s["count"], s["error_count"], s["total_duration_us"]) for name, s in stats["services"].items()} == {
-        name: (s["count"], s["error_count"], s["total_duration_us"]) for name, s in v2["services"].items()
+        name: (s["count"], s["error_count"], s["total_duration_us"]) for name, s in old["services"].items()
     }
+    if layout == "v3":  # the same sketch: every service's stats as v3 answered them
+        assert stats["services"] == old["services"]
 
 
 async def test_v2_store_is_rewritten_compact(tmp_path: Path) -> None:
@@ -160,11 +167,26 @@ async def test_v2_store_is_rewritten_compact(tmp_path: Path) -> None:
 ADDED = {"rollup_ops_bins", "rollup_endpoints_bins", "rollup_unseen"}
 
 
+async def test_v3_tag_index_is_rekeyed_row_for_row(tmp_path: Path) -> None:
+    """v3 to v4: every ``trace_tags`` row becomes the ``tag_index`` row of its pair's hash, and the text
+    table is gone."""
+    with sqlite3.connect(":memory:") as old:
+        old.executescript((FIXTURES / "v3_sqlite.sql").read_text())
+        expected = {(tag_hash(k, v), s, t) for k, v, s, t in old.execute("SELECT * FROM trace_tags")}
+    assert len(expected) > 100
+    async with fixture_store("v3", "sqlite", tmp_path) as _:
+        pass
+    with sqlite3.connect(tmp_path / "v3.db") as db:
+        assert "trace_tags" not in _tables(db)
+        assert set(db.execute("SELECT tag, start_us, tid FROM tag_index")) == expected
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
 def _tables(db: sqlite3.Connection) -> set[str]:
     return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-@pytest.mark.parametrize("layout", ["v1", "v2"])
+@pytest.mark.parametrize("layout", ["v1", "v2", "v3"])
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_migrated_store_keeps_working(layout: str, backend: str, tmp_path: Path) -> None:
     """Re-finalizing the re-opened trace, late finishes of open spans and new traces all work on the

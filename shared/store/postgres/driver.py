@@ -26,7 +26,14 @@ import msgspec
 
 from shared.critical_paths import Path
 from shared.store.finalizing import FinalizeRow, Summary
-from shared.store.postgres.schema import ADDED_TABLES, SCHEMA, SCHEMA_LOCK_KEY, SCHEMA_VERSION, SKETCH_SCHEMA
+from shared.store.postgres.schema import (
+    ADDED_TABLES,
+    SCHEMA,
+    SCHEMA_LOCK_KEY,
+    SCHEMA_VERSION,
+    SKETCH_SCHEMA,
+    TAG_INDEX,
+)
 from shared.store.rollups import UNSEEN_LIVE, UNSEEN_VALUES, RollupDelta
 from shared.store.sql import driver as sqldriver
 from shared.store.sql import migrate
@@ -174,7 +181,7 @@ DELETE_EMPTY_DEPS: Final = _delete_using_sql("rollup_deps", _DEP_KEYS, " AND r.c
 DELETE_EMPTY_CONTEXTS: Final = _delete_using_sql("rollup_contexts", _CONTEXT_KEYS, " AND r.traces <= 0")
 _INDEX_KEY: Final = (("start_us", "bigint"), ("tid", "bigint"))
 DELETE_OPS: Final = _delete_using_sql("trace_ops", (*_TEXT_KEY, *_INDEX_KEY))
-DELETE_TAGS: Final = _delete_using_sql("trace_tags", (("key", "text"), ("value", "text"), *_INDEX_KEY))
+DELETE_TAGS: Final = _delete_using_sql("tag_index", (("tag", "bigint"), *_INDEX_KEY))
 DELETE_ENDPOINTS: Final = _delete_using_sql(
     "endpoint_traces", (*_TEXT_KEY, ("duration_us", "bigint"), ("tid", "bigint"))
 )
@@ -185,6 +192,7 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
 
     __slots__ = ()
     dialect: Final = DIALECT
+    tag_index_ddl: Final = TAG_INDEX
     chunk_key: Final = "tid, seq"
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[sqldriver.Row]:
@@ -284,7 +292,7 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
         endpoints: Sequence[sqldriver.EndpointIndexRow],
     ) -> None:
         await self.c.copy_records_to_table("trace_ops", records=pg_rows(_rows(ops, sqldriver.OP_WIDTH), 2))
-        await self.c.copy_records_to_table("trace_tags", records=pg_rows(_rows(tags, sqldriver.TAG_WIDTH), 2))
+        await self.c.copy_records_to_table("tag_index", records=_rows(tags, sqldriver.TAG_WIDTH))
         if endpoints:
             await self.c.copy_records_to_table("endpoint_traces", records=pg_rows(endpoints, 2))
 
@@ -297,7 +305,7 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
         op_keys = [r[:4] for r in _rows(ops, sqldriver.OP_WIDTH)]
         await self.c.execute(DELETE_OPS, *columns(pg_rows(op_keys, 2), 4))
         await self.c.execute(DELETE_ENDPOINTS, *columns(pg_rows(endpoints, 2), 4))
-        await self.c.execute(DELETE_TAGS, *columns(pg_rows(_rows(tags, sqldriver.TAG_WIDTH), 2), 4))
+        await self.c.execute(DELETE_TAGS, *columns(_rows(tags, sqldriver.TAG_WIDTH), 3))
 
     async def delete_traces_data(self, tids: Sequence[int]) -> None:
         await self.c.execute("DELETE FROM chunks WHERE tid = ANY($1::bigint[])", list(tids))

@@ -1,4 +1,4 @@
-"""The PostgreSQL schema (storage layout v3): the same tables and columns as SQLite's
+"""The PostgreSQL schema (storage layout v4): the same tables and columns as SQLite's
 (:mod:`shared.store.sqlite.schema` explains them), in PostgreSQL's types.
 
 * Text that is sorted or compared is ``COLLATE "C"`` (code point order, as SQLite and Python).
@@ -13,10 +13,13 @@ from typing import Final
 
 from shared.store.sql.statements import HISTOGRAM_COLUMNS
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 SCHEMA_LOCK_KEY: Final = 0x7472_6163_696E_6701  # pg_advisory_xact_lock key guarding schema changes
 
 _HIST_DDL: Final = ", ".join(f"{c} bigint NOT NULL" for c in HISTOGRAM_COLUMNS)
+TAG_INDEX: Final = """CREATE TABLE tag_index (
+    tag bigint NOT NULL, start_us bigint NOT NULL, tid bigint NOT NULL, PRIMARY KEY (tag, start_us, tid)
+)"""
 
 SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS tracing_meta (key text PRIMARY KEY, value text NOT NULL);
@@ -69,10 +72,7 @@ CREATE TABLE endpoint_traces (
     tid bigint NOT NULL, start_us bigint NOT NULL, critical bytea NOT NULL,
     PRIMARY KEY (service, operation, duration_us, tid)
 );
-CREATE TABLE trace_tags (
-    key text COLLATE "C" NOT NULL, value text COLLATE "C" NOT NULL, start_us bigint NOT NULL, tid bigint NOT NULL,
-    PRIMARY KEY (key, value, start_us, tid)
-);
+{TAG_INDEX};
 
 CREATE TABLE rollup_ops (
     grain smallint NOT NULL, bucket bigint NOT NULL,

@@ -26,8 +26,9 @@ Job = Callable[["SqlDriver"], Coroutine[Any, Any, T]]
 OP_WIDTH: Final = 6
 """Values per ``trace_ops`` row: service, operation, trace start (µs), tid, smallest and largest duration
 (µs). Index rows travel as one flat list of their values (no tuple per row)."""
-TAG_WIDTH: Final = 4
-"""Values per ``trace_tags`` row: key, value, trace start (µs), tid."""
+TAG_WIDTH: Final = 3
+"""Values per ``tag_index`` row: the (key, value) pair's hash (:func:`shared.store.tags.tag_hash`), trace
+start (µs), tid."""
 EndpointIndexRow = tuple[str, str, int, int, int, bytes]
 """An ``endpoint_traces`` row: root service, root operation, duration (µs), tid, start (µs), critical path."""
 EndpointKey = tuple[str, str, int, int]
@@ -83,6 +84,11 @@ class SqlDriver(Protocol):
     @property
     def chunk_key(self) -> str:
         """The key columns of ``chunks``, comma-separated."""
+        ...
+
+    @property
+    def tag_index_ddl(self) -> str:
+        """The ``CREATE TABLE`` of ``tag_index`` (layout v4), for the v3 to v4 migration."""
         ...
 
     # -- reads ---------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 database, migrate layout v1 or v2 in place, refuse a newer layout. Runs inside the caller's transaction,
 which the backend serializes between processes.
 
-* v1 (one row per span) to v3: :mod:`shared.store.migration` converts each trace;
+* v1 (one row per span) to v4: :mod:`shared.store.migration` converts each trace;
+* v3 to v4: the tag index re-keyed by the hash of each (key, value) pair (:func:`migrate_v3`);
 * v2 to v3 (same tables): every chunk and contribution re-encoded compressed (:mod:`shared.store.encoding`),
   the stored analyses dropped (derived from the spans on read). The space freed is reused by new rows; a
   ``VACUUM`` gives it back to the file system. A v2 store written before the latency sketch tables or the
@@ -24,6 +25,7 @@ from shared.store.sketch import LEGACY_BINS
 from shared.store.sql.driver import Row, SqlDriver
 from shared.store.sql.statements import BINS_SUFFIX, SERIES
 from shared.store.sql.writer import add_index_rows
+from shared.store.tags import tag_hash
 
 V1_TABLES: Final = (
     "spans",
@@ -78,6 +80,8 @@ async def create_or_migrate(d: SqlDriver, version: int, *, newer: str) -> None:
     await d.create_added_tables()  # a v2 (or early v3) store written before them
     if found == 2:
         await migrate_v2(d)
+    if found in (2, 3):
+        await migrate_v3(d)
     if found != version:
         await d.set_layout_version(version)
 
@@ -194,3 +198,23 @@ def _v3_chunk(body: bytes) -> bytes:
 
 def _v3_contribution(blob: bytes) -> bytes:
     return encode_contribution(decode_contribution(blob))
+
+
+V3_TAGS: Final = (
+    "SELECT key, value, start_us, tid FROM trace_tags WHERE (key, value, start_us, tid) > (?, ?, ?, ?)"
+    " ORDER BY key, value, start_us, tid LIMIT ?"
+)
+
+
+async def migrate_v3(d: SqlDriver) -> None:
+    """Layout v3 to v4: ``trace_tags`` (the key and value text in every row) becomes ``tag_index`` (the
+    pair's hash, :func:`shared.store.tags.tag_hash`), row for row, in key order; then it is dropped."""
+    untext = d.dialect.untext
+    await d.execute(d.tag_index_ddl, [])
+    select = d.dialect.sql(V3_TAGS)
+    insert = d.dialect.sql("INSERT INTO tag_index VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+    after: list[Any] = ["", "", -1, -1]
+    while rows := await d.fetch(select, [*after, MIGRATE_BATCH]):
+        after = list(rows[-1])
+        await d.execute_many(insert, [(tag_hash(untext(k), untext(v)), s, t) for k, v, s, t in rows])
+    await d.execute("DROP TABLE trace_tags", [])

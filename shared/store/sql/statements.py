@@ -27,6 +27,7 @@ from shared.store.finalizing import decode_critical
 from shared.store.rollups import HISTOGRAM_SIZE, TOTAL
 from shared.store.search import ERROR_TAG, step_grain, window_ranges
 from shared.store.sketch import add_to
+from shared.store.tags import tag_hash
 
 HISTOGRAM_COLUMNS: Final = [f"h{i}" for i in range(HISTOGRAM_SIZE)]
 COUNTER_COLUMNS: Final = ["n", "errors", "duration_us", *HISTOGRAM_COLUMNS]
@@ -72,12 +73,11 @@ class Dialect(msgspec.Struct, frozen=True, kw_only=True):
 
 def search_sql(query: TraceQuery, dialect: Dialect, *, limit: int, offset: int) -> tuple[str, list[Any]]:
     """One search page. It walks the most specific index newest first (the service's (or service and
-    operation's) rows of ``trace_ops``, else the first tag's rows of ``trace_tags``, else the traces'
+    operation's) rows of ``trace_ops``, else the first tag's rows of ``tag_index``, else the traces'
     start index) and probes the other conditions by key, so it can stop at ``limit``.
 
     For a same-span query the statement yields candidates: traces whose (service, operation) rows allow
     the duration bounds and that have every tag on some span; the caller checks the spans."""
-    text = dialect.text
     where: list[str] = []
     params: list[Any] = []
     # same-span: ``error=true`` may be a span's status rather than a tag: the spans are checked for it
@@ -94,11 +94,8 @@ def search_sql(query: TraceQuery, dialect: Dialect, *, limit: int, offset: int) 
         _between("t.duration_us", query.min_duration_us, "t.duration_us", query.max_duration_us, where, params)
     _between(start, query.start_us, start, query.end_us, where, params)
     for key, value in tags:
-        where.append(
-            "EXISTS (SELECT 1 FROM trace_tags g WHERE g.key = ? AND g.value = ? AND g.start_us = t.start_us"
-            " AND g.tid = t.tid)"
-        )
-        params.extend((text(key), text(value)))
+        where.append("EXISTS (SELECT 1 FROM tag_index g WHERE g.tag = ? AND g.start_us = t.start_us AND g.tid = t.tid)")
+        params.append(tag_hash(key, value))
     columns = SUMMARY_COLUMNS.format(false=dialect.false)
     statement = f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ? OFFSET ?"
     params.extend((limit, offset))
@@ -120,9 +117,9 @@ def _finalized_source(
         start = "d.start_us"
     elif tags:
         key, value = tags.pop(0)
-        source = f"trace_tags d {dialect.join} traces t ON t.tid = d.tid"
-        where.append("d.key = ? AND d.value = ?")
-        params.extend((text(key), text(value)))
+        source = f"tag_index d {dialect.join} traces t ON t.tid = d.tid"
+        where.append("d.tag = ?")
+        params.append(tag_hash(key, value))
         start = "d.start_us"
     else:
         source = "traces t"

@@ -16,6 +16,7 @@ from shared.store.chunks import StoredStates, TraceState
 from shared.store.finalizing import FinalizePlan, FinalizeRow, encode_critical, plan_finalize
 from shared.store.rollups import Contribution, RollupDelta, decode_contribution
 from shared.store.sql.driver import EndpointIndexRow, PurgeCandidate, SqlDriver
+from shared.store.tags import tag_hash
 from shared.store.writing import WriteBatch, WritePlan, plan_write
 
 
@@ -157,12 +158,13 @@ def op_index_values(shares: Sequence[tuple[int, Contribution]]) -> list[Any]:
 
 
 def tag_index_values(shares: Sequence[tuple[int, Contribution]]) -> list[Any]:
-    """The ``trace_tags`` rows of these traces, flat (:data:`~.driver.TAG_WIDTH` per row)."""
+    """The ``tag_index`` rows of these traces, flat (:data:`~.driver.TAG_WIDTH` per row): one per distinct
+    hash of the trace's distinct (key, value) pairs."""
     values: list[Any] = []
     for tid, share in shares:
         start = share.start_us
-        for k, v in share.tags:
-            values += (k, v, start, tid)
+        for tag in {tag_hash(k, v) for k, v in share.tags}:
+            values += (tag, start, tid)
     return values
 
 

@@ -32,7 +32,7 @@ from shared.store.sql.driver import (
     trace_rows,
 )
 from shared.store.sql.statements import COUNTER_COLUMNS, Dialect
-from shared.store.sqlite.schema import ADDED_TABLES, CHUNK_BITS, SCHEMA, SCHEMA_VERSION, SKETCH_SCHEMA
+from shared.store.sqlite.schema import ADDED_TABLES, CHUNK_BITS, SCHEMA, SCHEMA_VERSION, SKETCH_SCHEMA, TAG_INDEX
 from shared.store.writing import Chunk, NewTrace, TraceRow, TraceUpdate
 
 _json: Final = msgspec.json.Encoder()
@@ -136,6 +136,7 @@ class SqliteDriver(Bound[sqlite3.Connection]):
 
     __slots__ = ()
     dialect: Final = DIALECT
+    tag_index_ddl: Final = TAG_INDEX
     chunk_key: Final = "id"
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Row]:
@@ -233,7 +234,7 @@ class SqliteDriver(Bound[sqlite3.Connection]):
         self, ops: Sequence[Any], tags: Sequence[Any], endpoints: Sequence[EndpointIndexRow]
     ) -> None:
         insert_flat(self.c, "INSERT OR IGNORE INTO trace_ops", OP_WIDTH, ops)
-        insert_flat(self.c, "INSERT OR IGNORE INTO trace_tags", TAG_WIDTH, tags)
+        insert_flat(self.c, "INSERT OR IGNORE INTO tag_index", TAG_WIDTH, tags)
         insert_rows(self.c, "INSERT OR IGNORE INTO endpoint_traces", endpoints)
 
     async def remove_index_rows(
@@ -245,7 +246,7 @@ class SqliteDriver(Bound[sqlite3.Connection]):
             [ops[i : i + 4] for i in range(0, len(ops), OP_WIDTH)],
         )
         c.executemany(
-            "DELETE FROM trace_tags WHERE key = ? AND value = ? AND start_us = ? AND tid = ?",
+            "DELETE FROM tag_index WHERE tag = ? AND start_us = ? AND tid = ?",
             [tags[i : i + TAG_WIDTH] for i in range(0, len(tags), TAG_WIDTH)],
         )
         c.executemany(
