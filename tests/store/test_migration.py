@@ -167,18 +167,20 @@ async def test_v2_store_is_rewritten_compact(tmp_path: Path) -> None:
 ADDED = {"rollup_ops_bins", "rollup_endpoints_bins", "rollup_unseen"}
 
 
-async def test_v3_tag_index_is_rekeyed_row_for_row(tmp_path: Path) -> None:
-    """v3 to v4: every ``trace_tags`` row becomes the ``tag_index`` row of its pair's hash, and the text
-    table is gone."""
+async def test_v3_indexes_are_rekeyed_row_for_row(tmp_path: Path) -> None:
+    """v3 to v4: every ``trace_ops`` and ``trace_tags`` row becomes the ``op_index`` or ``tag_index`` row
+    of its pair's hash, and the text tables are gone."""
     with sqlite3.connect(":memory:") as old:
         old.executescript((FIXTURES / "v3_sqlite.sql").read_text())
-        expected = {(tag_hash(k, v), s, t) for k, v, s, t in old.execute("SELECT * FROM trace_tags")}
-    assert len(expected) > 100
+        tags = {(tag_hash(k, v), s, t) for k, v, s, t in old.execute("SELECT * FROM trace_tags")}
+        ops = {(tag_hash(s, o), *rest) for s, o, *rest in old.execute("SELECT * FROM trace_ops")}
+    assert len(tags) > 100 and len(ops) > 20
     async with fixture_store("v3", "sqlite", tmp_path) as _:
         pass
     with sqlite3.connect(tmp_path / "v3.db") as db:
-        assert "trace_tags" not in _tables(db)
-        assert set(db.execute("SELECT tag, start_us, tid FROM tag_index")) == expected
+        assert _tables(db).isdisjoint({"trace_tags", "trace_ops"})
+        assert set(db.execute("SELECT tag, start_us, tid FROM tag_index")) == tags
+        assert set(db.execute("SELECT op, start_us, tid, min_us, max_us FROM op_index")) == ops
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 

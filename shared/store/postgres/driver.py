@@ -28,6 +28,7 @@ from shared.critical_paths import Path
 from shared.store.finalizing import FinalizeRow, Summary
 from shared.store.postgres.schema import (
     ADDED_TABLES,
+    OP_INDEX,
     SCHEMA,
     SCHEMA_LOCK_KEY,
     SCHEMA_VERSION,
@@ -180,7 +181,7 @@ DELETE_EMPTY_ENDPOINTS: Final = _delete_using_sql("rollup_endpoints", _ENDPOINT_
 DELETE_EMPTY_DEPS: Final = _delete_using_sql("rollup_deps", _DEP_KEYS, " AND r.calls <= 0")
 DELETE_EMPTY_CONTEXTS: Final = _delete_using_sql("rollup_contexts", _CONTEXT_KEYS, " AND r.traces <= 0")
 _INDEX_KEY: Final = (("start_us", "bigint"), ("tid", "bigint"))
-DELETE_OPS: Final = _delete_using_sql("trace_ops", (*_TEXT_KEY, *_INDEX_KEY))
+DELETE_OPS: Final = _delete_using_sql("op_index", (("op", "bigint"), *_INDEX_KEY))
 DELETE_TAGS: Final = _delete_using_sql("tag_index", (("tag", "bigint"), *_INDEX_KEY))
 DELETE_ENDPOINTS: Final = _delete_using_sql(
     "endpoint_traces", (*_TEXT_KEY, ("duration_us", "bigint"), ("tid", "bigint"))
@@ -192,7 +193,7 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
 
     __slots__ = ()
     dialect: Final = DIALECT
-    tag_index_ddl: Final = TAG_INDEX
+    index_ddl: Final = (OP_INDEX, TAG_INDEX)
     chunk_key: Final = "tid, seq"
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[sqldriver.Row]:
@@ -291,7 +292,7 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
         tags: Sequence[Any],
         endpoints: Sequence[sqldriver.EndpointIndexRow],
     ) -> None:
-        await self.c.copy_records_to_table("trace_ops", records=pg_rows(_rows(ops, sqldriver.OP_WIDTH), 2))
+        await self.c.copy_records_to_table("op_index", records=_rows(ops, sqldriver.OP_WIDTH))
         await self.c.copy_records_to_table("tag_index", records=_rows(tags, sqldriver.TAG_WIDTH))
         if endpoints:
             await self.c.copy_records_to_table("endpoint_traces", records=pg_rows(endpoints, 2))
@@ -302,8 +303,7 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
         tags: Sequence[Any],
         endpoints: Sequence[sqldriver.EndpointKey],
     ) -> None:
-        op_keys = [r[:4] for r in _rows(ops, sqldriver.OP_WIDTH)]
-        await self.c.execute(DELETE_OPS, *columns(pg_rows(op_keys, 2), 4))
+        await self.c.execute(DELETE_OPS, *columns([r[:3] for r in _rows(ops, sqldriver.OP_WIDTH)], 3))
         await self.c.execute(DELETE_ENDPOINTS, *columns(pg_rows(endpoints, 2), 4))
         await self.c.execute(DELETE_TAGS, *columns(_rows(tags, sqldriver.TAG_WIDTH), 3))
 

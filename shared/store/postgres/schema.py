@@ -17,6 +17,10 @@ SCHEMA_VERSION: Final = 4
 SCHEMA_LOCK_KEY: Final = 0x7472_6163_696E_6701  # pg_advisory_xact_lock key guarding schema changes
 
 _HIST_DDL: Final = ", ".join(f"{c} bigint NOT NULL" for c in HISTOGRAM_COLUMNS)
+OP_INDEX: Final = """CREATE TABLE op_index (
+    op bigint NOT NULL, start_us bigint NOT NULL, tid bigint NOT NULL, min_us bigint NOT NULL,
+    max_us bigint NOT NULL, PRIMARY KEY (op, start_us, tid)
+)"""
 TAG_INDEX: Final = """CREATE TABLE tag_index (
     tag bigint NOT NULL, start_us bigint NOT NULL, tid bigint NOT NULL, PRIMARY KEY (tag, start_us, tid)
 )"""
@@ -62,11 +66,7 @@ CREATE TABLE chunks (
 CREATE TABLE open_spans (span_id text COLLATE "C" NOT NULL, tid bigint NOT NULL, PRIMARY KEY (span_id, tid));
 CREATE INDEX open_spans_by_trace ON open_spans (tid);
 
-CREATE TABLE trace_ops (
-    service text COLLATE "C" NOT NULL, operation text COLLATE "C" NOT NULL, start_us bigint NOT NULL,
-    tid bigint NOT NULL, min_us bigint NOT NULL, max_us bigint NOT NULL,
-    PRIMARY KEY (service, operation, start_us, tid)
-);
+{OP_INDEX};
 CREATE TABLE endpoint_traces (
     service text COLLATE "C" NOT NULL, operation text COLLATE "C" NOT NULL, duration_us bigint NOT NULL,
     tid bigint NOT NULL, start_us bigint NOT NULL, critical bytea NOT NULL,

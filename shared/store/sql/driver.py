@@ -23,8 +23,9 @@ T = TypeVar("T")
 Row = Sequence[Any]
 Job = Callable[["SqlDriver"], Coroutine[Any, Any, T]]
 """An algorithm run on one driver, in one transaction."""
-OP_WIDTH: Final = 6
-"""Values per ``trace_ops`` row: service, operation, trace start (µs), tid, smallest and largest duration
+OP_WIDTH: Final = 5
+"""Values per ``op_index`` row: the (service, operation) hash, trace start (µs), tid, smallest and largest
+duration
 (µs). Index rows travel as one flat list of their values (no tuple per row)."""
 TAG_WIDTH: Final = 3
 """Values per ``tag_index`` row: the (key, value) pair's hash (:func:`shared.store.tags.tag_hash`), trace
@@ -87,8 +88,8 @@ class SqlDriver(Protocol):
         ...
 
     @property
-    def tag_index_ddl(self) -> str:
-        """The ``CREATE TABLE`` of ``tag_index`` (layout v4), for the v3 to v4 migration."""
+    def index_ddl(self) -> tuple[str, str]:
+        """The ``CREATE TABLE`` of ``op_index`` and ``tag_index`` (layout v4), for the v3 to v4 migration."""
         ...
 
     # -- reads ---------------------------------------------------------------------------------------

@@ -200,21 +200,26 @@ def _v3_contribution(blob: bytes) -> bytes:
     return encode_contribution(decode_contribution(blob))
 
 
-V3_TAGS: Final = (
-    "SELECT key, value, start_us, tid FROM trace_tags WHERE (key, value, start_us, tid) > (?, ?, ?, ?)"
-    " ORDER BY key, value, start_us, tid LIMIT ?"
+V3_INDEXES: Final = (
+    ("trace_ops", "service, operation, start_us, tid", "min_us, max_us", "op_index"),
+    ("trace_tags", "key, value, start_us, tid", "", "tag_index"),
 )
+"""The v3 search indexes: (table, key columns, other columns, its v4 table)."""
 
 
 async def migrate_v3(d: SqlDriver) -> None:
-    """Layout v3 to v4: ``trace_tags`` (the key and value text in every row) becomes ``tag_index`` (the
-    pair's hash, :func:`shared.store.tags.tag_hash`), row for row, in key order; then it is dropped."""
+    """Layout v3 to v4: ``trace_ops`` and ``trace_tags`` (names, keys and values as text in every row)
+    become ``op_index`` and ``tag_index`` (each pair's hash, :func:`shared.store.tags.tag_hash`), row for
+    row, in key order; then they are dropped."""
     untext = d.dialect.untext
-    await d.execute(d.tag_index_ddl, [])
-    select = d.dialect.sql(V3_TAGS)
-    insert = d.dialect.sql("INSERT INTO tag_index VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-    after: list[Any] = ["", "", -1, -1]
-    while rows := await d.fetch(select, [*after, MIGRATE_BATCH]):
-        after = list(rows[-1])
-        await d.execute_many(insert, [(tag_hash(untext(k), untext(v)), s, t) for k, v, s, t in rows])
-    await d.execute("DROP TABLE trace_tags", [])
+    for (old, key, rest, new), ddl in zip(V3_INDEXES, d.index_ddl, strict=True):
+        await d.execute(ddl, [])
+        columns = f"{key}, {rest}" if rest else key
+        select = d.dialect.sql(f"SELECT {columns} FROM {old} WHERE ({key}) > (?, ?, ?, ?) ORDER BY {key} LIMIT ?")
+        width = 3 + rest.count(",") + bool(rest)
+        insert = d.dialect.sql(f"INSERT INTO {new} VALUES ({', '.join('?' * width)}) ON CONFLICT DO NOTHING")
+        after: list[Any] = ["", "", -1, -1]
+        while rows := await d.fetch(select, [*after, MIGRATE_BATCH]):
+            after = list(rows[-1][:4])
+            await d.execute_many(insert, [(tag_hash(untext(r[0]), untext(r[1])), *r[2:]) for r in rows])
+        await d.execute(f"DROP TABLE {old}", [])

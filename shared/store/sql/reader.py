@@ -28,6 +28,7 @@ from shared.store.rollups import HOUR_US, TOTAL
 from shared.store.search import CANDIDATE_PAGE, trace_has_matching_span
 from shared.store.sql.driver import Job, SqlDriver, T
 from shared.store.sql.statements import (
+    SERVICES_OF_OPERATION,
     Dialect,
     RollupRead,
     assemble_contexts,
@@ -93,11 +94,7 @@ class SqlReader(ABC):
         return None if not found else str(found[0][0])
 
     async def find_traces(self, query: TraceQuery) -> list[TraceSummary]:
-        if not query.same_span:
-            sql, params = search_sql(query, self.dialect, limit=query.limit, offset=query.offset)
-            untext = self.dialect.untext
-            return [summary_from_row(r, untext) for r in await self._snapshot(lambda d: d.fetch(sql, params))]
-        return await self._snapshot(lambda d: _find_same_span(d, query))
+        return await self._snapshot(lambda d: _find_traces(d, query))
 
     async def rollups(
         self,
@@ -172,14 +169,26 @@ async def _get_trace(d: SqlDriver, trace_id: str) -> StoredTrace | None:
     )
 
 
-async def _find_same_span(d: SqlDriver, query: TraceQuery) -> list[TraceSummary]:
+async def _find_traces(d: SqlDriver, query: TraceQuery) -> list[TraceSummary]:
+    dialect = d.dialect
+    services: list[str] = []
+    if query.operation_name is not None and query.service_name is None:
+        rows = await d.fetch(dialect.sql(SERVICES_OF_OPERATION), [dialect.text(query.operation_name)])
+        services = [dialect.untext(r[0]) for r in rows]
+    if query.same_span:
+        return await _find_same_span(d, query, services)
+    sql, params = search_sql(query, dialect, limit=query.limit, offset=query.offset, services=services)
+    return [summary_from_row(r, dialect.untext) for r in await d.fetch(sql, params)]
+
+
+async def _find_same_span(d: SqlDriver, query: TraceQuery, services: list[str]) -> list[TraceSummary]:
     """Candidates from the indexes, each checked against its spans, page after page."""
     dialect = d.dialect
     wanted = query.offset + query.limit
     found: list[TraceSummary] = []
     scanned = 0
     while len(found) < wanted:
-        sql, params = search_sql(query, dialect, limit=CANDIDATE_PAGE, offset=scanned)
+        sql, params = search_sql(query, dialect, limit=CANDIDATE_PAGE, offset=scanned, services=services)
         page = await d.fetch(sql, params)
         if not page:
             break

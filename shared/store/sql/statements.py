@@ -71,10 +71,21 @@ class Dialect(msgspec.Struct, frozen=True, kw_only=True):
         return re.sub(r"\?", lambda _: f"${next(counter)}", statement)
 
 
-def search_sql(query: TraceQuery, dialect: Dialect, *, limit: int, offset: int) -> tuple[str, list[Any]]:
+SERVICES_OF_OPERATION: Final = (
+    f"SELECT DISTINCT service FROM rollup_ops WHERE grain = {TOTAL} AND bucket = 0 AND operation = ?"
+)
+"""The services that have an operation (their all-time rollup rows), for a search of it in any service."""
+
+
+def search_sql(
+    query: TraceQuery, dialect: Dialect, *, limit: int, offset: int, services: Sequence[str] = ()
+) -> tuple[str, list[Any]]:
     """One search page. It walks the most specific index newest first (the service's (or service and
     operation's) rows of ``trace_ops``, else the first tag's rows of ``tag_index``, else the traces'
     start index) and probes the other conditions by key, so it can stop at ``limit``.
+
+    ``services``: when the query names an operation without its service, the services that have it
+    (:data:`SERVICES_OF_OPERATION`): the statement probes their (service, operation) rows.
 
     For a same-span query the statement yields candidates: traces whose (service, operation) rows allow
     the duration bounds and that have every tag on some span; the caller checks the spans."""
@@ -88,7 +99,7 @@ def search_sql(query: TraceQuery, dialect: Dialect, *, limit: int, offset: int) 
         order = "t.first_seen_us DESC, t.tid DESC"
         start = "t.start_us"
     else:
-        source, start = _finalized_source(query, dialect, tags, where, params)
+        source, start = _finalized_source(query, dialect, tags, services, (where, params))
         order = f"{start} DESC, t.tid DESC"
     if not query.same_span:
         _between("t.duration_us", query.min_duration_us, "t.duration_us", query.max_duration_us, where, params)
@@ -103,15 +114,19 @@ def search_sql(query: TraceQuery, dialect: Dialect, *, limit: int, offset: int) 
 
 
 def _finalized_source(
-    query: TraceQuery, dialect: Dialect, tags: list[tuple[str, str]], where: list[str], params: list[Any]
+    query: TraceQuery,
+    dialect: Dialect,
+    tags: list[tuple[str, str]],
+    services: Sequence[str],
+    conditions: tuple[list[str], list[Any]],
 ) -> tuple[str, str]:
     """The index a search of finalized traces walks, and the column of the trace start it orders by; its
-    conditions go to ``where`` and ``params`` (and the tag it walks leaves ``tags``)."""
-    text = dialect.text
+    conditions go to ``conditions`` (where, params), and the tag it walks leaves ``tags``."""
+    where, params = conditions
     if query.service_name is not None:
-        source = f"trace_ops d {dialect.join} traces t ON t.tid = d.tid"
-        where.append("d.service = ? AND d.operation = ?")
-        params.extend((text(query.service_name), text(query.operation_name or "")))
+        source = f"op_index d {dialect.join} traces t ON t.tid = d.tid"
+        where.append("d.op = ?")
+        params.append(tag_hash(query.service_name, query.operation_name or ""))
         if query.same_span:  # some span of the (service, operation) can match
             _between("d.max_us", query.min_duration_us, "d.min_us", query.max_duration_us, where, params)
         start = "d.start_us"
@@ -130,12 +145,12 @@ def _finalized_source(
         params.append(query.status)
     if query.operation_name is not None and query.service_name is None:
         # an operation of any service: probe the (service, operation) rows of the services that have it
+        ops = [tag_hash(service, query.operation_name) for service in services]
         where.append(
-            f"EXISTS (SELECT 1 FROM rollup_ops r {dialect.join} trace_ops o ON o.service = r.service"
-            " AND o.operation = r.operation AND o.start_us = t.start_us AND o.tid = t.tid"
-            f" WHERE r.grain = {TOTAL} AND r.bucket = 0 AND r.operation = ?)"
+            f"EXISTS (SELECT 1 FROM op_index o WHERE o.op IN ({', '.join('?' * len(ops)) or 'NULL'})"
+            " AND o.start_us = t.start_us AND o.tid = t.tid)"
         )
-        params.append(text(query.operation_name))
+        params.extend(ops)
     return source, start
 
 

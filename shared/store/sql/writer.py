@@ -148,12 +148,20 @@ async def finalize(
 
 
 def op_index_values(shares: Sequence[tuple[int, Contribution]]) -> list[Any]:
-    """The ``trace_ops`` rows of these (tid, contribution) traces, flat (:data:`~.driver.OP_WIDTH` per row)."""
+    """The ``op_index`` rows of these (tid, contribution) traces, flat (:data:`~.driver.OP_WIDTH` per row):
+    one per distinct hash of the trace's (service, operation) pairs (two pairs of one hash, which 2^-64
+    makes theoretical, would share a row with the widest bounds)."""
     values: list[Any] = []
     for tid, share in shares:
         start = share.start_us
+        rows: dict[int, tuple[int, int]] = {}
         for s, o, lo, hi in share.index_ops():
-            values += (s, o, start, tid, lo, hi)
+            op = tag_hash(s, o)
+            if op in rows:
+                lo, hi = min(lo, rows[op][0]), max(hi, rows[op][1])
+            rows[op] = (lo, hi)
+        for op, (lo, hi) in rows.items():
+            values += (op, start, tid, lo, hi)
     return values
 
 

@@ -32,7 +32,15 @@ from shared.store.sql.driver import (
     trace_rows,
 )
 from shared.store.sql.statements import COUNTER_COLUMNS, Dialect
-from shared.store.sqlite.schema import ADDED_TABLES, CHUNK_BITS, SCHEMA, SCHEMA_VERSION, SKETCH_SCHEMA, TAG_INDEX
+from shared.store.sqlite.schema import (
+    ADDED_TABLES,
+    CHUNK_BITS,
+    OP_INDEX,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SKETCH_SCHEMA,
+    TAG_INDEX,
+)
 from shared.store.writing import Chunk, NewTrace, TraceRow, TraceUpdate
 
 _json: Final = msgspec.json.Encoder()
@@ -136,7 +144,7 @@ class SqliteDriver(Bound[sqlite3.Connection]):
 
     __slots__ = ()
     dialect: Final = DIALECT
-    tag_index_ddl: Final = TAG_INDEX
+    index_ddl: Final = (OP_INDEX, TAG_INDEX)
     chunk_key: Final = "id"
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Row]:
@@ -233,7 +241,7 @@ class SqliteDriver(Bound[sqlite3.Connection]):
     async def add_index_rows(
         self, ops: Sequence[Any], tags: Sequence[Any], endpoints: Sequence[EndpointIndexRow]
     ) -> None:
-        insert_flat(self.c, "INSERT OR IGNORE INTO trace_ops", OP_WIDTH, ops)
+        insert_flat(self.c, "INSERT OR IGNORE INTO op_index", OP_WIDTH, ops)
         insert_flat(self.c, "INSERT OR IGNORE INTO tag_index", TAG_WIDTH, tags)
         insert_rows(self.c, "INSERT OR IGNORE INTO endpoint_traces", endpoints)
 
@@ -242,8 +250,8 @@ class SqliteDriver(Bound[sqlite3.Connection]):
     ) -> None:
         c = self.c
         c.executemany(
-            "DELETE FROM trace_ops WHERE service = ? AND operation = ? AND start_us = ? AND tid = ?",
-            [ops[i : i + 4] for i in range(0, len(ops), OP_WIDTH)],
+            "DELETE FROM op_index WHERE op = ? AND start_us = ? AND tid = ?",
+            [ops[i : i + 3] for i in range(0, len(ops), OP_WIDTH)],
         )
         c.executemany(
             "DELETE FROM tag_index WHERE tag = ? AND start_us = ? AND tid = ?",

@@ -1,8 +1,8 @@
 """The SQLite schema (storage layout v4).
 
-Layout v4 (docs/architecture.md, "the store contract"). v3 had the tag index as ``trace_tags`` with the
-key and value text in every row; v2 had the same tables as v3, with chunks and contributions stored
-uncompressed and each finalized trace's analysis stored with it:
+Layout v4 (docs/architecture.md, "the store contract"). v3 had the search indexes as ``trace_ops`` and
+``trace_tags``, with the names, keys and values as text in every row; v2 had the same tables as v3, with
+chunks and contributions stored uncompressed and each finalized trace's analysis stored with it:
 
 * ``traces``: one row per trace. ``tid`` is its integer key (AUTOINCREMENT: never reused, so it names
   the row's incarnation); ``chunks`` counts its stored chunks. Summary columns are set at finalization.
@@ -11,11 +11,11 @@ uncompressed and each finalized trace's analysis stored with it:
   are compact msgpack compressed with zstd (:mod:`shared.store.encoding`); so is ``traces.contribution``.
   ``traces.analysis`` stays NULL: a finalized trace's analysis is derived from its spans on read.
 * ``open_spans``: the span-id index, for open spans only.
-* ``trace_ops`` / ``tag_index``: search indexes, written once per finalization. ``trace_ops`` has a row
+* ``op_index`` / ``tag_index``: search indexes, written once per finalization. ``op_index`` has a row
   per (service, operation) of the trace and one per service (operation ``''``), with the smallest and
-  largest duration of those spans; ``tag_index`` a row per distinct (key, value) of its spans, keyed by
-  the pair's 64-bit hash (:func:`shared.store.tags.tag_hash`) rather than its text. Both carry the
-  trace's start, so a search walks them newest first, and probes them by (..., start, tid).
+  largest duration of those spans; ``tag_index`` a row per distinct (key, value) of its spans. Both are
+  keyed by the pair's 64-bit hash (:func:`shared.store.tags.tag_hash`) rather than its text, and carry
+  the trace's start, so a search walks them newest first, and probes them by (hash, start, tid).
   ``endpoint_traces`` has a row per trace with a root: its endpoint, duration and critical path by calling
   context, so a tail read walks an endpoint's slowest traces in key order, without touching ``traces``.
 * ``rollup_ops`` / ``rollup_endpoints``: time-bucketed rollups at three grains (minute, hour, total; see
@@ -41,6 +41,10 @@ CHUNK_BITS: Final = 24
 """Chunk ids are ``tid << CHUNK_BITS | seq``: up to 16.7M chunks per trace."""
 
 _HIST_DDL: Final = ", ".join(f"{c} INTEGER NOT NULL" for c in HISTOGRAM_COLUMNS)
+OP_INDEX: Final = """CREATE TABLE IF NOT EXISTS op_index (
+    op INTEGER NOT NULL, start_us INTEGER NOT NULL, tid INTEGER NOT NULL, min_us INTEGER NOT NULL,
+    max_us INTEGER NOT NULL, PRIMARY KEY (op, start_us, tid)
+) WITHOUT ROWID"""
 TAG_INDEX: Final = """CREATE TABLE IF NOT EXISTS tag_index (
     tag INTEGER NOT NULL, start_us INTEGER NOT NULL, tid INTEGER NOT NULL, PRIMARY KEY (tag, start_us, tid)
 ) WITHOUT ROWID"""
@@ -83,11 +87,7 @@ CREATE TABLE IF NOT EXISTS open_spans (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS open_spans_by_trace ON open_spans (tid);
 
-CREATE TABLE IF NOT EXISTS trace_ops (
-    service TEXT NOT NULL, operation TEXT NOT NULL, start_us INTEGER NOT NULL, tid INTEGER NOT NULL,
-    min_us INTEGER NOT NULL, max_us INTEGER NOT NULL,
-    PRIMARY KEY (service, operation, start_us, tid)
-) WITHOUT ROWID;
+{OP_INDEX};
 CREATE TABLE IF NOT EXISTS endpoint_traces (
     service TEXT NOT NULL, operation TEXT NOT NULL, duration_us INTEGER NOT NULL, tid INTEGER NOT NULL,
     start_us INTEGER NOT NULL, critical BLOB NOT NULL,
