@@ -34,6 +34,10 @@ PURGE_CHUNK: Final = 5000
 WAL_TRUNCATE_WAIT_MS: Final = 200
 """How long emptying the log waits for readers to move to the newest snapshot (writers wait meanwhile);
 past that it gives up until the next turn."""
+PAGE_SIZE: Final = 16384
+"""Bytes a page of a new file (SQLite's default is 4096). A chunk or trace row of a few KiB shares a page
+with its neighbours instead of spilling into overflow pages: 7% fewer bytes a span on the demo workload,
+9% on the realistic one (``python -m bench.layout``)."""
 PAGE_CACHE_KIB: Final = 32768
 """SQLite's page cache of a connection that serves reads (the API, a worker's finalizer process)."""
 WORKER_PAGE_CACHE_KIB: Final = 8192
@@ -133,6 +137,7 @@ class SqliteStore(SqlStore):
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self._path, isolation_level=None, timeout=30.0)
         try:
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file's; an existing one keeps its own
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(f"PRAGMA cache_size = -{int(self._page_cache_kib)}")
