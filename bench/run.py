@@ -129,6 +129,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="tiny sizes (the CI smoke run, < 60 s); Zipkin only if cached"
     )
     parser.add_argument("--only", default="", help="comma-separated rows to run, e.g. a,b,c (default: all)")
+    parser.add_argument(
+        "--stores",
+        default="sqlite,postgres,badger,cassandra",
+        help="row i's stores, comma-separated: sqlite, postgres, badger (Jaeger), cassandra (ours and Jaeger's)",
+    )
     parser.add_argument("--spans", type=int, help=f"spans drained in a, c, g, h (default {FULL.spans:,})")
     parser.add_argument("--read-spans", type=int, help=f"spans in the store for e (default {FULL.read_spans:,})")
     parser.add_argument("--active-traces", type=int, help=f"open traces for f (default {FULL.active_traces:,})")
@@ -725,10 +730,16 @@ class Bench:
         )
 
     async def storage(self) -> None:
+        stores = set(self.args.stores.split(","))
         await self.part("i", "storage: reference formats", self.storage_references)
-        await self.part("i", "storage: SQLite", self.storage_sqlite)
-        await self.part("i", "storage: PostgreSQL", self.storage_postgres)
-        await self.part("i", "storage: Jaeger v2 on Badger", self.jaeger_badger)
+        if "sqlite" in stores:
+            await self.part("i", "storage: SQLite", self.storage_sqlite)
+        if "postgres" in stores:
+            await self.part("i", "storage: PostgreSQL", self.storage_postgres)
+        if "badger" in stores:
+            await self.part("i", "storage: Jaeger v2 on Badger", self.jaeger_badger)
+        if "cassandra" not in stores:
+            return
         cluster = cassandra.Cluster(self.workdir, self.processes, 1)
         try:
             await self.part("i", "storage: Cassandra (1 node)", functools.partial(self.storage_cassandra, cluster))
