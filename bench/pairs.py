@@ -1,6 +1,6 @@
 """Two worker configurations (or two checkouts) drained side by side: interleaved pairs of row (c)'s drain.
 
-    python bench/pairs.py [--pairs 6] [--spans 200000] [--wire native|native-span|zipkin|otlp]
+    python bench/pairs.py [--pairs 6] [--spans 200000] [--wire native|native-span|zipkin|otlp|realistic]
         [--a KEY=VALUE ...] [--b KEY=VALUE ...] [--a-root DIR] [--b-root DIR]
         [--store sqlite|postgresql://...] [--grace-ms 500]
 
@@ -185,7 +185,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--spans", type=int, default=200_000)
-    parser.add_argument("--wire", choices=["native", "native-span", "zipkin", "otlp"], default="native-span")
+    wires = ["native", "native-span", "zipkin", "otlp", "realistic"]
+    parser.add_argument("--wire", choices=wires, default="native-span")
     parser.add_argument("--a", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--b", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--a-root", type=Path, default=HERE)
