@@ -1,5 +1,6 @@
 """(e) Read latency over real HTTP with a large store: trace by id, analyze, query (by service; by
-minDuration), stats (all time and over the last hour), a service's time series, Jaeger's latency metrics,
+minDuration; by a tag; by service and a tag), stats (all time and over the last hour), a service's time
+series, Jaeger's latency metrics,
 an endpoint's aggregated critical path (from the rollups, and over the slowest 10,000 traces of the
 endpoint), against ``python -m query_api`` running as its own process.
 
@@ -126,6 +127,12 @@ async def read_latency(
                 f"{base}/traces/query?serviceName=database&limit=20"
             ),
             "GET /traces/query?minDuration=100&limit=20": lambda: f"{base}/traces/query?minDuration=100&limit=20",
+            "GET /traces/query?tag=rpc.method:refund&limit=20": lambda: (
+                f"{base}/traces/query?tag=rpc.method:refund&limit=20"
+            ),
+            "GET /traces/query?serviceName=database&tag=db.operation.name:INSERT&limit=20": lambda: (
+                f"{base}/traces/query?serviceName=database&tag=db.operation.name:INSERT&limit=20"
+            ),
             "GET /stats": lambda: f"{base}/stats",
             "GET /stats?window=1h": lambda: f"{base}/stats?window=1h",
             "GET /stats/timeseries?serviceName=database&window=1h&step=60000": lambda: (

@@ -268,6 +268,14 @@ class RollupDelta:
         :meth:`op_rows`."""
         return _grains(self.op_bins)
 
+    def service_bin_rows(self) -> list[tuple[str, int, int]]:
+        """``(service, bin, count)``: the all-time sketch of each service's spans (every operation and
+        kind summed), non-zero rows only, in key order: what ``/stats`` reads without a window."""
+        sums: dict[tuple[str, int], int] = {}
+        for (_, (service, _operation, _kind, index)), (n,) in self.op_bins.items():
+            sums[service, index] = sums.get((service, index), 0) + n
+        return sorted((service, index, n) for (service, index), n in sums.items() if n)
+
     def endpoint_bin_rows(self) -> list[tuple[int, int, EndpointBinKey, list[int]]]:
         """``(grain, bucket, (root service, root operation, bin), [count])``: the endpoints' sketches."""
         return _grains(self.endpoint_bins)

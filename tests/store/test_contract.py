@@ -571,6 +571,34 @@ async def test_finalize_only_touches_active_traces(store: TraceStore) -> None:
 # -- late spans --------------------------------------------------------------------------------------
 
 
+async def test_all_time_service_sketches_are_their_operations_summed(store: TraceStore) -> None:
+    """``/stats`` without a window reads each service's all-time sketch on its own (SQL stores: a table of
+    its own): it stays the sum of the service's operation sketches through finalization, re-finalization
+    and purge."""
+
+    async def check() -> None:
+        per_service: dict[str, Counter[int]] = defaultdict(Counter)
+        for row in await store.rollups("operations", None):
+            per_service[row.key[0]].update(row.bins)
+        services = (await store.stats()).services
+        assert {name: dict(s.bins) for name, s in services.items()} == {
+            name: {i: n for i, n in bins.items() if n} for name, bins in per_service.items()
+        }
+
+    await write(
+        store, [*simple_trace("t1", duration=40 * MS), *simple_trace("t2", start=T0 + HOUR, root_service="web")]
+    )
+    await store.finalize(["t1", "t2"], now_us=NOW)
+    await check()
+    late = span("t1", "late", parent="root", service="queue", operation="publish", start=T0 + 30 * MS, duration=2 * MS)
+    await write(store, [late], now=NOW + SECOND)
+    await store.finalize(["t1"], now_us=NOW + 2 * SECOND)
+    await check()
+    await store.purge(T0 + HOUR)
+    await check()
+    assert set((await store.stats()).services) == {"web", "db"}
+
+
 async def test_late_span_refinalizes_without_double_counting(store: TraceStore) -> None:
     spans = simple_trace("t1", duration=40 * MS, child_status="error")  # its dependency has an error
     other = simple_trace("t2", start=T0 + HOUR, root_service="web", child_service="cache")

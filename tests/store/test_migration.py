@@ -250,6 +250,7 @@ def _before_the_sketch(path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute("DROP TABLE rollup_ops_bins")
         db.execute("DROP TABLE rollup_endpoints_bins")
+        db.execute("DROP TABLE rollup_services_bins")
         for tid, blob in db.execute("SELECT tid, contribution FROM traces WHERE contribution IS NOT NULL").fetchall():
             share = decode_contribution(blob)
             ops = [(*op[:8], _fixed(op[8]), op[9], _fixed(op[10])) for op in share.ops]

@@ -32,6 +32,7 @@ from shared.store.postgres.schema import (
     SCHEMA,
     SCHEMA_LOCK_KEY,
     SCHEMA_VERSION,
+    SERVICE_BINS,
     SKETCH_SCHEMA,
     TAG_INDEX,
 )
@@ -176,6 +177,9 @@ DELETE_EMPTY_OP_BINS: Final = _delete_using_sql("rollup_ops_bins", (*_OP_KEYS, *
 DELETE_EMPTY_ENDPOINT_BINS: Final = _delete_using_sql(
     "rollup_endpoints_bins", (*_ENDPOINT_KEYS, *_BIN), " AND r.n <= 0"
 )
+_SERVICE_BIN_KEYS: Final = (("service", "text"), *_BIN)
+UPSERT_SERVICE_BINS: Final = _upsert_sql("rollup_services_bins", _SERVICE_BIN_KEYS, ("n",))
+DELETE_EMPTY_SERVICE_BINS: Final = _delete_using_sql("rollup_services_bins", _SERVICE_BIN_KEYS, " AND r.n <= 0")
 DELETE_EMPTY_OPS: Final = _delete_using_sql("rollup_ops", _OP_KEYS, " AND r.n <= 0")
 DELETE_EMPTY_ENDPOINTS: Final = _delete_using_sql("rollup_endpoints", _ENDPOINT_KEYS, " AND r.n <= 0")
 DELETE_EMPTY_DEPS: Final = _delete_using_sql("rollup_deps", _DEP_KEYS, " AND r.calls <= 0")
@@ -193,7 +197,7 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
 
     __slots__ = ()
     dialect: Final = DIALECT
-    index_ddl: Final = (OP_INDEX, TAG_INDEX)
+    v4_tables: Final = (OP_INDEX, TAG_INDEX, SERVICE_BINS)
     chunk_key: Final = "tid, seq"
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[sqldriver.Row]:
@@ -350,6 +354,8 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
         await self._upsert(UPSERT_DEPS, DELETE_EMPTY_DEPS, deps, 3, 3)
         contexts = [(g, b, pg_text(s), pg_text(o), ctx, *values) for g, b, (s, o, ctx), values in delta.context_rows()]
         await self._upsert(UPSERT_CONTEXTS, DELETE_EMPTY_CONTEXTS, contexts, 5, 6)
+        service_bins = [(pg_text(s), i, n) for s, i, n in delta.service_bin_rows()]
+        await self._upsert(UPSERT_SERVICE_BINS, DELETE_EMPTY_SERVICE_BINS, service_bins, 2, 2)
         unseen = [(g, b, pg_text(s), *values) for g, b, (s,), values in delta.unseen_rows()]
         await self._upsert(UPSERT_UNSEEN, DELETE_EMPTY_UNSEEN, unseen, 3, 3 + UNSEEN_LIVE)
 

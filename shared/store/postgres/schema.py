@@ -21,6 +21,9 @@ OP_INDEX: Final = """CREATE TABLE op_index (
     op bigint NOT NULL, start_us bigint NOT NULL, tid bigint NOT NULL, min_us bigint NOT NULL,
     max_us bigint NOT NULL, PRIMARY KEY (op, start_us, tid)
 )"""
+SERVICE_BINS: Final = """CREATE TABLE IF NOT EXISTS rollup_services_bins (
+    service text COLLATE "C" NOT NULL, bin integer NOT NULL, n bigint NOT NULL, PRIMARY KEY (service, bin)
+)"""
 TAG_INDEX: Final = """CREATE TABLE tag_index (
     tag bigint NOT NULL, start_us bigint NOT NULL, tid bigint NOT NULL, PRIMARY KEY (tag, start_us, tid)
 )"""
@@ -73,6 +76,7 @@ CREATE TABLE endpoint_traces (
     PRIMARY KEY (service, operation, duration_us, tid)
 );
 {TAG_INDEX};
+{SERVICE_BINS};
 
 CREATE TABLE rollup_ops (
     grain smallint NOT NULL, bucket bigint NOT NULL,

@@ -88,8 +88,9 @@ class SqlDriver(Protocol):
         ...
 
     @property
-    def index_ddl(self) -> tuple[str, str]:
-        """The ``CREATE TABLE`` of ``op_index`` and ``tag_index`` (layout v4), for the v3 to v4 migration."""
+    def v4_tables(self) -> tuple[str, str, str]:
+        """The ``CREATE TABLE`` of ``op_index``, ``tag_index`` and ``rollup_services_bins`` (layout v4),
+        for the v3 to v4 migration."""
         ...
 
     # -- reads ---------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from shared.store.encoding import CHUNK_V1, decode_chunk, encode_chunk
 from shared.store.migration import migrate_trace
-from shared.store.rollups import Contribution, RollupDelta, decode_contribution, encode_contribution
+from shared.store.rollups import TOTAL, Contribution, RollupDelta, decode_contribution, encode_contribution
 from shared.store.sketch import LEGACY_BINS
 from shared.store.sql.driver import Row, SqlDriver
 from shared.store.sql.statements import BINS_SUFFIX, SERIES
@@ -103,11 +103,13 @@ def sketch_fill_sql() -> list[str]:
 
 async def add_sketch(d: SqlDriver) -> None:
     """Layout v2 without the latency sketch tables (written before them): create them and convert the
-    rollups' fixed buckets into them. Contributions stored before (fixed buckets alone) subtract from the
-    same midpoint bins, so re-finalizing and purging those traces stays exact."""
+    rollups' fixed buckets into them (and each service's all-time sketch from those). Contributions
+    stored before (fixed buckets alone) subtract from the same midpoint bins, so re-finalizing and
+    purging those traces stays exact."""
     await d.create_sketch()
     for statement in sketch_fill_sql():
         await d.execute(statement, [])
+    await fill_service_bins(d, d.v4_tables[2])
 
 
 def _by_trace(rows: Sequence[Row]) -> SpanRows:
@@ -207,12 +209,29 @@ V3_INDEXES: Final = (
 """The v3 search indexes: (table, key columns, other columns, its v4 table)."""
 
 
+SERVICE_BINS_FILL: Final = (
+    "INSERT INTO rollup_services_bins SELECT service, bin, sum(n) FROM rollup_ops_bins"
+    f" WHERE grain = {TOTAL} GROUP BY service, bin HAVING sum(n) <> 0"
+)
+"""The all-time sketch of each service, from its operations' total-grain bins."""
+
+
+async def fill_service_bins(d: SqlDriver, ddl: str) -> None:
+    """(Re)build ``rollup_services_bins`` (created by ``ddl`` where missing) from the operations' all-time
+    sketches."""
+    await d.execute(ddl, [])
+    await d.execute("DELETE FROM rollup_services_bins", [])
+    await d.execute(SERVICE_BINS_FILL, [])
+
+
 async def migrate_v3(d: SqlDriver) -> None:
     """Layout v3 to v4: ``trace_ops`` and ``trace_tags`` (names, keys and values as text in every row)
     become ``op_index`` and ``tag_index`` (each pair's hash, :func:`shared.store.tags.tag_hash`), row for
-    row, in key order; then they are dropped."""
+    row, in key order; then they are dropped. ``rollup_services_bins`` is filled from the operations'
+    all-time sketches (:data:`SERVICE_BINS_FILL`)."""
     untext = d.dialect.untext
-    for (old, key, rest, new), ddl in zip(V3_INDEXES, d.index_ddl, strict=True):
+    *indexes, service_bins = d.v4_tables
+    for (old, key, rest, new), ddl in zip(V3_INDEXES, indexes, strict=True):
         await d.execute(ddl, [])
         columns = f"{key}, {rest}" if rest else key
         select = d.dialect.sql(f"SELECT {columns} FROM {old} WHERE ({key}) > (?, ?, ?, ?) ORDER BY {key} LIMIT ?")
@@ -223,3 +242,4 @@ async def migrate_v3(d: SqlDriver) -> None:
             after = list(rows[-1][:4])
             await d.execute_many(insert, [(tag_hash(untext(r[0]), untext(r[1])), *r[2:]) for r in rows])
         await d.execute(f"DROP TABLE {old}", [])
+    await fill_service_bins(d, service_bins)

@@ -28,6 +28,7 @@ from shared.store.rollups import HOUR_US, TOTAL
 from shared.store.search import CANDIDATE_PAGE, trace_has_matching_span
 from shared.store.sql.driver import Job, SqlDriver, T
 from shared.store.sql.statements import (
+    SERVICE_BINS,
     SERVICES_OF_OPERATION,
     Dialect,
     RollupRead,
@@ -44,6 +45,7 @@ from shared.store.sql.statements import (
     slow_traces_sql,
     stats_sql,
     tail_sums,
+    with_service_bins,
 )
 from shared.store.sql.writer import read_states
 
@@ -212,11 +214,15 @@ async def _stats(d: SqlDriver, slowest: int, window: Window | None) -> StoreStat
     dialect = d.dialect
     aligned = window.aligned() if window is not None else None
     (active_sql, active_params), (slow_sql, slow_params) = stats_sql(dialect, aligned, slowest)
-    sums = [
-        await _rollup_rows(d, plan_rollup_read(series, dialect, aligned, step_us=None, service=None, operation=None))
-        for series in ("endpoints", "operations")
-    ]
-    endpoints, operations = sums
+    endpoints = await _rollup_rows(
+        d, plan_rollup_read("endpoints", dialect, aligned, step_us=None, service=None, operation=None)
+    )
+    read = plan_rollup_read("operations", dialect, aligned, step_us=None, service=None, operation=None)
+    if aligned is None:  # all time: each service's sketch from its own rows, not every operation's bins
+        read = msgspec.structs.replace(read, bin_statements=[])
+    operations = await _rollup_rows(d, read)
+    if aligned is None:
+        operations = with_service_bins(operations, await d.fetch(SERVICE_BINS, []), dialect.untext)
     unseen_rows = [row for sql, params in plan_unseen_read(dialect, aligned) for row in await d.fetch(sql, params)]
     unseen = merge_unseen(unseen_rows, dialect.untext)
     active = (await d.fetch(active_sql, active_params))[0][0]

@@ -317,6 +317,30 @@ def assemble_rollup_rows(
     ]
 
 
+SERVICE_BINS: Final = "SELECT service, bin, n FROM rollup_services_bins ORDER BY service, bin"
+"""Every service's all-time sketch (see :func:`with_service_bins`)."""
+
+
+def with_service_bins(
+    operations: Sequence[RollupRow], rows: Iterable[Sequence[Any]], untext: Callable[[str], str] = str
+) -> list[RollupRow]:
+    """All-time operation rows read without their sketches, the first row of each service given the
+    service's whole sketch (``rows``: :data:`SERVICE_BINS`'s), so that :func:`assemble_stats` merges per
+    service the same bins it would from every operation's."""
+    bins: dict[str, dict[int, int]] = defaultdict(dict)
+    for service, index, n in rows:
+        bins[untext(service)][int(index)] = int(n)
+    seen: set[str] = set()
+    result = []
+    for r in operations:
+        service = r.key[0]
+        if service not in seen:
+            seen.add(service)
+            r = msgspec.structs.replace(r, bins=bins.get(service, {}))
+        result.append(r)
+    return result
+
+
 def assemble_stats(
     endpoints: Sequence[RollupRow],
     operations: Sequence[RollupRow],

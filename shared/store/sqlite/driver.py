@@ -38,6 +38,7 @@ from shared.store.sqlite.schema import (
     OP_INDEX,
     SCHEMA,
     SCHEMA_VERSION,
+    SERVICE_BINS,
     SKETCH_SCHEMA,
     TAG_INDEX,
 )
@@ -107,6 +108,8 @@ UPSERT_OP_BINS: Final = _upsert_sql("rollup_ops_bins", (*_OP_KEYS, "bin"), ("n",
 UPSERT_ENDPOINT_BINS: Final = _upsert_sql("rollup_endpoints_bins", (*_ENDPOINT_KEYS, "bin"), ("n",))
 DELETE_EMPTY_OP_BINS: Final = _delete_empty_sql("rollup_ops_bins", (*_OP_KEYS, "bin"))
 DELETE_EMPTY_ENDPOINT_BINS: Final = _delete_empty_sql("rollup_endpoints_bins", (*_ENDPOINT_KEYS, "bin"))
+UPSERT_SERVICE_BINS: Final = _upsert_sql("rollup_services_bins", ("service", "bin"), ("n",))
+DELETE_EMPTY_SERVICE_BINS: Final = _delete_empty_sql("rollup_services_bins", ("service", "bin"))
 DELETE_EMPTY_OPS: Final = _delete_empty_sql("rollup_ops", _OP_KEYS)
 DELETE_EMPTY_ENDPOINTS: Final = _delete_empty_sql("rollup_endpoints", _ENDPOINT_KEYS)
 DELETE_EMPTY_DEPS: Final = _delete_empty_sql("rollup_deps", ("hour", "parent", "child"), "calls")
@@ -144,7 +147,7 @@ class SqliteDriver(Bound[sqlite3.Connection]):
 
     __slots__ = ()
     dialect: Final = DIALECT
-    index_ddl: Final = (OP_INDEX, TAG_INDEX)
+    v4_tables: Final = (OP_INDEX, TAG_INDEX, SERVICE_BINS)
     chunk_key: Final = "id"
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Row]:
@@ -294,6 +297,9 @@ class SqliteDriver(Bound[sqlite3.Connection]):
         ):
             c.executemany(upsert, [(g, b, *key, n) for g, b, key, (n,) in bins])
             c.executemany(delete, [(g, b, *key) for g, b, key, (n,) in bins if n < 0])
+        service_bins = delta.service_bin_rows()
+        c.executemany(UPSERT_SERVICE_BINS, service_bins)
+        c.executemany(DELETE_EMPTY_SERVICE_BINS, [(s, i) for s, i, n in service_bins if n < 0])
         contexts = delta.context_rows()
         c.executemany(UPSERT_CONTEXTS, [(g, b, *key, *values) for g, b, key, values in contexts])
         c.executemany(DELETE_EMPTY_CONTEXTS, [(g, b, *key) for g, b, key, values in contexts if values[1] < 0])

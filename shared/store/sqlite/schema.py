@@ -23,7 +23,9 @@ chunks and contributions stored uncompressed and each finalized trace's analysis
   (:mod:`shared.store.sketch`) in ``rollup_ops_bins`` / ``rollup_endpoints_bins``, a row per key and
   non-empty bin (:data:`SKETCH_SCHEMA`, added to a layout v2 file that lacks it by
   :func:`shared.store.sql.migrate.add_sketch`); ``rollup_deps`` per hour.
-  All-time trace counts are the endpoints' total-grain rows. ``rollup_contexts`` holds the critical-path
+  All-time trace counts are the endpoints' total-grain rows; ``rollup_services_bins`` is the all-time
+  sketch of each service (its operations' total-grain bins summed), so ``/stats`` reads a few rows a
+  service rather than every operation's bins. ``rollup_contexts`` holds the critical-path
   time per endpoint and calling context (:mod:`shared.critical_paths`) at the same grains; ``call_paths``
   names the contexts (id -> labels, and the last label for the bottom-up ranking).
 
@@ -44,6 +46,9 @@ _HIST_DDL: Final = ", ".join(f"{c} INTEGER NOT NULL" for c in HISTOGRAM_COLUMNS)
 OP_INDEX: Final = """CREATE TABLE IF NOT EXISTS op_index (
     op INTEGER NOT NULL, start_us INTEGER NOT NULL, tid INTEGER NOT NULL, min_us INTEGER NOT NULL,
     max_us INTEGER NOT NULL, PRIMARY KEY (op, start_us, tid)
+) WITHOUT ROWID"""
+SERVICE_BINS: Final = """CREATE TABLE IF NOT EXISTS rollup_services_bins (
+    service TEXT NOT NULL, bin INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (service, bin)
 ) WITHOUT ROWID"""
 TAG_INDEX: Final = """CREATE TABLE IF NOT EXISTS tag_index (
     tag INTEGER NOT NULL, start_us INTEGER NOT NULL, tid INTEGER NOT NULL, PRIMARY KEY (tag, start_us, tid)
@@ -94,6 +99,7 @@ CREATE TABLE IF NOT EXISTS endpoint_traces (
     PRIMARY KEY (service, operation, duration_us, tid)
 ) WITHOUT ROWID;
 {TAG_INDEX};
+{SERVICE_BINS};
 
 CREATE TABLE IF NOT EXISTS rollup_ops (
     grain INTEGER NOT NULL, bucket INTEGER NOT NULL,
