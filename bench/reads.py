@@ -1,8 +1,7 @@
 """(e) Read latency over real HTTP with a large store: trace by id, analyze, query (by service; by
 minDuration; by a tag; by service and a tag), stats (all time and over the last hour), a service's time
-series, Jaeger's latency metrics,
-an endpoint's aggregated critical path (from the rollups, and over the slowest 10,000 traces of the
-endpoint), against ``python -m query_api`` running as its own process.
+series, Jaeger's latency metrics, an endpoint's aggregated critical path (from the rollups, and over the
+slowest 10,000 traces of the endpoint), against ``python -m query_api`` running as its own process.
 
     python bench/reads.py --spans 100000 1000000     # one column per store size
 
