@@ -124,11 +124,14 @@ CREATE TABLE IF NOT EXISTS rollup_unseen (
     grain INTEGER NOT NULL, bucket INTEGER NOT NULL, service TEXT NOT NULL,
     traces INTEGER NOT NULL, failed INTEGER NOT NULL, spans INTEGER NOT NULL, errors INTEGER NOT NULL,
     PRIMARY KEY (grain, bucket, service)
-) WITHOUT ROWID
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS zstd_dicts (id INTEGER PRIMARY KEY, body BLOB NOT NULL)
 """
 """Tables added to layout v2 after its release (and part of every new v3 schema), created when missing on
 every open: ``rollup_unseen`` (the excess of the adjusted counts over the received traces and spans, per
-service; see :mod:`shared.store.rollups`)."""
+service; see :mod:`shared.store.rollups`) and ``zstd_dicts`` (the dictionaries chunks are compressed with;
+see :mod:`shared.store.sql.dicts`)."""
+ADDED_TABLE_NAMES: Final = ("rollup_unseen", "zstd_dicts")
 
 SKETCH_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS rollup_ops_bins (
