@@ -71,18 +71,19 @@ class SqlStore(Backend, SqlReader):
         done = await self._commit(
             lambda d: writer.write_batch(d, cache, batch), _ignore if cache is None else lambda w: w.remember(cache)
         )
-        self._samples = done.samples
+        if done.samples is not None:  # never cleared here: a write beside this one may have handed some over
+            self._samples = done.samples
         return done.plan.result
 
     async def _train(self, samples: list[bytes]) -> None:
         """Train a dictionary from the chunks written so far (in a thread: about 0.2 s), store it in a
         transaction of its own, then compress with it (:mod:`.dicts`)."""
         body = await asyncio.to_thread(train, samples)
-        store = self.dicts
+        own = self.dicts
         if body is None:
-            store.stop_sampling()
+            own.stop_sampling()
             return
-        await self._commit(lambda d: dicts.store(d, body), lambda ident: store.use(ident, body))
+        await self._commit(lambda d: dicts.store(d, body), lambda ident: own.use(ident, body))
 
     async def _finalize(
         self, trace_ids: Sequence[str], now_us: int, sampler: Sampler | None
