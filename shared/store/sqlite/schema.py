@@ -24,6 +24,9 @@ contributions stored uncompressed and each finalized trace's analysis stored wit
   All-time trace counts are the endpoints' total-grain rows. ``rollup_contexts`` holds the critical-path
   time per endpoint and calling context (:mod:`shared.critical_paths`) at the same grains; ``call_paths``
   names the contexts (id -> labels, and the last label for the bottom-up ranking).
+* ``zstd_dicts``: the zstd dictionaries chunk bodies are compressed with once their writer has trained one
+  (a chunk names its dictionary by id; :mod:`shared.store.sql.dicts`), each stored once by the writer that
+  trained it, never changed (:data:`ADDED_TABLES`: created on open where missing, no layout version bump).
 
 ``PRAGMA user_version`` holds the layout version (:mod:`shared.store.sql.migrate` upgrades older files).
 """
