@@ -29,7 +29,7 @@ from typing import TypeVar, cast
 import msgspec
 
 from shared.models import Event, Span, SpanFinish, merge_finish
-from shared.store.encoding import decode_chunk, encode_chunk, payload_size
+from shared.store.encoding import Dictionaries, decode_chunk, encode_chunk, payload_size
 
 __all__ = ["Change", "StoredStates", "TraceState", "decode_chunk", "encode_chunk"]
 
@@ -86,11 +86,12 @@ class TraceState:
         self.nbytes = 0  # msgpack size of the chunks applied, uncompressed (the cache's measure of this state)
 
     @classmethod
-    def from_chunks(cls, chunks: Iterable[tuple[bool, bytes]]) -> TraceState:
-        """The state stored as ``chunks`` (``(late, body)`` in ``seq`` order)."""
+    def from_chunks(cls, chunks: Iterable[tuple[bool, bytes]], dicts: Dictionaries | None = None) -> TraceState:
+        """The state stored as ``chunks`` (``(late, body)`` in ``seq`` order; ``dicts``: the store's
+        dictionaries, every one the chunks name loaded)."""
         state = cls()
         for late, body in chunks:
-            events = decode_chunk(body)
+            events = decode_chunk(body, dicts)
             if late or state.bodies or state.finishes:
                 state.apply(events, late=late)
             else:  # the first chunk (most traces have one): nothing to compare, no change to report
@@ -262,13 +263,14 @@ class StoredStates(Mapping[str, TraceState]):
     trace's objects, where building every state first kept a round's spans alive (5,000 of them) and the
     analysis of each trace found them long out of the processor's caches."""
 
-    __slots__ = ("_chunks",)
+    __slots__ = ("_chunks", "_dicts")
 
-    def __init__(self, chunks: Mapping[str, Sequence[tuple[bool, bytes]]]) -> None:
+    def __init__(self, chunks: Mapping[str, Sequence[tuple[bool, bytes]]], dicts: Dictionaries | None = None) -> None:
         self._chunks = chunks
+        self._dicts = dicts
 
     def __getitem__(self, trace_id: str) -> TraceState:
-        return TraceState.from_chunks(self._chunks[trace_id])
+        return TraceState.from_chunks(self._chunks[trace_id], self._dicts)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._chunks)

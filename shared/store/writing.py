@@ -26,7 +26,7 @@ import msgspec
 from shared.models import Event, Span, SpanFinish
 from shared.store.base import WriteResult
 from shared.store.chunks import TraceState, encode_chunk
-from shared.store.encoding import payload_size
+from shared.store.encoding import Dictionaries, payload_size
 
 RowState = Literal["active", "finalized", "dropped", "waiting"]
 """A trace row's state. ``waiting``: only finish events are stored, no span yet (not searchable, not
@@ -125,13 +125,19 @@ class WriteBatch(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     idle_us: int
 
 
-def plan_write(batch: WriteBatch, rows: Mapping[str, TraceRow], states: Mapping[str, TraceState]) -> WritePlan:
+def plan_write(
+    batch: WriteBatch,
+    rows: Mapping[str, TraceRow],
+    states: Mapping[str, TraceState],
+    dicts: Dictionaries | None = None,
+) -> WritePlan:
     """The rows that writing ``batch`` produces.
 
     ``rows``: the existing traces of the batch; ``states``: the current state of each of them (mutated
-    in place: pass states that are not in any cache). Traces of the batch not in ``rows`` are new. A
-    ``dropped`` trace (sampled out) discards its events. Only the net change of each span is stored, so
-    a duplicate changes nothing, not even the trace's due time.
+    in place: pass states that are not in any cache); ``dicts``: the writer's zstd dictionaries, which
+    compress its chunks (:func:`~shared.store.encoding.encode_chunk`). Traces of the batch not in
+    ``rows`` are new. A ``dropped`` trace (sampled out) discards its events. Only the net change of each
+    span is stored, so a duplicate changes nothing, not even the trace's due time.
     """
     plan = WritePlan(new=[], updates=[], chunks=[], opened=[], closed=[], states={}, result=NOTHING_WRITTEN)
     spans_changed = late_spans = 0
@@ -148,7 +154,7 @@ def plan_write(batch: WriteBatch, rows: Mapping[str, TraceRow], states: Mapping[
         change = state.apply(events, late=late)
         if not change.events:
             continue
-        body = encode_chunk(change.events)
+        body = encode_chunk(change.events, dicts)
         plan.chunks.append(Chunk(trace_id=trace_id, seq=state.version, late=late, body=body))
         state.version += 1
         state.nbytes += payload_size(body)

@@ -17,7 +17,7 @@ async def test_old_chunks_and_contributions_read_beside_new_ones(
     encode = msgspec.msgpack.Encoder().encode
     encoded: list[bytes] = []
 
-    def v2(value: object) -> bytes:
+    def v2(value: object, *_: object) -> bytes:  # the chunk's dictionaries, if given, unused
         encoded.append(encode(value))
         return encoded[-1]
 

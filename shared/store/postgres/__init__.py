@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 
 from shared.store.cache import TraceCache
+from shared.store.encoding import Dictionaries
 from shared.store.postgres.driver import DIALECT, Conflict, PostgresDriver, create_or_migrate, pg_text, py_text
 from shared.store.sql.driver import Job
 from shared.store.sql.store import SqlStore, _ignore
@@ -42,6 +43,7 @@ class PostgresStore(SqlStore):
     def __init__(self, pool: asyncpg.Pool, *, cache_bytes: int = 0) -> None:
         self._pool = pool
         self.cache = TraceCache(cache_bytes) if cache_bytes > 0 else None
+        self.dicts = Dictionaries()
 
     shared_by_processes = True
     """Any number of processes share the database."""
@@ -84,7 +86,7 @@ class PostgresStore(SqlStore):
         for attempt in range(RETRIES):
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    result = await job(PostgresDriver(conn))
+                    result = await job(PostgresDriver(conn, self.dicts))
             except _RETRYABLE:
                 if attempt == RETRIES - 1:
                     raise
@@ -97,7 +99,7 @@ class PostgresStore(SqlStore):
     async def _snapshot(self, job: Job[T]) -> T:
         """One read-only REPEATABLE READ transaction (one consistent snapshot)."""
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            return await job(PostgresDriver(conn))
+            return await job(PostgresDriver(conn, self.dicts))
 
     async def check(self) -> None:
         await self._pool.fetchval("SELECT 1")

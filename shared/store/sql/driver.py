@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, 
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 from shared.critical_paths import Path
+from shared.store.encoding import Dictionaries
 from shared.store.finalizing import FinalizeRow, Summary
 from shared.store.rollups import RollupDelta
 from shared.store.sql.statements import Dialect
@@ -42,12 +43,14 @@ C = TypeVar("C")
 
 
 class Bound(Generic[C]):
-    """A driver bound to one connection ``c``."""
+    """A driver bound to one connection ``c``, and its store's zstd dictionaries ``dicts`` (a fresh set
+    when not given: the layout migration's, which reads and writes chunks without a dictionary)."""
 
-    __slots__ = ("c",)
+    __slots__ = ("c", "dicts")
 
-    def __init__(self, c: C) -> None:
+    def __init__(self, c: C, dicts: Dictionaries | None = None) -> None:
         self.c = c
+        self.dicts = Dictionaries() if dicts is None else dicts
 
 
 def trace_rows(rows: Iterable[Row]) -> dict[str, TraceRow]:
@@ -93,6 +96,11 @@ class SqlDriver(Protocol):
         for the v3 to v4 migration."""
         ...
 
+    @property
+    def dicts(self) -> Dictionaries:
+        """The store's zstd dictionaries: those loaded, and its writer's (:mod:`.dicts`)."""
+        ...
+
     # -- reads ---------------------------------------------------------------------------------------
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Row]:
@@ -110,7 +118,8 @@ class SqlDriver(Protocol):
         ...
 
     async def read_chunks(self, tids: Mapping[str, int]) -> dict[str, list[tuple[bool, bytes]]]:
-        """The stored chunks of each trace (trace_id -> tid), ``(late, body)`` in order."""
+        """The stored chunks of each trace (trace_id -> tid), ``(late, body)`` in order (read them through
+        :func:`.dicts.read_chunks`, which loads the dictionaries they name)."""
         ...
 
     # -- writes --------------------------------------------------------------------------------------

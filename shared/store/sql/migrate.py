@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Final
 
-from shared.store.encoding import CHUNK_V1, decode_chunk, encode_chunk
+from shared.store.encoding import CHUNK_DICT, CHUNK_V1, decode_chunk, encode_chunk
 from shared.store.migration import migrate_trace
 from shared.store.rollups import TOTAL, Contribution, RollupDelta, decode_contribution, encode_contribution
 from shared.store.sketch import LEGACY_BINS
@@ -182,7 +182,9 @@ async def migrate_v2(d: SqlDriver) -> None:
     while rows := await d.fetch(select, [*after, MIGRATE_BATCH]):
         keyed = [tuple(r) for r in rows]
         after = list(keyed[-1][:width])
-        await d.execute_many(update, [(_v3_chunk(r[width]), *r[:width]) for r in keyed if r[width][0] != CHUNK_V1])
+        await d.execute_many(
+            update, [(_v3_chunk(r[width]), *r[:width]) for r in keyed if r[width][0] not in (CHUNK_V1, CHUNK_DICT)]
+        )
     select = d.dialect.sql(
         "SELECT tid, contribution FROM traces WHERE tid > ? AND (analysis IS NOT NULL OR contribution IS NOT NULL)"
         " ORDER BY tid LIMIT ?"

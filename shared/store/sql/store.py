@@ -5,6 +5,7 @@ transaction runners a backend supplies: :meth:`SqlStore._commit` (a write transa
 
 from __future__ import annotations
 
+import asyncio
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from typing import Final, TypeVar
@@ -19,8 +20,9 @@ from shared.store.base import (
     WriteResult,
 )
 from shared.store.cache import TraceCache
+from shared.store.encoding import Dictionaries, train
 from shared.store.rollups import Contribution
-from shared.store.sql import writer
+from shared.store.sql import dicts, writer
 from shared.store.sql.driver import Job, SqlDriver
 from shared.store.sql.reader import SqlReader
 from shared.store.writing import WriteBatch
@@ -43,6 +45,10 @@ class SqlStore(Backend, SqlReader):
     """A SQL backend's store: the contract's methods, over the backend's transactions and driver."""
 
     cache: TraceCache | None
+    dicts: Dictionaries
+    """The zstd dictionaries of the chunks this store read or writes (loaded on the store's thread)."""
+    _samples: list[bytes] | None = None
+    """Chunk payloads a write handed over, to train the writer's dictionary from before the next write."""
     purge_chunk: int
     """Traces deleted per purge transaction (short transactions: writers are not held up for long)."""
 
@@ -59,10 +65,25 @@ class SqlStore(Backend, SqlReader):
 
     async def _write(self, batch: WriteBatch) -> WriteResult:
         cache = self.cache
+        samples, self._samples = self._samples, None
+        if samples is not None:
+            await self._train(samples)
         done = await self._commit(
             lambda d: writer.write_batch(d, cache, batch), _ignore if cache is None else lambda w: w.remember(cache)
         )
+        if done.samples is not None:  # never cleared here: a write beside this one may have handed some over
+            self._samples = done.samples
         return done.plan.result
+
+    async def _train(self, samples: list[bytes]) -> None:
+        """Train a dictionary from the chunks written so far (in a thread: about 0.2 s), store it in a
+        transaction of its own, then compress with it (:mod:`.dicts`)."""
+        body = await asyncio.to_thread(train, samples)
+        own = self.dicts
+        if body is None:
+            own.stop_sampling()
+            return
+        await self._commit(lambda d: dicts.store(d, body), lambda ident: own.use(ident, body))
 
     async def _finalize(
         self, trace_ids: Sequence[str], now_us: int, sampler: Sampler | None

@@ -15,6 +15,7 @@ from shared.store.cache import TraceCache
 from shared.store.chunks import StoredStates, TraceState
 from shared.store.finalizing import FinalizePlan, FinalizeRow, encode_critical, plan_finalize
 from shared.store.rollups import Contribution, RollupDelta, decode_contribution
+from shared.store.sql import dicts
 from shared.store.sql.driver import EndpointIndexRow, PurgeCandidate, SqlDriver
 from shared.store.tags import tag_hash
 from shared.store.writing import WriteBatch, WritePlan, plan_write
@@ -28,6 +29,8 @@ class Written(msgspec.Struct, kw_only=True, gc=False):
     """Every trace of the batch that has a row, to its tid."""
     states: dict[str, TraceState]
     """Every state taken from the cache or built, current once the transaction commits."""
+    samples: list[bytes] | None = None
+    """Chunk payloads to train the writer's zstd dictionary from, once it wrote enough without one."""
 
     def remember(self, cache: TraceCache) -> None:
         """Put the states into the cache (call only after the commit: they are the stored ones then)."""
@@ -78,15 +81,17 @@ async def current_states(
 
 async def read_states(d: SqlDriver, tids: Mapping[str, int]) -> dict[str, TraceState]:
     """The stored state of each trace (trace_id -> tid), from its chunks in order."""
-    return {trace_id: TraceState.from_chunks(rows) for trace_id, rows in (await d.read_chunks(tids)).items()}
+    chunks = await dicts.read_chunks(d, tids)
+    return {trace_id: TraceState.from_chunks(rows, d.dicts) for trace_id, rows in chunks.items()}
 
 
 async def write_batch(d: SqlDriver, cache: TraceCache | None, batch: WriteBatch) -> Written:
     """Write one batch (see :meth:`shared.store.base.TraceWriter.write_batch`)."""
+    await dicts.use_newest(d)
     rows = await d.read_rows(batch.events)
     live = [(r.trace_id, r.tid, r.chunks) for r in rows.values() if r.state != "dropped"]
     states = await current_states(d, cache, live)
-    plan = plan_write(batch, rows, states)
+    plan = plan_write(batch, rows, states, d.dicts)
     tids = {trace_id: row.tid for trace_id, row in rows.items()}
     if plan.new:
         tids.update(await d.insert_traces(plan.new, batch.now_us))
@@ -99,7 +104,7 @@ async def write_batch(d: SqlDriver, cache: TraceCache | None, batch: WriteBatch)
     if plan.closed:
         await d.close_spans([(s, tids[t]) for t, s in plan.closed])
     states.update(plan.states)
-    return Written(plan=plan, tids=tids, states=states)
+    return Written(plan=plan, tids=tids, states=states, samples=d.dicts.samples())
 
 
 async def plan_round(
@@ -109,7 +114,7 @@ async def plan_round(
     rows = await d.finalize_rows(trace_ids)
     states: Mapping[str, TraceState]
     if cache is None:  # a finalizer process: each trace's state built as its turn comes (see StoredStates)
-        states = StoredStates(await d.read_chunks({r.trace_id: r.tid for r in rows}))
+        states = StoredStates(await dicts.read_chunks(d, {r.trace_id: r.tid for r in rows}), d.dicts)
     else:
         states = await current_states(d, cache, [(r.trace_id, r.tid, r.chunks) for r in rows])
     return Planned(rows=rows, states=states, plan=plan_finalize(rows, states, sampler=sampler))

@@ -23,6 +23,7 @@ import msgspec
 
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
+from shared.store.encoding import Dictionaries
 from shared.store.sql import writer
 from shared.store.sql.driver import Job, run_sync
 from shared.store.sql.store import SqlStore, _ignore
@@ -104,6 +105,7 @@ class SqliteStore(SqlStore):
         self._checkpointer: threading.Thread | None = None
         self._writer_lock: int | None = None
         self.cache = TraceCache(cache_bytes) if cache_bytes > 0 else None
+        self.dicts = Dictionaries()
         self.shared_by_processes = path != ":memory:"
         """Another process can open this store when it is a file (not ``:memory:``)."""
 
@@ -203,14 +205,14 @@ class SqliteStore(SqlStore):
 
     async def _commit(self, job: Job[T], committed: Callable[[T], None] = _ignore) -> T:
         def run() -> T:
-            result = self._tx(lambda c: run_sync(job(SqliteDriver(c))))
+            result = self._tx(lambda c: run_sync(job(SqliteDriver(c, self.dicts))))
             committed(result)  # on this thread, the only one that touches the cache
             return result
 
         return await self._run(run)
 
     async def _snapshot(self, job: Job[T]) -> T:
-        return await self._run(self._read, lambda c: run_sync(job(SqliteDriver(c))))
+        return await self._run(self._read, lambda c: run_sync(job(SqliteDriver(c, self.dicts))))
 
     async def check(self) -> None:
         await self._run(self._read, lambda c: c.execute("SELECT 1").fetchone())

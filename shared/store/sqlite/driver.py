@@ -33,6 +33,7 @@ from shared.store.sql.driver import (
 )
 from shared.store.sql.statements import COUNTER_COLUMNS, Dialect
 from shared.store.sqlite.schema import (
+    ADDED_TABLE_NAMES,
     ADDED_TABLES,
     CHUNK_BITS,
     OP_INDEX,
@@ -383,11 +384,20 @@ def has_sketch(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'rollup_endpoints_bins'").fetchone() is not None
 
 
+def has_added_tables(conn: sqlite3.Connection) -> bool:
+    """Whether the file has the latency sketch tables and every table added since (:data:`ADDED_TABLES`)."""
+    names = ("rollup_endpoints_bins", *ADDED_TABLE_NAMES)
+    found = conn.execute(
+        f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ({', '.join('?' * len(names))})", names
+    ).fetchone()[0]
+    return bool(found == len(names))
+
+
 def create_or_migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the file to :data:`SCHEMA_VERSION` in one transaction (see
     :func:`shared.store.sql.migrate.create_or_migrate`; on any error nothing changes). Safe when several
     processes open the file at once: the version is read again under the write lock."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION and has_sketch(conn):
+    if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION and has_added_tables(conn):
         return
     conn.execute("BEGIN IMMEDIATE")
     try:

@@ -28,6 +28,9 @@ chunks and contributions stored uncompressed and each finalized trace's analysis
   service rather than every operation's bins. ``rollup_contexts`` holds the critical-path
   time per endpoint and calling context (:mod:`shared.critical_paths`) at the same grains; ``call_paths``
   names the contexts (id -> labels, and the last label for the bottom-up ranking).
+* ``zstd_dicts``: the zstd dictionaries chunk bodies are compressed with once their writer has trained one
+  (a chunk names its dictionary by id; :mod:`shared.store.sql.dicts`), each stored once by the writer that
+  trained it, never changed (:data:`ADDED_TABLES`: created on open where missing, no layout version bump).
 
 ``PRAGMA user_version`` holds the layout version (:mod:`shared.store.sql.migrate` upgrades older files).
 """
@@ -132,11 +135,14 @@ CREATE TABLE IF NOT EXISTS rollup_unseen (
     grain INTEGER NOT NULL, bucket INTEGER NOT NULL, service TEXT NOT NULL,
     traces INTEGER NOT NULL, failed INTEGER NOT NULL, spans INTEGER NOT NULL, errors INTEGER NOT NULL,
     PRIMARY KEY (grain, bucket, service)
-) WITHOUT ROWID
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS zstd_dicts (id INTEGER PRIMARY KEY, body BLOB NOT NULL)
 """
 """Tables added to layout v2 after its release (and part of every new v3 schema), created when missing on
 every open: ``rollup_unseen`` (the excess of the adjusted counts over the received traces and spans, per
-service; see :mod:`shared.store.rollups`)."""
+service; see :mod:`shared.store.rollups`) and ``zstd_dicts`` (the dictionaries chunks are compressed with;
+see :mod:`shared.store.sql.dicts`)."""
+ADDED_TABLE_NAMES: Final = ("rollup_unseen", "zstd_dicts")
 
 SKETCH_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS rollup_ops_bins (
