@@ -41,10 +41,11 @@ CREATE TABLE traces (
     complete boolean,
     services text,
     analysis bytea,
-    contribution bytea,
+    contribution bytea,     -- a sampled-out trace's share of the rollups (kept ones: derived from the chunks)
     late_spans integer NOT NULL DEFAULT 0,
     refinalizations integer NOT NULL DEFAULT 0,
-    finalized_at_us bigint
+    finalized_at_us bigint,
+    final_chunks integer    -- chunks merged by the last finalization
 ) WITH (fillfactor = 85);
 CREATE INDEX traces_due ON traces (due_us) WHERE state = 'active';
 CREATE INDEX traces_start ON traces (start_us) WHERE finalized_at_us IS NOT NULL;
@@ -112,6 +113,10 @@ CREATE TABLE IF NOT EXISTS rollup_unseen (
 """Tables added to layout v2 after its release (and part of every new v3 schema), created when missing on
 every open: ``rollup_unseen`` (the excess of the adjusted counts over the received traces and spans, per
 service; see :mod:`shared.store.rollups`)."""
+
+ADDED_COLUMNS: Final = (("traces", "final_chunks", "integer"),)
+"""Columns ``(table, column, type)`` added to layout v3 after its first version (and part of every new
+schema), added when missing on open: ``traces.final_chunks``."""
 
 SKETCH_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS rollup_ops_bins (
