@@ -2,8 +2,8 @@
 previous one from the chunks the trace's last finalization merged (``traces.final_chunks``). Checked on
 the tables themselves (SQLite with and without the writer's cache, PostgreSQL): after late spans,
 re-finalizations and purges, every rollup and search index table holds what a fresh store holds that was
-given only what is still counted; rows that carry a stored contribution (a sampled-out trace's, or rows
-of an older layout) are taken at their word."""
+given only what is still counted; rows that carry a stored contribution (a sampled-out trace's, rows
+written before ``final_chunks`` existed, or migrated from an older layout) are taken at their word."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from typing import Any
 import asyncpg
 import pytest
 
+from shared.analysis import analyze
 from shared.models import Span
 from shared.sampling import Sampler
 from shared.settings import Settings
 from shared.store import TraceStore, open_store
+from shared.store.rollups import contribution, encode_contribution
 from tests.store.conftest import postgres_schema_url
 from tests.store.test_contract import HOUR, NOW, SECOND, T0, simple_trace, span, write
 from tests.store.test_migration import fixture_url
@@ -175,6 +177,58 @@ async def test_rows_of_an_older_layout_are_refinalized_and_purged_with_their_sto
             assert [a.trace_id for a in await store.finalize(["r1"], now_us=NOW + 12 * SECOND)] == ["r1"]
             assert await store.purge(2**62) > 0
             assert await store.get_trace("r1") is None
+        finally:
+            await store.close()
+        assert await dump(url) == {table: [] for table in TABLES}
+
+
+async def _as_written_before_final_chunks(url: str, shares: Mapping[str, bytes]) -> None:
+    """Make a store look as the layout wrote it before ``final_chunks``: every finalized trace's
+    contribution stored, no ``final_chunks`` column."""
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db, db:
+            db.executemany("UPDATE traces SET contribution = ? WHERE trace_id = ?", [(b, t) for t, b in shares.items()])
+            db.execute("ALTER TABLE traces DROP COLUMN final_chunks")
+        return
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.executemany(
+            "UPDATE traces SET contribution = $1 WHERE trace_id = $2", [(b, t) for t, b in shares.items()]
+        )
+        await conn.execute("ALTER TABLE traces DROP COLUMN final_chunks")
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_store_written_before_final_chunks_gains_it_and_stays_exact(backend: str, tmp_path: Path) -> None:
+    traces = {
+        "a": failed_trace("a", T0 - HOUR, weight=4),
+        "b": failed_trace("b", T0 - HOUR),
+        "c": failed_trace("c", T0),
+    }
+    async with empty_url(backend, tmp_path, "store") as url:
+        store = await opened(backend, url)
+        try:
+            await write(store, [s for spans in traces.values() for s in spans])
+            await store.finalize(list(traces), now_us=NOW)
+        finally:
+            await store.close()
+        shares = {}
+        for trace_id, spans in traces.items():
+            ordered = sorted(spans, key=lambda s: s.span_id)
+            shares[trace_id] = encode_contribution(contribution(analyze(trace_id, ordered), ordered))
+        await _as_written_before_final_chunks(url, shares)
+        store = await opened(backend, url)
+        try:
+            late = span("a", "late", parent="root", service="late-svc", start=T0 - HOUR, tags={"late": "1"})
+            await write(store, [late], now=NOW + 1)
+            assert len(await store.finalize(["a"], now_us=NOW + 2)) == 1
+            await write(store, [span("b", "late", parent="root", start=T0 - HOUR)], now=NOW + 3)  # re-opened
+            assert await dump(url) == await fresh_dump(
+                backend, tmp_path / "fresh", {**traces, "a": [*traces["a"], late]}
+            )
+            assert await store.purge(2**62) == 3
         finally:
             await store.close()
         assert await dump(url) == {table: [] for table in TABLES}
