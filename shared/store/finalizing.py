@@ -6,6 +6,14 @@ trace's current state (the cache's copy when its chunk count matches the row's, 
 back), calls :func:`plan_finalize` and writes the plan in the same transaction: summaries, the search
 index rows of the traces (the old ones out, the new ones in), the rollup delta, and for sampled-out
 traces the deletion of their chunks.
+
+A re-finalized trace's previous share (what its last finalization added, to take out) is its stored
+contribution where there is one (Cassandra stores every trace's; the SQL stores a sampled-out trace's,
+whose chunks go, and every trace's before they derived them), else it is derived again from the state
+the last finalization merged, its first ``final_chunks`` chunks (chunks are only ever appended): the
+contribution is a function of the spans alone (:func:`derived_share`). Deriving assumes the code that
+computes it is the code that added it: an upgrade that changes the analysis between a trace's
+finalization and its re-finalization or purge shifts the rollups by the difference.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from shared.sampling import Sampler
 from shared.store.base import TraceSummary
 from shared.store.chunks import TraceState
 from shared.store.rollups import Contribution, RollupDelta, contribution, decode_contribution, encode_contribution
+
+NO_STATES: Final[Mapping[str, TraceState]] = {}
 
 _json: Final = msgspec.json.Encoder()
 _str_list: Final = msgspec.json.Decoder(list[str])
@@ -66,7 +76,11 @@ class FinalizeRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     tid: int
     chunks: int
     contribution: bytes | None
-    """The previous finalization's share (a re-opened trace), to take out of the rollups."""
+    """The previous finalization's share (a re-opened trace) when it was stored, to take out of the
+    rollups."""
+    final_chunks: int | None = None
+    """The chunks the previous finalization merged (SQL stores), to derive its share from when it was not
+    stored; ``None``: never finalized, or by a build that stored every share."""
     indexed: bool
     """The previous finalization kept the trace (its search index rows exist)."""
 
@@ -80,7 +94,11 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     kept: bool
     """False: sampled out (counted in the rollups; its chunks and index rows go; state ``dropped``)."""
     late_spans: int
-    contribution_blob: bytes
+    chunks: int
+    """The chunks merged (the SQL stores' ``final_chunks``)."""
+    share: Contribution
+    contribution_blob: bytes | None
+    """The share as stored; ``None`` where it is derived from the chunks when needed (see the module's doc)."""
     services_json: str
 
     @property
@@ -130,10 +148,39 @@ class FinalizePlan(msgspec.Struct, kw_only=True, gc=False):
         return [s.analysis for s in self.summaries]
 
 
+def derived_share(trace_id: str, state: TraceState) -> Contribution:
+    """The share of the rollups a finalization of ``state`` adds: what the finalization computes, from the
+    spans alone (the adjusted count from their sampling tags, context ids by hash)."""
+    spans = state.spans()
+    return contribution(analyze(trace_id, spans), spans)
+
+
+def previous_share(
+    trace_id: str, blob: bytes | None, final_chunks: int | None, earlier: Mapping[str, TraceState]
+) -> Contribution | None:
+    """What a trace's last finalization added to the rollups: its stored ``blob``, else, when it merged
+    ``final_chunks`` chunks, derived from its state as of then (``earlier[trace_id]``), else ``None``
+    (never finalized)."""
+    if blob is not None:
+        return decode_contribution(blob)
+    if final_chunks is None:
+        return None
+    return derived_share(trace_id, earlier[trace_id])
+
+
 def plan_finalize(
-    rows: Sequence[FinalizeRow], states: Mapping[str, TraceState], *, sampler: Sampler | None
+    rows: Sequence[FinalizeRow],
+    states: Mapping[str, TraceState],
+    *,
+    sampler: Sampler | None,
+    earlier: Mapping[str, TraceState] = NO_STATES,
+    store_kept: bool = True,
 ) -> FinalizePlan:
-    """Analyze each trace from its state and build everything its finalization writes."""
+    """Analyze each trace from its state and build everything its finalization writes.
+
+    ``earlier``: the state as of its previous finalization of each trace with ``final_chunks`` and no
+    stored share. ``store_kept``: a kept trace's share is stored too (Cassandra); else only a sampled-out
+    trace's (the SQL stores)."""
     delta = RollupDelta()
     plan = FinalizePlan(
         summaries=[], waiting=[], index_removed=[], index_added=[], dropped=[], delta=delta, paths={}, first=[]
@@ -146,8 +193,8 @@ def plan_finalize(
         spans = state.spans()
         analysis = analyze(row.trace_id, spans)
         share = contribution(analysis, spans, plan.paths)
-        if row.contribution is not None:
-            previous = decode_contribution(row.contribution)
+        previous = previous_share(row.trace_id, row.contribution, row.final_chunks, earlier)
+        if previous is not None:
             delta.add(previous, -1)
             if row.indexed:
                 plan.index_removed.append((row.trace_id, row.tid, previous))
@@ -166,7 +213,9 @@ def plan_finalize(
                 analysis=analysis,
                 kept=kept,
                 late_spans=len(state.late),
-                contribution_blob=encode_contribution(share),
+                chunks=row.chunks,
+                share=share,
+                contribution_blob=encode_contribution(share) if store_kept or not kept else None,
                 services_json=_json.encode(analysis.services).decode(),
             )
         )

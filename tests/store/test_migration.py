@@ -20,9 +20,11 @@ from shared.analysis import analyze
 from shared.settings import Settings
 from shared.store import TraceQuery, TraceStore, open_store, sketch
 from shared.store.base import Window
+from shared.store.chunks import TraceState
 from shared.store.encoding import CHUNK_V1
+from shared.store.finalizing import derived_share
 from shared.store.rollups import HOUR_US, decode_contribution, encode_contribution
-from shared.store.sqlite.schema import SCHEMA_VERSION
+from shared.store.sqlite.schema import CHUNK_BITS, SCHEMA_VERSION
 from shared.store.tags import tag_hash
 from tests.store.conftest import postgres_schema_url
 from tests.store.fixtures.make_fixtures import SEARCHES, trace_ids
@@ -42,18 +44,14 @@ def _json(value: object) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def fixture_store(layout: str, backend: str, tmp_path: Path) -> AsyncIterator[tuple[str, TraceStore]]:
-    """(backend, a store opened on the ``layout`` fixture of that backend)."""
+async def fixture_url(layout: str, backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """The store URL of the ``layout`` fixture of that backend, loaded (the store not opened yet)."""
     if backend == "sqlite":
         path = tmp_path / f"{layout}.db"
         script = (FIXTURES / f"{layout}_sqlite.sql").read_text()
         with sqlite3.connect(path) as db:
             db.executescript(f"BEGIN;\n{script}COMMIT;")  # one transaction: one sync, not one per row
-        store = await open_store(Settings.from_env({}, store_url=f"sqlite:///{path}"), writer=True)
-        try:
-            yield "sqlite", store
-        finally:
-            await store.close()
+        yield f"sqlite:///{path}"
         return
     async with postgres_schema_url() as url:
         conn = await asyncpg.connect(url)
@@ -61,9 +59,16 @@ async def fixture_store(layout: str, backend: str, tmp_path: Path) -> AsyncItera
             await conn.execute((FIXTURES / f"{layout}_postgres.sql").read_text())
         finally:
             await conn.close()
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def fixture_store(layout: str, backend: str, tmp_path: Path) -> AsyncIterator[tuple[str, TraceStore]]:
+    """(backend, a store opened on the ``layout`` fixture of that backend)."""
+    async with fixture_url(layout, backend, tmp_path) as url:
         store = await open_store(Settings.from_env({}, store_url=url), writer=True)
         try:
-            yield "postgres", store
+            yield backend, store
         finally:
             await store.close()
 
@@ -246,16 +251,33 @@ async def test_a_newer_layout_is_refused_with_one_line(tmp_path: Path) -> None:
 
 def _before_the_sketch(path: Path) -> None:
     """Make a layout v2 file look as one written before the latency sketch: no sketch tables, and every
-    stored contribution keyed by fixed bucket alone."""
+    finalized trace's contribution stored (as then), keyed by fixed bucket alone."""
     with sqlite3.connect(path) as db:
         db.execute("DROP TABLE rollup_ops_bins")
         db.execute("DROP TABLE rollup_endpoints_bins")
         db.execute("DROP TABLE rollup_services_bins")
-        for tid, blob in db.execute("SELECT tid, contribution FROM traces WHERE contribution IS NOT NULL").fetchall():
-            share = decode_contribution(blob)
+        for trace_id, tid, blob, final_chunks in db.execute(
+            "SELECT trace_id, tid, contribution, final_chunks FROM traces WHERE final_chunks IS NOT NULL"
+        ).fetchall():
+            share = (
+                decode_contribution(blob)
+                if blob is not None
+                else derived_share(trace_id, _state(db, tid, final_chunks))
+            )
             ops = [(*op[:8], _fixed(op[8]), op[9], _fixed(op[10])) for op in share.ops]
             old = msgspec.structs.replace(share, ops=ops, sketched=False)
-            db.execute("UPDATE traces SET contribution = ? WHERE tid = ?", (encode_contribution(old), tid))
+            db.execute(
+                "UPDATE traces SET contribution = ?, final_chunks = NULL WHERE tid = ?", (encode_contribution(old), tid)
+            )
+
+
+def _state(db: sqlite3.Connection, tid: int, chunks: int) -> TraceState:
+    """A trace's state as its first ``chunks`` chunks in a SQLite file."""
+    rows = db.execute(
+        "SELECT late, body FROM chunks WHERE id BETWEEN ? AND ? ORDER BY id LIMIT ?",
+        (tid << CHUNK_BITS, ((tid + 1) << CHUNK_BITS) - 1, chunks),
+    ).fetchall()
+    return TraceState.from_chunks((bool(late), body) for late, body in rows)
 
 
 def _fixed(histogram: dict[int, int]) -> dict[int, int]:

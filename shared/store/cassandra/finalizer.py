@@ -485,5 +485,5 @@ def _index_changes(
         old.append(retention_row(ns, s.trace_id, shard, row.start_us))
     new = [retention_row(ns, s.trace_id, shard, s.analysis.start_us)]
     if s.kept:
-        new.extend(search_rows(ns, s.trace_id, decode_contribution(s.contribution_blob)))
+        new.extend(search_rows(ns, s.trace_id, s.share))
     return index_changes(old, new, cql.ttl_s)

@@ -27,6 +27,7 @@ import msgspec
 from shared.critical_paths import Path
 from shared.store.finalizing import FinalizeRow, Summary
 from shared.store.postgres.schema import (
+    ADDED_COLUMNS,
     ADDED_TABLES,
     OP_INDEX,
     SCHEMA,
@@ -119,13 +120,14 @@ STORE_SUMMARIES: Final = """
 UPDATE traces t SET state = u.state, root_service = u.root_service, root_operation = u.root_operation,
     start_us = u.start_us, duration_us = u.duration_us, span_count = u.span_count, error_count = u.error_count,
     status = u.status, complete = u.complete, services = u.services, analysis = u.analysis,
-    contribution = u.contribution, late_spans = u.late_spans,
+    contribution = u.contribution, late_spans = u.late_spans, final_chunks = u.final_chunks,
     refinalizations = t.refinalizations + (t.finalized_at_us IS NOT NULL)::integer,
-    finalized_at_us = CASE WHEN u.state = 'finalized' THEN $15::bigint END  -- a dropped trace has no summary
+    finalized_at_us = CASE WHEN u.state = 'finalized' THEN $16::bigint END  -- a dropped trace has no summary
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::integer[], $7::integer[],
-            $8::text[], $9::boolean[], $10::text[], $11::bytea[], $12::bytea[], $13::integer[], $14::text[])
+            $8::text[], $9::boolean[], $10::text[], $11::bytea[], $12::bytea[], $13::integer[], $14::integer[],
+            $15::text[])
     AS u(tid, root_service, root_operation, start_us, duration_us, span_count, error_count,
-         status, complete, services, analysis, contribution, late_spans, state)
+         status, complete, services, analysis, contribution, late_spans, final_chunks, state)
 WHERE t.tid = u.tid
 """
 
@@ -273,7 +275,7 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
 
     async def finalize_rows(self, trace_ids: Sequence[str]) -> list[FinalizeRow]:
         rows = await self.c.fetch(
-            "SELECT trace_id, tid, chunks, contribution, finalized_at_us IS NOT NULL FROM traces"
+            "SELECT trace_id, tid, chunks, contribution, final_chunks, finalized_at_us IS NOT NULL FROM traces"
             " WHERE trace_id = ANY($1::text[]) AND state = 'active' ORDER BY trace_id FOR UPDATE SKIP LOCKED",
             list(dict.fromkeys(trace_ids)),
         )
@@ -284,7 +286,8 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
 
     async def store_summaries(self, summaries: Sequence[Summary], now_us: int) -> None:
         cols = columns(
-            [(s.tid, *s.values(analysis=False), "finalized" if s.kept else "dropped") for s in summaries], 14
+            [(s.tid, *s.values(analysis=False), s.chunks, "finalized" if s.kept else "dropped") for s in summaries],
+            15,
         )
         for i in (1, 2):  # root service and operation
             cols[i] = [None if v is None else pg_text(v) for v in cols[i]]
@@ -361,13 +364,13 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
 
     async def purge_candidates(self, before_us: int, limit: int) -> list[sqldriver.PurgeCandidate]:
         rows = await self.c.fetch(
-            "SELECT trace_id, tid, contribution, finalized_at_us IS NOT NULL FROM traces"
+            "SELECT trace_id, tid, contribution, final_chunks, finalized_at_us IS NOT NULL FROM traces"
             " WHERE (finalized_at_us IS NOT NULL OR state = 'dropped') AND start_us < $1"
             " LIMIT $2 FOR UPDATE SKIP LOCKED",
             before_us,
             limit,
         )
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     async def delete_traces(self, tids: Sequence[int]) -> None:
         await self.c.execute("DELETE FROM traces WHERE tid = ANY($1::bigint[])", list(tids))
@@ -393,6 +396,14 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
 
     async def create_added_tables(self) -> None:
         await self.c.execute(ADDED_TABLES)
+        for table, column, kind in ADDED_COLUMNS:  # looked up first: ALTER TABLE would lock the table
+            if not await self.c.fetchval(
+                "SELECT 1 FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2",
+                table,
+                column,
+            ):
+                await self.c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     async def has_sketch(self) -> bool:
         found: bool = await self.c.fetchval("SELECT to_regclass('rollup_endpoints_bins') IS NOT NULL")

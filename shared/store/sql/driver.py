@@ -35,8 +35,9 @@ EndpointIndexRow = tuple[str, str, int, int, int, bytes]
 """An ``endpoint_traces`` row: root service, root operation, duration (µs), tid, start (µs), critical path."""
 EndpointKey = tuple[str, str, int, int]
 """The key of an ``endpoint_traces`` row: root service, root operation, duration (µs), tid."""
-PurgeCandidate = tuple[str, int, bytes | None, bool]
-"""trace_id, tid, contribution, whether it has search index rows."""
+PurgeCandidate = tuple[str, int, bytes | None, int | None, bool]
+"""trace_id, tid, contribution (stored: a sampled-out trace's, or one written before shares were derived),
+final_chunks (the chunks its last finalization merged), whether it has search index rows."""
 
 
 C = TypeVar("C")
@@ -61,8 +62,11 @@ def trace_rows(rows: Iterable[Row]) -> dict[str, TraceRow]:
 
 
 def finalize_rows(rows: Iterable[Row]) -> list[FinalizeRow]:
-    """:class:`FinalizeRow` from rows ``(trace_id, tid, chunks, contribution, has index rows)``."""
-    return [FinalizeRow(trace_id=r[0], tid=r[1], chunks=r[2], contribution=r[3], indexed=bool(r[4])) for r in rows]
+    """:class:`FinalizeRow` from rows ``(trace_id, tid, chunks, contribution, final_chunks, has index rows)``."""
+    return [
+        FinalizeRow(trace_id=r[0], tid=r[1], chunks=r[2], contribution=r[3], final_chunks=r[4], indexed=bool(r[5]))
+        for r in rows
+    ]
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -208,7 +212,7 @@ class SqlDriver(Protocol):
         ...
 
     async def create_added_tables(self) -> None:
-        """Create the tables added to the current layout since its release, where missing."""
+        """Create the tables and columns added to the current layout since its release, where missing."""
         ...
 
     async def set_v1_aside(self) -> None:

@@ -13,8 +13,8 @@ import msgspec
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
 from shared.store.chunks import StoredStates, TraceState
-from shared.store.finalizing import FinalizePlan, FinalizeRow, encode_critical, plan_finalize
-from shared.store.rollups import Contribution, RollupDelta, decode_contribution
+from shared.store.finalizing import FinalizePlan, FinalizeRow, encode_critical, plan_finalize, previous_share
+from shared.store.rollups import Contribution, RollupDelta
 from shared.store.sql import dicts
 from shared.store.sql.driver import EndpointIndexRow, PurgeCandidate, SqlDriver
 from shared.store.tags import tag_hash
@@ -107,17 +107,32 @@ async def write_batch(d: SqlDriver, cache: TraceCache | None, batch: WriteBatch)
     return Written(plan=plan, tids=tids, states=states, samples=d.dicts.samples())
 
 
+def earlier_states(
+    d: SqlDriver, chunks: Mapping[str, Sequence[tuple[bool, bytes]]], finals: Mapping[str, int]
+) -> StoredStates:
+    """Traces' states as of their last finalization (trace_id -> the chunks it merged), from their
+    ``chunks`` (read with :func:`.dicts.read_chunks`): a prefix, chunks being only ever appended."""
+    return StoredStates({trace_id: chunks[trace_id][:n] for trace_id, n in finals.items()}, d.dicts)
+
+
 async def plan_round(
     d: SqlDriver, cache: TraceCache | None, trace_ids: Sequence[str], *, sampler: Sampler | None
 ) -> Planned:
-    """Read the active rows among ``trace_ids`` and their states, and plan their finalization."""
+    """Read the active rows among ``trace_ids`` and their states, and plan their finalization. A trace
+    finalized before without a stored share gets it derived from its chunks as of then."""
     rows = await d.finalize_rows(trace_ids)
+    finals = {r.trace_id: r.final_chunks for r in rows if r.final_chunks is not None and r.contribution is None}
     states: Mapping[str, TraceState]
     if cache is None:  # a finalizer process: each trace's state built as its turn comes (see StoredStates)
-        states = StoredStates(await dicts.read_chunks(d, {r.trace_id: r.tid for r in rows}), d.dicts)
+        chunks = await dicts.read_chunks(d, {r.trace_id: r.tid for r in rows})
+        states = StoredStates(chunks, d.dicts)
     else:
         states = await current_states(d, cache, [(r.trace_id, r.tid, r.chunks) for r in rows])
-    return Planned(rows=rows, states=states, plan=plan_finalize(rows, states, sampler=sampler))
+        wanted = {r.trace_id: r.tid for r in rows if r.trace_id in finals}
+        chunks = await dicts.read_chunks(d, wanted) if finals else {}
+    earlier = earlier_states(d, chunks, finals)
+    plan = plan_finalize(rows, states, sampler=sampler, earlier=earlier, store_kept=False)
+    return Planned(rows=rows, states=states, plan=plan)
 
 
 async def finalize(
@@ -198,14 +213,17 @@ async def remove_index_rows(d: SqlDriver, shares: Sequence[tuple[int, Contributi
         await d.remove_index_rows(op_index_values(shares), tag_index_values(shares), endpoints)
 
 
-def purge_correction(rows: Sequence[PurgeCandidate]) -> tuple[RollupDelta, list[tuple[int, Contribution]]]:
+def purge_correction(
+    rows: Sequence[PurgeCandidate], earlier: Mapping[str, TraceState]
+) -> tuple[RollupDelta, list[tuple[int, Contribution]]]:
     """What purging these traces takes back: their shares out of the rollups, and the (tid, share) of those
-    with search index rows."""
+    with search index rows. ``earlier``: the states of the traces whose share is not stored, as of their
+    last finalization."""
     delta = RollupDelta()
     indexed: list[tuple[int, Contribution]] = []
-    for _, tid, blob, was_indexed in rows:
-        if blob is not None:
-            share = decode_contribution(blob)
+    for trace_id, tid, blob, final_chunks, was_indexed in rows:
+        share = previous_share(trace_id, blob, final_chunks, earlier)
+        if share is not None:
             delta.add(share, -1)
             if was_indexed:
                 indexed.append((tid, share))
@@ -218,7 +236,9 @@ async def purge(d: SqlDriver, before_us: int, limit: int) -> list[str]:
     rows = await d.purge_candidates(before_us, limit)
     if not rows:
         return []
-    delta, indexed = purge_correction(rows)
+    finals = {r[0]: r[3] for r in rows if r[2] is None and r[3] is not None}  # shares derived from the chunks
+    chunks = await dicts.read_chunks(d, {r[0]: r[1] for r in rows if r[0] in finals}) if finals else {}
+    delta, indexed = purge_correction(rows, earlier_states(d, chunks, finals))
     await remove_index_rows(d, indexed)
     tids = [r[1] for r in rows]
     await d.delete_traces_data(tids)

@@ -33,6 +33,7 @@ from shared.store.sql.driver import (
 )
 from shared.store.sql.statements import COUNTER_COLUMNS, Dialect
 from shared.store.sqlite.schema import (
+    ADDED_COLUMNS,
     ADDED_TABLE_NAMES,
     ADDED_TABLES,
     CHUNK_BITS,
@@ -134,7 +135,7 @@ UPSERT_CONTEXTS: Final = (
 STORE_SUMMARY: Final = (
     "UPDATE traces SET state = ?, root_service = ?, root_operation = ?, start_us = ?, duration_us = ?,"
     " span_count = ?, error_count = ?, status = ?, complete = ?, services = ?, analysis = ?, contribution = ?,"
-    " late_spans = ?, refinalizations = refinalizations + (finalized_at_us IS NOT NULL),"
+    " late_spans = ?, final_chunks = ?, refinalizations = refinalizations + (finalized_at_us IS NOT NULL),"
     " finalized_at_us = ? WHERE tid = ?"
 )
 
@@ -223,7 +224,7 @@ class SqliteDriver(Bound[sqlite3.Connection]):
 
     async def finalize_rows(self, trace_ids: Sequence[str]) -> list[FinalizeRow]:
         rows = self.c.execute(
-            "SELECT t.trace_id, t.tid, t.chunks, t.contribution, t.finalized_at_us IS NOT NULL"
+            "SELECT t.trace_id, t.tid, t.chunks, t.contribution, t.final_chunks, t.finalized_at_us IS NOT NULL"
             " FROM json_each(?1) j CROSS JOIN traces t ON t.trace_id = j.value WHERE t.state = 'active'",
             (_doc(list(dict.fromkeys(trace_ids))),),
         )
@@ -237,7 +238,13 @@ class SqliteDriver(Bound[sqlite3.Connection]):
             STORE_SUMMARY,
             [
                 # a dropped trace has no summary to serve
-                ("finalized" if s.kept else "dropped", *s.values(analysis=False), now_us if s.kept else None, s.tid)
+                (
+                    "finalized" if s.kept else "dropped",
+                    *s.values(analysis=False),
+                    s.chunks,
+                    now_us if s.kept else None,
+                    s.tid,
+                )
                 for s in summaries
             ],
         )
@@ -311,9 +318,10 @@ class SqliteDriver(Bound[sqlite3.Connection]):
 
     async def purge_candidates(self, before_us: int, limit: int) -> list[PurgeCandidate]:
         rows: list[PurgeCandidate] = self.c.execute(
-            "SELECT trace_id, tid, contribution, finalized_at_us IS NOT NULL FROM traces"
+            "SELECT trace_id, tid, contribution, final_chunks, finalized_at_us IS NOT NULL FROM traces"
             " WHERE finalized_at_us IS NOT NULL AND start_us < ?1"
-            " UNION ALL SELECT trace_id, tid, contribution, 0 FROM traces WHERE state = 'dropped' AND start_us < ?1"
+            " UNION ALL SELECT trace_id, tid, contribution, final_chunks, 0 FROM traces"
+            " WHERE state = 'dropped' AND start_us < ?1"
             " LIMIT ?2",
             (before_us, limit),
         ).fetchall()
@@ -349,6 +357,9 @@ class SqliteDriver(Bound[sqlite3.Connection]):
 
     async def create_added_tables(self) -> None:
         self._run(ADDED_TABLES)
+        for table, column, kind in ADDED_COLUMNS:
+            if not has_column(self.c, table, column):
+                self.c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     async def set_v1_aside(self) -> None:
         for table in migrate.V1_TABLES:
@@ -393,11 +404,24 @@ def has_added_tables(conn: sqlite3.Connection) -> bool:
     return bool(found == len(names))
 
 
+def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return conn.execute("SELECT 1 FROM pragma_table_info(?) WHERE name = ?", (table, column)).fetchone() is not None
+
+
+def is_current(conn: sqlite3.Connection) -> bool:
+    """Whether the file holds the current layout with everything added to it since its release."""
+    return (
+        conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        and has_added_tables(conn)
+        and all(has_column(conn, table, column) for table, column, _ in ADDED_COLUMNS)
+    )
+
+
 def create_or_migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the file to :data:`SCHEMA_VERSION` in one transaction (see
     :func:`shared.store.sql.migrate.create_or_migrate`; on any error nothing changes). Safe when several
     processes open the file at once: the version is read again under the write lock."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION and has_added_tables(conn):
+    if is_current(conn):
         return
     conn.execute("BEGIN IMMEDIATE")
     try:

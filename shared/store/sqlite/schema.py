@@ -10,6 +10,12 @@ chunks and contributions stored uncompressed and each finalized trace's analysis
   chunks are one contiguous key range, and a new trace's chunks append at the end of the table. Bodies
   are compact msgpack compressed with zstd (:mod:`shared.store.encoding`); so is ``traces.contribution``.
   ``traces.analysis`` stays NULL: a finalized trace's analysis is derived from its spans on read.
+* ``traces.contribution`` (the trace's share of the rollups and search indexes, taken out again when it is
+  re-finalized or purged) is stored only for a sampled-out trace, whose chunks go; a kept trace's is
+  derived when needed from the chunks its last finalization merged, the first ``final_chunks`` (see
+  :mod:`shared.store.finalizing`: this assumes the same analysis code computed it). A row with a stored
+  contribution (a sampled-out trace's, or any written before ``final_chunks`` existed) is taken at its
+  word.
 * ``open_spans``: the span-id index, for open spans only.
 * ``op_index`` / ``tag_index``: search indexes, written once per finalization. ``op_index`` has a row
   per (service, operation) of the trace and one per service (operation ``''``), with the smallest and
@@ -78,10 +84,11 @@ CREATE TABLE IF NOT EXISTS traces (
     complete INTEGER,
     services TEXT,
     analysis BLOB,          -- NULL since layout v3 (derived from the spans on read)
-    contribution BLOB,      -- zstd msgpack Contribution: this trace's share of the rollups and indexes
+    contribution BLOB,      -- zstd msgpack Contribution of a sampled-out trace (kept ones: derived)
     late_spans INTEGER NOT NULL DEFAULT 0,
     refinalizations INTEGER NOT NULL DEFAULT 0,
-    finalized_at_us INTEGER
+    finalized_at_us INTEGER,
+    final_chunks INTEGER    -- chunks merged by the last finalization (NULL: never, or written before it)
 );
 CREATE INDEX IF NOT EXISTS traces_due ON traces (due_us) WHERE state = 'active';
 CREATE INDEX IF NOT EXISTS traces_start ON traces (start_us) WHERE finalized_at_us IS NOT NULL;
@@ -143,6 +150,10 @@ every open: ``rollup_unseen`` (the excess of the adjusted counts over the receiv
 service; see :mod:`shared.store.rollups`) and ``zstd_dicts`` (the dictionaries chunks are compressed with;
 see :mod:`shared.store.sql.dicts`)."""
 ADDED_TABLE_NAMES: Final = ("rollup_unseen", "zstd_dicts")
+
+ADDED_COLUMNS: Final = (("traces", "final_chunks", "INTEGER"),)
+"""Columns ``(table, column, type)`` added to layout v3 after its first version (and part of every new
+schema), added when missing on open: ``traces.final_chunks``."""
 
 SKETCH_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS rollup_ops_bins (
