@@ -5,6 +5,7 @@ end (``shared.store.sql.writer.sweep_index``): in between, a search never return
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import sqlite3
 from collections.abc import AsyncIterator
@@ -80,7 +81,7 @@ async def test_purged_traces_are_never_found_and_their_rows_go_at_the_sweep(back
 
         # the sweep takes exactly the purged trace's rows
         for low, high in writer.sweep_slices():
-            await store._commit(lambda d, low=low, high=high: writer.sweep_index(d, T0 + 1, low, high))
+            await store._commit(functools.partial(writer.sweep_index, before_us=T0 + 1, low=low, high=high))
         swept = await index_rows(url)
         assert swept["op_index"] == both["op_index"] // 2 and swept["tag_index"] == both["tag_index"] // 2
         assert [t.trace_id for t in await store.find_traces(TraceQuery(tags=(("customer", "c-1"),)))] == ["new"]
