@@ -6,6 +6,7 @@ transaction runners a backend supplies: :meth:`SqlStore._commit` (a write transa
 from __future__ import annotations
 
 import asyncio
+import functools
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from typing import Final, TypeVar
@@ -105,7 +106,11 @@ class SqlStore(Backend, SqlReader):
             )
             total += len(purged)
             if len(purged) < limit:
-                return total
+                break
+        if total:  # the search index rows of what went: one pass per hash slice, a transaction each
+            for low, high in writer.sweep_slices():
+                await self._commit(functools.partial(writer.sweep_index, before_us=before_us, low=low, high=high))
+        return total
 
     async def record_heartbeat(self, heartbeat: Heartbeat) -> None:
         body = _json.encode(heartbeat).decode()
