@@ -28,7 +28,6 @@ from shared.store.rollups import HOUR_US, TOTAL
 from shared.store.search import CANDIDATE_PAGE, trace_has_matching_span
 from shared.store.sql.driver import Job, SqlDriver, T
 from shared.store.sql.statements import (
-    SERVICE_BINS,
     SERVICES_OF_OPERATION,
     Dialect,
     RollupRead,
@@ -42,6 +41,7 @@ from shared.store.sql.statements import (
     plan_rollup_read,
     plan_unseen_read,
     search_sql,
+    service_bins_sql,
     slow_traces_sql,
     stats_sql,
     tail_sums,
@@ -213,20 +213,28 @@ async def _rollup_rows(d: SqlDriver, read: RollupRead) -> list[RollupRow]:
 async def _stats(d: SqlDriver, slowest: int, window: Window | None) -> StoreStats:
     dialect = d.dialect
     aligned = window.aligned() if window is not None else None
-    (active_sql, active_params), (slow_sql, slow_params) = stats_sql(dialect, aligned, slowest)
-    endpoints = await _rollup_rows(
-        d, plan_rollup_read("endpoints", dialect, aligned, step_us=None, service=None, operation=None)
-    )
-    read = plan_rollup_read("operations", dialect, aligned, step_us=None, service=None, operation=None)
-    if aligned is None:  # all time: each service's sketch from its own rows, not every operation's bins
-        read = msgspec.structs.replace(read, bin_statements=[])
-    operations = await _rollup_rows(d, read)
-    if aligned is None:
-        operations = with_service_bins(operations, await d.fetch(SERVICE_BINS, []), dialect.untext)
+    (active_sql, active_params), slow_statements = stats_sql(dialect, aligned, slowest)
+    # the counters alone: the endpoints' sketches are not part of /stats, and each service's sketch is
+    # summed by the database (all time: kept on its own), not from every operation's bins here
+    endpoints, operations = [
+        await _rollup_rows(
+            d,
+            msgspec.structs.replace(
+                plan_rollup_read(series, dialect, aligned, step_us=None, service=None, operation=None),
+                bin_statements=[],
+            ),
+        )
+        for series in ("endpoints", "operations")
+    ]
+    bins = [row for sql, params in service_bins_sql(dialect, aligned) for row in await d.fetch(sql, params)]
+    operations = with_service_bins(operations, bins, dialect.untext)
     unseen_rows = [row for sql, params in plan_unseen_read(dialect, aligned) for row in await d.fetch(sql, params)]
     unseen = merge_unseen(unseen_rows, dialect.untext)
     active = (await d.fetch(active_sql, active_params))[0][0]
-    slow = [(r[0], r[1]) for r in await d.fetch(slow_sql, slow_params)]
+    for slow_sql, slow_params in slow_statements:
+        slow = [(r[0], r[1]) for r in await d.fetch(slow_sql, slow_params)]
+        if len(slow) == slowest:
+            break
     return assemble_stats(endpoints, operations, unseen=unseen, active=active, slowest=slow, window=aligned)
 
 

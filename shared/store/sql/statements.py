@@ -63,6 +63,8 @@ class Dialect(msgspec.Struct, frozen=True, kw_only=True):
     start from ``traces``; ``CROSS JOIN`` tells it not to. PostgreSQL plans this well with ``JOIN``."""
     duration_index_hint: str = ""
     """Makes a window's slowest traces walk the duration index (SQLite's ``INDEXED BY``)."""
+    start_index_hint: str = ""
+    """Makes them walk the start index instead (see :func:`stats_sql`)."""
 
     def sql(self, statement: str) -> str:
         if not self.numbered:
@@ -317,19 +319,32 @@ def assemble_rollup_rows(
     ]
 
 
-SERVICE_BINS: Final = "SELECT service, bin, n FROM rollup_services_bins ORDER BY service, bin"
+SERVICE_BINS: Final = "SELECT service, bin, n FROM rollup_services_bins"
 """Every service's all-time sketch (see :func:`with_service_bins`)."""
+WINDOW_SERVICE_BINS: Final = (
+    "SELECT service, bin, sum(n) FROM rollup_ops_bins WHERE grain = ? AND bucket >= ? AND bucket < ?"
+    " GROUP BY service, bin"
+)
+
+
+def service_bins_sql(dialect: Dialect, window: Window | None) -> list[tuple[str, list[Any]]]:
+    """The statements that read each service's sketch, ``(service, bin, count)`` rows: all time from its
+    own table, a window summed from its operations' rows by the database (one per grain range of
+    :func:`~shared.store.search.window_ranges`)."""
+    if window is None:
+        return [(SERVICE_BINS, [])]
+    return [(dialect.sql(WINDOW_SERVICE_BINS), [g, first, end]) for g, first, end in window_ranges(window)]
 
 
 def with_service_bins(
     operations: Sequence[RollupRow], rows: Iterable[Sequence[Any]], untext: Callable[[str], str] = str
 ) -> list[RollupRow]:
-    """All-time operation rows read without their sketches, the first row of each service given the
-    service's whole sketch (``rows``: :data:`SERVICE_BINS`'s), so that :func:`assemble_stats` merges per
-    service the same bins it would from every operation's."""
+    """Operation rows read without their sketches, the first row of each service given the service's
+    whole sketch (``rows``: those of :func:`service_bins_sql`, summed), so that :func:`assemble_stats`
+    merges per service the same bins it would from every operation's."""
     bins: dict[str, dict[int, int]] = defaultdict(dict)
     for service, index, n in rows:
-        bins[untext(service)][int(index)] = int(n)
+        add_to(bins[untext(service)], ((int(index), int(n)),))
     seen: set[str] = set()
     result = []
     for r in operations:
@@ -401,20 +416,39 @@ def merge_unseen(rows: Iterable[Sequence[Any]], untext: Callable[[str], str] = s
     }
 
 
+SLOW_CANDIDATES: Final = 5000
+"""The slowest traces of all a window's slowest are first looked for among (see :func:`stats_sql`)."""
+
+
 def stats_sql(
     dialect: Dialect, window: Window | None, slowest: int
-) -> tuple[tuple[str, list[Any]], tuple[str, list[Any]]]:
-    """The two statements of ``/stats`` besides the rollups: active traces (never finalized; first seen
-    in the window) and the slowest finalized traces (started in the window), walking the duration index."""
+) -> tuple[tuple[str, list[Any]], list[tuple[str, list[Any]]]]:
+    """The statements of ``/stats`` besides the rollups: active traces (never finalized; first seen in the
+    window), and the slowest finalized traces (started in the window), to be tried in order until one
+    returns ``slowest`` rows (the last one's rows are the answer whatever their number).
+
+    All time: the duration index, walked from the top. A window: first among the
+    :data:`SLOW_CANDIDATES` slowest traces of all (those of the window among them are its slowest); where
+    the window holds fewer of them, its traces by the start index, sorted. Walking the duration index
+    with the window as a filter read every trace of the store when the window held few (25 ms at a million
+    spans for a window an hour before the oldest trace)."""
     active = "SELECT count(*) FROM traces WHERE state = 'active' AND finalized_at_us IS NULL"
-    slow = f"SELECT trace_id, duration_us FROM traces {dialect.duration_index_hint} WHERE finalized_at_us IS NOT NULL"
-    params: list[Any] = []
-    if window is not None:
-        active += " AND first_seen_us >= ? AND first_seen_us < ?"
-        slow += " AND start_us >= ? AND start_us < ?"
-        params = [window.start_us, window.end_us]
-    slow += " ORDER BY duration_us DESC, trace_id LIMIT ?"
-    return (dialect.sql(active), params), (dialect.sql(slow), [*params, slowest])
+    top = f"SELECT trace_id, duration_us FROM traces {dialect.duration_index_hint} WHERE finalized_at_us IS NOT NULL"
+    order = " ORDER BY duration_us DESC, trace_id LIMIT ?"
+    if window is None:
+        return (dialect.sql(active), []), [(dialect.sql(top + order), [slowest])]
+    params = [window.start_us, window.end_us, slowest]
+    active += " AND first_seen_us >= ? AND first_seen_us < ?"
+    candidates = (
+        f"SELECT trace_id, duration_us, start_us FROM traces {dialect.duration_index_hint}"
+        f" WHERE finalized_at_us IS NOT NULL ORDER BY duration_us DESC, trace_id LIMIT {SLOW_CANDIDATES}"
+    )
+    among = f"SELECT trace_id, duration_us FROM ({candidates}) s WHERE start_us >= ? AND start_us < ?{order}"
+    by_start = (
+        f"SELECT trace_id, duration_us FROM traces {dialect.start_index_hint}"
+        f" WHERE finalized_at_us IS NOT NULL AND start_us >= ? AND start_us < ?{order}"
+    )
+    return (dialect.sql(active), params[:2]), [(dialect.sql(among), params), (dialect.sql(by_start), params)]
 
 
 def context_sql(

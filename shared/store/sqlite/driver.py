@@ -51,7 +51,13 @@ _msgpack: Final = msgspec.msgpack.Encoder()
 _path_decoder: Final = msgspec.msgpack.Decoder(list[str])
 CHUNK_MASK: Final = (1 << CHUNK_BITS) - 1
 DIALECT: Final = Dialect(
-    numbered=False, text=str, untext=str, false="0", join="CROSS JOIN", duration_index_hint="INDEXED BY traces_duration"
+    numbered=False,
+    text=str,
+    untext=str,
+    false="0",
+    join="CROSS JOIN",
+    duration_index_hint="INDEXED BY traces_duration",
+    start_index_hint="INDEXED BY traces_start",
 )
 
 ROWS_PER_STATEMENT: Final = 50
