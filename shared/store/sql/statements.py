@@ -342,9 +342,13 @@ def with_service_bins(
     """Operation rows read without their sketches, the first row of each service given the service's
     whole sketch (``rows``: those of :func:`service_bins_sql`, summed), so that :func:`assemble_stats`
     merges per service the same bins it would from every operation's."""
-    bins: dict[str, dict[int, int]] = defaultdict(dict)
-    for service, index, n in rows:
-        add_to(bins[untext(service)], ((int(index), int(n)),))
+    summed: dict[str, dict[int, int]] = {}
+    for service, index, n in rows:  # a few thousand rows: one dict lookup each
+        per_service = summed.get(service)
+        if per_service is None:
+            per_service = summed[service] = {}
+        per_service[index] = per_service.get(index, 0) + n
+    bins = {untext(s): {int(i): int(n) for i, n in b.items() if n} for s, b in summed.items()}
     seen: set[str] = set()
     result = []
     for r in operations:
