@@ -221,9 +221,9 @@ SWEEP_SLICES: Final = 16
 
 
 def sweep_slices() -> list[tuple[int, int | None]]:
-    """(lowest hash, first hash past it or ``None`` for the end) of each slice: the top 4 bits of the
-    signed 64-bit hash."""
-    step = 1 << 60
+    """(lowest hash, first hash past it or ``None`` for the end) of each of :data:`SWEEP_SLICES` equal
+    slices of the signed 64-bit hash space."""
+    step = (1 << 64) // SWEEP_SLICES
     first = -(1 << 63)
     return [(first + k * step, None if k == SWEEP_SLICES - 1 else first + (k + 1) * step) for k in range(SWEEP_SLICES)]
 
