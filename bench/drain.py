@@ -27,9 +27,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from bench.common import Row, delete_topics, prefixed_settings, rate, render_table
 from bench.workload import fill
-from ingest.gc_tuning import tuned_gc
 from ingest.worker import Worker
 from shared.codecs.native import decode_native
+from shared.gc_tuning import tuned_gc
 from shared.redact import Redactor
 from shared.settings import Settings
 from shared.store import open_store
@@ -167,7 +167,7 @@ async def worker_drain(settings: Settings, spans: int, traces: int) -> DrainResu
     one span per message) finalizes the trace again, which the counter counts too; so once it reaches
     ``traces``, the store is asked whether any trace is still active, and the drain waits until none is.
 
-    The garbage collector is tuned as ``python -m ingest`` tunes it (:func:`ingest.gc_tuning.tuned_gc`)."""
+    The garbage collector is tuned as ``python -m ingest`` tunes it (:func:`shared.gc_tuning.tuned_gc`)."""
     with tuned_gc():
         return await _worker_drain(settings, spans, traces)
 

@@ -40,9 +40,9 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Child, Processes, free_port, get_json, settings_env, wait_http
-from ingest.gc_tuning import tuned_gc
 from shared.codecs.native import encode_native
 from shared.demo import make_trace
+from shared.gc_tuning import tuned_gc
 from shared.kafka import SpanProducer, ensure_topics
 from shared.models import Span
 from shared.settings import Settings

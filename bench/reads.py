@@ -30,8 +30,8 @@ import aiohttp
 import msgspec
 
 from bench.common import Processes, Row, free_port, log, percentile, render_table, settings_env, wait_http
-from ingest.gc_tuning import tuned_gc
 from shared.demo import make_trace
+from shared.gc_tuning import tuned_gc
 from shared.models import Span
 from shared.settings import Settings
 from shared.store import TraceStore, open_store

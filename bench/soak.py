@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import Child, Processes, child_pids, free_port, peak_rss, percentile, settings_env, wait_http
 from bench.freshness import wait_worker_assigned
 from bench.workload import realistic_trace
-from ingest.gc_tuning import tuned_gc
+from shared.gc_tuning import tuned_gc
 from shared.kafka import SpanProducer, ensure_topics
 from shared.prometheus import parse
 from shared.settings import Settings

@@ -7,8 +7,8 @@ import logging
 import signal
 import sys
 
-from ingest.gc_tuning import tuned_gc
 from ingest.worker import Worker
+from shared.gc_tuning import tuned_gc
 from shared.kafka_access import KafkaAccessError
 from shared.logs import configure_logging
 from shared.settings import Settings, SettingsError

@@ -1,7 +1,9 @@
 """``python -m query_api``: serve the API on ``TRACING_API_BIND`` (default 127.0.0.1:3000).
 
 SIGTERM and SIGINT stop accepting connections, let requests in flight finish (up to 10 s), then close the
-Kafka producer (flushing it) and the store.
+Kafka producer (flushing it) and the store. The garbage collector is tuned as the worker's
+(:func:`shared.gc_tuning.tuned_gc`): a read allocates thousands of short-lived rows, and the objects
+of every module loaded need not be scanned again by the collections they set off.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sys
 
 from aiohttp import web
 
+from shared.gc_tuning import tuned_gc
 from shared.kafka_access import KafkaAccessError
 from shared.logs import configure_logging
 from shared.settings import Settings, SettingsError
@@ -43,6 +46,11 @@ def main() -> None:
 
 def _serve(settings: Settings, log: logging.Logger) -> None:
     host, port = settings.api_host_port
+    with tuned_gc():
+        _run(settings, log, host, port)
+
+
+def _run(settings: Settings, log: logging.Logger, host: str, port: int) -> None:
     web.run_app(
         create_app(settings),
         host=host,

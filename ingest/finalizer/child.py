@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 from ingest.finalizer.protocol import Ready, Round, RoundDone, Start, frame, read_message
-from ingest.gc_tuning import tuned_gc
 from ingest.metrics import SpanSum, span_sums
 from shared.clock import now_us
+from shared.gc_tuning import tuned_gc
 from shared.logs import configure_logging
 from shared.sampling import Sampler, sampler_for
 from shared.settings import Settings

@@ -7,7 +7,7 @@ import gc
 
 import pytest
 
-from ingest.gc_tuning import GC_THRESHOLDS, tuned_gc
+from shared.gc_tuning import GC_THRESHOLDS, tuned_gc
 
 
 def test_thresholds_and_freeze_inside_and_restored_after() -> None:

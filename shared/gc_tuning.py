@@ -1,4 +1,4 @@
-"""The garbage collector's settings while a worker (or its finalizer process) runs."""
+"""The garbage collector's settings while a worker (or its finalizer process) or the API runs."""
 
 from __future__ import annotations
 
