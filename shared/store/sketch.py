@@ -90,7 +90,10 @@ def merged(sketches: Iterable[Mapping[int, int]]) -> Bins:
     """The sum of sketches."""
     total: Bins = {}
     for bins in sketches:
-        add_to(total, bins.items())
+        if total:
+            add_to(total, bins.items())
+        else:  # the first non-empty one copied: a service's sketch is often one row's
+            total = {index: n for index, n in bins.items() if n}
     return total
 
 

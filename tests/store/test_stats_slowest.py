@@ -1,5 +1,6 @@
 """``/stats`` over a window lists its slowest traces: first looked for among the slowest of the whole
-store (``SLOW_CANDIDATES``), else among the window's traces by their start (the SQL stores)."""
+store (as many as each of ``SLOW_CANDIDATES`` in turn), else among the window's traces by their start
+(the SQL stores)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ DURATIONS = [100, 90, 80, 70, 60, 50, 40, 30, 20, 10]
 @pytest.mark.parametrize(
     ("inside", "expected"),
     [
-        ([0, 1, 5], ["t0", "t1"]),  # the window holds the store's slowest: found among the candidates
+        ([0, 1, 5], ["t0", "t1"]),  # the window holds the store's slowest: found among the first 2
+        ([1, 2, 7], ["t1", "t2"]),  # one among the first 2, two among 3
         ([1, 6, 8], ["t1", "t6"]),  # one among the 3 candidates: the window's own traces by start
         ([7, 9], ["t7", "t9"]),  # none among them
     ],
@@ -28,7 +30,7 @@ DURATIONS = [100, 90, 80, 70, 60, 50, 40, 30, 20, 10]
 async def test_a_windows_slowest_traces(
     backend: str, inside: list[int], expected: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(statements, "SLOW_CANDIDATES", 3)
+    monkeypatch.setattr(statements, "SLOW_CANDIDATES", (2, 3))
     async with sql_store(backend, tmp_path) as (_, store):
         window = Window(start_us=T0 + 100 * SECOND, end_us=T0 + 200 * SECOND)
         for i, duration in enumerate(DURATIONS):

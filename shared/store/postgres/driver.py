@@ -98,7 +98,14 @@ def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-DIALECT: Final = Dialect(numbered=True, text=pg_text, untext=py_text, false="false", join="JOIN")
+DIALECT: Final = Dialect(
+    numbered=True,
+    text=pg_text,
+    untext=py_text,
+    false="false",
+    join="JOIN",
+    pairs_agg="json_agg(json_build_array({}, {}))::text",
+)
 
 INSERT_TRACES: Final = """
 INSERT INTO traces (trace_id, state, shard, first_seen_us, last_seen_us, due_us, root_done_us, chunks)
