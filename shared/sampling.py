@@ -106,7 +106,7 @@ async def endpoint_rates(store: TraceStore, now_us: int) -> dict[tuple[str, str]
     end = now_us - now_us % MINUTE_US
     window = Window(start_us=end - RATE_WINDOW_MINUTES * MINUTE_US, end_us=end)
     seconds = RATE_WINDOW_MINUTES * 60
-    rows = await store.rollups("endpoints", window)
+    rows = await store.rollups("endpoints", window, sketch=False)
     return {(row.key[0], row.key[1]): (row.count - row.errors) / seconds for row in rows}
 
 

@@ -452,7 +452,9 @@ async def dependencies(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request, kind: str, quantile: float = 0.0) -> web.Response:
     query = metrics.metrics_query(request.query, now_us() // 1000)
-    rows = await request.app[JAEGER].minute_rollups(query.services, metrics.rollup_window(query))
+    rows = await request.app[JAEGER].minute_rollups(
+        query.services, metrics.rollup_window(query), sketch=kind == "latencies"
+    )
     return _answer(metrics.metric_family(query, rows, kind, quantile))
 
 

@@ -93,7 +93,9 @@ class CriticalPathService:
         """The endpoint's critical paths summed per calling context: of all its traces (from the rollups),
         or of its slowest ones, by quantile (``tail``) or duration (``min_duration_us``), at most
         :data:`TAIL_LIMIT`."""
-        endpoint_rows = await self._store.rollups("endpoints", window, service=service, operation=operation)
+        endpoint_rows = await self._store.rollups(
+            "endpoints", window, service=service, operation=operation, sketch=False
+        )
         endpoint_traces = sum(r.count for r in endpoint_rows)
         selection: SelectionView | None = None
         if tail is None and min_duration_us is None:
@@ -156,7 +158,8 @@ class CriticalPathService:
 
         async def side(w: Window) -> tuple[int, dict[tuple[str, ...], int]]:
             traces = sum(
-                r.count for r in await self._store.rollups("endpoints", w, service=service, operation=operation)
+                r.count
+                for r in await self._store.rollups("endpoints", w, service=service, operation=operation, sketch=False)
             )
             contexts = await self._store.critical_contexts(w, service=service, operation=operation)
             return traces, {c.path: c.critical_us for c in contexts}

@@ -96,9 +96,12 @@ class JaegerService:
         links = await self._store.dependencies(since_us, until_us)
         return [link for link in links if not service or service in (link.parent, link.child)]
 
-    async def minute_rollups(self, services: Sequence[str], window: Window) -> dict[str, list[RollupRow]]:
-        """Per service, its operations' rollup rows of each minute in ``window``."""
+    async def minute_rollups(
+        self, services: Sequence[str], window: Window, *, sketch: bool = True
+    ) -> dict[str, list[RollupRow]]:
+        """Per service, its operations' rollup rows of each minute in ``window`` (without their sketches
+        unless ``sketch``)."""
         return {
-            service: await self._store.rollups("operations", window, step_us=MINUTE_US, service=service)
+            service: await self._store.rollups("operations", window, step_us=MINUTE_US, service=service, sketch=sketch)
             for service in services
         }

@@ -427,11 +427,14 @@ class AggregateReader(Protocol):
         step_us: int | None = None,
         service: str | None = None,
         operation: str | None = None,
+        sketch: bool = True,
     ) -> list[RollupRow]:
         """Rollup sums per key, optionally filtered by service (root service for endpoints) and
         operation: over all time (``window`` None), over the whole minute-aligned window (``step_us``
         None), or per step (``step_us`` a multiple of a minute; ``t_us`` = the step's start). Steps and keys
-        without data are left out. Costs O(buckets in the window x keys), never O(traces)."""
+        without data are left out. Costs O(buckets in the window x keys), never O(traces). ``sketch``
+        False: the counters alone, every row's ``bins`` empty (a read that needs no percentile skips the
+        sketch's rows, a row per key and bin)."""
         ...
 
     async def critical_contexts(

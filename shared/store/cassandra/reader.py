@@ -329,17 +329,19 @@ class Reader:
         step_us: int | None = None,
         service: str | None = None,
         operation: str | None = None,
+        sketch: bool = True,
     ) -> list[RollupRow]:
         counters, bins = (OPS, OP_BINS) if series == "operations" else (ENDPOINTS, ENDPOINT_BINS)
         aligned = None if window is None else window.aligned()
         read = RollupRead(
             statements=[], width=len(counters.keys), window=aligned, step_us=None if aligned is None else step_us
         )
-        results, bin_results = await asyncio.gather(
-            self._series_rows(counters, aligned, step_us, service=service, operation=operation),
-            self._series_rows(bins, aligned, step_us, service=service, operation=operation),
-        )
-        return assemble_rollup_rows(read, results, bin_results=bin_results)
+        results = self._series_rows(counters, aligned, step_us, service=service, operation=operation)
+        if not sketch:
+            return assemble_rollup_rows(read, await results)
+        bin_results = self._series_rows(bins, aligned, step_us, service=service, operation=operation)
+        counted, binned = await asyncio.gather(results, bin_results)
+        return assemble_rollup_rows(read, counted, bin_results=binned)
 
     async def _series_rows(
         self, spec: Series, aligned: Window | None, step_us: int | None, *, service: str | None, operation: str | None
@@ -369,7 +371,7 @@ class Reader:
     async def stats(self, *, slowest: int = 5, window: Window | None = None) -> StoreStats:
         aligned = window.aligned() if window is not None else None
         endpoints, operations, unseen, active, slow = await asyncio.gather(
-            self.rollups("endpoints", aligned, step_us=None, service=None, operation=None),
+            self.rollups("endpoints", aligned, sketch=False),  # the endpoints' sketches are not part of /stats
             self.rollups("operations", aligned, step_us=None, service=None, operation=None),
             self._unseen(aligned),
             self._active_entries(aligned),

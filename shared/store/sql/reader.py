@@ -106,8 +106,11 @@ class SqlReader(ABC):
         step_us: int | None = None,
         service: str | None = None,
         operation: str | None = None,
+        sketch: bool = True,
     ) -> list[RollupRow]:
         read = plan_rollup_read(series, self.dialect, window, step_us=step_us, service=service, operation=operation)
+        if not sketch:
+            read = _counters(read)
         return await self._snapshot(lambda d: _rollup_rows(d, read))
 
     async def stats(self, *, slowest: int = 5, window: Window | None = None) -> StoreStats:
@@ -204,6 +207,11 @@ async def _find_same_span(d: SqlDriver, query: TraceQuery, services: list[str]) 
     return found[query.offset : wanted]
 
 
+def _counters(read: RollupRead) -> RollupRead:
+    """``read`` without its sketch statements: the rows' ``bins`` stay empty."""
+    return msgspec.structs.replace(read, bin_statements=[])
+
+
 async def _rollup_rows(d: SqlDriver, read: RollupRead) -> list[RollupRow]:
     results = [await d.fetch(sql, params) for sql, params in read.statements]
     bin_results = [await d.fetch(sql, params) for sql, params in read.bin_statements]
@@ -218,11 +226,7 @@ async def _stats(d: SqlDriver, slowest: int, window: Window | None) -> StoreStat
     # summed by the database (all time: kept on its own), not from every operation's bins here
     endpoints, operations = [
         await _rollup_rows(
-            d,
-            msgspec.structs.replace(
-                plan_rollup_read(series, dialect, aligned, step_us=None, service=None, operation=None),
-                bin_statements=[],
-            ),
+            d, _counters(plan_rollup_read(series, dialect, aligned, step_us=None, service=None, operation=None))
         )
         for series in ("endpoints", "operations")
     ]
