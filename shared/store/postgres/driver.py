@@ -224,7 +224,7 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
         rows = await self.c.fetch("SELECT ctx, path FROM call_paths WHERE ctx = ANY($1::bigint[])", list(ids))
         return {ctx: tuple(_path_decoder.decode(path)) for ctx, path in rows}
 
-    async def read_chunks(self, tids: Mapping[str, int]) -> dict[str, list[tuple[bool, bytes]]]:
+    async def chunk_rows(self, tids: Mapping[str, int]) -> dict[str, list[tuple[bool, bytes]]]:
         by_tid = {tid: trace_id for trace_id, tid in tids.items()}
         chunks: dict[str, list[tuple[bool, bytes]]] = {trace_id: [] for trace_id in tids}
         for tid, late, body in await self.c.fetch(

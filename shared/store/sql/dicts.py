@@ -24,8 +24,9 @@ INSERT: Final = "INSERT INTO zstd_dicts (body) VALUES (?) RETURNING id"
 
 
 async def read_chunks(d: SqlDriver, tids: Mapping[str, int]) -> dict[str, list[tuple[bool, bytes]]]:
-    """:meth:`~.driver.SqlDriver.read_chunks`, with the dictionaries they name loaded."""
-    chunks = await d.read_chunks(tids)
+    """The stored chunks of each trace (trace_id -> tid), ``(late, body)`` in order
+    (:meth:`~.driver.SqlDriver.chunk_rows`), with the dictionaries they name loaded."""
+    chunks = await d.chunk_rows(tids)
     dicts = d.dicts
     for ident in sorted(dicts.missing(body for rows in chunks.values() for _, body in rows)):
         found = await d.fetch(d.dialect.sql(BY_ID), [ident])

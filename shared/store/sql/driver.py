@@ -121,9 +121,10 @@ class SqlDriver(Protocol):
         """The labels of these calling contexts (ids without a stored path are left out)."""
         ...
 
-    async def read_chunks(self, tids: Mapping[str, int]) -> dict[str, list[tuple[bool, bytes]]]:
-        """The stored chunks of each trace (trace_id -> tid), ``(late, body)`` in order (read them through
-        :func:`.dicts.read_chunks`, which loads the dictionaries they name)."""
+    async def chunk_rows(self, tids: Mapping[str, int]) -> dict[str, list[tuple[bool, bytes]]]:
+        """The stored chunks of each trace (trace_id -> tid), ``(late, body)`` in order, as stored: the
+        dictionaries they name may not be loaded yet. Only :func:`.dicts.read_chunks` calls it, which
+        loads them; read chunks through that."""
         ...
 
     # -- writes --------------------------------------------------------------------------------------

@@ -173,7 +173,7 @@ class SqliteDriver(Bound[sqlite3.Connection]):
         )
         return {ctx: tuple(_path_decoder.decode(path)) for ctx, path in rows}
 
-    async def read_chunks(self, tids: Mapping[str, int]) -> dict[str, list[tuple[bool, bytes]]]:
+    async def chunk_rows(self, tids: Mapping[str, int]) -> dict[str, list[tuple[bool, bytes]]]:
         by_tid = {tid: trace_id for trace_id, tid in tids.items()}
         chunks: dict[str, list[tuple[bool, bytes]]] = {trace_id: [] for trace_id in tids}
         for chunk_id, late, body in self.c.execute(
