@@ -45,4 +45,5 @@ bench: $(STAMP)
 clean:
 	bash deploy/kafka/kafka.sh down || true
 	bash scripts/cassandra.sh down || true
+	bash scripts/s3.sh down || true
 	rm -rf .run data .mypy_cache .ruff_cache .pytest_cache
