@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Sequence
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
@@ -51,7 +51,7 @@ from shared.critical_paths import Path, context_id, trace_contexts
 from shared.models import Span, flat_tags
 from shared.store.buckets import BUCKET_BOUNDS_US
 from shared.store.encoding import pack_blob, unpack_blob
-from shared.store.sketch import LEGACY_BINS, key_of, split_key
+from shared.store.sketch import LEGACY_BINS, key_of, pack, split_key
 
 MINUTE_US: Final = 60_000_000
 HOUR_US: Final = 3_600_000_000
@@ -297,6 +297,22 @@ class RollupDelta:
             row[1] += errors
         return sorted((h, p, c, v[0], v[1]) for (h, p, c), v in hours.items() if any(v))
 
+    def op_sketch_rows(self) -> list[tuple[int, int, OpKey, Counters, bytes]]:
+        """:meth:`op_rows` with each row's sketch delta packed (:func:`~shared.store.sketch.pack`): what a
+        store that keeps a sketch a row (SQLite, PostgreSQL) upserts."""
+        return _with_sketches(self.op_rows(), self.op_bin_rows())
+
+    def endpoint_sketch_rows(self) -> list[tuple[int, int, EndpointKey, Counters, bytes]]:
+        """:meth:`endpoint_rows` with each row's sketch delta packed, as :meth:`op_sketch_rows`."""
+        return _with_sketches(self.endpoint_rows(), self.endpoint_bin_rows())
+
+    def service_sketch_rows(self) -> list[tuple[str, bytes]]:
+        """``(service, packed sketch delta)`` of :meth:`service_bin_rows`, in service order."""
+        by_service: dict[str, list[tuple[int, int]]] = {}
+        for service, index, n in self.service_bin_rows():
+            by_service.setdefault(service, []).append((index, n))
+        return [(service, pack(bins)) for service, bins in sorted(by_service.items())]
+
     def dep_grain_rows(self) -> list[tuple[int, int, tuple[str, str], list[int]]]:
         """``(grain, bucket, (parent, child), [calls, errors])`` at every grain, as :meth:`op_rows` (for a
         backend that derives each grain from the one below)."""
@@ -318,6 +334,20 @@ def _grains(minute_rows: dict[tuple[int, K], Counters]) -> list[tuple[int, int, 
                 for i, v in enumerate(values):
                     row[i] += v
     return sorted((grain, bucket, key, values) for (grain, bucket, key), values in by_grain.items() if any(values))
+
+
+def _with_sketches(
+    rows: list[tuple[int, int, K, Counters]], bin_rows: Sequence[tuple[int, int, tuple[Any, ...], list[int]]]
+) -> list[tuple[int, int, K, Counters, bytes]]:
+    """Counter rows joined with their packed sketch deltas (the bin rows of the same key, whose key ends
+    with the bin): a key with bins and no counters (they summed to 0) gets a row of zeros."""
+    bins: dict[tuple[int, int, tuple[Any, ...]], list[tuple[int, int]]] = {}
+    for grain, bucket, key, (n,) in bin_rows:
+        bins.setdefault((grain, bucket, key[:-1]), []).append((int(key[-1]), n))
+    out = [(g, b, key, values, pack(bins.pop((g, b, key), ()))) for g, b, key, values in rows]
+    out.extend((g, b, cast(K, key), _counters(), pack(pairs)) for (g, b, key), pairs in bins.items())
+    out.sort(key=lambda row: (row[0], row[1], row[2]))
+    return out
 
 
 def merge_counters(rows: Iterable[Sequence[int]]) -> Counters:

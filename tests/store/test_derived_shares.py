@@ -30,12 +30,10 @@ from tests.store.test_weighted_rollups import sampled_trace
 TABLES = (
     "rollup_ops",
     "rollup_endpoints",
-    "rollup_ops_bins",
-    "rollup_endpoints_bins",
     "rollup_contexts",
     "rollup_deps",
     "rollup_unseen",
-    "rollup_services_bins",
+    "rollup_services_sketch",
     "op_index",
     "tag_index",
     "endpoint_traces",

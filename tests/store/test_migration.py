@@ -34,7 +34,7 @@ from tests.store.test_weighted_rollups import sampled_trace
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ANSWERS: dict[str, Any] = json.loads((FIXTURES / "v1_answers.json").read_text())
 LATER_ANSWERS: dict[str, dict[str, Any]] = {
-    layout: json.loads((FIXTURES / f"{layout}_answers.json").read_text()) for layout in ("v2", "v3")
+    layout: json.loads((FIXTURES / f"{layout}_answers.json").read_text()) for layout in ("v2", "v3", "v4")
 }
 _enc = msgspec.json.Encoder()
 
@@ -80,7 +80,7 @@ async def v1_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         yield opened
 
 
-@pytest.fixture(params=[(layout, backend) for layout in ("v2", "v3") for backend in ("sqlite", "postgres")])
+@pytest.fixture(params=[(layout, backend) for layout in ("v2", "v3", "v4") for backend in ("sqlite", "postgres")])
 async def later_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[str, str, TraceStore]]:
     """(layout, backend, a store opened on the v2 or v3 fixture of that backend)."""
     layout, backend = request.param
@@ -126,9 +126,9 @@ async def test_v1_store_is_migrated_and_answers_as_before(v1_store: tuple[str, T
 
 
 async def test_later_store_is_migrated_and_answers_as_before(later_store: tuple[str, str, TraceStore]) -> None:
-    """A v2 or v3 store: every trace reads back equal (spans, state, completeness, the analysis derived on
-    read since v3), and every search (the tag index re-keyed by hash since v4), list and rollup answers as
-    the old layout did."""
+    """A v2, v3 or v4 store: every trace reads back equal (spans, state, completeness, the analysis derived
+    on read since v3), and every search (the tag index re-keyed by hash since v4), list and rollup (the
+    sketches packed since v5) answers as the old layout did."""
     layout, backend, store = later_store
     before = LATER_ANSWERS[layout][backend]
     assert len(before["traces"]) == len(trace_ids(layout))
@@ -147,7 +147,7 @@ async def test_later_store_is_migrated_and_answers_as_before(later_store: tuple[
     assert {name: (s["count"], s["error_count"], s["total_duration_us"]) for name, s in stats["services"].items()} == {
         name: (s["count"], s["error_count"], s["total_duration_us"]) for name, s in old["services"].items()
     }
-    if layout == "v3":  # the same sketch: every service's stats as v3 answered them
+    if layout != "v2":  # the same sketch (packed since v5): every service's stats as v3 and v4 answered them
         assert stats["services"] == old["services"]
 
 
@@ -169,7 +169,7 @@ async def test_v2_store_is_rewritten_compact(tmp_path: Path) -> None:
     assert all(b[0] == CHUNK_V1 for b in [*bodies, *shares])
 
 
-ADDED = {"rollup_ops_bins", "rollup_endpoints_bins", "rollup_unseen"}
+ADDED = {"rollup_services_sketch", "rollup_unseen"}
 
 
 async def test_v3_indexes_are_rekeyed_row_for_row(tmp_path: Path) -> None:
@@ -193,7 +193,7 @@ def _tables(db: sqlite3.Connection) -> set[str]:
     return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-@pytest.mark.parametrize("layout", ["v1", "v2", "v3"])
+@pytest.mark.parametrize("layout", ["v1", "v2", "v3", "v4"])
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_migrated_store_keeps_working(layout: str, backend: str, tmp_path: Path) -> None:
     """Re-finalizing the re-opened trace, late finishes of open spans and new traces all work on the
@@ -250,12 +250,14 @@ async def test_a_newer_layout_is_refused_with_one_line(tmp_path: Path) -> None:
 
 
 def _before_the_sketch(path: Path) -> None:
-    """Make a layout v2 file look as one written before the latency sketch: no sketch tables, and every
-    finalized trace's contribution stored (as then), keyed by fixed bucket alone."""
+    """Make a file look as one of layout v4 written before the latency sketch: no sketch (neither its
+    tables nor the packed column of layout v5), and every finalized trace's contribution stored (as then),
+    keyed by fixed bucket alone."""
     with sqlite3.connect(path) as db:
-        db.execute("DROP TABLE rollup_ops_bins")
-        db.execute("DROP TABLE rollup_endpoints_bins")
-        db.execute("DROP TABLE rollup_services_bins")
+        db.execute("ALTER TABLE rollup_ops DROP COLUMN bins")
+        db.execute("ALTER TABLE rollup_endpoints DROP COLUMN bins")
+        db.execute("DROP TABLE rollup_services_sketch")
+        db.execute("PRAGMA user_version = 4")
         for trace_id, tid, blob, final_chunks in db.execute(
             "SELECT trace_id, tid, contribution, final_chunks FROM traces WHERE final_chunks IS NOT NULL"
         ).fetchall():
@@ -313,8 +315,8 @@ async def test_rollups_kept_before_the_sketch_are_converted_and_stay_exact(tmp_p
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT count(*) FROM rollup_ops_bins").fetchone() == (0,)
-        assert db.execute("SELECT count(*) FROM rollup_endpoints_bins").fetchone() == (0,)
+        for table in ("rollup_ops", "rollup_endpoints", "rollup_services_sketch"):
+            assert db.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
 
 
 async def test_cassandra_rollups_kept_before_the_sketch_are_converted(cassandra_keyspace_url: str) -> None:

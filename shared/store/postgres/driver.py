@@ -34,10 +34,14 @@ from shared.store.postgres.schema import (
     SCHEMA_LOCK_KEY,
     SCHEMA_VERSION,
     SERVICE_BINS,
+    SERVICE_SKETCH,
+    SKETCH_ADD,
+    SKETCH_COLUMN,
     SKETCH_SCHEMA,
     TAG_INDEX,
 )
 from shared.store.rollups import UNSEEN_LIVE, UNSEEN_VALUES, RollupDelta
+from shared.store.sketch import has_negative
 from shared.store.sql import driver as sqldriver
 from shared.store.sql import migrate
 from shared.store.sql.statements import COUNTER_COLUMNS, Dialect
@@ -98,14 +102,7 @@ def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-DIALECT: Final = Dialect(
-    numbered=True,
-    text=pg_text,
-    untext=py_text,
-    false="false",
-    join="JOIN",
-    pairs_agg="json_agg(json_build_array({}, {}))::text",
-)
+DIALECT: Final = Dialect(numbered=True, text=pg_text, untext=py_text, false="false", join="JOIN")
 
 INSERT_TRACES: Final = """
 INSERT INTO traces (trace_id, state, shard, first_seen_us, last_seen_us, due_us, root_done_us, chunks)
@@ -152,12 +149,15 @@ def _delete_using_sql(table: str, keys: Sequence[tuple[str, str]], condition: st
     return f"DELETE FROM {table} r USING unnest({casts}) AS u({key_list}) WHERE {matches}{condition}"
 
 
-def _upsert_sql(table: str, keys: Sequence[tuple[str, str]], counters: Sequence[str]) -> str:
-    names = [n for n, _ in keys] + list(counters)
-    kinds = [k for _, k in keys] + ["bigint"] * len(counters)
+def _upsert_sql(table: str, keys: Sequence[tuple[str, str]], counters: Sequence[str], *, sketch: bool = False) -> str:
+    """Counters added; with ``sketch``, the row's packed sketch (the last column) merged by ``sketch_add``."""
+    names = [n for n, _ in keys] + list(counters) + ["bins"] * sketch
+    kinds = [k for _, k in keys] + ["bigint"] * len(counters) + ["bytea"] * sketch
     casts = ", ".join(f"${i + 1}::{kind}[]" for i, kind in enumerate(kinds))
     key_list = ", ".join(n for n, _ in keys)
-    updates = ", ".join(f"{n} = r.{n} + excluded.{n}" for n in counters)
+    updates = ", ".join(
+        [f"{n} = r.{n} + excluded.{n}" for n in counters] + ["bins = sketch_add(r.bins, excluded.bins)"] * sketch
+    )
     return (
         f"INSERT INTO {table} AS r ({', '.join(names)}) SELECT * FROM unnest({casts}) AS u({', '.join(names)})"
         f" ON CONFLICT ({key_list}) DO UPDATE SET {updates}"
@@ -170,8 +170,8 @@ _OP_KEYS: Final = (*_BUCKET, *_TEXT_KEY, ("kind", "text"))
 _ENDPOINT_KEYS: Final = (*_BUCKET, *_TEXT_KEY)
 _DEP_KEYS: Final = (("hour", "bigint"), ("parent", "text"), ("child", "text"))
 _CONTEXT_KEYS: Final = (*_BUCKET, *_TEXT_KEY, ("ctx", "bigint"))
-UPSERT_OPS: Final = _upsert_sql("rollup_ops", _OP_KEYS, COUNTER_COLUMNS)
-UPSERT_ENDPOINTS: Final = _upsert_sql("rollup_endpoints", _ENDPOINT_KEYS, COUNTER_COLUMNS)
+UPSERT_OPS: Final = _upsert_sql("rollup_ops", _OP_KEYS, COUNTER_COLUMNS, sketch=True)
+UPSERT_ENDPOINTS: Final = _upsert_sql("rollup_endpoints", _ENDPOINT_KEYS, COUNTER_COLUMNS, sketch=True)
 UPSERT_DEPS: Final = _upsert_sql("rollup_deps", _DEP_KEYS, ("calls", "errors"))
 UPSERT_CONTEXTS: Final = _upsert_sql("rollup_contexts", _CONTEXT_KEYS, ("critical_us", "traces"))
 _UNSEEN_KEYS: Final = (*_BUCKET, ("service", "text"))
@@ -179,16 +179,17 @@ UPSERT_UNSEEN: Final = _upsert_sql("rollup_unseen", _UNSEEN_KEYS, UNSEEN_VALUES)
 DELETE_EMPTY_UNSEEN: Final = _delete_using_sql(
     "rollup_unseen", _UNSEEN_KEYS, f" AND r.{UNSEEN_VALUES[UNSEEN_LIVE]} <= 0"
 )
-_BIN: Final = (("bin", "integer"),)
-UPSERT_OP_BINS: Final = _upsert_sql("rollup_ops_bins", (*_OP_KEYS, *_BIN), ("n",))
-UPSERT_ENDPOINT_BINS: Final = _upsert_sql("rollup_endpoints_bins", (*_ENDPOINT_KEYS, *_BIN), ("n",))
-DELETE_EMPTY_OP_BINS: Final = _delete_using_sql("rollup_ops_bins", (*_OP_KEYS, *_BIN), " AND r.n <= 0")
-DELETE_EMPTY_ENDPOINT_BINS: Final = _delete_using_sql(
-    "rollup_endpoints_bins", (*_ENDPOINT_KEYS, *_BIN), " AND r.n <= 0"
+_SERVICE_KEY: Final = (("service", "text"),)
+UPSERT_SERVICE_SKETCH: Final = _upsert_sql("rollup_services_sketch", _SERVICE_KEY, (), sketch=True)
+TIDY_SERVICE_SKETCH: Final = (
+    "UPDATE rollup_services_sketch r SET bins = sketch_add(r.bins, NULL) FROM unnest($1::text[]) AS u(service)"
+    " WHERE r.service = u.service"
 )
-_SERVICE_BIN_KEYS: Final = (("service", "text"), *_BIN)
-UPSERT_SERVICE_BINS: Final = _upsert_sql("rollup_services_bins", _SERVICE_BIN_KEYS, ("n",))
-DELETE_EMPTY_SERVICE_BINS: Final = _delete_using_sql("rollup_services_bins", _SERVICE_BIN_KEYS, " AND r.n <= 0")
+"""The services' sketches a delta took bins out of, re-packed without the bins at 0 or below (a row the delta
+inserted holds the delta as it came)."""
+DELETE_EMPTY_SERVICE_SKETCH: Final = _delete_using_sql(
+    "rollup_services_sketch", _SERVICE_KEY, " AND length(r.bins) = 0"
+)
 DELETE_EMPTY_OPS: Final = _delete_using_sql("rollup_ops", _OP_KEYS, " AND r.n <= 0")
 DELETE_EMPTY_ENDPOINTS: Final = _delete_using_sql("rollup_endpoints", _ENDPOINT_KEYS, " AND r.n <= 0")
 DELETE_EMPTY_DEPS: Final = _delete_using_sql("rollup_deps", _DEP_KEYS, " AND r.calls <= 0")
@@ -207,6 +208,7 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
     __slots__ = ()
     dialect: Final = DIALECT
     v4_tables: Final = (OP_INDEX, TAG_INDEX, SERVICE_BINS)
+    v5_sketch: Final = (SKETCH_COLUMN, f"{SERVICE_SKETCH};\n{SKETCH_ADD}")
     chunk_key: Final = "tid, seq"
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[sqldriver.Row]:
@@ -350,22 +352,28 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
         """One commutative upsert per table, rows in key order, then the rows a subtraction emptied go."""
         if not delta:
             return
-        series: list[tuple[str, str, Sequence[tuple[int, int, tuple[Any, ...], list[int]]]]] = [
-            (UPSERT_OPS, DELETE_EMPTY_OPS, delta.op_rows()),
-            (UPSERT_ENDPOINTS, DELETE_EMPTY_ENDPOINTS, delta.endpoint_rows()),
-            (UPSERT_OP_BINS, DELETE_EMPTY_OP_BINS, delta.op_bin_rows()),  # keys end with the sketch bin
-            (UPSERT_ENDPOINT_BINS, DELETE_EMPTY_ENDPOINT_BINS, delta.endpoint_bin_rows()),
+        series: list[tuple[str, str, Sequence[tuple[int, int, tuple[Any, ...], list[int], bytes]]]] = [
+            (UPSERT_OPS, DELETE_EMPTY_OPS, delta.op_sketch_rows()),
+            (UPSERT_ENDPOINTS, DELETE_EMPTY_ENDPOINTS, delta.endpoint_sketch_rows()),
         ]
         for upsert, delete, rows in series:
             keys = 2 + len(rows[0][2]) if rows else 0
-            flat = [(g, b, *(pg_text(k) if type(k) is str else k for k in key), *values) for g, b, key, values in rows]
+            flat = [
+                (g, b, *(pg_text(k) if type(k) is str else k for k in key), *values, bins)
+                for g, b, key, values, bins in rows
+            ]
             await self._upsert(upsert, delete, flat, keys, keys)
         deps = [(h, pg_text(p), pg_text(ch), calls, errors) for h, p, ch, calls, errors in delta.dep_rows()]
         await self._upsert(UPSERT_DEPS, DELETE_EMPTY_DEPS, deps, 3, 3)
         contexts = [(g, b, pg_text(s), pg_text(o), ctx, *values) for g, b, (s, o, ctx), values in delta.context_rows()]
         await self._upsert(UPSERT_CONTEXTS, DELETE_EMPTY_CONTEXTS, contexts, 5, 6)
-        service_bins = [(pg_text(s), i, n) for s, i, n in delta.service_bin_rows()]
-        await self._upsert(UPSERT_SERVICE_BINS, DELETE_EMPTY_SERVICE_BINS, service_bins, 2, 2)
+        services = [(pg_text(s), bins) for s, bins in delta.service_sketch_rows()]
+        if services:
+            await self.c.execute(UPSERT_SERVICE_SKETCH, *columns(services, 2))
+            shrunk = [s for s, bins in services if has_negative(bins)]
+            if shrunk:
+                await self.c.execute(TIDY_SERVICE_SKETCH, shrunk)
+                await self.c.execute(DELETE_EMPTY_SERVICE_SKETCH, shrunk)
         unseen = [(g, b, pg_text(s), *values) for g, b, (s,), values in delta.unseen_rows()]
         await self._upsert(UPSERT_UNSEEN, DELETE_EMPTY_UNSEEN, unseen, 3, 3 + UNSEEN_LIVE)
 
@@ -398,7 +406,6 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
 
     async def create_schema(self) -> None:
         await self.c.execute(SCHEMA)
-        await self.create_sketch()
         await self.create_added_tables()
 
     async def create_added_tables(self) -> None:

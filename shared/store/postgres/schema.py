@@ -1,6 +1,9 @@
-"""The PostgreSQL schema (storage layout v4): the same tables and columns as SQLite's
+"""The PostgreSQL schema (storage layout v5): the same tables and columns as SQLite's
 (:mod:`shared.store.sqlite.schema` explains them), in PostgreSQL's types.
 
+* A rollup row's packed latency sketch is ``bytea``, merged by the upsert through the SQL function
+  ``sketch_add`` (:data:`SKETCH_ADD`), which reads and writes the bytes of
+  :data:`shared.store.sketch.ENTRY`, so concurrent workers merge under the upsert's row lock.
 * Text that is sorted or compared is ``COLLATE "C"`` (code point order, as SQLite and Python).
 * Chunk bodies are ``bytea``, compressed with zstd by the store (:mod:`shared.store.encoding`); the column
   says lz4, which PostgreSQL tries only on values over 2 KB moved out of line (a layout v2 choice, kept).
@@ -13,7 +16,7 @@ from typing import Final
 
 from shared.store.sql.statements import HISTOGRAM_COLUMNS
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 SCHEMA_LOCK_KEY: Final = 0x7472_6163_696E_6701  # pg_advisory_xact_lock key guarding schema changes
 
 _HIST_DDL: Final = ", ".join(f"{c} bigint NOT NULL" for c in HISTOGRAM_COLUMNS)
@@ -21,6 +24,27 @@ OP_INDEX: Final = """CREATE TABLE op_index (
     op bigint NOT NULL, start_us bigint NOT NULL, tid bigint NOT NULL, min_us bigint NOT NULL,
     max_us bigint NOT NULL, PRIMARY KEY (op, start_us, tid)
 )"""
+SKETCH_ADD: Final = """CREATE OR REPLACE FUNCTION sketch_add(stored bytea, delta bytea) RETURNS bytea
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+SELECT coalesce(string_agg(int2send(s.bin) || int8send(s.n), ''::bytea ORDER BY s.bin), ''::bytea)
+FROM (
+    SELECT e.bin, sum(e.n)::bigint AS n
+    FROM (
+        SELECT (get_byte(v.b, i * 10) * 256 + get_byte(v.b, i * 10 + 1))::smallint AS bin,
+               ('x' || encode(substr(v.b, i * 10 + 3, 8), 'hex'))::bit(64)::bigint AS n
+        FROM (VALUES (stored), (delta)) AS v(b), generate_series(0, coalesce(length(v.b), 0) / 10 - 1) AS i
+    ) e
+    GROUP BY e.bin
+    HAVING sum(e.n) > 0
+) s
+$$"""
+"""``stored`` plus ``delta``, two packed sketches (:func:`shared.store.sketch.add_packed`): the bins whose
+count falls to 0 or below left out."""
+SERVICE_SKETCH: Final = """CREATE TABLE IF NOT EXISTS rollup_services_sketch (
+    service text COLLATE "C" NOT NULL PRIMARY KEY, bins bytea NOT NULL
+)"""
+SKETCH_COLUMN: Final = "bins bytea NOT NULL DEFAULT ''::bytea"
+"""The packed sketch of a rollup row (layout v5), as added to the rollup tables of a v4 database."""
 SERVICE_BINS: Final = """CREATE TABLE IF NOT EXISTS rollup_services_bins (
     service text COLLATE "C" NOT NULL, bin integer NOT NULL, n bigint NOT NULL, PRIMARY KEY (service, bin)
 )"""
@@ -77,18 +101,19 @@ CREATE TABLE endpoint_traces (
     PRIMARY KEY (service, operation, duration_us, tid)
 );
 {TAG_INDEX};
-{SERVICE_BINS};
+{SERVICE_SKETCH};
+{SKETCH_ADD};
 
 CREATE TABLE rollup_ops (
     grain smallint NOT NULL, bucket bigint NOT NULL,
     service text COLLATE "C" NOT NULL, operation text COLLATE "C" NOT NULL, kind text COLLATE "C" NOT NULL,
-    n bigint NOT NULL, errors bigint NOT NULL, duration_us bigint NOT NULL, {_HIST_DDL},
+    n bigint NOT NULL, errors bigint NOT NULL, duration_us bigint NOT NULL, {_HIST_DDL}, {SKETCH_COLUMN},
     PRIMARY KEY (grain, bucket, service, operation, kind)
 );
 CREATE TABLE rollup_endpoints (
     grain smallint NOT NULL, bucket bigint NOT NULL,
     service text COLLATE "C" NOT NULL, operation text COLLATE "C" NOT NULL,
-    n bigint NOT NULL, errors bigint NOT NULL, duration_us bigint NOT NULL, {_HIST_DDL},
+    n bigint NOT NULL, errors bigint NOT NULL, duration_us bigint NOT NULL, {_HIST_DDL}, {SKETCH_COLUMN},
     PRIMARY KEY (grain, bucket, service, operation)
 );
 CREATE TABLE rollup_contexts (

@@ -101,6 +101,12 @@ class SqlDriver(Protocol):
         ...
 
     @property
+    def v5_sketch(self) -> tuple[str, str]:
+        """The column definition of a rollup row's packed sketch and the ``CREATE`` statements of
+        ``rollup_services_sketch`` (and what its upserts call), for the v4 to v5 migration."""
+        ...
+
+    @property
     def dicts(self) -> Dictionaries:
         """The store's zstd dictionaries: those loaded, and its writer's (:mod:`.dicts`)."""
         ...

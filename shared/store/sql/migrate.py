@@ -3,6 +3,7 @@ database, migrate layout v1 or v2 in place, refuse a newer layout. Runs inside t
 which the backend serializes between processes.
 
 * v1 (one row per span) to v4: :mod:`shared.store.migration` converts each trace;
+* v4 to v5: the latency sketches packed a value per rollup row (:func:`migrate_v4`);
 * v3 to v4: the tag index re-keyed by the hash of each (key, value) pair (:func:`migrate_v3`);
 * v2 to v3 (same tables): every chunk and contribution re-encoded compressed (:mod:`shared.store.encoding`),
   the stored analyses dropped (derived from the spans on read). The space freed is reused by new rows; a
@@ -21,7 +22,7 @@ from typing import Any, Final
 from shared.store.encoding import CHUNK_DICT, CHUNK_V1, decode_chunk, encode_chunk
 from shared.store.migration import migrate_trace
 from shared.store.rollups import TOTAL, Contribution, RollupDelta, decode_contribution, encode_contribution
-from shared.store.sketch import LEGACY_BINS
+from shared.store.sketch import LEGACY_BINS, pack
 from shared.store.sql.driver import Row, SqlDriver
 from shared.store.sql.statements import BINS_SUFFIX, SERIES
 from shared.store.sql.writer import add_index_rows
@@ -75,13 +76,15 @@ async def create_or_migrate(d: SqlDriver, version: int, *, newer: str) -> None:
         await migrate_v1(d)
     elif found == 0:
         await d.create_schema()
-    elif not await d.has_sketch():  # a v2 store written before the latency sketch
+    elif found < 5 and not await d.has_sketch():  # a v2 store written before the latency sketch
         await add_sketch(d)
     await d.create_added_tables()  # a v2 (or early v3) store written before them
     if found == 2:
         await migrate_v2(d)
     if found in (2, 3):
         await migrate_v3(d)
+    if found in (2, 3, 4):
+        await migrate_v4(d)
     if found != version:
         await d.set_layout_version(version)
 
@@ -245,3 +248,55 @@ async def migrate_v3(d: SqlDriver) -> None:
             await d.execute_many(insert, [(tag_hash(untext(r[0]), untext(r[1])), *r[2:]) for r in rows])
         await d.execute(f"DROP TABLE {old}", [])
     await fill_service_bins(d, service_bins)
+
+
+async def migrate_v4(d: SqlDriver) -> None:
+    """Layout v4 to v5: the latency sketches packed a value per rollup row (docs/adr/0015-packed-sketches.md).
+    Each row's bins (``rollup_ops_bins``, ``rollup_endpoints_bins``: a row per key and bin) go into its new
+    ``bins`` column, each service's all-time bins (``rollup_services_bins``) into a row of
+    ``rollup_services_sketch``, key by key in key order; then the three tables are dropped."""
+    column, services_ddl = d.v5_sketch
+    for table, keys in SERIES.values():
+        await d.execute(f"ALTER TABLE {table} ADD COLUMN {column}", [])
+        key_columns = ("grain", "bucket", *keys)
+        update = f"UPDATE {table} SET bins = ? WHERE {' AND '.join(f'{k} = ?' for k in key_columns)}"
+        await _pack_rows(d, f"{table}{BINS_SUFFIX}", key_columns, d.dialect.sql(update), key_first=False)
+        await d.execute(f"DROP TABLE {table}{BINS_SUFFIX}", [])
+    await d.execute(services_ddl, [])
+    insert = d.dialect.sql("INSERT INTO rollup_services_sketch (service, bins) VALUES (?, ?)")
+    await _pack_rows(d, "rollup_services_bins", ("service",), insert, key_first=True)
+    await d.execute("DROP TABLE rollup_services_bins", [])
+
+
+async def _pack_rows(d: SqlDriver, table: str, key_columns: Sequence[str], write: str, *, key_first: bool) -> None:
+    """Read ``table`` (``key..., bin, n``) in key order, a batch at a time, and ``write`` each key's bins
+    packed: parameters ``(packed, key...)``, or ``(key..., packed)`` when ``key_first``."""
+    columns = (*key_columns, "bin")
+    column_list = ", ".join(columns)
+    select = d.dialect.sql(
+        f"SELECT {column_list}, n FROM {table} WHERE ({column_list}) > ({', '.join('?' * len(columns))})"
+        f" ORDER BY {column_list} LIMIT ?"
+    )
+    width = len(key_columns)
+    after: list[Any] = [-1 if c in ("grain", "bucket", "bin") else "" for c in columns]
+    key: tuple[Any, ...] | None = None
+    bins: list[tuple[int, int]] = []
+    writes: list[tuple[Any, ...]] = []
+
+    def flush() -> None:
+        if key is not None and bins:
+            packed = pack(bins)
+            writes.append((*key, packed) if key_first else (packed, *key))
+
+    while rows := await d.fetch(select, [*after, MIGRATE_BATCH]):
+        after = list(rows[-1][: width + 1])
+        for row in rows:
+            row_key = tuple(row[:width])
+            if row_key != key:
+                flush()
+                key, bins = row_key, []
+            bins.append((int(row[width]), int(row[width + 1])))
+        await d.execute_many(write, writes)
+        writes = []
+    flush()
+    await d.execute_many(write, writes)

@@ -26,7 +26,7 @@ from shared.store.base import (
 from shared.store.finalizing import decode_critical
 from shared.store.rollups import HISTOGRAM_SIZE, TOTAL
 from shared.store.search import ERROR_TAG, step_grain, window_ranges
-from shared.store.sketch import add_to
+from shared.store.sketch import add_to, merged_packed
 from shared.store.tags import tag_hash
 
 HISTOGRAM_COLUMNS: Final = [f"h{i}" for i in range(HISTOGRAM_SIZE)]
@@ -65,9 +65,6 @@ class Dialect(msgspec.Struct, frozen=True, kw_only=True):
     """Makes a window's slowest traces walk the duration index (SQLite's ``INDEXED BY``)."""
     start_index_hint: str = ""
     """Makes them walk the start index instead (see :func:`stats_sql`)."""
-    pairs_agg: str = "json_group_array(json_array({}, {}))"
-    """The aggregate of a group's ``(a, b)`` pairs as one JSON text ``[[a, b], ...]`` (SQLite's JSON
-    functions; PostgreSQL's ``json_agg``): one row a group to hand to Python instead of one a pair."""
 
     def sql(self, statement: str) -> str:
         if not self.numbered:
@@ -198,20 +195,21 @@ def rollup_sql(
     operation: str | None,
     bins: bool = False,
 ) -> tuple[str, list[Any]]:
-    """Sums of one rollup table's rows of one grain and bucket range, per key (and per step); ``bins``: of
-    its sketch table, per key and bin (``step, key..., bin, count``)."""
+    """Sums of one rollup table's rows of one grain and bucket range, per key (and per step); ``bins``: the
+    rows' packed sketches themselves (``step, key..., packed``), which the database cannot add up: the
+    caller merges them (:func:`shared.store.sketch.merged_packed`)."""
     table, keys = SERIES[series]
-    if bins:
-        table += BINS_SUFFIX
-        keys = (*keys, "bin")
     key_list = ", ".join(keys)
     step = "0" if per_step is None else f"(bucket - {int(first)}) / {int(per_step)}"
-    sums = "sum(n)" if bins else ", ".join(f"sum({c})" for c in COUNTER_COLUMNS[:3])
     where, params = _bucket_filter(dialect, grain, first, end, service, operation)
-    statement = (
-        f"SELECT {step} AS step, {key_list}, {sums} FROM {table} WHERE {where}"
-        f" GROUP BY step, {key_list} ORDER BY step, {key_list}"
-    )
+    if bins:
+        statement = f"SELECT {step} AS step, {key_list}, bins FROM {table} WHERE {where}"
+    else:
+        sums = ", ".join(f"sum({c})" for c in COUNTER_COLUMNS[:3])
+        statement = (
+            f"SELECT {step} AS step, {key_list}, {sums} FROM {table} WHERE {where}"
+            f" GROUP BY step, {key_list} ORDER BY step, {key_list}"
+        )
     return dialect.sql(statement), params
 
 
@@ -226,7 +224,10 @@ class RollupRead(msgspec.Struct, frozen=True, kw_only=True):
     """Minute-aligned; ``None``: all time."""
     step_us: int | None
     bin_statements: list[tuple[str, list[Any]]] = []
-    """The same ranges' sketches: ``step, key..., bin, count`` per row."""
+    """The same ranges' sketches: ``step, key..., bin, count`` per row (Cassandra), or ``step, key...,
+    packed`` per rollup row (:attr:`packed`)."""
+    packed: bool = False
+    """The sketches come packed, a rollup row each (the SQL stores), not a row per bin."""
 
 
 def plan_rollup_read(
@@ -273,6 +274,7 @@ def plan_rollup_read(
         width=width,
         window=aligned,
         step_us=None if aligned is None else step_us,
+        packed=True,
     )
 
 
@@ -290,6 +292,12 @@ def _bin_sums(
 ) -> dict[tuple[int, tuple[str, ...]], dict[int, int]]:
     """(step start, key) -> the sketch summed over the rows each bin statement returned."""
     width = read.width
+    if read.packed:
+        packed: dict[tuple[int, tuple[str, ...]], list[bytes]] = defaultdict(list)
+        for rows in results:
+            for r in rows:
+                packed[_t_us(read, r[0]), tuple(untext(k) for k in r[1 : 1 + width])].append(r[1 + width])
+        return {key: merged_packed(values) for key, values in packed.items()}
     out: dict[tuple[int, tuple[str, ...]], dict[int, int]] = defaultdict(dict)
     for rows in results:
         for r in rows:
@@ -322,24 +330,18 @@ def assemble_rollup_rows(
     ]
 
 
-SERVICE_BINS: Final = "SELECT service, {pairs} FROM rollup_services_bins GROUP BY service"
+SERVICE_SKETCHES: Final = "SELECT service, bins FROM rollup_services_sketch"
 """Every service's all-time sketch (see :func:`with_service_bins`)."""
-WINDOW_SERVICE_BINS: Final = (
-    "SELECT service, {pairs} FROM (SELECT service, bin, sum(n) AS n FROM rollup_ops_bins"
-    " WHERE grain = ? AND bucket >= ? AND bucket < ? GROUP BY service, bin) b GROUP BY service"
-)
-_bin_pairs: Final = msgspec.json.Decoder(list[tuple[int, int]])
+WINDOW_SERVICE_SKETCHES: Final = "SELECT service, bins FROM rollup_ops WHERE grain = ? AND bucket >= ? AND bucket < ?"
 
 
 def service_bins_sql(dialect: Dialect, window: Window | None) -> list[tuple[str, list[Any]]]:
-    """The statements that read each service's sketch, a row per service: ``(service, [[bin, count],
-    ...])`` (JSON text): all time from its own table, a window summed from its operations' rows by the
-    database (one statement per grain range of :func:`~shared.store.search.window_ranges`). The bins go
-    to Python as one text a service, not a row each: a service has hundreds of bins."""
-    pairs = dialect.pairs_agg.format("bin", "n")
+    """The statements that read each service's sketch, ``(service, packed)`` rows: all time from its own
+    table (a row a service), a window from its operations' rows (one statement per grain range of
+    :func:`~shared.store.search.window_ranges`), to be merged per service (:func:`with_service_bins`)."""
     if window is None:
-        return [(SERVICE_BINS.format(pairs=pairs), [])]
-    statement = dialect.sql(WINDOW_SERVICE_BINS.format(pairs=pairs))
+        return [(SERVICE_SKETCHES, [])]
+    statement = dialect.sql(WINDOW_SERVICE_SKETCHES)
     return [(statement, [g, first, end]) for g, first, end in window_ranges(window)]
 
 
@@ -349,14 +351,10 @@ def with_service_bins(
     """Operation rows read without their sketches, the first row of each service given the service's
     whole sketch (``rows``: those of :func:`service_bins_sql`, summed), so that :func:`assemble_stats`
     merges per service the same bins it would from every operation's."""
-    bins: dict[str, dict[int, int]] = {}
-    for service, pairs in rows:
-        name = untext(service)
-        decoded = _bin_pairs.decode(pairs)
-        if name in bins:
-            add_to(bins[name], decoded)
-        else:
-            bins[name] = {i: n for i, n in decoded if n}
+    packed: dict[str, list[bytes]] = defaultdict(list)
+    for service, sketch in rows:
+        packed[untext(service)].append(sketch)
+    bins = {service: merged_packed(sketches) for service, sketches in packed.items()}
     seen: set[str] = set()
     result = []
     for r in operations:

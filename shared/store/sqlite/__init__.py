@@ -27,7 +27,7 @@ from shared.store.encoding import Dictionaries
 from shared.store.sql import writer
 from shared.store.sql.driver import Job, run_sync
 from shared.store.sql.store import SqlStore, _ignore
-from shared.store.sqlite.driver import DIALECT, SqliteDriver, create_or_migrate
+from shared.store.sqlite.driver import DIALECT, SqliteDriver, add_functions, create_or_migrate
 
 T = TypeVar("T")
 PURGE_CHUNK: Final = 5000
@@ -139,6 +139,7 @@ class SqliteStore(SqlStore):
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self._path, isolation_level=None, timeout=30.0)
         try:
+            add_functions(conn)
             conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file's; an existing one keeps its own
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")

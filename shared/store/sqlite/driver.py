@@ -18,6 +18,7 @@ import msgspec
 from shared.critical_paths import Path
 from shared.store.finalizing import FinalizeRow, Summary
 from shared.store.rollups import UNSEEN_LIVE, UNSEEN_VALUES, Counters, RollupDelta
+from shared.store.sketch import add_packed, has_negative
 from shared.store.sql import migrate
 from shared.store.sql.driver import (
     OP_WIDTH,
@@ -41,6 +42,8 @@ from shared.store.sqlite.schema import (
     SCHEMA,
     SCHEMA_VERSION,
     SERVICE_BINS,
+    SERVICE_SKETCH,
+    SKETCH_COLUMN,
     SKETCH_SCHEMA,
     TAG_INDEX,
 )
@@ -96,11 +99,15 @@ def _doc(values: Any) -> str:
     return _json.encode(values).decode()
 
 
-def _upsert_sql(table: str, keys: Sequence[str], counters: Sequence[str] = COUNTER_COLUMNS) -> str:
-    columns = [*keys, *counters]
+def _upsert_sql(
+    table: str, keys: Sequence[str], counters: Sequence[str] = COUNTER_COLUMNS, *, sketch: bool = False
+) -> str:
+    """Counters added; with ``sketch``, the row's packed sketch (the last column) merged by ``sketch_add``."""
+    columns = [*keys, *counters, *(["bins"] if sketch else [])]
+    updates = [f"{c} = {c} + excluded.{c}" for c in counters] + (["bins = sketch_add(bins, excluded.bins)"] * sketch)
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET " + ", ".join(f"{c} = {c} + excluded.{c}" for c in counters)
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET " + ", ".join(updates)
     )
 
 
@@ -110,14 +117,13 @@ def _delete_empty_sql(table: str, keys: Sequence[str], count: str = "n") -> str:
 
 _OP_KEYS: Final = ("grain", "bucket", "service", "operation", "kind")
 _ENDPOINT_KEYS: Final = ("grain", "bucket", "service", "operation")
-UPSERT_OPS: Final = _upsert_sql("rollup_ops", _OP_KEYS)
-UPSERT_ENDPOINTS: Final = _upsert_sql("rollup_endpoints", _ENDPOINT_KEYS)
-UPSERT_OP_BINS: Final = _upsert_sql("rollup_ops_bins", (*_OP_KEYS, "bin"), ("n",))
-UPSERT_ENDPOINT_BINS: Final = _upsert_sql("rollup_endpoints_bins", (*_ENDPOINT_KEYS, "bin"), ("n",))
-DELETE_EMPTY_OP_BINS: Final = _delete_empty_sql("rollup_ops_bins", (*_OP_KEYS, "bin"))
-DELETE_EMPTY_ENDPOINT_BINS: Final = _delete_empty_sql("rollup_endpoints_bins", (*_ENDPOINT_KEYS, "bin"))
-UPSERT_SERVICE_BINS: Final = _upsert_sql("rollup_services_bins", ("service", "bin"), ("n",))
-DELETE_EMPTY_SERVICE_BINS: Final = _delete_empty_sql("rollup_services_bins", ("service", "bin"))
+UPSERT_OPS: Final = _upsert_sql("rollup_ops", _OP_KEYS, sketch=True)
+UPSERT_ENDPOINTS: Final = _upsert_sql("rollup_endpoints", _ENDPOINT_KEYS, sketch=True)
+UPSERT_SERVICE_SKETCH: Final = _upsert_sql("rollup_services_sketch", ("service",), (), sketch=True)
+TIDY_SERVICE_SKETCH: Final = "UPDATE rollup_services_sketch SET bins = sketch_add(bins, NULL) WHERE service = ?"
+"""A service's sketch of which a delta took bins out: re-packed without the bins at 0 or below (a row the
+delta inserted holds the delta as it came)."""
+DELETE_EMPTY_SERVICE_SKETCH: Final = "DELETE FROM rollup_services_sketch WHERE service = ? AND length(bins) = 0"
 DELETE_EMPTY_OPS: Final = _delete_empty_sql("rollup_ops", _OP_KEYS)
 DELETE_EMPTY_ENDPOINTS: Final = _delete_empty_sql("rollup_endpoints", _ENDPOINT_KEYS)
 DELETE_EMPTY_DEPS: Final = _delete_empty_sql("rollup_deps", ("hour", "parent", "child"), "calls")
@@ -156,6 +162,7 @@ class SqliteDriver(Bound[sqlite3.Connection]):
     __slots__ = ()
     dialect: Final = DIALECT
     v4_tables: Final = (OP_INDEX, TAG_INDEX, SERVICE_BINS)
+    v5_sketch: Final = (SKETCH_COLUMN, SERVICE_SKETCH)
     chunk_key: Final = "id"
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> Sequence[Row]:
@@ -296,24 +303,20 @@ class SqliteDriver(Bound[sqlite3.Connection]):
         if not delta:
             return
         c = self.c
-        ops = delta.op_rows()
-        c.executemany(UPSERT_OPS, [(g, b, *key, *values) for g, b, key, values in ops])
-        endpoints = delta.endpoint_rows()
-        c.executemany(UPSERT_ENDPOINTS, [(g, b, *key, *values) for g, b, key, values in endpoints])
+        ops = delta.op_sketch_rows()
+        c.executemany(UPSERT_OPS, [(g, b, *key, *values, bins) for g, b, key, values, bins in ops])
+        endpoints = delta.endpoint_sketch_rows()
+        c.executemany(UPSERT_ENDPOINTS, [(g, b, *key, *values, bins) for g, b, key, values, bins in endpoints])
         deps = delta.dep_rows()
         c.executemany(UPSERT_DEPS, deps)
-        c.executemany(DELETE_EMPTY_OPS, [(g, b, *key) for g, b, key, values in ops if _shrunk(values)])
-        c.executemany(DELETE_EMPTY_ENDPOINTS, [(g, b, *key) for g, b, key, values in endpoints if _shrunk(values)])
+        c.executemany(DELETE_EMPTY_OPS, [(g, b, *key) for g, b, key, values, _ in ops if _shrunk(values)])
+        c.executemany(DELETE_EMPTY_ENDPOINTS, [(g, b, *key) for g, b, key, values, _ in endpoints if _shrunk(values)])
         c.executemany(DELETE_EMPTY_DEPS, [(h, p, ch) for h, p, ch, calls, _ in deps if calls < 0])
-        for upsert, delete, bins in (
-            (UPSERT_OP_BINS, DELETE_EMPTY_OP_BINS, delta.op_bin_rows()),
-            (UPSERT_ENDPOINT_BINS, DELETE_EMPTY_ENDPOINT_BINS, delta.endpoint_bin_rows()),
-        ):
-            c.executemany(upsert, [(g, b, *key, n) for g, b, key, (n,) in bins])
-            c.executemany(delete, [(g, b, *key) for g, b, key, (n,) in bins if n < 0])
-        service_bins = delta.service_bin_rows()
-        c.executemany(UPSERT_SERVICE_BINS, service_bins)
-        c.executemany(DELETE_EMPTY_SERVICE_BINS, [(s, i) for s, i, n in service_bins if n < 0])
+        services = delta.service_sketch_rows()
+        c.executemany(UPSERT_SERVICE_SKETCH, services)
+        shrunk = [(service,) for service, bins in services if has_negative(bins)]
+        c.executemany(TIDY_SERVICE_SKETCH, shrunk)
+        c.executemany(DELETE_EMPTY_SERVICE_SKETCH, shrunk)
         contexts = delta.context_rows()
         c.executemany(UPSERT_CONTEXTS, [(g, b, *key, *values) for g, b, key, values in contexts])
         c.executemany(DELETE_EMPTY_CONTEXTS, [(g, b, *key) for g, b, key, values in contexts if values[1] < 0])
@@ -347,7 +350,6 @@ class SqliteDriver(Bound[sqlite3.Connection]):
 
     async def create_schema(self) -> None:
         self._run(SCHEMA)
-        await self.create_sketch()
         await self.create_added_tables()
 
     async def has_sketch(self) -> bool:
@@ -396,14 +398,20 @@ class SqliteDriver(Bound[sqlite3.Connection]):
         return tid
 
 
+def add_functions(conn: sqlite3.Connection) -> None:
+    """The application functions the schema's statements call: ``sketch_add(stored, delta)``, the merge
+    of packed sketches (:func:`shared.store.sketch.add_packed`)."""
+    conn.create_function("sketch_add", 2, add_packed, deterministic=True)
+
+
 def has_sketch(conn: sqlite3.Connection) -> bool:
-    """Whether the file has the latency sketch tables."""
+    """Whether a layout v2 file has the latency sketch tables (of layouts v2 to v4)."""
     return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'rollup_endpoints_bins'").fetchone() is not None
 
 
 def has_added_tables(conn: sqlite3.Connection) -> bool:
-    """Whether the file has the latency sketch tables and every table added since (:data:`ADDED_TABLES`)."""
-    names = ("rollup_endpoints_bins", *ADDED_TABLE_NAMES)
+    """Whether the file has every table added since its layout's release (:data:`ADDED_TABLES`)."""
+    names = ADDED_TABLE_NAMES
     found = conn.execute(
         f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ({', '.join('?' * len(names))})", names
     ).fetchone()[0]

@@ -1,8 +1,10 @@
-"""The SQLite schema (storage layout v4).
+"""The SQLite schema (storage layout v5).
 
-Layout v4 (docs/architecture.md, "the store contract"). v3 had the search indexes as ``trace_ops`` and
-``trace_tags``, with the names, keys and values as text in every row; v2 had the same tables as v3, with
-chunks and contributions stored uncompressed and each finalized trace's analysis stored with it:
+Layout v5 (docs/architecture.md, "the store contract"). v4 kept the latency sketches a row per key and
+bin (``rollup_ops_bins``, ``rollup_endpoints_bins``, ``rollup_services_bins``). v3 had the search
+indexes as ``trace_ops`` and ``trace_tags``, with the names, keys and values as text in every row; v2
+had the same tables as v3, with chunks and contributions stored uncompressed and each finalized trace's
+analysis stored with it:
 
 * ``traces``: one row per trace. ``tid`` is its integer key (AUTOINCREMENT: never reused, so it names
   the row's incarnation); ``chunks`` counts its stored chunks. Summary columns are set at finalization.
@@ -25,13 +27,12 @@ chunks and contributions stored uncompressed and each finalized trace's analysis
   ``endpoint_traces`` has a row per trace with a root: its endpoint, duration and critical path by calling
   context, so a tail read walks an endpoint's slowest traces in key order, without touching ``traces``.
 * ``rollup_ops`` / ``rollup_endpoints``: time-bucketed rollups at three grains (minute, hour, total; see
-  :mod:`shared.store.rollups`), fixed latency histograms as columns ``h0`` .. ``h18``, latency sketches
-  (:mod:`shared.store.sketch`) in ``rollup_ops_bins`` / ``rollup_endpoints_bins``, a row per key and
-  non-empty bin (:data:`SKETCH_SCHEMA`, added to a layout v2 file that lacks it by
-  :func:`shared.store.sql.migrate.add_sketch`); ``rollup_deps`` per hour.
-  All-time trace counts are the endpoints' total-grain rows; ``rollup_services_bins`` is the all-time
-  sketch of each service (its operations' total-grain bins summed), so ``/stats`` reads a few rows a
-  service rather than every operation's bins. ``rollup_contexts`` holds the critical-path
+  :mod:`shared.store.rollups`), fixed latency histograms as columns ``h0`` .. ``h18``, the row's latency
+  sketch packed in ``bins`` (:func:`shared.store.sketch.pack`; merged by the upsert through the function
+  ``sketch_add``, docs/adr/0015-packed-sketches.md); ``rollup_deps`` per hour.
+  All-time trace counts are the endpoints' total-grain rows; ``rollup_services_sketch`` is the all-time
+  sketch of each service (its operations' total-grain sketches summed), so ``/stats`` reads a row a
+  service rather than every operation's. ``rollup_contexts`` holds the critical-path
   time per endpoint and calling context (:mod:`shared.critical_paths`) at the same grains; ``call_paths``
   names the contexts (id -> labels, and the last label for the bottom-up ranking).
 * ``zstd_dicts``: the zstd dictionaries chunk bodies are compressed with once their writer has trained one
@@ -47,7 +48,7 @@ from typing import Final
 
 from shared.store.sql.statements import HISTOGRAM_COLUMNS
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 CHUNK_BITS: Final = 24
 """Chunk ids are ``tid << CHUNK_BITS | seq``: up to 16.7M chunks per trace."""
 
@@ -56,6 +57,11 @@ OP_INDEX: Final = """CREATE TABLE IF NOT EXISTS op_index (
     op INTEGER NOT NULL, start_us INTEGER NOT NULL, tid INTEGER NOT NULL, min_us INTEGER NOT NULL,
     max_us INTEGER NOT NULL, PRIMARY KEY (op, start_us, tid)
 ) WITHOUT ROWID"""
+SERVICE_SKETCH: Final = """CREATE TABLE IF NOT EXISTS rollup_services_sketch (
+    service TEXT NOT NULL PRIMARY KEY, bins BLOB NOT NULL
+) WITHOUT ROWID"""
+SKETCH_COLUMN: Final = "bins BLOB NOT NULL DEFAULT x''"
+"""The packed sketch of a rollup row (layout v5), as added to the rollup tables of a v4 file."""
 SERVICE_BINS: Final = """CREATE TABLE IF NOT EXISTS rollup_services_bins (
     service TEXT NOT NULL, bin INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (service, bin)
 ) WITHOUT ROWID"""
@@ -109,17 +115,17 @@ CREATE TABLE IF NOT EXISTS endpoint_traces (
     PRIMARY KEY (service, operation, duration_us, tid)
 ) WITHOUT ROWID;
 {TAG_INDEX};
-{SERVICE_BINS};
+{SERVICE_SKETCH};
 
 CREATE TABLE IF NOT EXISTS rollup_ops (
     grain INTEGER NOT NULL, bucket INTEGER NOT NULL,
     service TEXT NOT NULL, operation TEXT NOT NULL, kind TEXT NOT NULL,
-    n INTEGER NOT NULL, errors INTEGER NOT NULL, duration_us INTEGER NOT NULL, {_HIST_DDL},
+    n INTEGER NOT NULL, errors INTEGER NOT NULL, duration_us INTEGER NOT NULL, {_HIST_DDL}, {SKETCH_COLUMN},
     PRIMARY KEY (grain, bucket, service, operation, kind)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_endpoints (
     grain INTEGER NOT NULL, bucket INTEGER NOT NULL, service TEXT NOT NULL, operation TEXT NOT NULL,
-    n INTEGER NOT NULL, errors INTEGER NOT NULL, duration_us INTEGER NOT NULL, {_HIST_DDL},
+    n INTEGER NOT NULL, errors INTEGER NOT NULL, duration_us INTEGER NOT NULL, {_HIST_DDL}, {SKETCH_COLUMN},
     PRIMARY KEY (grain, bucket, service, operation)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_contexts (
