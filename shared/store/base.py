@@ -17,7 +17,7 @@ from shared.models import Span, SpanFinish
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
 from shared.store.rollups import Contribution
-from shared.store.sketch import merged, quantile
+from shared.store.sketch import merged, quantile, quantiles
 
 TraceLifecycle = Literal["active", "finalized", "dropped"]
 """Where a stored trace is in its life: written to, finalized, or dropped by the sampler."""
@@ -141,6 +141,10 @@ class ServiceStats(msgspec.Struct, frozen=True, kw_only=True):
         """The q-quantile (0..1) in µs: within 1% of the exact value at its rank
         (:func:`~shared.store.sketch.quantile`)."""
         return quantile(self.bins, q)
+
+    def percentiles_us(self, qs: Sequence[float]) -> list[float]:
+        """:meth:`percentile_us` of each of ``qs`` (ascending), the sketch walked once."""
+        return quantiles(self.bins, qs)
 
 
 class SlowTrace(msgspec.Struct, frozen=True, kw_only=True):

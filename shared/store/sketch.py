@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 import numpy as np
@@ -108,20 +108,25 @@ def rank_of(q: float, total: int) -> int:
 def quantile(bins: Mapping[int, int], q: float) -> float:
     """The q-quantile (0..1) in µs, within :data:`ALPHA` of the exact value at :func:`rank_of`; 0 when
     empty. Bins with a count <= 0 (a store's rows mid-subtraction) count nothing."""
-    total = sum(n for n in bins.values() if n > 0)
+    return quantiles(bins, (q,))[0]
+
+
+def quantiles(bins: Mapping[int, int], qs: Sequence[float]) -> list[float]:
+    """:func:`quantile` of each of ``qs`` (in ascending order), in one pass over the sorted bins."""
+    positive = sorted((index, n) for index, n in bins.items() if n > 0)
+    total = sum(n for _, n in positive)
     if total <= 0:
-        return 0.0
-    rank = rank_of(q, total)
+        return [0.0] * len(qs)
+    ranks = [rank_of(q, total) for q in qs]
+    out: list[float] = []
     seen = 0
-    last = 0
-    for index in sorted(bins):
-        n = bins[index]
-        if n > 0:
-            seen += n
-            last = index
-            if seen >= rank:
-                break
-    return bin_value(last)
+    for index, n in positive:
+        seen += n
+        while len(out) < len(ranks) and seen >= ranks[len(out)]:
+            out.append(bin_value(index))
+        if len(out) == len(ranks):
+            break
+    return out
 
 
 def from_fixed(histogram: Iterable[int]) -> Bins:
@@ -169,7 +174,10 @@ def has_negative(packed: bytes) -> bool:
 
 def merged_packed(sketches: Iterable[bytes]) -> Bins:
     """The sum of packed sketches as bins (those with a count > 0)."""
-    data = b"".join(sketches)
+    parts = list(sketches)
+    if len(parts) == 1:  # a value as stored: each bin once
+        return {index: n for index, n in ENTRY.iter_unpack(parts[0]) if n > 0}
+    data = b"".join(parts)
     if len(data) < NUMPY_FROM * ENTRY.size:
         total: Bins = {}
         for index, n in ENTRY.iter_unpack(data):

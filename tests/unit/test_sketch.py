@@ -70,3 +70,16 @@ def test_an_empty_sketch_reads_zero_and_negative_bins_count_nothing() -> None:
     assert sketch.quantile({}, 0.5) == 0.0
     assert sketch.quantile({sketch.bin_of(100): -1}, 0.5) == 0.0
     assert sketch.quantile({sketch.bin_of(0): 3}, 0.99) == 0.0
+
+
+def _walk(bins: sketch.Bins, q: float) -> float:
+    """The nearest-rank quantile by walking the positive bins one by one, for :func:`sketch.quantiles`."""
+    walked = [index for index in sorted(bins) for _ in range(bins[index]) if bins[index] > 0]
+    return sketch.bin_value(walked[sketch.rank_of(q, len(walked)) - 1]) if walked else 0.0
+
+
+@given(st.dictionaries(st.integers(0, 3_000), st.integers(-5, 40), max_size=60), st.lists(QUANTILES, max_size=6))
+def test_several_quantiles_in_one_pass_are_each_by_rank(bins: sketch.Bins, qs: list[float]) -> None:
+    ascending = sorted(qs)
+    assert sketch.quantiles(bins, ascending) == [_walk(bins, q) for q in ascending]
+    assert [sketch.quantile(bins, q) for q in ascending] == [_walk(bins, q) for q in ascending]
