@@ -31,11 +31,11 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 import msgspec
+import numpy as np
 from multidict import MultiMapping
 
 from shared.store.base import RollupRow, Window
-from shared.store.sketch import Bins, add_to
-from shared.store.sketch import quantile as sketch_quantile
+from shared.store.sketch import dense, dense_quantiles
 
 from .common import go_bool, integer
 from .errors import ParamError
@@ -147,9 +147,19 @@ def _timestamp(ms: int) -> str:
     return text + (f".{ms % 1000:03d}Z" if ms % 1000 else "Z")
 
 
-Series = dict[int, tuple[list[int], Bins]]
-"""minute start (ms) -> ([count, errors], latency sketch)."""
-Sums = tuple[list[int], Bins]
+class Series(msgspec.Struct):
+    """One series' minutes: minute start (ms) -> [count, errors], and (minute start, packed sketch) pairs."""
+
+    counts: dict[int, list[int]] = msgspec.field(default_factory=dict)
+    sketches: list[tuple[int, bytes]] = msgspec.field(default_factory=list)
+
+
+class Point(msgspec.Struct, frozen=True):
+    t_ms: int
+    calls: int
+    errors: int
+    latency_us: float
+    """The quantile asked for (0 when none was)."""
 
 
 def rollup_window(query: MetricsQuery) -> Window:
@@ -162,54 +172,61 @@ def rollup_window(query: MetricsQuery) -> Window:
 def _minute_series(rows: Mapping[str, Sequence[RollupRow]], query: MetricsQuery) -> dict[tuple[str, str], Series]:
     """Per (service, operation or "") the minute sums of the rollup ``rows`` (per service) of the span kinds
     asked for."""
-    out: dict[tuple[str, str], Series] = defaultdict(dict)
+    out: dict[tuple[str, str], Series] = defaultdict(Series)
     for service, service_rows in rows.items():
         for row in service_rows:
             if row.key[2] not in query.span_kinds:
                 continue
-            key = (service, row.key[1] if query.group_by_operation else "")
-            series = out[key]
+            series = out[service, row.key[1] if query.group_by_operation else ""]
             minute = row.t_us // 1000
-            values = series.get(minute)
+            values = series.counts.get(minute)
             if values is None:
-                values = series[minute] = ([0, 0], {})
-            values[0][0] += row.count
-            values[0][1] += row.errors
-            add_to(values[1], row.bins.items())
+                values = series.counts[minute] = [0, 0]
+            values[0] += row.count
+            values[1] += row.errors
+            if row.sketch:
+                series.sketches.append((minute, row.sketch))
     return out
 
 
-def _points(series: Series, query: MetricsQuery) -> list[tuple[int, Sums]]:
-    """(point time, sums over its ``ratePer`` window [t - ratePer, t)) for every point with spans: prefix
-    sums over the minutes, so the cost is O((minutes + points) x bins)."""
-    if not series:
+def _points(series: Series, query: MetricsQuery, quantile: float | None = None) -> list[Point]:
+    """Every point with spans: its calls and errors over its ``ratePer`` window [t - ratePer, t), and the
+    ``quantile`` of their latency if asked. Prefix sums over the minutes (the sketches as the rows of one
+    minutes x bins array): O(minutes + points) array operations of the bins' width."""
+    if not series.counts:
         return []
-    first = min(series)
-    last = max(series)
-    minutes = (last - first) // MINUTE_MS + 1
-    prefix: list[Sums] = [([0, 0], {})]
-    for i in range(minutes):
-        row = series.get(first + i * MINUTE_MS)
-        if row is None:
-            prefix.append(prefix[-1])
-        else:
-            (count, errors), bins = prefix[-1]
-            prefix.append(([count + row[0][0], errors + row[0][1]], add_to(dict(bins), row[1].items())))
+    first = min(series.counts)
+    minutes = (max(series.counts) - first) // MINUTE_MS + 1
+    counts = np.zeros((minutes + 1, 2), dtype=np.int64)
+    for minute, values in series.counts.items():
+        counts[(minute - first) // MINUTE_MS + 1] = values
+    np.cumsum(counts, axis=0, out=counts)
 
-    def upto(t: int) -> Sums:  # sums of the minutes that start before t
-        index = min(max(0, -(-(t - first) // MINUTE_MS)), minutes)
-        return prefix[index]
+    def upto(t: int) -> int:  # the prefix row summing the minutes that start before t
+        return min(max(0, -(-(t - first) // MINUTE_MS)), minutes)
 
-    points = []
+    times, high, low = [], [], []
     start = query.end_ms - query.lookback_ms  # points at start, start + step, ... as Prometheus's query_range
     t = -(-start // MINUTE_MS) * MINUTE_MS  # (from the minute the start falls in)
     while t <= query.end_ms:
-        (high, high_bins), (low, low_bins) = upto(t), upto(t - query.rate_per_ms)
-        if high[0] > low[0]:
-            counts = [a - b for a, b in zip(high, low, strict=True)]
-            points.append((t, (counts, add_to(dict(high_bins), low_bins.items(), -1))))
+        times.append(t)
+        high.append(upto(t))
+        low.append(upto(t - query.rate_per_ms))
         t += query.step_ms
-    return points
+    sums = counts[high] - counts[low]
+    kept = np.flatnonzero(sums[:, 0] > 0).tolist()
+    latencies = [0.0] * len(kept)
+    if quantile is not None and kept:
+        placed = [((minute - first) // MINUTE_MS + 1, packed) for minute, packed in series.sketches]
+        sketches, first_bin = dense(placed, minutes + 1)
+        np.cumsum(sketches, axis=0, out=sketches)
+        chosen = np.array(kept)
+        windows = sketches[np.array(high)[chosen]] - sketches[np.array(low)[chosen]]
+        latencies = dense_quantiles(windows, first_bin, quantile)
+    return [
+        Point(t_ms=times[i], calls=int(sums[i, 0]), errors=int(sums[i, 1]), latency_us=latency)
+        for i, latency in zip(kept, latencies, strict=True)
+    ]
 
 
 def _labels(service: str, operation: str, grouped: bool) -> list[Label]:
@@ -238,14 +255,14 @@ def metric_family(
     seconds = query.rate_per_ms / 1000
     for (service, operation), series in sorted(_minute_series(rows, query).items()):
         points = []
-        for t, (sums, bins) in _points(series, query):
+        for point in _points(series, query, quantile if kind == "latencies" else None):
             if kind == "calls":
-                value = sums[0] / seconds
+                value = point.calls / seconds
             elif kind == "errors":
-                value = sums[1] / sums[0]
+                value = point.errors / point.calls
             else:
-                value = sketch_quantile(bins, quantile) / 1000
-            points.append(MetricPoint(gauge_value=GaugeValue(double_value=value), timestamp=_timestamp(t)))
+                value = point.latency_us / 1000
+            points.append(MetricPoint(gauge_value=GaugeValue(double_value=value), timestamp=_timestamp(point.t_ms)))
         if points:
             metrics.append(Metric(labels=_labels(service, operation, query.group_by_operation), metric_points=points))
     return MetricFamily(name=name, type="GAUGE", help=help_text, metrics=metrics)

@@ -17,7 +17,7 @@ from shared.models import Span, SpanFinish
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
 from shared.store.rollups import Contribution
-from shared.store.sketch import merged, quantile, quantiles
+from shared.store.sketch import Bins, merged_packed, quantile, quantiles, unpack
 
 TraceLifecycle = Literal["active", "finalized", "dropped"]
 """Where a stored trace is in its life: written to, finalized, or dropped by the sampler."""
@@ -179,15 +179,21 @@ class RollupRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     ``key``: ``(service, operation, span kind or "")`` for the operations series, ``(root service, root
     operation)`` for the endpoints series (``("", "")``: traces without a root). ``count`` spans or traces,
-    ``errors`` of them with an error, ``duration_us`` their durations' sum, ``bins`` their latency sketch
-    (:mod:`shared.store.sketch`)."""
+    ``errors`` of them with an error, ``duration_us`` their durations' sum, ``sketch`` their latency sketch
+    packed as a store keeps it (:func:`shared.store.sketch.pack`), so that reads of many rows sum them at
+    once (:func:`~shared.store.sketch.summed_packed`)."""
 
     t_us: int
     key: tuple[str, ...]
     count: int
     errors: int
     duration_us: int
-    bins: dict[int, int] = msgspec.field(default_factory=dict)
+    sketch: bytes = b""
+
+    @property
+    def bins(self) -> Bins:
+        """The latency sketch as bins."""
+        return unpack(self.sketch)
 
     def stats(self) -> ServiceStats:
         return ServiceStats(
@@ -201,7 +207,7 @@ def merged_stats(rows: Sequence[RollupRow]) -> ServiceStats:
         count=sum(r.count for r in rows),
         error_count=sum(r.errors for r in rows),
         total_duration_us=sum(r.duration_us for r in rows),
-        bins=merged(r.bins for r in rows),
+        bins=merged_packed([r.sketch for r in rows]),
     )
 
 

@@ -71,6 +71,41 @@ def window_ranges(window: Window) -> list[tuple[int, int, int]]:
     return ranges
 
 
+HOUR_ROW_COST: Final = 2
+"""What reading a key's hour row costs in minute rows, for :func:`signed_window_ranges` (an hour holds
+more keys than a minute does)."""
+
+
+def signed_window_ranges(window: Window, now_us: int) -> list[tuple[int, int, int, int]]:
+    """(grain, first bucket, end bucket, sign) ranges whose signed sums are the minute-aligned ``window``'s,
+    for stores whose hour rows are the sums of their minute rows: as :func:`window_ranges`, but an hour the
+    window covers in part is read as its hour row less the minutes outside the window where that reads
+    fewer rows. Minutes that start after ``now_us`` are counted as free, holding nothing yet: a window
+    ending now reads the current hour's row and none of its minutes."""
+    start, end = window.start_us // MINUTE_US, window.end_us // MINUTE_US
+    hours: list[int] = []
+    minutes: list[tuple[int, int, int, int]] = []
+    for hour in range(start // 60, -(-end // 60)):
+        first, last = max(start, hour * 60), min(end, hour * 60 + 60)
+        before, after = first - hour * 60, hour * 60 + 60 - last
+        if before == after == 0:
+            hours.append(hour)
+            continue
+        future = last * MINUTE_US >= now_us
+        if HOUR_ROW_COST + before + (0 if future else after) >= last - first:
+            minutes.append((MINUTE, first, last, 1))
+            continue
+        hours.append(hour)
+        minutes += [(MINUTE, a, b, -1) for a, b in ((hour * 60, first), (last, hour * 60 + 60)) if a < b]
+    runs: list[tuple[int, int, int, int]] = []
+    for hour in hours:
+        if runs and runs[-1][2] == hour:
+            runs[-1] = (HOUR, runs[-1][1], hour + 1, 1)
+        else:
+            runs.append((HOUR, hour, hour + 1, 1))
+    return runs + minutes
+
+
 def step_grain(window: Window, step_us: int) -> tuple[int, int, int, int]:
     """(grain, first bucket, end bucket, buckets per step) for a time series of ``window`` (aligned) in
     steps of ``step_us``: hour rows when steps and window are whole hours, else minute rows."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -174,17 +174,59 @@ def has_negative(packed: bytes) -> bool:
 
 def merged_packed(sketches: Iterable[bytes]) -> Bins:
     """The sum of packed sketches as bins (those with a count > 0)."""
-    parts = list(sketches)
-    if len(parts) == 1:  # a value as stored: each bin once
-        return {index: n for index, n in ENTRY.iter_unpack(parts[0]) if n > 0}
-    data = b"".join(parts)
-    if len(data) < NUMPY_FROM * ENTRY.size:
+    return {index: n for index, n in ENTRY.iter_unpack(summed_packed(list(sketches))) if n > 0}
+
+
+def summed_packed(sketches: Sequence[bytes], less: Sequence[bytes] = ()) -> bytes:
+    """The sum of packed sketches minus those of ``less``, packed, the bins with a count > 0 alone (a single
+    sketch is taken as stored: each bin once, its counts > 0)."""
+    sketches = [part for part in sketches if part]
+    if len(sketches) == 1 and not less:
+        return sketches[0]
+    data, minus = b"".join(sketches), b"".join(less)
+    if len(data) + len(minus) < NUMPY_FROM * ENTRY.size:
         total: Bins = {}
-        for index, n in ENTRY.iter_unpack(data):
-            total[index] = total.get(index, 0) + n
-        return {index: n for index, n in total.items() if n > 0}
-    entries = np.frombuffer(data, dtype=PACKED)
+        for part, sign in ((data, 1), (minus, -1)):
+            for index, n in ENTRY.iter_unpack(part):
+                total[index] = total.get(index, 0) + sign * n
+        return pack((index, n) for index, n in total.items() if n > 0)
+    entries = np.frombuffer(data + minus, dtype=PACKED)
+    weights = entries["n"].astype(np.float64)
+    weights[len(data) // ENTRY.size :] *= -1
     # float sums are exact below 2^53, far above any count a store adds up
-    sums = np.rint(np.bincount(entries["bin"], weights=entries["n"])).astype(np.int64)
+    sums = np.rint(np.bincount(entries["bin"], weights=weights)).astype(np.int64)
     nonzero = np.flatnonzero(sums > 0)
-    return dict(zip(nonzero.tolist(), sums[nonzero].tolist(), strict=True))
+    out = np.empty(len(nonzero), dtype=PACKED)
+    out["bin"], out["n"] = nonzero, sums[nonzero]
+    return out.tobytes()
+
+
+# -- many sketches at once: rows of a dense array ----------------------------------------------------------
+
+Dense = np.ndarray[Any, np.dtype[np.float64]]
+"""Sketches as the rows of an array: column ``j`` counts the bin ``low + j`` (floats: sums of counts are
+exact below 2^53)."""
+
+
+def dense(placed: Sequence[tuple[int, bytes]], rows: int) -> tuple[Dense, int]:
+    """The packed sketches of ``placed`` ((row, packed) pairs; rows may repeat, their sketches add up) as
+    a ``rows`` x bins array, and the bin of its first column."""
+    parts = [(row, packed) for row, packed in placed if packed]
+    if not parts:
+        return np.zeros((rows, 1)), 0
+    entries = np.frombuffer(b"".join(packed for _, packed in parts), dtype=PACKED)
+    at = np.repeat(np.array([row for row, _ in parts]), [len(packed) // ENTRY.size for _, packed in parts])
+    bins = entries["bin"].astype(np.int64)
+    low = int(bins.min())
+    width = int(bins.max()) - low + 1
+    counts = np.bincount(at * width + bins - low, weights=entries["n"], minlength=rows * width)
+    return counts.astype(np.float64).reshape(rows, width), low
+
+
+def dense_quantiles(sketches: Dense, low: int, q: float) -> list[float]:
+    """:func:`quantile` of each row of ``sketches`` (:func:`dense`; counts <= 0 count nothing)."""
+    running = np.cumsum(np.clip(sketches, 0, None), axis=1)
+    totals = [int(t) for t in np.rint(running[:, -1])] if running.shape[1] else [0] * len(running)
+    ranks = np.array([rank_of(q, t) for t in totals], dtype=np.float64)
+    found = (running < ranks[:, None] - 0.5).sum(axis=1).tolist()
+    return [bin_value(low + j) if total > 0 else 0.0 for j, total in zip(found, totals, strict=True)]

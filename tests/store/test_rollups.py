@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -128,6 +128,49 @@ async def test_time_series_adds_up_to_the_window(store: TraceStore) -> None:
     with pytest.raises(QueryError) as bad:
         await store.rollups("operations", w, step_us=30 * SECOND)
     assert bad.value.param == "step"
+
+
+ODD_WINDOWS: Final = [(20, 110), (5, 55), (45, 170), (0, 180), (59, 61), (1, 179), (35, 95)]
+"""Windows (minutes from BASE) whose edges cover most of an hour: read as hour rows less minutes."""
+
+
+async def test_windows_with_part_hours_equal_their_minutes(store: TraceStore) -> None:
+    """Whatever rows a window is read from (hour rows less the minutes outside it, where that is fewer),
+    its sums are those of its minutes, read one minute at a time."""
+    rng = random.Random(8)
+    traces = [make_trace(rng, BASE + rng.randrange(0, 3 * HOUR), error_rate=0.2) for _ in range(120)]
+    await finalize_all(store, traces)
+    for first, end in ODD_WINDOWS:
+        w = window(BASE + first * MINUTE, BASE + end * MINUTE)
+        for series in ("operations", "endpoints"):
+            whole = {r.key: (r.count, r.errors, r.duration_us, r.bins) for r in await store.rollups(series, w)}
+            points = await store.rollups(series, w, step_us=MINUTE)
+            assert whole == {
+                key: (
+                    sum(p.count for p in mine),
+                    sum(p.errors for p in mine),
+                    sum(p.duration_us for p in mine),
+                    merged(p.bins for p in mine),
+                )
+                for key in {p.key for p in points}
+                for mine in [[p for p in points if p.key == key]]
+            }, (first, end, series)
+        stats = await store.stats(window=w)
+        points = await store.rollups("operations", w, step_us=MINUTE)
+        assert {name: (s.count, s.error_count, s.bins) for name, s in stats.services.items()} == {
+            service: (sum(p.count for p in mine), sum(p.errors for p in mine), merged(p.bins for p in mine))
+            for service in {p.key[0] for p in points}
+            for mine in [[p for p in points if p.key[0] == service]]
+        }
+        minutes = [window(BASE + m * MINUTE, BASE + (m + 1) * MINUTE) for m in range(first, end)]
+        contexts: dict[tuple[tuple[str, str], tuple[str, ...]], list[int]] = defaultdict(lambda: [0, 0])
+        for minute in minutes:
+            for row in await store.critical_contexts(minute):
+                sums = contexts[row.endpoint, row.path]
+                sums[0] += row.critical_us
+                sums[1] += row.traces
+        got = {(r.endpoint, r.path): [r.critical_us, r.traces] for r in await store.critical_contexts(w)}
+        assert got == dict(contexts), (first, end)
 
 
 async def test_late_span_moves_a_trace_to_its_new_start_bucket(store: TraceStore) -> None:

@@ -4,11 +4,13 @@ paths (a dict below :data:`NUMPY_FROM` entries, numpy above)."""
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.store import sketch
-from shared.store.sketch import ENTRY, add_packed, has_negative, merged_packed, pack, unpack
+from shared.store.sketch import ENTRY, add_packed, has_negative, merged_packed, pack, summed_packed, unpack
 
 bins = st.dictionaries(st.integers(0, 2_000), st.integers(-(10**12), 10**12), max_size=60)
 positive = st.dictionaries(st.integers(0, 2_000), st.integers(1, 10**12), max_size=60)
@@ -50,3 +52,35 @@ def test_sums_on_both_sides_of_the_numpy_threshold() -> None:
     small = pack([(3, 1)])
     assert merged_packed([small] * (sketch.NUMPY_FROM - 1)) == {3: sketch.NUMPY_FROM - 1}
     assert merged_packed([small] * (sketch.NUMPY_FROM + 1)) == {3: sketch.NUMPY_FROM + 1}
+
+
+@given(st.lists(positive, max_size=6), st.lists(positive, max_size=6), st.integers(1, 300))
+def test_summed_packed_takes_out_what_it_is_told_to(
+    plus: list[dict[int, int]], minus: list[dict[int, int]], copies: int
+) -> None:
+    """A window read as hour rows less minutes: the signed sum, bins at 0 or below left out, packed as a
+    store packs it, by either path."""
+    expected: dict[int, int] = {}
+    for one in plus * copies:
+        expected = _plus(expected, one)
+    for one in minus:
+        expected = _plus(expected, {i: -n for i, n in one.items()})
+    got = summed_packed([pack(one.items()) for one in plus * copies], [pack(one.items()) for one in minus])
+    assert got == pack((i, n) for i, n in expected.items() if n > 0)
+
+
+@given(st.lists(st.lists(st.tuples(st.integers(0, 9), positive), max_size=5), min_size=1, max_size=6))
+def test_dense_rows_and_their_quantiles_equal_the_sketches(rows: list[list[tuple[int, dict[int, int]]]]) -> None:
+    """Sketches placed in the rows of a dense array, row differences taken (as prefix sums are), and each
+    row's quantiles read: the same as :func:`sketch.quantile` over the bins themselves."""
+    placed = [(r, pack(one.items())) for r, row in enumerate(rows) for _, one in row]
+    array, low = sketch.dense(placed, len(rows) + 1)
+    per_row = [sketch.merged(one for _, one in row) for row in rows] + [{}]
+    for q in (0.0, 0.5, 0.95, 0.99, 1.0):
+        assert sketch.dense_quantiles(array, low, q) == [sketch.quantile(bins, q) for bins in per_row]
+    differences = array[1:] - array[:-1]  # counts <= 0 count nothing
+    expected = [
+        sketch.quantile({i: n for i, n in _plus(b, {k: -v for k, v in a.items()}).items()}, 0.5)
+        for a, b in itertools.pairwise(per_row)
+    ]
+    assert sketch.dense_quantiles(differences, low, 0.5) == expected

@@ -6,6 +6,7 @@ its placeholder style, how text parameters and results are escaped, and its inde
 from __future__ import annotations
 
 import re
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, Literal
@@ -25,8 +26,8 @@ from shared.store.base import (
 )
 from shared.store.finalizing import decode_critical
 from shared.store.rollups import HISTOGRAM_SIZE, TOTAL
-from shared.store.search import ERROR_TAG, step_grain, window_ranges
-from shared.store.sketch import add_to, merged_packed
+from shared.store.search import ERROR_TAG, signed_window_ranges, step_grain
+from shared.store.sketch import add_to, pack, summed_packed
 from shared.store.tags import tag_hash
 
 HISTOGRAM_COLUMNS: Final = [f"h{i}" for i in range(HISTOGRAM_SIZE)]
@@ -168,6 +169,22 @@ def _between(
         params.append(high)
 
 
+Range = tuple[int, int, int, int]
+"""(grain, first bucket, end bucket, sign) of rollup rows to add up (sign 1) or take out (-1)."""
+
+
+def window_rollup_ranges(window: Window | None, now_us: int | None = None) -> list[Range]:
+    """The rollup rows that sum to all time (``None``) or to a minute-aligned window
+    (:func:`~shared.store.search.signed_window_ranges`: a store's hour rows are the sums of its minutes)."""
+    if window is None:
+        return [(TOTAL, 0, 1, 1)]
+    return signed_window_ranges(window, time.time_ns() // 1000 if now_us is None else now_us)
+
+
+def _signed(sign: int, column: str) -> str:
+    return column if sign > 0 else f"-{column}"
+
+
 def _bucket_filter(
     dialect: Dialect, grain: int, first: int, end: int, service: str | None, operation: str | None
 ) -> tuple[str, list[Any]]:
@@ -194,18 +211,19 @@ def rollup_sql(
     service: str | None,
     operation: str | None,
     bins: bool = False,
+    sign: int = 1,
 ) -> tuple[str, list[Any]]:
-    """Sums of one rollup table's rows of one grain and bucket range, per key (and per step); ``bins``: the
-    rows' packed sketches themselves (``step, key..., packed``), which the database cannot add up: the
-    caller merges them (:func:`shared.store.sketch.merged_packed`)."""
+    """Sums of one rollup table's rows of one grain and bucket range, per key (and per step), negated for
+    ``sign`` -1; ``bins``: the rows' packed sketches themselves (``step, key..., packed, sign``), which the
+    database cannot add up: the caller sums them (:func:`shared.store.sketch.summed_packed`)."""
     table, keys = SERIES[series]
     key_list = ", ".join(keys)
     step = "0" if per_step is None else f"(bucket - {int(first)}) / {int(per_step)}"
     where, params = _bucket_filter(dialect, grain, first, end, service, operation)
     if bins:
-        statement = f"SELECT {step} AS step, {key_list}, bins FROM {table} WHERE {where}"
+        statement = f"SELECT {step} AS step, {key_list}, bins, {int(sign)} FROM {table} WHERE {where}"
     else:
-        sums = ", ".join(f"sum({c})" for c in COUNTER_COLUMNS[:3])
+        sums = ", ".join(_signed(sign, f"sum({c})") for c in COUNTER_COLUMNS[:3])
         statement = (
             f"SELECT {step} AS step, {key_list}, {sums} FROM {table} WHERE {where}"
             f" GROUP BY step, {key_list} ORDER BY step, {key_list}"
@@ -225,7 +243,7 @@ class RollupRead(msgspec.Struct, frozen=True, kw_only=True):
     step_us: int | None
     bin_statements: list[tuple[str, list[Any]]] = []
     """The same ranges' sketches: ``step, key..., bin, count`` per row (Cassandra), or ``step, key...,
-    packed`` per rollup row (:attr:`packed`)."""
+    packed, sign`` per rollup row (:attr:`packed`)."""
     packed: bool = False
     """The sketches come packed, a rollup row each (the SQL stores), not a row per bin."""
 
@@ -243,7 +261,7 @@ def plan_rollup_read(
     (whole hours from the hour rows, the edges from the minute rows) for a whole window; each for the
     counters and for the sketches."""
 
-    def select(grain: int, first: int, end: int, per_step: int | None) -> list[tuple[str, list[Any]]]:
+    def select(grain: int, first: int, end: int, per_step: int | None, sign: int = 1) -> list[tuple[str, list[Any]]]:
         return [
             rollup_sql(
                 series,
@@ -255,16 +273,15 @@ def plan_rollup_read(
                 service=service,
                 operation=operation,
                 bins=bins,
+                sign=sign,
             )
             for bins in (False, True)
         ]
 
     width = len(SERIES[series][1])
     aligned = None if window is None else window.aligned()
-    if aligned is None:
-        pairs = [select(TOTAL, 0, 1, None)]
-    elif step_us is None:
-        pairs = [select(grain, first, end, None) for grain, first, end in window_ranges(aligned)]
+    if step_us is None or aligned is None:
+        pairs = [select(grain, first, end, None, sign) for grain, first, end, sign in window_rollup_ranges(aligned)]
     else:
         grain, first, end, per_step = step_grain(aligned, step_us)
         pairs = [select(grain, first, end, per_step)]
@@ -289,21 +306,25 @@ def _t_us(read: RollupRead, step: Any) -> int:
 
 def _bin_sums(
     read: RollupRead, results: Sequence[Sequence[Sequence[Any]]], untext: Callable[[str], str]
-) -> dict[tuple[int, tuple[str, ...]], dict[int, int]]:
-    """(step start, key) -> the sketch summed over the rows each bin statement returned."""
+) -> dict[tuple[int, tuple[str, ...]], bytes]:
+    """(step start, key) -> the sketch (packed) summed over the rows each bin statement returned."""
     width = read.width
     if read.packed:
-        packed: dict[tuple[int, tuple[str, ...]], list[bytes]] = defaultdict(list)
+        signed: dict[tuple[int, tuple[str, ...]], tuple[list[bytes], list[bytes]]] = {}
         for rows in results:
             for r in rows:
-                packed[_t_us(read, r[0]), tuple(untext(k) for k in r[1 : 1 + width])].append(r[1 + width])
-        return {key: merged_packed(values) for key, values in packed.items()}
+                key = (_t_us(read, r[0]), tuple(untext(k) for k in r[1 : 1 + width]))
+                parts = signed.get(key)
+                if parts is None:
+                    parts = signed[key] = ([], [])
+                parts[r[2 + width] < 0].append(r[1 + width])
+        return {key: summed_packed(plus, minus) for key, (plus, minus) in signed.items()}
     out: dict[tuple[int, tuple[str, ...]], dict[int, int]] = defaultdict(dict)
     for rows in results:
         for r in rows:
             bins = out[_t_us(read, r[0]), tuple(untext(k) for k in r[1 : 1 + width])]
             add_to(bins, [(int(r[1 + width]), int(r[2 + width]))])
-    return out
+    return {key: pack(bins.items()) for key, bins in out.items()}
 
 
 def assemble_rollup_rows(
@@ -324,25 +345,29 @@ def assemble_rollup_rows(
             sums[key] = values if total is None else [a + b for a, b in zip(total, values, strict=True)]
     bins = _bin_sums(read, bin_results, untext)
     return [
-        RollupRow(t_us=t_us, key=key, count=v[0], errors=v[1], duration_us=v[2], bins=bins.get((t_us, key), {}))
+        RollupRow(t_us=t_us, key=key, count=v[0], errors=v[1], duration_us=v[2], sketch=bins.get((t_us, key), b""))
         for (t_us, key), v in sorted(sums.items())
         if v[0]
     ]
 
 
-SERVICE_SKETCHES: Final = "SELECT service, bins FROM rollup_services_sketch"
+SERVICE_SKETCHES: Final = "SELECT service, bins, 1 FROM rollup_services_sketch"
 """Every service's all-time sketch (see :func:`with_service_bins`)."""
-WINDOW_SERVICE_SKETCHES: Final = "SELECT service, bins FROM rollup_ops WHERE grain = ? AND bucket >= ? AND bucket < ?"
+WINDOW_SERVICE_SKETCHES: Final = (
+    "SELECT service, bins, {} FROM rollup_ops WHERE grain = ? AND bucket >= ? AND bucket < ?"
+)
 
 
 def service_bins_sql(dialect: Dialect, window: Window | None) -> list[tuple[str, list[Any]]]:
-    """The statements that read each service's sketch, ``(service, packed)`` rows: all time from its own
-    table (a row a service), a window from its operations' rows (one statement per grain range of
-    :func:`~shared.store.search.window_ranges`), to be merged per service (:func:`with_service_bins`)."""
+    """The statements that read each service's sketch, ``(service, packed, sign)`` rows: all time from its
+    own table (a row a service), a window from its operations' rows (one statement per range of
+    :func:`window_rollup_ranges`), to be summed per service (:func:`with_service_bins`)."""
     if window is None:
         return [(SERVICE_SKETCHES, [])]
-    statement = dialect.sql(WINDOW_SERVICE_SKETCHES)
-    return [(statement, [g, first, end]) for g, first, end in window_ranges(window)]
+    return [
+        (dialect.sql(WINDOW_SERVICE_SKETCHES.format(int(sign))), [g, first, end])
+        for g, first, end, sign in window_rollup_ranges(window)
+    ]
 
 
 def with_service_bins(
@@ -351,17 +376,17 @@ def with_service_bins(
     """Operation rows read without their sketches, the first row of each service given the service's
     whole sketch (``rows``: those of :func:`service_bins_sql`, summed), so that :func:`assemble_stats`
     merges per service the same bins it would from every operation's."""
-    packed: dict[str, list[bytes]] = defaultdict(list)
-    for service, sketch in rows:
-        packed[untext(service)].append(sketch)
-    bins = {service: merged_packed(sketches) for service, sketches in packed.items()}
+    packed: dict[str, tuple[list[bytes], list[bytes]]] = defaultdict(lambda: ([], []))
+    for service, sketch, sign in rows:
+        packed[untext(service)][sign < 0].append(sketch)
+    sketches = {service: summed_packed(plus, minus) for service, (plus, minus) in packed.items()}
     seen: set[str] = set()
     result = []
     for r in operations:
         service = r.key[0]
         if service not in seen:
             seen.add(service)
-            r = msgspec.structs.replace(r, bins=bins.get(service, {}))
+            r = msgspec.structs.replace(r, sketch=sketches.get(service, b""))
         result.append(r)
     return result
 
@@ -399,17 +424,19 @@ def assemble_stats(
     )
 
 
-UNSEEN_SUMS: Final = (
-    "SELECT service, sum(traces), sum(failed), sum(spans), sum(errors) FROM rollup_unseen"
-    " WHERE grain = ? AND bucket >= ? AND bucket < ? GROUP BY service"
-)
+UNSEEN_COLUMNS: Final = ("traces", "failed", "spans", "errors")
+
+
+def _unseen_sums(sign: int) -> str:
+    sums = ", ".join(_signed(sign, f"sum({c})") for c in UNSEEN_COLUMNS)
+    return f"SELECT service, {sums} FROM rollup_unseen WHERE grain = ? AND bucket >= ? AND bucket < ? GROUP BY service"
 
 
 def plan_unseen_read(dialect: Dialect, window: Window | None) -> list[tuple[str, list[Any]]]:
     """The statements summing the unseen rollups per service over all time or a window (one per grain
     range, as :func:`plan_rollup_read`)."""
-    ranges = [(TOTAL, 0, 1)] if window is None else window_ranges(window.aligned())
-    return [(dialect.sql(UNSEEN_SUMS), [grain, first, end]) for grain, first, end in ranges]
+    ranges = window_rollup_ranges(None if window is None else window.aligned())
+    return [(dialect.sql(_unseen_sums(sign)), [grain, first, end]) for grain, first, end, sign in ranges]
 
 
 def merge_unseen(rows: Iterable[Sequence[Any]], untext: Callable[[str], str] = str) -> dict[str, Unseen]:
@@ -469,13 +496,21 @@ def stats_sql(
 
 
 def context_sql(
-    dialect: Dialect, *, grain: int, first: int, end: int, service: str | None, operation: str | None
+    dialect: Dialect,
+    *,
+    grain: int,
+    first: int,
+    end: int,
+    service: str | None,
+    operation: str | None,
+    sign: int = 1,
 ) -> tuple[str, list[Any]]:
-    """Critical-path sums per endpoint and context over one grain and bucket range."""
+    """Critical-path sums per endpoint and context over one grain and bucket range (negated for ``sign``
+    -1)."""
     where, params = _bucket_filter(dialect, grain, first, end, service, operation)
+    sums = ", ".join(_signed(sign, f"sum({c})") for c in ("critical_us", "traces"))
     statement = (
-        f"SELECT service, operation, ctx, sum(critical_us), sum(traces) FROM rollup_contexts WHERE {where}"
-        " GROUP BY service, operation, ctx"
+        f"SELECT service, operation, ctx, {sums} FROM rollup_contexts WHERE {where} GROUP BY service, operation, ctx"
     )
     return dialect.sql(statement), params
 
@@ -483,8 +518,11 @@ def context_sql(
 def plan_context_read(
     dialect: Dialect, window: Window | None, *, service: str | None, operation: str | None
 ) -> list[tuple[str, list[Any]]]:
-    ranges = [(TOTAL, 0, 1)] if window is None else window_ranges(window.aligned())
-    return [context_sql(dialect, grain=g, first=f, end=e, service=service, operation=operation) for g, f, e in ranges]
+    ranges = window_rollup_ranges(None if window is None else window.aligned())
+    return [
+        context_sql(dialect, grain=g, first=f, end=e, service=service, operation=operation, sign=sign)
+        for g, f, e, sign in ranges
+    ]
 
 
 def merge_contexts(results: Sequence[Sequence[Sequence[Any]]], untext: Callable[[str], str]) -> ContextSums:
