@@ -46,21 +46,23 @@ class Filled:
 
 SPREAD_US = 86_400_000_000
 """The fill spreads its traces over the last day, so windows of an hour or a day hold different traces."""
-SIZE_SAMPLE = 1000
-"""Traces made beforehand (with the fill's seed) to learn their mean size, which sets the gap between
-two traces' starts so that the fill reaches the present whatever the generator's trace size."""
 
 
 async def fill(store: TraceStore, spans_wanted: int, *, seed: int = 3, chunk: int = 500) -> Filled:
     """Demo traces spread evenly over the last day, written and finalized ``chunk`` traces at a time: the
     last hour holds a 24th of them, as a store with steady traffic would."""
-    sample = random.Random(seed)
-    mean_spans = sum(len(make_trace(sample, 0)) for _ in range(SIZE_SAMPLE)) / SIZE_SAMPLE
+    # the fill's traces made once beforehand (same seed) to count them: the gap between two traces' starts
+    # then spreads them over the whole day, whatever the generator's trace size (a mean learnt from the
+    # first thousand left the last half hour empty)
+    sample, traces, counted = random.Random(seed), 0, 0
+    while counted < spans_wanted:
+        counted += len(make_trace(sample, 0))
+        traces += 1
     rng = random.Random(seed)
     ids: list[str] = []
     spans_total = 0
     start = time.time_ns() // 1000 - SPREAD_US
-    gap = max(1, int(SPREAD_US * mean_spans / max(1, spans_wanted)))
+    gap = max(1, SPREAD_US // max(1, traces))
     started = time.perf_counter()
     while spans_total < spans_wanted:
         batch: list[list[Span]] = []

@@ -47,20 +47,16 @@ def main() -> None:
 def _serve(settings: Settings, log: logging.Logger) -> None:
     host, port = settings.api_host_port
     with tuned_gc():
-        _run(settings, log, host, port)
-
-
-def _run(settings: Settings, log: logging.Logger, host: str, port: int) -> None:
-    web.run_app(
-        create_app(settings),
-        host=host,
-        port=port,
-        access_log_class=AccessLogger,
-        access_log=logging.getLogger("query_api.access"),
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-        handle_signals=True,
-        print=lambda message: log.info("%s", message.strip()),
-    )
+        web.run_app(
+            create_app(settings),
+            host=host,
+            port=port,
+            access_log_class=AccessLogger,
+            access_log=logging.getLogger("query_api.access"),
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            handle_signals=True,
+            print=lambda message: log.info("%s", message.strip()),
+        )
 
 
 if __name__ == "__main__":

@@ -143,8 +143,6 @@ its ``sketch_add`` function reads and writes the same bytes). A stored sketch ho
 delta (:func:`pack` of a contribution's bins) may hold negative ones. Bins reach about 1,100 (an hour)."""
 PACKED: Final = np.dtype([("bin", ">i2"), ("n", ">i8")])
 """The same entries as a numpy record, to read many sketches at once (:func:`merged_packed`)."""
-NUMPY_FROM: Final = 2048
-"""Entries from which :func:`merged_packed` sums with numpy (below it, a dict is quicker to build)."""
 
 
 def pack(bins: Iterable[tuple[int, int]]) -> bytes:
@@ -160,7 +158,7 @@ def unpack(packed: bytes) -> Bins:
 def add_packed(stored: bytes | None, delta: bytes | None) -> bytes:
     """``stored`` plus ``delta``, the bins whose count falls to 0 or below left out: the merge of a
     store's upsert (SQLite calls it as the function ``sketch_add``)."""
-    bins = dict(ENTRY.iter_unpack(stored)) if stored else {}
+    bins = unpack(stored) if stored else {}
     if delta:
         for index, n in ENTRY.iter_unpack(delta):
             bins[index] = bins.get(index, 0) + n
@@ -180,25 +178,45 @@ def merged_packed(sketches: Iterable[bytes]) -> Bins:
 def summed_packed(sketches: Sequence[bytes], less: Sequence[bytes] = ()) -> bytes:
     """The sum of packed sketches minus those of ``less``, packed, the bins with a count > 0 alone (a single
     sketch is taken as stored: each bin once, its counts > 0)."""
-    sketches = [part for part in sketches if part]
-    if len(sketches) == 1 and not less:
-        return sketches[0]
-    data, minus = b"".join(sketches), b"".join(less)
-    if len(data) + len(minus) < NUMPY_FROM * ENTRY.size:
-        total: Bins = {}
-        for part, sign in ((data, 1), (minus, -1)):
-            for index, n in ENTRY.iter_unpack(part):
-                total[index] = total.get(index, 0) + sign * n
-        return pack((index, n) for index, n in total.items() if n > 0)
-    entries = np.frombuffer(data + minus, dtype=PACKED)
-    weights = entries["n"].astype(np.float64)
-    weights[len(data) // ENTRY.size :] *= -1
+    return summed_many([(sketches, less)])[0]
+
+
+def summed_many(groups: Sequence[tuple[Sequence[bytes], Sequence[bytes]]]) -> list[bytes]:
+    """:func:`summed_packed` of each (sketches, less) group, all summed by one numpy ``bincount``: a read
+    of many keys costs a handful of array operations, not a dict per key."""
+    out = [b""] * len(groups)
+    parts: list[bytes] = []
+    owners: list[int] = []
+    signs: list[int] = []
+    for i, (plus, minus) in enumerate(groups):
+        present = [part for part in plus if part]
+        if len(present) == 1 and not any(minus):
+            out[i] = present[0]
+            continue
+        for sign, some in ((1, present), (-1, minus)):
+            for part in some:
+                if part:
+                    parts.append(part)
+                    owners.append(i)
+                    signs.append(sign)
+    if not parts:
+        return out
+    sizes = [len(part) // ENTRY.size for part in parts]
+    entries = np.frombuffer(b"".join(parts), dtype=PACKED)
+    owner = np.repeat(np.array(owners, dtype=np.int64), sizes)
+    weights = entries["n"].astype(np.float64) * np.repeat(np.array(signs, dtype=np.float64), sizes)
+    bins = entries["bin"].astype(np.int64)
+    width = int(bins.max()) + 1
     # float sums are exact below 2^53, far above any count a store adds up
-    sums = np.rint(np.bincount(entries["bin"], weights=weights)).astype(np.int64)
-    nonzero = np.flatnonzero(sums > 0)
-    out = np.empty(len(nonzero), dtype=PACKED)
-    out["bin"], out["n"] = nonzero, sums[nonzero]
-    return out.tobytes()
+    sums = np.rint(np.bincount(owner * width + bins, weights=weights, minlength=len(groups) * width))
+    cells = np.flatnonzero(sums > 0)
+    packed = np.empty(len(cells), dtype=PACKED)
+    packed["bin"], packed["n"] = cells % width, sums[cells]
+    data = packed.tobytes()
+    ends = np.searchsorted(cells // width, np.arange(len(groups) + 1)).tolist()
+    for i in sorted(set(owners)):
+        out[i] = data[ends[i] * ENTRY.size : ends[i + 1] * ENTRY.size]
+    return out
 
 
 # -- many sketches at once: rows of a dense array ----------------------------------------------------------

@@ -1,6 +1,5 @@
 """Packed sketches (:mod:`shared.store.sketch`, layout v5): what a store merges in its upserts and sums on
-read equals the same sums over plain bins, for any bins and counts, through both of ``merged_packed``'s
-paths (a dict below :data:`NUMPY_FROM` entries, numpy above)."""
+read equals the same sums over plain bins, for any bins and counts, one key or many summed at once."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.store import sketch
-from shared.store.sketch import ENTRY, add_packed, has_negative, merged_packed, pack, summed_packed, unpack
+from shared.store.sketch import ENTRY, add_packed, has_negative, merged_packed, pack, summed_many, summed_packed, unpack
 
 bins = st.dictionaries(st.integers(0, 2_000), st.integers(-(10**12), 10**12), max_size=60)
 positive = st.dictionaries(st.integers(0, 2_000), st.integers(1, 10**12), max_size=60)
@@ -41,17 +40,29 @@ def test_add_packed_is_the_sum_without_the_bins_at_zero_or_below(stored: dict[in
 
 @given(st.lists(positive, max_size=8), st.integers(1, 400))
 def test_merged_packed_sums_many_sketches_by_either_path(sketches: list[dict[int, int]], copies: int) -> None:
-    many = sketches * copies  # past NUMPY_FROM entries for most draws
+    many = sketches * copies
     expected: dict[int, int] = {}
     for one in many:
         expected = _plus(expected, one)
     assert merged_packed(pack(one.items()) for one in many) == {i: n for i, n in expected.items() if n > 0}
 
 
-def test_sums_on_both_sides_of_the_numpy_threshold() -> None:
-    small = pack([(3, 1)])
-    assert merged_packed([small] * (sketch.NUMPY_FROM - 1)) == {3: sketch.NUMPY_FROM - 1}
-    assert merged_packed([small] * (sketch.NUMPY_FROM + 1)) == {3: sketch.NUMPY_FROM + 1}
+@given(st.lists(st.tuples(st.lists(positive, max_size=4), st.lists(positive, max_size=3)), max_size=12))
+def test_summed_many_equals_each_group_summed_alone(
+    groups: list[tuple[list[dict[int, int]], list[dict[int, int]]]],
+) -> None:
+    """Many keys' sums in one pass: each equals its own, whatever the others hold (one sketch, none, only
+    sketches to take out)."""
+    packed = [([pack(one.items()) for one in plus], [pack(one.items()) for one in minus]) for plus, minus in groups]
+    expected = []
+    for plus, minus in groups:
+        total: dict[int, int] = {}
+        for one in plus:
+            total = _plus(total, one)
+        for one in minus:
+            total = _plus(total, {i: -n for i, n in one.items()})
+        expected.append(pack((i, n) for i, n in total.items() if n > 0))
+    assert summed_many(packed) == expected
 
 
 @given(st.lists(positive, max_size=6), st.lists(positive, max_size=6), st.integers(1, 300))

@@ -27,7 +27,7 @@ from shared.store.base import (
 from shared.store.finalizing import decode_critical
 from shared.store.rollups import HISTOGRAM_SIZE, TOTAL
 from shared.store.search import ERROR_TAG, signed_window_ranges, step_grain
-from shared.store.sketch import add_to, pack, summed_packed
+from shared.store.sketch import add_to, pack, summed_many
 from shared.store.tags import tag_hash
 
 HISTOGRAM_COLUMNS: Final = [f"h{i}" for i in range(HISTOGRAM_SIZE)]
@@ -185,12 +185,23 @@ def _signed(sign: int, column: str) -> str:
     return column if sign > 0 else f"-{column}"
 
 
+BUCKETS_LISTED: Final = 128
+"""The most buckets a rollup read of one service names one by one (see :func:`_bucket_filter`)."""
+
+
 def _bucket_filter(
     dialect: Dialect, grain: int, first: int, end: int, service: str | None, operation: str | None
 ) -> tuple[str, list[Any]]:
-    """The rows of one grain and bucket range of a rollup table, of one service and operation if given."""
-    where = "grain = ? AND bucket >= ? AND bucket < ?"
-    params: list[Any] = [grain, first, end]
+    """The rows of one grain and bucket range of a rollup table, of one service and operation if given.
+    Those of one service in up to :data:`BUCKETS_LISTED` buckets are named bucket by bucket: the key
+    (grain, bucket, service, ...) then seeks the service's rows of each, where a range walks every
+    service's."""
+    if service is not None and 0 < end - first <= BUCKETS_LISTED:
+        where = f"grain = ? AND bucket IN ({', '.join('?' * (end - first))})"
+        params: list[Any] = [grain, *range(first, end)]
+    else:
+        where = "grain = ? AND bucket >= ? AND bucket < ?"
+        params = [grain, first, end]
     if service is not None:
         where += " AND service = ?"
         params.append(dialect.text(service))
@@ -318,7 +329,7 @@ def _bin_sums(
                 if parts is None:
                     parts = signed[key] = ([], [])
                 parts[r[2 + width] < 0].append(r[1 + width])
-        return {key: summed_packed(plus, minus) for key, (plus, minus) in signed.items()}
+        return dict(zip(signed, summed_many(list(signed.values())), strict=True))
     out: dict[tuple[int, tuple[str, ...]], dict[int, int]] = defaultdict(dict)
     for rows in results:
         for r in rows:
@@ -379,7 +390,7 @@ def with_service_bins(
     packed: dict[str, tuple[list[bytes], list[bytes]]] = defaultdict(lambda: ([], []))
     for service, sketch, sign in rows:
         packed[untext(service)][sign < 0].append(sketch)
-    sketches = {service: summed_packed(plus, minus) for service, (plus, minus) in packed.items()}
+    sketches = dict(zip(packed, summed_many(list(packed.values())), strict=True))
     seen: set[str] = set()
     result = []
     for r in operations:
