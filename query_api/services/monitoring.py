@@ -17,7 +17,7 @@ from shared.store.base import (
     TraceStore,
     Unseen,
     Window,
-    merged_stats,
+    merged_stats_many,
 )
 
 from ..errors import BadRequest
@@ -129,8 +129,8 @@ class MonitorService:
         for row in rows:
             per_operation[row.key[1]].append(row)
         operations = []
-        for operation, group in per_operation.items():
-            stats = merged_stats(group)
+        merged = merged_stats_many(list(per_operation.values()))
+        for (operation, group), stats in zip(per_operation.items(), merged, strict=True):
             p50, p95, p99 = quantiles(stats)
             operations.append(
                 OperationStatsView(
@@ -172,7 +172,11 @@ class MonitorService:
             if span_kinds is not None and row.key[2] not in span_kinds:
                 continue
             groups[row.key[1] if by_operation else None][row.t_us].append(row)
-        return {key: [(t, merged_stats(rs)) for t, rs in sorted(steps.items())] for key, steps in groups.items()}
+        out = {}
+        for key, steps in groups.items():
+            times = sorted(steps)
+            out[key] = list(zip(times, merged_stats_many([steps[t] for t in times]), strict=True))
+        return out
 
     async def timeseries(self, service: str, operation: str | None, window: Window, step_us: int) -> TimeseriesView:
         """One point per ``step_us`` of ``window`` with spans of the service (or of one operation of it)."""

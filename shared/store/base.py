@@ -17,7 +17,7 @@ from shared.models import Span, SpanFinish
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
 from shared.store.rollups import Contribution
-from shared.store.sketch import Bins, merged_packed, quantile, quantiles, unpack
+from shared.store.sketch import Bins, quantile, quantiles, summed_many, unpack
 
 TraceLifecycle = Literal["active", "finalized", "dropped"]
 """Where a stored trace is in its life: written to, finalized, or dropped by the sampler."""
@@ -201,14 +201,19 @@ class RollupRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         )
 
 
-def merged_stats(rows: Sequence[RollupRow]) -> ServiceStats:
-    """The sum of rollup rows as one :class:`ServiceStats` (counts, errors, durations, sketch)."""
-    return ServiceStats(
-        count=sum(r.count for r in rows),
-        error_count=sum(r.errors for r in rows),
-        total_duration_us=sum(r.duration_us for r in rows),
-        bins=merged_packed([r.sketch for r in rows]),
-    )
+def merged_stats_many(groups: Sequence[Sequence[RollupRow]]) -> list[ServiceStats]:
+    """The sum of each group of rollup rows as one :class:`ServiceStats` (counts, errors, durations,
+    sketch), the groups' sketches summed at once (:func:`~shared.store.sketch.summed_many`)."""
+    sketches = summed_many([([r.sketch for r in rows], ()) for rows in groups])
+    return [
+        ServiceStats(
+            count=sum(r.count for r in rows),
+            error_count=sum(r.errors for r in rows),
+            total_duration_us=sum(r.duration_us for r in rows),
+            bins=unpack(sketch),
+        )
+        for rows, sketch in zip(groups, sketches, strict=True)
+    ]
 
 
 class ContextRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -142,7 +142,9 @@ integer, the count a big-endian 64-bit one (as PostgreSQL's ``int2send`` and ``i
 its ``sketch_add`` function reads and writes the same bytes). A stored sketch holds counts > 0 alone; a
 delta (:func:`pack` of a contribution's bins) may hold negative ones. Bins reach about 1,100 (an hour)."""
 PACKED: Final = np.dtype([("bin", ">i2"), ("n", ">i8")])
-"""The same entries as a numpy record, to read many sketches at once (:func:`merged_packed`)."""
+"""The same entries as a numpy record, to read many sketches at once (:func:`summed_many`)."""
+NUMPY_FROM: Final = 512
+"""Entries from which :func:`summed_many` sums with numpy."""
 
 
 def pack(bins: Iterable[tuple[int, int]]) -> bytes:
@@ -183,7 +185,8 @@ def summed_packed(sketches: Sequence[bytes], less: Sequence[bytes] = ()) -> byte
 
 def summed_many(groups: Sequence[tuple[Sequence[bytes], Sequence[bytes]]]) -> list[bytes]:
     """:func:`summed_packed` of each (sketches, less) group, all summed by one numpy ``bincount``: a read
-    of many keys costs a handful of array operations, not a dict per key."""
+    of many keys costs a handful of array operations, not a dict per key (below :data:`NUMPY_FROM`
+    entries in all, a dict is quicker than numpy's fixed cost)."""
     out = [b""] * len(groups)
     parts: list[bytes] = []
     owners: list[int] = []
@@ -201,6 +204,8 @@ def summed_many(groups: Sequence[tuple[Sequence[bytes], Sequence[bytes]]]) -> li
                     signs.append(sign)
     if not parts:
         return out
+    if sum(len(part) for part in parts) < NUMPY_FROM * ENTRY.size:
+        return _summed_small(out, parts, owners, signs)
     sizes = [len(part) // ENTRY.size for part in parts]
     entries = np.frombuffer(b"".join(parts), dtype=PACKED)
     owner = np.repeat(np.array(owners, dtype=np.int64), sizes)
@@ -216,6 +221,17 @@ def summed_many(groups: Sequence[tuple[Sequence[bytes], Sequence[bytes]]]) -> li
     ends = np.searchsorted(cells // width, np.arange(len(groups) + 1)).tolist()
     for i in sorted(set(owners)):
         out[i] = data[ends[i] * ENTRY.size : ends[i + 1] * ENTRY.size]
+    return out
+
+
+def _summed_small(out: list[bytes], parts: list[bytes], owners: list[int], signs: list[int]) -> list[bytes]:
+    totals: dict[int, Bins] = {}
+    for part, owner, sign in zip(parts, owners, signs, strict=True):
+        total = totals.setdefault(owner, {})
+        for index, n in ENTRY.iter_unpack(part):
+            total[index] = total.get(index, 0) + sign * n
+    for owner, total in totals.items():
+        out[owner] = pack((index, n) for index, n in total.items() if n > 0)
     return out
 
 

@@ -95,3 +95,9 @@ def test_dense_rows_and_their_quantiles_equal_the_sketches(rows: list[list[tuple
         for a, b in itertools.pairwise(per_row)
     ]
     assert sketch.dense_quantiles(differences, low, 0.5) == expected
+
+
+def test_sums_on_both_sides_of_the_numpy_threshold() -> None:
+    one = pack([(3, 1)])
+    for copies in (sketch.NUMPY_FROM - 1, sketch.NUMPY_FROM + 1):
+        assert summed_many([([one] * copies, [one]), ([one, one], [])]) == [pack([(3, copies - 1)]), pack([(3, 2)])]

@@ -108,9 +108,9 @@ class SqlReader(ABC):
         operation: str | None = None,
         sketch: bool = True,
     ) -> list[RollupRow]:
-        read = plan_rollup_read(series, self.dialect, window, step_us=step_us, service=service, operation=operation)
-        if not sketch:
-            read = _counters(read)
+        read = plan_rollup_read(
+            series, self.dialect, window, step_us=step_us, service=service, operation=operation, sketch=sketch
+        )
         return await self._snapshot(lambda d: _rollup_rows(d, read))
 
     async def stats(self, *, slowest: int = 5, window: Window | None = None) -> StoreStats:
@@ -207,11 +207,6 @@ async def _find_same_span(d: SqlDriver, query: TraceQuery, services: list[str]) 
     return found[query.offset : wanted]
 
 
-def _counters(read: RollupRead) -> RollupRead:
-    """``read`` without its sketch statements: the rows' ``bins`` stay empty."""
-    return msgspec.structs.replace(read, bin_statements=[])
-
-
 async def _rollup_rows(d: SqlDriver, read: RollupRead) -> list[RollupRow]:
     results = [await d.fetch(sql, params) for sql, params in read.statements]
     bin_results = [await d.fetch(sql, params) for sql, params in read.bin_statements]
@@ -226,7 +221,7 @@ async def _stats(d: SqlDriver, slowest: int, window: Window | None) -> StoreStat
     # summed by the database (all time: kept on its own), not from every operation's bins here
     endpoints, operations = [
         await _rollup_rows(
-            d, _counters(plan_rollup_read(series, dialect, aligned, step_us=None, service=None, operation=None))
+            d, plan_rollup_read(series, dialect, aligned, step_us=None, service=None, operation=None, sketch=False)
         )
         for series in ("endpoints", "operations")
     ]

@@ -22,7 +22,7 @@ from shared.store.base import (
     TraceQuery,
     Unseen,
     Window,
-    merged_stats,
+    merged_stats_many,
 )
 from shared.store.finalizing import decode_critical
 from shared.store.rollups import HISTOGRAM_SIZE, TOTAL
@@ -223,15 +223,22 @@ def rollup_sql(
     operation: str | None,
     bins: bool = False,
     sign: int = 1,
+    rows: bool = False,
 ) -> tuple[str, list[Any]]:
     """Sums of one rollup table's rows of one grain and bucket range, per key (and per step), negated for
     ``sign`` -1; ``bins``: the rows' packed sketches themselves (``step, key..., packed, sign``), which the
-    database cannot add up: the caller sums them (:func:`shared.store.sketch.summed_packed`)."""
+    database cannot add up: the caller sums them (:func:`shared.store.sketch.summed_packed`). ``rows``
+    (a step being one bucket, a key's row is its sum): the rows as they are, counters then, with ``bins``,
+    the packed sketch and the sign, without the database's ``GROUP BY`` (it took twice the rows' read)."""
     table, keys = SERIES[series]
     key_list = ", ".join(keys)
     step = "0" if per_step is None else f"(bucket - {int(first)}) / {int(per_step)}"
     where, params = _bucket_filter(dialect, grain, first, end, service, operation)
-    if bins:
+    if rows:
+        counters = ", ".join(_signed(sign, c) for c in COUNTER_COLUMNS[:3])
+        sketch = f", bins, {int(sign)}" if bins else ""
+        statement = f"SELECT {step} AS step, {key_list}, {counters}{sketch} FROM {table} WHERE {where}"
+    elif bins:
         statement = f"SELECT {step} AS step, {key_list}, bins, {int(sign)} FROM {table} WHERE {where}"
     else:
         sums = ", ".join(_signed(sign, f"sum({c})") for c in COUNTER_COLUMNS[:3])
@@ -246,7 +253,8 @@ class RollupRead(msgspec.Struct, frozen=True, kw_only=True):
     """The statements of one :meth:`TraceStore.rollups` call, and how to assemble their rows."""
 
     statements: list[tuple[str, list[Any]]]
-    """Counters: ``step, key..., count, errors, duration µs`` per row."""
+    """Counters: ``step, key..., count, errors, duration µs`` per row, followed by ``packed, sign`` on the
+    rows of a read whose steps are single buckets (:func:`rollup_sql`'s ``rows``)."""
     width: int
     """Key columns per row."""
     window: Window | None
@@ -267,73 +275,96 @@ def plan_rollup_read(
     step_us: int | None,
     service: str | None,
     operation: str | None,
+    sketch: bool = True,
 ) -> RollupRead:
-    """The statements that answer a rollups call: one for all time or a time series, one per grain range
-    (whole hours from the hour rows, the edges from the minute rows) for a whole window; each for the
-    counters and for the sketches."""
+    """The statements that answer a rollups call: one for all time or a time series, one per range of
+    :func:`window_rollup_ranges` for a whole window; for the counters and (with ``sketch``) the sketches,
+    in one statement where a step is one bucket."""
+    statements: list[tuple[str, list[Any]]] = []
+    bin_statements: list[tuple[str, list[Any]]] = []
 
-    def select(grain: int, first: int, end: int, per_step: int | None, sign: int = 1) -> list[tuple[str, list[Any]]]:
-        return [
-            rollup_sql(
-                series,
-                dialect,
-                grain=grain,
-                first=first,
-                end=end,
-                per_step=per_step,
-                service=service,
-                operation=operation,
-                bins=bins,
-                sign=sign,
+    def select(grain: int, first: int, end: int, per_step: int | None, sign: int = 1) -> None:
+        one = per_step == 1 or (per_step is None and end - first == 1)
+        for bins in (False, True) if sketch and not one else (sketch,):
+            (bin_statements if bins and not one else statements).append(
+                rollup_sql(
+                    series,
+                    dialect,
+                    grain=grain,
+                    first=first,
+                    end=end,
+                    per_step=per_step,
+                    service=service,
+                    operation=operation,
+                    bins=bins,
+                    sign=sign,
+                    rows=one,
+                )
             )
-            for bins in (False, True)
-        ]
 
-    width = len(SERIES[series][1])
     aligned = None if window is None else window.aligned()
     if step_us is None or aligned is None:
-        pairs = [select(grain, first, end, None, sign) for grain, first, end, sign in window_rollup_ranges(aligned)]
+        for grain, first, end, sign in window_rollup_ranges(aligned):
+            select(grain, first, end, None, sign)
     else:
         grain, first, end, per_step = step_grain(aligned, step_us)
-        pairs = [select(grain, first, end, per_step)]
+        select(grain, first, end, per_step)
     return RollupRead(
-        statements=[p[0] for p in pairs],
-        bin_statements=[p[1] for p in pairs],
-        width=width,
+        statements=statements,
+        bin_statements=bin_statements,
+        width=len(SERIES[series][1]),
         window=aligned,
         step_us=None if aligned is None else step_us,
         packed=True,
     )
 
 
-def _t_us(read: RollupRead, step: Any) -> int:
-    """The start of a result row's step: 0 for all time, the window's start for a whole window."""
+def _step_origin(read: RollupRead) -> tuple[int, int]:
+    """(start, step) such that a result row's step ``k`` starts at ``start + k * step``: 0 for all time,
+    the window's start for a whole window."""
     if read.window is None:
-        return 0
-    if read.step_us is None:
-        return read.window.start_us
-    return read.window.start_us + int(step) * read.step_us
+        return 0, 0
+    return read.window.start_us, read.step_us or 0
 
 
-def _bin_sums(
+StepKey = tuple[int, tuple[str, ...]]
+"""(step start, key) of a rollup row."""
+
+
+class _Sketches:
+    """The packed sketches of a read's rows, to be summed per (step start, key): most keys have one, kept
+    as it is; the others are summed at once (:func:`~shared.store.sketch.summed_many`)."""
+
+    def __init__(self) -> None:
+        self.single: dict[StepKey, bytes] = {}
+        self.signed: dict[StepKey, tuple[list[bytes], list[bytes]]] = {}
+
+    def add(self, key: StepKey, packed: bytes, sign: int) -> None:
+        if sign > 0 and key not in self.single and key not in self.signed:
+            self.single[key] = packed
+            return
+        parts = self.signed.get(key)
+        if parts is None:
+            first = self.single.pop(key, None)
+            parts = self.signed[key] = ([] if first is None else [first], [])
+        parts[sign < 0].append(packed)
+
+    def sums(self) -> dict[StepKey, bytes]:
+        sums = dict(zip(self.signed, summed_many(list(self.signed.values())), strict=True))
+        sums.update(self.single)
+        return sums
+
+
+def _per_bin_sums(
     read: RollupRead, results: Sequence[Sequence[Sequence[Any]]], untext: Callable[[str], str]
-) -> dict[tuple[int, tuple[str, ...]], bytes]:
-    """(step start, key) -> the sketch (packed) summed over the rows each bin statement returned."""
+) -> dict[StepKey, bytes]:
+    """(step start, key) -> the sketch (packed) summed over ``step, key..., bin, count`` rows (Cassandra)."""
     width = read.width
-    if read.packed:
-        signed: dict[tuple[int, tuple[str, ...]], tuple[list[bytes], list[bytes]]] = {}
-        for rows in results:
-            for r in rows:
-                key = (_t_us(read, r[0]), tuple(untext(k) for k in r[1 : 1 + width]))
-                parts = signed.get(key)
-                if parts is None:
-                    parts = signed[key] = ([], [])
-                parts[r[2 + width] < 0].append(r[1 + width])
-        return dict(zip(signed, summed_many(list(signed.values())), strict=True))
-    out: dict[tuple[int, tuple[str, ...]], dict[int, int]] = defaultdict(dict)
+    start, step = _step_origin(read)
+    out: dict[StepKey, dict[int, int]] = defaultdict(dict)
     for rows in results:
         for r in rows:
-            bins = out[_t_us(read, r[0]), tuple(untext(k) for k in r[1 : 1 + width])]
+            bins = out[start + int(r[0]) * step, tuple(map(untext, r[1 : 1 + width]))]
             add_to(bins, [(int(r[1 + width]), int(r[2 + width]))])
     return {key: pack(bins.items()) for key, bins in out.items()}
 
@@ -345,16 +376,31 @@ def assemble_rollup_rows(
     bin_results: Sequence[Sequence[Sequence[Any]]] = (),
 ) -> list[RollupRow]:
     """The :class:`RollupRow` list from the rows each statement of ``read`` returned (in order): counters
-    from ``results``, sketches from ``bin_results``."""
+    (and sketches, where they come on the same rows) from ``results``, sketches from ``bin_results``."""
     width = read.width
-    sums: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+    start, step = _step_origin(read)
+    sums: dict[StepKey, list[int]] = {}
+    sketches = _Sketches()
     for rows in results:
         for r in rows:
-            key = (_t_us(read, r[0]), tuple(untext(k) for k in r[1 : 1 + width]))
-            values = [int(v) for v in r[1 + width : 4 + width]]
+            key = (start + int(r[0]) * step, tuple(map(untext, r[1 : 1 + width])))
             total = sums.get(key)
-            sums[key] = values if total is None else [a + b for a, b in zip(total, values, strict=True)]
-    bins = _bin_sums(read, bin_results, untext)
+            if total is None:
+                sums[key] = [int(r[1 + width]), int(r[2 + width]), int(r[3 + width])]
+            else:
+                total[0] += int(r[1 + width])
+                total[1] += int(r[2 + width])
+                total[2] += int(r[3 + width])
+            if len(r) > 4 + width:
+                sketches.add(key, r[4 + width], r[5 + width])
+    if read.packed:
+        for rows in bin_results:
+            for r in rows:
+                key = (start + int(r[0]) * step, tuple(map(untext, r[1 : 1 + width])))
+                sketches.add(key, r[1 + width], r[2 + width])
+        bins = sketches.sums()
+    else:
+        bins = _per_bin_sums(read, bin_results, untext)
     return [
         RollupRow(t_us=t_us, key=key, count=v[0], errors=v[1], duration_us=v[2], sketch=bins.get((t_us, key), b""))
         for (t_us, key), v in sorted(sums.items())
@@ -420,7 +466,8 @@ def assemble_stats(
     per_service: dict[str, list[RollupRow]] = defaultdict(list)
     for r in operations:
         per_service[r.key[0]].append(r)
-    services = {name: merged_stats(rows) for name, rows in sorted(per_service.items())}
+    names = sorted(per_service)
+    services = dict(zip(names, merged_stats_many([per_service[name] for name in names]), strict=True))
     return StoreStats(
         active_traces=active,
         completed_traces=completed - unseen_completed,
