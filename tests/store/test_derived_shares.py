@@ -257,7 +257,7 @@ async def test_a_trace_refinalized_between_the_purge_plan_and_its_commit_goes_wi
             await store.finalize(list(traces), now_us=NOW, sampler=SAMPLER)
             for i, candidates in enumerate(({"changes", "same"}, {"changes"})):
                 planned = await store._purge_planned(T0, 100)
-                assert planned is not None and {row[0] for row in planned} == candidates
+                assert planned is not None and {row[0] for row in planned.rows} == candidates
                 extra = span("changes", f"late{i}", parent="root", service="late-svc", start=old, status="error")
                 await write(store, [extra], now=NOW + 10 * i + 1)
                 assert len(await store.finalize(["changes"], now_us=NOW + 10 * i + 2, sampler=SAMPLER)) == 1

@@ -116,15 +116,16 @@ class SqlStore(Backend, SqlReader):
                 await self._commit(functools.partial(writer.sweep_index, before_us=before_us, low=low, high=high))
         return total
 
-    async def _purge_planned(self, before_us: int, limit: int) -> writer.PurgeShares | None:
-        """A purge round's derived shares, made before its write transaction so that writers are not held
-        up by them: its candidates and their chunks read in a read transaction, the shares derived on a
-        thread of their own (the store's thread, or the event loop, goes on meanwhile); ``None`` when
-        there is nothing to purge. The write transaction uses them for the rows unchanged since."""
+    async def _purge_planned(self, before_us: int, limit: int) -> writer.PurgePlan | None:
+        """A purge round planned before its write transaction so that writers are not held up by it: its
+        candidates and their chunks read in a read transaction, their shares derived and their correction
+        summed on a thread of their own (the store's thread, or the event loop, goes on meanwhile);
+        ``None`` when there is nothing to purge. The write transaction uses it for the rows unchanged
+        since."""
         rows, chunks, reader = await self._snapshot(lambda d: writer.purge_reads(d, before_us, limit))
         if not rows:
             return None
-        return await asyncio.to_thread(writer.purge_shares, rows, chunks, reader)
+        return await asyncio.to_thread(writer.plan_purge, rows, chunks, reader)
 
     async def record_heartbeat(self, heartbeat: Heartbeat) -> None:
         body = _json.encode(heartbeat).decode()

@@ -244,6 +244,17 @@ PurgeShares = Mapping[PurgeCandidate, Contribution]
 a function of the row (tid never reused, chunks only ever appended, ``final_chunks`` of them merged)."""
 
 
+class PurgePlan(msgspec.Struct, kw_only=True, gc=False):
+    """A purge round as planned before its write transaction (:func:`plan_purge`)."""
+
+    rows: list[PurgeCandidate]
+    shares: PurgeShares
+    delta: RollupDelta
+    """What purging exactly ``rows`` takes out of the rollups."""
+    indexed: list[tuple[int, Contribution]]
+    """The (tid, share) of those of ``rows`` with search index rows."""
+
+
 class Purged(msgspec.Struct, kw_only=True, gc=False):
     """A purge transaction's outcome."""
 
@@ -306,26 +317,33 @@ def purge_correction(
     return delta, indexed
 
 
-async def purge(d: SqlDriver, before_us: int, limit: int, planned: PurgeShares | None = None) -> Purged:
+def plan_purge(
+    rows: list[PurgeCandidate], chunks: Mapping[str, Sequence[tuple[bool, bytes]]], dicts: Dictionaries
+) -> PurgePlan:
+    """A purge round of these candidates (read by :func:`purge_reads`), planned before its transaction."""
+    shares = purge_shares(rows, chunks, dicts)
+    delta, indexed = purge_correction(rows, shares)
+    return PurgePlan(rows=rows, shares=shares, delta=delta, indexed=indexed)
+
+
+async def purge(d: SqlDriver, before_us: int, limit: int, planned: PurgePlan | None = None) -> Purged:
     """Delete up to ``limit`` finalized or dropped traces that started before ``before_us`` (rollups and
     endpoint index corrected; traces another transaction holds are skipped). Their ``op_index`` and
     ``tag_index`` rows stay until :func:`sweep_index`: a search joins ``traces`` and never sees them.
 
-    ``planned``: shares derived before this transaction (:func:`purge_reads`, :func:`purge_shares`), used
-    for the candidates whose row is unchanged since. A candidate whose share is derived and whose row
-    changed since (re-finalized, or new) is left for the next round while others go in this one, else its
-    share is derived here."""
+    ``planned``: the round planned before this transaction (:func:`purge_reads`, :func:`plan_purge`): its
+    correction is written as is when the candidates are still its rows, else its shares are used for the
+    candidates whose row is unchanged since. A candidate whose share is derived and whose row changed since
+    (re-finalized, or new) is left for the next round while others go in this one, else its share is
+    derived here."""
     rows = await d.purge_candidates(before_us, limit)
     more = len(rows) == limit
-    shares = dict(planned or {})
-    stale = [r for r in rows if derives(r) and r not in shares]
-    if stale and planned is not None and len(stale) < len(rows):
-        rows, more = [r for r in rows if not derives(r) or r in shares], True
-    elif stale:
-        shares.update(purge_shares(stale, await derived_chunks(d, stale), d.dicts))
+    if planned is not None and rows == planned.rows:
+        delta, indexed = planned.delta, planned.indexed
+    else:
+        rows, more, delta, indexed = await _replanned(d, rows, more, planned)
     if not rows:
         return Purged(ids=[], more=more)
-    delta, indexed = purge_correction(rows, shares)
     if indexed:  # a tail read walks endpoint_traces alone: its rows go with their trace
         await d.remove_index_rows([], [], endpoint_keys(indexed))
     tids = [r[1] for r in rows]
@@ -333,3 +351,17 @@ async def purge(d: SqlDriver, before_us: int, limit: int, planned: PurgeShares |
     await d.delete_traces(tids)
     await d.apply_rollups(delta)
     return Purged(ids=[r[0] for r in rows], more=more)
+
+
+async def _replanned(
+    d: SqlDriver, rows: list[PurgeCandidate], more: bool, planned: PurgePlan | None
+) -> tuple[list[PurgeCandidate], bool, RollupDelta, list[tuple[int, Contribution]]]:
+    """The candidates that go in this round, whether some may be left, and their correction, when they
+    are not the rows of the plan (:func:`purge`)."""
+    shares = dict(planned.shares) if planned is not None else {}
+    stale = [r for r in rows if derives(r) and r not in shares]
+    if stale and planned is not None and len(stale) < len(rows):
+        rows, more = [r for r in rows if not derives(r) or r in shares], True
+    elif stale:
+        shares.update(purge_shares(stale, await derived_chunks(d, stale), d.dicts))
+    return rows, more, *purge_correction(rows, shares)
