@@ -102,7 +102,11 @@ async def _purge(traces: int, *, writers: bool) -> dict[str, Any]:
 
 
 async def _side(traces: int) -> dict[str, Any]:
-    return {"alone": await _purge(traces, writers=False), "busy": await _purge(traces, writers=True)}
+    from shared.analysis import core
+
+    compiled = not str(core.__file__).endswith(".py")
+    alone, busy = await _purge(traces, writers=False), await _purge(traces, writers=True)
+    return {"alone": alone, "busy": busy, "compiled": compiled}
 
 
 # -- the run --------------------------------------------------------------------------------------------
@@ -127,7 +131,7 @@ def _pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "second": [w for r in runs for w in r[phase]["second"]],
         }
         for phase in ("alone", "busy")
-    }
+    } | {"compiled": all(r["compiled"] for r in runs)}
 
 
 def _waits(samples: list[float]) -> str:
@@ -162,7 +166,9 @@ def _table(base: str, results: dict[str, dict[str, Any]], repeat: int) -> str:
                 f"p99 {p99_a / p99_b:.1f}x, max {max_a / max_b:.1f}x lower" if p99_b and max_b else "",
             )
         )
-    return f"{base} -> this checkout ({repeat} runs of each, pooled)\n\n" + render_table(rows)
+    core = {side: "compiled" if r["compiled"] else "pure Python" for side, r in results.items()}
+    title = f"{base} -> this checkout ({repeat} runs of each, pooled; analysis core: {core[base]} -> {core['this']})"
+    return title + "\n\n" + render_table(rows)
 
 
 def main() -> int:

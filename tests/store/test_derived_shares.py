@@ -7,6 +7,7 @@ written before ``final_chunks`` existed, or migrated from an older layout) are t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import sqlite3
@@ -270,3 +271,34 @@ async def test_a_trace_refinalized_between_the_purge_plan_and_its_commit_goes_wi
         finally:
             await store.close()
         assert await dump(url) == await fresh_dump(backend, tmp_path / "after", {"stays": traces["stays"]})
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_workers_purging_at_once_beside_late_spans_leave_the_tables_of_a_fresh_store(
+    backend: str, tmp_path: Path
+) -> None:
+    """Two stores on one database (two workers) purge in small rounds at once while late spans re-finalize
+    some of the traces being purged: every trace is taken out exactly once, with the share it had."""
+    old = T0 - HOUR
+    traces = {f"old{i:02d}": failed_trace(f"old{i:02d}", old + i * SECOND, weight=1 + i % 3) for i in range(12)}
+    stays = {"stays": failed_trace("stays", T0, weight=2)}
+    async with empty_url(backend, tmp_path, "store") as url:
+        first, second = await opened(backend, url), await opened(backend, url)
+        assert isinstance(first, SqlStore) and isinstance(second, SqlStore)
+        first.purge_chunk = second.purge_chunk = 3
+        try:
+            await write(first, [s for spans in {**traces, **stays}.values() for s in spans])
+            await first.finalize([*traces, *stays], now_us=NOW, sampler=SAMPLER)
+
+            async def late(i: int) -> None:
+                trace_id = f"old{i:02d}"
+                extra = span(trace_id, "late", parent="root", service="late-svc", start=old, status="error")
+                await write(second, [extra], now=NOW + i)
+                await second.finalize([trace_id], now_us=NOW + i + 1, sampler=SAMPLER)
+
+            await asyncio.gather(first.purge(T0), second.purge(T0), *(late(i) for i in (1, 5, 9)))
+            await first.purge(T0)  # a trace a late span brought back after its purge goes now
+        finally:
+            await second.close()
+            await first.close()
+        assert await dump(url) == await fresh_dump(backend, tmp_path / "after", stays)
