@@ -843,6 +843,7 @@ def span_shares(
     layout: SpanLayout,
     bounds: list[int],
     flat_tags: Callable[[Any], dict[str, Any]],
+    with_tags: bool = True,
 ) -> tuple[list[OpShareRow], list[tuple[str, str]]]:
     """The loop of ``shared.store.rollups.contribution`` over every span given (duplicates too).
 
@@ -850,7 +851,8 @@ def span_shares(
     spans, error spans, duration sum, min, max, histogram (:func:`sketch_key` by ``bounds`` -> spans, by first
     appearance), error spans' duration sum, their histogram); a missing duration counts as 0. And the
     distinct (key, value text) pairs, in order of first appearance, of each span's tags, of
-    ``flat_tags(span)`` when it has a resource or a scope, and of its logs' fields.
+    ``flat_tags(span)`` when it has a resource or a scope, and of its logs' fields (none without
+    ``with_tags``: a share only taken out of the rollups needs no tags).
     """
     fields = layout.fields
     at_service, at_operation, at_kind = layout.service_name, layout.operation_name, layout.kind
@@ -883,6 +885,8 @@ def span_shares(
             share.error_duration_us += duration
             errors = share.error_buckets
             errors[bucket] = errors.get(bucket, 0) + 1
+        if not with_tags:
+            continue
         _add_pairs(pairs, row[at_tags])
         if row[at_resource] or row[at_scope_name] is not None or row[at_scope_version] is not None:
             _add_pairs(pairs, flat_tags(span))  # resource attributes and scope are searched too

@@ -133,10 +133,12 @@ class Dictionaries:
     Dictionaries live in the store (table ``zstd_dicts``) and are never changed or deleted, so a loaded
     one stays good. Used by one thread at a time (the store's connection thread, or its event loop)."""
 
-    __slots__ = ("_current", "_decompressors", "_sampled", "_samples", "checked")
+    __slots__ = ("_current", "_data", "_decompressors", "_sampled", "_samples", "checked")
 
     def __init__(self) -> None:
         self._decompressors: dict[int, zstandard.ZstdDecompressor] = {}
+        self._data: dict[int, bytes] = {}
+        """The body of each loaded dictionary (for :meth:`reader`)."""
         self._current: tuple[int, bytes, zstandard.ZstdCompressor] | None = None
         """The writer's dictionary: its id, the header of its chunks, its compressor."""
         self._samples: list[bytes] | None = []
@@ -157,8 +159,17 @@ class Dictionaries:
     def load(self, ident: int, body: bytes) -> None:
         """Read the chunks that name dictionary ``ident`` (stored as ``body``)."""
         if ident not in self._decompressors:
-            data = zstandard.ZstdCompressionDict(body)
-            self._decompressors[ident] = zstandard.ZstdDecompressor(dict_data=data)
+            self._data[ident] = body
+            self._decompressors[ident] = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(body))
+
+    def reader(self) -> Dictionaries:
+        """Dictionaries that read the chunks these can, with decompressors of their own: for another thread
+        (a decompressor is not to be used by two at once), taken on the thread that uses these."""
+        other = Dictionaries()
+        other._samples = None
+        for ident, body in self._data.items():
+            other.load(ident, body)
+        return other
 
     def use(self, ident: int, body: bytes) -> None:
         """Compress new chunks with dictionary ``ident`` (stored as ``body``); sampling stops."""

@@ -148,11 +148,12 @@ class FinalizePlan(msgspec.Struct, kw_only=True, gc=False):
         return [s.analysis for s in self.summaries]
 
 
-def derived_share(trace_id: str, state: TraceState) -> Contribution:
+def derived_share(trace_id: str, state: TraceState, *, tags: bool = True) -> Contribution:
     """The share of the rollups a finalization of ``state`` adds: what the finalization computes, from the
-    spans alone (the adjusted count from their sampling tags, context ids by hash)."""
+    spans alone (the adjusted count from their sampling tags, context ids by hash); its tags only with
+    ``tags`` (what the tag index needs)."""
     spans = state.spans()
-    return contribution(analyze(trace_id, spans), spans)
+    return contribution(analyze(trace_id, spans), spans, tags=tags)
 
 
 def previous_share(

@@ -113,11 +113,14 @@ def bucket_of(duration_us: int) -> int:
     return bisect.bisect_left(BUCKET_BOUNDS_US, duration_us)
 
 
-def contribution(analysis: TraceAnalysis, spans: Sequence[Span], paths: dict[int, Path] | None = None) -> Contribution:
+def contribution(
+    analysis: TraceAnalysis, spans: Sequence[Span], paths: dict[int, Path] | None = None, *, tags: bool = True
+) -> Contribution:
     """One pass over the spans (a hot loop at finalization: :func:`shared.analysis_core.span_shares`,
     compiled when built). The calling contexts of the critical path are added to ``paths`` (id -> labels)
-    when given."""
-    ops, tags = core.span_shares(spans, SPAN_LAYOUT, _BOUNDS, flat_tags)
+    when given. Without ``tags``, :attr:`Contribution.tags` is left empty: a share that is only taken out
+    of the rollups (a purge) needs none, and the tag pass is a third of the loop."""
+    ops, pairs = core.span_shares(spans, SPAN_LAYOUT, _BOUNDS, flat_tags, tags)
     return Contribution(
         start_us=analysis.start_us,
         failed=analysis.failed,
@@ -125,7 +128,7 @@ def contribution(analysis: TraceAnalysis, spans: Sequence[Span], paths: dict[int
         endpoint=(analysis.root_service or "", analysis.root_operation or ""),
         ops=ops,
         deps=[(d.parent, d.child, d.calls, d.errors) for d in analysis.dependencies],
-        tags=tags,
+        tags=pairs,
         contexts=_context_shares(analysis, spans, paths),
         sketched=True,
         weight=trace_adjusted_count(analysis.trace_id, spans),

@@ -7,7 +7,9 @@ written before ``final_chunks`` existed, or migrated from an older layout) are t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +24,8 @@ from shared.sampling import Sampler
 from shared.settings import Settings
 from shared.store import TraceStore, open_store
 from shared.store.rollups import contribution, encode_contribution
+from shared.store.sql import writer
+from shared.store.sql.store import SqlStore
 from tests.store.conftest import postgres_schema_url
 from tests.store.test_contract import HOUR, NOW, SECOND, T0, simple_trace, span, write
 from tests.store.test_migration import fixture_url
@@ -231,3 +235,70 @@ async def test_a_store_written_before_final_chunks_gains_it_and_stays_exact(back
         finally:
             await store.close()
         assert await dump(url) == {table: [] for table in TABLES}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_trace_refinalized_between_the_purge_plan_and_its_commit_goes_with_its_new_share(
+    backend: str, tmp_path: Path
+) -> None:
+    """A purge derives the shares before its write transaction; a trace re-finalized meanwhile (a late
+    span) is left for the next round while the unchanged ones go, or, when no planned one is left, its new
+    share is derived inside the transaction: the stale share is never taken out."""
+    old = T0 - HOUR
+    traces = {
+        "changes": failed_trace("changes", old, weight=3),
+        "same": failed_trace("same", old),
+        "stays": failed_trace("stays", T0, weight=2),
+    }
+    async with empty_url(backend, tmp_path, "store") as url:
+        store = await opened(backend, url)
+        assert isinstance(store, SqlStore)
+        try:
+            await write(store, [s for spans in traces.values() for s in spans])
+            await store.finalize(list(traces), now_us=NOW, sampler=SAMPLER)
+            for i, candidates in enumerate(({"changes", "same"}, {"changes"})):
+                planned = await store._purge_planned(T0, 100)
+                assert planned is not None and {row[0] for row in planned.rows} == candidates
+                extra = span("changes", f"late{i}", parent="root", service="late-svc", start=old, status="error")
+                await write(store, [extra], now=NOW + 10 * i + 1)
+                assert len(await store.finalize(["changes"], now_us=NOW + 10 * i + 2, sampler=SAMPLER)) == 1
+                purged = await store._commit(functools.partial(writer.purge, before_us=T0, limit=100, planned=planned))
+                # first "same" alone (the changed one next round), then "changes" with its share derived here
+                assert (purged.ids, purged.more) == ((["same"], True) if i == 0 else (["changes"], False))
+            assert await store.purge(T0) == 0
+            for low, high in writer.sweep_slices():  # what the store's purge does after its rounds
+                await store._commit(functools.partial(writer.sweep_index, before_us=T0, low=low, high=high))
+        finally:
+            await store.close()
+        assert await dump(url) == await fresh_dump(backend, tmp_path / "after", {"stays": traces["stays"]})
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_workers_purging_at_once_beside_late_spans_leave_the_tables_of_a_fresh_store(
+    backend: str, tmp_path: Path
+) -> None:
+    """Two stores on one database (two workers) purge in small rounds at once while late spans re-finalize
+    some of the traces being purged: every trace is taken out exactly once, with the share it had."""
+    old = T0 - HOUR
+    traces = {f"old{i:02d}": failed_trace(f"old{i:02d}", old + i * SECOND, weight=1 + i % 3) for i in range(12)}
+    stays = {"stays": failed_trace("stays", T0, weight=2)}
+    async with empty_url(backend, tmp_path, "store") as url:
+        first, second = await opened(backend, url), await opened(backend, url)
+        assert isinstance(first, SqlStore) and isinstance(second, SqlStore)
+        first.purge_chunk = second.purge_chunk = 3
+        try:
+            await write(first, [s for spans in {**traces, **stays}.values() for s in spans])
+            await first.finalize([*traces, *stays], now_us=NOW, sampler=SAMPLER)
+
+            async def late(i: int) -> None:
+                trace_id = f"old{i:02d}"
+                extra = span(trace_id, "late", parent="root", service="late-svc", start=old, status="error")
+                await write(second, [extra], now=NOW + i)
+                await second.finalize([trace_id], now_us=NOW + i + 1, sampler=SAMPLER)
+
+            await asyncio.gather(first.purge(T0), second.purge(T0), *(late(i) for i in (1, 5, 9)))
+            await first.purge(T0)  # a trace a late span brought back after its purge goes now
+        finally:
+            await second.close()
+            await first.close()
+        assert await dump(url) == await fresh_dump(backend, tmp_path / "after", stays)

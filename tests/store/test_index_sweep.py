@@ -72,7 +72,7 @@ async def test_purged_traces_are_never_found_and_their_rows_go_at_the_sweep(back
 
         # the purge's own transaction alone: the rows stay, and no search sees the trace
         purged = await store._commit(lambda d: writer.purge(d, T0 + 1, 100))
-        assert purged == ["old"]
+        assert purged.ids == ["old"]
         left = await index_rows(url)
         assert (left["op_index"], left["tag_index"]) == (both["op_index"], both["tag_index"])
         assert left["endpoint_traces"] == both["endpoint_traces"] - 1

@@ -70,12 +70,14 @@ def assert_contribution_matches(spans: list[Span], core: str) -> None:
         assert_exactly_equal(msgspec.structs.replace(got, ops=fixed_view(got.ops), sketched=False), expected)
         assert_exactly_equal(paths, expected_paths)
         assert_exactly_equal(critical_paths.trace_contexts(result, spans), expected_contexts)
+        assert_exactly_equal(rollups.contribution(result, spans, tags=False), msgspec.structs.replace(got, tags=[]))
         ops = got.ops
     else:
         bounds = list(BUCKET_BOUNDS_US)
         ops, tags = SOURCE_CORE.span_shares(spans, analysis.SPAN_LAYOUT, bounds, flat_tags)
         assert_exactly_equal(fixed_view(ops), expected.ops)
         assert_exactly_equal(tags, expected.tags)
+        assert_exactly_equal(SOURCE_CORE.span_shares(spans, analysis.SPAN_LAYOUT, bounds, flat_tags, False), (ops, []))
         segments = [(s.span_id, s.start, s.end) for s in result.critical_path_segments]
         contexts = SOURCE_CORE.critical_contexts(
             spans, analysis.SPAN_LAYOUT, segments, critical_paths.MAX_CONTEXT_DEPTH, critical_paths.ELIDED

@@ -377,11 +377,13 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
         unseen = [(g, b, pg_text(s), *values) for g, b, (s,), values in delta.unseen_rows()]
         await self._upsert(UPSERT_UNSEEN, DELETE_EMPTY_UNSEEN, unseen, 3, 3 + UNSEEN_LIVE)
 
-    async def purge_candidates(self, before_us: int, limit: int) -> list[sqldriver.PurgeCandidate]:
+    async def purge_candidates(
+        self, before_us: int, limit: int, *, lock: bool = True
+    ) -> list[sqldriver.PurgeCandidate]:
         rows = await self.c.fetch(
             "SELECT trace_id, tid, contribution, final_chunks, finalized_at_us IS NOT NULL FROM traces"
             " WHERE (finalized_at_us IS NOT NULL OR state = 'dropped') AND start_us < $1"
-            " LIMIT $2 FOR UPDATE SKIP LOCKED",
+            f" LIMIT $2{' FOR UPDATE SKIP LOCKED' if lock else ''}",
             before_us,
             limit,
         )

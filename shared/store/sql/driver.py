@@ -191,9 +191,10 @@ class SqlDriver(Protocol):
         """Add the delta to every rollup table; rows a subtraction emptied go."""
         ...
 
-    async def purge_candidates(self, before_us: int, limit: int) -> list[PurgeCandidate]:
-        """Up to ``limit`` finalized or dropped traces that started before ``before_us`` (locked; rows
-        another transaction holds are skipped)."""
+    async def purge_candidates(self, before_us: int, limit: int, *, lock: bool = True) -> list[PurgeCandidate]:
+        """Up to ``limit`` finalized or dropped traces that started before ``before_us`` (with ``lock``,
+        in a write transaction: locked, rows another transaction holds skipped; without, as a read
+        transaction sees them)."""
         ...
 
     async def delete_traces(self, tids: Sequence[int]) -> None: ...

@@ -101,16 +101,31 @@ class SqlStore(Backend, SqlReader):
         cache, limit = self.cache, self.purge_chunk
         total = 0
         while True:  # in chunks: short transactions, and traces being written or finalized are skipped
+            planned = await self._purge_planned(before_us, limit)
+            if planned is None:
+                break
             purged = await self._commit(
-                lambda d: writer.purge(d, before_us, limit), _ignore if cache is None else cache.discard
+                functools.partial(writer.purge, before_us=before_us, limit=limit, planned=planned),
+                _ignore if cache is None else lambda p: cache.discard(p.ids),
             )
-            total += len(purged)
-            if len(purged) < limit:
+            total += len(purged.ids)
+            if not purged.more:
                 break
         if total:  # the search index rows of what went: one pass per hash slice, a transaction each
             for low, high in writer.sweep_slices():
                 await self._commit(functools.partial(writer.sweep_index, before_us=before_us, low=low, high=high))
         return total
+
+    async def _purge_planned(self, before_us: int, limit: int) -> writer.PurgePlan | None:
+        """A purge round planned before its write transaction so that writers are not held up by it: its
+        candidates and their chunks read in a read transaction, their shares derived and their correction
+        summed on a thread of their own (the store's thread, or the event loop, goes on meanwhile);
+        ``None`` when there is nothing to purge. The write transaction uses it for the rows unchanged
+        since."""
+        rows, chunks, reader = await self._snapshot(lambda d: writer.purge_reads(d, before_us, limit))
+        if not rows:
+            return None
+        return await asyncio.to_thread(writer.plan_purge, rows, chunks, reader)
 
     async def record_heartbeat(self, heartbeat: Heartbeat) -> None:
         body = _json.encode(heartbeat).decode()

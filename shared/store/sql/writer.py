@@ -6,15 +6,16 @@ the caller's transaction, through the backend's :class:`~.driver.SqlDriver`. The
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
 from shared.store.chunks import StoredStates, TraceState
-from shared.store.finalizing import FinalizePlan, FinalizeRow, encode_critical, plan_finalize, previous_share
-from shared.store.rollups import Contribution, RollupDelta
+from shared.store.encoding import Dictionaries
+from shared.store.finalizing import FinalizePlan, FinalizeRow, derived_share, encode_critical, plan_finalize
+from shared.store.rollups import Contribution, RollupDelta, decode_contribution
 from shared.store.sql import dicts
 from shared.store.sql.driver import EndpointIndexRow, EndpointKey, PurgeCandidate, SqlDriver
 from shared.store.tags import tag_hash
@@ -238,16 +239,77 @@ async def sweep_index(d: SqlDriver, before_us: int, low: int, high: int | None) 
         await d.execute(d.dialect.sql(f"DELETE FROM {table} WHERE {key} >= ?{bound} AND start_us < ?"), params)
 
 
+PurgeShares = Mapping[PurgeCandidate, Contribution]
+"""The derived share of each purge candidate without a stored one, keyed by its whole row: the share is
+a function of the row (tid never reused, chunks only ever appended, ``final_chunks`` of them merged)."""
+
+
+class PurgePlan(msgspec.Struct, kw_only=True, gc=False):
+    """A purge round as planned before its write transaction (:func:`plan_purge`)."""
+
+    rows: list[PurgeCandidate]
+    shares: PurgeShares
+    delta: RollupDelta
+    """What purging exactly ``rows`` takes out of the rollups."""
+    indexed: list[tuple[int, Contribution]]
+    """The (tid, share) of those of ``rows`` with search index rows."""
+
+
+class Purged(msgspec.Struct, kw_only=True, gc=False):
+    """A purge transaction's outcome."""
+
+    ids: list[str]
+    """The traces deleted."""
+    more: bool
+    """Whether candidates may be left: the limit was reached, or some were left for the next round."""
+
+
+def derives(row: PurgeCandidate) -> bool:
+    """Whether a candidate's share is derived from its chunks: finalized, with no stored share."""
+    return row[2] is None and row[3] is not None
+
+
+async def purge_reads(
+    d: SqlDriver, before_us: int, limit: int
+) -> tuple[list[PurgeCandidate], dict[str, list[tuple[bool, bytes]]], Dictionaries]:
+    """A purge round's candidates as of a read transaction, the chunks of those whose share is derived,
+    and a copy of the dictionaries they name, for :func:`purge_shares` on another thread."""
+    rows = await d.purge_candidates(before_us, limit, lock=False)
+    chunks = await derived_chunks(d, rows)
+    return rows, chunks, d.dicts.reader()
+
+
+async def derived_chunks(d: SqlDriver, rows: Sequence[PurgeCandidate]) -> dict[str, list[tuple[bool, bytes]]]:
+    """The chunks of the candidates whose share is derived (their dictionaries loaded)."""
+    wanted = {r[0]: r[1] for r in rows if derives(r)}
+    return await dicts.read_chunks(d, wanted) if wanted else {}
+
+
+def purge_shares(
+    rows: Sequence[PurgeCandidate], chunks: Mapping[str, Sequence[tuple[bool, bytes]]], dicts: Dictionaries
+) -> dict[PurgeCandidate, Contribution]:
+    """The derived shares of these candidates, from their states as of their last finalization (the first
+    ``final_chunks`` of their ``chunks``), one trace's objects at a time, without the tag pass: a purge
+    takes the share out of the rollups and the endpoint index, neither of which reads tags."""
+    shares: dict[PurgeCandidate, Contribution] = {}
+    for row in rows:
+        if derives(row):
+            final_chunks = cast(int, row[3])
+            state = TraceState.from_chunks(chunks[row[0]][:final_chunks], dicts)
+            shares[row] = derived_share(row[0], state, tags=False)
+    return shares
+
+
 def purge_correction(
-    rows: Sequence[PurgeCandidate], earlier: Mapping[str, TraceState]
+    rows: Sequence[PurgeCandidate], shares: PurgeShares
 ) -> tuple[RollupDelta, list[tuple[int, Contribution]]]:
     """What purging these traces takes back: their shares out of the rollups, and the (tid, share) of those
-    with search index rows. ``earlier``: the states of the traces whose share is not stored, as of their
-    last finalization."""
+    with search index rows. ``shares``: the derived shares (:func:`purge_shares`), the stored ones decoded."""
     delta = RollupDelta()
     indexed: list[tuple[int, Contribution]] = []
-    for trace_id, tid, blob, final_chunks, was_indexed in rows:
-        share = previous_share(trace_id, blob, final_chunks, earlier)
+    for row in rows:
+        _, tid, blob, final_chunks, was_indexed = row
+        share = decode_contribution(blob) if blob is not None else shares[row] if final_chunks is not None else None
         if share is not None:
             delta.add(share, -1)
             if was_indexed:
@@ -255,21 +317,51 @@ def purge_correction(
     return delta, indexed
 
 
-async def purge(d: SqlDriver, before_us: int, limit: int) -> list[str]:
+def plan_purge(
+    rows: list[PurgeCandidate], chunks: Mapping[str, Sequence[tuple[bool, bytes]]], dicts: Dictionaries
+) -> PurgePlan:
+    """A purge round of these candidates (read by :func:`purge_reads`), planned before its transaction."""
+    shares = purge_shares(rows, chunks, dicts)
+    delta, indexed = purge_correction(rows, shares)
+    return PurgePlan(rows=rows, shares=shares, delta=delta, indexed=indexed)
+
+
+async def purge(d: SqlDriver, before_us: int, limit: int, planned: PurgePlan | None = None) -> Purged:
     """Delete up to ``limit`` finalized or dropped traces that started before ``before_us`` (rollups and
-    endpoint index corrected; traces another transaction holds are skipped); returns their ids. Their
-    ``op_index`` and ``tag_index`` rows stay until :func:`sweep_index`: a search joins ``traces`` and
-    never sees them."""
+    endpoint index corrected; traces another transaction holds are skipped). Their ``op_index`` and
+    ``tag_index`` rows stay until :func:`sweep_index`: a search joins ``traces`` and never sees them.
+
+    ``planned``: the round planned before this transaction (:func:`purge_reads`, :func:`plan_purge`): its
+    correction is written as is when the candidates are still its rows, else its shares are used for the
+    candidates whose row is unchanged since. A candidate whose share is derived and whose row changed since
+    (re-finalized, or new) is left for the next round while others go in this one, else its share is
+    derived here."""
     rows = await d.purge_candidates(before_us, limit)
+    more = len(rows) == limit
+    if planned is not None and rows == planned.rows:
+        delta, indexed = planned.delta, planned.indexed
+    else:
+        rows, more, delta, indexed = await _replanned(d, rows, more, planned)
     if not rows:
-        return []
-    finals = {r[0]: r[3] for r in rows if r[2] is None and r[3] is not None}  # shares derived from the chunks
-    chunks = await dicts.read_chunks(d, {r[0]: r[1] for r in rows if r[0] in finals}) if finals else {}
-    delta, indexed = purge_correction(rows, earlier_states(d, chunks, finals))
+        return Purged(ids=[], more=more)
     if indexed:  # a tail read walks endpoint_traces alone: its rows go with their trace
         await d.remove_index_rows([], [], endpoint_keys(indexed))
     tids = [r[1] for r in rows]
     await d.delete_traces_data(tids)
     await d.delete_traces(tids)
     await d.apply_rollups(delta)
-    return [r[0] for r in rows]
+    return Purged(ids=[r[0] for r in rows], more=more)
+
+
+async def _replanned(
+    d: SqlDriver, rows: list[PurgeCandidate], more: bool, planned: PurgePlan | None
+) -> tuple[list[PurgeCandidate], bool, RollupDelta, list[tuple[int, Contribution]]]:
+    """The candidates that go in this round, whether some may be left, and their correction, when they
+    are not the rows of the plan (:func:`purge`)."""
+    shares = dict(planned.shares) if planned is not None else {}
+    stale = [r for r in rows if derives(r) and r not in shares]
+    if stale and planned is not None and len(stale) < len(rows):
+        rows, more = [r for r in rows if not derives(r) or r in shares], True
+    elif stale:
+        shares.update(purge_shares(stale, await derived_chunks(d, stale), d.dicts))
+    return rows, more, *purge_correction(rows, shares)

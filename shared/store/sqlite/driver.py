@@ -325,7 +325,8 @@ class SqliteDriver(Bound[sqlite3.Connection]):
             c.executemany(UPSERT_UNSEEN, [(g, b, *key, *values) for g, b, key, values in unseen])
             c.executemany(DELETE_EMPTY_UNSEEN, [(g, b, *key) for g, b, key, v in unseen if v[UNSEEN_LIVE] < 0])
 
-    async def purge_candidates(self, before_us: int, limit: int) -> list[PurgeCandidate]:
+    async def purge_candidates(self, before_us: int, limit: int, *, lock: bool = True) -> list[PurgeCandidate]:
+        # a write transaction holds the whole store: nothing to lock
         rows: list[PurgeCandidate] = self.c.execute(
             "SELECT trace_id, tid, contribution, final_chunks, finalized_at_us IS NOT NULL FROM traces"
             " WHERE finalized_at_us IS NOT NULL AND start_us < ?1"
