@@ -24,6 +24,7 @@ the block and the row groups to fetch without opening it). Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
@@ -94,6 +95,21 @@ STATISTICS: Final = [
     "trace_status",
 ]
 """The columns whose row-group statistics (min, max) the footer keeps: those reads prune by."""
+
+
+BLOCKS: Final = "blocks"
+"""The folder of the blocks, below the archive's root."""
+
+
+def block_name(shard: int, window_start_us: int, unique: str) -> str:
+    """The object name of a block of shard ``shard`` and the time window starting at ``window_start_us``:
+    ``blocks/YYYY-MM-DD/HHMM-<shard>-<unique>.parquet`` (UTC), so a day's blocks share a folder (listed and
+    deleted together at retention) and names sort by window. ``unique`` tells apart blocks of one window
+    (e.g. a fresh UUID's hex)."""
+    if not unique or "/" in unique:
+        raise ValueError(f"not a block name part: {unique!r}")
+    at = datetime.fromtimestamp(window_start_us / 1_000_000, UTC)
+    return f"{BLOCKS}/{at:%Y-%m-%d}/{at:%H%M}-{shard:04}-{unique}.parquet"
 
 
 class RowGroupMeta(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):

@@ -67,7 +67,7 @@ class ArchiveLocation(msgspec.Struct, frozen=True, kw_only=True):
                 raise ArchiveUrlError("endpoint: expected http://host:port or https://host")
         prefix = unquote(parts.path).strip("/")
         key, secret = parts.username, parts.password
-        if (key is None) != (secret is None):
+        if (key is not None or secret is not None) and not (key and secret):
             raise ArchiveUrlError("credentials in the URL need both parts: s3://KEY:SECRET@bucket/...")
         if key is None:
             key, secret = env.get("AWS_ACCESS_KEY_ID") or None, env.get("AWS_SECRET_ACCESS_KEY") or None

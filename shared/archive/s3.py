@@ -16,11 +16,14 @@ retries of transient failures (with backoff) are spent: 3 attempts within :data:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import obstore
 from obstore.exceptions import BaseError, NotFoundError
-from obstore.store import S3Config, S3Store
+from obstore.store import S3Store
+
+if TYPE_CHECKING:
+    from obstore.store import S3Config  # a typing-only name (not importable at run time)
 
 from shared.archive.location import ArchiveLocation
 from shared.archive.objects import ObjectInfo, ObjectMissing
@@ -75,8 +78,8 @@ class S3ObjectStore:
         try:
             async for chunk in obstore.list(self._store, folder.strip("/") or None, chunk_size=1000):
                 found.extend(ObjectInfo(name=meta["path"], size=meta["size"]) for meta in chunk)
-        except BaseError as exc:
-            raise OSError(f"archive: listing {folder!r}: {exc}") from None
+        except (BaseError, OSError) as exc:
+            raise OSError(f"archive: listing {folder!r}: {_first_line(exc)}") from None
         return sorted(found, key=lambda info: info.name)
 
     async def delete(self, name: str) -> None:
@@ -90,13 +93,18 @@ class S3ObjectStore:
 
 
 async def _call(name: str, pending: Any) -> Any:
-    """``pending`` awaited, its errors as the interface's: :class:`ObjectMissing`, else ``OSError``."""
+    """``pending`` awaited, its errors as the interface's: :class:`ObjectMissing`, else ``OSError`` with the
+    first line of obstore's message (the rest is a debug dump)."""
     try:
         return await pending
-    except NotFoundError:
+    except (NotFoundError, FileNotFoundError):
         raise ObjectMissing(name) from None
-    except BaseError as exc:
-        raise OSError(f"archive: {name}: {exc}") from None
+    except (BaseError, OSError) as exc:
+        raise OSError(f"archive: {name}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _seconds(value: int) -> Any:
