@@ -19,11 +19,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shared.archive.block import SPAN_COLUMNS, BlockMeta, id_key
+from shared.archive.block import SPAN_COLUMNS, TRACE_COLUMNS, BlockMeta, id_key
 from shared.archive.objects import ObjectStore
 from shared.models import Log, Span, Tags, TagValue
 from shared.store.base import Completeness, StoredTrace, TraceQuery, TraceSummary
@@ -85,30 +87,40 @@ def spans_of(table: pa.Table) -> list[Span]:
     ]
 
 
+SEARCH_COLUMNS: Final = ["trace_id", "trace_id_text", "service_name", "operation_name", *TRACE_COLUMNS]
+"""What a search without tags or same-span conditions reads of a row group (no tag maps, no logs)."""
+_NEWEST_FIRST: Final = [
+    ("trace_start_us", "descending", "at_end"),
+    ("trace_id", "descending", "at_end"),
+    ("trace_id_text", "descending", "at_end"),  # a hex id (no text) after a text id of the same bytes
+]
+
+
 class _Trace:
-    """One trace's rows in a table read from a block: ``[start, end)``, and its summary columns."""
+    """One trace's rows ``[start, end)`` in a table read from a block, and its summary columns."""
 
     __slots__ = ("end", "row", "start")
 
-    def __init__(self, start: int, end: int, row: dict[str, Any]) -> None:
-        self.start, self.end, self.row = start, end, row
+    def __init__(self, table: pa.Table, start: int, end: int) -> None:
+        self.start, self.end = start, end
+        self.row: dict[str, Any] = table.select(SEARCH_COLUMNS).slice(start, 1).to_pylist()[0]
 
     @property
     def trace_id(self) -> str:
         return _id(self.row["trace_id"], self.row["trace_id_text"]) or ""
 
-    def order(self) -> tuple[int, bytes, str]:
-        return self.row["trace_start_us"], self.row["trace_id"], self.row["trace_id_text"] or ""
 
-
-def _traces(table: pa.Table) -> Iterator[_Trace]:
-    """The traces of a table read from a block (each one's rows are consecutive)."""
-    keys = table.column("trace_id").to_pylist()
-    texts = table.column("trace_id_text").to_pylist()
-    firsts = [i for i in range(len(keys)) if i == 0 or keys[i] != keys[i - 1] or texts[i] != texts[i - 1]]
-    summary = table.take(firsts).drop_columns(SPAN_COLUMNS[2:]).to_pylist()
-    for n, first in enumerate(firsts):
-        yield _Trace(first, firsts[n + 1] if n + 1 < len(firsts) else len(keys), summary[n])
+def _trace_bounds(table: pa.Table) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The first row of each trace of a table read from a block, and the row after its last (a trace's
+    rows are consecutive)."""
+    n = table.num_rows
+    keys = table.column("trace_id").combine_chunks()
+    texts = pc.fill_null(table.column("trace_id_text"), "").combine_chunks()
+    changed = pc.or_(
+        pc.not_equal(keys.slice(1), keys.slice(0, n - 1)), pc.not_equal(texts.slice(1), texts.slice(0, n - 1))
+    )
+    firsts = np.concatenate([[0], np.flatnonzero(changed.to_numpy(zero_copy_only=False)) + 1]).astype(np.int64)
+    return firsts, np.append(firsts[1:], n).astype(np.int64)
 
 
 def _summary(trace: _Trace, table: pa.Table) -> TraceSummary:
@@ -147,8 +159,11 @@ class BlockReader:
             self._footers.move_to_end(name)
         return footer
 
-    async def _read(self, name: str, meta: BlockMeta, groups: Sequence[int]) -> pa.Table:
-        """Row groups of the block, fetched alone (and its footer, unless kept)."""
+    async def _read(
+        self, name: str, meta: BlockMeta, groups: Sequence[int], columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        """Row groups of the block (``columns`` of them, or all), fetched alone (and the footer, unless
+        kept)."""
         parts = [meta.row_groups[i] for i in groups]
         footer, fetched = await asyncio.gather(
             self._footer(name, meta), self.store.get_ranges(name, [(g.offset, g.offset + g.length) for g in parts])
@@ -158,7 +173,8 @@ class BlockReader:
         sparse[meta.footer_offset :] = footer
         for part, data in zip(parts, fetched, strict=True):
             sparse[part.offset : part.offset + part.length] = data
-        return pq.ParquetFile(pa.BufferReader(pa.py_buffer(sparse))).read_row_groups(list(groups))
+        blocks = pq.ParquetFile(pa.BufferReader(pa.py_buffer(sparse)))
+        return blocks.read_row_groups(list(groups), columns=None if columns is None else list(columns))
 
     async def get_trace(self, name: str, meta: BlockMeta, trace_id: str) -> StoredTrace | None:
         """The archived trace (state ``finalized``; ``analysis`` None: derived by the caller, as for a hot
@@ -197,11 +213,11 @@ class BlockReader:
         groups = [i for i in range(footer.num_row_groups) if _group_can_match(footer.row_group(i), meta, i, query)]
         if not groups:
             return []
-        table = await self._read(name, meta, groups)
-        candidates = sorted(_candidates(table, query), key=_Trace.order, reverse=True)
+        columns = None if query.tags or query.same_span else SEARCH_COLUMNS
+        table = await self._read(name, meta, groups, columns)
         wanted = query.offset + query.limit
         found: list[TraceSummary] = []
-        for trace in candidates:
+        for trace in _candidates(table, query):
             if len(found) == wanted:
                 break
             if _spans_match(table, trace, query):
@@ -243,30 +259,46 @@ def _group_can_match(group: pq.RowGroupMetaData, meta: BlockMeta, index: int, qu
 
 
 def _candidates(table: pa.Table, query: TraceQuery) -> Iterator[_Trace]:
-    """The traces of ``table`` whose summary columns and (trace-level) service and operation match."""
-    with_span: set[tuple[bytes, str | None]] | None = None
+    """The traces of ``table`` whose summary columns and (trace-level) service and operation match, newest
+    first (made as they are reached: the caller stops at its limit)."""
+    firsts, ends = _trace_bounds(table)
+    heads = table.select(TRACE_COLUMNS).take(pa.array(firsts))
+    keep = np.ones(len(firsts), dtype=bool)
+    keep &= _within_array(heads.column("trace_start_us").to_numpy(), query.start_us, query.end_us)
+    if not query.same_span:
+        durations = heads.column("trace_duration_us").to_numpy()
+        keep &= _within_array(durations, query.min_duration_us, query.max_duration_us)
+    if query.status is not None:
+        keep &= _equal(heads.column("trace_status"), query.status)
     if query.service_name is not None or query.operation_name is not None:
-        hit = pa.scalar(True)
-        if query.service_name is not None:
-            hit = pc.and_(hit, pc.equal(table.column("service_name").cast(pa.string()), query.service_name))
-        if query.operation_name is not None:
-            hit = pc.and_(hit, pc.equal(table.column("operation_name").cast(pa.string()), query.operation_name))
-        hits = table.select(["trace_id", "trace_id_text"]).filter(hit)
-        with_span = set(zip(hits.column(0).to_pylist(), hits.column(1).to_pylist(), strict=True))
-    for trace in _traces(table):
-        row = trace.row
-        if with_span is not None and (row["trace_id"], row["trace_id_text"]) not in with_span:
-            continue
-        if query.status is not None and row["trace_status"] != query.status:
-            continue
-        start, duration = row["trace_start_us"], row["trace_duration_us"]
-        if (query.start_us is not None and start < query.start_us) or (
-            query.end_us is not None and start > query.end_us
-        ):
-            continue
-        if not query.same_span and not _within(duration, query.min_duration_us, query.max_duration_us):
-            continue
-        yield trace
+        hit = np.ones(table.num_rows, dtype=bool)
+        for column, value in (("service_name", query.service_name), ("operation_name", query.operation_name)):
+            if value is not None:
+                hit &= _equal(table.column(column), value)
+        has = np.zeros(len(firsts), dtype=bool)
+        has[np.repeat(np.arange(len(firsts)), ends - firsts)[hit]] = True
+        keep &= has
+    chosen = np.flatnonzero(keep)
+    ids = table.select([key for key, _, _ in _NEWEST_FIRST]).take(pa.array(firsts[chosen]))
+    order = chosen[pc.sort_indices(ids, sort_keys=_NEWEST_FIRST).to_numpy()]
+    for first, end in zip(firsts[order].tolist(), ends[order].tolist(), strict=True):
+        yield _Trace(table, first, end)
+
+
+def _equal(column: pa.ChunkedArray, value: str) -> npt.NDArray[np.bool_]:
+    equal: npt.NDArray[np.bool_] = pc.fill_null(pc.equal(column.cast(pa.string()), value), False).to_numpy(
+        zero_copy_only=False
+    )
+    return equal
+
+
+def _within_array(values: npt.NDArray[np.int64], low: int | None, high: int | None) -> npt.NDArray[np.bool_]:
+    keep = np.ones(len(values), dtype=bool)
+    if low is not None:
+        keep &= values >= low
+    if high is not None:
+        keep &= values <= high
+    return keep
 
 
 def _within(value: int, low: int | None, high: int | None) -> bool:

@@ -29,6 +29,9 @@ from shared.archive.location import ArchiveLocation
 from shared.archive.objects import ObjectInfo, ObjectMissing
 
 RETRY_TIMEOUT_S: Final = 30
+COALESCE: Final = 1
+"""Ranges that touch (a search's neighbouring row groups) are fetched in one GET; no byte between two
+ranges is fetched."""
 CONNECT_TIMEOUT: Final = "5s"
 REQUEST_TIMEOUT: Final = "60s"
 
@@ -69,8 +72,9 @@ class S3ObjectStore:
             return []
         starts = [start for start, _ in ranges]
         ends = [end for _, end in ranges]
-        # coalesce=0: each range its own GET (neighbours in a block are not read with it)
-        found = await _call(name, obstore.get_ranges_async(self._store, name, starts=starts, ends=ends, coalesce=0))
+        found = await _call(
+            name, obstore.get_ranges_async(self._store, name, starts=starts, ends=ends, coalesce=COALESCE)
+        )
         return [bytes(part) for part in found]
 
     async def list(self, folder: str) -> list[ObjectInfo]:
