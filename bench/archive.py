@@ -61,9 +61,9 @@ def analysis_bytes(traces: list[StoredTrace]) -> int:
     return len(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(payload))
 
 
-async def _timed(times: list[float], call: Callable[[], Awaitable[Any]]) -> Any:
+async def _timed(times: list[float], pending: Awaitable[Any]) -> Any:
     started = time.perf_counter()
-    result = await call()
+    result = await pending
     times.append((time.perf_counter() - started) * 1000)
     return result
 
@@ -76,13 +76,13 @@ async def reads(store: ObjectStore, block: Block, traces: list[StoredTrace], cou
     search: list[float] = []
     try:
         for trace in rng.sample(traces, min(count, len(traces))):
-            got = await _timed(by_id, lambda t=trace: reader.get_trace(name, block.meta, t.trace_id))
+            got = await _timed(by_id, reader.get_trace(name, block.meta, trace.trace_id))
             assert got is not None and len(got.spans) == len(trace.spans)
         services = block.meta.services
         for _ in range(count):
             start = rng.randrange(block.meta.start_us, max(block.meta.start_us + 1, block.meta.end_us))
             query = TraceQuery(service_name=rng.choice(services), start_us=start, end_us=start + HOUR_US)
-            await _timed(search, lambda q=query: reader.find_traces(name, block.meta, q))
+            await _timed(search, reader.find_traces(name, block.meta, query))
     finally:
         await store.delete(name)
     return {"by id": by_id, "search": search}
