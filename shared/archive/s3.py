@@ -6,7 +6,7 @@ Chosen by ``bench/archive_clients.py`` against S3Proxy (median ms, 15 rounds, on
 7.1 with aiobotocore; GET of an 8 MB block 20 / 95 / 35; PUT of 1 MB 19 / 119 / 35 (pyarrow's PUT of 8 MB
 was faster, 78 against 146 and 142: it uploads the parts of a multipart upload in parallel); a listing of
 200 objects 33 / 51 / 95. pyarrow (already needed for the blocks) is synchronous, so every call takes a
-thread; aiobotocore brings botocore (31 MB) and is the slowest reader. docs/adr/0017-archive-s3-client.md.
+thread; aiobotocore brings botocore (31 MB) and is the slowest reader. docs/adr/0016-archive-blocks.md.
 
 A PUT is one request: S3 makes the object visible whole or not at all. Errors reach the caller as
 ``OSError`` (:class:`~shared.archive.objects.ObjectMissing` for a missing object) once obstore's own
