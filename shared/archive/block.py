@@ -152,6 +152,20 @@ class Block(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     meta: BlockMeta
 
 
+_meta_encoder: Final = msgspec.msgpack.Encoder()
+_meta_decoder: Final = msgspec.msgpack.Decoder(BlockMeta)
+
+
+def encode_meta(meta: BlockMeta) -> bytes:
+    """A block's metadata as the hot store keeps it (msgpack; about 60 bytes a row group, plus the names)."""
+    return _meta_encoder.encode(meta)
+
+
+def decode_meta(data: bytes) -> BlockMeta:
+    """:func:`encode_meta` undone, validated (``msgspec.ValidationError`` on a malformed value)."""
+    return _meta_decoder.decode(data)
+
+
 def id_key(value: str) -> tuple[bytes, str | None]:
     """An id as the binary column holds it, and its ``*_text`` column (None for lowercase hex)."""
     packed = pack_id(value)

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.analysis import analyze
-from shared.archive import BlockMeta, BlockReader, ObjectMissing, block_name, write_block
+from shared.archive import BlockMeta, BlockReader, ObjectMissing, block_name, decode_meta, encode_meta, write_block
 from shared.archive.objects import FileObjectStore
 from shared.models import Log, Span, Tags
 from shared.store.base import Completeness, StoredTrace, TraceQuery, TraceSummary
@@ -306,3 +306,12 @@ def test_tags_keep_their_types() -> None:
         got = asyncio.run(BlockReader(store).get_trace(NAME, block.meta, "ab"))
     assert got is not None
     assert [(k, type(v), v) for k, v in got.spans[0].tags.items()] == [(k, type(v), v) for k, v in tags.items()]
+
+
+def test_block_metadata_survives_the_hot_store_encoding() -> None:
+    block = write_block(demo_traces(9000), row_group_spans=1000)
+    assert len(block.meta.row_groups) >= 8
+    assert decode_meta(encode_meta(block.meta)) == block.meta
+    assert len(encode_meta(block.meta)) < 2000 + 100 * len(block.meta.row_groups)
+    with pytest.raises(msgspec.ValidationError):
+        decode_meta(msgspec.msgpack.encode({"start_us": "yesterday"}))
