@@ -31,10 +31,10 @@ import zstandard
 
 from bench.workload import demo_traces, realistic_traces
 from shared.analysis import analyze
-from shared.archive import Block, BlockReader, ObjectStore, block_name, open_object_store, write_block
-from shared.archive.block import ZSTD_LEVEL
+from shared.archive.block import ZSTD_LEVEL, Block, block_name, write_block
 from shared.archive.location import ArchiveLocation
-from shared.archive.objects import FileObjectStore
+from shared.archive.objects import FileObjectStore, ObjectStore, open_object_store
+from shared.archive.reader import BlockReader
 from shared.store.base import Completeness, StoredTrace, TraceQuery
 
 HOUR_US = 3_600_000_000

@@ -14,7 +14,9 @@ from urllib.parse import quote
 import pytest
 
 from bench.workload import demo_traces, realistic_traces
-from shared.archive import BLOCKS, BlockReader, ObjectMissing, block_name, write_block
+from shared.archive.block import BLOCKS, block_name, write_block
+from shared.archive.objects import ObjectMissing
+from shared.archive.reader import BlockReader
 from shared.archive.s3 import S3ObjectStore
 from shared.settings import Settings
 from shared.store.base import Completeness, StoredTrace, TraceQuery

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.workload import realistic_traces
-from shared.archive import BlockReader, write_block
+from shared.archive.block import write_block
 from shared.archive.objects import FileObjectStore
+from shared.archive.reader import BlockReader
 from shared.store import StoredTrace, TraceQuery, TraceStore
 from shared.store.tags import tag_text
 

@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.analysis import analyze
-from shared.archive import BlockMeta, BlockReader, ObjectMissing, block_name, decode_meta, encode_meta, write_block
-from shared.archive.objects import FileObjectStore
+from shared.archive.block import BlockMeta, block_name, decode_meta, encode_meta, write_block
+from shared.archive.objects import FileObjectStore, ObjectMissing
+from shared.archive.reader import BlockReader
 from shared.models import Log, Span, Tags
 from shared.store.base import Completeness, StoredTrace, TraceQuery, TraceSummary
 from shared.store.search import trace_has_matching_span, trace_has_tags

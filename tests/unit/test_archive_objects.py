@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.archive import ArchiveLocation, ObjectInfo, ObjectMissing, open_object_store
-from shared.archive.objects import FileObjectStore
+from shared.archive.location import ArchiveLocation
+from shared.archive.objects import FileObjectStore, ObjectInfo, ObjectMissing, open_object_store
 
 
 def test_a_folder_store_puts_whole_objects_reads_ranges_lists_and_deletes(tmp_path: Path) -> None:

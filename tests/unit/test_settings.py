@@ -176,3 +176,13 @@ def test_half_the_aws_credentials_is_an_error(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
     with pytest.raises(SettingsError, match="AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: set both or neither"):
         Settings.from_env({"TRACING_ARCHIVE_URL": "s3://b/p"})
+
+
+def test_an_s3_archive_without_its_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "obstore" else real(name))
+    with pytest.raises(SettingsError, match=re.escape("pip install 'kafka-tracing[archive]'")):
+        Settings.from_env({"TRACING_ARCHIVE_URL": "s3://b/p"})
+    assert Settings.from_env({"TRACING_ARCHIVE_URL": "file:///var/archive"}).archive_location() is not None
