@@ -11,11 +11,11 @@ all are strings), so a span read back equals the span written.
 The trace's summary columns (the analysis's start, duration, status, root, counts) repeat on each of its
 rows (runs of one value: nearly free after encoding), so a search filters and prunes row groups by their
 statistics without the spans. The rest of the analysis is derived from the spans on read, as the SQL hot
-stores do (layout v3): stored as msgpack beside the spans it took 29 bytes a demo span, more than the
-spans themselves (bench/archive.py).
+stores do (layout v3): stored as msgpack beside the spans it took 28 bytes a demo span, nearly as much as
+the spans' 33 (bench/archive.py, ADR 0016).
 
 A row group holds whole traces, about :data:`ROW_GROUP_SPANS` spans: reading one trace by id fetches the
-row groups whose trace-id range can hold it (most often one), a few tens of KB.
+row groups whose trace-id range can hold it (most often one): about 130 KB of demo spans.
 
 :func:`write_block` makes a block and its :class:`BlockMeta` (what the hot store registers so reads find
 the block and the row groups to fetch without opening it). Pure: no I/O.
@@ -42,7 +42,9 @@ FORMAT_VERSION: Final = 1
 ROW_GROUP_SPANS: Final = 4096
 """Spans a row group holds (whole traces: a row group ends at the first trace boundary past this)."""
 ZSTD_LEVEL: Final = 9
-"""Blocks are written once and read many times: a higher level than the hot store's (see bench/archive.py)."""
+"""Blocks are written once and read many times. Bytes a span (demo / realistic) and demo spans/s written, at
+200,000 spans: level 1 35.4 / 71.3 at 48,500; 3 33.4 / 68.7 at 46,100; 9 32.6 / 64.4 at 42,500; 15 32.5 /
+62.7 at 37,600 (and realistic ones 30% slower)."""
 
 _DICT: Final = pa.dictionary(pa.int32(), pa.string())
 _TAGS: Final = pa.map_(pa.string(), pa.string())
@@ -83,8 +85,10 @@ SCHEMA: Final = pa.schema(
         ("finalized_at_us", pa.int64()),
     ]
 )
-SPAN_COLUMNS: Final = SCHEMA.names[:20]
-TRACE_COLUMNS: Final = SCHEMA.names[20:]
+SPAN_COLUMNS: Final = SCHEMA.names[: SCHEMA.get_field_index("trace_start_us")]
+"""The columns of the span itself."""
+TRACE_COLUMNS: Final = SCHEMA.names[SCHEMA.get_field_index("trace_start_us") :]
+"""The columns of the span's trace (the same on each of its rows)."""
 
 STATISTICS: Final = [
     "trace_id",
