@@ -7,14 +7,18 @@ lower case without the prefix, e.g. ``kafka_bootstrap = "..."``) > default. A ba
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import ssl
 import tomllib
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
+
+if TYPE_CHECKING:
+    from shared.archive.location import ArchiveLocation
 
 PREFIX = "TRACING_"
 
@@ -52,6 +56,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     write_tokens: tuple[str, ...] = ()
     retention_h: Annotated[float, msgspec.Meta(gt=0)] = 168.0
     retention_check_s: Annotated[float, msgspec.Meta(gt=0)] = 600.0  # how often workers purge
+    # The archive (docs/archive.md): file:///folder or s3://bucket/prefix?endpoint=...&region=...; empty = none.
+    archive_url: str = ""
+    archive_after_h: Annotated[float, msgspec.Meta(gt=0)] = 24.0  # a finalized trace moves once its start is this old
+    archive_retention_d: Annotated[float, msgspec.Meta(gt=0)] = 90.0  # whole blocks are deleted after this
+    archive_check_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0  # how often the owners look for due traces
     # Worker tuning.
     batch_max: Positive = 5000
     fetch_max_bytes: Positive = 16 * 1024 * 1024
@@ -145,6 +154,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 f"{PREFIX}STORE_URL: expected sqlite:///path.db, postgresql://... or cassandra://..., "
                 f"got {self.store_url!r}"
             )
+        self.archive_location()
         for field in ("api_bind", "remote_sampling_grpc_bind"):
             bind = getattr(self, field)
             host, _, port = bind.rpartition(":")
@@ -189,6 +199,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         host, _, port = self.api_bind.rpartition(":")
         return host.strip("[]"), int(port)
 
+    def archive_location(self) -> ArchiveLocation | None:
+        """``TRACING_ARCHIVE_URL`` parsed (credentials from it or the ``AWS_*`` variables), ``None`` when
+        empty. A malformed URL is a :class:`SettingsError` naming the setting (never its secret)."""
+        if not self.archive_url.strip():
+            return None
+        from shared.archive.location import ArchiveLocation, ArchiveUrlError
+
+        try:
+            location = ArchiveLocation.parse(self.archive_url.strip())
+        except ArchiveUrlError as exc:
+            raise SettingsError(f"{PREFIX}ARCHIVE_URL: {exc}") from None
+        for module in ("pyarrow", "obstore") if location.scheme == "s3" else ("pyarrow",):
+            if importlib.util.find_spec(module) is None:
+                raise SettingsError(
+                    f"{PREFIX}ARCHIVE_URL: the archive needs {module}: pip install 'kafka-tracing[archive]'"
+                )
+        return location
+
     def kafka_options(self) -> dict[str, Any]:
         """Connection options for every aiokafka client (bootstrap and security)."""
         options: dict[str, Any] = {
@@ -213,12 +241,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         )
 
     def __repr__(self) -> str:
-        """The fields, with every password masked (settings may be logged)."""
-        fields = ", ".join(
-            f"{name}={'***' if name.endswith('_password') and getattr(self, name) else repr(getattr(self, name))}"
-            for name in self.__struct_fields__
-        )
+        """The fields, with every password masked and the archive URL without its credentials (settings
+        may be logged)."""
+        fields = ", ".join(f"{name}={self._shown(name)}" for name in self.__struct_fields__)
         return f"Settings({fields})"
+
+    def _shown(self, name: str) -> str:
+        value = getattr(self, name)
+        if name.endswith("_password") and value:
+            return "***"
+        if name == "archive_url" and "@" in value:
+            return repr(_without_userinfo(value))
+        return repr(value)
 
 
 def kafka_ssl_context(cafile: str, certfile: str, keyfile: str, password: str) -> ssl.SSLContext:
@@ -259,6 +293,12 @@ def _client_certificate_error(certfile: str, keyfile: str, password: str, exc: s
         f"{PREFIX}KAFKA_SSL_CERTFILE/{PREFIX}KAFKA_SSL_KEYFILE: cannot load the client certificate {certfile!r} "
         f"and its key ({exc.reason or exc.strerror})"
     )
+
+
+def _without_userinfo(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{sep}***@{host.rpartition('@')[2]}{slash}{path}"
 
 
 def _split(value: str) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ that have the service and every tag somewhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from shared.models import Span, flat_tags
@@ -40,10 +40,10 @@ def span_matches(span: Span, query: TraceQuery) -> bool:
     return all(_has_tag(span, key, value) for key, value in query.tags)
 
 
-def _has_tag(span: Span, key: str, value: str) -> bool:
+def _has_tag(span: Span, key: str, value: str, *, error_status: bool = True) -> bool:
     """On the span's tags, its resource attributes or scope (as ``otel.scope.*``), or a log's fields;
-    ``error=true`` also on a span whose status is an error."""
-    if (key, value) == ERROR_TAG and span.status == "error":
+    ``error=true`` also on a span whose status is an error (``error_status``)."""
+    if error_status and (key, value) == ERROR_TAG and span.status == "error":
         return True
     found = flat_tags(span).get(key)
     if found is not None and tag_text(found) == value:
@@ -53,6 +53,13 @@ def _has_tag(span: Span, key: str, value: str) -> bool:
 
 def trace_has_matching_span(spans: Iterable[Span], query: TraceQuery) -> bool:
     return any(span_matches(span, query) for span in spans)
+
+
+def trace_has_tags(spans: Sequence[Span], tags: Iterable[tuple[str, str]]) -> bool:
+    """Each (key, value text) pair is on some span of the trace (each maybe another): a trace-level search's
+    tags, as the tag index holds them (a span's tags, resource, scope and log fields; an error status is
+    not the tag ``error=true`` here)."""
+    return all(any(_has_tag(span, key, value, error_status=False) for span in spans) for key, value in tags)
 
 
 def window_ranges(window: Window) -> list[tuple[int, int, int]]:

@@ -9,61 +9,20 @@ before; ``down --purge`` removes the state dir. The server is always stopped in 
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from pyarrow import fs
 
-from tests.conftest import ROOT, free_port
-from tests.prerequisites import missing
+from tests.conftest import free_port
+from tests.e2e.s3proxy import ACCESS_KEY, SECRET_KEY, S3Server, server
 
-pytestmark = pytest.mark.timeout(900)  # the first `up` on a machine fetches ~57 MB of jars from Maven Central
+__all__ = ["server"]  # the fixture
 
-S3_SH = ROOT / "scripts" / "s3.sh"
-ACCESS_KEY = "archive-test"
-SECRET_KEY = "archive-test/Secret+1"
 REFUSED = r"ACCESS_DENIED|SIGNATURE_DOES_NOT_MATCH"
 
-
-class S3Server:
-    """The server of ``scripts/s3.sh`` whose state dir is ``state``."""
-
-    def __init__(self, state: Path) -> None:
-        self.state = state
-
-    def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("TRACING_S3_")}
-        return subprocess.run(
-            ["bash", str(S3_SH), *args, "--dir", str(self.state)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=clean | (env or {}),
-        )
-
-    def ok(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        result = self.run(*args, env=env)
-        assert result.returncode == 0, (args, result.stderr[-3000:])
-        return result
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[S3Server]:
-    """A state dir for ``scripts/s3.sh``; whatever runs there is stopped and the dir removed after."""
-    for tool in ("java", "mvn"):
-        if shutil.which(tool) is None:
-            missing(f"no {tool}: scripts/s3.sh runs S3Proxy from Maven Central jars on Java 17")
-    s3 = S3Server(tmp_path / "s3")
-    try:
-        yield s3
-    finally:
-        s3.run("down", "--purge")
+pytestmark = pytest.mark.timeout(900)  # the first `up` on a machine fetches ~57 MB of jars from Maven Central
 
 
 def client(url: str, secret_key: str = SECRET_KEY, *, attempts: int = 3) -> fs.S3FileSystem:

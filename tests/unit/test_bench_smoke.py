@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import io
 import math
 import os
@@ -16,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from bench import analysis as analysis_bench
+from bench import archive as archive_bench
 from bench import drain, freshness, jaeger, pairs, run, workload, zipkin
 from bench import metrics as metrics_bench
 from bench.common import Row, Skipped, percentile, render_report, render_table, settings_env
@@ -26,6 +29,13 @@ from shared.codecs.zipkin import decode_zipkin_json
 from shared.kafka import ensure_topics
 from shared.models import Event, Span
 from shared.settings import Settings
+
+
+def test_archive_bench_on_a_folder_at_a_tiny_size() -> None:
+    args = argparse.Namespace(spans=3000, reads=3, workloads="demo,realistic", url="")
+    rows = asyncio.run(archive_bench.measure(args))
+    assert [row[0] for row in rows] == ["demo", "realistic"]
+    assert all(0 < float(row[2]) < 1000 and "/" in row[-1] for row in rows)  # bytes a span; search ms p50 / p99
 
 
 def test_decode_rate_at_a_tiny_size() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 
@@ -112,3 +113,76 @@ def test_a_client_certificate_that_does_not_load_names_the_setting_never_the_pas
     settings = Settings.from_env({**env, "TRACING_KAFKA_SSL_PASSWORD": pki.key_password})
     assert isinstance(settings.kafka_options()["ssl_context"], ssl.SSLContext)
     assert pki.key_password not in repr(settings) and "kafka_ssl_password=***" in repr(settings)
+
+
+def test_archive_settings_default_to_no_archive_and_parse_both_kinds_of_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings.from_env({})
+    assert (s.archive_url, s.archive_after_h, s.archive_retention_d, s.archive_check_s) == ("", 24, 90, 60)
+    assert s.archive_location() is None
+    s = Settings.from_env({"TRACING_ARCHIVE_URL": "file:///var/lib/tracing/archive/", "TRACING_ARCHIVE_AFTER_H": "1.5"})
+    location = s.archive_location()
+    assert location is not None and (location.scheme, location.bucket, s.archive_after_h) == (
+        "file",
+        "/var/lib/tracing/archive",
+        1.5,
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-env")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    url = "s3://traces/prod/eu?endpoint=http://127.0.0.1:9000&region=eu-west-1"
+    location = Settings.from_env({"TRACING_ARCHIVE_URL": url}).archive_location()
+    assert location is not None
+    assert (location.bucket, location.prefix, location.endpoint, location.region) == (
+        "traces",
+        "prod/eu/",
+        "http://127.0.0.1:9000",
+        "eu-west-1",
+    )
+    assert (location.access_key_id, location.secret_access_key) == ("from-env", "env-secret")
+    s = Settings.from_env({"TRACING_ARCHIVE_URL": "s3://KEY:se%2Fcr%2Bet@traces/p?endpoint=http://h:9000"})
+    location = s.archive_location()
+    assert location is not None and (location.access_key_id, location.secret_access_key) == ("KEY", "se/cr+et")
+    assert "se%2Fcr" not in repr(s) and "se/cr" not in repr(s) and "se/cr" not in repr(location)
+    assert "s3://***@traces/p?endpoint=http://h:9000" in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        ({"TRACING_ARCHIVE_URL": "ftp://host/folder"}, "TRACING_ARCHIVE_URL: expected file:///path or s3://"),
+        ({"TRACING_ARCHIVE_URL": "file://relative/folder"}, "TRACING_ARCHIVE_URL: expected file:///absolute/path"),
+        ({"TRACING_ARCHIVE_URL": "/var/archive"}, "TRACING_ARCHIVE_URL: expected file:///path"),
+        ({"TRACING_ARCHIVE_URL": "s3://b/p?endpoint=ftp://h"}, "TRACING_ARCHIVE_URL: endpoint: expected http"),
+        ({"TRACING_ARCHIVE_URL": "s3://b/p?bucket=x"}, "TRACING_ARCHIVE_URL: unknown query parameter 'bucket'"),
+        ({"TRACING_ARCHIVE_URL": "s3://b:9000/p"}, "TRACING_ARCHIVE_URL: expected s3://bucket/prefix"),
+        ({"TRACING_ARCHIVE_URL": "s3://KEY:@b/p"}, "TRACING_ARCHIVE_URL: credentials in the URL need both"),
+        ({"TRACING_ARCHIVE_AFTER_H": "0"}, "TRACING_ARCHIVE_AFTER_H: Expected `float` > 0.0"),
+        ({"TRACING_ARCHIVE_RETENTION_D": "-1"}, "TRACING_ARCHIVE_RETENTION_D: Expected `float` > 0.0"),
+        ({"TRACING_ARCHIVE_CHECK_S": "often"}, "TRACING_ARCHIVE_CHECK_S: Expected `float`"),
+    ],
+)
+def test_bad_archive_settings_fail_naming_the_setting(env: dict[str, str], error: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(error)):
+        Settings.from_env(env)
+
+
+def test_a_bad_archive_url_never_shows_its_secret() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"TRACING_ARCHIVE_URL": "s3://KEY:hunter2@b/p?endpoint=gopher://h"})
+    assert "hunter2" not in str(caught.value)
+
+
+def test_half_the_aws_credentials_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "only-the-key")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    with pytest.raises(SettingsError, match="AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: set both or neither"):
+        Settings.from_env({"TRACING_ARCHIVE_URL": "s3://b/p"})
+
+
+def test_an_s3_archive_without_its_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "obstore" else real(name))
+    with pytest.raises(SettingsError, match=re.escape("pip install 'kafka-tracing[archive]'")):
+        Settings.from_env({"TRACING_ARCHIVE_URL": "s3://b/p"})
+    assert Settings.from_env({"TRACING_ARCHIVE_URL": "file:///var/archive"}).archive_location() is not None

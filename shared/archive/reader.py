@@ -1,0 +1,316 @@
+"""Reads of archived traces from a block in an object store, by its :class:`~shared.archive.block.BlockMeta`:
+only the row groups that can hold what is asked are fetched (ranged GETs), never the whole object.
+
+* :meth:`BlockReader.get_trace`: the row groups whose trace-id range holds the id (most often one).
+* :meth:`BlockReader.find_traces`: the hot store's search semantics (:class:`~shared.store.base.TraceQuery`:
+  trace-level or same-span, service, operation, tags, durations, status, time range, newest first, offset
+  and limit) over the row groups whose statistics (trace starts, durations, services) can match; the
+  trace-level filters run on the summary columns, tags and same-span conditions on the candidates' spans
+  with the functions every hot store uses (:mod:`shared.store.search`).
+
+The Parquet footer of a block (its row groups' statistics) is fetched once and kept
+(:data:`FOOTERS_KEPT` blocks' footers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from shared.archive.block import SPAN_COLUMNS, TRACE_COLUMNS, BlockMeta, id_key
+from shared.archive.objects import ObjectStore
+from shared.models import Log, Span, Tags, TagValue
+from shared.store.base import Completeness, StoredTrace, TraceQuery, TraceSummary
+from shared.store.search import trace_has_matching_span, trace_has_tags
+
+FOOTERS_KEPT: Final = 256
+_VALUE_OF: Final[dict[str, Callable[[str], TagValue]]] = {
+    "s": str,
+    "i": int,
+    "f": float,
+    "b": lambda text: text == "true",
+}
+
+
+def typed_tags(pairs: Sequence[tuple[str, str]] | None, letters: str | None) -> Tags:
+    """A tag map as written: the (key, text) pairs of a map column with the types its ``*_types`` gives."""
+    if not pairs:
+        return {}
+    if letters is None:
+        return dict(pairs)
+    return {key: _VALUE_OF[letter](text) for (key, text), letter in zip(pairs, letters, strict=True)}
+
+
+def _logs(logs: list[dict[str, Any]] | None) -> tuple[Log, ...]:
+    return tuple(
+        Log(timestamp_us=log["timestamp_us"], fields=typed_tags(log["fields"], log["field_types"]))
+        for log in logs or ()
+    )
+
+
+def _id(binary: bytes | None, text: str | None) -> str | None:
+    if binary is None:
+        return None
+    return text if text is not None else binary.hex()
+
+
+def spans_of(table: pa.Table) -> list[Span]:
+    """The spans of block rows (all of the table's rows; its span columns)."""
+    c = {name: table.column(name).to_pylist() for name in SPAN_COLUMNS}
+    return [
+        Span(
+            trace_id=_id(c["trace_id"][i], c["trace_id_text"][i]) or "",
+            span_id=_id(c["span_id"][i], c["span_id_text"][i]) or "",
+            parent_span_id=_id(c["parent_span_id"][i], c["parent_span_id_text"][i]),
+            service_name=c["service_name"][i],
+            operation_name=c["operation_name"][i],
+            start_time_us=c["start_time_us"][i],
+            duration_us=c["duration_us"][i],
+            status=c["status"][i],
+            kind=c["kind"][i],
+            tags=typed_tags(c["tags"][i], c["tag_types"][i]),
+            logs=_logs(c["logs"][i]),
+            resource=typed_tags(c["resource"][i], c["resource_types"][i]),
+            scope_name=c["scope_name"][i],
+            scope_version=c["scope_version"][i],
+            trace_state=c["trace_state"][i],
+        )
+        for i in range(table.num_rows)
+    ]
+
+
+SEARCH_COLUMNS: Final = ["trace_id", "trace_id_text", "service_name", "operation_name", *TRACE_COLUMNS]
+"""What a search without tags or same-span conditions reads of a row group (no tag maps, no logs)."""
+_NEWEST_FIRST: Final = [
+    ("trace_start_us", "descending", "at_end"),
+    ("trace_id", "descending", "at_end"),
+    ("trace_id_text", "descending", "at_end"),  # a hex id (no text) after a text id of the same bytes
+]
+
+
+class _Trace:
+    """One trace's rows ``[start, end)`` in a table read from a block, and its summary columns."""
+
+    __slots__ = ("end", "row", "start")
+
+    def __init__(self, table: pa.Table, start: int, end: int) -> None:
+        self.start, self.end = start, end
+        self.row: dict[str, Any] = table.select(SEARCH_COLUMNS).slice(start, 1).to_pylist()[0]
+
+    @property
+    def trace_id(self) -> str:
+        return _id(self.row["trace_id"], self.row["trace_id_text"]) or ""
+
+
+def _trace_bounds(table: pa.Table) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The first row of each trace of a table read from a block, and the row after its last (a trace's
+    rows are consecutive)."""
+    n = table.num_rows
+    keys = table.column("trace_id").combine_chunks()
+    texts = pc.fill_null(table.column("trace_id_text"), "").combine_chunks()
+    changed = pc.or_(
+        pc.not_equal(keys.slice(1), keys.slice(0, n - 1)), pc.not_equal(texts.slice(1), texts.slice(0, n - 1))
+    )
+    firsts = np.concatenate([[0], np.flatnonzero(changed.to_numpy(zero_copy_only=False)) + 1]).astype(np.int64)
+    return firsts, np.append(firsts[1:], n).astype(np.int64)
+
+
+def _summary(trace: _Trace, table: pa.Table) -> TraceSummary:
+    row = trace.row
+    services = table.column("service_name").slice(trace.start, trace.end - trace.start)
+    return TraceSummary(
+        trace_id=trace.trace_id,
+        root_service=row["root_service"],
+        root_operation=row["root_operation"],
+        start_us=row["trace_start_us"],
+        duration_us=row["trace_duration_us"],
+        span_count=row["span_count"],
+        error_count=row["error_count"],
+        status=row["trace_status"],
+        complete=row["complete"],
+        services=sorted(set(services.to_pylist())),
+    )
+
+
+class BlockReader:
+    """Reads of the blocks of one object store. Safe to share between tasks."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._footers: OrderedDict[str, bytes] = OrderedDict()
+
+    async def _footer(self, name: str, meta: BlockMeta) -> bytes:
+        footer = self._footers.get(name)
+        if footer is None:
+            end = meta.footer_offset + meta.footer_length + 8
+            (footer,) = await self.store.get_ranges(name, [(meta.footer_offset, end)])
+            self._footers[name] = footer
+            while len(self._footers) > FOOTERS_KEPT:
+                self._footers.popitem(last=False)
+        else:
+            self._footers.move_to_end(name)
+        return footer
+
+    async def _read(
+        self, name: str, meta: BlockMeta, groups: Sequence[int], columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        """Row groups of the block (``columns`` of them, or all), fetched alone (and the footer, unless
+        kept)."""
+        parts = [meta.row_groups[i] for i in groups]
+        footer, fetched = await asyncio.gather(
+            self._footer(name, meta), self.store.get_ranges(name, [(g.offset, g.offset + g.length) for g in parts])
+        )
+        # a file of the block's size that holds only what was fetched: Parquet reads no other byte of it
+        sparse = bytearray(meta.size)
+        sparse[meta.footer_offset :] = footer
+        for part, data in zip(parts, fetched, strict=True):
+            sparse[part.offset : part.offset + part.length] = data
+        blocks = pq.ParquetFile(pa.BufferReader(pa.py_buffer(sparse)))
+        return blocks.read_row_groups(list(groups), columns=None if columns is None else list(columns))
+
+    async def get_trace(self, name: str, meta: BlockMeta, trace_id: str) -> StoredTrace | None:
+        """The archived trace (state ``finalized``; ``analysis`` None: derived by the caller, as for a hot
+        trace), or ``None`` when the block does not hold it. Its spans are in the block's order (by start)."""
+        key, text = id_key(trace_id)
+        groups = [i for i, g in enumerate(meta.row_groups) if g.first_trace <= key <= g.last_trace]
+        if not groups:
+            return None
+        table = await self._read(name, meta, groups)
+        mine = pc.equal(table.column("trace_id"), pa.scalar(key, pa.binary()))
+        text_column = table.column("trace_id_text")
+        mine = pc.and_(mine, pc.is_null(text_column) if text is None else pc.equal(text_column, text))
+        rows = table.filter(mine)
+        if rows.num_rows == 0:
+            return None
+        first = rows.slice(0, 1).to_pylist()[0]
+        return StoredTrace(
+            trace_id=trace_id,
+            state="finalized",
+            spans=spans_of(rows),
+            analysis=None,
+            completeness=Completeness(
+                late_spans=first["late_spans"],
+                refinalizations=first["refinalizations"],
+                finalized_at_us=first["finalized_at_us"],
+            ),
+        )
+
+    async def find_traces(self, name: str, meta: BlockMeta, query: TraceQuery) -> list[TraceSummary]:
+        """The block's traces matching ``query`` as the hot stores' ``find_traces`` answers: newest first
+        (trace start, then trace id, descending), ``query.offset`` skipped, at most ``query.limit``. A
+        caller merging several blocks asks each for ``offset + limit`` from offset 0."""
+        if query.status == "active" or not _block_can_match(meta, query):
+            return []
+        footer = pq.read_metadata(pa.BufferReader(await self._footer(name, meta)))
+        groups = [i for i in range(footer.num_row_groups) if _group_can_match(footer.row_group(i), meta, i, query)]
+        if not groups:
+            return []
+        columns = None if query.tags or query.same_span else SEARCH_COLUMNS
+        table = await self._read(name, meta, groups, columns)
+        wanted = query.offset + query.limit
+        found: list[TraceSummary] = []
+        for trace in _candidates(table, query):
+            if len(found) == wanted:
+                break
+            if _spans_match(table, trace, query):
+                found.append(_summary(trace, table))
+        return found[query.offset :]
+
+
+def _block_can_match(meta: BlockMeta, query: TraceQuery) -> bool:
+    if query.start_us is not None and meta.end_us < query.start_us:
+        return False
+    if query.end_us is not None and meta.start_us > query.end_us:
+        return False
+    if query.service_name is not None:
+        if query.operation_name is not None:
+            return (query.service_name, query.operation_name) in {tuple(op) for op in meta.operations}
+        return query.service_name in meta.services
+    if query.operation_name is not None:
+        return any(op == query.operation_name for _, op in meta.operations)
+    return True
+
+
+def _group_can_match(group: pq.RowGroupMetaData, meta: BlockMeta, index: int, query: TraceQuery) -> bool:
+    """Whether a row group's trace starts (the block's metadata), trace durations and services (its
+    statistics) allow a match."""
+    mine = meta.row_groups[index]
+    if query.start_us is not None and mine.end_us < query.start_us:
+        return False
+    if query.end_us is not None and mine.start_us > query.end_us:
+        return False
+    stats = {group.column(i).path_in_schema: group.column(i).statistics for i in range(group.num_columns)}
+    for column, value in (("service_name", query.service_name), ("operation_name", query.operation_name)):
+        s = stats.get(column)
+        if value is not None and s is not None and s.has_min_max and not s.min <= value <= s.max:
+            return False
+    s = stats.get("trace_duration_us")
+    if query.same_span or s is None or not s.has_min_max:
+        return True
+    return _within(s.max, query.min_duration_us, None) and _within(s.min, None, query.max_duration_us)
+
+
+def _candidates(table: pa.Table, query: TraceQuery) -> Iterator[_Trace]:
+    """The traces of ``table`` whose summary columns and (trace-level) service and operation match, newest
+    first (made as they are reached: the caller stops at its limit)."""
+    firsts, ends = _trace_bounds(table)
+    heads = table.select(TRACE_COLUMNS).take(pa.array(firsts))
+    keep = np.ones(len(firsts), dtype=bool)
+    keep &= _within_array(heads.column("trace_start_us").to_numpy(), query.start_us, query.end_us)
+    if not query.same_span:
+        durations = heads.column("trace_duration_us").to_numpy()
+        keep &= _within_array(durations, query.min_duration_us, query.max_duration_us)
+    if query.status is not None:
+        keep &= _equal(heads.column("trace_status"), query.status)
+    if query.service_name is not None or query.operation_name is not None:
+        hit = np.ones(table.num_rows, dtype=bool)
+        for column, value in (("service_name", query.service_name), ("operation_name", query.operation_name)):
+            if value is not None:
+                hit &= _equal(table.column(column), value)
+        has = np.zeros(len(firsts), dtype=bool)
+        has[np.repeat(np.arange(len(firsts)), ends - firsts)[hit]] = True
+        keep &= has
+    chosen = np.flatnonzero(keep)
+    ids = table.select([key for key, _, _ in _NEWEST_FIRST]).take(pa.array(firsts[chosen]))
+    order = chosen[pc.sort_indices(ids, sort_keys=_NEWEST_FIRST).to_numpy()]
+    for first, end in zip(firsts[order].tolist(), ends[order].tolist(), strict=True):
+        yield _Trace(table, first, end)
+
+
+def _equal(column: pa.ChunkedArray, value: str) -> npt.NDArray[np.bool_]:
+    equal: npt.NDArray[np.bool_] = pc.fill_null(pc.equal(column.cast(pa.string()), value), False).to_numpy(
+        zero_copy_only=False
+    )
+    return equal
+
+
+def _within_array(values: npt.NDArray[np.int64], low: int | None, high: int | None) -> npt.NDArray[np.bool_]:
+    keep = np.ones(len(values), dtype=bool)
+    if low is not None:
+        keep &= values >= low
+    if high is not None:
+        keep &= values <= high
+    return keep
+
+
+def _within(value: int, low: int | None, high: int | None) -> bool:
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def _spans_match(table: pa.Table, trace: _Trace, query: TraceQuery) -> bool:
+    """The conditions on a candidate's spans: every tag on some span (trace-level), or one span with all
+    the conditions at once (same-span)."""
+    if not query.same_span and not query.tags:
+        return True
+    spans = spans_of(table.slice(trace.start, trace.end - trace.start))
+    if query.same_span:
+        return trace_has_matching_span(spans, query)
+    return trace_has_tags(spans, query.tags)
