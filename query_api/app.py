@@ -1,7 +1,8 @@
 """The application factory: settings in, a ready ``web.Application`` out.
 
-Resources are opened by one cleanup context each, in order (store, Kafka producer, services) and closed in
-reverse. A store or producer passed in is used as is and left open (its owner closes it).
+Resources are opened by one cleanup context each, in order (store, Kafka producer, services with the
+archive's object store when ``TRACING_ARCHIVE_URL`` is set) and closed in reverse. A store or producer
+passed in is used as is and left open (its owner closes it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from shared.archive.objects import open_object_store
+from shared.archive.tiered import TieredReads
 from shared.kafka import SpanProducer, ensure_topics
 from shared.settings import Settings
 from shared.store import open_store
@@ -71,13 +74,18 @@ async def _close_producer(producer: SpanProducer) -> None:
 
 async def _services_context(app: web.Application) -> AsyncIterator[None]:
     store = app[STORE]
-    app[TRACES] = TraceService(store)
+    location = app[SETTINGS].archive_location()
+    reads = TieredReads(store, None if location is None else open_object_store(location))
+    app[TRACES] = TraceService(reads)
     app[WRITES] = WriteService(app[PRODUCER], store)
     app[MONITOR] = MonitorService(store)
     app[CRITICAL] = CriticalPathService(store)
-    app[JAEGER] = JaegerService(store)
+    app[JAEGER] = JaegerService(store, reads)
     app[SAMPLING] = SamplingService(store, app[SETTINGS])
-    yield
+    try:
+        yield
+    finally:
+        await reads.close()
 
 
 def create_app(

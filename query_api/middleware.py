@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiokafka.errors import KafkaError
 
+from shared.archive.tiered import ArchiveUnavailable
 from shared.store.base import QueryError
 from shared.store.faults import reason, unavailable
 
@@ -106,6 +107,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except KafkaError as exc:
         log.warning("kafka error on %s %s: %r", request.method, request.path, exc)
         return error_response(503, f"kafka: {exc.__class__.__name__}: {exc}")
+    except ArchiveUnavailable as exc:
+        log.warning("archive unavailable on %s %s: %s", request.method, request.path, exc)
+        return error_response(503, str(exc), {"Retry-After": str(STORE_RETRY_AFTER_S)})
     except Exception as exc:
         if unavailable(exc):
             return _store_away(request, exc)

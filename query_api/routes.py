@@ -38,6 +38,7 @@ def setup_routes(app: web.Application) -> None:
     add_get("/metrics", handlers.metrics)
     add_get("/api/traces", classic.find_traces)
     add_get("/api/traces/{traceID}", classic.get_trace)
+    add_post("/api/archive/{traceID}", classic.archive_trace)
     add_get("/api/services", classic.services)
     add_get("/api/services/{service}/operations", classic.service_operations)
     add_get("/api/operations", classic.operations)

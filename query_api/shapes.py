@@ -17,6 +17,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 import msgspec
 
 from shared.analysis import Bottleneck, CriticalSegment, Dependency
+from shared.archive.tiered import Tier
 from shared.models import ID_PATTERN, Kind, Name, Status, StatusInput, TagValue
 from shared.store.base import TraceStatus
 
@@ -53,6 +54,7 @@ EpochMsInput = Annotated[float, msgspec.Meta(ge=0, le=MAX_EPOCH_MS, description=
 DurationMsInput = Annotated[float, msgspec.Meta(ge=0, le=MAX_DURATION_MS, description="Milliseconds.")]
 EpochMs = Annotated[float, msgspec.Meta(description="Milliseconds since the Unix epoch.")]
 Ms = Annotated[float, msgspec.Meta(description="Milliseconds.")]
+TierField = Annotated[Tier, msgspec.Meta(description="Where the trace was read: the hot store or the archive.")]
 Percentage = Annotated[float, msgspec.Meta(description="Percent, 2 decimals.")]
 
 
@@ -227,6 +229,7 @@ class TraceView(msgspec.Struct, kw_only=True, rename="camel"):
     open_spans: Annotated[int, msgspec.Meta(description="Spans never finished.")]
     finalized_at: EpochMs | None
     refinalizations: int
+    tier: TierField = "hot"
 
 
 class TraceSummaryView(msgspec.Struct, kw_only=True, rename="camel"):
@@ -242,6 +245,7 @@ class TraceSummaryView(msgspec.Struct, kw_only=True, rename="camel"):
     error_count: int
     services: list[str]
     complete: bool
+    tier: TierField = "hot"
 
 
 class VisualNode(msgspec.Struct, kw_only=True, rename="camel"):
@@ -263,6 +267,7 @@ class Visualization(msgspec.Struct, kw_only=True, rename="camel"):
     trace_id: str
     duration: Ms
     service_calls: int
+    tier: TierField = "hot"
     tree: VisualNode | None
     orphans: list[VisualNode]
 
@@ -286,6 +291,7 @@ class AnalysisView(msgspec.Struct, kw_only=True, rename="camel"):
     finalized_at: EpochMs | None
     refinalizations: int
     dependencies: list[Dependency]
+    tier: TierField = "hot"
 
 
 class SlowTraceView(msgspec.Struct, kw_only=True, rename="camel"):

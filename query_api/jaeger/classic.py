@@ -44,6 +44,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler as AnyHandler
 from multidict import MultiMapping
 
+from shared.archive.tiered import Tier, TieredTrace
 from shared.models import SCOPE_NAME_TAG, SCOPE_VERSION_TAG, Span, TagValue
 from shared.store.base import StoredTrace, TraceQuery
 
@@ -140,6 +141,7 @@ class JaegerTrace(msgspec.Struct, rename={"trace_id": "traceID"}):
     spans: list[JaegerSpan]
     processes: dict[str, Process]
     warnings: list[str] | None
+    tier: Tier  # not Jaeger's: where the trace was read (the Jaeger UI ignores fields it does not know)
 
 
 class Operation(msgspec.Struct, rename={"span_kind": "spanKind"}):
@@ -224,7 +226,7 @@ def jaeger_span(span: Span, trace_id: str, process_id: str) -> JaegerSpan:
     )
 
 
-def jaeger_trace(stored: StoredTrace) -> JaegerTrace:
+def jaeger_trace(stored: StoredTrace, tier: Tier = "hot") -> JaegerTrace:
     """A stored trace in Jaeger's UI model; spans ordered by start time (then span id)."""
     trace_id = stored.trace_id
     spans = sorted(stored.spans, key=lambda s: (s.start_time_us, s.span_id))
@@ -239,13 +241,14 @@ def jaeger_trace(stored: StoredTrace) -> JaegerTrace:
             tags = [key_value(name, value) for name, value in span.resource.items()]
             processes[process_id] = Process(service_name=span.service_name, tags=tags)
         out.append(jaeger_span(span, trace_id, process_id))
-    return JaegerTrace(trace_id=trace_id, spans=out, processes=processes, warnings=None)
+    return JaegerTrace(trace_id=trace_id, spans=out, processes=processes, warnings=None, tier=tier)
 
 
-async def _traces_answer(traces: Sequence[StoredTrace], errors: list[StructuredError] | None = None) -> web.Response:
-    body = await render(
-        traces, lambda: msgspec.json.encode(Envelope(data=[jaeger_trace(t) for t in traces], errors=errors))
-    )
+async def _traces_answer(found: Sequence[TieredTrace], errors: list[StructuredError] | None = None) -> web.Response:
+    def convert() -> bytes:
+        return msgspec.json.encode(Envelope(data=[jaeger_trace(t.trace, t.tier) for t in found], errors=errors))
+
+    body = await render([t.trace for t in found], convert)
     return web.Response(body=body, content_type=JSON)
 
 
@@ -387,13 +390,24 @@ async def get_trace(request: web.Request) -> web.Response:
 
 
 @classic_route
+async def archive_trace(request: web.Request) -> web.Response:
+    """Jaeger's archive button (``POST /api/archive/{traceID}``): the trace is pinned, so no retention deletes
+    it (in either tier); answered as Jaeger's ``archiveTrace`` answers (``data`` an empty list), a 404 for
+    an unknown trace."""
+    trace_id = trace_id_param("traceID", request.match_info["traceID"])
+    if not await request.app[JAEGER].pin_trace(trace_id):
+        raise Failure(404, TRACE_NOT_FOUND)
+    return _answer(Envelope(data=[]))
+
+
+@classic_route
 async def find_traces(request: web.Request) -> web.Response:
     params = request.query
     jaeger = request.app[JAEGER]
     wanted = list(dict.fromkeys(trace_id_param("traceID", value) for value in params.getall("traceID", []) if value))
     if wanted:
         found = await jaeger.load_traces(wanted)
-        known = {trace.trace_id for trace in found}
+        known = {t.trace.trace_id for t in found}
         missing = [
             StructuredError(msg=TRACE_NOT_FOUND, trace_id=t)
             for t in wanted

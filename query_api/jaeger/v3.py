@@ -324,13 +324,14 @@ async def get_trace(request: web.Request) -> web.Response:
         if given is not None:
             _time_ns(given)  # a lookup hint in Jaeger; validated, not needed here
     _check_raw_traces(params, "rawTraces", "raw_traces")
-    stored = await request.app[JAEGER].find_trace(trace_id)  # hex ids in any case, as Jaeger reads them
-    return await _traces_answer([] if stored is None else [stored])
+    found = await request.app[JAEGER].find_trace(trace_id)  # hex ids in any case, as Jaeger reads them
+    return await _traces_answer([] if found is None else [found.trace])
 
 
 async def find_traces(request: web.Request) -> web.Response:
     query = search_query(request.query)
-    return await _traces_answer([] if query is None else await request.app[JAEGER].search(query))
+    found = [] if query is None else await request.app[JAEGER].search(query)
+    return await _traces_answer([t.trace for t in found])
 
 
 async def services(request: web.Request) -> web.Response:

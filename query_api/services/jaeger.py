@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from typing import Final
 
 from shared.analysis import Dependency
-from shared.store.base import RollupRow, StoredTrace, TraceQuery, TraceStore, TraceSummary, Window
+from shared.archive.tiered import TieredReads, TieredTrace
+from shared.store.base import RollupRow, TraceQuery, TraceStore, TraceSummary, Window
 
 LOAD_CONCURRENCY: Final = 8
 """Traces of a search result read from the store at once."""
@@ -40,40 +41,50 @@ def jaeger_id_spellings(trace_id: str) -> list[str]:
 
 
 class JaegerService:
-    """What the Jaeger views read, from a :class:`TraceStore`."""
+    """What the Jaeger views read, from a :class:`TraceStore` (traces through both tiers: ``reads``)."""
 
-    def __init__(self, store: TraceStore) -> None:
+    def __init__(self, store: TraceStore, reads: TieredReads) -> None:
         self._store = store
+        self._reads = reads
 
-    async def find_trace(self, trace_id: str) -> StoredTrace | None:
-        """The stored trace Jaeger would answer for ``trace_id``: the first spelling (see
+    async def find_trace(self, trace_id: str) -> TieredTrace | None:
+        """The stored trace Jaeger would answer for ``trace_id``, and its tier: the first spelling (see
         :func:`jaeger_id_spellings`) with a stored span; ``None`` when there is none. A miss costs one read
-        per spelling (4 at most)."""
+        per spelling (4 at most) in each tier."""
         for spelling in jaeger_id_spellings(trace_id):
-            stored = await self._store.get_trace(spelling)
-            if stored is not None and stored.spans:
-                return stored
+            found = await self._reads.get_trace(spelling)
+            if found is not None:
+                return found
         return None
 
-    async def load_traces(self, trace_ids: Sequence[str]) -> list[StoredTrace]:
+    async def load_traces(self, trace_ids: Sequence[str]) -> list[TieredTrace]:
         """The stored traces of ``trace_ids`` (each found as :meth:`find_trace` finds it), in that order;
         ids with no stored span are left out."""
         gate = asyncio.Semaphore(LOAD_CONCURRENCY)
 
-        async def load(trace_id: str) -> StoredTrace | None:
+        async def load(trace_id: str) -> TieredTrace | None:
             async with gate:
                 return await self.find_trace(trace_id)
 
         loaded = await asyncio.gather(*(load(trace_id) for trace_id in trace_ids))
-        return [trace for trace in loaded if trace is not None and trace.spans]
+        return [found for found in loaded if found is not None]
 
-    async def search(self, query: TraceQuery) -> list[StoredTrace]:
+    async def search(self, query: TraceQuery) -> list[TieredTrace]:
         """The full traces matching ``query``, newest first (Jaeger's searches answer whole traces)."""
-        return await self.load_traces([summary.trace_id for summary in await self._store.find_traces(query)])
+        return await self.load_traces([summary.trace_id for summary in await self.summaries(query)])
 
     async def summaries(self, query: TraceQuery) -> list[TraceSummary]:
-        """The summaries of the traces matching ``query``, newest first (no trace is loaded)."""
-        return await self._store.find_traces(query)
+        """The summaries of the traces matching ``query`` in both tiers, newest first (no trace is loaded)."""
+        return [found.summary for found in await self._reads.find_traces(query)]
+
+    async def pin_trace(self, trace_id: str) -> bool:
+        """Pin the trace (Jaeger's archive button: no retention deletes it), found as :meth:`find_trace`
+        finds it; whether it was found."""
+        found = await self.find_trace(trace_id)
+        if found is None:
+            return False
+        await self._store.pin_trace(found.trace.trace_id)
+        return True
 
     async def services(self) -> list[str]:
         """Service names seen in finalized traces, sorted."""

@@ -1,7 +1,9 @@
 """The trace reads of the seed API: one trace, its tree, its analysis, and trace search (milliseconds out).
 
 A finalized trace is served from the analysis stored at finalization; an active one (no stored analysis
-yet) is analyzed on the fly from its stored spans. A trace with no stored span is :class:`NotFound`.
+yet) is analyzed on the fly from its stored spans. A trace with no stored span is :class:`NotFound`. Traces
+are read through both tiers (:class:`~shared.archive.tiered.TieredReads`); each answer says which one
+(``tier``).
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from shared.analysis import TraceAnalysis, TreeNode, analyze_aside, ms, span_tree
+from shared.archive.tiered import Tier, TieredReads
 from shared.models import STATUS_OF, Span, flat_tags
-from shared.store.base import StoredTrace, TraceQuery, TraceStatus, TraceStore
+from shared.store.base import StoredTrace, TraceQuery, TraceStatus
 
 from ..errors import NotFound
 from ..shapes import (
@@ -84,27 +87,28 @@ def _completeness(stored: StoredTrace, analysis: TraceAnalysis, status: TraceSta
 
 
 class TraceService:
-    """One trace (as spans, a tree or an analysis) and trace search, from a :class:`TraceStore`."""
+    """One trace (as spans, a tree or an analysis) and trace search, through both tiers."""
 
-    def __init__(self, store: TraceStore) -> None:
-        self._store = store
+    def __init__(self, reads: TieredReads) -> None:
+        self._reads = reads
 
-    async def _load(self, trace_id: str) -> tuple[StoredTrace, TraceAnalysis, TraceStatus]:
-        """The stored trace, its analysis and status; :class:`NotFound` when no span of it is stored."""
-        stored = await self._store.get_trace(trace_id)
-        if stored is None or not stored.spans:
+    async def _load(self, trace_id: str) -> tuple[StoredTrace, TraceAnalysis, TraceStatus, Tier]:
+        """The stored trace, its analysis, status and tier; :class:`NotFound` when no span of it is stored."""
+        found = await self._reads.get_trace(trace_id)
+        if found is None:
             raise NotFound(f"trace {trace_id} not found")
+        stored = found.trace
         if stored.state == "finalized" and stored.analysis is not None:
             analysis = stored.analysis
             status: TraceStatus = "failed" if analysis.failed else "completed"
         else:
             analysis = await analyze_aside(trace_id, stored.spans)
             status = "active"
-        return stored, analysis, status
+        return stored, analysis, status, found.tier
 
     async def trace(self, trace_id: str) -> TraceView:
         """The trace: its root span apart, the other spans by start time (then span id), completeness."""
-        stored, analysis, status = await self._load(trace_id)
+        stored, analysis, status, tier = await self._load(trace_id)
         root: Span | None = None
         others: list[Span] = []
         for span in stored.spans:
@@ -120,6 +124,7 @@ class TraceService:
             service_calls=analysis.span_count,
             duration=ms(analysis.duration_us),
             start_time=ms(analysis.start_us),
+            tier=tier,
             **_completeness(stored, analysis, status),
         )
 
@@ -134,13 +139,14 @@ class TraceService:
                 start_time=ms(s.start_us),
                 duration=ms(s.duration_us),
                 service_calls=s.span_count,
+                tier=tier,
             )
-            for s in await self._store.find_traces(query)
+            for s, tier in await self._reads.find_traces(query)
         ]
 
     async def visualize(self, trace_id: str) -> Visualization:
         """The span tree from the trace's root span, and the trees of its other roots as orphans."""
-        stored, analysis, _ = await self._load(trace_id)
+        stored, analysis, _, tier = await self._load(trace_id)
         trees = span_tree(stored.spans)
         start = analysis.start_us
         main: VisualNode | None = None
@@ -153,15 +159,17 @@ class TraceService:
             service_calls=analysis.span_count,
             tree=main,
             orphans=[visual_tree(tree, start) for tree in trees],
+            tier=tier,
         )
 
     async def analysis(self, trace_id: str) -> AnalysisView:
         """The trace's analysis: stored at finalization, computed on the fly while the trace is active."""
-        stored, analysis, status = await self._load(trace_id)
+        stored, analysis, status, tier = await self._load(trace_id)
         return shape_of(
             AnalysisView,
             analysis,
             trace_id=trace_id,
+            tier=tier,
             total_duration=ms(analysis.duration_us),
             service_calls=analysis.span_count,
             **_completeness(stored, analysis, status),
@@ -169,4 +177,4 @@ class TraceService:
 
     async def check(self) -> None:
         """Raise if the store cannot answer."""
-        await self._store.check()
+        await self._reads.store.check()

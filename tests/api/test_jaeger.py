@@ -140,6 +140,7 @@ SEED_CLASSIC: dict[str, Any] = {
         "p3": {"serviceName": "database", "tags": []},
     },
     "warnings": None,
+    "tier": "hot",
 }
 
 

@@ -58,6 +58,7 @@ async def test_results_are_an_array_of_summaries_newest_first(traces: LiveApi) -
         "errorCount": 0,
         "services": ["checkout", "db"],
         "complete": True,
+        "tier": "hot",
     }
     assert reply.json[1]["status"] == "failed"
     assert reply.json[1]["errorCount"] == 1

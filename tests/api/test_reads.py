@@ -93,6 +93,7 @@ async def test_get_trace_has_every_field(api: LiveApi) -> None:
         "duration": 123.0,
         "startTime": T0_MS,
         **SEED_COMPLETED,
+        "tier": "hot",
     }
 
 
@@ -104,6 +105,7 @@ async def test_visualize_has_every_field(api: LiveApi) -> None:
         "traceId": SEED,
         "duration": 123.0,
         "serviceCalls": 3,
+        "tier": "hot",
         "tree": {
             "spanId": "span-root-001",
             "serviceName": "api-gateway",
@@ -167,6 +169,7 @@ async def test_analyze_has_every_field(api: LiveApi) -> None:
             {"parent": "api-gateway", "child": "user-service", "calls": 1, "errors": 0},
             {"parent": "user-service", "child": "database", "calls": 1, "errors": 0},
         ],
+        "tier": "hot",
     }
 
 

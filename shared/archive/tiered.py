@@ -1,0 +1,201 @@
+"""Reads through both tiers: the hot store first, then the archive's blocks, one answer for the caller.
+
+* :meth:`TieredReads.get_trace`: the hot store's trace when it has a span of it; else the registered blocks
+  whose row groups' trace-id ranges can hold the id, newest block first, the first that has it answering.
+  An archived trace's analysis is derived from its spans, as the SQL stores derive a finalized trace's.
+* :meth:`TieredReads.find_traces`: the hot store's results, plus those of every registered block whose
+  time range overlaps the query's (each block prunes by its metadata and row groups' statistics itself).
+  A trace in both tiers (a registered block whose hot rows are still there) is answered once, from the hot
+  store. Merged newest first by trace start, then by trace id (descending) in both tiers: the hot stores
+  alone break ties by insertion order, which blocks do not keep.
+
+The registered blocks (their decoded :class:`~shared.archive.block.BlockMeta`) are read from the hot store
+at most every :data:`CATALOG_REFRESH_S` seconds, not per request. An object store that cannot answer raises
+:class:`ArchiveUnavailable` (the API answers 503); reads that do not need it are unaffected. Without an
+archive nothing of the block format (pyarrow) is imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple, TypeVar
+
+import msgspec
+
+from shared.analysis import analyze_aside
+from shared.archive.objects import ObjectMissing, ObjectStore
+from shared.store.base import ArchivedBlock, StoredTrace, TraceQuery, TraceStore, TraceSummary
+
+if TYPE_CHECKING:  # the block modules need pyarrow (the ``archive`` extra): imported once an archive is read
+    from shared.archive.block import BlockMeta
+    from shared.archive.reader import BlockReader
+
+Tier = Literal["hot", "archive"]
+CATALOG_REFRESH_S: Final = 5.0
+"""How long the registered blocks read from the hot store are used before they are read again."""
+BLOCKS_AT_ONCE: Final = 8
+"""Blocks searched concurrently."""
+PAGE_MAX: Final = 1000  # TraceQuery's largest limit
+T = TypeVar("T")
+
+
+class ArchiveUnavailable(Exception):
+    """The archive's object store cannot answer now (a read that needs it is answered 503)."""
+
+
+class TieredTrace(NamedTuple):
+    trace: StoredTrace
+    tier: Tier
+
+
+class TieredSummary(NamedTuple):
+    summary: TraceSummary
+    tier: Tier
+
+
+class Registered(NamedTuple):
+    """A registered block and its decoded metadata."""
+
+    block: ArchivedBlock
+    meta: BlockMeta
+
+
+def _newest_first(summary: TraceSummary) -> tuple[int, str]:
+    return summary.start_us, summary.trace_id
+
+
+async def _first(find: Callable[[TraceQuery], Awaitable[list[TraceSummary]]], query: TraceQuery) -> list[TraceSummary]:
+    """The first ``offset + limit`` results of ``query`` from offset 0 (in pages of at most a search's
+    largest limit): what a merge of several sources needs from each."""
+    wanted = query.offset + query.limit
+    found: list[TraceSummary] = []
+    while len(found) < wanted:
+        size = min(PAGE_MAX, wanted - len(found))
+        page = await find(msgspec.structs.replace(query, offset=len(found), limit=size))
+        found.extend(page)
+        if len(page) < size:
+            break
+    return found
+
+
+class TieredReads:
+    """Trace reads over the hot ``store`` and, when ``objects`` is given, the archive behind it."""
+
+    def __init__(
+        self,
+        store: TraceStore,
+        objects: ObjectStore | None = None,
+        *,
+        refresh_s: float = CATALOG_REFRESH_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.reader: BlockReader | None = None
+        if objects is not None:
+            from shared.archive.reader import BlockReader
+
+            self.reader = BlockReader(objects)
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._catalog: list[Registered] = []
+        self._read_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def archived(self) -> bool:
+        """Whether an archive is configured."""
+        return self.reader is not None
+
+    async def blocks(self) -> list[Registered]:
+        """The registered blocks, by start (read again once :data:`CATALOG_REFRESH_S` old)."""
+        from shared.archive.block import decode_meta
+
+        async with self._lock:
+            now = self._clock()
+            if self._read_at is None or now - self._read_at >= self._refresh_s:
+                self._catalog = [Registered(b, decode_meta(b.meta)) for b in await self.store.archived_blocks()]
+                self._read_at = now
+            return self._catalog
+
+    async def _from_archive(self, read: Awaitable[T]) -> T:
+        try:
+            return await read
+        except ObjectMissing:
+            raise  # a block deleted under the read: the caller skips it
+        except OSError as exc:
+            raise ArchiveUnavailable(f"archive unavailable: {type(exc).__name__}: {exc}") from exc
+
+    async def get_trace(self, trace_id: str) -> TieredTrace | None:
+        """The trace from the hot store, else from the newest block holding it; ``None`` when neither has a
+        span of it."""
+        hot = await self.store.get_trace(trace_id)
+        if hot is not None and hot.spans:
+            return TieredTrace(hot, "hot")
+        if self.reader is None:
+            return None
+        reader = self.reader
+        for registered in await self._holders(trace_id):
+            try:
+                found = await self._from_archive(reader.get_trace(registered.block.name, registered.meta, trace_id))
+            except ObjectMissing:
+                continue
+            if found is not None and found.spans:
+                analysis = await analyze_aside(trace_id, found.spans)
+                return TieredTrace(msgspec.structs.replace(found, analysis=analysis), "archive")
+        return None
+
+    async def _holders(self, trace_id: str) -> list[Registered]:
+        """The blocks with a row group whose trace-id range holds ``trace_id``, newest first."""
+        from shared.archive.block import id_key
+
+        key, _ = id_key(trace_id)
+        blocks = await self.blocks()
+        holders = [r for r in blocks if any(g.first_trace <= key <= g.last_trace for g in r.meta.row_groups)]
+        return sorted(holders, key=lambda r: (r.block.created_us, r.block.start_us), reverse=True)
+
+    async def find_traces(self, query: TraceQuery) -> list[TieredSummary]:
+        """The traces matching ``query`` in both tiers, newest first, ``offset`` and ``limit`` applied to
+        the merged answer."""
+        if self.reader is None:
+            return [TieredSummary(s, "hot") for s in await self.store.find_traces(query)]
+        hot = await _first(self.store.find_traces, query)
+        archived = await self._search_blocks(query)
+        merged = {s.trace_id: TieredSummary(s, "hot") for s in hot}
+        for summary in archived:
+            merged.setdefault(summary.trace_id, TieredSummary(summary, "archive"))
+        ordered = sorted(merged.values(), key=lambda t: _newest_first(t.summary), reverse=True)
+        return ordered[query.offset : query.offset + query.limit]
+
+    async def _search_blocks(self, query: TraceQuery) -> list[TraceSummary]:
+        """The first ``offset + limit`` matches of every block whose time range overlaps the query's, newest
+        block first."""
+        reader = self.reader
+        assert reader is not None
+        low, high = query.start_us, query.end_us
+        overlapping = [
+            r
+            for r in await self.blocks()
+            if (low is None or r.block.end_us >= low) and (high is None or r.block.start_us <= high)
+        ]
+        overlapping.sort(key=lambda r: (r.block.created_us, r.block.start_us), reverse=True)
+        gate = asyncio.Semaphore(BLOCKS_AT_ONCE)
+
+        async def search(registered: Registered) -> list[TraceSummary]:
+            async with gate:
+
+                async def find(q: TraceQuery) -> list[TraceSummary]:
+                    return await self._from_archive(reader.find_traces(registered.block.name, registered.meta, q))
+
+                try:
+                    return await _first(find, query)
+                except ObjectMissing:
+                    return []
+
+        found = await asyncio.gather(*(search(r) for r in overlapping))
+        return [summary for block in found for summary in block]
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            await self.reader.store.close()

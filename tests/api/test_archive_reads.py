@@ -1,0 +1,199 @@
+"""Reads through both tiers, over real HTTP, on every backend of the ``store`` fixture.
+
+Realistic traces are written and finalized in the hot store, read through the seed and Jaeger APIs with no
+archive configured, then the older half is moved into a ``file://`` archive by hand, as the mover does
+(``archive_due`` -> ``write_block`` -> put -> ``register_block``). Every trace then answers by id through
+every trace endpoint as before, field by field, with ``tier`` ``archive`` for the moved ones; searches over
+windows that span both tiers find the same traces in the same order (ties on start: by trace id,
+descending, in both tiers); Jaeger's archive button pins hot and archived traces alike; an archive that
+cannot answer is a 503 for the reads that need it, and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from bench.workload import realistic_traces
+from shared.archive.block import block_name, encode_meta, write_block
+from shared.archive.objects import FileObjectStore
+from shared.store.base import ArchivedBlock, TraceStore
+
+from .conftest import ServeApi
+from .support import T0_US, LiveApi
+
+NOW_US = T0_US + 3_600_000_000
+TRACE_PATHS = ("/traces/{}", "/traces/{}/visualize", "/traces/{}/analyze", "/api/traces/{}", "/api/v3/traces/{}")
+
+
+async def _seed(api: LiveApi, spans_wanted: int) -> list[str]:
+    """Realistic traces (one millisecond apart from ``T0_US``) written and finalized; their ids by start."""
+    traces = list(realistic_traces(spans_wanted, start_us=T0_US))
+    await api.ingest([span for trace in traces for span in trace], now_us=NOW_US)
+    ids = [trace[0].trace_id for trace in traces]
+    await api.finalize(*ids, now_us=NOW_US + 1)
+    return ids
+
+
+async def archive_before(store: TraceStore, root: Path, shard: str, before_us: int) -> list[str]:
+    """Move the finalized traces of ``shard`` that started before ``before_us`` into one block under
+    ``root``, by the mover's steps; the ids moved."""
+    due = await store.archive_due(before_us, shard=shard, limit=100_000)
+    block = write_block(due, row_group_spans=400)  # several row groups
+    name = block_name(0, block.meta.start_us, "reads")
+    await FileObjectStore(root).put(name, block.data)
+    registered = ArchivedBlock(
+        name=name,
+        shard=shard,
+        start_us=block.meta.start_us,
+        end_us=block.meta.end_us,
+        created_us=NOW_US + 2,
+        meta=encode_meta(block.meta),
+    )
+    moved = [trace.trace_id for trace in due]
+    await store.register_block(registered, moved)
+    return moved
+
+
+async def archive_older_half(api: LiveApi, root: Path, ids: Sequence[str]) -> list[str]:
+    """The traces of the first half of the window of ``ids`` (1 ms apart from ``T0_US``) archived."""
+    return await archive_before(api.store, root, f"{api.settings.topic}/0", T0_US + len(ids) // 2 * 1000)
+
+
+def _without_tier(answer: Any) -> tuple[Any, list[str]]:
+    """The answer with every ``tier`` field taken out (the seed's top level, each Jaeger trace), and the
+    tiers taken out."""
+    tiers: list[str] = []
+    if isinstance(answer, dict):
+        if "tier" in answer:
+            tiers.append(answer.pop("tier"))
+        for trace in answer.get("data") or []:
+            if isinstance(trace, dict) and "tier" in trace:
+                tiers.append(trace.pop("tier"))
+    elif isinstance(answer, list):
+        for row in answer:
+            tiers.append(row.pop("tier"))
+    return answer, tiers
+
+
+async def _answers(api: LiveApi, paths: Sequence[str]) -> dict[str, tuple[Any, list[str]]]:
+    found: dict[str, tuple[Any, list[str]]] = {}
+    for path in paths:
+        reply = await api.get(path)
+        assert reply.status == 200, (path, reply.status, reply.text[:300])
+        found[path] = _without_tier(reply.json)
+    return found
+
+
+def _searches(ids_by_start: Sequence[str]) -> list[str]:
+    """Searches whose windows span both tiers (the first and last millisecond of the traces)."""
+    start_ms, end_ms = T0_US // 1000 - 1, T0_US // 1000 + len(ids_by_start) + 1
+    seed = f"/traces/query?start={start_ms}&end={end_ms}"
+    jaeger = f"/api/traces?start={start_ms * 1000}&end={end_ms * 1000}&limit=1000"
+    error_tag = quote(json.dumps({"error": "true"}))
+    return [
+        f"{seed}&limit=1000",
+        f"{seed}&limit=7&offset={len(ids_by_start) // 2 - 3}",  # a page across the tiers' border
+        f"{seed}&serviceName=database&limit=1000",
+        f"{seed}&status=failed&limit=1000",
+        f"{seed}&minDuration=20&limit=1000",
+        f"{seed}&tag=rpc.system:grpc&limit=1000",
+        f"{jaeger}&service=database",
+        f"{jaeger}&service=database&tags={error_tag}",
+        f"{jaeger}&service=payment-service&minDuration=10ms",
+        f"{jaeger}&service=api-gateway&limit=5",
+        f"/api/v3/traces?query.service_name=database&query.start_time_min={_rfc3339(start_ms)}"
+        f"&query.start_time_max={_rfc3339(end_ms)}&query.search_depth=1000",
+    ]
+
+
+def _rfc3339(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def test_archived_traces_answer_as_before_through_every_read(serve_api: ServeApi, tmp_path: Path) -> None:
+    async with serve_api() as hot_only:
+        ids = await _seed(hot_only, 2500)
+        trace_paths = [template.format(trace_id) for trace_id in ids for template in TRACE_PATHS]
+        before = await _answers(hot_only, [*trace_paths, *_searches(ids)])
+        moved = await archive_older_half(hot_only, tmp_path, ids)
+    assert 0 < len(moved) < len(ids)
+    assert moved == ids[: len(moved)]  # oldest first
+    archived = set(moved)
+    for answer, tiers in before.values():
+        assert set(tiers) <= {"hot"}, answer
+
+    async with serve_api(archive_url=f"file://{tmp_path}") as both:
+        for trace_id in moved:
+            assert await both.store.get_trace(trace_id) is None  # its hot rows went with the registration
+        after = await _answers(both, trace_paths)
+        for path in trace_paths:
+            trace_id = path.split("/")[-1] if "/api/" in path else path.split("/")[2]
+            answer, tiers = after[path]
+            assert answer == before[path][0], path
+            if not path.startswith("/api/v3/"):  # OTLP JSON has no trace object to carry the tier
+                assert tiers == ["archive" if trace_id in archived else "hot"], path
+
+        searches = await _answers(both, _searches(ids))
+        for path, (answer, _) in searches.items():
+            assert answer == before[path][0], path
+        everything = searches[_searches(ids)[0]][1]
+        assert "archive" in everything and "hot" in everything
+        assert all(len(before[path][0]) for path in _searches(ids)[:6]), "a filter that finds nothing proves nothing"
+
+
+async def test_the_archive_button_pins_hot_and_archived_traces(serve_api: ServeApi, tmp_path: Path) -> None:
+    async with serve_api(archive_url=f"file://{tmp_path}") as api:
+        ids = await _seed(api, 300)
+        moved = await archive_older_half(api, tmp_path, ids)
+        archived, hot = moved[0], ids[-1]
+        for trace_id in (archived, hot):
+            reply = await api.post(f"/api/archive/{trace_id}")
+            assert reply.status == 200, reply.text
+            assert reply.json["data"] == []
+        assert await api.store.pinned_traces() >= {archived, hot}
+        unknown = await api.post("/api/archive/0123456789abcdef0123456789abcdef")
+        assert unknown.status == 404
+        assert unknown.json["errors"][0]["code"] == 404
+        assert "0123456789abcdef0123456789abcdef" not in await api.store.pinned_traces()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_an_archive_away_is_a_503_for_archived_reads_only(serve_api: ServeApi, tmp_path: Path) -> None:
+    async with serve_api() as api:
+        ids = await _seed(api, 300)
+        moved = await archive_older_half(api, tmp_path, ids)
+    away = f"s3://archive?endpoint=http://127.0.0.1:{_closed_port()}&region=us-east-1"
+    async with serve_api(archive_url=away) as api:
+        reply = await api.get(f"/traces/{moved[0]}")
+        assert reply.status == 503
+        assert "archive" in reply.json["error"]
+        jaeger = await api.get(f"/api/traces/{moved[0]}")
+        assert jaeger.status == 503
+        hot = await api.get(f"/traces/{ids[-1]}")
+        assert hot.status == 200
+        assert hot.json["tier"] == "hot"
+        assert (await api.get(f"/api/traces/{ids[-1]}")).status == 200
+
+
+@pytest.mark.parametrize("path", ["/traces/{}", "/api/traces/{}"])
+async def test_no_archive_answers_as_before(api: LiveApi, path: str) -> None:
+    ids = await _seed(api, 50)
+    reply = await api.get(path.format(ids[0]))
+    assert reply.status == 200
+    tier = reply.json["tier"] if path.startswith("/traces") else reply.json["data"][0]["tier"]
+    assert tier == "hot"
+    assert (await api.get(path.format("0123456789abcdef0123456789abcdef"))).status == 404
