@@ -473,6 +473,57 @@ class AggregateReader(Protocol):
         ...
 
 
+class ArchivedBlock(msgspec.Struct, frozen=True, kw_only=True):
+    """A block registered in the hot store: what reads need to find it without listing the bucket."""
+
+    name: str
+    """Its object name (:func:`shared.archive.block.block_name`)."""
+    shard: str
+    """The shard (as the store names shards, e.g. ``topic/3``) whose owner wrote it."""
+    start_us: int
+    """Earliest trace start in it."""
+    end_us: int
+    """Latest trace start in it."""
+    created_us: int
+    """When its traces were read from the hot store: a trace finalized again since stays hot."""
+    meta: bytes
+    """:func:`shared.archive.block.encode_meta` of its ``BlockMeta``: decoded by readers, opaque to stores."""
+
+
+class ArchiveRegistry(Protocol):
+    """The hot store's side of the archive: what is due to move, the registered blocks, the pins."""
+
+    async def archive_due(self, before_us: int, *, shard: str, limit: int) -> list[StoredTrace]:
+        """Up to ``limit`` finalized traces of ``shard`` that started before ``before_us``, oldest first, with
+        their spans and analysis (as get_trace answers): what the mover writes into one block."""
+        ...
+
+    async def register_block(self, block: ArchivedBlock, trace_ids: Sequence[str]) -> None:
+        """Register ``block`` and remove the hot rows of ``trace_ids`` (traces, chunks, search/endpoint index
+        rows) WITHOUT taking them out of the rollups (they stay counted: they moved, they were not
+        deleted). One transaction on the SQL stores; on Cassandra the registration is written first.
+        Idempotent. A trace no longer finalized, or finalized again after ``block.created_us``, keeps its
+        hot rows (it is then in both tiers; reads answer the hot copy)."""
+        ...
+
+    async def archived_blocks(self, *, start_us: int | None = None, end_us: int | None = None) -> list[ArchivedBlock]:
+        """The registered blocks whose [start_us, end_us] overlaps the window (all when None), by start."""
+        ...
+
+    async def drop_blocks(self, names: Sequence[str]) -> None:
+        """Unregister these blocks (retention; their objects are deleted after this)."""
+        ...
+
+    async def pin_trace(self, trace_id: str) -> None:
+        """Jaeger's archive button: no retention deletes this trace (hot purge skips it; archive retention
+        keeps a block holding a pinned trace)."""
+        ...
+
+    async def pinned_traces(self) -> set[str]:
+        """The pinned trace ids."""
+        ...
+
+
 class HeartbeatLog(Protocol):
     """Workers' health records."""
 
@@ -494,6 +545,7 @@ class TraceStore(
     ServiceNames,
     AggregateReader,
     HeartbeatLog,
+    ArchiveRegistry,
     Protocol,
 ):
     """The full store: every role at once, as :func:`shared.store.open_store` returns it. Every method is
