@@ -40,10 +40,28 @@ def _wait_http(url: str, timeout_s: float) -> bool:
     return False
 
 
+def dev_archive_url(store_url: str) -> str | None:
+    """The archive ``tracing dev`` uses: the folder ``archive`` beside its SQLite file (``None`` for another
+    store, or an in-memory one)."""
+    from shared.store.sqlite import sqlite_path
+
+    if not store_url.startswith("sqlite:"):
+        return None
+    path = sqlite_path(store_url)
+    if path == ":memory:":
+        return None
+    return (Path(path).resolve().parent / "archive").as_uri()
+
+
 def dev(args: argparse.Namespace) -> int:
-    """The whole pipeline on this machine: local broker, one worker, the API on SQLite, demo traffic."""
+    """The whole pipeline on this machine: local broker, one worker, the API on SQLite, demo traffic; traces
+    older than ``TRACING_ARCHIVE_AFTER_H`` move to an archive folder beside the SQLite file, unless
+    ``TRACING_ARCHIVE_URL`` says otherwise."""
     from shared.settings import Settings
 
+    archive = dev_archive_url(Settings.from_env().store_url)
+    if "TRACING_ARCHIVE_URL" not in os.environ and archive is not None:
+        os.environ["TRACING_ARCHIVE_URL"] = archive
     settings = Settings.from_env()
     ours = subprocess.call(["bash", str(KAFKA_SH), "status"], stdout=subprocess.DEVNULL) != 0
     if _kafka("up") != 0:

@@ -1,5 +1,12 @@
 """Retention: traces older than ``TRACING_RETENTION_H`` deleted by every worker, every
-``TRACING_RETENTION_CHECK_S`` (idempotent; cheap when there is nothing to delete)."""
+``TRACING_RETENTION_CHECK_S`` (idempotent; cheap when there is nothing to delete). Pinned traces are never
+deleted (the store skips them).
+
+With an archive (``TRACING_ARCHIVE_URL``), finalized traces leave the hot store by moving into it
+(:mod:`ingest.archiving`), and the purge keeps what is due to move but not yet moved: its bound is the
+older of the two ages (``TRACING_RETENTION_H``, ``TRACING_ARCHIVE_AFTER_H``), and it waits until this
+worker's last archive round succeeded (every trace due then moved), so an object store away for longer than
+the retention delays the purge rather than losing traces."""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import asyncio
 import logging
 import random
 
+from ingest.archiving import HOUR_US, Archiver
 from ingest.ownership import Ownership
 from ingest.store_full import StoreFull, log_failure
 from shared.clock import now_us
@@ -20,9 +28,18 @@ log = logging.getLogger("ingest.worker")
 class Retention:
     """Purges the traces past the retention window from ``store``."""
 
-    def __init__(self, settings: Settings, store: TraceStore, ownership: Ownership, store_full: StoreFull) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: TraceStore,
+        ownership: Ownership,
+        store_full: StoreFull,
+        archiver: Archiver | None = None,
+    ) -> None:
         self._store_full = store_full
-        self._retention_us = int(settings.retention_h * 3_600_000_000)
+        self._archiver = archiver
+        hours = settings.retention_h if archiver is None else max(settings.retention_h, settings.archive_after_h)
+        self._retention_us = int(hours * HOUR_US)
         self._check_s = settings.retention_check_s
         self._store = store
         self._ownership = ownership
@@ -32,6 +49,8 @@ class Retention:
         many. Runs under :attr:`Ownership.finalizing`, like a finalize round: a store whose rollup rows
         have one writer per shard corrects them in the purge too, so a revoked worker must not be purging
         while the next owner starts."""
+        if self._archiver is not None and not self._archiver.caught_up():
+            return 0
         before = now_us() - self._retention_us
         async with self._ownership.finalizing:
             purged = await self._store.purge(before, shards=set(self._ownership.shards))

@@ -3,10 +3,10 @@
 Per ``getmany`` batch: decode each message (poison → dead-letter topic: :mod:`ingest.decoding`), redact
 tags, name each trace's owner shard (:mod:`ingest.ownership`), write the whole batch in one store
 transaction, then commit the offsets (docs/adr/0001-chunk-per-batch-exactly-once.md). Beside the loop run
-the finalize rounds (:mod:`ingest.scheduling`), the heartbeats (:mod:`ingest.heartbeat`) and retention
-(:mod:`ingest.retention`). The store holds all state (spans, trace state, due times), so a crash or
-rebalance loses nothing: the next owner of a partition re-reads uncommitted messages (idempotent upserts)
-and finds its due traces in the store.
+the finalize rounds (:mod:`ingest.scheduling`), the heartbeats (:mod:`ingest.heartbeat`), retention
+(:mod:`ingest.retention`) and, with an archive, the mover (:mod:`ingest.archiving`). The store holds all
+state (spans, trace state, due times), so a crash or rebalance loses nothing: the next owner of a partition
+re-reads uncommitted messages (idempotent upserts) and finds its due traces in the store.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from ingest.archiving import Archiver
 from ingest.clients import KafkaClients
 from ingest.decoding import DeadLetter, DeadLetters, Decoder
 from ingest.finalizer.client import FinalizerProcess, separate_finalizer
@@ -31,6 +32,7 @@ from ingest.ownership import Ownership, RebalanceListener, assign_owners
 from ingest.retention import Retention
 from ingest.scheduling import FinalizeScheduler
 from ingest.store_full import StoreFull
+from shared.archive.objects import open_object_store
 from shared.clock import now_us
 from shared.lifecycle import Backoff, sleep_unless_stopped
 from shared.models import Span, SpanFinish
@@ -71,7 +73,12 @@ class Worker:
         self.scheduler = FinalizeScheduler(
             settings, store, self.ownership, self.counters, self.metrics, self.finalizer, store_full=self.store_full
         )
-        self.retention = Retention(settings, store, self.ownership, self.store_full)
+        location = settings.archive_location()
+        self.archiver = (
+            None if location is None else Archiver(settings, store, self.ownership, open_object_store(location))
+        )
+        """The mover into the archive, when one is configured (see :mod:`ingest.archiving`)."""
+        self.retention = Retention(settings, store, self.ownership, self.store_full, self.archiver)
         self._heartbeats = Heartbeats(
             store, self.worker_id, settings.heartbeat_s, self.ownership, self.counters, self.metrics, self.store_full
         )
@@ -100,6 +107,8 @@ class Worker:
                 await self._clients.stop()
             finally:
                 await self.scheduler.stop()
+                if self.archiver is not None:
+                    await self.archiver.close()
             log.info("worker %s stopped", self.worker_id)
 
     async def _run_loops(self, stop: asyncio.Event) -> None:
@@ -110,6 +119,8 @@ class Worker:
             asyncio.create_task(self._heartbeats.run(stop, consumer), name="heartbeat"),
             asyncio.create_task(self.retention.run(stop), name="retention"),
         ]
+        if self.archiver is not None:
+            tasks.append(asyncio.create_task(self.archiver.run(stop), name="archive"))
         try:
             await self._consume_loop(consumer, stop)
         finally:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from shared.settings import Settings, SettingsError
 from shared.store.base import (
     AggregateReader,
+    ArchivedBlock,
+    ArchiveRegistry,
     Completeness,
     Component,
     Heartbeat,
@@ -38,7 +40,8 @@ async def open_store(settings: Settings, *, writer: bool = False, checkpoints: b
     checkpoints (a worker's finalizer process, beside the worker's own store): one checkpointer is enough.
 
     Raises :class:`SettingsError` (one line, naming the extra to install) for a PostgreSQL URL when
-    asyncpg is not installed, or a Cassandra URL when acsylla is not."""
+    asyncpg is not installed, or a Cassandra URL when acsylla is not or when an archive is configured (the
+    Cassandra store has no archive tier yet)."""
     url = settings.store_url
     cache_bytes = settings.cache_mb * 1024 * 1024 if writer else 0
     if url.startswith("sqlite:"):
@@ -51,6 +54,8 @@ async def open_store(settings: Settings, *, writer: bool = False, checkpoints: b
             page_cache_kib=WORKER_PAGE_CACHE_KIB if writer else PAGE_CACHE_KIB,
         )
     if url.startswith("cassandra:"):
+        if settings.archive_url.strip():
+            raise SettingsError("TRACING_ARCHIVE_URL: the Cassandra store has no archive tier yet; leave it empty")
         try:
             import acsylla  # noqa: F401 (the driver of the cassandra extra)
         except ModuleNotFoundError as exc:
@@ -80,6 +85,8 @@ async def open_store(settings: Settings, *, writer: bool = False, checkpoints: b
 
 __all__ = [
     "AggregateReader",
+    "ArchiveRegistry",
+    "ArchivedBlock",
     "Completeness",
     "Component",
     "Heartbeat",

@@ -383,6 +383,7 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
         rows = await self.c.fetch(
             "SELECT trace_id, tid, contribution, final_chunks, finalized_at_us IS NOT NULL FROM traces"
             " WHERE (finalized_at_us IS NOT NULL OR state = 'dropped') AND start_us < $1"
+            " AND (state = 'dropped' OR trace_id NOT IN (SELECT trace_id FROM archive_pins))"
             f" LIMIT $2{' FOR UPDATE SKIP LOCKED' if lock else ''}",
             before_us,
             limit,
@@ -391,6 +392,15 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
 
     async def delete_traces(self, tids: Sequence[int]) -> None:
         await self.c.execute("DELETE FROM traces WHERE tid = ANY($1::bigint[])", list(tids))
+
+    async def archive_rows(self, trace_ids: Sequence[str], finalized_by_us: int) -> list[sqldriver.PurgeCandidate]:
+        rows = await self.c.fetch(
+            "SELECT trace_id, tid, contribution, final_chunks FROM traces WHERE trace_id = ANY($1::text[])"
+            " AND state = 'finalized' AND finalized_at_us <= $2 FOR UPDATE SKIP LOCKED",
+            list(trace_ids),
+            finalized_by_us,
+        )
+        return [(r[0], r[1], r[2], r[3], True) for r in rows]
 
     # -- layout ---------------------------------------------------------------------------------------
 

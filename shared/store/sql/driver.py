@@ -192,12 +192,18 @@ class SqlDriver(Protocol):
         ...
 
     async def purge_candidates(self, before_us: int, limit: int, *, lock: bool = True) -> list[PurgeCandidate]:
-        """Up to ``limit`` finalized or dropped traces that started before ``before_us`` (with ``lock``,
+        """Up to ``limit`` finalized or dropped traces that started before ``before_us``, none pinned (with ``lock``,
         in a write transaction: locked, rows another transaction holds skipped; without, as a read
         transaction sees them)."""
         ...
 
     async def delete_traces(self, tids: Sequence[int]) -> None: ...
+
+    async def archive_rows(self, trace_ids: Sequence[str], finalized_by_us: int) -> list[PurgeCandidate]:
+        """The rows among ``trace_ids`` an archived block may take out of the hot store: finalized, and last
+        finalized at or before ``finalized_by_us`` (locked where writers run concurrently, rows another
+        transaction holds skipped: they stay hot, and are read once)."""
+        ...
 
     # -- layout ------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from typing import Final, TypeVar
@@ -17,13 +18,15 @@ from shared.analysis import TraceAnalysis
 from shared.sampling import Sampler
 from shared.store.backend import Backend
 from shared.store.base import (
+    ArchivedBlock,
     Heartbeat,
+    StoredTrace,
     WriteResult,
 )
 from shared.store.cache import TraceCache
 from shared.store.encoding import Dictionaries, train
 from shared.store.rollups import Contribution
-from shared.store.sql import dicts, writer
+from shared.store.sql import archive, dicts, writer
 from shared.store.sql.driver import Job, SqlDriver
 from shared.store.sql.reader import SqlReader
 from shared.store.writing import WriteBatch
@@ -52,6 +55,9 @@ class SqlStore(Backend, SqlReader):
     """Chunk payloads a write handed over, to train the writer's dictionary from before the next write."""
     purge_chunk: int
     """Traces deleted per purge transaction (short transactions: writers are not held up for long)."""
+    _unswept_us: int | None = None
+    """The latest start of a trace this store moved to the archive whose ``op_index`` and ``tag_index``
+    rows no sweep has passed yet: purges sweep, even when they delete nothing, until one passes it."""
 
     @abstractmethod
     async def _commit(self, job: Job[T], committed: Callable[[T], None] = _ignore) -> T:
@@ -111,7 +117,10 @@ class SqlStore(Backend, SqlReader):
             total += len(purged.ids)
             if not purged.more:
                 break
-        if total:  # the search index rows of what went: one pass per hash slice, a transaction each
+        unswept = self._unswept_us
+        if total or unswept is not None:  # the search index rows of what went: one pass per hash slice each
+            if unswept is not None and unswept < before_us:
+                self._unswept_us = None
             for low, high in writer.sweep_slices():
                 await self._commit(functools.partial(writer.sweep_index, before_us=before_us, low=low, high=high))
         return total
@@ -126,6 +135,32 @@ class SqlStore(Backend, SqlReader):
         if not rows:
             return None
         return await asyncio.to_thread(writer.plan_purge, rows, chunks, reader)
+
+    # -- archive --------------------------------------------------------------------------------------
+
+    async def archive_due(self, before_us: int, *, shard: str, limit: int) -> list[StoredTrace]:
+        ids = await self._snapshot(lambda d: archive.due_ids(d, before_us, shard, limit))
+        found = [await self.get_trace(trace_id) for trace_id in ids]
+        return [t for t in found if t is not None and t.state == "finalized"]
+
+    async def register_block(self, block: ArchivedBlock, trace_ids: Sequence[str]) -> None:
+        cache = self.cache
+        await self._commit(lambda d: archive.register(d, block, trace_ids), _ignore if cache is None else cache.discard)
+        self._unswept_us = max(block.end_us, self._unswept_us or block.end_us)
+
+    async def archived_blocks(self, *, start_us: int | None = None, end_us: int | None = None) -> list[ArchivedBlock]:
+        return await self._snapshot(lambda d: archive.blocks(d, start_us, end_us))
+
+    async def drop_blocks(self, names: Sequence[str]) -> None:
+        if names:
+            await self._commit(lambda d: archive.drop(d, names))
+
+    async def pin_trace(self, trace_id: str) -> None:
+        now_us = time.time_ns() // 1000
+        await self._commit(lambda d: archive.pin(d, trace_id, now_us))
+
+    async def pinned_traces(self) -> set[str]:
+        return await self._snapshot(archive.pins)
 
     async def record_heartbeat(self, heartbeat: Heartbeat) -> None:
         body = _json.encode(heartbeat).decode()

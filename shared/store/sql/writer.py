@@ -229,14 +229,21 @@ def sweep_slices() -> list[tuple[int, int | None]]:
     return [(first + k * step, None if k == SWEEP_SLICES - 1 else first + (k + 1) * step) for k in range(SWEEP_SLICES)]
 
 
+UNPINNED: Final = " AND tid NOT IN (SELECT t.tid FROM archive_pins p JOIN traces t ON t.trace_id = p.trace_id)"
+"""Keeps the index rows of pinned traces, which no purge deletes."""
+
+
 async def sweep_index(d: SqlDriver, before_us: int, low: int, high: int | None) -> None:
     """Delete the ``op_index`` and ``tag_index`` rows of one hash slice whose trace started before
-    ``before_us``: what purges up to ``before_us`` left. One pass over the slice in key order, where
-    deleting each purged trace's rows by key cost a B-tree descent per row (a realistic trace has ~145)."""
+    ``before_us``: what purges up to ``before_us`` and archived blocks left (pinned traces' rows stay). One
+    pass over the slice in key order, where deleting each purged trace's rows by key cost a B-tree descent per
+    row (a realistic trace has ~145)."""
     for table, key in (("op_index", "op"), ("tag_index", "tag")):
         bound = "" if high is None else f" AND {key} < ?"
         params = [low, *([] if high is None else [high]), before_us]
-        await d.execute(d.dialect.sql(f"DELETE FROM {table} WHERE {key} >= ?{bound} AND start_us < ?"), params)
+        await d.execute(
+            d.dialect.sql(f"DELETE FROM {table} WHERE {key} >= ?{bound} AND start_us < ?{UNPINNED}"), params
+        )
 
 
 PurgeShares = Mapping[PurgeCandidate, Contribution]

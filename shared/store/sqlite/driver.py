@@ -330,6 +330,7 @@ class SqliteDriver(Bound[sqlite3.Connection]):
         rows: list[PurgeCandidate] = self.c.execute(
             "SELECT trace_id, tid, contribution, final_chunks, finalized_at_us IS NOT NULL FROM traces"
             " WHERE finalized_at_us IS NOT NULL AND start_us < ?1"
+            " AND trace_id NOT IN (SELECT trace_id FROM archive_pins)"
             " UNION ALL SELECT trace_id, tid, contribution, final_chunks, 0 FROM traces"
             " WHERE state = 'dropped' AND start_us < ?1"
             " LIMIT ?2",
@@ -339,6 +340,14 @@ class SqliteDriver(Bound[sqlite3.Connection]):
 
     async def delete_traces(self, tids: Sequence[int]) -> None:
         self.c.executemany("DELETE FROM traces WHERE tid = ?", [(t,) for t in tids])
+
+    async def archive_rows(self, trace_ids: Sequence[str], finalized_by_us: int) -> list[PurgeCandidate]:
+        rows: list[PurgeCandidate] = self.c.execute(
+            "SELECT t.trace_id, t.tid, t.contribution, t.final_chunks, 1 FROM json_each(?1) j CROSS JOIN traces t"
+            " ON t.trace_id = j.value WHERE t.state = 'finalized' AND t.finalized_at_us <= ?2",
+            (_doc(list(trace_ids)), finalized_by_us),
+        ).fetchall()
+        return rows
 
     # -- layout ---------------------------------------------------------------------------------------
 

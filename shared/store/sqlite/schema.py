@@ -149,13 +149,20 @@ CREATE TABLE IF NOT EXISTS rollup_unseen (
     traces INTEGER NOT NULL, failed INTEGER NOT NULL, spans INTEGER NOT NULL, errors INTEGER NOT NULL,
     PRIMARY KEY (grain, bucket, service)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS zstd_dicts (id INTEGER PRIMARY KEY, body BLOB NOT NULL)
+CREATE TABLE IF NOT EXISTS zstd_dicts (id INTEGER PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS archive_blocks (
+    name TEXT PRIMARY KEY, shard TEXT NOT NULL, start_us INTEGER NOT NULL, end_us INTEGER NOT NULL,
+    created_us INTEGER NOT NULL, meta BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS archive_blocks_time ON archive_blocks (start_us, end_us);
+CREATE TABLE IF NOT EXISTS archive_pins (trace_id TEXT PRIMARY KEY, pinned_us INTEGER NOT NULL) WITHOUT ROWID
 """
 """Tables added to layout v2 after its release (and part of every new v3 schema), created when missing on
 every open: ``rollup_unseen`` (the excess of the adjusted counts over the received traces and spans, per
 service; see :mod:`shared.store.rollups`) and ``zstd_dicts`` (the dictionaries chunks are compressed with;
-see :mod:`shared.store.sql.dicts`)."""
-ADDED_TABLE_NAMES: Final = ("rollup_unseen", "zstd_dicts")
+see :mod:`shared.store.sql.dicts`); ``archive_blocks`` and ``archive_pins`` (the archive's registered
+blocks and the pinned traces; see :mod:`shared.store.sql.archive`)."""
+ADDED_TABLE_NAMES: Final = ("rollup_unseen", "zstd_dicts", "archive_blocks", "archive_pins")
 
 ADDED_COLUMNS: Final = (("traces", "final_chunks", "INTEGER"),)
 """Columns ``(table, column, type)`` added to layout v3 after its first version (and part of every new

@@ -1,0 +1,114 @@
+"""The hot store's side of the archive, on every backend of the ``store`` fixture: the traces due to move,
+a block's registration (read back by time window, idempotent) taking its traces' hot rows out while the
+rollups keep counting them, block drops, and pins that the hot purge respects."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from bench.workload import realistic_traces
+from shared.store import ArchivedBlock, TraceQuery, TraceStore
+from shared.store.base import RollupRow, StoreStats, Window
+
+T0 = 1_732_500_000_000_000
+NOW = T0 + 3_600_000_000
+HOUR = 3_600_000_000
+
+
+def _cassandra_has_none(store: TraceStore) -> None:
+    if type(store).__name__ == "CassandraStore":
+        pytest.skip("the Cassandra store has no archive tier yet")
+
+
+async def _stored(store: TraceStore, n: int, shard: str = "spans/0", start_us: int = T0, seed: int = 1) -> list[str]:
+    """The ids of some realistic traces, of ``n`` spans or a little more, written and finalized."""
+    traces = list(realistic_traces(n, start_us=start_us, seed=seed))
+    ids = [trace[0].trace_id for trace in traces]
+    spans = [span for trace in traces for span in trace]
+    await store.write_batch(spans, [], shards=dict.fromkeys(ids, shard), now_us=NOW, grace_us=0, idle_us=0)
+    assert len(await store.finalize(ids, now_us=NOW + 1)) == len(ids)
+    return ids
+
+
+def _block(name: str, start_us: int, end_us: int, created_us: int = NOW + 2) -> ArchivedBlock:
+    return ArchivedBlock(
+        name=name, shard="spans/0", start_us=start_us, end_us=end_us, created_us=created_us, meta=b"\x00meta\xff"
+    )
+
+
+async def test_due_traces_are_those_of_the_shard_started_before_oldest_first(store: TraceStore) -> None:
+    _cassandra_has_none(store)
+    ids = await _stored(store, 600)
+    other = await _stored(store, 100, shard="spans/1", start_us=T0 + 10 * HOUR, seed=2)
+    due = await store.archive_due(NOW + 10 * HOUR, shard="spans/0", limit=1000)
+    assert {t.trace_id for t in due} == set(ids)
+    starts = [t.analysis.start_us for t in due if t.analysis is not None]
+    assert len(starts) == len(due) and starts == sorted(starts)
+    assert due[:10] == await store.archive_due(NOW + 10 * HOUR, shard="spans/0", limit=10)
+    for trace in due[:5]:
+        assert trace == await store.get_trace(trace.trace_id)
+    assert await store.archive_due(T0, shard="spans/0", limit=10) == []
+    assert {t.trace_id for t in await store.archive_due(NOW + 20 * HOUR, shard="spans/1", limit=10)} == set(other)
+
+
+async def test_registered_blocks_read_back_by_window_and_take_the_hot_rows_not_the_rollups(
+    store: TraceStore,
+) -> None:
+    _cassandra_has_none(store)
+    ids = await _stored(store, 800)
+    moved, kept = ids[: len(ids) // 2], ids[len(ids) // 2 :]
+    window = Window(start_us=T0 - HOUR, end_us=NOW + HOUR)
+    before = (await store.stats(), await store.stats(window=window), await store.rollups("operations", window))
+    query = TraceQuery(limit=1000)
+    assert len(await store.find_traces(query)) == len(ids)
+
+    first, second = _block("blocks/a", T0, T0 + HOUR), _block("blocks/b", T0 + 2 * HOUR, T0 + 3 * HOUR)
+    await store.register_block(first, moved)
+    await store.register_block(first, moved)  # idempotent: a retry after a lost answer
+    await store.register_block(second, [])
+
+    for trace_id in moved:
+        assert await store.get_trace(trace_id) is None
+    assert all([await store.get_trace(trace_id) is not None for trace_id in kept])
+    assert sorted(s.trace_id for s in await store.find_traces(query)) == sorted(kept)
+    assert {t.trace_id for t in await store.archive_due(NOW + 10 * HOUR, shard="spans/0", limit=1000)} == set(kept)
+    after = (await store.stats(), await store.stats(window=window), await store.rollups("operations", window))
+    assert _without_slowest(after) == _without_slowest(before)
+
+    assert await store.archived_blocks() == [first, second]
+    assert await store.archived_blocks(start_us=T0 + HOUR, end_us=T0 + 2 * HOUR) == [first, second]
+    assert await store.archived_blocks(start_us=T0 + HOUR + 1, end_us=T0 + 2 * HOUR - 1) == []
+    assert await store.archived_blocks(start_us=T0 + 2 * HOUR + 5) == [second]
+    assert await store.archived_blocks(end_us=T0 + 30) == [first]
+
+    await store.drop_blocks(["blocks/a", "blocks/missing"])
+    assert await store.archived_blocks() == [second]
+
+
+def _without_slowest(answers: tuple[StoreStats, StoreStats, list[RollupRow]]) -> tuple[object, ...]:
+    """The answers with the slowest traces left out: they are read from the traces the hot store holds."""
+    total, windowed, rows = answers
+    return msgspec.structs.replace(total, slowest=[]), msgspec.structs.replace(windowed, slowest=[]), rows
+
+
+async def test_a_trace_finalized_again_after_the_read_stays_hot(store: TraceStore) -> None:
+    _cassandra_has_none(store)
+    ids = await _stored(store, 100)
+    await store.register_block(_block("blocks/old-read", T0, T0 + HOUR, created_us=NOW), ids)  # read before
+    assert all([await store.get_trace(trace_id) is not None for trace_id in ids])
+    assert [b.name for b in await store.archived_blocks()] == ["blocks/old-read"]
+
+
+async def test_pinned_traces_are_kept_by_the_hot_purge(store: TraceStore) -> None:
+    _cassandra_has_none(store)
+    ids = await _stored(store, 200)
+    assert len(ids) > 4
+    await store.pin_trace(ids[0])
+    await store.pin_trace(ids[0])
+    await store.pin_trace(ids[3])
+    assert await store.pinned_traces() == {ids[0], ids[3]}
+    await store.purge(NOW + 10 * HOUR)
+    assert {t for t in ids if (await store.get_trace(t)) is not None} == {ids[0], ids[3]}
+    found = await store.find_traces(TraceQuery(limit=100, service_name="database"))
+    assert {s.trace_id for s in found} <= {ids[0], ids[3]}
