@@ -393,9 +393,13 @@ async def get_trace(request: web.Request) -> web.Response:
 async def archive_trace(request: web.Request) -> web.Response:
     """Jaeger's archive button (``POST /api/archive/{traceID}``): the trace is pinned, so no retention deletes
     it (in either tier); answered as Jaeger's ``archiveTrace`` answers (``data`` an empty list), a 404 for
-    an unknown trace."""
+    an unknown trace, a 501 from a store that keeps no pins."""
     trace_id = trace_id_param("traceID", request.match_info["traceID"])
-    if not await request.app[JAEGER].pin_trace(trace_id):
+    try:
+        pinned = await request.app[JAEGER].pin_trace(trace_id)
+    except NotImplementedError as exc:  # a store without pins (Cassandra, for now)
+        raise Failure(501, str(exc)) from None
+    if not pinned:
         raise Failure(404, TRACE_NOT_FOUND)
     return _answer(Envelope(data=[]))
 
