@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +24,7 @@ import pytest
 from bench.workload import realistic_traces
 from shared.archive.block import block_name, encode_meta, write_block
 from shared.archive.objects import FileObjectStore
+from shared.archive.tiered import TieredReads
 from shared.store.base import ArchivedBlock, TraceStore
 
 from .conftest import ServeApi
@@ -46,12 +48,15 @@ async def _seed(api: LiveApi, spans_wanted: int) -> list[str]:
     return ids
 
 
-async def archive_before(store: TraceStore, root: Path, shard: str, before_us: int) -> list[str]:
+async def archive_before(
+    store: TraceStore, root: Path, shard: str, before_us: int, *, unique: str = "reads", keep_hot: bool = False
+) -> list[str]:
     """Move the finalized traces of ``shard`` that started before ``before_us`` into one block under
-    ``root``, by the mover's steps; the ids moved."""
+    ``root``, by the mover's steps; the ids moved. ``keep_hot``: the block is registered but the hot rows
+    stay (as after a crash between the two on a store that cannot do both at once)."""
     due = await store.archive_due(before_us, shard=shard, limit=100_000)
     block = write_block(due, row_group_spans=400)  # several row groups
-    name = block_name(0, block.meta.start_us, "reads")
+    name = block_name(0, block.meta.start_us, unique)
     await FileObjectStore(root).put(name, block.data)
     registered = ArchivedBlock(
         name=name,
@@ -62,7 +67,7 @@ async def archive_before(store: TraceStore, root: Path, shard: str, before_us: i
         meta=encode_meta(block.meta),
     )
     moved = [trace.trace_id for trace in due]
-    await store.register_block(registered, moved)
+    await store.register_block(registered, [] if keep_hot else moved)
     return moved
 
 
@@ -119,8 +124,6 @@ def _searches(ids_by_start: Sequence[str]) -> list[str]:
 
 
 def _rfc3339(ms: int) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -177,6 +180,43 @@ async def test_the_archive_button_pins_hot_and_archived_traces(
         assert unknown.status == 404
         assert unknown.json["errors"][0]["code"] == 404
         assert "0123456789abcdef0123456789abcdef" not in await api.store.pinned_traces()
+
+
+async def test_a_trace_in_both_tiers_is_answered_once_from_the_hot_store(
+    serve_api: ServeApi, store: TraceStore, tmp_path: Path
+) -> None:
+    _needs_an_archive_tier(store)
+    async with serve_api(archive_url=f"file://{tmp_path}") as api:
+        ids = await _seed(api, 300)
+        shard = f"{api.settings.topic}/0"
+        copied = await archive_before(api.store, tmp_path, shard, T0_US + len(ids) * 1000, keep_hot=True)
+        assert copied == ids
+        for trace_id in (ids[0], ids[-1]):
+            assert (await api.get(f"/traces/{trace_id}")).json["tier"] == "hot"
+        found = (await api.get("/traces/query?limit=1000")).json
+        assert [row["traceId"] for row in found] == ids[::-1]  # newest first, each once
+        assert {row["tier"] for row in found} == {"hot"}
+
+
+async def test_registered_blocks_are_read_again_after_the_refresh_time(store: TraceStore, tmp_path: Path) -> None:
+    _needs_an_archive_tier(store)
+    now = [0.0]
+    reads = TieredReads(store, FileObjectStore(tmp_path), refresh_s=5.0, clock=lambda: now[0])
+    shard = "spans/0"
+    traces = list(realistic_traces(200, start_us=T0_US))
+    spans = [span for trace in traces for span in trace]
+    ids = [trace[0].trace_id for trace in traces]
+    await store.write_batch(spans, [], shards=dict.fromkeys(ids, shard), now_us=NOW_US, grace_us=0, idle_us=0)
+    await store.finalize(ids, now_us=NOW_US + 1)
+    assert await reads.blocks() == []
+    moved = await archive_before(store, tmp_path, shard, T0_US + len(ids) * 1000)
+    assert moved == ids
+    now[0] = 4.9
+    assert await reads.blocks() == [] and await reads.get_trace(ids[0]) is None  # not read again yet
+    now[0] = 5.0
+    assert [r.block.shard for r in await reads.blocks()] == [shard]
+    found = await reads.get_trace(ids[0])
+    assert found is not None and found.tier == "archive"
 
 
 def _closed_port() -> int:
