@@ -53,6 +53,8 @@ keyspace=tracing
 
 log() { printf 'cassandra: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
+# shellcheck source=lib/jvm.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/jvm.sh"
 usage() {
   echo "usage: cassandra.sh fetch|up|down|status|url|kill|start [--nodes N] [--dir D] [--port P]" \
     "[--storage-port S] [--jmx-port J] [--keyspace K] [--node I] [--purge]" >&2
@@ -126,29 +128,10 @@ url() {
   echo "cassandra://$hosts:$port/$keyspace?replication_factor=$rf"
 }
 
-fetch() {
-  if [ -f "$cache/lib/.complete" ]; then return 0; fi
-  command -v java >/dev/null || die "java is not installed (Java 17 needed)"
-  command -v mvn >/dev/null || die "mvn is not installed (Maven needed to fetch the jars)"
-  log "fetching Apache Cassandra $version jars into $cache/lib"
-  mkdir -p "$cache"
-  rm -rf "$cache/lib.tmp"
-  mvn -B -q -f "$pom" org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$cache/lib.tmp" >&2
-  rm -rf "$cache/lib" && mv "$cache/lib.tmp" "$cache/lib" && touch "$cache/lib/.complete"
-}
+fetch() { fetch_jars "Apache Cassandra $version" "$pom" "$cache"; }
 
 # The pid of node $1 when it is a live Cassandra JVM of this node dir; nothing (and status 1) otherwise.
-node_pid() {
-  local pidfile pid
-  pidfile="$(node_dir "$1")/pid"
-  [ -f "$pidfile" ] || return 1
-  pid=$(cat "$pidfile")
-  case "$pid" in '' | *[!0-9]*) return 1 ;; esac
-  [ -r "/proc/$pid/cmdline" ] || return 1
-  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "-Dcassandra.storagedir=$(node_dir "$1")" || return 1
-  echo "$pid"
-}
+node_pid() { jvm_pid "$(node_dir "$1")/pid" "-Dcassandra.storagedir=$(node_dir "$1")"; }
 
 write_config() {
   local i=$1 home

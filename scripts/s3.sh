@@ -49,6 +49,8 @@ secret_key=tracing-secret
 
 log() { printf 's3: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
+# shellcheck source=lib/jvm.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/jvm.sh"
 usage() {
   echo "usage: s3.sh fetch|up|down|status|url|kill [--port P] [--dir D] [--purge]" >&2
   exit 2
@@ -98,28 +100,10 @@ load_options() {
 
 url() { echo "s3://$bucket/?endpoint=http://127.0.0.1:$port&region=$region"; }
 
-fetch() {
-  if [ -f "$cache/lib/.complete" ]; then return 0; fi
-  command -v java >/dev/null || die "java is not installed (Java 17 needed)"
-  command -v mvn >/dev/null || die "mvn is not installed (Maven needed to fetch the jars)"
-  log "fetching S3Proxy $version jars into $cache/lib"
-  mkdir -p "$cache"
-  rm -rf "$cache/lib.tmp"
-  mvn -B -q -f "$pom" org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$cache/lib.tmp" >&2
-  rm -rf "$cache/lib" && mv "$cache/lib.tmp" "$cache/lib" && touch "$cache/lib/.complete"
-}
+fetch() { fetch_jars "S3Proxy $version" "$pom" "$cache"; }
 
 # The pid of the server when it is a live S3Proxy JVM of this dir; nothing (and status 1) otherwise.
-server_pid() {
-  local pid
-  [ -f "$pid_file" ] || return 1
-  pid=$(cat "$pid_file")
-  case "$pid" in '' | *[!0-9]*) return 1 ;; esac
-  [ -r "/proc/$pid/cmdline" ] || return 1
-  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$properties" || return 1
-  echo "$pid"
-}
+server_pid() { jvm_pid "$pid_file" "$properties"; }
 
 # Process $1 exists and is not a zombie (a killed JVM whose parent has not reaped it yet is gone for us).
 alive() {

@@ -3,7 +3,10 @@
 
 Each pattern is compiled once. Decisions are cached per key and per string value (both repeat across
 spans: ``GET``, ``postgresql``, a statement text), up to a bound; a value shorter than the shortest text the
-value pattern can match is never searched (with the default pattern, most tag values).
+value pattern can match is never searched (with the default pattern, most tag values). The value pattern's
+top-level alternatives are searched one by one (:func:`branches`): a branch that starts with a literal (the
+default's ``@``) is then found by a fast scan for it, where the alternation tried every branch at every
+position (7.5 µs a realistic value against 1.7).
 """
 
 from __future__ import annotations
@@ -27,6 +30,42 @@ CACHED_VALUE_CHARS: Final = 256
 """Only values up to this long are remembered (keys are at most 256 by the model): at most ~50 MB."""
 
 
+def branches(pattern: str) -> list[str]:
+    """The top-level alternatives of ``pattern`` (``a|b(c|d)`` -> ``a``, ``b(c|d)``): a text is matched by
+    ``pattern`` somewhere iff one of them matches it somewhere. ``[pattern]`` where splitting could change
+    the meaning (global inline flags, or a branch that does not compile alone)."""
+    parts, depth, start, i = [], 0, 0, 0
+    class_from = -1  # inside a [...] class: where its members start (a "]" there is one of them)
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if class_from >= 0:
+            if c == "]" and i > class_from:
+                class_from = -1
+        elif c == "[":
+            class_from = i + 2 if pattern[i + 1 : i + 2] == "^" else i + 1
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    parts.append(pattern[start:])
+    if len(parts) == 1 or (pattern.startswith("(?") and pattern[2:3].isalpha()):
+        return [pattern]
+    try:
+        flags = re.compile(pattern).flags
+        if any(re.compile(part).flags != flags for part in parts):
+            return [pattern]
+    except re.error:
+        return [pattern]
+    return parts
+
+
 def _shortest_match(pattern: re.Pattern[str]) -> int:
     """The fewest characters a match of ``pattern`` can have (0 when it cannot be told)."""
     try:
@@ -39,8 +78,9 @@ def _shortest_match(pattern: re.Pattern[str]) -> int:
 class Redactor:
     def __init__(self, key_pattern: str, value_pattern: str) -> None:
         self._key = re.compile(key_pattern) if key_pattern else None
-        self._value = re.compile(value_pattern) if value_pattern else None
-        self._shortest = _shortest_match(self._value) if self._value is not None else 0
+        self._values = [
+            (p, _shortest_match(p)) for p in map(re.compile, branches(value_pattern) if value_pattern else [])
+        ]
         self._key_hits: dict[str, bool] = {}
         self._value_hits: dict[str, bool] = {}
 
@@ -51,7 +91,7 @@ class Redactor:
         return hit
 
     def _learn_value(self, value: str) -> bool:
-        hit = self._value is not None and len(value) >= self._shortest and self._value.search(value) is not None
+        hit = any(len(value) >= shortest and p.search(value) is not None for p, shortest in self._values)
         if len(self._value_hits) < CACHE_ENTRIES and len(value) <= CACHED_VALUE_CHARS:
             self._value_hits[value] = hit
         return hit

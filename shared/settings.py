@@ -77,9 +77,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         r"(?i)(?:^|[^a-z0-9])(?:pass(?:word|wd)?|secret|token|authorization|api[-_.]?key|cookie|credentials?)"
         r"(?:[^a-z0-9]|$)|(?:password|secret|token)$"
     )
-    # an e-mail address; a card number: 13-16 digits (single spaces or dashes between), not part of a longer
-    # token (a UUID such as service.instance.id can hold 16 digits joined by a dash)
-    redact_values: str = r"[\w.+-]+@[\w-]+\.[\w.-]+|(?<![\w-])\d(?:[ -]?\d){12,15}(?![\w-])"
+    # an e-mail address (written from its "@": a scan for a literal is fast); a card number: 13-16 digits
+    # (single spaces or dashes between), not part of a longer token (a UUID such as service.instance.id
+    # can hold 16 digits joined by a dash)
+    redact_values: str = r"@(?<=[\w.+-]@)[\w-]+\.[\w.-]+|(?<![\w-])\d(?:[ -]?\d){12,15}(?![\w-])"
     # Tail sampling at finalization: keep failed, keep slow, keep this fraction of the rest.
     sample_rate: Fraction = 1.0
     sample_slow_ms: NonNegative = 1000

@@ -42,18 +42,11 @@ while [ $# -gt 0 ]; do
 done
 
 log() { printf 'kafka: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+# shellcheck source=../../scripts/lib/jvm.sh
+. "$here/../../scripts/lib/jvm.sh"
 
-fetch() {
-  if [ -f "$cache/lib/.complete" ]; then return 0; fi
-  command -v java >/dev/null || { log "java is not installed (Java 17+ needed)"; exit 1; }
-  command -v mvn >/dev/null || { log "mvn is not installed (Maven needed to fetch the jars)"; exit 1; }
-  log "fetching Apache Kafka $version jars into $cache/lib"
-  rm -rf "$cache/lib.tmp"
-  mvn -B -q -f "$here/pom.xml" \
-    org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$cache/lib.tmp" >&2
-  rm -rf "$cache/lib" && mv "$cache/lib.tmp" "$cache/lib" && touch "$cache/lib/.complete"
-}
+fetch() { fetch_jars "Apache Kafka $version" "$here/pom.xml" "$cache"; }
 
 alive() { [ -f "$dir/kafka.pid" ] && kill -0 "$(cat "$dir/kafka.pid")" 2>/dev/null; }
 

@@ -33,8 +33,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         TRACING_WRITE_TOKENS=",".join(settings.write_tokens),
         PYTHONPATH=str(ROOT),
     )
-    for name in Settings.__struct_fields__:  # the connection's security, when it has any
-        if name.startswith(("kafka_security", "kafka_sasl", "kafka_ssl")) and getattr(settings, name):
+    for name in Settings.__struct_fields__:  # the connection's security and the archive, when it has any
+        if name.startswith(("kafka_security", "kafka_sasl", "kafka_ssl", "archive_")) and getattr(settings, name):
             env[f"TRACING_{name.upper()}"] = str(getattr(settings, name))
     return env
 

@@ -136,3 +136,33 @@ async def test_archive_retention_deletes_old_blocks_but_those_holding_a_pinned_t
     assert pinned in await _archived(store, objects)
     assert [o.name for o in await objects.list("blocks")] == [kept.name]
     assert len(hot) > 1
+
+
+class _CrashAfterPut(FileObjectStore):
+    """A folder whose first PUT lands and then fails the round, as a worker dying right after it would."""
+
+    crashed = False
+
+    async def put(self, name: str, data: bytes) -> None:
+        await super().put(name, data)
+        if not self.crashed:
+            self.crashed = True
+            raise OSError("the worker died after its PUT")
+
+
+async def test_a_round_cut_after_its_put_leaves_an_unregistered_object_and_loses_nothing(
+    store: TraceStore, tmp_path: Path
+) -> None:
+    _cassandra_has_none(store)
+    hot = await _stored(store, 1500)
+    objects = _CrashAfterPut(tmp_path / "archive")
+    archiver = _archiver(store, objects)
+    await archiver.round()
+    assert objects.crashed and not archiver.caught_up()
+    assert await store.archived_blocks() == []
+    assert all([await store.get_trace(t.trace_id) is not None for t in hot])  # still hot, read once
+    await archiver.round()
+    registered = {b.name for b in await store.archived_blocks()}
+    assert set(await _archived(store, objects)) == {t.trace_id for t in hot}
+    garbage = {o.name for o in await objects.list("blocks")} - registered
+    assert len(garbage) == 1  # the first block: never registered, never read

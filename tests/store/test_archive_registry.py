@@ -8,7 +8,8 @@ import msgspec
 import pytest
 
 from bench.workload import realistic_traces
-from shared.store import ArchivedBlock, TraceQuery, TraceStore
+from shared.settings import Settings, SettingsError
+from shared.store import ArchivedBlock, TraceQuery, TraceStore, open_store
 from shared.store.base import RollupRow, StoreStats, Window
 
 T0 = 1_732_500_000_000_000
@@ -112,3 +113,11 @@ async def test_pinned_traces_are_kept_by_the_hot_purge(store: TraceStore) -> Non
     assert {t for t in ids if (await store.get_trace(t)) is not None} == {ids[0], ids[3]}
     found = await store.find_traces(TraceQuery(limit=100, service_name="database"))
     assert {s.trace_id for s in found} <= {ids[0], ids[3]}
+
+
+async def test_an_archive_with_the_cassandra_store_is_refused_at_open() -> None:
+    settings = Settings.from_env(
+        {}, store_url="cassandra://127.0.0.1:1/tracing", archive_url="file:///tmp/kafka-tracing-archive"
+    )
+    with pytest.raises(SettingsError, match="TRACING_ARCHIVE_URL: the Cassandra store has no archive tier yet"):
+        await open_store(settings)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.models import Event, Log, Span, SpanFinish, Tags
-from shared.redact import REDACTED, Redactor
+from shared.redact import REDACTED, Redactor, branches
 from shared.settings import Settings
 
 DEFAULTS = Settings.from_env({})
@@ -125,3 +125,30 @@ def test_cached_and_short_values_decide_as_the_pattern_does() -> None:
         for value in values:
             expected = re.search(Settings().redact_values, value) is not None
             assert (r.tags({"k": value}) is not None) == expected, value
+
+
+PREVIOUS_DEFAULT = r"[\w.+-]+@[\w-]+\.[\w.-]+|(?<![\w-])\d(?:[ -]?\d){12,15}(?![\w-])"
+"""The default value pattern as first written: the one now set finds an e-mail from its ``@``."""
+
+
+@given(st.text(alphabet="ab.+-@ 0123456789_xé", max_size=40))
+def test_the_default_value_pattern_finds_what_it_always_found(value: str) -> None:
+    redactor = Redactor("", DEFAULTS.redact_values)
+    assert (redactor.tags({"v": value}) is not None) == (re.search(PREVIOUS_DEFAULT, value) is not None)
+
+
+SPLIT_PATTERNS = [r"a+b|c", r"(a|b)c|[|c]d", r"\|a|b(?=c)", r"[^]|a]+|(?:ab|ba)$", r"x|(?<=a)b|\d{2}"]
+
+
+@pytest.mark.parametrize("pattern", SPLIT_PATTERNS)
+@given(value=st.text(alphabet="abcdx|]12", max_size=12))
+def test_a_pattern_searched_branch_by_branch_matches_what_it_matched(pattern: str, value: str) -> None:
+    assert branches(pattern) != [pattern]
+    assert any(re.search(b, value) for b in branches(pattern)) == (re.search(pattern, value) is not None)
+
+
+def test_patterns_that_cannot_be_split_stay_whole() -> None:
+    assert branches("(?i)a|b") == ["(?i)a|b"]  # its flags belong to every branch
+    assert branches(r"a\|b") == [r"a\|b"]
+    assert branches("[a|b]") == ["[a|b]"]
+    assert branches("(a|b)") == ["(a|b)"]

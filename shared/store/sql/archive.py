@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from shared.store.base import ArchivedBlock
+from shared.store.base import ArchivedBlock, StoredTrace
 from shared.store.sql.driver import SqlDriver
+from shared.store.sql.reader import read_trace
 from shared.store.sql.writer import derived_chunks, endpoint_keys, purge_correction, purge_shares
 
 DUE: Final = (
@@ -24,10 +25,12 @@ BLOCKS: Final = "SELECT name, shard, start_us, end_us, created_us, meta FROM arc
 PIN: Final = "INSERT INTO archive_pins VALUES (?, ?) ON CONFLICT (trace_id) DO NOTHING"
 
 
-async def due_ids(d: SqlDriver, before_us: int, shard: str, limit: int) -> list[str]:
-    """The ids of up to ``limit`` finalized traces of ``shard`` that started before ``before_us``, oldest
-    first."""
-    return [str(r[0]) for r in await d.fetch(d.dialect.sql(DUE), [shard, before_us, limit])]
+async def due_traces(d: SqlDriver, before_us: int, shard: str, limit: int) -> list[StoredTrace]:
+    """Up to ``limit`` finalized traces of ``shard`` that started before ``before_us``, oldest first, as
+    :meth:`~.reader.SqlReader.get_trace` reads them (their analysis left to the caller), in one read."""
+    ids = [str(r[0]) for r in await d.fetch(d.dialect.sql(DUE), [shard, before_us, limit])]
+    found = [await read_trace(d, trace_id) for trace_id in ids]
+    return [t for t in found if t is not None and t.state == "finalized"]
 
 
 async def register(d: SqlDriver, block: ArchivedBlock, trace_ids: Sequence[str]) -> list[str]:

@@ -80,7 +80,7 @@ class SqlReader(ABC):
         """Run ``job`` in one read transaction, with a driver on its connection."""
 
     async def get_trace(self, trace_id: str) -> StoredTrace | None:
-        trace = await self._snapshot(lambda d: _get_trace(d, trace_id))
+        trace = await self._snapshot(lambda d: read_trace(d, trace_id))
         if trace is None or trace.state != "finalized":
             return trace
         # a finalized trace's spans are those it was finalized with (a change re-opens it): its analysis
@@ -157,7 +157,8 @@ class SqlReader(ABC):
         return [_heartbeat_decoder.decode(r[0]) for r in rows]
 
 
-async def _get_trace(d: SqlDriver, trace_id: str) -> StoredTrace | None:
+async def read_trace(d: SqlDriver, trace_id: str) -> StoredTrace | None:
+    """The trace as stored, its analysis ``None`` (derived by the caller for a finalized trace)."""
     found = await d.fetch(d.dialect.sql(TRACE), [trace_id])
     if not found or found[0][1] in ("dropped", "waiting"):
         return None

@@ -14,7 +14,7 @@ from typing import Final, TypeVar
 
 import msgspec
 
-from shared.analysis import TraceAnalysis
+from shared.analysis import TraceAnalysis, analyze_aside
 from shared.sampling import Sampler
 from shared.store.backend import Backend
 from shared.store.base import (
@@ -139,9 +139,8 @@ class SqlStore(Backend, SqlReader):
     # -- archive --------------------------------------------------------------------------------------
 
     async def archive_due(self, before_us: int, *, shard: str, limit: int) -> list[StoredTrace]:
-        ids = await self._snapshot(lambda d: archive.due_ids(d, before_us, shard, limit))
-        found = [await self.get_trace(trace_id) for trace_id in ids]
-        return [t for t in found if t is not None and t.state == "finalized"]
+        traces = await self._snapshot(lambda d: archive.due_traces(d, before_us, shard, limit))
+        return [msgspec.structs.replace(t, analysis=await analyze_aside(t.trace_id, t.spans)) for t in traces]
 
     async def register_block(self, block: ArchivedBlock, trace_ids: Sequence[str]) -> None:
         cache = self.cache
