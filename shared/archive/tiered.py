@@ -3,8 +3,10 @@
 * :meth:`TieredReads.get_trace`: the hot store's trace when it has a span of it; else the registered blocks
   whose row groups' trace-id ranges can hold the id, newest block first, the first that has it answering.
   An archived trace's analysis is derived from its spans, as the SQL stores derive a finalized trace's.
-* :meth:`TieredReads.find_traces`: the hot store's results, plus those of every registered block whose
-  time range overlaps the query's (each block prunes by its metadata and row groups' statistics itself).
+* :meth:`TieredReads.find_traces`: the hot store's results, plus those of the registered blocks whose time
+  range overlaps the query's (each block prunes by its metadata and row groups' statistics itself), latest
+  first, :data:`BLOCKS_AT_ONCE` at a time, until the blocks left cannot hold a trace newer than the last
+  one the answer keeps.
   A trace in both tiers (a registered block whose hot rows are still there) is answered once, from the hot
   store. Merged newest first by trace start, then by trace id (descending) in both tiers: the hot stores
   alone break ties by insertion order, which blocks do not keep.
@@ -89,6 +91,7 @@ class TieredReads:
         objects: ObjectStore | None = None,
         *,
         refresh_s: float = CATALOG_REFRESH_S,
+        blocks_at_once: int = BLOCKS_AT_ONCE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -98,6 +101,7 @@ class TieredReads:
 
             self.reader = BlockReader(objects)
         self._refresh_s = refresh_s
+        self._blocks_at_once = blocks_at_once
         self._clock = clock
         self._catalog: list[Registered] = []
         self._read_at: float | None = None
@@ -160,41 +164,45 @@ class TieredReads:
         the merged answer."""
         if self.reader is None:
             return [TieredSummary(s, "hot") for s in await self.store.find_traces(query)]
-        hot = await _first(self.store.find_traces, query)
-        archived = await self._search_blocks(query)
-        merged = {s.trace_id: TieredSummary(s, "hot") for s in hot}
-        for summary in archived:
-            merged.setdefault(summary.trace_id, TieredSummary(summary, "archive"))
+        merged = {s.trace_id: TieredSummary(s, "hot") for s in await _first(self.store.find_traces, query)}
+        wanted = query.offset + query.limit
+        for batch in await self._overlapping(query):
+            if len(merged) >= wanted:  # a block can only matter if it holds a trace as new as the last kept
+                floor = sorted((t.summary for t in merged.values()), key=_newest_first, reverse=True)[wanted - 1]
+                batch = [r for r in batch if r.block.end_us >= floor.start_us]
+                if not batch:
+                    break
+            for found in await asyncio.gather(*(self._search_block(r, query) for r in batch)):
+                for summary in found:
+                    merged.setdefault(summary.trace_id, TieredSummary(summary, "archive"))
         ordered = sorted(merged.values(), key=lambda t: _newest_first(t.summary), reverse=True)
-        return ordered[query.offset : query.offset + query.limit]
+        return ordered[query.offset : wanted]
 
-    async def _search_blocks(self, query: TraceQuery) -> list[TraceSummary]:
-        """The first ``offset + limit`` matches of every block whose time range overlaps the query's, newest
-        block first."""
-        reader = self.reader
-        assert reader is not None
+    async def _overlapping(self, query: TraceQuery) -> list[list[Registered]]:
+        """The blocks whose time range overlaps the query's, latest trace first, in batches searched at
+        once."""
         low, high = query.start_us, query.end_us
         overlapping = [
             r
             for r in await self.blocks()
             if (low is None or r.block.end_us >= low) and (high is None or r.block.start_us <= high)
         ]
-        overlapping.sort(key=lambda r: (r.block.created_us, r.block.start_us), reverse=True)
-        gate = asyncio.Semaphore(BLOCKS_AT_ONCE)
+        overlapping.sort(key=lambda r: (r.block.end_us, r.block.created_us), reverse=True)
+        at_once = self._blocks_at_once
+        return [overlapping[i : i + at_once] for i in range(0, len(overlapping), at_once)]
 
-        async def search(registered: Registered) -> list[TraceSummary]:
-            async with gate:
+    async def _search_block(self, registered: Registered, query: TraceQuery) -> list[TraceSummary]:
+        """The first ``offset + limit`` matches of the block (none when its object is gone)."""
+        reader = self.reader
+        assert reader is not None
 
-                async def find(q: TraceQuery) -> list[TraceSummary]:
-                    return await self._from_archive(reader.find_traces(registered.block.name, registered.meta, q))
+        async def find(q: TraceQuery) -> list[TraceSummary]:
+            return await self._from_archive(reader.find_traces(registered.block.name, registered.meta, q))
 
-                try:
-                    return await _first(find, query)
-                except ObjectMissing:
-                    return []
-
-        found = await asyncio.gather(*(search(r) for r in overlapping))
-        return [summary for block in found for summary in block]
+        try:
+            return await _first(find, query)
+        except ObjectMissing:
+            return []
 
     async def close(self) -> None:
         if self.reader is not None:

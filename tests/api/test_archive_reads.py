@@ -25,7 +25,7 @@ from bench.workload import realistic_traces
 from shared.archive.block import block_name, encode_meta, write_block
 from shared.archive.objects import FileObjectStore
 from shared.archive.tiered import TieredReads
-from shared.store.base import ArchivedBlock, TraceStore
+from shared.store.base import ArchivedBlock, TraceQuery, TraceStore
 
 from .conftest import ServeApi
 from .support import T0_US, LiveApi
@@ -39,11 +39,14 @@ def _needs_an_archive_tier(store: TraceStore) -> None:
         pytest.skip("the Cassandra store has no archive tier yet")
 
 
-async def _seed(api: LiveApi, spans_wanted: int) -> list[str]:
-    """Realistic traces (one millisecond apart from ``T0_US``) written and finalized; their ids by start."""
+async def _seed(api: LiveApi, spans_wanted: int, *, shards: int = 1) -> list[str]:
+    """Realistic traces (one millisecond apart from ``T0_US``, dealt to ``shards`` shards of the topic in
+    turn) written and finalized; their ids by start."""
     traces = list(realistic_traces(spans_wanted, start_us=T0_US))
-    await api.ingest([span for trace in traces for span in trace], now_us=NOW_US)
     ids = [trace[0].trace_id for trace in traces]
+    shard_of = {trace_id: f"{api.settings.topic}/{i % shards}" for i, trace_id in enumerate(ids)}
+    spans = [span for trace in traces for span in trace]
+    await api.store.write_batch(spans, [], shards=shard_of, now_us=NOW_US, grace_us=1, idle_us=1)
     await api.finalize(*ids, now_us=NOW_US + 1)
     return ids
 
@@ -180,6 +183,37 @@ async def test_the_archive_button_pins_hot_and_archived_traces(
         assert unknown.status == 404
         assert unknown.json["errors"][0]["code"] == 404
         assert "0123456789abcdef0123456789abcdef" not in await api.store.pinned_traces()
+
+
+async def test_pages_over_several_blocks_and_the_hot_store_answer_as_before(
+    serve_api: ServeApi, store: TraceStore, tmp_path: Path
+) -> None:
+    _needs_an_archive_tier(store)
+    pages = [(limit, offset) for limit in (1, 5, 17) for offset in (0, 3, 11, 16, 30, 45)]
+    queries = [TraceQuery(limit=limit, offset=offset) for limit, offset in pages]
+    async with serve_api() as hot_only:
+        ids = await _seed(hot_only, 1200, shards=2)  # two shards' blocks of each window overlap in time
+        paths = [f"/traces/query?limit={limit}&offset={offset}" for limit, offset in pages]
+        paths += [f"/api/traces?service=api-gateway&limit={limit}" for limit, _ in pages]
+        before = await _answers(hot_only, paths)
+        expected = [await store.find_traces(query) for query in queries]
+        topic, quarter = hot_only.settings.topic, len(ids) // 4
+        moved = [
+            await archive_before(
+                store, tmp_path, f"{topic}/{shard}", T0_US + n * quarter * 1000, unique=f"q{n}s{shard}"
+            )
+            for n in (1, 2, 3)
+            for shard in (0, 1)
+        ]
+    assert all(moved) and sum(map(len, moved)) < len(ids)
+    async with serve_api(archive_url=f"file://{tmp_path}") as both:
+        after = await _answers(both, paths)
+    for path in paths:
+        assert after[path][0] == before[path][0], path
+    assert {"hot", "archive"} <= {tier for _, tiers in after.values() for tier in tiers}
+    one_block_at_a_time = TieredReads(store, FileObjectStore(tmp_path), blocks_at_once=1)  # stops between blocks
+    for query, answer in zip(queries, expected, strict=True):
+        assert [found.summary for found in await one_block_at_a_time.find_traces(query)] == answer, query
 
 
 async def test_a_trace_in_both_tiers_is_answered_once_from_the_hot_store(
