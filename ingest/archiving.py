@@ -7,7 +7,7 @@ whatever fails or crashes between them:
 
 1. its traces are read from the hot store and written into one block (pyarrow: on a thread of its own);
 2. the block is PUT whole in the object store (atomic): a crash after this leaves an object no one
-   registered, never read (garbage, harmless);
+   registered, never read (garbage, deleted later: below);
 3. the block is registered in the hot store and its traces' hot rows removed, in one transaction on the
    SQL stores (:meth:`~shared.store.base.ArchiveRegistry.register_block`).
 
