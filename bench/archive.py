@@ -11,6 +11,13 @@ it derives them on read), how fast the block is written, and read times (median 
     python -m bench.archive                                  # a folder only
     bash scripts/s3.sh up                                    # then, with the AWS_* line it prints:
     python -m bench.archive --url "s3://tracing/?endpoint=http://127.0.0.1:9000&region=us-east-1"
+
+``--move`` times the worker's mover instead (:class:`ingest.archiving.Archiver`): ``--spans`` spans of each
+workload written and finalized in a SQLite hot store, then moved into a folder archive by one
+``move_due`` (hot read, block written, PUT, registration with the hot rows removed): moved spans/s, and
+the registrations' share of the time (ms a block).
+
+    python -m bench.archive --move --spans 100000
 """
 
 from __future__ import annotations
@@ -128,22 +135,84 @@ async def measure(args: argparse.Namespace) -> list[list[str]]:
     return rows
 
 
+async def move(workload: str, spans_wanted: int) -> list[str]:
+    """One workload through the mover: [workload, spans, blocks, moved spans/s, register ms a block]."""
+    from ingest.archiving import Archiver
+    from ingest.ownership import Ownership
+    from shared.settings import Settings
+    from shared.store import ArchivedBlock, open_store
+
+    start_us = 1_796_600_000_000_000
+    traces = list(WORKLOADS[workload](spans_wanted, start_us=start_us))
+    ids = [trace[0].trace_id for trace in traces]
+    spans = [span for trace in traces for span in trace]
+    with tempfile.TemporaryDirectory(prefix="archive-move-bench-") as tmp:
+        settings = Settings.from_env({}, store_url=f"sqlite:///{Path(tmp) / 'hot.db'}", archive_after_h=1.0)
+        store = await open_store(settings)
+        try:
+            shard = "spans/0"
+            for at in range(0, len(spans), 20_000):
+                batch = spans[at : at + 20_000]
+                await store.write_batch(
+                    batch,
+                    [],
+                    shards=dict.fromkeys({s.trace_id for s in batch}, shard),
+                    now_us=start_us,
+                    grace_us=0,
+                    idle_us=0,
+                )
+            for at in range(0, len(ids), 2000):
+                await store.finalize(ids[at : at + 2000], now_us=start_us + 1)
+            registering: list[float] = []
+            register = store.register_block
+
+            async def timed(block: ArchivedBlock, trace_ids: Any) -> None:
+                await _timed(registering, register(block, trace_ids))
+
+            setattr(store, "register_block", timed)  # noqa: B010 (a method replaced on the instance)
+            ownership = Ownership()
+            ownership.shards.add(shard)
+            archiver = Archiver(settings, store, ownership, FileObjectStore(Path(tmp) / "archive"))
+            started = time.perf_counter()
+            moved = await archiver.move_due()
+            took = time.perf_counter() - started
+            assert moved == len(ids), (moved, len(ids))
+        finally:
+            await store.close()
+    return [
+        workload,
+        f"{len(spans):,}",
+        str(len(registering)),
+        f"{len(spans) / took:,.0f}",
+        f"{statistics.mean(registering):.0f} ({sum(registering) / 10 / took:.0f}%)",
+    ]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("-|-".join("-" * w for w in widths))
+    for row in rows:
+        print(" | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spans", type=int, default=200_000, help="spans a workload (one block)")
     parser.add_argument("--reads", type=int, default=100, help="trace reads and searches timed a store")
     parser.add_argument("--workloads", default="demo,realistic")
     parser.add_argument("--url", default="", help="an s3:// archive URL to time reads on too")
+    parser.add_argument("--move", action="store_true", help="time the mover on a SQLite hot store instead")
     args = parser.parse_args()
+    if args.move:
+        moved = [asyncio.run(move(workload, args.spans)) for workload in args.workloads.split(",")]
+        _table(["workload", "spans", "blocks", "moved spans/s", "register ms a block (share)"], moved)
+        return
     rows = asyncio.run(measure(args))
     header = ["workload", "spans", "B/span", "row groups", "footer", "analyses B/span", "write spans/s"]
     for store in ["folder", *(["s3"] if args.url else [])]:
         header += [f"{store} by id ms (p50 / p99)", f"{store} 1 h search ms (p50 / p99)"]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-|-".join("-" * w for w in widths))
-    for row in rows:
-        print(" | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+    _table(header, rows)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ whatever fails or crashes between them:
 
 1. its traces are read from the hot store and written into one block (pyarrow: on a thread of its own);
 2. the block is PUT whole in the object store (atomic): a crash after this leaves an object no one
-   registered, never read (garbage, harmless);
+   registered, never read (garbage, deleted later: below);
 3. the block is registered in the hot store and its traces' hot rows removed, in one transaction on the
    SQL stores (:meth:`~shared.store.base.ArchiveRegistry.register_block`).
 
@@ -17,6 +17,13 @@ its block before the next owner starts moving the same traces.
 Archive retention deletes whole blocks whose traces all started before the retention bound: unregistered
 first, then their objects (a crash between leaves garbage, never a registered block without its object). A
 block holding a pinned trace (Jaeger's archive button) is kept.
+
+Garbage: an object named as a block of an owned shard that no registered block names, and older than
+:data:`GARBAGE_GRACE_S` (what a crash between a PUT and its registration, or between a block's
+unregistration and its delete, leaves), is deleted by the shard's owner, at most every
+:data:`GARBAGE_EVERY_S`. The grace is far longer than a move can take: a move whose registration would
+start more than :data:`MOVE_DEADLINE_S` after its PUT began gives its block up unregistered, so an object a
+move is still going to register (this worker's, or a previous owner's of the shard) is never collected.
 """
 
 from __future__ import annotations
@@ -24,11 +31,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from typing import Final
 
 from ingest.ownership import Ownership
-from shared.archive.block import BlockMeta, block_name, decode_meta, encode_meta, id_key, write_block
+from shared.archive.block import (
+    BLOCKS,
+    BlockMeta,
+    block_name,
+    block_shard,
+    decode_meta,
+    encode_meta,
+    id_key,
+    write_block,
+)
 from shared.archive.objects import ObjectStore
 from shared.archive.reader import BlockReader
 from shared.clock import now_us
@@ -41,6 +58,16 @@ log = logging.getLogger("ingest.worker")
 BLOCK_TRACES: Final = 2000
 """Traces a block holds at most (a round writes blocks of this many while more are due): about 60,000
 realistic spans, a few MB of Parquet, under a second to write."""
+MOVE_DEADLINE_S: Final = 600.0
+"""A move whose PUT began longer ago than this does not register its block (the round fails; the block's
+object is garbage, its traces stay hot and move in a later round)."""
+GARBAGE_GRACE_S: Final = 3600.0
+"""How old an unregistered object must be before it is deleted as garbage: the move's deadline
+(:data:`MOVE_DEADLINE_S`) with 50 minutes to spare for its registration's transaction, and for clocks (the
+object store's and the worker's) that disagree by minutes."""
+GARBAGE_EVERY_S: Final = GARBAGE_GRACE_S / 6
+"""How often the owned shards' objects are listed to find garbage (a listing of every block): a sixth of the
+grace."""
 HOUR_US: Final = 3_600_000_000
 DAY_US: Final = 24 * HOUR_US
 
@@ -63,7 +90,11 @@ class Archiver:
         objects: ObjectStore,
         *,
         block_traces: int = BLOCK_TRACES,
+        garbage_grace_s: float = GARBAGE_GRACE_S,
+        move_deadline_s: float = MOVE_DEADLINE_S,
     ) -> None:
+        if move_deadline_s >= garbage_grace_s:
+            raise ValueError("the garbage grace must be longer than a move's deadline")
         self._store = store
         self._ownership = ownership
         self._objects = objects
@@ -72,6 +103,10 @@ class Archiver:
         self._retention_us = int(settings.archive_retention_d * DAY_US)
         self._check_s = settings.archive_check_s
         self._block_traces = block_traces
+        self._garbage_grace_s = garbage_grace_s
+        self._move_deadline_s = move_deadline_s
+        self._garbage_every_s = garbage_grace_s * GARBAGE_EVERY_S / GARBAGE_GRACE_S
+        self._garbage_at: float | None = None
         self._caught_up = False
         self._failing = False
 
@@ -104,7 +139,14 @@ class Archiver:
             block = await asyncio.to_thread(write_block, traces)
             meta = block.meta
             name = block_name(shard_number(shard), meta.start_us, uuid.uuid4().hex)
+            put_at = time.monotonic()
             await self._objects.put(name, block.data)
+            took = time.monotonic() - put_at
+            if took > self._move_deadline_s:
+                raise TimeoutError(
+                    f"the PUT of {name} took {took:.0f}s, more than {self._move_deadline_s:.0f}s: left unregistered"
+                    " (garbage), its traces move again"
+                )
             registered = ArchivedBlock(
                 name=name,
                 shard=shard,
@@ -141,6 +183,33 @@ class Archiver:
             log.info("archive retention: deleted %d blocks whose traces started before %d", len(expired), bound)
         return len(expired)
 
+    async def collect_garbage(self) -> int:
+        """Delete the objects named as blocks of the owned shards that no registered block names and that are
+        older than the garbage grace; how many. Listed before the registered blocks are read, so a block
+        registered meanwhile is seen registered."""
+        numbers = {shard_number(shard) for shard in self._ownership.shards}
+        if not numbers:
+            return 0
+        bound_us = now_us() - int(self._garbage_grace_s * 1_000_000)
+        old = [
+            o.name
+            for o in await self._objects.list(BLOCKS)
+            if o.modified_us < bound_us and block_shard(o.name) in numbers
+        ]
+        if not old:
+            return 0
+        registered = {b.name for b in await self._store.archived_blocks()}
+        garbage = [name for name in old if name not in registered]
+        for name in garbage:
+            await self._objects.delete(name)
+        if garbage:
+            log.info(
+                "archive: deleted %d objects no registered block names (older than %.0fs)",
+                len(garbage),
+                self._garbage_grace_s,
+            )
+        return len(garbage)
+
     async def _holds_pinned(self, name: str, meta: BlockMeta, pinned: set[str]) -> bool:
         """Whether the block holds one of the ``pinned`` traces (read only when a row group's id range
         may hold one)."""
@@ -157,6 +226,10 @@ class Archiver:
         try:
             await self.move_due()
             await self.expire_blocks()
+            now = time.monotonic()
+            if self._garbage_at is None or now - self._garbage_at >= self._garbage_every_s:
+                await self.collect_garbage()
+                self._garbage_at = now
         except Exception as exc:
             self._caught_up = False
             if not self._failing:

@@ -23,6 +23,7 @@ the block and the row groups to fetch without opening it). Pure: no I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -114,6 +115,15 @@ def block_name(shard: int, window_start_us: int, unique: str) -> str:
         raise ValueError(f"not a block name part: {unique!r}")
     at = datetime.fromtimestamp(window_start_us / 1_000_000, UTC)
     return f"{BLOCKS}/{at:%Y-%m-%d}/{at:%H%M}-{shard:04}-{unique}.parquet"
+
+
+_NAMED: Final = re.compile(rf"{BLOCKS}/\d{{4}}-\d{{2}}-\d{{2}}/\d{{4}}-(\d{{4,}})-[^/]+")
+
+
+def block_shard(name: str) -> int | None:
+    """The shard number of an object named as :func:`block_name` names blocks; ``None`` for any other."""
+    named = _NAMED.fullmatch(name)
+    return int(named[1]) if named else None
 
 
 class RowGroupMeta(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):

@@ -27,6 +27,9 @@ class ObjectMissing(LookupError):
 class ObjectInfo(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     size: int
+    modified_us: int
+    """When it was written (µs since the epoch, by the store's clock): what the garbage collection of
+    objects no registered block names goes by (:mod:`ingest.archiving`)."""
 
 
 class ObjectStore(Protocol):
@@ -124,7 +127,12 @@ class FileObjectStore:
             for file in files:
                 if not file.startswith(".put-"):  # a put under way
                     path = Path(below, file)
-                    found.append(ObjectInfo(name=path.relative_to(self.root).as_posix(), size=path.stat().st_size))
+                    try:
+                        stat = path.stat()
+                    except FileNotFoundError:  # deleted since the walk saw it
+                        continue
+                    name = path.relative_to(self.root).as_posix()
+                    found.append(ObjectInfo(name=name, size=stat.st_size, modified_us=stat.st_mtime_ns // 1000))
         return sorted(found, key=lambda info: info.name)
 
     async def delete(self, name: str) -> None:

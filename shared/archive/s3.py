@@ -81,7 +81,14 @@ class S3ObjectStore:
         found: list[ObjectInfo] = []
         try:
             async for chunk in obstore.list(self._store, folder.strip("/") or None, chunk_size=1000):
-                found.extend(ObjectInfo(name=meta["path"], size=meta["size"]) for meta in chunk)
+                found.extend(
+                    ObjectInfo(
+                        name=meta["path"],
+                        size=meta["size"],
+                        modified_us=int(meta["last_modified"].timestamp() * 1_000_000),
+                    )
+                    for meta in chunk
+                )
         except (BaseError, OSError) as exc:
             raise OSError(f"archive: listing {folder!r}: {_first_line(exc)}") from None
         return sorted(found, key=lambda info: info.name)

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shared.archive.block import decode_meta, id_key
-from shared.archive.objects import FileObjectStore
+from shared.archive.objects import FileObjectStore, ObjectStore
 from shared.archive.reader import BlockReader
 from shared.kafka import SpanProducer, ensure_topics
 from shared.settings import Settings
@@ -35,7 +35,7 @@ SPANS = 30_000  # ~3,000 traces: two blocks, so the kill lands while the second 
 HOURS_AGO_US = 3 * 3_600_000_000
 
 
-def _counts(settings: Settings) -> tuple[int, int, int]:
+def hot_counts(settings: Settings) -> tuple[int, int, int]:
     """(finalized traces in the hot store, traces in the hot store, registered blocks), read directly."""
     with contextlib.closing(sqlite3.connect(sqlite_path(settings.store_url), timeout=30)) as db:
         finalized, total = db.execute(
@@ -46,7 +46,7 @@ def _counts(settings: Settings) -> tuple[int, int, int]:
     return finalized, total, blocks
 
 
-async def _block_spans(settings: Settings, objects: FileObjectStore) -> dict[str, tuple[str, int]]:
+async def block_spans(settings: Settings, objects: ObjectStore) -> dict[str, tuple[str, int]]:
     """Per registered block, its trace ids' span counts: trace id -> (block, spans), failing on a trace in
     two blocks."""
     found: dict[str, tuple[str, int]] = {}
@@ -75,7 +75,7 @@ async def test_old_traces_move_to_the_archive_once_across_a_sigkill(settings: Se
             for trace in traces:
                 await producer.send(trace)
             await producer.flush()
-        await wait_for(lambda: _counts(settings)[0] == len(traces), timeout_s=180, what="every trace finalized")
+        await wait_for(lambda: hot_counts(settings)[0] == len(traces), timeout_s=180, what="every trace finalized")
     finally:
         assert worker.stop() == 0, worker.output()
     async with reader(settings) as store:
@@ -92,18 +92,18 @@ async def test_old_traces_move_to_the_archive_once_across_a_sigkill(settings: Se
     )
     worker = WorkerProcess(archiving, tmp_path / "worker-0.log")
     try:
-        await wait_for(lambda: _counts(settings)[2] >= 1, timeout_s=120, what="a first block registered")
+        await wait_for(lambda: hot_counts(settings)[2] >= 1, timeout_s=120, what="a first block registered")
         worker.kill()  # the second block is being read, written or PUT
-        assert _counts(settings)[0] > 0, "the kill came after the last block: it proves nothing"
+        assert hot_counts(settings)[0] > 0, "the kill came after the last block: it proves nothing"
         worker = WorkerProcess(archiving, tmp_path / "worker-1.log")
-        await wait_for(lambda: _counts(settings)[1] == 0, timeout_s=180, what="the hot store emptied")
+        await wait_for(lambda: hot_counts(settings)[1] == 0, timeout_s=180, what="the hot store emptied")
     finally:
         code = worker.stop()
     assert code == 0, worker.output()
     assert "archive: moved" in worker.output()
 
     objects = FileObjectStore(folder)
-    archived = await _block_spans(archiving, objects)
+    archived = await block_spans(archiving, objects)
     assert archived.keys() == hot.keys()
     assert {trace_id: spans for trace_id, (_, spans) in archived.items()} == {
         trace_id: len(trace.spans) for trace_id, trace in hot.items()

@@ -2,12 +2,16 @@
 archive: due traces move in blocks (several while more are due) equal to what the hot store answered,
 the rollups keep counting them, the hot purge waits for the mover, an object store away fails a round
 (logged once) and the next round moves everything, and archive retention deletes old blocks but those
-holding a pinned trace."""
+holding a pinned trace; unregistered objects are deleted as garbage once older than the grace, never a
+registered block's, another shard's or one younger than the grace (a move on its way to registering it);
+a move past its deadline leaves its block unregistered."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -18,7 +22,7 @@ from ingest.archiving import Archiver, shard_number
 from ingest.ownership import Ownership
 from ingest.retention import Retention
 from ingest.store_full import StoreFull
-from shared.archive.block import decode_meta
+from shared.archive.block import block_name, decode_meta
 from shared.archive.objects import FileObjectStore
 from shared.archive.reader import BlockReader, spans_of
 from shared.settings import Settings
@@ -166,3 +170,71 @@ async def test_a_round_cut_after_its_put_leaves_an_unregistered_object_and_loses
     assert set(await _archived(store, objects)) == {t.trace_id for t in hot}
     garbage = {o.name for o in await objects.list("blocks")} - registered
     assert len(garbage) == 1  # the first block: never registered, never read
+
+
+def _age(objects: FileObjectStore, name: str, seconds: float) -> None:
+    """Make the object ``seconds`` older (its modification time, what its listing reports)."""
+    path = objects.root / name
+    then = path.stat().st_mtime - seconds
+    os.utime(path, (then, then))
+
+
+async def test_garbage_older_than_the_grace_is_deleted_and_nothing_registered_or_in_flight(
+    store: TraceStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _cassandra_has_none(store)
+    hot = await _stored(store, 1500)
+    objects = _CrashAfterPut(tmp_path / "archive")
+    archiver = _archiver(store, objects)
+    await archiver.round()  # its PUT landed, its registration never came: garbage
+    await archiver.round()
+    registered = {b.name for b in await store.archived_blocks()}
+    (crashed,) = {o.name for o in await objects.list("blocks")} - registered
+    start = decode_meta((await store.archived_blocks())[0].meta).start_us
+    in_flight = block_name(shard_number(SHARD), start, "in-flight")  # a PUT whose registration is on its way
+    other_shard = block_name(shard_number(SHARD) + 1, start, "other")  # a shard this worker does not own
+    for name in (in_flight, other_shard, "blocks/notes.txt"):
+        await objects.put(name, b"x")
+    grace_s = 3600.0
+    for info in await objects.list(""):
+        if info.name != in_flight:
+            _age(objects, info.name, 2 * grace_s)
+    _age(objects, in_flight, grace_s / 2)
+
+    settings = Settings.from_env({}, archive_after_h=1.0, archive_check_s=1.0)
+    ownership = Ownership()
+    ownership.shards.add(SHARD)
+    collector = Archiver(settings, store, ownership, objects, garbage_grace_s=grace_s, move_deadline_s=grace_s / 6)
+    with caplog.at_level(logging.INFO, logger="ingest.worker"):
+        assert await collector.collect_garbage() == 1
+    assert any("no registered block names" in r.getMessage() for r in caplog.records)
+    left = {o.name for o in await objects.list("")}
+    assert crashed not in left
+    assert left == registered | {in_flight, other_shard, "blocks/notes.txt"}
+    assert set(await _archived(store, objects)) == {t.trace_id for t in hot}  # every registered block read
+    assert await collector.collect_garbage() == 0
+    with pytest.raises(ValueError, match="longer than a move's deadline"):
+        Archiver(settings, store, ownership, objects, garbage_grace_s=60, move_deadline_s=60)
+
+
+class _SlowPut(FileObjectStore):
+    """A folder whose PUTs take longer than the mover's deadline allows."""
+
+    async def put(self, name: str, data: bytes) -> None:
+        await super().put(name, data)
+        await asyncio.sleep(0.3)
+
+
+async def test_a_move_past_its_deadline_leaves_its_block_unregistered(store: TraceStore, tmp_path: Path) -> None:
+    _cassandra_has_none(store)
+    hot = await _stored(store, 300)
+    settings = Settings.from_env({}, archive_after_h=1.0, archive_check_s=1.0)
+    ownership = Ownership()
+    ownership.shards.add(SHARD)
+    objects = _SlowPut(tmp_path / "archive")
+    archiver = Archiver(settings, store, ownership, objects, block_traces=40, garbage_grace_s=60, move_deadline_s=0.1)
+    await archiver.round()
+    assert not archiver.caught_up()
+    assert await store.archived_blocks() == []
+    assert len(await objects.list("blocks")) == 1  # garbage, collected once older than the grace
+    assert all([await store.get_trace(t.trace_id) is not None for t in hot])

@@ -63,6 +63,8 @@ async def test_registered_blocks_read_back_by_window_and_take_the_hot_rows_not_t
     before = (await store.stats(), await store.stats(window=window), await store.rollups("operations", window))
     query = TraceQuery(limit=1000)
     assert len(await store.find_traces(query)) == len(ids)
+    endpoints = {trace_id: await _endpoint(store, trace_id) for trace_id in ids}
+    assert len(set(endpoints.values())) > 1
 
     first, second = _block("blocks/a", T0, T0 + HOUR), _block("blocks/b", T0 + 2 * HOUR, T0 + 3 * HOUR)
     await store.register_block(first, moved)
@@ -76,6 +78,9 @@ async def test_registered_blocks_read_back_by_window_and_take_the_hot_rows_not_t
     assert {t.trace_id for t in await store.archive_due(NOW + 10 * HOUR, shard="spans/0", limit=1000)} == set(kept)
     after = (await store.stats(), await store.stats(window=window), await store.rollups("operations", window))
     assert _without_slowest(after) == _without_slowest(before)
+    for service, operation in set(endpoints.values()):  # the tail reads walk the kept traces' rows alone
+        tail = await store.slow_trace_contexts(service, operation, None, min_duration_us=0, limit=10_000)
+        assert tail.traces == sum(endpoints[trace_id] == (service, operation) for trace_id in kept)
 
     assert await store.archived_blocks() == [first, second]
     assert await store.archived_blocks(start_us=T0 + HOUR, end_us=T0 + 2 * HOUR) == [first, second]
@@ -85,6 +90,13 @@ async def test_registered_blocks_read_back_by_window_and_take_the_hot_rows_not_t
 
     await store.drop_blocks(["blocks/a", "blocks/missing"])
     assert await store.archived_blocks() == [second]
+
+
+async def _endpoint(store: TraceStore, trace_id: str) -> tuple[str, str]:
+    """The trace's root service and operation (its endpoint)."""
+    trace = await store.get_trace(trace_id)
+    assert trace is not None and trace.analysis is not None
+    return trace.analysis.root_service or "", trace.analysis.root_operation or ""
 
 
 def _without_slowest(answers: tuple[StoreStats, StoreStats, list[RollupRow]]) -> tuple[object, ...]:

@@ -5,8 +5,10 @@ store does the same against S3Proxy in tests/e2e/test_archive_s3.py."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from shared.archive.location import ArchiveLocation
@@ -29,10 +31,12 @@ def test_a_folder_store_puts_whole_objects_reads_ranges_lists_and_deletes(tmp_pa
             data[300:310],
             data[10_230:10_240],
         ]
-        assert await store.list("blocks") == [
-            ObjectInfo(name="blocks/2026-12-07/a.parquet", size=len(data)),
-            ObjectInfo(name="blocks/2026-12-08/b.parquet", size=1),
+        listed = await store.list("blocks")
+        assert [msgspec.structs.replace(i, modified_us=0) for i in listed] == [
+            ObjectInfo(name="blocks/2026-12-07/a.parquet", size=len(data), modified_us=0),
+            ObjectInfo(name="blocks/2026-12-08/b.parquet", size=1, modified_us=0),
         ]
+        assert all(abs(i.modified_us - time.time_ns() // 1000) < 60_000_000 for i in listed)
         assert [i.name for i in await store.list("")] == [
             "blocks-other/c",
             "blocks/2026-12-07/a.parquet",

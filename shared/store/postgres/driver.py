@@ -73,6 +73,10 @@ def py_text(value: str) -> str:
     return value.replace("\x01\x01", "\x00").replace("\x01\x02", "\x01")
 
 
+def _untext(value: str | None) -> str | None:
+    return None if value is None else py_text(value)
+
+
 def pg_texts(values: Sequence[str]) -> Sequence[str]:
     """:func:`pg_text` over a column of strings; one scan when (as always in practice) none needs it."""
     blob = "".join(values)
@@ -393,14 +397,15 @@ class PostgresDriver(sqldriver.Bound[asyncpg.Connection]):
     async def delete_traces(self, tids: Sequence[int]) -> None:
         await self.c.execute("DELETE FROM traces WHERE tid = ANY($1::bigint[])", list(tids))
 
-    async def archive_rows(self, trace_ids: Sequence[str], finalized_by_us: int) -> list[sqldriver.PurgeCandidate]:
+    async def archive_rows(self, trace_ids: Sequence[str], finalized_by_us: int) -> list[sqldriver.ArchiveRow]:
         rows = await self.c.fetch(
-            "SELECT trace_id, tid, contribution, final_chunks FROM traces WHERE trace_id = ANY($1::text[])"
+            "SELECT trace_id, tid, root_service, root_operation, duration_us FROM traces"
+            " WHERE trace_id = ANY($1::text[])"
             " AND state = 'finalized' AND finalized_at_us <= $2 FOR UPDATE SKIP LOCKED",
             list(trace_ids),
             finalized_by_us,
         )
-        return [(r[0], r[1], r[2], r[3], True) for r in rows]
+        return [(r[0], r[1], _untext(r[2]), _untext(r[3]), r[4]) for r in rows]
 
     # -- layout ---------------------------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ from typing import Final
 from shared.store.base import ArchivedBlock, StoredTrace
 from shared.store.sql.driver import SqlDriver
 from shared.store.sql.reader import read_trace
-from shared.store.sql.writer import derived_chunks, endpoint_keys, purge_correction, purge_shares
 
 DUE: Final = (
     "SELECT trace_id FROM traces WHERE state = 'finalized' AND shard = ? AND start_us < ?"
@@ -35,15 +34,21 @@ async def due_traces(d: SqlDriver, before_us: int, shard: str, limit: int) -> li
 
 async def register(d: SqlDriver, block: ArchivedBlock, trace_ids: Sequence[str]) -> list[str]:
     """Register ``block`` and remove the hot rows of those of ``trace_ids`` it may take
-    (:meth:`~.driver.SqlDriver.archive_rows`); the ids removed."""
+    (:meth:`~.driver.SqlDriver.archive_rows`); the ids removed. A trace's ``endpoint_traces`` row (what a
+    tail read walks alone: it goes with its trace) is keyed by its row's root service, root operation and
+    duration, as its finalization wrote them: read from the row, never derived from the spans again."""
     values = [block.name, block.shard, block.start_us, block.end_us, block.created_us, block.meta]
     await d.execute(d.dialect.sql(REGISTER), values)
     rows = await d.archive_rows(trace_ids, block.created_us)
     if not rows:
         return []
-    _, indexed = purge_correction(rows, purge_shares(rows, await derived_chunks(d, rows), d.dicts))
-    if indexed:  # a tail read walks endpoint_traces alone: its rows go with their trace
-        await d.remove_index_rows([], [], endpoint_keys(indexed))
+    endpoints = [
+        (service or "", operation or "", duration_us, tid)
+        for _, tid, service, operation, duration_us in rows
+        if (service or operation) and duration_us is not None
+    ]
+    if endpoints:
+        await d.remove_index_rows([], [], endpoints)
     tids = [r[1] for r in rows]
     await d.delete_traces_data(tids)
     await d.delete_traces(tids)

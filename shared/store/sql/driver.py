@@ -38,6 +38,9 @@ EndpointKey = tuple[str, str, int, int]
 PurgeCandidate = tuple[str, int, bytes | None, int | None, bool]
 """trace_id, tid, contribution (stored: a sampled-out trace's, or one written before shares were derived),
 final_chunks (the chunks its last finalization merged), whether it has search index rows."""
+ArchiveRow = tuple[str, int, str | None, str | None, int | None]
+"""trace_id, tid, root service, root operation, duration (µs) of a trace a registered block takes out of the
+hot store: its ``endpoint_traces`` key, read from its row (the texts as stored before any escaping)."""
 
 
 C = TypeVar("C")
@@ -199,7 +202,7 @@ class SqlDriver(Protocol):
 
     async def delete_traces(self, tids: Sequence[int]) -> None: ...
 
-    async def archive_rows(self, trace_ids: Sequence[str], finalized_by_us: int) -> list[PurgeCandidate]:
+    async def archive_rows(self, trace_ids: Sequence[str], finalized_by_us: int) -> list[ArchiveRow]:
         """The rows among ``trace_ids`` an archived block may take out of the hot store: finalized, and last
         finalized at or before ``finalized_by_us`` (locked where writers run concurrently, rows another
         transaction holds skipped: they stay hot, and are read once)."""

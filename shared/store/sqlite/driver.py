@@ -23,6 +23,7 @@ from shared.store.sql import migrate
 from shared.store.sql.driver import (
     OP_WIDTH,
     TAG_WIDTH,
+    ArchiveRow,
     Bound,
     EndpointIndexRow,
     EndpointKey,
@@ -341,9 +342,10 @@ class SqliteDriver(Bound[sqlite3.Connection]):
     async def delete_traces(self, tids: Sequence[int]) -> None:
         self.c.executemany("DELETE FROM traces WHERE tid = ?", [(t,) for t in tids])
 
-    async def archive_rows(self, trace_ids: Sequence[str], finalized_by_us: int) -> list[PurgeCandidate]:
-        rows: list[PurgeCandidate] = self.c.execute(
-            "SELECT t.trace_id, t.tid, t.contribution, t.final_chunks, 1 FROM json_each(?1) j CROSS JOIN traces t"
+    async def archive_rows(self, trace_ids: Sequence[str], finalized_by_us: int) -> list[ArchiveRow]:
+        rows: list[ArchiveRow] = self.c.execute(
+            "SELECT t.trace_id, t.tid, t.root_service, t.root_operation, t.duration_us"
+            " FROM json_each(?1) j CROSS JOIN traces t"
             " ON t.trace_id = j.value WHERE t.state = 'finalized' AND t.finalized_at_us <= ?2",
             (_doc(list(trace_ids)), finalized_by_us),
         ).fetchall()
