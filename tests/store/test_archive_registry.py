@@ -105,6 +105,19 @@ async def test_a_trace_finalized_again_after_the_read_stays_hot(store: TraceStor
     assert [b.name for b in await store.archived_blocks()] == ["blocks/old-read"]
 
 
+async def test_a_trace_finalized_after_a_move_with_an_older_start_is_due(store: TraceStore) -> None:
+    """A late trace (or one finalized again) may start before every trace a scan already answered: it is
+    due all the same (the Cassandra store's scans start from where the last one found its first)."""
+    ids = await _stored(store, 300, start_us=T0 + 5 * HOUR)
+    before = NOW + 10 * HOUR
+    assert {t.trace_id for t in await store.archive_due(before, shard="spans/0", limit=1000)} == set(ids)
+    await store.register_block(_block("blocks/first", T0 + 5 * HOUR, T0 + 6 * HOUR), ids)
+    assert await store.archive_due(before, shard="spans/0", limit=1000) == []
+    late = await _stored(store, 100, start_us=T0 - HOUR, seed=3)
+    due = await store.archive_due(before, shard="spans/0", limit=1000)
+    assert {t.trace_id for t in due} == set(late)
+
+
 async def test_pinned_traces_are_kept_by_the_hot_purge(store: TraceStore) -> None:
     ids = await _stored(store, 200)
     assert len(ids) > 4
