@@ -173,7 +173,6 @@ def _age(objects: FileObjectStore, name: str, seconds: float) -> None:
 async def test_garbage_older_than_the_grace_is_deleted_and_nothing_registered_or_in_flight(
     store: TraceStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _cassandra_has_none(store)
     hot = await _stored(store, 1500)
     objects = _CrashAfterPut(tmp_path / "archive")
     archiver = _archiver(store, objects)
@@ -217,7 +216,6 @@ class _SlowPut(FileObjectStore):
 
 
 async def test_a_move_past_its_deadline_leaves_its_block_unregistered(store: TraceStore, tmp_path: Path) -> None:
-    _cassandra_has_none(store)
     hot = await _stored(store, 300)
     settings = Settings.from_env({}, archive_after_h=1.0, archive_check_s=1.0)
     ownership = Ownership()
