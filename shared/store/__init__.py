@@ -40,8 +40,7 @@ async def open_store(settings: Settings, *, writer: bool = False, checkpoints: b
     checkpoints (a worker's finalizer process, beside the worker's own store): one checkpointer is enough.
 
     Raises :class:`SettingsError` (one line, naming the extra to install) for a PostgreSQL URL when
-    asyncpg is not installed, or a Cassandra URL when acsylla is not or when an archive is configured (the
-    Cassandra store has no archive tier yet)."""
+    asyncpg is not installed, or a Cassandra URL when acsylla is not."""
     url = settings.store_url
     cache_bytes = settings.cache_mb * 1024 * 1024 if writer else 0
     if url.startswith("sqlite:"):
@@ -54,8 +53,6 @@ async def open_store(settings: Settings, *, writer: bool = False, checkpoints: b
             page_cache_kib=WORKER_PAGE_CACHE_KIB if writer else PAGE_CACHE_KIB,
         )
     if url.startswith("cassandra:"):
-        if settings.archive_url.strip():
-            raise SettingsError("TRACING_ARCHIVE_URL: the Cassandra store has no archive tier yet; leave it empty")
         try:
             import acsylla  # noqa: F401 (the driver of the cassandra extra)
         except ModuleNotFoundError as exc:
@@ -66,8 +63,11 @@ async def open_store(settings: Settings, *, writer: bool = False, checkpoints: b
             ) from None
         from shared.store.cassandra import CassandraStore
 
+        # with an archive, the hot purge waits for traces to be TRACING_ARCHIVE_AFTER_H old too (and moved):
+        # the rows' TTL, the purge's safety net, must not end them before
+        hot_h = max(settings.retention_h, settings.archive_after_h) if settings.archive_url.strip() else None
         cassandra: TraceStore = await CassandraStore.open(
-            url, cache_bytes=cache_bytes, retention_h=settings.retention_h
+            url, cache_bytes=cache_bytes, retention_h=hot_h or settings.retention_h
         )
         return cassandra
     try:

@@ -34,11 +34,6 @@ NOW_US = T0_US + 3_600_000_000
 TRACE_PATHS = ("/traces/{}", "/traces/{}/visualize", "/traces/{}/analyze", "/api/traces/{}", "/api/v3/traces/{}")
 
 
-def _needs_an_archive_tier(store: TraceStore) -> None:
-    if type(store).__name__ == "CassandraStore":
-        pytest.skip("the Cassandra store has no archive tier yet")
-
-
 async def _seed(api: LiveApi, spans_wanted: int, *, shards: int = 1) -> list[str]:
     """Realistic traces (one millisecond apart from ``T0_US``, dealt to ``shards`` shards of the topic in
     turn) written and finalized; their ids by start."""
@@ -133,7 +128,6 @@ def _rfc3339(ms: int) -> str:
 async def test_archived_traces_answer_as_before_through_every_read(
     serve_api: ServeApi, store: TraceStore, tmp_path: Path
 ) -> None:
-    _needs_an_archive_tier(store)
     async with serve_api() as hot_only:
         ids = await _seed(hot_only, 2500)
         trace_paths = [template.format(trace_id) for trace_id in ids for template in TRACE_PATHS]
@@ -169,7 +163,6 @@ async def test_archived_traces_answer_as_before_through_every_read(
 async def test_the_archive_button_pins_hot_and_archived_traces(
     serve_api: ServeApi, store: TraceStore, tmp_path: Path
 ) -> None:
-    _needs_an_archive_tier(store)
     async with serve_api(archive_url=f"file://{tmp_path}") as api:
         ids = await _seed(api, 300)
         moved = await archive_older_half(api, tmp_path, ids)
@@ -188,7 +181,6 @@ async def test_the_archive_button_pins_hot_and_archived_traces(
 async def test_pages_over_several_blocks_and_the_hot_store_answer_as_before(
     serve_api: ServeApi, store: TraceStore, tmp_path: Path
 ) -> None:
-    _needs_an_archive_tier(store)
     pages = [(limit, offset) for limit in (1, 5, 17) for offset in (0, 3, 11, 16, 30, 45)]
     queries = [TraceQuery(limit=limit, offset=offset) for limit, offset in pages]
     async with serve_api() as hot_only:
@@ -219,7 +211,6 @@ async def test_pages_over_several_blocks_and_the_hot_store_answer_as_before(
 async def test_a_trace_in_both_tiers_is_answered_once_from_the_hot_store(
     serve_api: ServeApi, store: TraceStore, tmp_path: Path
 ) -> None:
-    _needs_an_archive_tier(store)
     async with serve_api(archive_url=f"file://{tmp_path}") as api:
         ids = await _seed(api, 300)
         shard = f"{api.settings.topic}/0"
@@ -233,7 +224,6 @@ async def test_a_trace_in_both_tiers_is_answered_once_from_the_hot_store(
 
 
 async def test_registered_blocks_are_read_again_after_the_refresh_time(store: TraceStore, tmp_path: Path) -> None:
-    _needs_an_archive_tier(store)
     now = [0.0]
     reads = TieredReads(store, FileObjectStore(tmp_path), refresh_s=5.0, clock=lambda: now[0])
     shard = "spans/0"
@@ -262,7 +252,6 @@ def _closed_port() -> int:
 async def test_an_archive_away_is_a_503_for_archived_reads_only(
     serve_api: ServeApi, store: TraceStore, tmp_path: Path
 ) -> None:
-    _needs_an_archive_tier(store)
     async with serve_api() as api:
         ids = await _seed(api, 300)
         moved = await archive_older_half(api, tmp_path, ids)

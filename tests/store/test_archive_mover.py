@@ -32,11 +32,6 @@ T0 = 1_732_500_000_000_000  # long past: every trace is due, and past any block 
 SHARD = "spans/0"
 
 
-def _cassandra_has_none(store: TraceStore) -> None:
-    if type(store).__name__ == "CassandraStore":
-        pytest.skip("the Cassandra store has no archive tier yet")
-
-
 async def _stored(store: TraceStore, spans_wanted: int) -> list[StoredTrace]:
     traces = list(realistic_traces(spans_wanted, start_us=T0))
     ids = [trace[0].trace_id for trace in traces]
@@ -73,7 +68,6 @@ async def _archived(store: TraceStore, objects: FileObjectStore) -> dict[str, St
 async def test_due_traces_move_in_blocks_equal_to_the_hot_answers(
     store: TraceStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _cassandra_has_none(store)
     hot = await _stored(store, 3000)
     stats = await store.stats()
     objects = FileObjectStore(tmp_path / "archive")
@@ -100,7 +94,6 @@ async def test_due_traces_move_in_blocks_equal_to_the_hot_answers(
 async def test_an_object_store_away_fails_a_round_once_and_the_hot_purge_waits(
     store: TraceStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _cassandra_has_none(store)
     hot = await _stored(store, 400)
     away = tmp_path / "archive"
     away.write_bytes(b"")  # a file where the folder should be: every PUT fails
@@ -126,7 +119,6 @@ async def test_an_object_store_away_fails_a_round_once_and_the_hot_purge_waits(
 async def test_archive_retention_deletes_old_blocks_but_those_holding_a_pinned_trace(
     store: TraceStore, tmp_path: Path
 ) -> None:
-    _cassandra_has_none(store)
     hot = await _stored(store, 1500)
     objects = FileObjectStore(tmp_path / "archive")
     await _archiver(store, objects).move_due()
@@ -157,7 +149,6 @@ class _CrashAfterPut(FileObjectStore):
 async def test_a_round_cut_after_its_put_leaves_an_unregistered_object_and_loses_nothing(
     store: TraceStore, tmp_path: Path
 ) -> None:
-    _cassandra_has_none(store)
     hot = await _stored(store, 1500)
     objects = _CrashAfterPut(tmp_path / "archive")
     archiver = _archiver(store, objects)
@@ -182,7 +173,6 @@ def _age(objects: FileObjectStore, name: str, seconds: float) -> None:
 async def test_garbage_older_than_the_grace_is_deleted_and_nothing_registered_or_in_flight(
     store: TraceStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _cassandra_has_none(store)
     hot = await _stored(store, 1500)
     objects = _CrashAfterPut(tmp_path / "archive")
     archiver = _archiver(store, objects)
@@ -226,7 +216,6 @@ class _SlowPut(FileObjectStore):
 
 
 async def test_a_move_past_its_deadline_leaves_its_block_unregistered(store: TraceStore, tmp_path: Path) -> None:
-    _cassandra_has_none(store)
     hot = await _stored(store, 300)
     settings = Settings.from_env({}, archive_after_h=1.0, archive_check_s=1.0)
     ownership = Ownership()

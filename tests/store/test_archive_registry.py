@@ -5,21 +5,16 @@ rollups keep counting them, block drops, and pins that the hot purge respects.""
 from __future__ import annotations
 
 import msgspec
-import pytest
 
 from bench.workload import realistic_traces
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings
 from shared.store import ArchivedBlock, TraceQuery, TraceStore, open_store
 from shared.store.base import RollupRow, StoreStats, Window
+from tests.conftest import cassandra_namespace_url
 
 T0 = 1_732_500_000_000_000
 NOW = T0 + 3_600_000_000
 HOUR = 3_600_000_000
-
-
-def _cassandra_has_none(store: TraceStore) -> None:
-    if type(store).__name__ == "CassandraStore":
-        pytest.skip("the Cassandra store has no archive tier yet")
 
 
 async def _stored(store: TraceStore, n: int, shard: str = "spans/0", start_us: int = T0, seed: int = 1) -> list[str]:
@@ -39,7 +34,6 @@ def _block(name: str, start_us: int, end_us: int, created_us: int = NOW + 2) -> 
 
 
 async def test_due_traces_are_those_of_the_shard_started_before_oldest_first(store: TraceStore) -> None:
-    _cassandra_has_none(store)
     ids = await _stored(store, 600)
     other = await _stored(store, 100, shard="spans/1", start_us=T0 + 10 * HOUR, seed=2)
     due = await store.archive_due(NOW + 10 * HOUR, shard="spans/0", limit=1000)
@@ -56,7 +50,6 @@ async def test_due_traces_are_those_of_the_shard_started_before_oldest_first(sto
 async def test_registered_blocks_read_back_by_window_and_take_the_hot_rows_not_the_rollups(
     store: TraceStore,
 ) -> None:
-    _cassandra_has_none(store)
     ids = await _stored(store, 800)
     moved, kept = ids[: len(ids) // 2], ids[len(ids) // 2 :]
     window = Window(start_us=T0 - HOUR, end_us=NOW + HOUR)
@@ -106,15 +99,26 @@ def _without_slowest(answers: tuple[StoreStats, StoreStats, list[RollupRow]]) ->
 
 
 async def test_a_trace_finalized_again_after_the_read_stays_hot(store: TraceStore) -> None:
-    _cassandra_has_none(store)
     ids = await _stored(store, 100)
     await store.register_block(_block("blocks/old-read", T0, T0 + HOUR, created_us=NOW), ids)  # read before
     assert all([await store.get_trace(trace_id) is not None for trace_id in ids])
     assert [b.name for b in await store.archived_blocks()] == ["blocks/old-read"]
 
 
+async def test_a_trace_finalized_after_a_move_with_an_older_start_is_due(store: TraceStore) -> None:
+    """A late trace (or one finalized again) may start before every trace a scan already answered: it is
+    due all the same (the Cassandra store's scans start from where the last one found its first)."""
+    ids = await _stored(store, 300, start_us=T0 + 5 * HOUR)
+    before = NOW + 10 * HOUR
+    assert {t.trace_id for t in await store.archive_due(before, shard="spans/0", limit=1000)} == set(ids)
+    await store.register_block(_block("blocks/first", T0 + 5 * HOUR, T0 + 6 * HOUR), ids)
+    assert await store.archive_due(before, shard="spans/0", limit=1000) == []
+    late = await _stored(store, 100, start_us=T0 - HOUR, seed=3)
+    due = await store.archive_due(before, shard="spans/0", limit=1000)
+    assert {t.trace_id for t in due} == set(late)
+
+
 async def test_pinned_traces_are_kept_by_the_hot_purge(store: TraceStore) -> None:
-    _cassandra_has_none(store)
     ids = await _stored(store, 200)
     assert len(ids) > 4
     await store.pin_trace(ids[0])
@@ -127,9 +131,19 @@ async def test_pinned_traces_are_kept_by_the_hot_purge(store: TraceStore) -> Non
     assert {s.trace_id for s in found} <= {ids[0], ids[3]}
 
 
-async def test_an_archive_with_the_cassandra_store_is_refused_at_open() -> None:
-    settings = Settings.from_env(
-        {}, store_url="cassandra://127.0.0.1:1/tracing", archive_url="file:///tmp/kafka-tracing-archive"
-    )
-    with pytest.raises(SettingsError, match="TRACING_ARCHIVE_URL: the Cassandra store has no archive tier yet"):
-        await open_store(settings)
+async def test_the_cassandra_store_opens_with_an_archive_its_rows_outliving_the_archive_delay(
+    cassandra_store_keyspace: str,
+) -> None:
+    """The hot purge waits for a trace to be ``TRACING_ARCHIVE_AFTER_H`` old (and moved): the rows' TTL, the
+    purge's safety net, must not end it before."""
+    from shared.store.cassandra import CassandraStore, ttl_for
+
+    url = cassandra_namespace_url(cassandra_store_keyspace)
+    for archive_url, expected in (("file:///tmp/kafka-tracing-archive", ttl_for(48.0)), ("", ttl_for(1.0))):
+        settings = Settings.from_env({}, store_url=url, archive_url=archive_url, retention_h=1.0, archive_after_h=48.0)
+        opened = await open_store(settings)
+        try:
+            assert isinstance(opened, CassandraStore) and opened.cql.ttl_s == expected
+            assert await opened.archived_blocks() == [] and await opened.pinned_traces() == set()
+        finally:
+            await opened.close()

@@ -25,6 +25,7 @@ model: docs/adr/0007-cassandra-data-model.md; why the owner finalizes: docs/adr/
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Collection, Sequence
 from typing import Final
 
@@ -36,6 +37,7 @@ from shared.store.backend import Backend
 from shared.store.base import ArchivedBlock, Heartbeat, StoredTrace, WriteResult
 from shared.store.cache import TraceCache
 from shared.store.cassandra.aggregates import Aggregates
+from shared.store.cassandra.archive import Registry, pinned
 from shared.store.cassandra.config import CassandraConfig
 from shared.store.cassandra.due import DueIndex
 from shared.store.cassandra.finalizer import Owner
@@ -46,8 +48,6 @@ from shared.store.cassandra.session import CassandraSession
 from shared.store.cassandra.writer import HourLists, write_batch
 from shared.store.rollups import Contribution
 from shared.store.writing import WriteBatch
-
-NO_ARCHIVE: Final = "the Cassandra store has no archive tier yet: leave TRACING_ARCHIVE_URL empty with it"
 
 DEFAULT_RETENTION_H: Final = 168.0
 MAX_TTL_S: Final = 630_720_000  # Cassandra's limit (20 years)
@@ -83,6 +83,7 @@ class CassandraStore(Backend, Reader):
         self._hour_lists = HourLists(self.cql)
         self._aggregates = Aggregates(self.cql)
         self._owner = Owner(self.cql, self._aggregates, self._hour_lists)
+        self._registry = Registry(self.cql)
         self._rounds = asyncio.Lock()
         """Finalizations and purges, one at a time (each is a round of its shards' rollups)."""
         self._scanned: dict[str, StoredRow] = {}
@@ -119,6 +120,7 @@ class CassandraStore(Backend, Reader):
         if not shards:
             return []
         self._aggregates.keep_only(shards)
+        self._registry.keep_only(shards)
         async with self._rounds:
             # A shard is adopted at its owner's next scan, not at its next round with traces: a round that
             # failed after its trace rows leaves its rollup slices pending, and when no trace of the shard
@@ -133,7 +135,15 @@ class CassandraStore(Backend, Reader):
     ) -> tuple[list[TraceAnalysis], list[Contribution]]:
         async with self._rounds:
             scanned, self._scanned = self._scanned, {}
-            done = await self._owner.finalize(self.cache, trace_ids, now_us=now_us, sampler=sampler, scanned=scanned)
+            try:
+                done = await self._owner.finalize(
+                    self.cache, trace_ids, now_us=now_us, sampler=sampler, scanned=scanned
+                )
+            except BaseException:
+                self._registry.forget()  # some traces may be finalized: the next due scans read every hour
+                raise
+            if done.analyses:
+                self._registry.finalized(min(a.start_us for a in done.analyses))
         if self.cache is not None:
             for trace_id, (key, state) in done.states.items():
                 self.cache.put(trace_id, key, state)
@@ -147,25 +157,30 @@ class CassandraStore(Backend, Reader):
                 before_us, shards, on_purged=cache.discard if cache is not None else lambda _: None
             )
 
-    # -- archive: not on Cassandra yet (open_store refuses an archive with this backend) -----------------
+    # -- archive (:mod:`.archive`) ---------------------------------------------------------------------
 
     async def archive_due(self, before_us: int, *, shard: str, limit: int) -> list[StoredTrace]:
-        raise NotImplementedError(NO_ARCHIVE)
+        async with self._rounds:  # no finalization of this process meanwhile (it may lower the scan's floor)
+            return await self._registry.due(before_us, shard, limit, self.get_trace)
 
     async def register_block(self, block: ArchivedBlock, trace_ids: Sequence[str]) -> None:
-        raise NotImplementedError(NO_ARCHIVE)
+        cache = self.cache
+        async with self._rounds:
+            self._scanned = {}
+            await self._registry.register(block, trace_ids, cache.discard if cache is not None else lambda _: None)
 
     async def archived_blocks(self, *, start_us: int | None = None, end_us: int | None = None) -> list[ArchivedBlock]:
-        return []  # nothing is ever archived from this store
+        return await self._registry.blocks(start_us, end_us)
 
     async def drop_blocks(self, names: Sequence[str]) -> None:
-        raise NotImplementedError(NO_ARCHIVE)
+        if names:
+            await self._registry.drop(names)
 
     async def pin_trace(self, trace_id: str) -> None:
-        raise NotImplementedError(NO_ARCHIVE)
+        await self._registry.pin(trace_id, time.time_ns() // 1000)
 
     async def pinned_traces(self) -> set[str]:
-        return set()
+        return await pinned(self.cql)
 
     async def record_heartbeat(self, heartbeat: Heartbeat) -> None:
         cql = self.cql

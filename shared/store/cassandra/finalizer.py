@@ -28,6 +28,7 @@ from shared.analysis import TraceAnalysis
 from shared.sampling import Sampler
 from shared.store.cache import TraceCache
 from shared.store.cassandra.aggregates import CONTRIB_OF, DELETE_CONTRIB, PUT_CONTRIB, Aggregates, RoundOverrun
+from shared.store.cassandra.archive import pinned
 from shared.store.cassandra.indexes import IndexRow, index_changes, retention_row, search_rows
 from shared.store.cassandra.rows import StoredRow, fingerprint, read_chunks, read_rows
 from shared.store.cassandra.schema import Cql
@@ -321,8 +322,9 @@ class Owner:
         self, before_us: int, shards: Collection[str] | None, on_purged: Callable[[Sequence[str]], None]
     ) -> int:
         """Delete the finalized and dropped traces of ``shards`` (``None``: every shard) that started
-        before ``before_us``, their contributions taken out of the shards' rollups. Search index rows are
-        left to their TTL: every search checks its candidates against their trace rows."""
+        before ``before_us`` (but the pinned finalized ones), their contributions taken out of the shards'
+        rollups. Search index rows are left to their TTL: every search checks its candidates against their
+        trace rows."""
         cql = self.cql
         ns = cql.ns
         last_hour = (before_us - 1) // HOUR_US
@@ -344,11 +346,12 @@ class Owner:
         by_shard: dict[str, list[tuple[int, str, int]]] = {}
         for shard, start, trace_id, hour in found:
             by_shard.setdefault(shard, []).append((start, trace_id, hour))
+        kept = await pinned(cql) if by_shard else set()
         total = 0
         for shard, entries in sorted(by_shard.items()):
             low = before_us
             for i in range(0, len(entries), PURGE_CHUNK):
-                done, skipped = await self._purge_round(shard, entries[i : i + PURGE_CHUNK], before_us)
+                done, skipped = await self._purge_round(shard, entries[i : i + PURGE_CHUNK], before_us, kept)
                 total += len(done)
                 on_purged(done)
                 if skipped is not None:
@@ -360,23 +363,29 @@ class Owner:
         return total
 
     async def _purge_round(
-        self, shard: str, entries: Sequence[tuple[int, str, int]], before_us: int
+        self, shard: str, entries: Sequence[tuple[int, str, int]], before_us: int, pins: Collection[str]
     ) -> tuple[list[str], int | None]:
         """Purge one chunk of a shard's candidates; returns the purged ids and the earliest start of a
-        candidate left alone because it is active again (purged once finalized)."""
+        candidate left alone because it is active again (purged once finalized) or a pinned finalized trace
+        (its retention row stays: an archive's due scan finds the trace by it)."""
         cql = self.cql
         ns = cql.ns
         rows = await read_rows(cql, [t for _, t, _ in entries])
+
+        def kept(row: StoredRow) -> bool:
+            return row.exists and (row.state == "active" or (row.state == "finalized" and row.trace_id in pins))
+
         doomed = [
             rows[t]
             for start, t, _ in entries
             if rows[t].exists
+            and not kept(rows[t])
             and rows[t].state in ("finalized", "dropped")
             and rows[t].start_us == start
             and rows[t].shard == shard
             and start < before_us
         ]
-        skipped = min((s for s, t, _ in entries if rows[t].exists and rows[t].state == "active"), default=None)
+        skipped = min((s for s, t, _ in entries if kept(rows[t])), default=None)
         if await self.aggregates.adopt([shard]):  # first: the stored contributions are then what the slices sum
             raise RoundOverrun(f"shard {shard}: another process's round may still be under way")
         delta, contribs = await self._stored_contributions(shard, doomed)

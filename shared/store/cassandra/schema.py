@@ -30,6 +30,9 @@ clock for the active index), ``minute`` ``// 60 s``, ``grain`` and ``bucket`` as
   ``((ns, grain, bucket), shard, key...)`` with a ``stamp`` per row (who wrote it), ``rollup_hours``
   (hours with rows), ``rollup_pending`` (rounds begun and not finished), ``call_paths``, plus
   ``heartbeats``.
+* The archive registry (:mod:`.archive`): ``archive_blocks ((ns, day), start_us, name)`` (the registered
+  blocks by the day of their start), ``archive_days`` (the days with blocks), ``archive_names`` (a block's
+  row by its name), ``archive_pins ((ns), trace_id)``; no TTL.
 
 No lightweight transactions, no logged batches, no counters anywhere (docs/adr/0007-cassandra-data-model.md).
 """
@@ -138,6 +141,15 @@ TABLES: Final[dict[str, str]] = {
         ns text, ctx bigint, label text, path blob, PRIMARY KEY ((ns), ctx))""",
     "heartbeats": """CREATE TABLE IF NOT EXISTS heartbeats (
         ns text, worker_id text, updated_us bigint, body text, PRIMARY KEY ((ns), worker_id))""",
+    "archive_blocks": """CREATE TABLE IF NOT EXISTS archive_blocks (
+        ns text, day bigint, start_us bigint, name text, shard text, end_us bigint, created_us bigint, meta blob,
+        PRIMARY KEY ((ns, day), start_us, name))""",
+    "archive_days": """CREATE TABLE IF NOT EXISTS archive_days (
+        ns text, day bigint, PRIMARY KEY ((ns), day))""",
+    "archive_names": """CREATE TABLE IF NOT EXISTS archive_names (
+        ns text, name text, day bigint, start_us bigint, PRIMARY KEY ((ns, name)))""",
+    "archive_pins": """CREATE TABLE IF NOT EXISTS archive_pins (
+        ns text, trace_id text, pinned_us bigint, PRIMARY KEY ((ns), trace_id))""",
 }
 
 
