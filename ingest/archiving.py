@@ -25,10 +25,20 @@ import asyncio
 import logging
 import random
 import uuid
+from collections.abc import Sequence
 from typing import Final
 
 from ingest.ownership import Ownership
-from shared.archive.block import BlockMeta, block_name, decode_meta, encode_meta, id_key, write_block
+from shared.archive.block import (
+    Block,
+    BlockMeta,
+    block_name,
+    decode_meta,
+    encode_meta,
+    holding_groups,
+    id_key,
+    write_block,
+)
 from shared.archive.objects import ObjectStore
 from shared.archive.reader import BlockReader
 from shared.clock import now_us
@@ -50,6 +60,26 @@ def shard_number(shard: str) -> int:
     a shard named otherwise."""
     _, _, number = shard.rpartition("/")
     return int(number) if number.isdecimal() else 0
+
+
+async def publish_block(
+    objects: ObjectStore, store: TraceStore, shard: str, block: Block, trace_ids: Sequence[str], *, created_us: int
+) -> str:
+    """Steps 2 and 3 of a move: PUT ``block`` (written from ``shard``'s traces read at ``created_us``) whole,
+    then register it and remove the hot rows of ``trace_ids`` in one transaction; the block's object name."""
+    meta = block.meta
+    name = block_name(shard_number(shard), meta.start_us, uuid.uuid4().hex)
+    await objects.put(name, block.data)
+    registered = ArchivedBlock(
+        name=name,
+        shard=shard,
+        start_us=meta.start_us,
+        end_us=meta.end_us,
+        created_us=created_us,
+        meta=encode_meta(meta),
+    )
+    await store.register_block(registered, trace_ids)
+    return name
 
 
 class Archiver:
@@ -102,18 +132,10 @@ class Archiver:
             if not traces:
                 return 0, False
             block = await asyncio.to_thread(write_block, traces)
-            meta = block.meta
-            name = block_name(shard_number(shard), meta.start_us, uuid.uuid4().hex)
-            await self._objects.put(name, block.data)
-            registered = ArchivedBlock(
-                name=name,
-                shard=shard,
-                start_us=meta.start_us,
-                end_us=meta.end_us,
-                created_us=read_us,
-                meta=encode_meta(meta),
+            name = await publish_block(
+                self._objects, self._store, shard, block, [t.trace_id for t in traces], created_us=read_us
             )
-            await self._store.register_block(registered, [t.trace_id for t in traces])
+        meta = block.meta
         log.info(
             "archive: moved %d traces (%d spans, %d bytes) of %s into %s",
             meta.trace_count,
@@ -145,9 +167,9 @@ class Archiver:
         """Whether the block holds one of the ``pinned`` traces (read only when a row group's id range
         may hold one)."""
         for trace_id in pinned:
-            key = id_key(trace_id)[0]
-            may_hold = any(g.first_trace <= key <= g.last_trace for g in meta.row_groups)
-            if may_hold and await self._reader.get_trace(name, meta, trace_id) is not None:
+            if not holding_groups(meta, id_key(trace_id)[0]):
+                continue
+            if await self._reader.get_trace(name, meta, trace_id) is not None:
                 return True
         return False
 

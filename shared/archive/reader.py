@@ -8,8 +8,10 @@ only the row groups that can hold what is asked are fetched (ranged GETs), never
   trace-level filters run on the summary columns, tags and same-span conditions on the candidates' spans
   with the functions every hot store uses (:mod:`shared.store.search`).
 
-The Parquet footer of a block (its row groups' statistics) is fetched once and kept
-(:data:`FOOTERS_KEPT` blocks' footers).
+The Parquet footer of a block (its row groups' statistics) is fetched and parsed once and kept
+(:data:`FOOTERS_KEPT` blocks' footers). A search reads the row groups that can match newest first (a
+block's row groups follow each other in time), one at a time, and stops once the row groups left cannot
+hold a trace newer than the last one the answer keeps.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shared.archive.block import SPAN_COLUMNS, TRACE_COLUMNS, BlockMeta, id_key
+from shared.archive.block import SPAN_COLUMNS, TRACE_COLUMNS, BlockMeta, holding_groups, id_key
 from shared.archive.objects import ObjectStore
 from shared.models import Log, Span, Tags, TagValue
 from shared.store.base import Completeness, StoredTrace, TraceQuery, TraceSummary
@@ -96,6 +98,12 @@ _NEWEST_FIRST: Final = [
 ]
 
 
+def _order_key(trace_id: str) -> tuple[bytes, int, str]:
+    """A trace id's place in :data:`_NEWEST_FIRST` (after its start), as a sort key."""
+    key, text = id_key(trace_id)
+    return key, text is not None, text or ""
+
+
 class _Trace:
     """One trace's rows ``[start, end)`` in a table read from a block, and its summary columns."""
 
@@ -145,13 +153,15 @@ class BlockReader:
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
-        self._footers: OrderedDict[str, bytes] = OrderedDict()
+        self._footers: OrderedDict[str, pq.FileMetaData] = OrderedDict()
 
-    async def _footer(self, name: str, meta: BlockMeta) -> bytes:
+    async def _footer(self, name: str, meta: BlockMeta) -> pq.FileMetaData:
+        """The block's Parquet footer, parsed."""
         footer = self._footers.get(name)
         if footer is None:
             end = meta.footer_offset + meta.footer_length + 8
-            (footer,) = await self.store.get_ranges(name, [(meta.footer_offset, end)])
+            (data,) = await self.store.get_ranges(name, [(meta.footer_offset, end)])
+            footer = pq.read_metadata(pa.BufferReader(data))
             self._footers[name] = footer
             while len(self._footers) > FOOTERS_KEPT:
                 self._footers.popitem(last=False)
@@ -168,19 +178,19 @@ class BlockReader:
         footer, fetched = await asyncio.gather(
             self._footer(name, meta), self.store.get_ranges(name, [(g.offset, g.offset + g.length) for g in parts])
         )
-        # a file of the block's size that holds only what was fetched: Parquet reads no other byte of it
-        sparse = bytearray(meta.size)
-        sparse[meta.footer_offset :] = footer
+        # a file of the block's size that holds only what was fetched: Parquet reads no other byte of it (its
+        # footer is given parsed)
+        sparse = bytearray(meta.footer_offset)
         for part, data in zip(parts, fetched, strict=True):
             sparse[part.offset : part.offset + part.length] = data
-        blocks = pq.ParquetFile(pa.BufferReader(pa.py_buffer(sparse)))
+        blocks = pq.ParquetFile(pa.BufferReader(pa.py_buffer(sparse)), metadata=footer)
         return blocks.read_row_groups(list(groups), columns=None if columns is None else list(columns))
 
     async def get_trace(self, name: str, meta: BlockMeta, trace_id: str) -> StoredTrace | None:
         """The archived trace (state ``finalized``; ``analysis`` None: derived by the caller, as for a hot
         trace), or ``None`` when the block does not hold it. Its spans are in the block's order (by start)."""
         key, text = id_key(trace_id)
-        groups = [i for i, g in enumerate(meta.row_groups) if g.first_trace <= key <= g.last_trace]
+        groups = holding_groups(meta, key)
         if not groups:
             return None
         table = await self._read(name, meta, groups)
@@ -209,19 +219,24 @@ class BlockReader:
         caller merging several blocks asks each for ``offset + limit`` from offset 0."""
         if query.status == "active" or not _block_can_match(meta, query):
             return []
-        footer = pq.read_metadata(pa.BufferReader(await self._footer(name, meta)))
+        footer = await self._footer(name, meta)
         groups = [i for i in range(footer.num_row_groups) if _group_can_match(footer.row_group(i), meta, i, query)]
-        if not groups:
-            return []
+        groups.sort(key=lambda i: meta.row_groups[i].end_us, reverse=True)
         columns = None if query.tags or query.same_span else SEARCH_COLUMNS
-        table = await self._read(name, meta, groups, columns)
         wanted = query.offset + query.limit
         found: list[TraceSummary] = []
-        for trace in _candidates(table, query):
-            if len(found) == wanted:
-                break
-            if _spans_match(table, trace, query):
-                found.append(_summary(trace, table))
+        for i in groups:
+            if len(found) >= wanted and meta.row_groups[i].end_us < found[wanted - 1].start_us:
+                break  # no trace of this row group or an older one can be among the newest kept
+            table = await self._read(name, meta, [i], columns)
+            mine: list[TraceSummary] = []
+            for trace in _candidates(table, query):
+                if len(mine) == wanted:
+                    break
+                if _spans_match(table, trace, query):
+                    mine.append(_summary(trace, table))
+            found = sorted([*found, *mine], key=lambda t: (t.start_us, *_order_key(t.trace_id)), reverse=True)
+            del found[wanted:]
         return found[query.offset :]
 
 

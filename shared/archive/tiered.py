@@ -151,12 +151,13 @@ class TieredReads:
         return None
 
     async def _holders(self, trace_id: str) -> list[Registered]:
-        """The blocks with a row group whose trace-id range holds ``trace_id``, newest first."""
-        from shared.archive.block import id_key
+        """The blocks that can hold ``trace_id`` (a row group's trace-id range holds it, and the block's
+        filter of its ids does not rule it out), newest first."""
+        from shared.archive.block import holding_groups, id_key
 
         key, _ = id_key(trace_id)
         blocks = await self.blocks()
-        holders = [r for r in blocks if any(g.first_trace <= key <= g.last_trace for g in r.meta.row_groups)]
+        holders = [r for r in blocks if holding_groups(r.meta, key)]
         return sorted(holders, key=lambda r: (r.block.created_us, r.block.start_us), reverse=True)
 
     async def find_traces(self, query: TraceQuery) -> list[TieredSummary]:
