@@ -151,9 +151,13 @@ def _summary(trace: _Trace, table: pa.Table) -> TraceSummary:
 class BlockReader:
     """Reads of the blocks of one object store. Safe to share between tasks."""
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, *, groups_kept: int = 0) -> None:
+        """``groups_kept``: how many row groups read by id are kept decoded (the last ones read): Jaeger's
+        search loads each trace it found, most often several of one row group."""
         self.store = store
         self._footers: OrderedDict[str, pq.FileMetaData] = OrderedDict()
+        self._groups_kept = groups_kept
+        self._groups: OrderedDict[tuple[str, int], asyncio.Future[pa.Table]] = OrderedDict()
 
     async def _footer(self, name: str, meta: BlockMeta) -> pq.FileMetaData:
         """The block's Parquet footer, parsed."""
@@ -184,7 +188,31 @@ class BlockReader:
         for part, data in zip(parts, fetched, strict=True):
             sparse[part.offset : part.offset + part.length] = data
         blocks = pq.ParquetFile(pa.BufferReader(pa.py_buffer(sparse)), metadata=footer)
-        return blocks.read_row_groups(list(groups), columns=None if columns is None else list(columns))
+        # decoded on a thread (pyarrow lets go of the GIL): concurrent reads use both cores
+        return await asyncio.to_thread(
+            blocks.read_row_groups, list(groups), columns=None if columns is None else list(columns)
+        )
+
+    async def _whole_group(self, name: str, meta: BlockMeta, group: int) -> pa.Table:
+        """One row group, every column: kept (the last ``groups_kept``), and read once by concurrent
+        readers."""
+        if not self._groups_kept:
+            return await self._read(name, meta, [group])
+        key = (name, group)
+        pending = self._groups.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._read(name, meta, [group]))
+            self._groups[key] = pending
+            while len(self._groups) > self._groups_kept:
+                self._groups.popitem(last=False)
+        else:
+            self._groups.move_to_end(key)
+        try:
+            return await asyncio.shield(pending)
+        except BaseException:
+            if self._groups.get(key) is pending and pending.done():
+                del self._groups[key]  # a failed read is not kept
+            raise
 
     async def get_trace(self, name: str, meta: BlockMeta, trace_id: str) -> StoredTrace | None:
         """The archived trace (state ``finalized``; ``analysis`` None: derived by the caller, as for a hot
@@ -193,13 +221,16 @@ class BlockReader:
         groups = holding_groups(meta, key)
         if not groups:
             return None
-        table = await self._read(name, meta, groups)
+        tables = [await self._whole_group(name, meta, i) for i in groups]
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         mine = pc.equal(table.column("trace_id"), pa.scalar(key, pa.binary()))
         text_column = table.column("trace_id_text")
         mine = pc.and_(mine, pc.is_null(text_column) if text is None else pc.equal(text_column, text))
-        rows = table.filter(mine)
-        if rows.num_rows == 0:
+        at = np.flatnonzero(pc.fill_null(mine, False).to_numpy(zero_copy_only=False))
+        if not len(at):
             return None
+        # a trace's rows are consecutive in its row group (sorted by trace id): a slice, not a copy
+        rows = table.slice(int(at[0]), int(at[-1]) - int(at[0]) + 1)
         first = rows.slice(0, 1).to_pylist()[0]
         return StoredTrace(
             trace_id=trace_id,

@@ -39,6 +39,9 @@ CATALOG_REFRESH_S: Final = 5.0
 """How long the registered blocks read from the hot store are used before they are read again."""
 BLOCKS_AT_ONCE: Final = 8
 """Blocks searched concurrently."""
+GROUPS_KEPT: Final = 16
+"""Row groups read by id kept decoded (1-1.5 MB each for 2,048 demo or realistic spans): Jaeger's search
+loads the traces it found, most often several of one row group."""
 PAGE_MAX: Final = 1000  # TraceQuery's largest limit
 T = TypeVar("T")
 
@@ -99,7 +102,7 @@ class TieredReads:
         if objects is not None:
             from shared.archive.reader import BlockReader
 
-            self.reader = BlockReader(objects)
+            self.reader = BlockReader(objects, groups_kept=GROUPS_KEPT)
         self._refresh_s = refresh_s
         self._blocks_at_once = blocks_at_once
         self._clock = clock
