@@ -42,23 +42,26 @@ from shared.archive.block import ZSTD_LEVEL, Block, block_name, write_block
 from shared.archive.location import ArchiveLocation
 from shared.archive.objects import FileObjectStore, ObjectStore, open_object_store
 from shared.archive.reader import BlockReader
+from shared.models import Span
 from shared.store.base import Completeness, StoredTrace, TraceQuery
 
 HOUR_US = 3_600_000_000
 WORKLOADS = {"demo": demo_traces, "realistic": realistic_traces}
 
 
+def finalized_trace(spans: list[Span], finalized_at_us: int) -> StoredTrace:
+    """A trace's spans as the hot store answers the finalized trace (analysed): what the archiver moves."""
+    return StoredTrace(
+        trace_id=spans[0].trace_id,
+        state="finalized",
+        spans=spans,
+        analysis=analyze(spans[0].trace_id, spans),
+        completeness=Completeness(finalized_at_us=finalized_at_us),
+    )
+
+
 def finalized(workload: str, spans: int, start_us: int) -> list[StoredTrace]:
-    return [
-        StoredTrace(
-            trace_id=s[0].trace_id,
-            state="finalized",
-            spans=s,
-            analysis=analyze(s[0].trace_id, s),
-            completeness=Completeness(finalized_at_us=start_us),
-        )
-        for s in WORKLOADS[workload](spans, start_us=start_us)
-    ]
+    return [finalized_trace(s, start_us) for s in WORKLOADS[workload](spans, start_us=start_us)]
 
 
 def analysis_bytes(traces: list[StoredTrace]) -> int:

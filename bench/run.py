@@ -1,6 +1,6 @@
 """The benchmark: one command, one table (``make bench``).
 
-    python bench/run.py [--quick] [--only a,b,c,d,e,f,g,h,i] [--spans N] [--read-spans N] [--active-traces N]
+    python bench/run.py [--quick] [--only a,b,c,d,e,f,g,h,i,j] [--spans N] [--read-spans N] [--active-traces N]
 
 Rows, every figure measured in this run (see bench/README.md for what limits each):
   a  raw aiokafka consume-only rate of the pre-filled topics of both workloads: the demo traces batched
@@ -18,6 +18,8 @@ Rows, every figure measured in this run (see bench/README.md for what limits eac
   i  storage: bytes a span on disk after a drain as (c)'s, per store (SQLite, PostgreSQL, Cassandra) and
      workload (c's two and the realistic one), beside the same spans as JSON lines, zstd JSON lines and
      zstd Parquet; and Jaeger v2 on its embedded persistent store (Badger) and on the same Cassandra node
+  j  the archive behind S3Proxy: spans/s one worker's archiver moves, bytes a span of its blocks (demo and
+     realistic workloads), and trace by id and one-hour searches over HTTP with 10M archived spans
 
 Prints the machine and the date above the table, and writes it as markdown to bench/results/latest.md.
 Needs a Kafka broker (TRACING_KAFKA_BOOTSTRAP, default 127.0.0.1:9092). Every process it starts is
@@ -47,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import msgspec
 
-from bench import cassandra, drain, freshness, jaeger, memory, reads, storage, workload, zipkin
+from bench import archive_scale, cassandra, drain, freshness, jaeger, memory, reads, storage, workload, zipkin
 from bench.common import (
     ROOT,
     Postgres,
@@ -68,7 +70,7 @@ from bench.workload import TRACE_SIZE, Filled, WireFormat
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 
-PARTS = "abcdefghi"
+PARTS = "abcdefghij"
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.md"
 
 
@@ -113,12 +115,30 @@ class Sizes:
     fresh_rate: float  # d: offered spans/s
     fresh_seconds: float  # d: how long
     requests: int  # e: per request kind
+    archive_spans: int  # j: spans archived for the reads
+    archive_move_spans: int  # j: spans a workload the archiver moves
 
 
 FULL = Sizes(
-    spans=200_000, read_spans=1_000_000, active_traces=100_000, fresh_rate=10_000, fresh_seconds=20, requests=200
+    spans=200_000,
+    read_spans=1_000_000,
+    active_traces=100_000,
+    fresh_rate=10_000,
+    fresh_seconds=20,
+    requests=200,
+    archive_spans=10_000_000,
+    archive_move_spans=200_000,
 )
-QUICK = Sizes(spans=5_000, read_spans=20_000, active_traces=2_000, fresh_rate=1000, fresh_seconds=3, requests=30)
+QUICK = Sizes(
+    spans=5_000,
+    read_spans=20_000,
+    active_traces=2_000,
+    fresh_rate=1000,
+    fresh_seconds=3,
+    requests=30,
+    archive_spans=100_000,
+    archive_move_spans=10_000,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -140,7 +160,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, help=f"offered spans/s for d (default {FULL.fresh_rate:,.0f})")
     parser.add_argument("--seconds", type=float, help=f"how long d produces (default {FULL.fresh_seconds:.0f})")
     parser.add_argument("--poll-ms", type=float, default=20.0, help="how often d polls the API")
-    parser.add_argument("--requests", type=int, help=f"requests per kind in e (default {FULL.requests})")
+    parser.add_argument("--requests", type=int, help=f"requests per kind in e and j (default {FULL.requests})")
+    parser.add_argument(
+        "--archive-spans", type=int, help=f"spans archived for j's reads (default {FULL.archive_spans:,})"
+    )
+    parser.add_argument(
+        "--archive-move-spans",
+        type=int,
+        help=f"spans a workload j's archiver moves (default {FULL.archive_move_spans:,})",
+    )
     parser.add_argument("--grace-ms", type=int, default=100, help="grace window of the workers in c and g")
     parser.add_argument("--partitions", type=int, default=12, help="partitions of every topic the bench creates")
     parser.add_argument("--batch-max", type=int, default=Settings().batch_max, help="the workers' getmany max_records")
@@ -168,6 +196,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         fresh_rate=args.rate or base.fresh_rate,
         fresh_seconds=args.seconds or base.fresh_seconds,
         requests=args.requests or base.requests,
+        archive_spans=args.archive_spans or base.archive_spans,
+        archive_move_spans=args.archive_move_spans or base.archive_move_spans,
     )
     return args
 
@@ -386,6 +416,20 @@ class Bench:
             "the ratio column: the same request on a store a tenth the size"
         )
         return rows
+
+    async def archive(self) -> list[Row]:
+        z = self.sizes
+        result = await archive_scale.measure(
+            self.settings("j"),
+            self.processes,
+            self.workdir,
+            spans=z.archive_spans,
+            move_spans=z.archive_move_spans,
+            days=archive_scale.DAYS,
+            requests=z.requests,
+            jobs=os.cpu_count() or 1,
+        )
+        return archive_scale.rows(result, z.requests, archive_scale.DAYS)
 
     async def memory(self) -> list[Row]:
         z = self.sizes
@@ -781,13 +825,16 @@ class Bench:
             await self.part("c", "two workers, Cassandra (3 nodes)", lambda: self.drain_cassandra(3))
         if "i" in parts:
             await self.storage()  # last too: its Cassandra node
+        if "j" in parts:
+            await self.part("j", "the archive behind S3Proxy", self.archive)
 
     def footnotes(self) -> list[str]:
         z = self.sizes
         notes = [
             f"sizes: --spans {z.spans:,} (a, b, c, g, h, i; per workload), --read-spans {z.read_spans:,} (e), "
             f"--active-traces {z.active_traces:,} (f), --rate {z.fresh_rate:,.0f} spans/s for "
-            f"{z.fresh_seconds:.0f} s (d)"
+            f"{z.fresh_seconds:.0f} s (d), --archive-spans {z.archive_spans:,} and --archive-move-spans "
+            f"{z.archive_move_spans:,} (j)"
             + (" (--quick: figures too small to mean anything)" if self.args.quick else ""),
             f"c, g, h: one worker in the bench process (the real ingest.worker.Worker), batch_max "
             f"{self.base.batch_max}, grace {self.args.grace_ms} ms, tag redaction on, finalizing "

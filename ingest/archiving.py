@@ -33,16 +33,19 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Final
 
 from ingest.ownership import Ownership
 from shared.archive.block import (
     BLOCKS,
+    Block,
     BlockMeta,
     block_name,
     block_shard,
     decode_meta,
     encode_meta,
+    holding_groups,
     id_key,
     write_block,
 )
@@ -77,6 +80,42 @@ def shard_number(shard: str) -> int:
     a shard named otherwise."""
     _, _, number = shard.rpartition("/")
     return int(number) if number.isdecimal() else 0
+
+
+async def publish_block(
+    objects: ObjectStore,
+    store: TraceStore,
+    shard: str,
+    block: Block,
+    trace_ids: Sequence[str],
+    *,
+    created_us: int,
+    deadline_s: float = MOVE_DEADLINE_S,
+) -> str:
+    """Steps 2 and 3 of a move: PUT ``block`` (written from ``shard``'s traces read at ``created_us``) whole,
+    then register it and remove the hot rows of ``trace_ids`` in one transaction; the block's object name.
+    A PUT that took more than ``deadline_s`` leaves its object unregistered (garbage to collect) and raises:
+    the traces move again."""
+    meta = block.meta
+    name = block_name(shard_number(shard), meta.start_us, uuid.uuid4().hex)
+    put_at = time.monotonic()
+    await objects.put(name, block.data)
+    took = time.monotonic() - put_at
+    if took > deadline_s:
+        raise TimeoutError(
+            f"the PUT of {name} took {took:.0f}s, more than {deadline_s:.0f}s: left unregistered (garbage), its"
+            " traces move again"
+        )
+    registered = ArchivedBlock(
+        name=name,
+        shard=shard,
+        start_us=meta.start_us,
+        end_us=meta.end_us,
+        created_us=created_us,
+        meta=encode_meta(meta),
+    )
+    await store.register_block(registered, trace_ids)
+    return name
 
 
 class Archiver:
@@ -137,25 +176,16 @@ class Archiver:
             if not traces:
                 return 0, False
             block = await asyncio.to_thread(write_block, traces)
-            meta = block.meta
-            name = block_name(shard_number(shard), meta.start_us, uuid.uuid4().hex)
-            put_at = time.monotonic()
-            await self._objects.put(name, block.data)
-            took = time.monotonic() - put_at
-            if took > self._move_deadline_s:
-                raise TimeoutError(
-                    f"the PUT of {name} took {took:.0f}s, more than {self._move_deadline_s:.0f}s: left unregistered"
-                    " (garbage), its traces move again"
-                )
-            registered = ArchivedBlock(
-                name=name,
-                shard=shard,
-                start_us=meta.start_us,
-                end_us=meta.end_us,
+            name = await publish_block(
+                self._objects,
+                self._store,
+                shard,
+                block,
+                [t.trace_id for t in traces],
                 created_us=read_us,
-                meta=encode_meta(meta),
+                deadline_s=self._move_deadline_s,
             )
-            await self._store.register_block(registered, [t.trace_id for t in traces])
+        meta = block.meta
         log.info(
             "archive: moved %d traces (%d spans, %d bytes) of %s into %s",
             meta.trace_count,
@@ -214,9 +244,9 @@ class Archiver:
         """Whether the block holds one of the ``pinned`` traces (read only when a row group's id range
         may hold one)."""
         for trace_id in pinned:
-            key = id_key(trace_id)[0]
-            may_hold = any(g.first_trace <= key <= g.last_trace for g in meta.row_groups)
-            if may_hold and await self._reader.get_trace(name, meta, trace_id) is not None:
+            if not holding_groups(meta, id_key(trace_id)[0]):
+                continue
+            if await self._reader.get_trace(name, meta, trace_id) is not None:
                 return True
         return False
 

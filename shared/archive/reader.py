@@ -8,8 +8,10 @@ only the row groups that can hold what is asked are fetched (ranged GETs), never
   trace-level filters run on the summary columns, tags and same-span conditions on the candidates' spans
   with the functions every hot store uses (:mod:`shared.store.search`).
 
-The Parquet footer of a block (its row groups' statistics) is fetched once and kept
-(:data:`FOOTERS_KEPT` blocks' footers).
+The Parquet footer of a block (its row groups' statistics) is fetched and parsed once and kept
+(:data:`FOOTERS_KEPT` blocks' footers). A search reads the row groups that can match newest first (a
+block's row groups follow each other in time), one at a time, and stops once the row groups left cannot
+hold a trace newer than the last one the answer keeps.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shared.archive.block import SPAN_COLUMNS, TRACE_COLUMNS, BlockMeta, id_key
+from shared.archive.block import SPAN_COLUMNS, TRACE_COLUMNS, BlockMeta, holding_groups, id_key
 from shared.archive.objects import ObjectStore
 from shared.models import Log, Span, Tags, TagValue
 from shared.store.base import Completeness, StoredTrace, TraceQuery, TraceSummary
@@ -96,6 +98,12 @@ _NEWEST_FIRST: Final = [
 ]
 
 
+def _order_key(trace_id: str) -> tuple[bytes, int, str]:
+    """A trace id's place in :data:`_NEWEST_FIRST` (after its start), as a sort key."""
+    key, text = id_key(trace_id)
+    return key, text is not None, text or ""
+
+
 class _Trace:
     """One trace's rows ``[start, end)`` in a table read from a block, and its summary columns."""
 
@@ -143,15 +151,21 @@ def _summary(trace: _Trace, table: pa.Table) -> TraceSummary:
 class BlockReader:
     """Reads of the blocks of one object store. Safe to share between tasks."""
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, *, groups_kept: int = 0) -> None:
+        """``groups_kept``: how many row groups read by id are kept decoded (the last ones read): Jaeger's
+        search loads each trace it found, most often several of one row group."""
         self.store = store
-        self._footers: OrderedDict[str, bytes] = OrderedDict()
+        self._footers: OrderedDict[str, pq.FileMetaData] = OrderedDict()
+        self._groups_kept = groups_kept
+        self._groups: OrderedDict[tuple[str, int], asyncio.Future[pa.Table]] = OrderedDict()
 
-    async def _footer(self, name: str, meta: BlockMeta) -> bytes:
+    async def _footer(self, name: str, meta: BlockMeta) -> pq.FileMetaData:
+        """The block's Parquet footer, parsed."""
         footer = self._footers.get(name)
         if footer is None:
             end = meta.footer_offset + meta.footer_length + 8
-            (footer,) = await self.store.get_ranges(name, [(meta.footer_offset, end)])
+            (data,) = await self.store.get_ranges(name, [(meta.footer_offset, end)])
+            footer = pq.read_metadata(pa.BufferReader(data))
             self._footers[name] = footer
             while len(self._footers) > FOOTERS_KEPT:
                 self._footers.popitem(last=False)
@@ -168,28 +182,55 @@ class BlockReader:
         footer, fetched = await asyncio.gather(
             self._footer(name, meta), self.store.get_ranges(name, [(g.offset, g.offset + g.length) for g in parts])
         )
-        # a file of the block's size that holds only what was fetched: Parquet reads no other byte of it
-        sparse = bytearray(meta.size)
-        sparse[meta.footer_offset :] = footer
+        # a file of the block's size that holds only what was fetched: Parquet reads no other byte of it (its
+        # footer is given parsed)
+        sparse = bytearray(meta.footer_offset)
         for part, data in zip(parts, fetched, strict=True):
             sparse[part.offset : part.offset + part.length] = data
-        blocks = pq.ParquetFile(pa.BufferReader(pa.py_buffer(sparse)))
-        return blocks.read_row_groups(list(groups), columns=None if columns is None else list(columns))
+        blocks = pq.ParquetFile(pa.BufferReader(pa.py_buffer(sparse)), metadata=footer)
+        # decoded on a thread (pyarrow lets go of the GIL): concurrent reads use both cores
+        return await asyncio.to_thread(
+            blocks.read_row_groups, list(groups), columns=None if columns is None else list(columns)
+        )
+
+    async def _whole_group(self, name: str, meta: BlockMeta, group: int) -> pa.Table:
+        """One row group, every column: kept (the last ``groups_kept``), and read once by concurrent
+        readers."""
+        if not self._groups_kept:
+            return await self._read(name, meta, [group])
+        key = (name, group)
+        pending = self._groups.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._read(name, meta, [group]))
+            self._groups[key] = pending
+            while len(self._groups) > self._groups_kept:
+                self._groups.popitem(last=False)
+        else:
+            self._groups.move_to_end(key)
+        try:
+            return await asyncio.shield(pending)
+        except BaseException:
+            if self._groups.get(key) is pending and pending.done():
+                del self._groups[key]  # a failed read is not kept
+            raise
 
     async def get_trace(self, name: str, meta: BlockMeta, trace_id: str) -> StoredTrace | None:
         """The archived trace (state ``finalized``; ``analysis`` None: derived by the caller, as for a hot
         trace), or ``None`` when the block does not hold it. Its spans are in the block's order (by start)."""
         key, text = id_key(trace_id)
-        groups = [i for i, g in enumerate(meta.row_groups) if g.first_trace <= key <= g.last_trace]
+        groups = holding_groups(meta, key)
         if not groups:
             return None
-        table = await self._read(name, meta, groups)
+        tables = [await self._whole_group(name, meta, i) for i in groups]
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         mine = pc.equal(table.column("trace_id"), pa.scalar(key, pa.binary()))
         text_column = table.column("trace_id_text")
         mine = pc.and_(mine, pc.is_null(text_column) if text is None else pc.equal(text_column, text))
-        rows = table.filter(mine)
-        if rows.num_rows == 0:
+        at = np.flatnonzero(pc.fill_null(mine, False).to_numpy(zero_copy_only=False))
+        if not len(at):
             return None
+        # a trace's rows are consecutive in its row group (sorted by trace id): a slice, not a copy
+        rows = table.slice(int(at[0]), int(at[-1]) - int(at[0]) + 1)
         first = rows.slice(0, 1).to_pylist()[0]
         return StoredTrace(
             trace_id=trace_id,
@@ -209,19 +250,24 @@ class BlockReader:
         caller merging several blocks asks each for ``offset + limit`` from offset 0."""
         if query.status == "active" or not _block_can_match(meta, query):
             return []
-        footer = pq.read_metadata(pa.BufferReader(await self._footer(name, meta)))
+        footer = await self._footer(name, meta)
         groups = [i for i in range(footer.num_row_groups) if _group_can_match(footer.row_group(i), meta, i, query)]
-        if not groups:
-            return []
+        groups.sort(key=lambda i: meta.row_groups[i].end_us, reverse=True)
         columns = None if query.tags or query.same_span else SEARCH_COLUMNS
-        table = await self._read(name, meta, groups, columns)
         wanted = query.offset + query.limit
         found: list[TraceSummary] = []
-        for trace in _candidates(table, query):
-            if len(found) == wanted:
-                break
-            if _spans_match(table, trace, query):
-                found.append(_summary(trace, table))
+        for i in groups:
+            if len(found) >= wanted and meta.row_groups[i].end_us < found[wanted - 1].start_us:
+                break  # no trace of this row group or an older one can be among the newest kept
+            table = await self._read(name, meta, [i], columns)
+            mine: list[TraceSummary] = []
+            for trace in _candidates(table, query):
+                if len(mine) == wanted:
+                    break
+                if _spans_match(table, trace, query):
+                    mine.append(_summary(trace, table))
+            found = sorted([*found, *mine], key=lambda t: (t.start_us, *_order_key(t.trace_id)), reverse=True)
+            del found[wanted:]
         return found[query.offset :]
 
 

@@ -39,6 +39,9 @@ CATALOG_REFRESH_S: Final = 5.0
 """How long the registered blocks read from the hot store are used before they are read again."""
 BLOCKS_AT_ONCE: Final = 8
 """Blocks searched concurrently."""
+GROUPS_KEPT: Final = 16
+"""Row groups read by id kept decoded (1-1.5 MB each for 2,048 demo or realistic spans): Jaeger's search
+loads the traces it found, most often several of one row group."""
 PAGE_MAX: Final = 1000  # TraceQuery's largest limit
 T = TypeVar("T")
 
@@ -99,7 +102,7 @@ class TieredReads:
         if objects is not None:
             from shared.archive.reader import BlockReader
 
-            self.reader = BlockReader(objects)
+            self.reader = BlockReader(objects, groups_kept=GROUPS_KEPT)
         self._refresh_s = refresh_s
         self._blocks_at_once = blocks_at_once
         self._clock = clock
@@ -151,12 +154,13 @@ class TieredReads:
         return None
 
     async def _holders(self, trace_id: str) -> list[Registered]:
-        """The blocks with a row group whose trace-id range holds ``trace_id``, newest first."""
-        from shared.archive.block import id_key
+        """The blocks that can hold ``trace_id`` (a row group's trace-id range holds it, and the block's
+        filter of its ids does not rule it out), newest first."""
+        from shared.archive.block import holding_groups, id_key
 
         key, _ = id_key(trace_id)
         blocks = await self.blocks()
-        holders = [r for r in blocks if any(g.first_trace <= key <= g.last_trace for g in r.meta.row_groups)]
+        holders = [r for r in blocks if holding_groups(r.meta, key)]
         return sorted(holders, key=lambda r: (r.block.created_us, r.block.start_us), reverse=True)
 
     async def find_traces(self, query: TraceQuery) -> list[TieredSummary]:

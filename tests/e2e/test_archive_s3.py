@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 
 from bench.workload import demo_traces, realistic_traces
-from shared.archive.block import BLOCKS, block_name, write_block
+from shared.archive.block import BLOCKS, block_name, holding_groups, write_block
 from shared.archive.objects import ObjectMissing
 from shared.archive.reader import BlockReader
 from shared.archive.s3 import S3ObjectStore
@@ -92,9 +92,8 @@ async def _exercise(store: CountingS3, server: S3Server, base: str) -> None:
             assert got.spans == sorted(trace.spans, key=lambda span: span.start_time_us)
             fetched = [r for r in store.ranges if r[0] < block.meta.footer_offset]
             key = bytes.fromhex(trace.trace_id)
-            assert fetched == [
-                (g.offset, g.offset + g.length) for g in block.meta.row_groups if g.first_trace <= key <= g.last_trace
-            ]
+            groups = [block.meta.row_groups[i] for i in holding_groups(block.meta, key)]
+            assert fetched == [(g.offset, g.offset + g.length) for g in groups]
             assert time.perf_counter() - started < 5
         service = traces[0].spans[0].service_name
         found = await reader.find_traces(name, block.meta, TraceQuery(service_name=service, limit=7))

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.analysis import analyze
-from shared.archive.block import BlockMeta, block_name, decode_meta, encode_meta, write_block
+from shared.archive.block import BlockMeta, block_name, decode_meta, encode_meta, holding_groups, write_block
 from shared.archive.objects import FileObjectStore, ObjectMissing
 from shared.archive.reader import BlockReader
 from shared.models import Log, Span, Tags
@@ -248,7 +248,8 @@ def test_a_read_fetches_only_the_row_group_of_the_trace_and_the_footer_once(tmp_
             store.ranges.clear()
             got = await reader.get_trace(NAME, meta, trace.trace_id)
             assert got is not None and got.spans == by_start(trace.spans)
-            holding = [g for g in meta.row_groups if g.first_trace <= bytes.fromhex(trace.trace_id) <= g.last_trace]
+            holding = [meta.row_groups[i] for i in holding_groups(meta, bytes.fromhex(trace.trace_id))]
+            assert len(holding) == 1  # the filters rule out the other row groups whose id range holds it
             assert [(g.offset, g.offset + g.length) for g in holding] == [
                 r for r in store.ranges if r[0] < meta.footer_offset
             ]
@@ -313,6 +314,8 @@ def test_block_metadata_survives_the_hot_store_encoding() -> None:
     block = write_block(demo_traces(9000), row_group_spans=1000)
     assert len(block.meta.row_groups) >= 8
     assert decode_meta(encode_meta(block.meta)) == block.meta
-    assert len(encode_meta(block.meta)) < 2000 + 100 * len(block.meta.row_groups)
+    filters = sum(len(g.trace_filter) for g in block.meta.row_groups)
+    assert filters <= 3 * block.meta.trace_count + 8 * len(block.meta.row_groups)  # FILTER_BITS a trace
+    assert len(encode_meta(block.meta)) < 2000 + 100 * len(block.meta.row_groups) + filters
     with pytest.raises(msgspec.ValidationError):
         decode_meta(msgspec.msgpack.encode({"start_us": "yesterday"}))
