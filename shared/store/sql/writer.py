@@ -217,6 +217,14 @@ async def remove_index_rows(d: SqlDriver, shares: Sequence[tuple[int, Contributi
         await d.remove_index_rows(op_index_values(shares), tag_index_values(shares), endpoint_keys(shares))
 
 
+SWEEP_SHARE: Final = 0.25
+"""A store sweeps the search indexes at its first purge, then at the first purge once this share of the
+retention (the age of the purge's bound) passed since its last sweep: a pass reads the whole index, live
+rows and those of the traces purged since, so sweeping after every purge round read each purged row's
+worth of index many times over (11 times with a 5-minute retention purged every 30 s, thousands with
+days). With a quarter, a sweep reads about five index rows per row it deletes, the rows of purged traces
+are at most a quarter of the live ones, and none outlives its trace by more than a quarter of the
+retention plus one retention check interval (a search never sees them: it joins ``traces``)."""
 SWEEP_SLICES: Final = 16
 """Transactions a sweep of the search indexes takes, each over a sixteenth of the hash space."""
 
