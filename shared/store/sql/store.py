@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import multiprocessing
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Final, TypeVar
 
 import msgspec
@@ -59,6 +62,8 @@ class SqlStore(Backend, SqlReader):
     _unswept_us: int | None = None
     """The latest start of a trace this store moved to the archive whose ``op_index`` and ``tag_index``
     rows no sweep has passed yet: purges sweep, even when they delete nothing, until one passes it."""
+    _planner: ProcessPoolExecutor | None = None
+    """The process that plans large purge rounds (:data:`writer.PLAN_APART_MIN`), started at the first."""
     _sweep_pending: bool = False
     """Whether traces were purged since the last sweep."""
     _swept_at: float | None = None
@@ -153,10 +158,28 @@ class SqlStore(Backend, SqlReader):
         summed on a thread of their own (the store's thread, or the event loop, goes on meanwhile);
         ``None`` when there is nothing to purge. The write transaction uses it for the rows unchanged
         since."""
-        rows, chunks, reader = await self._snapshot(lambda d: writer.purge_reads(d, before_us, limit))
+        rows, chunks, bodies = await self._snapshot(lambda d: writer.purge_reads(d, before_us, limit))
         if not rows:
             return None
-        return await asyncio.to_thread(writer.plan_purge, rows, chunks, reader)
+        if len(chunks) < writer.PLAN_APART_MIN:
+            return await asyncio.to_thread(writer.plan_purge_apart, rows, chunks, bodies)
+        planner = self._planner
+        if planner is None:  # started at the first large round: spawned, not forked from a threaded process
+            planner = self._planner = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                planner, writer.plan_purge_apart, rows, chunks, bodies
+            )
+        except BrokenProcessPool:  # the process died: this purge fails, the next starts another
+            self._planner = None
+            planner.shutdown(wait=False)
+            raise
+
+    async def _close_planner(self) -> None:
+        """Stop the purge planner process, if one was started."""
+        planner, self._planner = self._planner, None
+        if planner is not None:
+            await asyncio.to_thread(planner.shutdown, True)
 
     # -- archive --------------------------------------------------------------------------------------
 
