@@ -55,7 +55,7 @@ class Ownership:
         self.shards: set[str] = set()
         """Updated in place by :class:`RebalanceListener` (never replaced)."""
         self.finalizing = asyncio.Lock()
-        """Held by a finalize round and by a retention purge."""
+        """Held by a finalize round, and by a retention purge on a store that purges by owner."""
 
 
 class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types

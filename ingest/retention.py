@@ -11,6 +11,7 @@ the retention delays the purge rather than losing traces."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 
@@ -46,13 +47,14 @@ class Retention:
 
     async def purge_expired(self) -> int:
         """Delete traces older than the retention window (rollups corrected by the store); returns how
-        many. Runs under :attr:`Ownership.finalizing`, like a finalize round: a store whose rollup rows
-        have one writer per shard corrects them in the purge too, so a revoked worker must not be purging
-        while the next owner starts."""
+        many. On a store whose rollup rows have one writer per shard (``purge_by_owner``), the purge
+        corrects them too, so it runs under :attr:`Ownership.finalizing`, like a finalize round: a revoked
+        worker must not be purging while the next owner starts. Elsewhere it runs beside the finalize
+        rounds (its transactions are short), which do not wait for the whole purge."""
         if self._archiver is not None and not self._archiver.caught_up():
             return 0
         before = now_us() - self._retention_us
-        async with self._ownership.finalizing:
+        async with self._ownership.finalizing if self._store.purge_by_owner else contextlib.nullcontext():
             purged = await self._store.purge(before, shards=set(self._ownership.shards))
         if purged:
             log.info("retention: purged %d traces that started before %d", purged, before)

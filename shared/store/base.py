@@ -308,6 +308,11 @@ class StoreCapabilities(Protocol):
     concurrent_finalizes: int
     """How many :meth:`TraceFinalizer.finalize` calls a finalizer process may run at once on disjoint
     shares of one round's traces (at least 1)."""
+    purge_by_owner: bool
+    """Whether a purge corrects rows that only a shard's owner writes (rollup rows with one writer per
+    shard): then a worker purges under :attr:`ingest.ownership.Ownership.finalizing`, never beside the next
+    owner's finalize round. ``False`` (the SQL stores, whose transactions let any process correct any
+    rollup row): a purge runs beside the finalize rounds, one transaction at a time."""
 
 
 class Component(Protocol):

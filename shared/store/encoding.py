@@ -22,7 +22,7 @@ it is read as plain msgpack (layout v2). Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -162,12 +162,18 @@ class Dictionaries:
             self._data[ident] = body
             self._decompressors[ident] = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(body))
 
-    def reader(self) -> Dictionaries:
-        """Dictionaries that read the chunks these can, with decompressors of their own: for another thread
-        (a decompressor is not to be used by two at once), taken on the thread that uses these."""
+    def bodies(self) -> dict[int, bytes]:
+        """The body of each loaded dictionary, by id: what :meth:`of` reads the same chunks with, with
+        decompressors of its own (a decompressor is not to be used by two threads at once), on another
+        thread or in another process."""
+        return dict(self._data)
+
+    @staticmethod
+    def of(bodies: Mapping[int, bytes]) -> Dictionaries:
+        """Dictionaries that read the chunks compressed with these (:meth:`bodies`); they write none."""
         other = Dictionaries()
         other._samples = None
-        for ident, body in self._data.items():
+        for ident, body in bodies.items():
             other.load(ident, body)
         return other
 

@@ -237,13 +237,17 @@ async def test_a_store_written_before_final_chunks_gains_it_and_stays_exact(back
         assert await dump(url) == {table: [] for table in TABLES}
 
 
+@pytest.mark.parametrize("apart", [False, True], ids=["thread", "planner-process"])
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_trace_refinalized_between_the_purge_plan_and_its_commit_goes_with_its_new_share(
-    backend: str, tmp_path: Path
+    backend: str, apart: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A purge derives the shares before its write transaction; a trace re-finalized meanwhile (a late
-    span) is left for the next round while the unchanged ones go, or, when no planned one is left, its new
-    share is derived inside the transaction: the stale share is never taken out."""
+    """A purge derives the shares before its write transaction (on a thread, or for a large round in the
+    store's planner process); a trace re-finalized meanwhile (a late span) is left for the next round while
+    the unchanged ones go, or, when no planned one is left, its new share is derived inside the
+    transaction: the stale share is never taken out."""
+    if apart:
+        monkeypatch.setattr(writer, "PLAN_APART_MIN", 1)
     old = T0 - HOUR
     traces = {
         "changes": failed_trace("changes", old, weight=3),
@@ -266,6 +270,7 @@ async def test_a_trace_refinalized_between_the_purge_plan_and_its_commit_goes_wi
                 # first "same" alone (the changed one next round), then "changes" with its share derived here
                 assert (purged.ids, purged.more) == ((["same"], True) if i == 0 else (["changes"], False))
             assert await store.purge(T0) == 0
+            assert (store._planner is not None) == apart
             for low, high in writer.sweep_slices():  # what the store's purge does after its rounds
                 await store._commit(functools.partial(writer.sweep_index, before_us=T0, low=low, high=high))
         finally:

@@ -71,9 +71,8 @@ class CassandraStore(Backend, Reader):
     """Finalization stays in the worker: the owner of a shard finalizes from its own due index
     (docs/adr/0002-owner-partition-finalizes.md)."""
     concurrent_finalizes = 1
-
-    shared_by_processes = False  # its finalize rounds stay in the worker
-    concurrent_finalizes = 1
+    purge_by_owner = True
+    """A shard's rollup rows have one writer, its owner: the purge corrects them under the owner's lock."""
 
     def __init__(self, session: CassandraSession, *, cache_bytes: int = 0, ttl_s: int) -> None:
         self._session = session

@@ -105,6 +105,7 @@ class PostgresStore(SqlStore):
         await self._pool.fetchval("SELECT 1")
 
     async def close(self) -> None:
+        await self._close_planner()
         await self._pool.close()
 
     # -- the finalizer's SQL -------------------------------------------------------------------------

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import multiprocessing
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Final, TypeVar
 
 import msgspec
@@ -53,11 +56,18 @@ class SqlStore(Backend, SqlReader):
     """The zstd dictionaries of the chunks this store read or writes (loaded on the store's thread)."""
     _samples: list[bytes] | None = None
     """Chunk payloads a write handed over, to train the writer's dictionary from before the next write."""
+    purge_by_owner = False
     purge_chunk: int
     """Traces deleted per purge transaction (short transactions: writers are not held up for long)."""
     _unswept_us: int | None = None
     """The latest start of a trace this store moved to the archive whose ``op_index`` and ``tag_index``
     rows no sweep has passed yet: purges sweep, even when they delete nothing, until one passes it."""
+    _planner: ProcessPoolExecutor | None = None
+    """The process that plans large purge rounds (:data:`writer.PLAN_APART_MIN`), started at the first."""
+    _sweep_pending: bool = False
+    """Whether traces were purged since the last sweep."""
+    _swept_at: float | None = None
+    """When this store last swept the search indexes (``time.monotonic()`` s; ``None``: never)."""
 
     @abstractmethod
     async def _commit(self, job: Job[T], committed: Callable[[T], None] = _ignore) -> T:
@@ -117,13 +127,30 @@ class SqlStore(Backend, SqlReader):
             total += len(purged.ids)
             if not purged.more:
                 break
-        unswept = self._unswept_us
-        if total or unswept is not None:  # the search index rows of what went: one pass per hash slice each
-            if unswept is not None and unswept < before_us:
-                self._unswept_us = None
-            for low, high in writer.sweep_slices():
-                await self._commit(functools.partial(writer.sweep_index, before_us=before_us, low=low, high=high))
+        self._sweep_pending = self._sweep_pending or total > 0 or self._unswept_us is not None
+        if self._sweep_pending and self._sweep_due(before_us):
+            await self._sweep(before_us)
         return total
+
+    def _sweep_due(self, before_us: int) -> bool:
+        """Whether the search indexes are swept now: at the first purge, then once
+        :data:`writer.SWEEP_SHARE` of the retention (``before_us``'s age) passed since the last sweep."""
+        swept_at = self._swept_at
+        if swept_at is None:
+            return True
+        retention_s = max(0.0, time.time() - before_us / 1e6)
+        return time.monotonic() - swept_at >= writer.SWEEP_SHARE * retention_s
+
+    async def _sweep(self, before_us: int) -> None:
+        """The ``op_index`` and ``tag_index`` rows of the traces purged or archived before ``before_us``
+        out: one pass per hash slice, a transaction each."""
+        unswept = self._unswept_us
+        if unswept is not None and unswept < before_us:
+            self._unswept_us = None
+        self._sweep_pending = self._unswept_us is not None
+        for low, high in writer.sweep_slices():
+            await self._commit(functools.partial(writer.sweep_index, before_us=before_us, low=low, high=high))
+        self._swept_at = time.monotonic()
 
     async def _purge_planned(self, before_us: int, limit: int) -> writer.PurgePlan | None:
         """A purge round planned before its write transaction so that writers are not held up by it: its
@@ -131,10 +158,28 @@ class SqlStore(Backend, SqlReader):
         summed on a thread of their own (the store's thread, or the event loop, goes on meanwhile);
         ``None`` when there is nothing to purge. The write transaction uses it for the rows unchanged
         since."""
-        rows, chunks, reader = await self._snapshot(lambda d: writer.purge_reads(d, before_us, limit))
+        rows, chunks, bodies = await self._snapshot(lambda d: writer.purge_reads(d, before_us, limit))
         if not rows:
             return None
-        return await asyncio.to_thread(writer.plan_purge, rows, chunks, reader)
+        if len(chunks) < writer.PLAN_APART_MIN:
+            return await asyncio.to_thread(writer.plan_purge_apart, rows, chunks, bodies)
+        planner = self._planner
+        if planner is None:  # started at the first large round: spawned, not forked from a threaded process
+            planner = self._planner = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                planner, writer.plan_purge_apart, rows, chunks, bodies
+            )
+        except BrokenProcessPool:  # the process died: this purge fails, the next starts another
+            self._planner = None
+            planner.shutdown(wait=False)
+            raise
+
+    async def _close_planner(self) -> None:
+        """Stop the purge planner process, if one was started."""
+        planner, self._planner = self._planner, None
+        if planner is not None:
+            await asyncio.to_thread(planner.shutdown, True)
 
     # -- archive --------------------------------------------------------------------------------------
 

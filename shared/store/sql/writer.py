@@ -217,6 +217,14 @@ async def remove_index_rows(d: SqlDriver, shares: Sequence[tuple[int, Contributi
         await d.remove_index_rows(op_index_values(shares), tag_index_values(shares), endpoint_keys(shares))
 
 
+SWEEP_SHARE: Final = 0.25
+"""A store sweeps the search indexes at its first purge, then at the first purge once this share of the
+retention (the age of the purge's bound) passed since its last sweep: a pass reads the whole index, live
+rows and those of the traces purged since, so sweeping after every purge round read each purged row's
+worth of index many times over (11 times with a 5-minute retention purged every 30 s, thousands with
+days). With a quarter, a sweep reads about five index rows per row it deletes, the rows of purged traces
+are at most a quarter of the live ones, and none outlives its trace by more than a quarter of the
+retention plus one retention check interval (a search never sees them: it joins ``traces``)."""
 SWEEP_SLICES: Final = 16
 """Transactions a sweep of the search indexes takes, each over a sixteenth of the hash space."""
 
@@ -278,12 +286,13 @@ def derives(row: PurgeCandidate) -> bool:
 
 async def purge_reads(
     d: SqlDriver, before_us: int, limit: int
-) -> tuple[list[PurgeCandidate], dict[str, list[tuple[bool, bytes]]], Dictionaries]:
+) -> tuple[list[PurgeCandidate], dict[str, list[tuple[bool, bytes]]], dict[int, bytes]]:
     """A purge round's candidates as of a read transaction, the chunks of those whose share is derived,
-    and a copy of the dictionaries they name, for :func:`purge_shares` on another thread."""
+    and the bodies of the dictionaries they name, for :func:`plan_purge_apart` on another thread or in
+    another process."""
     rows = await d.purge_candidates(before_us, limit, lock=False)
     chunks = await derived_chunks(d, rows)
-    return rows, chunks, d.dicts.reader()
+    return rows, chunks, d.dicts.bodies()
 
 
 async def derived_chunks(d: SqlDriver, rows: Sequence[PurgeCandidate]) -> dict[str, list[tuple[bool, bytes]]]:
@@ -331,6 +340,21 @@ def plan_purge(
     shares = purge_shares(rows, chunks, dicts)
     delta, indexed = purge_correction(rows, shares)
     return PurgePlan(rows=rows, shares=shares, delta=delta, indexed=indexed)
+
+
+PLAN_APART_MIN: Final = 64
+"""A purge round with at least this many shares to derive is planned in the store's planner process
+(:func:`plan_purge_apart`), one with fewer on a thread: deriving a share decodes and analyzes the trace's
+chunks (about as much work as its finalization), which on a thread holds the interpreter lock that the
+process's other work (a worker's consume loop) waits on."""
+
+
+def plan_purge_apart(
+    rows: list[PurgeCandidate], chunks: Mapping[str, Sequence[tuple[bool, bytes]]], bodies: Mapping[int, bytes]
+) -> PurgePlan:
+    """:func:`plan_purge` with the dictionaries given by their bodies (:func:`purge_reads`): what a thread
+    or another process runs, with decompressors of its own."""
+    return plan_purge(rows, chunks, Dictionaries.of(bodies))
 
 
 async def purge(d: SqlDriver, before_us: int, limit: int, planned: PurgePlan | None = None) -> Purged:

@@ -246,6 +246,7 @@ class SqliteStore(SqlStore):
             conn.close()
 
     async def close(self) -> None:
+        await self._close_planner()
         self._stop_checkpoints.set()
         if self._writer_lock is not None:
             lock, self._writer_lock = self._writer_lock, None
