@@ -1,14 +1,18 @@
 """What one finalized trace adds to the rollups and to the search indexes, so that every backend can add
 it once and take it out exactly on re-finalization or purge (never double counted). Pure: no I/O.
 
-Rollups are time-bucketed by the trace's start time, at three grains kept side by side:
+Rollups are time-bucketed by the trace's start time, at grains kept side by side:
 
 * ``MINUTE``: one bucket per minute (bucket = start µs // 60 s), for windows and time series;
+* ``TEN``: one bucket per ten minutes (SQLite and PostgreSQL only, :data:`SQL_GRAINS`), so that the edge
+  of a window is a few rows whatever minute it starts at (docs/adr/0018-ten-minute-grain.md);
 * ``HOUR``: one bucket per hour, so long windows read 60x fewer rows;
 * ``TOTAL``: one bucket (0) for all time, so ``/stats`` without a window reads a handful of rows.
 
-A trace's contribution goes to the bucket of its start at each grain; the hour and total rows are sums of
-the minute rows, written in the same transaction, so the grains never disagree.
+A trace's contribution goes to the bucket of its start at each grain; the ten-minute, hour and total rows
+are sums of the minute rows, written in the same transaction, so the grains never disagree (windows are
+read from a coarser row less finer ones: :func:`shared.store.search.signed_window_ranges`). Cassandra reads
+plain ranges and keeps :data:`PLAIN_GRAINS`. The grain numbers are stored: never renumbered.
 
 Series:
 
