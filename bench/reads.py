@@ -4,6 +4,12 @@ series, Jaeger's latency metrics, an endpoint's aggregated critical path (from t
 slowest 10,000 traces of the endpoint), against ``python -m query_api`` running as its own process.
 
     python bench/reads.py --spans 100000 1000000     # one column per store size
+    python bench/reads.py --spans 1000000 --window-minute 31   # also windows pinned to :31
+
+The windows "up to now" start at the minute of the hour the clock is at (logged), which decides how many
+rollup rows they read; ``--window-minute M`` adds reads of windows given by ``start`` and ``end`` that
+start and end at minute M of the hour (the last such minute before the reads), so that a window's worst
+minute can be measured at any time.
 
 The store (SQLite) is filled directly through the store API (``write_batch`` + ``finalize``, as the worker
 does), then the API is started on it. ``/stats`` and ``/analyze`` are served from precomputed rows (rollups,
@@ -105,8 +111,20 @@ async def _timed(session: aiohttp.ClientSession, urls: list[str]) -> list[float]
     return samples
 
 
+def pinned_end_ms(minute: int, now_us: int) -> int:
+    """The last moment at ``minute`` of an hour (``:MM:00``) before ``now_us``, in epoch milliseconds."""
+    hour_us, minute_us = 3_600_000_000, 60_000_000
+    end = now_us - now_us % hour_us + minute * minute_us
+    return (end if end <= now_us else end - hour_us) // 1000
+
+
 async def read_latency(
-    settings: Settings, processes: Processes, workdir: Path, spans_wanted: int, requests: int
+    settings: Settings,
+    processes: Processes,
+    workdir: Path,
+    spans_wanted: int,
+    requests: int,
+    window_minute: int | None = None,
 ) -> ReadsResult:
     """Fill a fresh SQLite store in ``workdir`` with ``spans_wanted`` spans, serve it with the real API
     process, and time ``requests`` sequential requests per kind (after a few warm-up requests)."""
@@ -155,6 +173,16 @@ async def read_latency(
                 f"{base}/analyze/endpoints/api-gateway/processOrder/critical-path?window=24h&tail={TAIL}"
             ),
         }
+        log(f"windows up to now start at :{time.gmtime().tm_min:02d} (minute of the hour)")
+        if window_minute is not None:
+            end_ms = pinned_end_ms(window_minute, time.time_ns() // 1000)
+            kinds[f"GET /stats?start=&end= (1 h, :{window_minute:02d} to :{window_minute:02d})"] = lambda: (
+                f"{base}/stats?start={end_ms - 3_600_000}&end={end_ms}"
+            )
+            kinds[f"GET .../critical-path?start=&end= (24 h, :{window_minute:02d} to :{window_minute:02d})"] = lambda: (
+                f"{base}/analyze/endpoints/api-gateway/processOrder/critical-path?start={end_ms - 86_400_000}"
+                f"&end={end_ms}"
+            )
         # the client's own collector pauses are not the API's latency: tuned as the worker's, after the fill
         with tuned_gc():
             async with aiohttp.ClientSession() as session:
@@ -173,12 +201,21 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spans", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument(
+        "--window-minute",
+        type=int,
+        choices=range(60),
+        metavar="M",
+        help="also read windows that start and end at minute M of the hour (0-59)",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="tracing-bench-"))
     processes = Processes(workdir)
     settings = Settings.from_env()
     try:
-        results = [await read_latency(settings, processes, workdir, n, args.requests) for n in args.spans]
+        results = [
+            await read_latency(settings, processes, workdir, n, args.requests, args.window_minute) for n in args.spans
+        ]
     finally:
         processes.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)

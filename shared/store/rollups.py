@@ -1,14 +1,18 @@
 """What one finalized trace adds to the rollups and to the search indexes, so that every backend can add
 it once and take it out exactly on re-finalization or purge (never double counted). Pure: no I/O.
 
-Rollups are time-bucketed by the trace's start time, at three grains kept side by side:
+Rollups are time-bucketed by the trace's start time, at grains kept side by side:
 
 * ``MINUTE``: one bucket per minute (bucket = start µs // 60 s), for windows and time series;
+* ``TEN``: one bucket per ten minutes (SQLite and PostgreSQL only, :data:`SQL_GRAINS`), so that the edge
+  of a window is a few rows whatever minute it starts at (docs/adr/0018-ten-minute-grain.md);
 * ``HOUR``: one bucket per hour, so long windows read 60x fewer rows;
 * ``TOTAL``: one bucket (0) for all time, so ``/stats`` without a window reads a handful of rows.
 
-A trace's contribution goes to the bucket of its start at each grain; the hour and total rows are sums of
-the minute rows, written in the same transaction, so the grains never disagree.
+A trace's contribution goes to the bucket of its start at each grain; the ten-minute, hour and total rows
+are sums of the minute rows, written in the same transaction, so the grains never disagree (windows are
+read from a coarser row less finer ones: :func:`shared.store.search.signed_window_ranges`). Cassandra reads
+plain ranges and keeps :data:`PLAIN_GRAINS`. The grain numbers are stored: never renumbered.
 
 Series:
 
@@ -54,11 +58,19 @@ from shared.store.encoding import pack_blob, unpack_blob
 from shared.store.sketch import LEGACY_BINS, key_of, pack, split_key
 
 MINUTE_US: Final = 60_000_000
+TEN_MINUTES_US: Final = 600_000_000
 HOUR_US: Final = 3_600_000_000
 MINUTE: Final = 1
 HOUR: Final = 2
 TOTAL: Final = 3
-GRAIN_US: Final = {MINUTE: MINUTE_US, HOUR: HOUR_US}
+TEN: Final = 4
+"""Ten minutes (numbered after the others: grains are stored, never renumbered)."""
+GRAIN_US: Final = {MINUTE: MINUTE_US, TEN: TEN_MINUTES_US, HOUR: HOUR_US}
+PLAIN_GRAINS: Final = (MINUTE, HOUR, TOTAL)
+"""The grains a store that reads plain ranges keeps (Cassandra: :func:`shared.store.search.window_ranges`)."""
+SQL_GRAINS: Final = (MINUTE, TEN, HOUR, TOTAL)
+"""The grains the SQL stores keep: the plain ones and ten minutes, which their signed window reads use
+(:func:`shared.store.search.signed_window_ranges`)."""
 HISTOGRAM_SIZE: Final = len(BUCKET_BOUNDS_US) + 1
 
 OpShare = tuple[str, str, str, int, int, int, int, int, dict[int, int], int, dict[int, int]]
@@ -257,19 +269,20 @@ class RollupDelta:
         row[0] += extra
         row[1] += extra * c.failed
 
-    def op_rows(self) -> list[tuple[int, int, OpKey, Counters]]:
-        """``(grain, bucket, (service, operation, kind), counters)`` at every grain, non-zero rows only,
-        in key order (concurrent writers lock shared rows in the same order)."""
-        return _grains(self.ops)
+    def op_rows(self, grains: Sequence[int] = SQL_GRAINS) -> list[tuple[int, int, OpKey, Counters]]:
+        """``(grain, bucket, (service, operation, kind), counters)`` at each of ``grains`` (the SQL stores'
+        by default), non-zero rows only, in key order (concurrent writers lock shared rows in the same
+        order)."""
+        return _grains(self.ops, grains)
 
-    def endpoint_rows(self) -> list[tuple[int, int, EndpointKey, Counters]]:
+    def endpoint_rows(self, grains: Sequence[int] = SQL_GRAINS) -> list[tuple[int, int, EndpointKey, Counters]]:
         """``(grain, bucket, (root service, root operation), counters)``, as :meth:`op_rows`."""
-        return _grains(self.endpoints)
+        return _grains(self.endpoints, grains)
 
-    def op_bin_rows(self) -> list[tuple[int, int, OpBinKey, list[int]]]:
+    def op_bin_rows(self, grains: Sequence[int] = SQL_GRAINS) -> list[tuple[int, int, OpBinKey, list[int]]]:
         """``(grain, bucket, (service, operation, kind, bin), [count])``: the operations' sketches, as
         :meth:`op_rows`."""
-        return _grains(self.op_bins)
+        return _grains(self.op_bins, grains)
 
     def service_bin_rows(self) -> list[tuple[str, int, int]]:
         """``(service, bin, count)``: the all-time sketch of each service's spans (every operation and
@@ -279,17 +292,17 @@ class RollupDelta:
             sums[service, index] = sums.get((service, index), 0) + n
         return sorted((service, index, n) for (service, index), n in sums.items() if n)
 
-    def endpoint_bin_rows(self) -> list[tuple[int, int, EndpointBinKey, list[int]]]:
+    def endpoint_bin_rows(self, grains: Sequence[int] = SQL_GRAINS) -> list[tuple[int, int, EndpointBinKey, list[int]]]:
         """``(grain, bucket, (root service, root operation, bin), [count])``: the endpoints' sketches."""
-        return _grains(self.endpoint_bins)
+        return _grains(self.endpoint_bins, grains)
 
-    def context_rows(self) -> list[tuple[int, int, ContextKey, list[int]]]:
+    def context_rows(self, grains: Sequence[int] = SQL_GRAINS) -> list[tuple[int, int, ContextKey, list[int]]]:
         """``(grain, bucket, (root service, root operation, context id), [critical µs, traces])``."""
-        return _grains(self.contexts)
+        return _grains(self.contexts, grains)
 
-    def unseen_rows(self) -> list[tuple[int, int, tuple[str], list[int]]]:
+    def unseen_rows(self, grains: Sequence[int] = SQL_GRAINS) -> list[tuple[int, int, tuple[str], list[int]]]:
         """``(grain, bucket, (service,), [traces, failed, spans, errors])``, as :meth:`op_rows`."""
-        return _grains(self.unseen)
+        return _grains(self.unseen, grains)
 
     def dep_rows(self) -> list[tuple[int, str, str, int, int]]:
         """``(hour, parent, child, calls, errors)``, non-zero rows only, in key order."""
@@ -316,20 +329,23 @@ class RollupDelta:
             by_service.setdefault(service, []).append((index, n))
         return [(service, pack(bins)) for service, bins in sorted(by_service.items())]
 
-    def dep_grain_rows(self) -> list[tuple[int, int, tuple[str, str], list[int]]]:
+    def dep_grain_rows(self, grains: Sequence[int] = SQL_GRAINS) -> list[tuple[int, int, tuple[str, str], list[int]]]:
         """``(grain, bucket, (parent, child), [calls, errors])`` at every grain, as :meth:`op_rows` (for a
         backend that derives each grain from the one below)."""
-        return _grains(self.deps)
+        return _grains(self.deps, grains)
 
 
 K = TypeVar("K", bound=tuple[object, ...])
 
 
-def _grains(minute_rows: dict[tuple[int, K], Counters]) -> list[tuple[int, int, K, Counters]]:
-    """Minute rows plus the hour and total rows they sum to, dropping rows that sum to zero."""
+def _grains(minute_rows: dict[tuple[int, K], Counters], grains: Sequence[int]) -> list[tuple[int, int, K, Counters]]:
+    """Minute rows and the rows of the coarser ``grains`` they sum to (:data:`SQL_GRAINS` or
+    :data:`PLAIN_GRAINS`), dropping rows that sum to zero."""
     by_grain: dict[tuple[int, int, K], Counters] = {}
+    per_minute = [(grain, GRAIN_US[grain] // MINUTE_US if grain != TOTAL else 0) for grain in grains]
     for (minute, key), values in minute_rows.items():
-        for grain_key in ((MINUTE, minute, key), (HOUR, minute * MINUTE_US // HOUR_US, key), (TOTAL, 0, key)):
+        for grain, minutes in per_minute:
+            grain_key = (grain, minute // minutes if minutes else 0, key)
             row = by_grain.get(grain_key)
             if row is None:
                 by_grain[grain_key] = list(values)

@@ -11,12 +11,13 @@ that have the service and every tag somewhere.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Final
 
 from shared.models import Span, flat_tags
 from shared.store.base import QueryError, TraceQuery, Window
-from shared.store.rollups import GRAIN_US, HOUR, HOUR_US, MINUTE, MINUTE_US
+from shared.store.rollups import GRAIN_US, HOUR, HOUR_US, MINUTE, MINUTE_US, TEN
 from shared.store.tags import tag_text
 
 ERROR_TAG: Final = ("error", "true")
@@ -78,39 +79,98 @@ def window_ranges(window: Window) -> list[tuple[int, int, int]]:
     return ranges
 
 
-HOUR_ROW_COST: Final = 2
-"""What reading a key's hour row costs in minute rows, for :func:`signed_window_ranges` (an hour holds
-more keys than a minute does)."""
+ROW_COST: Final = {MINUTE: 10, TEN: 15, HOUR: 20}
+"""What reading a key's row of each grain costs, in tenths of a minute row, for
+:func:`signed_window_ranges` (a coarser bucket holds more keys than a minute does)."""
+FUTURE_ROW_COST: Final = 1
+"""What a row whose bucket starts after now costs: it holds nothing yet, but is one more bucket to seek."""
+SIGNED_GRAINS: Final = (HOUR, TEN, MINUTE)
+"""The grains :func:`signed_window_ranges` reads, coarsest first: each bucket the sum of the buckets of the
+next grain in it (:data:`~shared.store.rollups.SQL_GRAINS` writes them)."""
+_CHILD: Final = {HOUR: TEN, TEN: MINUTE}
+MAX_EDGE_ROWS: Final = 22
+"""The most rows :func:`signed_window_ranges` reads for any window and any now besides the hour rows of
+the hours the window covers whole; at most 16 of them start before now (the rest hold nothing yet), in at
+most :data:`MAX_RANGES` ranges (``tests/unit/test_window_ranges.py`` checks these bounds)."""
+MAX_RANGES: Final = 5
+
+_Pick = tuple[int, int, int]
+_Plan = tuple[int, int, tuple[_Pick, ...]]
+"""(cost, rows, (grain, bucket, sign) of each row): one way to read a set of minutes of a bucket."""
+_NOTHING: Final[_Plan] = (0, 0, ())
+
+
+@functools.lru_cache(maxsize=8192)
+def _plan(grain: int, lo: int, hi: int, inside: bool, sign: int, now: int) -> _Plan:
+    """The cheapest rows (by :data:`ROW_COST`, then fewest) whose sums, times ``sign``, are those of the
+    minutes of one bucket of ``grain`` in ``[lo, hi)`` (``inside``) or out of it (not ``inside``): the
+    bucket's rows below, or its own row less the rows below that read the other minutes (with the opposite
+    sign). A row whose bucket starts at or after ``now`` costs :data:`FUTURE_ROW_COST`: nothing has
+    started there yet. Minutes and buckets are counted from the bucket's start (``lo``, ``hi`` and ``now``
+    within ``[0, its minutes]``), so that a plan is worked out once per shape (cached)."""
+    size = GRAIN_US[grain] // MINUTE_US
+    spans = lo == 0 and hi == size
+    if (lo >= hi) if inside else spans:
+        return _NOTHING
+    own = (FUTURE_ROW_COST if now <= 0 else ROW_COST[grain], 1, ((grain, 0, sign),))
+    whole = spans if inside else lo >= hi
+    if whole and (now >= size or now <= 0 or grain == MINUTE):
+        return own  # a coarser row costs less than the rows below it, all read (or all free)
+    child = _CHILD[grain]
+    step = GRAIN_US[child] // MINUTE_US
+
+    def below(inside: bool, sign: int) -> _Plan:
+        cost = rows = 0
+        picks: list[_Pick] = []
+        for k in range(size // step):
+            m = k * step
+            c, n, ps = _plan(child, _clip(lo - m, step), _clip(hi - m, step), inside, sign, _clip(now - m, step))
+            cost, rows = cost + c, rows + n
+            picks += [(g, b + m * MINUTE_US // GRAIN_US[g], s) for g, b, s in ps]
+        return cost, rows, tuple(picks)
+
+    if whole:
+        return min(own, below(inside, sign), key=_order)
+    c, n, ps = below(not inside, -sign)
+    return min(below(inside, sign), (own[0] + c, 1 + n, own[2] + ps), key=_order)
+
+
+def _clip(minute: int, size: int) -> int:
+    return min(max(minute, 0), size)
+
+
+def _order(plan: _Plan) -> tuple[int, int]:
+    return plan[0], plan[1]
 
 
 def signed_window_ranges(window: Window, now_us: int) -> list[tuple[int, int, int, int]]:
     """(grain, first bucket, end bucket, sign) ranges whose signed sums are the minute-aligned ``window``'s,
-    for stores whose hour rows are the sums of their minute rows: as :func:`window_ranges`, but an hour the
-    window covers in part is read as its hour row less the minutes outside the window where that reads
-    fewer rows. Minutes that start after ``now_us`` are counted as free, holding nothing yet: a window
-    ending now reads the current hour's row and none of its minutes."""
+    for stores whose coarser rows are the sums of their finer ones (hour = six ten-minute rows = sixty
+    minute rows): whole hours from the hour rows; an hour the window covers in part from the fewest
+    rows by :data:`ROW_COST`, its ten-minute and minute rows, or its hour row less those of the minutes
+    outside the window, recursively (a ten-minute block likewise: its rows below, or its row less the
+    minutes outside). Rows that start after ``now_us`` are counted as nearly free, holding nothing yet
+    (:data:`FUTURE_ROW_COST`): a window ending now reads the current hour's (or ten minutes') row rather
+    than its minutes so far.
+    At most :data:`MAX_EDGE_ROWS` rows besides those of the whole hours, in :data:`MAX_RANGES` ranges."""
     start, end = window.start_us // MINUTE_US, window.end_us // MINUTE_US
-    hours: list[int] = []
-    minutes: list[tuple[int, int, int, int]] = []
+    now = -(-now_us // MINUTE_US)  # the first minute that starts at or after now
+    picks: list[_Pick] = []
     for hour in range(start // 60, -(-end // 60)):
-        first, last = max(start, hour * 60), min(end, hour * 60 + 60)
-        before, after = first - hour * 60, hour * 60 + 60 - last
-        if before == after == 0:
-            hours.append(hour)
-            continue
-        future = last * MINUTE_US >= now_us
-        if HOUR_ROW_COST + before + (0 if future else after) >= last - first:
-            minutes.append((MINUTE, first, last, 1))
-            continue
-        hours.append(hour)
-        minutes += [(MINUTE, a, b, -1) for a, b in ((hour * 60, first), (last, hour * 60 + 60)) if a < b]
-    runs: list[tuple[int, int, int, int]] = []
-    for hour in hours:
-        if runs and runs[-1][2] == hour:
-            runs[-1] = (HOUR, runs[-1][1], hour + 1, 1)
+        if start <= hour * 60 and hour * 60 + 60 <= min(end, now):
+            picks.append((HOUR, hour, 1))
         else:
-            runs.append((HOUR, hour, hour + 1, 1))
-    return runs + minutes
+            m = hour * 60
+            shape = _plan(HOUR, _clip(start - m, 60), _clip(end - m, 60), True, 1, _clip(now - m, 60))
+            picks += [(g, b + m * MINUTE_US // GRAIN_US[g], s) for g, b, s in shape[2]]
+    picks.sort(key=lambda p: (SIGNED_GRAINS.index(p[0]), -p[2], p[1]))
+    runs: list[tuple[int, int, int, int]] = []
+    for grain, bucket, sign in picks:
+        if runs and runs[-1][0] == grain and runs[-1][3] == sign and runs[-1][2] == bucket:
+            runs[-1] = (grain, runs[-1][1], bucket + 1, sign)
+        else:
+            runs.append((grain, bucket, bucket + 1, sign))
+    return runs
 
 
 def step_grain(window: Window, step_us: int) -> tuple[int, int, int, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +19,22 @@ import pytest
 from shared.analysis import analyze
 from shared.settings import Settings
 from shared.store import TraceQuery, TraceStore, open_store, sketch
-from shared.store.base import Window
+from shared.store.base import RollupRow, Window
 from shared.store.chunks import TraceState
 from shared.store.encoding import CHUNK_V1
 from shared.store.finalizing import derived_share
-from shared.store.rollups import HOUR_US, decode_contribution, encode_contribution
+from shared.store.rollups import HOUR_US, MINUTE_US, TEN_MINUTES_US, decode_contribution, encode_contribution
 from shared.store.sqlite.schema import CHUNK_BITS, SCHEMA_VERSION
 from shared.store.tags import tag_hash
 from tests.store.conftest import postgres_schema_url
-from tests.store.fixtures.make_fixtures import SEARCHES, trace_ids
+from tests.store.fixtures.make_fixtures import SEARCHES, T0, trace_ids
 from tests.store.test_contract import NOW, SECOND, span, write
 from tests.store.test_weighted_rollups import sampled_trace
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ANSWERS: dict[str, Any] = json.loads((FIXTURES / "v1_answers.json").read_text())
 LATER_ANSWERS: dict[str, dict[str, Any]] = {
-    layout: json.loads((FIXTURES / f"{layout}_answers.json").read_text()) for layout in ("v2", "v3", "v4")
+    layout: json.loads((FIXTURES / f"{layout}_answers.json").read_text()) for layout in ("v2", "v3", "v4", "v5")
 }
 _enc = msgspec.json.Encoder()
 
@@ -80,9 +80,9 @@ async def v1_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         yield opened
 
 
-@pytest.fixture(params=[(layout, backend) for layout in ("v2", "v3", "v4") for backend in ("sqlite", "postgres")])
+@pytest.fixture(params=[(layout, backend) for layout in ("v2", "v3", "v4", "v5") for backend in ("sqlite", "postgres")])
 async def later_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[str, str, TraceStore]]:
-    """(layout, backend, a store opened on the v2 or v3 fixture of that backend)."""
+    """(layout, backend, a store opened on the v2 to v5 fixture of that backend)."""
     layout, backend = request.param
     async with fixture_store(layout, backend, tmp_path) as (_, store):
         yield layout, backend, store
@@ -126,7 +126,7 @@ async def test_v1_store_is_migrated_and_answers_as_before(v1_store: tuple[str, T
 
 
 async def test_later_store_is_migrated_and_answers_as_before(later_store: tuple[str, str, TraceStore]) -> None:
-    """A v2, v3 or v4 store: every trace reads back equal (spans, state, completeness, the analysis derived
+    """A v2, v3, v4 or v5 store: every trace reads back equal (spans, state, completeness, the analysis derived
     on read since v3), and every search (the tag index re-keyed by hash since v4), list and rollup (the
     sketches packed since v5) answers as the old layout did."""
     layout, backend, store = later_store
@@ -193,7 +193,40 @@ def _tables(db: sqlite3.Connection) -> set[str]:
     return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-@pytest.mark.parametrize("layout", ["v1", "v2", "v3", "v4"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_v5_windows_read_from_ten_minute_rows_answer_as_before(backend: str, tmp_path: Path) -> None:
+    """v5 to v6: the ten-minute rows derived from the minute rows (counters by the database, sketches
+    summed) make every one-hour window, whichever minute of the hour it starts at, answer as layout v5
+    answered it from minute and hour rows; and they are the sums of their minutes."""
+    before = LATER_ANSWERS["v5"][backend]["windows"]
+    async with fixture_store("v5", backend, tmp_path) as (_, store):
+        for minute, old in before.items():
+            start = T0 + int(minute) * MINUTE_US
+            stats = _json(await store.stats(window=Window(start_us=start, end_us=start + HOUR_US)))
+            assert stats == old, minute
+        for window in [
+            Window(start_us=T0 + k * TEN_MINUTES_US, end_us=T0 + (k + 1) * TEN_MINUTES_US) for k in range(9)
+        ]:
+            tens = await store.rollups("operations", window=window)
+            minutes = await store.rollups("operations", window=window, step_us=MINUTE_US)
+            assert _by_key(tens) == _by_key(minutes), window
+
+
+def _by_key(rows: Sequence[RollupRow]) -> dict[tuple[str, ...], tuple[int, int, int, dict[int, int]]]:
+    """Rollup rows summed per key over their steps, with their sketches."""
+    out: dict[tuple[str, ...], tuple[int, int, int, dict[int, int]]] = {}
+    for r in rows:
+        n, errors, duration, bins = out.get(r.key, (0, 0, 0, {}))
+        out[r.key] = (
+            n + r.count,
+            errors + r.errors,
+            duration + r.duration_us,
+            sketch.add_to(dict(bins), r.bins.items()),
+        )
+    return out
+
+
+@pytest.mark.parametrize("layout", ["v1", "v2", "v3", "v4", "v5"])
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_migrated_store_keeps_working(layout: str, backend: str, tmp_path: Path) -> None:
     """Re-finalizing the re-opened trace, late finishes of open spans and new traces all work on the

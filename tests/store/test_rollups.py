@@ -130,47 +130,76 @@ async def test_time_series_adds_up_to_the_window(store: TraceStore) -> None:
     assert bad.value.param == "step"
 
 
-ODD_WINDOWS: Final = [(20, 110), (5, 55), (45, 170), (0, 180), (59, 61), (1, 179), (35, 95)]
-"""Windows (minutes from BASE) whose edges cover most of an hour: read as hour rows less minutes."""
+ODD_WINDOWS: Final = [
+    (20, 110),
+    (5, 55),
+    (45, 170),
+    (0, 180),
+    (59, 61),
+    (1, 179),
+    (35, 95),
+    *((m, m + 60) for m in (1, 9, 10, 11, 29, 30, 31, 35, 39, 41, 50, 55, 59, 61, 69, 70)),
+    (31, 45),
+    (12, 18),
+    (3, 9),
+    (22, 39),
+    (41, 119),
+]
+"""Windows (minutes from BASE) starting at every kind of minute of the hour and ten minutes: read as hour
+rows, ten-minute rows and minutes, less those outside them where that is fewer."""
 
 
 async def test_windows_with_part_hours_equal_their_minutes(store: TraceStore) -> None:
-    """Whatever rows a window is read from (hour rows less the minutes outside it, where that is fewer),
-    its sums are those of its minutes, read one minute at a time."""
+    """Whatever rows a window is read from (hour and ten-minute rows less the minutes outside it, where that
+    is fewer), its sums are those of its minutes, read one minute at a time."""
     rng = random.Random(8)
     traces = [make_trace(rng, BASE + rng.randrange(0, 3 * HOUR), error_rate=0.2) for _ in range(120)]
     await finalize_all(store, traces)
+    per_minute = [await store.critical_contexts(window(BASE + m * MINUTE, BASE + (m + 1) * MINUTE)) for m in range(180)]
     for first, end in ODD_WINDOWS:
         w = window(BASE + first * MINUTE, BASE + end * MINUTE)
-        for series in ("operations", "endpoints"):
-            whole = {r.key: (r.count, r.errors, r.duration_us, r.bins) for r in await store.rollups(series, w)}
-            points = await store.rollups(series, w, step_us=MINUTE)
-            assert whole == {
-                key: (
-                    sum(p.count for p in mine),
-                    sum(p.errors for p in mine),
-                    sum(p.duration_us for p in mine),
-                    merged(p.bins for p in mine),
-                )
-                for key in {p.key for p in points}
-                for mine in [[p for p in points if p.key == key]]
-            }, (first, end, series)
-        stats = await store.stats(window=w)
-        points = await store.rollups("operations", w, step_us=MINUTE)
-        assert {name: (s.count, s.error_count, s.bins) for name, s in stats.services.items()} == {
-            service: (sum(p.count for p in mine), sum(p.errors for p in mine), merged(p.bins for p in mine))
-            for service in {p.key[0] for p in points}
-            for mine in [[p for p in points if p.key[0] == service]]
-        }
-        minutes = [window(BASE + m * MINUTE, BASE + (m + 1) * MINUTE) for m in range(first, end)]
+        await assert_equals_its_minutes(store, w)
         contexts: dict[tuple[tuple[str, str], tuple[str, ...]], list[int]] = defaultdict(lambda: [0, 0])
-        for minute in minutes:
-            for row in await store.critical_contexts(minute):
+        for rows in per_minute[first:end]:
+            for row in rows:
                 sums = contexts[row.endpoint, row.path]
                 sums[0] += row.critical_us
                 sums[1] += row.traces
         got = {(r.endpoint, r.path): [r.critical_us, r.traces] for r in await store.critical_contexts(w)}
         assert got == dict(contexts), (first, end)
+
+
+async def assert_equals_its_minutes(store: TraceStore, w: Window) -> None:
+    """The window's rollups of both series and its stats, read whole, equal its minute rows summed."""
+    for series in ("operations", "endpoints"):
+        whole = {r.key: (r.count, r.errors, r.duration_us, r.bins) for r in await store.rollups(series, w)}
+        points = await store.rollups(series, w, step_us=MINUTE)
+        assert whole == {
+            key: (
+                sum(p.count for p in mine),
+                sum(p.errors for p in mine),
+                sum(p.duration_us for p in mine),
+                merged(p.bins for p in mine),
+            )
+            for key in {p.key for p in points}
+            for mine in [[p for p in points if p.key == key]]
+        }, (w, series)
+    stats = await store.stats(window=w)
+    points = await store.rollups("operations", w, step_us=MINUTE)
+    assert {name: (s.count, s.error_count, s.bins) for name, s in stats.services.items()} == {
+        service: (sum(p.count for p in mine), sum(p.errors for p in mine), merged(p.bins for p in mine))
+        for service in {p.key[0] for p in points}
+        for mine in [[p for p in points if p.key[0] == service]]
+    }, w
+
+
+async def assert_grains_agree(store: TraceStore, first: int, end: int) -> None:
+    """Every ten minutes and hour (and a window across them) of minutes ``first`` to ``end`` from BASE,
+    read from its own rows, equals its minutes: re-finalizations, late spans and purges kept every grain
+    the sum of its minutes."""
+    for lo, hi in [*((m, m + 10) for m in range(first, end, 10)), *((m, m + 60) for m in range(first, end, 60))]:
+        await assert_equals_its_minutes(store, window(BASE + lo * MINUTE, BASE + hi * MINUTE))
+    await assert_equals_its_minutes(store, window(BASE + (first + 1) * MINUTE, BASE + (end - 1) * MINUTE))
 
 
 async def test_late_span_moves_a_trace_to_its_new_start_bucket(store: TraceStore) -> None:
@@ -187,6 +216,7 @@ async def test_late_span_moves_a_trace_to_its_new_start_bucket(store: TraceStore
     moved = await store.stats(window=window(BASE + HOUR, BASE + 2 * HOUR))
     assert moved.total_traces == 1
     assert {name: s.count for name, s in moved.services.items()} == {"db": 1, "cache": 1}
+    await assert_grains_agree(store, 60, 180)
     minute = await store.rollups("operations", window(BASE + HOUR, BASE + HOUR + MINUTE), step_us=MINUTE)
     assert sorted((r.key[0], r.count) for r in minute) == [("cache", 1), ("db", 1)]
 
@@ -201,6 +231,7 @@ async def test_purge_and_sampling_keep_windows_exact(store: TraceStore) -> None:
     assert (await store.stats(window=window(BASE, BASE + HOUR))).total_traces == 0
     assert await store.rollups("operations", window(BASE, BASE + HOUR), step_us=MINUTE) == []
     assert (await store.stats(window=window(BASE + 2 * HOUR, BASE + 3 * HOUR))).completed_traces == 3
+    await assert_grains_agree(store, 0, 180)
     assert (await store.stats()).completed_traces == 3
 
 
@@ -411,6 +442,18 @@ async def test_critical_contexts_stay_exact_under_late_spans_and_purge(store: Tr
     assert await contexts_of(store) == expected_contexts(traces.values())
     assert await store.purge(BASE + 10 * MINUTE) == 10
     assert await contexts_of(store) == expected_contexts([t for k, t in traces.items() if int(k[1:]) >= 10])
+    await assert_grains_agree(store, 0, 60)
+    for lo, hi in [(0, 10), (10, 20), (0, 60), (11, 29), (9, 59)]:  # ten-minute and hour rows, and less
+        sums: dict[tuple[str, str], dict[tuple[str, ...], list[int]]] = defaultdict(dict)
+        for m in range(lo, hi):
+            for endpoint, paths in (
+                await contexts_of(store, window(BASE + m * MINUTE, BASE + (m + 1) * MINUTE))
+            ).items():
+                for path, (critical, n) in paths.items():
+                    total = sums[endpoint].setdefault(path, [0, 0])
+                    total[0] += critical
+                    total[1] += n
+        assert await contexts_of(store, window(BASE + lo * MINUTE, BASE + hi * MINUTE)) == sums, (lo, hi)
 
 
 async def test_deep_contexts_are_capped(store: TraceStore) -> None:

@@ -41,6 +41,7 @@ from shared.store.rollups import (
     HOUR,
     MINUTE,
     MINUTE_US,
+    PLAIN_GRAINS,
     TOTAL,
     UNSEEN_LIVE,
     UNSEEN_VALUES,
@@ -67,7 +68,8 @@ class Series(msgspec.Struct, kw_only=True, gc=False, eq=False):
     values: tuple[str, ...]
     live: int
     delta_rows: str
-    """The :class:`RollupDelta` method that gives this series' rows at every grain."""
+    """The :class:`RollupDelta` method that gives this series' rows at every grain it keeps
+    (:data:`~shared.store.rollups.PLAIN_GRAINS`)."""
     insert_cql: str = ""
     delete_cql: str = ""
     bucket_cql: str = ""
@@ -93,7 +95,7 @@ class Series(msgspec.Struct, kw_only=True, gc=False, eq=False):
         self.values_cql = f"SELECT {', '.join((*keys, *values))} FROM {table}{one}"
 
     def rows(self, delta: RollupDelta) -> GrainRows:
-        rows: GrainRows = getattr(delta, self.delta_rows)()
+        rows: GrainRows = getattr(delta, self.delta_rows)(PLAIN_GRAINS)  # it reads plain ranges: no ten minutes
         return rows
 
 

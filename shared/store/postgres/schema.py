@@ -1,4 +1,4 @@
-"""The PostgreSQL schema (storage layout v5): the same tables and columns as SQLite's
+"""The PostgreSQL schema (storage layout v6): the same tables and columns as SQLite's
 (:mod:`shared.store.sqlite.schema` explains them), in PostgreSQL's types.
 
 * A rollup row's packed latency sketch is ``bytea``, merged by the upsert through the SQL function
@@ -16,7 +16,7 @@ from typing import Final
 
 from shared.store.sql.statements import HISTOGRAM_COLUMNS
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 SCHEMA_LOCK_KEY: Final = 0x7472_6163_696E_6701  # pg_advisory_xact_lock key guarding schema changes
 
 _HIST_DDL: Final = ", ".join(f"{c} bigint NOT NULL" for c in HISTOGRAM_COLUMNS)

@@ -2,7 +2,8 @@
 database, migrate layout v1 or v2 in place, refuse a newer layout. Runs inside the caller's transaction,
 which the backend serializes between processes.
 
-* v1 (one row per span) to v4: :mod:`shared.store.migration` converts each trace;
+* v1 (one row per span) to v6: :mod:`shared.store.migration` converts each trace;
+* v5 to v6: the rollups gain the ten-minute grain, derived from the minute rows (:func:`migrate_v5`);
 * v4 to v5: the latency sketches packed a value per rollup row (:func:`migrate_v4`);
 * v3 to v4: the tag index re-keyed by the hash of each (key, value) pair (:func:`migrate_v3`);
 * v2 to v3 (same tables): every chunk and contribution re-encoded compressed (:mod:`shared.store.encoding`),
@@ -21,10 +22,19 @@ from typing import Any, Final
 
 from shared.store.encoding import CHUNK_DICT, CHUNK_V1, decode_chunk, encode_chunk
 from shared.store.migration import migrate_trace
-from shared.store.rollups import TOTAL, Contribution, RollupDelta, decode_contribution, encode_contribution
-from shared.store.sketch import LEGACY_BINS, pack
+from shared.store.rollups import (
+    MINUTE,
+    TEN,
+    TOTAL,
+    UNSEEN_VALUES,
+    Contribution,
+    RollupDelta,
+    decode_contribution,
+    encode_contribution,
+)
+from shared.store.sketch import LEGACY_BINS, pack, summed_packed
 from shared.store.sql.driver import Row, SqlDriver
-from shared.store.sql.statements import BINS_SUFFIX, SERIES
+from shared.store.sql.statements import BINS_SUFFIX, COUNTER_COLUMNS, SERIES
 from shared.store.sql.writer import add_index_rows
 from shared.store.tags import tag_hash
 
@@ -85,6 +95,8 @@ async def create_or_migrate(d: SqlDriver, version: int, *, newer: str) -> None:
         await migrate_v3(d)
     if found in (2, 3, 4):
         await migrate_v4(d)
+    if found in (2, 3, 4, 5):
+        await migrate_v5(d)
     if found != version:
         await d.set_layout_version(version)
 
@@ -300,3 +312,44 @@ async def _pack_rows(d: SqlDriver, table: str, key_columns: Sequence[str], write
         writes = []
     flush()
     await d.execute_many(write, writes)
+
+
+GRAIN_TABLES: Final = (
+    *((table, keys, tuple(COUNTER_COLUMNS), True) for table, keys in SERIES.values()),
+    ("rollup_contexts", ("service", "operation", "ctx"), ("critical_us", "traces"), False),
+    ("rollup_unseen", ("service",), UNSEEN_VALUES, False),
+)
+"""The rollup tables kept at every grain: (table, key columns, value columns, whether a row has a packed
+sketch in ``bins``)."""
+
+
+async def migrate_v5(d: SqlDriver) -> None:
+    """Layout v5 to v6: the ten-minute grain (:data:`~shared.store.rollups.TEN`, docs/adr/0018-ten-minute-grain.md)
+    derived from the minute rows of every rollup table: the values summed by the database, per ten minutes
+    and key; the packed sketches of each ten minutes' rows summed here
+    (:func:`~shared.store.sketch.summed_packed`), a ten minutes at a time. Ten-minute rows already there
+    (a file made to look older) are derived again."""
+    for table, keys, values, sketched in GRAIN_TABLES:
+        key_list = ", ".join(keys)
+        await d.execute(f"DELETE FROM {table} WHERE grain = {TEN}", [])
+        await d.execute(
+            f"INSERT INTO {table} (grain, bucket, {key_list}, {', '.join(values)})"
+            f" SELECT {TEN}, bucket / 10, {key_list}, {', '.join(f'sum({v})' for v in values)} FROM {table}"
+            f" WHERE grain = {MINUTE} GROUP BY bucket / 10, {key_list}",
+            [],
+        )
+        if not sketched:
+            continue
+        select = d.dialect.sql(
+            f"SELECT {key_list}, bins FROM {table} WHERE grain = {MINUTE} AND bucket >= ? AND bucket < ?"
+            " AND length(bins) > 0"
+        )
+        where = " AND ".join(f"{k} = ?" for k in ("grain", "bucket", *keys))
+        update = d.dialect.sql(f"UPDATE {table} SET bins = ? WHERE {where}")
+        blocks = await d.fetch(f"SELECT DISTINCT bucket FROM {table} WHERE grain = {TEN} ORDER BY bucket", [])
+        for (block,) in blocks:
+            sketches: dict[tuple[Any, ...], list[bytes]] = defaultdict(list)
+            for *key, bins in await d.fetch(select, [block * 10, block * 10 + 10]):
+                sketches[tuple(key)].append(bytes(bins))
+            writes = [(summed_packed(parts), TEN, block, *key) for key, parts in sketches.items()]
+            await d.execute_many(update, writes)

@@ -1,6 +1,7 @@
-"""The SQLite schema (storage layout v5).
+"""The SQLite schema (storage layout v6).
 
-Layout v5 (docs/architecture.md, "the store contract"). v4 kept the latency sketches a row per key and
+Layout v6 (docs/architecture.md, "the store contract"). v5 kept the rollups at three grains (no ten
+minutes: :func:`shared.store.sql.migrate.migrate_v5` derives them). v4 kept the latency sketches a row per key and
 bin (``rollup_ops_bins``, ``rollup_endpoints_bins``, ``rollup_services_bins``). v3 had the search
 indexes as ``trace_ops`` and ``trace_tags``, with the names, keys and values as text in every row; v2
 had the same tables as v3, with chunks and contributions stored uncompressed and each finalized trace's
@@ -26,8 +27,8 @@ analysis stored with it:
   the trace's start, so a search walks them newest first, and probes them by (hash, start, tid).
   ``endpoint_traces`` has a row per trace with a root: its endpoint, duration and critical path by calling
   context, so a tail read walks an endpoint's slowest traces in key order, without touching ``traces``.
-* ``rollup_ops`` / ``rollup_endpoints``: time-bucketed rollups at three grains (minute, hour, total; see
-  :mod:`shared.store.rollups`), fixed latency histograms as columns ``h0`` .. ``h18``, the row's latency
+* ``rollup_ops`` / ``rollup_endpoints``: time-bucketed rollups at four grains (minute, ten minutes, hour,
+  total; see :mod:`shared.store.rollups`), fixed latency histograms as columns ``h0`` .. ``h18``, the row's latency
   sketch packed in ``bins`` (:func:`shared.store.sketch.pack`; merged by the upsert through the function
   ``sketch_add``, docs/adr/0015-packed-sketches.md); ``rollup_deps`` per hour.
   All-time trace counts are the endpoints' total-grain rows; ``rollup_services_sketch`` is the all-time
@@ -48,7 +49,7 @@ from typing import Final
 
 from shared.store.sql.statements import HISTOGRAM_COLUMNS
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 CHUNK_BITS: Final = 24
 """Chunk ids are ``tid << CHUNK_BITS | seq``: up to 16.7M chunks per trace."""
 
