@@ -4,10 +4,16 @@ worker fails."""
 from __future__ import annotations
 
 import gc
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from shared.gc_tuning import GC_THRESHOLDS, tuned_gc
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_thresholds_and_freeze_inside_and_restored_after() -> None:
@@ -26,3 +32,34 @@ def test_restored_when_the_worker_fails() -> None:
         raise RuntimeError("the worker stopped")
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+ARENAS_OF_THREADS = """
+import ctypes, sys, threading
+from shared.gc_tuning import cap_malloc_arenas
+capped = sys.argv[1] == "capped"
+if capped:
+    assert cap_malloc_arenas(1)
+barrier = threading.Barrier(6)
+def allocate():
+    barrier.wait()
+    kept = [bytearray(200_000) for _ in range(20)]  # malloc'd by this thread, past pymalloc's sizes
+    barrier.wait()
+threads = [threading.Thread(target=allocate) for _ in range(6)]
+for t in threads: t.start()
+for t in threads: t.join()
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" paragraph an arena, on stderr
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc arenas")
+@pytest.mark.parametrize("mode", ["capped", "default"])
+def test_capped_arenas_are_shared_by_threads(mode: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", ARENAS_OF_THREADS, mode], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    arenas = done.stderr.count("Arena ")
+    if mode == "capped":
+        assert arenas == 1
+    else:
+        assert arenas > 1  # six threads allocating at once get arenas of their own
