@@ -5,7 +5,7 @@
 #   scripts/cassandra.sh fetch                        download the jars into the cache (idempotent)
 #   scripts/cassandra.sh up     [--nodes N] [--dir D] [--port P] [--storage-port S] [--jmx-port J]
 #                               [--keyspace K]        start every node that is not running; prints the URL
-#   scripts/cassandra.sh down   [--dir D] [--purge]   stop every node (--purge also deletes the state dir)
+#   scripts/cassandra.sh down   [--dir D] [--purge]   stop every node (--purge: SIGKILL, then delete the dir)
 #   scripts/cassandra.sh status [--dir D]             one line per node; exit 1 unless all are running
 #   scripts/cassandra.sh url    [--dir D]             the TRACING_STORE_URL of the cluster in D
 #   scripts/cassandra.sh kill   --node I [--dir D]    SIGKILL node I (fault tests)
@@ -21,7 +21,8 @@
 # Nodes start one after another: each must log "Startup complete" while its pid is alive (a joining node
 # needs the previous ones up), or `up` fails after TRACING_CASSANDRA_TIMEOUT_S (default 180) per node with
 # the tail of that node's log. The JVMs run detached (own session, stdio to their log file), so they never
-# hold a caller's terminal or pipe open. `down` sends SIGTERM to every node, then SIGKILL after 30 s; a
+# hold a caller's terminal or pipe open. `down` sends SIGTERM to every node, then SIGKILL after 30 s
+# (`down --purge` SIGKILLs at once: a clean shutdown only flushes data that is deleted next); a
 # pid file only counts when that pid is a Cassandra JVM of this very node dir (a stale pid reused by another
 # process is never signalled).
 #
@@ -254,7 +255,7 @@ start_node() {
     if [ $((SECONDS - start)) -ge "$timeout_s" ]; then
       log "node$i not ready after ${timeout_s}s; last lines of $logfile:"
       tail -25 "$logfile" >&2
-      stop_nodes "$i"
+      stop_nodes TERM "$i"
       return 1
     fi
     sleep 0.2
@@ -287,12 +288,14 @@ up() {
   url
 }
 
-# SIGTERM the given nodes together, then SIGKILL whatever still runs after stop_timeout_s.
+# Signal $1 (TERM or KILL) to the other given nodes together, then SIGKILL whatever still runs after
+# stop_timeout_s.
 stop_nodes() {
-  local i pid pids=()
+  local signal=$1 i pid pids=()
+  shift
   for i in "$@"; do
     if pid=$(node_pid "$i"); then
-      kill -TERM "$pid" 2>/dev/null || true
+      kill "-$signal" "$pid" 2>/dev/null || true
       pids+=("$pid")
     fi
   done
@@ -315,12 +318,12 @@ down_all() {
   for d in "$dir"/node*; do
     [ -d "$d" ] && found+=("${d##*/node}")
   done
-  if [ ${#found[@]} -gt 0 ]; then stop_nodes "${found[@]}"; fi
+  if [ ${#found[@]} -gt 0 ]; then stop_nodes "${1:-TERM}" "${found[@]}"; fi
 }
 
 down() {
   [ -d "$dir" ] || return 0
-  down_all
+  if [ "$purge" = 1 ]; then down_all KILL; else down_all; fi
   if [ "$purge" = 1 ]; then
     # only a dir this script laid out: never a parent of anything else by mistake
     if [ -f "$env_file" ] || [ -z "$(ls -A "$dir")" ]; then

@@ -33,7 +33,7 @@ from tests.e2e.faults import (
     wait_until_drained,
 )
 from tests.e2e.helpers import demo_traces, finalized_counts, wait_for
-from tests.e2e.workers import WorkerProcess
+from tests.e2e.workers import WorkerProcess, stop_all
 from tests.prerequisites import missing
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -113,7 +113,7 @@ async def test_broker_sigkilled_mid_stream_and_started_again(
         await wait_until_drained(store, traces, timeout_s=120)
         assert all(w.alive() for w in workers), "\n".join(w.output()[-2000:] for w in workers)
     finally:
-        codes = [w.stop() for w in workers]
+        codes = stop_all(workers)
     try:
         assert codes == [0, 0], "\n".join(w.output()[-3000:] for w in workers)
         await assert_stored_exactly_once(store, traces)

@@ -41,7 +41,7 @@ from tests.e2e.helpers import (
     wait_for,
     wait_progress,
 )
-from tests.e2e.workers import WorkerProcess
+from tests.e2e.workers import WorkerProcess, stop_all
 from tests.prerequisites import missing, require_cassandra_driver
 
 pytestmark = [
@@ -50,7 +50,10 @@ pytestmark = [
     pytest.mark.timeout(600),  # three nodes take 1-2 min to start on 2 shared cores, before the test proper
 ]
 
-TRACES = 1000
+TRACES = 500
+"""About 12,000 spans, 16,000 with the duplicates: each written to three replicas on 2 shared cores."""
+STEP = TRACES // 10
+"""The traces finalized between one fault and the next: the first fault lands a tenth into the stream."""
 SECOND = 1_000_000
 
 
@@ -119,7 +122,7 @@ async def test_worker_and_node_killed_mid_stream_lose_and_double_nothing(
     async def produce() -> None:
         # a steady flow over ~18 s, so that both kills land mid-stream
         async with SpanProducer(settings) as producer:
-            await send_paced(messages, 18.0, 200, lambda value: producer.send_raw(value, key=None), producer.flush)
+            await send_paced(messages, 18.0, 100, lambda value: producer.send_raw(value, key=None), producer.flush)
         sent.set()
 
     async def progressed(by: int) -> None:
@@ -131,13 +134,13 @@ async def test_worker_and_node_killed_mid_stream_lose_and_double_nothing(
     producing = asyncio.create_task(produce())
     node_back: asyncio.Task[subprocess.CompletedProcess[str]] | None = None
     try:
-        await progressed(100)
+        await progressed(STEP)
         workers[0].kill()  # SIGKILL: no commit, no leaving the group, a finalize round maybe half done
         workers[0] = WorkerProcess(settings, next(logs))
-        await progressed(100)
+        await progressed(STEP)
         killed = _cluster(state, "kill", "--node", "3", timeout_s=60)
         assert killed.returncode == 0, killed.stderr
-        await progressed(100)  # QUORUM (2 of 3 replicas) goes on without node 3
+        await progressed(STEP)  # QUORUM (2 of 3 replicas) goes on without node 3
         node_back = asyncio.create_task(asyncio.to_thread(_cluster, state, "start", "--node", "3"))
         await producing
         await _wait_drained(store, traces, workers)
@@ -146,7 +149,7 @@ async def test_worker_and_node_killed_mid_stream_lose_and_double_nothing(
         assert started.returncode == 0, started.stderr[-3000:]
     finally:
         producing.cancel()
-        codes = [w.stop() for w in workers]
+        codes = stop_all(workers)
         if node_back is not None:
             await asyncio.wait([node_back], timeout=300)
     assert codes == [0] * len(workers), "\n".join(w.output()[-3000:] for w in workers)

@@ -31,7 +31,7 @@ from tests.e2e.faults import (
     wait_until_drained,
 )
 from tests.e2e.helpers import demo_traces, finalized_counts, wait_for
-from tests.e2e.workers import WorkerProcess
+from tests.e2e.workers import WorkerProcess, stop_all
 from tests.prerequisites import missing
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -180,7 +180,7 @@ async def test_postgres_restarts_mid_stream(settings: Settings, postgres: tuple[
                 assert status in (200, 404), (route, status, body)
             assert all(w.alive() for w in workers), "\n".join(w.output()[-2000:] for w in workers)
     finally:
-        codes = [w.stop() for w in workers]
+        codes = stop_all(workers)
         await store.close()
     assert codes == [0, 0], "\n".join(w.output()[-3000:] for w in workers)
     assert "unexpected error" not in api.process.output()

@@ -30,7 +30,7 @@ from tests.e2e.helpers import (
     wait_for,
     wait_progress,
 )
-from tests.e2e.workers import WorkerProcess
+from tests.e2e.workers import WorkerProcess, stop_all
 from tests.store.conftest import postgres_schema_url
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -106,7 +106,7 @@ async def test_workers_join_leave_crash_and_broker_restarts(
         await wait_for(drained, timeout_s=300, what="every span stored and every trace finalized", interval_s=1)
     finally:
         producing.cancel()
-        codes = [w.stop() for w in workers]
+        codes = stop_all(workers)
     assert codes == [0] * len(workers), "\n".join(w.output()[-3000:] for w in workers)
 
     try:

@@ -53,6 +53,7 @@ class WorkerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+        self._terminated = False
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -65,15 +66,31 @@ class WorkerProcess:
 
     def stop(self, timeout_s: float = 30) -> int:
         """SIGTERM and wait for a clean exit; returns the exit code."""
-        if self.proc.poll() is None:
+        self.terminate()
+        return self.wait(timeout_s)
+
+    def terminate(self) -> None:
+        """SIGTERM (once): the worker starts its clean exit; :meth:`wait` for it."""
+        if self.proc.poll() is None and not self._terminated:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self._terminated = True
+
+    def wait(self, timeout_s: float = 30) -> int:
+        """Wait for the exit (SIGKILL after ``timeout_s``); returns the exit code."""
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         self._log.close()
         return self.proc.returncode
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def stop_all(workers: list[WorkerProcess], timeout_s: float = 30) -> list[int]:
+    """SIGTERM every worker at once, then wait for each (their clean exits overlap); the exit codes."""
+    for worker in workers:
+        worker.terminate()
+    return [worker.wait(timeout_s) for worker in workers]
