@@ -41,6 +41,8 @@ PREFETCH_AT_ONCE: Final = 4
 COMPLETENESS_COLUMNS: Final = ["late_spans", "refinalizations", "finalized_at_us"]
 BY_ID_COLUMNS: Final = [*SPAN_COLUMNS, *COMPLETENESS_COLUMNS]
 """What a read by id decodes of a row group: its spans, and the completeness of their trace."""
+HEADS_AT_ONCE: Final = 32
+"""Candidate traces whose summary columns a search converts at once."""
 PRUNED_BY: Final = ("service_name", "operation_name", "trace_duration_us")
 """The columns whose row-group statistics a search prunes by (:func:`_group_can_match`)."""
 _VALUE_OF: Final[dict[str, Callable[[str], TagValue]]] = {
@@ -100,6 +102,8 @@ def spans_of(table: pa.Table) -> list[Span]:
 
 SEARCH_COLUMNS: Final = ["trace_id", "trace_id_text", "service_name", "operation_name", *TRACE_COLUMNS]
 """What a search without tags or same-span conditions reads of a row group (no tag maps, no logs)."""
+SAME_SPAN_COLUMNS: Final = [*SEARCH_COLUMNS, "duration_us"]
+"""What a same-span search without tags reads: its conditions (service, operation, duration) on each row."""
 _NEWEST_FIRST: Final = [
     ("trace_start_us", "descending", "at_end"),
     ("trace_id", "descending", "at_end"),
@@ -114,13 +118,14 @@ def _order_key(trace_id: str) -> tuple[bytes, int, str]:
 
 
 class _Trace:
-    """One trace's rows ``[start, end)`` in a table read from a block, and its summary columns."""
+    """One trace's rows ``[start, end)`` in a table read from a block, and its first row's
+    :data:`SEARCH_COLUMNS` (its summary)."""
 
     __slots__ = ("end", "row", "start")
 
-    def __init__(self, table: pa.Table, start: int, end: int) -> None:
+    def __init__(self, row: dict[str, Any], start: int, end: int) -> None:
         self.start, self.end = start, end
-        self.row: dict[str, Any] = table.select(SEARCH_COLUMNS).slice(start, 1).to_pylist()[0]
+        self.row = row
 
     @property
     def trace_id(self) -> str:
@@ -140,9 +145,9 @@ def _trace_bounds(table: pa.Table) -> tuple[npt.NDArray[np.int64], npt.NDArray[n
     return firsts, np.append(firsts[1:], n).astype(np.int64)
 
 
-def _summary(trace: _Trace, table: pa.Table) -> TraceSummary:
+def _summary(trace: _Trace, services: list[str]) -> TraceSummary:
+    """The trace's summary; ``services``: the service of each row of its table."""
     row = trace.row
-    services = table.column("service_name").slice(trace.start, trace.end - trace.start)
     return TraceSummary(
         trace_id=trace.trace_id,
         root_service=row["root_service"],
@@ -153,7 +158,7 @@ def _summary(trace: _Trace, table: pa.Table) -> TraceSummary:
         error_count=row["error_count"],
         status=row["trace_status"],
         complete=row["complete"],
-        services=sorted(set(services.to_pylist())),
+        services=sorted(set(services[trace.start : trace.end])),
     )
 
 
@@ -298,7 +303,7 @@ class BlockReader:
         footer = await self._footer(name, meta)
         groups = [i for i, bounds in enumerate(footer.bounds) if _group_can_match(bounds, meta, i, query)]
         groups.sort(key=lambda i: meta.row_groups[i].end_us, reverse=True)
-        columns = None if query.tags or query.same_span else SEARCH_COLUMNS
+        columns = None if query.tags else SAME_SPAN_COLUMNS if query.same_span else SEARCH_COLUMNS
         wanted = query.offset + query.limit
         found: list[TraceSummary] = []
         for i in groups:
@@ -306,11 +311,13 @@ class BlockReader:
                 break  # no trace of this row group or an older one can be among the newest kept
             table = await self._read(name, meta, [i], columns)
             mine: list[TraceSummary] = []
+            services: list[str] | None = None
             for trace in _candidates(table, query):
                 if len(mine) == wanted:
                     break
                 if _spans_match(table, trace, query):
-                    mine.append(_summary(trace, table))
+                    services = services or table.column("service_name").to_pylist()
+                    mine.append(_summary(trace, services))
             found = sorted([*found, *mine], key=lambda t: (t.start_us, *_order_key(t.trace_id)), reverse=True)
             del found[wanted:]
         return found[query.offset :]
@@ -383,19 +390,29 @@ def _candidates(table: pa.Table, query: TraceQuery) -> Iterator[_Trace]:
         keep &= _within_array(durations, query.min_duration_us, query.max_duration_us)
     if query.status is not None:
         keep &= _equal(heads.column("trace_status"), query.status)
-    if query.service_name is not None or query.operation_name is not None:
+    span_durations = query.same_span and (query.min_duration_us is not None or query.max_duration_us is not None)
+    if query.service_name is not None or query.operation_name is not None or span_durations:
+        # a row (span) with the service and the operation; of a same-span search also with its duration
+        # in bounds (``duration_us or 0``, as span_matches reads it): all at once, on one row
         hit = np.ones(table.num_rows, dtype=bool)
         for column, value in (("service_name", query.service_name), ("operation_name", query.operation_name)):
             if value is not None:
                 hit &= _equal(table.column(column), value)
+        if span_durations:
+            durations = pc.fill_null(table.column("duration_us"), 0).to_numpy()
+            hit &= _within_array(durations, query.min_duration_us, query.max_duration_us)
         has = np.zeros(len(firsts), dtype=bool)
         has[np.repeat(np.arange(len(firsts)), ends - firsts)[hit]] = True
         keep &= has
     chosen = np.flatnonzero(keep)
     ids = table.select([key for key, _, _ in _NEWEST_FIRST]).take(pa.array(firsts[chosen]))
     order = chosen[pc.sort_indices(ids, sort_keys=_NEWEST_FIRST).to_numpy()]
-    for first, end in zip(firsts[order].tolist(), ends[order].tolist(), strict=True):
-        yield _Trace(table, first, end)
+    summaries = table.select(SEARCH_COLUMNS)
+    for at in range(0, len(order), HEADS_AT_ONCE):  # the caller most often stops at its limit
+        part = order[at : at + HEADS_AT_ONCE]
+        rows = summaries.take(pa.array(firsts[part])).to_pylist()
+        for row, first, end in zip(rows, firsts[part].tolist(), ends[part].tolist(), strict=True):
+            yield _Trace(row, first, end)
 
 
 def _equal(column: pa.ChunkedArray, value: str) -> npt.NDArray[np.bool_]:
@@ -421,8 +438,8 @@ def _within(value: int, low: int | None, high: int | None) -> bool:
 def _spans_match(table: pa.Table, trace: _Trace, query: TraceQuery) -> bool:
     """The conditions on a candidate's spans: every tag on some span (trace-level), or one span with all
     the conditions at once (same-span)."""
-    if not query.same_span and not query.tags:
-        return True
+    if not query.tags:
+        return True  # a same-span search's other conditions are those of _candidates
     spans = spans_of(table.slice(trace.start, trace.end - trace.start))
     if query.same_span:
         return trace_has_matching_span(spans, query)
