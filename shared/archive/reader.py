@@ -258,9 +258,13 @@ class BlockReader:
         for part, data in zip(parts, fetched, strict=True):
             sparse[part.offset : part.offset + part.length] = data
         blocks = pq.ParquetFile(pa.BufferReader(pa.py_buffer(sparse)), metadata=footer.meta)
-        # decoded on a thread (pyarrow lets go of the GIL): concurrent reads use both cores
+        # decoded on a thread (pyarrow lets go of the GIL): concurrent reads use both cores; not on pyarrow's
+        # own threads besides (a row group's columns are small: handing them out cost more than it saved)
         return await asyncio.to_thread(
-            blocks.read_row_groups, list(groups), columns=None if columns is None else list(columns)
+            blocks.read_row_groups,
+            list(groups),
+            columns=None if columns is None else list(columns),
+            use_threads=False,
         )
 
     async def _trace_group(self, name: str, meta: BlockMeta, group: int) -> pa.Table:
@@ -415,10 +419,10 @@ def _candidates(table: pa.Table, query: TraceQuery) -> Iterator[_Trace]:
     chosen = np.flatnonzero(keep)
     ids = table.select([key for key, _, _ in _NEWEST_FIRST]).take(pa.array(firsts[chosen]))
     order = chosen[pc.sort_indices(ids, sort_keys=_NEWEST_FIRST).to_numpy()]
-    summaries = plain(table.select(SEARCH_COLUMNS))
+    summaries = table.select(SEARCH_COLUMNS)
     for at in range(0, len(order), HEADS_AT_ONCE):  # the caller most often stops at its limit
         part = order[at : at + HEADS_AT_ONCE]
-        rows = summaries.take(pa.array(firsts[part])).to_pylist()
+        rows = plain(summaries.take(pa.array(firsts[part]))).to_pylist()
         for row, first, end in zip(rows, firsts[part].tolist(), ends[part].tolist(), strict=True):
             yield _Trace(row, first, end)
 
