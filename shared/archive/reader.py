@@ -220,15 +220,16 @@ class BlockReader:
         concurrent readers."""
         return await _kept(self._footers, name, FOOTERS_KEPT, lambda: self._fetch_footer(name, meta))
 
-    def has_footer(self, name: str) -> bool:
-        """Whether the footer of block ``name`` is kept (or being fetched)."""
-        return name in self._footers
+    def prefetches(self, blocks: Sequence[tuple[str, BlockMeta]]) -> list[tuple[str, BlockMeta]]:
+        """What :meth:`prefetch` would fetch of ``blocks``: the first :data:`FOOTERS_KEPT` (more would evict
+        each other), those whose footer is not kept."""
+        return [(name, meta) for name, meta in blocks[:FOOTERS_KEPT] if name not in self._footers]
 
     async def prefetch(self, blocks: Sequence[tuple[str, BlockMeta]]) -> None:
-        """Fetch and keep the footers of ``blocks`` (the first :data:`FOOTERS_KEPT`, the ones not kept yet),
+        """Fetch and keep the footers of ``blocks`` (most important first; see :meth:`prefetches`),
         :data:`PREFETCH_AT_ONCE` at a time, so reads find them kept. A block that cannot be read is left for
         a read to report."""
-        wanted = [(name, meta) for name, meta in blocks[:FOOTERS_KEPT] if name not in self._footers]
+        wanted = self.prefetches(blocks)
         gate = asyncio.Semaphore(PREFETCH_AT_ONCE)
 
         async def fetch(name: str, meta: BlockMeta) -> None:

@@ -142,9 +142,9 @@ class TieredReads:
         reader = self.reader
         if reader is None or (self._prefetching is not None and not self._prefetching.done()):
             return
-        wanted = [(r.block.name, r.meta) for r in self._newest if not reader.has_footer(r.block.name)]
-        if wanted:
-            self._prefetching = asyncio.get_running_loop().create_task(reader.prefetch(wanted))
+        newest = [(r.block.name, r.meta) for r in self._newest]
+        if reader.prefetches(newest):
+            self._prefetching = asyncio.get_running_loop().create_task(reader.prefetch(newest))
 
     async def _from_archive(self, read: Awaitable[T]) -> T:
         try:

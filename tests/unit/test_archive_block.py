@@ -31,7 +31,7 @@ from shared.archive.block import (
     write_block,
 )
 from shared.archive.objects import FileObjectStore, ObjectMissing
-from shared.archive.reader import BlockReader, Footer
+from shared.archive.reader import FOOTERS_KEPT, BlockReader, Footer
 from shared.models import Log, Span, Tags
 from shared.store.base import Completeness, StoredTrace, TraceQuery, TraceSummary
 from shared.store.search import trace_has_matching_span, trace_has_tags
@@ -309,14 +309,16 @@ def test_prefetched_footers_leave_a_read_by_id_one_ranged_get(tmp_path: Path) ->
         reader = BlockReader(store)
         await reader.prefetch([(NAME, meta)])
         assert store.ranges == [(meta.footer_offset, meta.size)]
-        assert reader.has_footer(NAME)
+        assert reader.prefetches([(NAME, meta)]) == []  # kept
         for trace in written[::300]:
             store.ranges.clear()
             got = await reader.get_trace(NAME, meta, trace.trace_id)
             assert got is not None and got.spans == by_start(trace.spans)
             assert len(store.ranges) == 1 and store.ranges[0][1] <= meta.footer_offset  # the row group alone
         await reader.prefetch([(NAME, meta)])  # kept: not fetched again
-        assert len(store.ranges) == 1
+        assert len(store.ranges) == 1 and reader.prefetches([(NAME, meta)]) == []
+        others = [(f"blocks/other-{i}.parquet", meta) for i in range(FOOTERS_KEPT + 5)]
+        assert reader.prefetches([(NAME, meta), *others]) == others[: FOOTERS_KEPT - 1]  # no more than are kept
         await store.delete(NAME)
         await BlockReader(store).prefetch([(NAME, meta)])  # a block gone: left for a read to report
 
