@@ -301,14 +301,11 @@ def _listed(answer: object) -> int:
     return len(answer)
 
 
-async def reads(
-    settings: Settings, processes: Processes, filled: Filled, requests: int, services: list[str]
-) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
-    port = free_port()
-    api = msgspec.structs.replace(settings, api_bind=f"127.0.0.1:{port}", log_level="WARNING")
-    child = processes.start("api-archive", [sys.executable, "-m", "query_api"], {**settings_env(api), **S3_KEYS})
-    base = f"http://127.0.0.1:{port}"
-    rng = random.Random(9)
+def read_kinds(
+    filled: Filled, services: list[str], rng: random.Random, base: str = ""
+) -> dict[str, tuple[Callable[[], str], Callable[[object], int]]]:
+    """The read kinds of the row: their name, a random URL (below ``base``) and the check of an answer (what
+    it counts)."""
     hours = max(1, (filled.end_us - filled.start_us) // HOUR_US)
 
     def hour() -> tuple[int, int]:
@@ -324,12 +321,22 @@ async def reads(
         start, end = hour()
         return f"{base}/api/traces?service={rng.choice(services)}&start={start}&end={end}&limit=20"
 
-    kinds: dict[str, tuple[Callable[[], str], Callable[[object], int]]] = {
+    return {
         "GET /traces/{id}": (lambda: f"{base}/traces/{rng.choice(filled.sample_ids)}", _archived_trace),
         "GET /api/traces/{id} (Jaeger)": (lambda: f"{base}/api/traces/{rng.choice(filled.sample_ids)}", _jaeger_trace),
         "GET /traces/query?serviceName=S&start=&end= (1 h)&limit=20": (seed_search, _listed),
         "GET /api/traces?service=S&start=&end= (1 h)&limit=20 (Jaeger: whole traces)": (jaeger_search, _listed),
     }
+
+
+async def reads(
+    settings: Settings, processes: Processes, filled: Filled, requests: int, services: list[str]
+) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+    port = free_port()
+    api = msgspec.structs.replace(settings, api_bind=f"127.0.0.1:{port}", log_level="WARNING")
+    child = processes.start("api-archive", [sys.executable, "-m", "query_api"], {**settings_env(api), **S3_KEYS})
+    base = f"http://127.0.0.1:{port}"
+    kinds = read_kinds(filled, services, random.Random(9), base)
     latency: dict[str, tuple[float, float]] = {}
     found: dict[str, float] = {}
     try:

@@ -49,10 +49,11 @@ class JaegerService:
 
     async def find_trace(self, trace_id: str) -> TieredTrace | None:
         """The stored trace Jaeger would answer for ``trace_id``, and its tier: the first spelling (see
-        :func:`jaeger_id_spellings`) with a stored span; ``None`` when there is none. A miss costs one read
+        :func:`jaeger_id_spellings`) with a stored span (an archived one without its analysis, which no
+        Jaeger answer holds); ``None`` when there is none. A miss costs one read
         per spelling (4 at most) in each tier."""
         for spelling in jaeger_id_spellings(trace_id):
-            found = await self._reads.get_trace(spelling)
+            found = await self._reads.get_trace(spelling, analyzed=False)  # Jaeger's answers hold only the spans
             if found is not None:
                 return found
         return None

@@ -243,6 +243,52 @@ def holding_groups(meta: BlockMeta, key: bytes) -> list[int]:
     return groups
 
 
+class GroupIndex:
+    """The row groups of many blocks (a catalog, newest block first) that can hold a trace id, at once:
+    :func:`holding_groups` over every block, with the Bloom filters probed as arrays (numpy) instead of a
+    row group at a time; the id ranges are checked on the few row groups the filters let through."""
+
+    def __init__(self, metas: Sequence[BlockMeta]) -> None:
+        import numpy as np
+
+        self._metas = list(metas)
+        where: list[tuple[int, int]] = []
+        filters: list[bytes] = []
+        for b, meta in enumerate(self._metas):
+            for g, group in enumerate(meta.row_groups):
+                where.append((b, g))
+                filters.append(group.trace_filter)
+        self._where = where
+        sizes = np.array([len(f) for f in filters], dtype=np.uint64)
+        self._bits = np.maximum(sizes * np.uint64(8), np.uint64(1))
+        self._unfiltered = sizes == 0  # written before filters: may hold any id of its range
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64) if filters else sizes
+        # a zero byte at the end: what an empty filter (never read: it passes) points at
+        self._filters = np.frombuffer(b"".join(filters) + b"\0", dtype=np.uint8)
+        self._steps = np.arange(FILTER_HASHES, dtype=np.uint64)[:, None]
+
+    def holders(self, key: bytes) -> list[tuple[int, list[int]]]:
+        """The blocks (their places in the catalog, in its order) that can hold the binary trace id ``key``
+        (:func:`id_key`), each with its row groups that can (as :func:`holding_groups` gives them)."""
+        import numpy as np
+
+        if not self._where:
+            return []
+        h1, h2 = _filter_hashes(key)
+        bits = self._bits
+        # (h1 + i * h2) % bits, as _in_filter computes it, without leaving 64 bits: both reduced first
+        at = (np.uint64(h1) % bits + self._steps * (np.uint64(h2) % bits)) % bits
+        probed = self._filters[self._offsets + (at >> np.uint64(3))] & (np.uint8(1) << (at & np.uint64(7)))
+        passing = np.flatnonzero(np.all(probed != 0, axis=0) | self._unfiltered)
+        found: dict[int, list[int]] = {}
+        for i in passing.tolist():
+            b, g = self._where[i]
+            group = self._metas[b].row_groups[g]
+            if group.first_trace <= key <= group.last_trace:
+                found.setdefault(b, []).append(g)
+        return sorted(found.items())
+
+
 def id_key(value: str) -> tuple[bytes, str | None]:
     """An id as the binary column holds it, and its ``*_text`` column (None for lowercase hex)."""
     packed = pack_id(value)

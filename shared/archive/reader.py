@@ -9,17 +9,19 @@ only the row groups that can hold what is asked are fetched (ranged GETs), never
   with the functions every hot store uses (:mod:`shared.store.search`).
 
 The Parquet footer of a block (its row groups' statistics) is fetched and parsed once and kept
-(:data:`FOOTERS_KEPT` blocks' footers). A search reads the row groups that can match newest first (a
-block's row groups follow each other in time), one at a time, and stops once the row groups left cannot
-hold a trace newer than the last one the answer keeps.
+(:data:`FOOTERS_KEPT` blocks' footers; :meth:`BlockReader.prefetch` fetches them ahead of the reads, as
+soon as the blocks are known, so that no read waits for one). A read by id decodes only the columns of the
+spans and of the trace's completeness (:data:`BY_ID_COLUMNS`), not the summary columns. A search reads the
+row groups that can match newest first (a block's row groups follow each other in time), one at a time,
+and stops once the row groups left cannot hold a trace newer than the last one the answer keeps.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +36,15 @@ from shared.store.base import Completeness, StoredTrace, TraceQuery, TraceSummar
 from shared.store.search import trace_has_matching_span, trace_has_tags
 
 FOOTERS_KEPT: Final = 256
+PREFETCH_AT_ONCE: Final = 4
+"""Footers :meth:`BlockReader.prefetch` fetches at once."""
+COMPLETENESS_COLUMNS: Final = ["late_spans", "refinalizations", "finalized_at_us"]
+BY_ID_COLUMNS: Final = [*SPAN_COLUMNS, *COMPLETENESS_COLUMNS]
+"""What a read by id decodes of a row group: its spans, and the completeness of their trace."""
+HEADS_AT_ONCE: Final = 32
+"""Candidate traces whose summary columns a search converts at once."""
+PRUNED_BY: Final = ("service_name", "operation_name", "trace_duration_us")
+"""The columns whose row-group statistics a search prunes by (:func:`_group_can_match`)."""
 _VALUE_OF: Final[dict[str, Callable[[str], TagValue]]] = {
     "s": str,
     "i": int,
@@ -64,9 +75,21 @@ def _id(binary: bytes | None, text: str | None) -> str | None:
     return text if text is not None else binary.hex()
 
 
+def plain(table: pa.Table) -> pa.Table:
+    """The table with its dictionary-encoded columns (names) as plain ones: converted to Python values ten
+    times faster than a dictionary column's (one scalar a value)."""
+    schema = table.schema
+    if not any(pa.types.is_dictionary(f.type) for f in schema):
+        return table
+    return table.cast(
+        pa.schema([pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in schema])
+    )
+
+
 def spans_of(table: pa.Table) -> list[Span]:
     """The spans of block rows (all of the table's rows; its span columns)."""
-    c = {name: table.column(name).to_pylist() for name in SPAN_COLUMNS}
+    rows = plain(table.select(SPAN_COLUMNS))
+    c = {name: rows.column(name).to_pylist() for name in SPAN_COLUMNS}
     return [
         Span(
             trace_id=_id(c["trace_id"][i], c["trace_id_text"][i]) or "",
@@ -91,6 +114,8 @@ def spans_of(table: pa.Table) -> list[Span]:
 
 SEARCH_COLUMNS: Final = ["trace_id", "trace_id_text", "service_name", "operation_name", *TRACE_COLUMNS]
 """What a search without tags or same-span conditions reads of a row group (no tag maps, no logs)."""
+SAME_SPAN_COLUMNS: Final = [*SEARCH_COLUMNS, "duration_us"]
+"""What a same-span search without tags reads: its conditions (service, operation, duration) on each row."""
 _NEWEST_FIRST: Final = [
     ("trace_start_us", "descending", "at_end"),
     ("trace_id", "descending", "at_end"),
@@ -105,13 +130,14 @@ def _order_key(trace_id: str) -> tuple[bytes, int, str]:
 
 
 class _Trace:
-    """One trace's rows ``[start, end)`` in a table read from a block, and its summary columns."""
+    """One trace's rows ``[start, end)`` in a table read from a block, and its first row's
+    :data:`SEARCH_COLUMNS` (its summary)."""
 
     __slots__ = ("end", "row", "start")
 
-    def __init__(self, table: pa.Table, start: int, end: int) -> None:
+    def __init__(self, row: dict[str, Any], start: int, end: int) -> None:
         self.start, self.end = start, end
-        self.row: dict[str, Any] = table.select(SEARCH_COLUMNS).slice(start, 1).to_pylist()[0]
+        self.row = row
 
     @property
     def trace_id(self) -> str:
@@ -131,9 +157,9 @@ def _trace_bounds(table: pa.Table) -> tuple[npt.NDArray[np.int64], npt.NDArray[n
     return firsts, np.append(firsts[1:], n).astype(np.int64)
 
 
-def _summary(trace: _Trace, table: pa.Table) -> TraceSummary:
+def _summary(trace: _Trace, services: list[str]) -> TraceSummary:
+    """The trace's summary; ``services``: the service of each row of its table."""
     row = trace.row
-    services = table.column("service_name").slice(trace.start, trace.end - trace.start)
     return TraceSummary(
         trace_id=trace.trace_id,
         root_service=row["root_service"],
@@ -144,8 +170,33 @@ def _summary(trace: _Trace, table: pa.Table) -> TraceSummary:
         error_count=row["error_count"],
         status=row["trace_status"],
         complete=row["complete"],
-        services=sorted(set(services.to_pylist())),
+        services=sorted(set(services[trace.start : trace.end])),
     )
+
+
+Bounds = tuple[Any, Any] | None
+"""A column's (min, max) in a row group, from its statistics (None: none kept)."""
+
+
+class Footer:
+    """A block's Parquet footer, parsed, and the row groups' statistics a search prunes by."""
+
+    __slots__ = ("bounds", "meta")
+
+    def __init__(self, data: bytes) -> None:
+        self.meta: pq.FileMetaData = pq.read_metadata(pa.BufferReader(data))
+        self.bounds: list[dict[str, Bounds]] = []
+        if self.meta.num_row_groups == 0:
+            return
+        first = self.meta.row_group(0)
+        where = {first.column(i).path_in_schema: i for i in range(first.num_columns)}
+        for g in range(self.meta.num_row_groups):
+            group = self.meta.row_group(g)
+            bounds: dict[str, Bounds] = {}
+            for name in PRUNED_BY:
+                s = group.column(where[name]).statistics if name in where else None
+                bounds[name] = (s.min, s.max) if s is not None and s.has_min_max else None
+            self.bounds.append(bounds)
 
 
 class BlockReader:
@@ -155,23 +206,43 @@ class BlockReader:
         """``groups_kept``: how many row groups read by id are kept decoded (the last ones read): Jaeger's
         search loads each trace it found, most often several of one row group."""
         self.store = store
-        self._footers: OrderedDict[str, pq.FileMetaData] = OrderedDict()
+        self._footers: OrderedDict[str, asyncio.Future[Footer]] = OrderedDict()
         self._groups_kept = groups_kept
         self._groups: OrderedDict[tuple[str, int], asyncio.Future[pa.Table]] = OrderedDict()
 
-    async def _footer(self, name: str, meta: BlockMeta) -> pq.FileMetaData:
-        """The block's Parquet footer, parsed."""
-        footer = self._footers.get(name)
-        if footer is None:
-            end = meta.footer_offset + meta.footer_length + 8
-            (data,) = await self.store.get_ranges(name, [(meta.footer_offset, end)])
-            footer = pq.read_metadata(pa.BufferReader(data))
-            self._footers[name] = footer
-            while len(self._footers) > FOOTERS_KEPT:
-                self._footers.popitem(last=False)
-        else:
-            self._footers.move_to_end(name)
-        return footer
+    async def _fetch_footer(self, name: str, meta: BlockMeta) -> Footer:
+        end = meta.footer_offset + meta.footer_length + 8
+        (data,) = await self.store.get_ranges(name, [(meta.footer_offset, end)])
+        return await asyncio.to_thread(Footer, data)  # parsed on a thread: the loop keeps answering
+
+    async def _footer(self, name: str, meta: BlockMeta) -> Footer:
+        """The block's Parquet footer, parsed: kept (the last :data:`FOOTERS_KEPT`), fetched once by
+        concurrent readers."""
+        return await _kept(self._footers, name, FOOTERS_KEPT, lambda: self._fetch_footer(name, meta))
+
+    def prefetches(self, blocks: Sequence[tuple[str, BlockMeta]]) -> list[tuple[str, BlockMeta]]:
+        """What :meth:`prefetch` would fetch of ``blocks``: the first :data:`FOOTERS_KEPT` (more would evict
+        each other), those whose footer is not kept."""
+        return [(name, meta) for name, meta in blocks[:FOOTERS_KEPT] if name not in self._footers]
+
+    async def prefetch(self, blocks: Sequence[tuple[str, BlockMeta]]) -> None:
+        """Fetch and keep the footers of ``blocks`` (most important first; see :meth:`prefetches`),
+        :data:`PREFETCH_AT_ONCE` at a time, so reads find them kept. A block that cannot be read is left for
+        a read to report."""
+        wanted = self.prefetches(blocks)
+        gate = asyncio.Semaphore(PREFETCH_AT_ONCE)
+
+        async def fetch(name: str, meta: BlockMeta) -> None:
+            async with gate:
+                if name in self._footers:
+                    return
+                try:
+                    await self._footer(name, meta)
+                except Exception:  # a read of this block reports it; nothing waits on this
+                    return
+
+        # the oldest first, so that the newest are the last ones evicted when there are more than are kept
+        await asyncio.gather(*(fetch(name, meta) for name, meta in reversed(wanted)))
 
     async def _read(
         self, name: str, meta: BlockMeta, groups: Sequence[int], columns: Sequence[str] | None = None
@@ -187,41 +258,37 @@ class BlockReader:
         sparse = bytearray(meta.footer_offset)
         for part, data in zip(parts, fetched, strict=True):
             sparse[part.offset : part.offset + part.length] = data
-        blocks = pq.ParquetFile(pa.BufferReader(pa.py_buffer(sparse)), metadata=footer)
-        # decoded on a thread (pyarrow lets go of the GIL): concurrent reads use both cores
+        blocks = pq.ParquetFile(pa.BufferReader(pa.py_buffer(sparse)), metadata=footer.meta)
+        # decoded on a thread (pyarrow lets go of the GIL): concurrent reads use both cores; not on pyarrow's
+        # own threads besides (a row group's columns are small: handing them out cost more than it saved)
         return await asyncio.to_thread(
-            blocks.read_row_groups, list(groups), columns=None if columns is None else list(columns)
+            blocks.read_row_groups,
+            list(groups),
+            columns=None if columns is None else list(columns),
+            use_threads=False,
         )
 
-    async def _whole_group(self, name: str, meta: BlockMeta, group: int) -> pa.Table:
-        """One row group, every column: kept (the last ``groups_kept``), and read once by concurrent
-        readers."""
+    async def _trace_group(self, name: str, meta: BlockMeta, group: int) -> pa.Table:
+        """The :data:`BY_ID_COLUMNS` of one row group: kept (the last ``groups_kept``), and read once by
+        concurrent readers."""
         if not self._groups_kept:
-            return await self._read(name, meta, [group])
-        key = (name, group)
-        pending = self._groups.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._read(name, meta, [group]))
-            self._groups[key] = pending
-            while len(self._groups) > self._groups_kept:
-                self._groups.popitem(last=False)
-        else:
-            self._groups.move_to_end(key)
-        try:
-            return await asyncio.shield(pending)
-        except BaseException:
-            if self._groups.get(key) is pending and pending.done():
-                del self._groups[key]  # a failed read is not kept
-            raise
+            return await self._read(name, meta, [group], BY_ID_COLUMNS)
+        return await _kept(
+            self._groups, (name, group), self._groups_kept, lambda: self._read(name, meta, [group], BY_ID_COLUMNS)
+        )
 
-    async def get_trace(self, name: str, meta: BlockMeta, trace_id: str) -> StoredTrace | None:
+    async def get_trace(
+        self, name: str, meta: BlockMeta, trace_id: str, groups: Sequence[int] | None = None
+    ) -> StoredTrace | None:
         """The archived trace (state ``finalized``; ``analysis`` None: derived by the caller, as for a hot
-        trace), or ``None`` when the block does not hold it. Its spans are in the block's order (by start)."""
+        trace), or ``None`` when the block does not hold it. Its spans are in the block's order (by start).
+        ``groups``: the row groups that can hold it when the caller knows them (:func:`holding_groups`)."""
         key, text = id_key(trace_id)
-        groups = holding_groups(meta, key)
+        if groups is None:
+            groups = holding_groups(meta, key)
         if not groups:
             return None
-        tables = [await self._whole_group(name, meta, i) for i in groups]
+        tables = [await self._trace_group(name, meta, i) for i in groups]
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         mine = pc.equal(table.column("trace_id"), pa.scalar(key, pa.binary()))
         text_column = table.column("trace_id_text")
@@ -231,17 +298,13 @@ class BlockReader:
             return None
         # a trace's rows are consecutive in its row group (sorted by trace id): a slice, not a copy
         rows = table.slice(int(at[0]), int(at[-1]) - int(at[0]) + 1)
-        first = rows.slice(0, 1).to_pylist()[0]
+        first = {name: rows.column(name)[0].as_py() for name in COMPLETENESS_COLUMNS}
         return StoredTrace(
             trace_id=trace_id,
             state="finalized",
             spans=spans_of(rows),
             analysis=None,
-            completeness=Completeness(
-                late_spans=first["late_spans"],
-                refinalizations=first["refinalizations"],
-                finalized_at_us=first["finalized_at_us"],
-            ),
+            completeness=Completeness(**first),
         )
 
     async def find_traces(self, name: str, meta: BlockMeta, query: TraceQuery) -> list[TraceSummary]:
@@ -251,9 +314,9 @@ class BlockReader:
         if query.status == "active" or not _block_can_match(meta, query):
             return []
         footer = await self._footer(name, meta)
-        groups = [i for i in range(footer.num_row_groups) if _group_can_match(footer.row_group(i), meta, i, query)]
+        groups = [i for i, bounds in enumerate(footer.bounds) if _group_can_match(bounds, meta, i, query)]
         groups.sort(key=lambda i: meta.row_groups[i].end_us, reverse=True)
-        columns = None if query.tags or query.same_span else SEARCH_COLUMNS
+        columns = None if query.tags else SAME_SPAN_COLUMNS if query.same_span else SEARCH_COLUMNS
         wanted = query.offset + query.limit
         found: list[TraceSummary] = []
         for i in groups:
@@ -261,11 +324,13 @@ class BlockReader:
                 break  # no trace of this row group or an older one can be among the newest kept
             table = await self._read(name, meta, [i], columns)
             mine: list[TraceSummary] = []
+            services: list[str] | None = None
             for trace in _candidates(table, query):
                 if len(mine) == wanted:
                     break
                 if _spans_match(table, trace, query):
-                    mine.append(_summary(trace, table))
+                    services = services or table.column("service_name").cast(pa.string()).to_pylist()
+                    mine.append(_summary(trace, services))
             found = sorted([*found, *mine], key=lambda t: (t.start_us, *_order_key(t.trace_id)), reverse=True)
             del found[wanted:]
         return found[query.offset :]
@@ -285,23 +350,45 @@ def _block_can_match(meta: BlockMeta, query: TraceQuery) -> bool:
     return True
 
 
-def _group_can_match(group: pq.RowGroupMetaData, meta: BlockMeta, index: int, query: TraceQuery) -> bool:
+def _group_can_match(bounds: dict[str, Bounds], meta: BlockMeta, index: int, query: TraceQuery) -> bool:
     """Whether a row group's trace starts (the block's metadata), trace durations and services (its
-    statistics) allow a match."""
+    statistics: ``bounds``) allow a match."""
     mine = meta.row_groups[index]
     if query.start_us is not None and mine.end_us < query.start_us:
         return False
     if query.end_us is not None and mine.start_us > query.end_us:
         return False
-    stats = {group.column(i).path_in_schema: group.column(i).statistics for i in range(group.num_columns)}
     for column, value in (("service_name", query.service_name), ("operation_name", query.operation_name)):
-        s = stats.get(column)
-        if value is not None and s is not None and s.has_min_max and not s.min <= value <= s.max:
+        b = bounds.get(column)
+        if value is not None and b is not None and not b[0] <= value <= b[1]:
             return False
-    s = stats.get("trace_duration_us")
-    if query.same_span or s is None or not s.has_min_max:
+    b = bounds.get("trace_duration_us")
+    if query.same_span or b is None:
         return True
-    return _within(s.max, query.min_duration_us, None) and _within(s.min, None, query.max_duration_us)
+    return _within(b[1], query.min_duration_us, None) and _within(b[0], None, query.max_duration_us)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+async def _kept(kept: OrderedDict[K, asyncio.Future[V]], key: K, most: int, make: Callable[[], Awaitable[V]]) -> V:
+    """``make()``'s value for ``key``, kept in ``kept`` (the last ``most`` used) and made once by concurrent
+    callers; a failure is not kept."""
+    pending = kept.get(key)
+    if pending is None:
+        pending = asyncio.ensure_future(make())
+        kept[key] = pending
+        while len(kept) > most:
+            kept.popitem(last=False)
+    else:
+        kept.move_to_end(key)
+    try:
+        return await asyncio.shield(pending)
+    except BaseException:
+        if kept.get(key) is pending and pending.done():
+            del kept[key]  # a failed read is not kept
+        raise
 
 
 def _candidates(table: pa.Table, query: TraceQuery) -> Iterator[_Trace]:
@@ -316,19 +403,29 @@ def _candidates(table: pa.Table, query: TraceQuery) -> Iterator[_Trace]:
         keep &= _within_array(durations, query.min_duration_us, query.max_duration_us)
     if query.status is not None:
         keep &= _equal(heads.column("trace_status"), query.status)
-    if query.service_name is not None or query.operation_name is not None:
+    span_durations = query.same_span and (query.min_duration_us is not None or query.max_duration_us is not None)
+    if query.service_name is not None or query.operation_name is not None or span_durations:
+        # a row (span) with the service and the operation; of a same-span search also with its duration
+        # in bounds (``duration_us or 0``, as span_matches reads it): all at once, on one row
         hit = np.ones(table.num_rows, dtype=bool)
         for column, value in (("service_name", query.service_name), ("operation_name", query.operation_name)):
             if value is not None:
                 hit &= _equal(table.column(column), value)
+        if span_durations:
+            durations = pc.fill_null(table.column("duration_us"), 0).to_numpy()
+            hit &= _within_array(durations, query.min_duration_us, query.max_duration_us)
         has = np.zeros(len(firsts), dtype=bool)
         has[np.repeat(np.arange(len(firsts)), ends - firsts)[hit]] = True
         keep &= has
     chosen = np.flatnonzero(keep)
     ids = table.select([key for key, _, _ in _NEWEST_FIRST]).take(pa.array(firsts[chosen]))
     order = chosen[pc.sort_indices(ids, sort_keys=_NEWEST_FIRST).to_numpy()]
-    for first, end in zip(firsts[order].tolist(), ends[order].tolist(), strict=True):
-        yield _Trace(table, first, end)
+    summaries = table.select(SEARCH_COLUMNS)
+    for at in range(0, len(order), HEADS_AT_ONCE):  # the caller most often stops at its limit
+        part = order[at : at + HEADS_AT_ONCE]
+        rows = plain(summaries.take(pa.array(firsts[part]))).to_pylist()
+        for row, first, end in zip(rows, firsts[part].tolist(), ends[part].tolist(), strict=True):
+            yield _Trace(row, first, end)
 
 
 def _equal(column: pa.ChunkedArray, value: str) -> npt.NDArray[np.bool_]:
@@ -354,8 +451,8 @@ def _within(value: int, low: int | None, high: int | None) -> bool:
 def _spans_match(table: pa.Table, trace: _Trace, query: TraceQuery) -> bool:
     """The conditions on a candidate's spans: every tag on some span (trace-level), or one span with all
     the conditions at once (same-span)."""
-    if not query.same_span and not query.tags:
-        return True
+    if not query.tags:
+        return True  # a same-span search's other conditions are those of _candidates
     spans = spans_of(table.slice(trace.start, trace.end - trace.start))
     if query.same_span:
         return trace_has_matching_span(spans, query)

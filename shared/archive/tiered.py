@@ -1,7 +1,8 @@
 """Reads through both tiers: the hot store first, then the archive's blocks, one answer for the caller.
 
 * :meth:`TieredReads.get_trace`: the hot store's trace when it has a span of it; else the registered blocks
-  whose row groups' trace-id ranges can hold the id, newest block first, the first that has it answering.
+  whose row groups' trace-id ranges can hold the id, newest block first, the first that has it answering
+  (the row groups' Bloom filters of every registered block probed at once: :class:`GroupIndex`).
   An archived trace's analysis is derived from its spans, as the SQL stores derive a finalized trace's.
 * :meth:`TieredReads.find_traces`: the hot store's results, plus those of the registered blocks whose time
   range overlaps the query's (each block prunes by its metadata and row groups' statistics itself), latest
@@ -12,9 +13,10 @@
   alone break ties by insertion order, which blocks do not keep.
 
 The registered blocks (their decoded :class:`~shared.archive.block.BlockMeta`) are read from the hot store
-at most every :data:`CATALOG_REFRESH_S` seconds, not per request. An object store that cannot answer raises
-:class:`ArchiveUnavailable` (the API answers 503); reads that do not need it are unaffected. Without an
-archive nothing of the block format (pyarrow) is imported.
+at most every :data:`CATALOG_REFRESH_S` seconds, not per request; the footers of new blocks are fetched
+then, in the background (:meth:`BlockReader.prefetch`), not by the first read that needs one. An object
+store that cannot answer raises :class:`ArchiveUnavailable` (the API answers 503); reads that do not need
+it are unaffected. Without an archive nothing of the block format (pyarrow) is imported.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from shared.archive.objects import ObjectMissing, ObjectStore
 from shared.store.base import ArchivedBlock, StoredTrace, TraceQuery, TraceStore, TraceSummary
 
 if TYPE_CHECKING:  # the block modules need pyarrow (the ``archive`` extra): imported once an archive is read
-    from shared.archive.block import BlockMeta
+    from shared.archive.block import BlockMeta, GroupIndex
     from shared.archive.reader import BlockReader
 
 Tier = Literal["hot", "archive"]
@@ -107,8 +109,11 @@ class TieredReads:
         self._blocks_at_once = blocks_at_once
         self._clock = clock
         self._catalog: list[Registered] = []
+        self._newest: list[Registered] = []  # the catalog, newest block first (the order of reads by id)
+        self._index: GroupIndex | None = None  # of ``_newest``; made by the first read by id
         self._read_at: float | None = None
         self._lock = asyncio.Lock()
+        self._prefetching: asyncio.Task[None] | None = None
 
     @property
     def archived(self) -> bool:
@@ -122,9 +127,24 @@ class TieredReads:
         async with self._lock:
             now = self._clock()
             if self._read_at is None or now - self._read_at >= self._refresh_s:
-                self._catalog = [Registered(b, decode_meta(b.meta)) for b in await self.store.archived_blocks()]
+                catalog = [Registered(b, decode_meta(b.meta)) for b in await self.store.archived_blocks()]
+                if [r.block for r in catalog] != [r.block for r in self._catalog]:
+                    self._catalog = catalog
+                    self._newest = sorted(catalog, key=lambda r: (r.block.created_us, r.block.start_us), reverse=True)
+                    self._index = None
+                self._prefetch()
                 self._read_at = now
             return self._catalog
+
+    def _prefetch(self) -> None:
+        """Fetch the footers of the blocks not kept yet, newest first, in the background (one task at once:
+        a task under way is left to finish, and a later catalog read starts the next)."""
+        reader = self.reader
+        if reader is None or (self._prefetching is not None and not self._prefetching.done()):
+            return
+        newest = [(r.block.name, r.meta) for r in self._newest]
+        if reader.prefetches(newest):
+            self._prefetching = asyncio.get_running_loop().create_task(reader.prefetch(newest))
 
     async def _from_archive(self, read: Awaitable[T]) -> T:
         try:
@@ -134,34 +154,40 @@ class TieredReads:
         except OSError as exc:
             raise ArchiveUnavailable(f"archive unavailable: {type(exc).__name__}: {exc}") from exc
 
-    async def get_trace(self, trace_id: str) -> TieredTrace | None:
+    async def get_trace(self, trace_id: str, *, analyzed: bool = True) -> TieredTrace | None:
         """The trace from the hot store, else from the newest block holding it; ``None`` when neither has a
-        span of it."""
+        span of it. ``analyzed=False``: an archived trace comes without its analysis (``None``; a read that
+        answers only the spans need not derive it)."""
         hot = await self.store.get_trace(trace_id)
         if hot is not None and hot.spans:
             return TieredTrace(hot, "hot")
         if self.reader is None:
             return None
         reader = self.reader
-        for registered in await self._holders(trace_id):
+        for registered, groups in await self._holders(trace_id):
+            name = registered.block.name
             try:
-                found = await self._from_archive(reader.get_trace(registered.block.name, registered.meta, trace_id))
+                found = await self._from_archive(reader.get_trace(name, registered.meta, trace_id, groups))
             except ObjectMissing:
                 continue
             if found is not None and found.spans:
+                if not analyzed:
+                    return TieredTrace(found, "archive")
                 analysis = await analyze_aside(trace_id, found.spans)
                 return TieredTrace(msgspec.structs.replace(found, analysis=analysis), "archive")
         return None
 
-    async def _holders(self, trace_id: str) -> list[Registered]:
-        """The blocks that can hold ``trace_id`` (a row group's trace-id range holds it, and the block's
-        filter of its ids does not rule it out), newest first."""
-        from shared.archive.block import holding_groups, id_key
+    async def _holders(self, trace_id: str) -> list[tuple[Registered, list[int]]]:
+        """The blocks that can hold ``trace_id`` (a row group's trace-id range holds it, and its filter of
+        trace ids does not rule it out), newest first, each with those row groups."""
+        from shared.archive.block import GroupIndex, id_key
 
         key, _ = id_key(trace_id)
-        blocks = await self.blocks()
-        holders = [r for r in blocks if holding_groups(r.meta, key)]
-        return sorted(holders, key=lambda r: (r.block.created_us, r.block.start_us), reverse=True)
+        await self.blocks()
+        newest = self._newest
+        if self._index is None:
+            self._index = GroupIndex([r.meta for r in newest])
+        return [(newest[b], groups) for b, groups in self._index.holders(key)]
 
     async def find_traces(self, query: TraceQuery) -> list[TieredSummary]:
         """The traces matching ``query`` in both tiers, newest first, ``offset`` and ``limit`` applied to
@@ -209,5 +235,8 @@ class TieredReads:
             return []
 
     async def close(self) -> None:
+        if self._prefetching is not None:
+            self._prefetching.cancel()
+            await asyncio.gather(self._prefetching, return_exceptions=True)
         if self.reader is not None:
             await self.reader.store.close()

@@ -13,14 +13,25 @@ from pathlib import Path
 
 import duckdb
 import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.analysis import analyze
-from shared.archive.block import BlockMeta, block_name, decode_meta, encode_meta, holding_groups, write_block
+from shared.archive.block import (
+    BlockMeta,
+    GroupIndex,
+    block_name,
+    decode_meta,
+    encode_meta,
+    holding_groups,
+    id_key,
+    write_block,
+)
 from shared.archive.objects import FileObjectStore, ObjectMissing
-from shared.archive.reader import BlockReader
+from shared.archive.reader import FOOTERS_KEPT, BlockReader, Footer
 from shared.models import Log, Span, Tags
 from shared.store.base import Completeness, StoredTrace, TraceQuery, TraceSummary
 from shared.store.search import trace_has_matching_span, trace_has_tags
@@ -260,6 +271,73 @@ def test_a_read_fetches_only_the_row_group_of_the_trace_and_the_footer_once(tmp_
         assert len(store.ranges) < len(meta.row_groups)  # the footer was kept; row groups pruned
 
     asyncio.run(run())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(traces(), st.sampled_from([1, 3, 4096]), st.booleans()), min_size=1, max_size=4),
+    st.lists(hex_ids | text_ids, max_size=8),
+)
+def test_the_index_of_many_blocks_finds_the_row_groups_each_block_would(
+    blocks: list[tuple[list[StoredTrace], int, bool]], others: list[str]
+) -> None:
+    metas = []
+    for written, row_group_spans, filtered in blocks:
+        meta = write_block(written, row_group_spans=row_group_spans).meta
+        if not filtered:  # a block written before the filters: its row groups may hold any id of their range
+            meta = msgspec.structs.replace(
+                meta, row_groups=[msgspec.structs.replace(g, trace_filter=b"") for g in meta.row_groups]
+            )
+        metas.append(meta)
+    index = GroupIndex(metas)
+    asked = [t.trace_id for written, _, _ in blocks for t in written] + others
+    for trace_id in asked:
+        key, _ = id_key(trace_id)
+        expected = [(b, holding_groups(m, key)) for b, m in enumerate(metas)]
+        assert index.holders(key) == [(b, groups) for b, groups in expected if groups]
+    for b, (written, _, _) in enumerate(blocks):  # every written trace is found in its block
+        for trace in written:
+            assert b in dict(index.holders(id_key(trace.trace_id)[0]))
+    assert GroupIndex([]).holders(b"x") == []
+
+
+def test_prefetched_footers_leave_a_read_by_id_one_ranged_get(tmp_path: Path) -> None:
+    written = demo_traces(3000)
+
+    async def run() -> None:
+        store, meta = await _put(tmp_path, written, 1024)
+        reader = BlockReader(store)
+        await reader.prefetch([(NAME, meta)])
+        assert store.ranges == [(meta.footer_offset, meta.size)]
+        assert reader.prefetches([(NAME, meta)]) == []  # kept
+        for trace in written[::300]:
+            store.ranges.clear()
+            got = await reader.get_trace(NAME, meta, trace.trace_id)
+            assert got is not None and got.spans == by_start(trace.spans)
+            assert len(store.ranges) == 1 and store.ranges[0][1] <= meta.footer_offset  # the row group alone
+        await reader.prefetch([(NAME, meta)])  # kept: not fetched again
+        assert len(store.ranges) == 1 and reader.prefetches([(NAME, meta)]) == []
+        others = [(f"blocks/other-{i}.parquet", meta) for i in range(FOOTERS_KEPT + 5)]
+        assert reader.prefetches([(NAME, meta), *others]) == others[: FOOTERS_KEPT - 1]  # no more than are kept
+        await store.delete(NAME)
+        await BlockReader(store).prefetch([(NAME, meta)])  # a block gone: left for a read to report
+
+    asyncio.run(run())
+
+
+def test_a_footer_keeps_the_bounds_searches_prune_by() -> None:
+    block = write_block(demo_traces(3000), row_group_spans=1024)
+    footer = Footer(block.data[block.meta.footer_offset :])
+    parquet = pq.ParquetFile(pa.BufferReader(block.data))
+    assert len(footer.bounds) == len(block.meta.row_groups) == footer.meta.num_row_groups
+    for g, bounds in enumerate(footer.bounds):
+        group = footer.meta.row_group(g)
+        columns = {group.column(i).path_in_schema: group.column(i).statistics for i in range(group.num_columns)}
+        for name in ("service_name", "operation_name", "trace_duration_us"):
+            stats = columns[name]
+            assert bounds[name] == (stats.min, stats.max) and stats.min <= stats.max
+        services = parquet.read_row_group(g, columns=["service_name"]).column(0).to_pylist()
+        assert bounds["service_name"] == (min(services), max(services))
 
 
 def test_a_missing_block_is_object_missing(tmp_path: Path) -> None:
