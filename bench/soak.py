@@ -66,6 +66,7 @@ class Sample:
     minute: int
     worker_mib: float
     finalizer_mib: float  # the worker's finalizer process (0 when it finalizes inline)
+    planner_mib: float  # the worker's other children: its purge planner (and multiprocessing's resource tracker)
     api_mib: float
     disk_mib: float  # database + write-ahead log
     p99_ms: float  # freshness of the probes that finished in this minute
@@ -79,6 +80,7 @@ class Sample:
 SERIES: dict[str, tuple[str, Callable[[Sample], float]]] = {  # name -> (column title, value)
     "worker": ("worker RSS MiB", lambda s: s.worker_mib),
     "finalizer": ("finalizer RSS MiB", lambda s: s.finalizer_mib),
+    "planner": ("planner RSS MiB", lambda s: s.planner_mib),
     "api": ("API RSS MiB", lambda s: s.api_mib),
     "disk": ("disk MiB", lambda s: s.disk_mib),
     "p99": ("freshness p99 ms", lambda s: s.p99_ms),
@@ -155,18 +157,25 @@ class Pipeline:
     worker: Child
     api: Child
     metrics_url: str
-    cpu_s: float = 0.0  # the worker's and its finalizer's CPU at the last sample
+    cpu_s: float = 0.0  # the worker's and its children's CPU at the last sample
+    smaps: list[tuple[int, dict[str, MemoryMap]]] | None = None  # with --smaps: each minute, per process
 
     def sample(self, minute: int, sent: Sent, latencies_ms: list[float]) -> Sample:
         for child in (self.worker, self.api):
             if child.process.poll() is not None:
                 raise RuntimeError(f"{child.name} exited ({child.process.returncode}):\n{child.tail()}")
-        finalizers = child_pids(self.worker.pid)
-        cpu_s = sum(cpu_seconds(pid) for pid in [self.worker.pid, *finalizers])
+        children = child_pids(self.worker.pid)
+        finalizers = [pid for pid in children if is_finalizer(pid)]
+        others = [pid for pid in children if pid not in finalizers]
+        cpu_s = sum(cpu_seconds(pid) for pid in [self.worker.pid, *children])
         cpu_pct, self.cpu_s = (cpu_s - self.cpu_s) / 60 * 100, cpu_s
+        if self.smaps is not None:
+            named = [("worker", self.worker.pid), ("api", self.api.pid)]
+            named += [("finalizer", pid) for pid in finalizers] + [("planner", pid) for pid in others]
+            self.smaps.append((minute, {name: memory_map(pid) for name, pid in named}))
         return Sample(
-            minute, peak_rss(self.worker.pid)[1] / MIB, sum(peak_rss(pid)[1] for pid in finalizers) / MIB,
-            peak_rss(self.api.pid)[1] / MIB, (file_size(self.db) + file_size(Path(f"{self.db}-wal"))) / MIB,
+            minute, rss_mib(self.worker.pid), sum(map(rss_mib, finalizers)), sum(map(rss_mib, others)),
+            rss_mib(self.api.pid), (file_size(self.db) + file_size(Path(f"{self.db}-wal"))) / MIB,
             percentile(latencies_ms, 0.99), len(latencies_ms), sent.spans, self.count("SELECT count(*) FROM traces"),
             cpu_pct, os.getloadavg()[0],
         )  # fmt: skip
@@ -296,6 +305,64 @@ def remove_store(workdir: Path) -> None:
         path.unlink()
 
 
+def rss_mib(pid: int) -> float:
+    """The resident memory of ``pid`` (0 once it is gone)."""
+    try:
+        return peak_rss(pid)[1] / MIB
+    except OSError:
+        return 0.0
+
+
+def is_finalizer(pid: int) -> bool:
+    """Whether ``pid`` is a worker's finalizer process (``python -m ingest.finalizer.child``)."""
+    try:
+        return b"ingest.finalizer.child" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+ARENA_ALIGN = 64 * MIB
+"""glibc's ``HEAP_MAX_SIZE`` on 64-bit: a thread's malloc arena is made of anonymous mappings at this
+alignment."""
+
+
+@dataclass
+class MemoryMap:
+    """Where a process's resident memory is (``/proc/PID/smaps``), MiB."""
+
+    file: float = 0.0  # mapped files: code, shared libraries, SQLite's shared memory
+    heap: float = 0.0  # ``[heap]``: the main arena of glibc's malloc
+    arenas: float = 0.0  # anonymous mappings at the 64 MiB alignment of a thread's malloc arena
+    arena_count: int = 0
+    anon: float = 0.0  # the other anonymous mappings: pymalloc's 1 MiB arenas, large mallocs, stacks
+
+    def cells(self) -> str:
+        return f"{self.file:.1f} / {self.heap:.1f} / {self.arenas:.1f} ({self.arena_count}) / {self.anon:.1f}"
+
+
+def memory_map(pid: int) -> MemoryMap:
+    """:class:`MemoryMap` of ``pid`` (empty once it is gone)."""
+    found = MemoryMap()
+    try:
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
+        return found
+    kind = ""
+    for line in text.splitlines():
+        head = line.split(maxsplit=6)
+        if "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line: range perms offset dev inode [path]
+            start = int(head[0].split("-")[0], 16)
+            path = head[5] if len(head) > 5 else ""
+            anonymous = not path or path.startswith("[anon")
+            kind = "heap" if path == "[heap]" else "file" if not anonymous and not path.startswith("[") else ""
+            if anonymous:
+                kind = "arenas" if start % ARENA_ALIGN == 0 else "anon"
+                found.arena_count += kind == "arenas"
+        elif head[0] == "Rss:" and kind:
+            setattr(found, kind, getattr(found, kind) + int(head[1]) / 1024)
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of ``pid`` so far (0 once it is gone)."""
     try:
@@ -327,7 +394,9 @@ def table_row(s: Sample) -> str:
 
 def verdicts(samples: list[Sample], probes: Probes, loss: Loss, sent: Sent, window: float) -> list[tuple[str, bool]]:
     """The goals of issue 32, each with whether it held."""
-    rss = {name: slope_per_10_min(samples, SERIES[name][1], window) for name in ("worker", "finalizer", "api")}
+    rss = {
+        name: slope_per_10_min(samples, SERIES[name][1], window) for name in ("worker", "finalizer", "planner", "api")
+    }
     disk = [s.disk_mib for s in samples if s.minute > window]
     disk_slope = slope_per_10_min(samples, SERIES["disk"][1], window)
     t0, t1 = sent.started, sent.started + samples[-1].minute * 60
@@ -349,7 +418,18 @@ def verdicts(samples: list[Sample], probes: Probes, loss: Loss, sent: Sent, wind
     ]  # fmt: skip
 
 
-def report(args: argparse.Namespace, samples: list[Sample], probes: Probes, loss: Loss, sent: Sent) -> bool:
+def print_smaps(smaps: list[tuple[int, dict[str, MemoryMap]]]) -> None:
+    """Each process's memory map each minute: file / [heap] / thread arenas (how many) / other anonymous."""
+    print("\nresident MiB by mapping: file / [heap] / thread arenas (how many) / other anonymous")
+    names = sorted({name for _, maps in smaps for name in maps})
+    print("| minute | " + " | ".join(names) + " |\n|---:|" + "---:|" * len(names))
+    for minute, maps in smaps:
+        print(f"| {minute} | " + " | ".join(maps[n].cells() if n in maps else "" for n in names) + " |")
+
+
+def report(
+    args: argparse.Namespace, pipeline: Pipeline, samples: list[Sample], probes: Probes, loss: Loss, sent: Sent
+) -> bool:
     window = min(WINDOW_MIN, args.minutes / 2)
     print(table_header())
     for s in samples:
@@ -363,6 +443,8 @@ def report(args: argparse.Namespace, samples: list[Sample], probes: Probes, loss
           f"traces ({sent.spans / args.minutes / 60:,.0f} spans/s), the producer at worst "
           f"{sent.behind_s * 1000:,.0f} ms behind its schedule; retention {args.retention_min:g} min, purged "
           f"every {args.retention_check_s:g} s")  # fmt: skip
+    if pipeline.smaps:
+        print_smaps(pipeline.smaps)
     results = verdicts(samples, probes, loss, sent, window)
     for text, ok in results:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
@@ -375,6 +457,7 @@ async def soak(args: argparse.Namespace) -> int:
     print(f"soak: logs in {workdir} (the store is deleted at the end)", file=sys.stderr, flush=True)
     try:
         pipeline = await start_pipeline(args, processes, workdir)
+        pipeline.smaps = [] if args.smaps else None
         retention_us = int(pipeline.settings.retention_h * 3_600_000_000)
         sent = Sent(keep_us=retention_us + int(2 * args.retention_check_s * 1e6) + 120_000_000)
         probes = Probes(f"http://{pipeline.settings.api_bind}")
@@ -392,7 +475,7 @@ async def soak(args: argparse.Namespace) -> int:
     finally:
         processes.stop_all()
         remove_store(workdir)
-    return 0 if report(args, samples, probes, loss, sent) else 1
+    return 0 if report(args, pipeline, samples, probes, loss, sent) else 1
 
 
 def main() -> int:
@@ -401,6 +484,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=5000.0, help="offered spans/s")
     parser.add_argument("--retention-min", type=float, default=5.0, help="TRACING_RETENTION_H, in minutes")
     parser.add_argument("--retention-check-s", type=float, default=30.0, help="TRACING_RETENTION_CHECK_S")
+    parser.add_argument("--smaps", action="store_true", help="print each process's memory map each minute")
     parser.add_argument("--drain-timeout-s", type=float, default=900.0, help="after the last send")
     parser.add_argument("--bootstrap", default=os.environ.get("TRACING_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     args = parser.parse_args()
