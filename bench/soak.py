@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import random
@@ -34,13 +35,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -69,6 +71,7 @@ class Sample:
     planner_mib: float  # the worker's other children: its purge planner (and multiprocessing's resource tracker)
     api_mib: float
     disk_mib: float  # database + write-ahead log
+    archive_mib: float  # the archive's blocks (0 without one)
     p99_ms: float  # freshness of the probes that finished in this minute
     probes: int
     sent: int  # spans sent so far
@@ -83,6 +86,7 @@ SERIES: dict[str, tuple[str, Callable[[Sample], float]]] = {  # name -> (column 
     "planner": ("planner RSS MiB", lambda s: s.planner_mib),
     "api": ("API RSS MiB", lambda s: s.api_mib),
     "disk": ("disk MiB", lambda s: s.disk_mib),
+    "archive": ("archive MiB", lambda s: s.archive_mib),
     "p99": ("freshness p99 ms", lambda s: s.p99_ms),
 }
 
@@ -157,6 +161,7 @@ class Pipeline:
     worker: Child
     api: Child
     metrics_url: str
+    archive: Path | None  # the archive's folder (file://), if any
     cpu_s: float = 0.0  # the worker's and its children's CPU at the last sample
     smaps: list[tuple[int, dict[str, MemoryMap]]] | None = None  # with --smaps: each minute, per process
 
@@ -176,6 +181,7 @@ class Pipeline:
         return Sample(
             minute, rss_mib(self.worker.pid), sum(map(rss_mib, finalizers)), sum(map(rss_mib, others)),
             rss_mib(self.api.pid), (file_size(self.db) + file_size(Path(f"{self.db}-wal"))) / MIB,
+            folder_bytes(self.archive) / MIB,
             percentile(latencies_ms, 0.99), len(latencies_ms), sent.spans, self.count("SELECT count(*) FROM traces"),
             cpu_pct, os.getloadavg()[0],
         )  # fmt: skip
@@ -197,8 +203,13 @@ class Pipeline:
 async def start_pipeline(args: argparse.Namespace, processes: Processes, workdir: Path) -> Pipeline:
     prefix = f"soak-{uuid.uuid4().hex[:8]}"
     metrics_port = free_port()
+    archive = workdir / "archive" if args.archive_after_min > 0 else None
+    archiving = {} if archive is None else {
+        "archive_url": archive.as_uri(), "archive_after_h": args.archive_after_min / 60,
+        "archive_retention_d": args.archive_retention_min / 1440, "archive_check_s": args.retention_check_s,
+    }  # fmt: skip
     settings = Settings.from_env(
-        {}, kafka_bootstrap=args.bootstrap, topic=prefix, group=prefix, store_url=f"sqlite:///{workdir}/traces.db",
+        {}, **archiving, kafka_bootstrap=args.bootstrap, topic=prefix, group=prefix, store_url=f"sqlite:///{workdir}/traces.db",
         api_bind=f"127.0.0.1:{free_port()}", worker_metrics_bind=f"127.0.0.1:{metrics_port}",
         retention_h=args.retention_min / 60, retention_check_s=args.retention_check_s, log_level="WARNING",
     )  # fmt: skip
@@ -209,7 +220,8 @@ async def start_pipeline(args: argparse.Namespace, processes: Processes, workdir
     base = f"http://{settings.api_bind}"
     await wait_http(f"{base}/healthz", 60, api)
     await wait_worker_assigned(base, worker)
-    return Pipeline(settings, workdir / "traces.db", worker, api, f"http://127.0.0.1:{metrics_port}/metrics")
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+    return Pipeline(settings, workdir / "traces.db", worker, api, metrics, archive)
 
 
 async def produce(pipeline: Pipeline, sent: Sent, probes: Probes, rate: float, seconds: float) -> None:
@@ -254,6 +266,8 @@ class Loss:
     stale: int = 0  # traces still stored that retention should have purged
     unfinalized: int = 0  # spans of traces still active (only when the drain timed out)
     checked: int = 0  # traces checked one by one
+    archived: int = 0  # traces found in the archive's blocks
+    stale_blocks: int = 0  # archive blocks all of whose traces are older than the archive's retention
     unfinished_probes: int = 0
     drain_s: float = math.nan  # from the last send until drained (nan: not within the timeout)
 
@@ -277,17 +291,46 @@ async def drain(pipeline: Pipeline, sent: Sent, timeout_s: float) -> float:
     return math.nan
 
 
-async def check_loss(pipeline: Pipeline, sent: Sent, retention_us: int) -> Loss:
+def archived_spans(pipeline: Pipeline) -> dict[str, int]:
+    """trace id -> spans of the traces in the archive's registered blocks (none without an archive)."""
+    if pipeline.archive is None:
+        return {}
+    found: Counter[str] = Counter()
+    for (name,) in pipeline.query("SELECT name FROM archive_blocks"):
+        table = pq.read_table(pipeline.archive / name, columns=["trace_id", "trace_id_text"])
+        found.update(
+            text if text is not None else key.hex()
+            for key, text in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True)
+        )
+    return dict(found)
+
+
+def stale_blocks(pipeline: Pipeline, retention_us: int) -> int:
+    """The registered blocks whose traces all started before the archive's retention bound (the
+    retention and the slack of its rounds)."""
+    if pipeline.archive is None:
+        return 0
+    return pipeline.count(f"SELECT count(*) FROM archive_blocks WHERE end_us < {time.time_ns() // 1000 - retention_us}")
+
+
+async def check_loss(
+    pipeline: Pipeline, sent: Sent, retention_us: int, archive_retention_us: int, slack_us: int
+) -> Loss:
     """Every span decoded, none dead-lettered; each trace retention may not have purged stored with its
-    spans exactly once (its row's span count); none older left."""
+    spans exactly once (its row's span count, or its rows in the archive's blocks); none older left."""
     loss = Loss()
     async with aiohttp.ClientSession() as session:
         loss.decoded = await pipeline.counter(session, "tracing_worker_spans_total")
         loss.dead_lettered = await pipeline.counter(session, "tracing_worker_dead_lettered_total")
     stored: dict[str, int | None] = dict(pipeline.query("SELECT trace_id, span_count FROM traces"))
-    purgeable_before = time.time_ns() // 1000 - retention_us
+    archived = archived_spans(pipeline)
+    loss.archived = len(archived)
+    purgeable_before = time.time_ns() // 1000 - max(retention_us, archive_retention_us)
     for start_us, trace_id, spans in sent.recent:
         loss.checked += 1
+        if trace_id in archived and trace_id not in stored:
+            loss.mismatched += abs(archived[trace_id] - spans)
+            continue
         if trace_id not in stored:
             loss.missing += 0 if start_us < purgeable_before else spans
             continue
@@ -297,12 +340,24 @@ async def check_loss(pipeline: Pipeline, sent: Sent, retention_us: int) -> Loss:
         elif count != spans:
             loss.mismatched += abs(count - spans)
     loss.stale = len(stored)
+    loss.stale_blocks = stale_blocks(pipeline, archive_retention_us + slack_us)
     return loss
 
 
 def remove_store(workdir: Path) -> None:
     for path in workdir.glob("traces.db*"):
         path.unlink()
+
+
+def folder_bytes(folder: Path | None) -> int:
+    """The bytes of the files under ``folder`` (0 without one)."""
+    if folder is None:
+        return 0
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):  # deleted meanwhile (the archive's retention)
+            total += path.stat().st_size if path.is_file() else 0
+    return total
 
 
 def rss_mib(pid: int) -> float:
@@ -399,6 +454,8 @@ def verdicts(samples: list[Sample], probes: Probes, loss: Loss, sent: Sent, wind
     }
     disk = [s.disk_mib for s in samples if s.minute > window]
     disk_slope = slope_per_10_min(samples, SERIES["disk"][1], window)
+    archive = [s.archive_mib for s in samples if s.minute > window]
+    archive_slope = slope_per_10_min(samples, SERIES["archive"][1], window)
     t0, t1 = sent.started, sent.started + samples[-1].minute * 60
     first = percentile(probes.latencies_ms(t0, t0 + window * 60), 0.99)
     last = percentile(probes.latencies_ms(t1 - window * 60, t1 + 3600), 0.99)
@@ -409,6 +466,9 @@ def verdicts(samples: list[Sample], probes: Probes, loss: Loss, sent: Sent, wind
         (f"disk {disk_slope:+.1f} MiB per 10 min against a mean of {statistics.fmean(disk or [0]):,.0f} MiB "
          f"(goal < 5%), {loss.stale} traces older than the retention left", abs(disk_slope) < 0.05 *
          statistics.fmean(disk or [0]) and loss.stale == 0),
+        (f"archive {archive_slope:+.1f} MiB per 10 min against a mean of {statistics.fmean(archive or [0]):,.0f} "
+         f"MiB (goal < 5%), {loss.stale_blocks} blocks older than its retention left, {loss.archived:,} traces "
+         "in it", not archive or (abs(archive_slope) < 0.05 * statistics.fmean(archive) and loss.stale_blocks == 0)),
         (f"freshness p99 last {window:g} min {last:,.0f} ms / first {window:g} min {first:,.0f} ms = "
          f"{last / first:.2f} (goal <= 1.5)", last <= 1.5 * first),
         (f"{lost:,} spans lost of {sent.spans:,} (decoded {loss.decoded:,.0f}, dead-lettered "
@@ -459,7 +519,8 @@ async def soak(args: argparse.Namespace) -> int:
         pipeline = await start_pipeline(args, processes, workdir)
         pipeline.smaps = [] if args.smaps else None
         retention_us = int(pipeline.settings.retention_h * 3_600_000_000)
-        sent = Sent(keep_us=retention_us + int(2 * args.retention_check_s * 1e6) + 120_000_000)
+        kept_us = max(retention_us, int(args.archive_retention_min * 60e6) if pipeline.archive is not None else 0)
+        sent = Sent(keep_us=kept_us + int(2 * args.retention_check_s * 1e6) + 120_000_000)
         probes = Probes(f"http://{pipeline.settings.api_bind}")
         stop = asyncio.Event()
         async with aiohttp.ClientSession() as session:
@@ -470,7 +531,9 @@ async def soak(args: argparse.Namespace) -> int:
             drain_s = await drain(pipeline, sent, args.drain_timeout_s)
             stop.set()
             await poller
-        loss = await check_loss(pipeline, sent, retention_us)
+        archive_us = int(args.archive_retention_min * 60e6) if pipeline.archive is not None else 0
+        slack_us = int(2 * args.retention_check_s * 1e6) + 60_000_000  # a round's period, and its length
+        loss = await check_loss(pipeline, sent, retention_us, archive_us, slack_us)
         loss.unfinished_probes, loss.drain_s = len(probes.pending), drain_s
     finally:
         processes.stop_all()
@@ -484,6 +547,13 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=5000.0, help="offered spans/s")
     parser.add_argument("--retention-min", type=float, default=5.0, help="TRACING_RETENTION_H, in minutes")
     parser.add_argument("--retention-check-s", type=float, default=30.0, help="TRACING_RETENTION_CHECK_S")
+    parser.add_argument(
+        "--archive-after-min", type=float, default=2.0,
+        help="TRACING_ARCHIVE_AFTER_H, in minutes: into a file:// archive in the soak's folder (0: no archive)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--archive-retention-min", type=float, default=6.0, help="TRACING_ARCHIVE_RETENTION_D, in minutes"
+    )
     parser.add_argument("--smaps", action="store_true", help="print each process's memory map each minute")
     parser.add_argument("--drain-timeout-s", type=float, default=900.0, help="after the last send")
     parser.add_argument("--bootstrap", default=os.environ.get("TRACING_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
