@@ -184,5 +184,5 @@ class FinalizeScheduler:
                 wait = self.wakeups.next_round_in(started_us, self._interval)
             else:
                 wait = backoff.next()
-            trim()
+            await trim()
             await sleep_unless_stopped(stop, wait)

@@ -3,6 +3,7 @@ allocator's arenas and trims of these processes."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import gc
@@ -81,16 +82,24 @@ TRIM_EVERY_S: Final = 30.0
 
 
 class Trimmer:
-    """:func:`trim_malloc` at most every ``every_s`` seconds (it walks every free chunk), for a loop of
-    rounds that free memory each."""
+    """:func:`trim_malloc` at most every ``every_s`` seconds, for a loop of rounds that free memory each:
+    ``await trimmer()``. On a thread: it takes milliseconds of CPU (tens after a large round freed
+    hundreds of MiB: a system call per free page range), more in wall time on a busy host, which the
+    event loop need not wait for (the call releases the interpreter lock)."""
 
     def __init__(self, every_s: float = TRIM_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.every_s = every_s
         self._clock = clock
         self._at = clock()
 
-    def __call__(self) -> None:
+    def due(self) -> bool:
+        """Whether a trim is due now (then the next is due ``every_s`` from now)."""
         now = self._clock()
-        if now - self._at >= self.every_s:
-            self._at = now
-            trim_malloc()
+        if now - self._at < self.every_s:
+            return False
+        self._at = now
+        return True
+
+    async def __call__(self) -> None:
+        if self.due():
+            await asyncio.to_thread(trim_malloc)

@@ -82,7 +82,7 @@ async def _serve(settings: Settings, requests: asyncio.StreamReader, answers: Bi
                 except Exception as exc:  # the store failed (finding the due traces): the traces stay due
                     answer = RoundDone(due=0, finalized=0, error=f"{type(exc).__name__}: {exc}")
             _write(answers, answer)
-            trim()  # a batch's chunks and analyses freed: their pages back to the system, every so often
+            await trim()  # a batch's chunks and analyses freed: their pages back to the system, every so often
     finally:
         await store.close()
 

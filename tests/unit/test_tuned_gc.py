@@ -91,7 +91,7 @@ def test_trim_gives_back_pages_freed_inside_the_heap() -> None:
     assert int(released_kib) > 100_000  # most of the 120 MB freed below the pinned block
 
 
-def test_trimmer_trims_at_most_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_trimmer_trims_at_most_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[None] = []
 
     def trimmed() -> bool:
@@ -101,15 +101,15 @@ def test_trimmer_trims_at_most_every_interval(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(gc_tuning, "trim_malloc", trimmed)
     clock = [100.0]
     trim = gc_tuning.Trimmer(30.0, clock=lambda: clock[0])
-    trim()
+    await trim()
     assert calls == []  # not at once: the interval counts from its start
     clock[0] += 30.0
-    trim()
-    trim()
+    await trim()
+    await trim()
     assert len(calls) == 1
     clock[0] += 29.0
-    trim()
+    await trim()
     assert len(calls) == 1
     clock[0] += 1.0
-    trim()
+    await trim()
     assert len(calls) == 2
