@@ -4,16 +4,18 @@ One worker (``python -m ingest``, with its finalizer process) and the API (``pyt
 their own processes on a fresh SQLite store in a temp dir; this process produces the realistic workload
 (:func:`bench.workload.realistic_trace`, one message per trace) at a steady rate. Retention is set short
 (``TRACING_RETENTION_H`` takes fractions of an hour: 5 minutes by default, purged every 30 s), so that it
-bounds the store within the run.
+bounds the store within the run. With ``--archive-after-min`` the archive runs too, into a ``file://``
+folder beside the store (``TRACING_ARCHIVE_AFTER_H`` and ``TRACING_ARCHIVE_RETENTION_D`` take fractions).
 
-Each minute it samples the resident memory of the worker, its finalizer process and the API, the disk use
-(database + write-ahead log), the traces stored, the CPU the worker and its finalizer used, the host's load
-and the freshness p99 of that minute: a few traces a second are probes, looked up by id until finalized,
-freshness being the time from just before the trace was handed to the Kafka client to its finalization
-(see :class:`Probes`). At the end it drains and checks that nothing was lost: the worker decoded every span
-sent and dead-lettered none, and every trace that retention may not have purged yet is stored with exactly
-the spans sent (``span_count`` of its row), while none older remains. Prints the table, the slope of each
-series (least squares, per 10 minutes, after the first 10) and a verdict per goal of issue 32.
+Each minute it samples the resident memory of the worker, its finalizer process, its purge planner process
+and the API, the disk use (database + write-ahead log), the archive's folder, the traces stored, the CPU the
+worker and its children used, the host's load and the freshness p99 of that minute: a few traces a second
+are probes, looked up by id until finalized, freshness being the time from just before the trace was handed
+to the Kafka client to its finalization (see :class:`Probes`). At the end it drains and checks that nothing
+was lost: the worker decoded every span sent and dead-lettered none, and every trace that retention may not
+have purged yet is stored with exactly the spans sent (``span_count`` of its row), while none older remains.
+Prints the table, the slope of each series (least squares, per 10 minutes, after the first 10) and a verdict
+per goal of issue 32.
 
     python bench/soak.py                      # 60 minutes at 5,000 spans/s
     python bench/soak.py --minutes 2          # a smoke run (slopes over its second half)
@@ -548,8 +550,9 @@ def main() -> int:
     parser.add_argument("--retention-min", type=float, default=5.0, help="TRACING_RETENTION_H, in minutes")
     parser.add_argument("--retention-check-s", type=float, default=30.0, help="TRACING_RETENTION_CHECK_S")
     parser.add_argument(
-        "--archive-after-min", type=float, default=2.0,
-        help="TRACING_ARCHIVE_AFTER_H, in minutes: into a file:// archive in the soak's folder (0: no archive)",
+        "--archive-after-min", type=float, default=0.0,
+        help="TRACING_ARCHIVE_AFTER_H, in minutes: into a file:// archive in the soak's folder (0: no archive;"
+        " 2 with the default retentions: traces age into it, then out of it, within the soak)",
     )  # fmt: skip
     parser.add_argument(
         "--archive-retention-min", type=float, default=6.0, help="TRACING_ARCHIVE_RETENTION_D, in minutes"
