@@ -449,7 +449,9 @@ def table_row(s: Sample) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def verdicts(samples: list[Sample], probes: Probes, loss: Loss, sent: Sent, window: float) -> list[tuple[str, bool]]:
+def verdicts(
+    samples: list[Sample], probes: Probes, loss: Loss, sent: Sent, window: float, archiving: bool
+) -> list[tuple[str, bool]]:
     """The goals of issue 32, each with whether it held."""
     rss = {
         name: slope_per_10_min(samples, SERIES[name][1], window) for name in ("worker", "finalizer", "planner", "api")
@@ -462,15 +464,18 @@ def verdicts(samples: list[Sample], probes: Probes, loss: Loss, sent: Sent, wind
     first = percentile(probes.latencies_ms(t0, t0 + window * 60), 0.99)
     last = percentile(probes.latencies_ms(t1 - window * 60, t1 + 3600), 0.99)
     lost = loss.lost(sent.spans)
+    archived = [
+        (f"archive {archive_slope:+.1f} MiB per 10 min against a mean of {statistics.fmean(archive or [0]):,.0f} "
+         f"MiB (goal < 5%), {loss.stale_blocks} blocks older than its retention left, {loss.archived:,} traces "
+         "in it", abs(archive_slope) < 0.05 * statistics.fmean(archive or [0]) and loss.stale_blocks == 0),
+    ] if archiving else []  # fmt: skip
     return [
         (", ".join(f"{n} {v:+.2f}" for n, v in rss.items()) + " MiB per 10 min (goal < 1)",
          all(abs(v) < 1 for v in rss.values())),
         (f"disk {disk_slope:+.1f} MiB per 10 min against a mean of {statistics.fmean(disk or [0]):,.0f} MiB "
          f"(goal < 5%), {loss.stale} traces older than the retention left", abs(disk_slope) < 0.05 *
          statistics.fmean(disk or [0]) and loss.stale == 0),
-        (f"archive {archive_slope:+.1f} MiB per 10 min against a mean of {statistics.fmean(archive or [0]):,.0f} "
-         f"MiB (goal < 5%), {loss.stale_blocks} blocks older than its retention left, {loss.archived:,} traces "
-         "in it", not archive or (abs(archive_slope) < 0.05 * statistics.fmean(archive) and loss.stale_blocks == 0)),
+        *archived,
         (f"freshness p99 last {window:g} min {last:,.0f} ms / first {window:g} min {first:,.0f} ms = "
          f"{last / first:.2f} (goal <= 1.5)", last <= 1.5 * first),
         (f"{lost:,} spans lost of {sent.spans:,} (decoded {loss.decoded:,.0f}, dead-lettered "
@@ -507,7 +512,7 @@ def report(
           f"every {args.retention_check_s:g} s")  # fmt: skip
     if pipeline.smaps:
         print_smaps(pipeline.smaps)
-    results = verdicts(samples, probes, loss, sent, window)
+    results = verdicts(samples, probes, loss, sent, window, pipeline.archive is not None)
     for text, ok in results:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
     return all(ok for _, ok in results)
