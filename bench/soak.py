@@ -4,16 +4,18 @@ One worker (``python -m ingest``, with its finalizer process) and the API (``pyt
 their own processes on a fresh SQLite store in a temp dir; this process produces the realistic workload
 (:func:`bench.workload.realistic_trace`, one message per trace) at a steady rate. Retention is set short
 (``TRACING_RETENTION_H`` takes fractions of an hour: 5 minutes by default, purged every 30 s), so that it
-bounds the store within the run.
+bounds the store within the run. With ``--archive-after-min`` the archive runs too, into a ``file://``
+folder beside the store (``TRACING_ARCHIVE_AFTER_H`` and ``TRACING_ARCHIVE_RETENTION_D`` take fractions).
 
-Each minute it samples the resident memory of the worker, its finalizer process and the API, the disk use
-(database + write-ahead log), the traces stored, the CPU the worker and its finalizer used, the host's load
-and the freshness p99 of that minute: a few traces a second are probes, looked up by id until finalized,
-freshness being the time from just before the trace was handed to the Kafka client to its finalization
-(see :class:`Probes`). At the end it drains and checks that nothing was lost: the worker decoded every span
-sent and dead-lettered none, and every trace that retention may not have purged yet is stored with exactly
-the spans sent (``span_count`` of its row), while none older remains. Prints the table, the slope of each
-series (least squares, per 10 minutes, after the first 10) and a verdict per goal of issue 32.
+Each minute it samples the resident memory of the worker, its finalizer process, its purge planner process
+and the API, the disk use (database + write-ahead log), the archive's folder, the traces stored, the CPU the
+worker and its children used, the host's load and the freshness p99 of that minute: a few traces a second
+are probes, looked up by id until finalized, freshness being the time from just before the trace was handed
+to the Kafka client to its finalization (see :class:`Probes`). At the end it drains and checks that nothing
+was lost: the worker decoded every span sent and dead-lettered none, and every trace that retention may not
+have purged yet is stored with exactly the spans sent (``span_count`` of its row), while none older remains.
+Prints the table, the slope of each series (least squares, per 10 minutes, after the first 10) and a verdict
+per goal of issue 32.
 
     python bench/soak.py                      # 60 minutes at 5,000 spans/s
     python bench/soak.py --minutes 2          # a smoke run (slopes over its second half)
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import random
@@ -34,13 +37,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -66,8 +70,10 @@ class Sample:
     minute: int
     worker_mib: float
     finalizer_mib: float  # the worker's finalizer process (0 when it finalizes inline)
+    planner_mib: float  # the worker's other children: its purge planner (and multiprocessing's resource tracker)
     api_mib: float
     disk_mib: float  # database + write-ahead log
+    archive_mib: float  # the archive's blocks (0 without one)
     p99_ms: float  # freshness of the probes that finished in this minute
     probes: int
     sent: int  # spans sent so far
@@ -79,8 +85,10 @@ class Sample:
 SERIES: dict[str, tuple[str, Callable[[Sample], float]]] = {  # name -> (column title, value)
     "worker": ("worker RSS MiB", lambda s: s.worker_mib),
     "finalizer": ("finalizer RSS MiB", lambda s: s.finalizer_mib),
+    "planner": ("planner RSS MiB", lambda s: s.planner_mib),
     "api": ("API RSS MiB", lambda s: s.api_mib),
     "disk": ("disk MiB", lambda s: s.disk_mib),
+    "archive": ("archive MiB", lambda s: s.archive_mib),
     "p99": ("freshness p99 ms", lambda s: s.p99_ms),
 }
 
@@ -155,18 +163,27 @@ class Pipeline:
     worker: Child
     api: Child
     metrics_url: str
-    cpu_s: float = 0.0  # the worker's and its finalizer's CPU at the last sample
+    archive: Path | None  # the archive's folder (file://), if any
+    cpu_s: float = 0.0  # the worker's and its children's CPU at the last sample
+    smaps: list[tuple[int, dict[str, MemoryMap]]] | None = None  # with --smaps: each minute, per process
 
     def sample(self, minute: int, sent: Sent, latencies_ms: list[float]) -> Sample:
         for child in (self.worker, self.api):
             if child.process.poll() is not None:
                 raise RuntimeError(f"{child.name} exited ({child.process.returncode}):\n{child.tail()}")
-        finalizers = child_pids(self.worker.pid)
-        cpu_s = sum(cpu_seconds(pid) for pid in [self.worker.pid, *finalizers])
+        children = child_pids(self.worker.pid)
+        finalizers = [pid for pid in children if is_finalizer(pid)]
+        others = [pid for pid in children if pid not in finalizers]
+        cpu_s = sum(cpu_seconds(pid) for pid in [self.worker.pid, *children])
         cpu_pct, self.cpu_s = (cpu_s - self.cpu_s) / 60 * 100, cpu_s
+        if self.smaps is not None:
+            named = [("worker", self.worker.pid), ("api", self.api.pid)]
+            named += [("finalizer", pid) for pid in finalizers] + [("planner", pid) for pid in others]
+            self.smaps.append((minute, {name: memory_map(pid) for name, pid in named}))
         return Sample(
-            minute, peak_rss(self.worker.pid)[1] / MIB, sum(peak_rss(pid)[1] for pid in finalizers) / MIB,
-            peak_rss(self.api.pid)[1] / MIB, (file_size(self.db) + file_size(Path(f"{self.db}-wal"))) / MIB,
+            minute, rss_mib(self.worker.pid), sum(map(rss_mib, finalizers)), sum(map(rss_mib, others)),
+            rss_mib(self.api.pid), (file_size(self.db) + file_size(Path(f"{self.db}-wal"))) / MIB,
+            folder_bytes(self.archive) / MIB,
             percentile(latencies_ms, 0.99), len(latencies_ms), sent.spans, self.count("SELECT count(*) FROM traces"),
             cpu_pct, os.getloadavg()[0],
         )  # fmt: skip
@@ -188,8 +205,13 @@ class Pipeline:
 async def start_pipeline(args: argparse.Namespace, processes: Processes, workdir: Path) -> Pipeline:
     prefix = f"soak-{uuid.uuid4().hex[:8]}"
     metrics_port = free_port()
+    archive = workdir / "archive" if args.archive_after_min > 0 else None
+    archiving = {} if archive is None else {
+        "archive_url": archive.as_uri(), "archive_after_h": args.archive_after_min / 60,
+        "archive_retention_d": args.archive_retention_min / 1440, "archive_check_s": args.retention_check_s,
+    }  # fmt: skip
     settings = Settings.from_env(
-        {}, kafka_bootstrap=args.bootstrap, topic=prefix, group=prefix, store_url=f"sqlite:///{workdir}/traces.db",
+        {}, **archiving, kafka_bootstrap=args.bootstrap, topic=prefix, group=prefix, store_url=f"sqlite:///{workdir}/traces.db",
         api_bind=f"127.0.0.1:{free_port()}", worker_metrics_bind=f"127.0.0.1:{metrics_port}",
         retention_h=args.retention_min / 60, retention_check_s=args.retention_check_s, log_level="WARNING",
     )  # fmt: skip
@@ -200,7 +222,8 @@ async def start_pipeline(args: argparse.Namespace, processes: Processes, workdir
     base = f"http://{settings.api_bind}"
     await wait_http(f"{base}/healthz", 60, api)
     await wait_worker_assigned(base, worker)
-    return Pipeline(settings, workdir / "traces.db", worker, api, f"http://127.0.0.1:{metrics_port}/metrics")
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+    return Pipeline(settings, workdir / "traces.db", worker, api, metrics, archive)
 
 
 async def produce(pipeline: Pipeline, sent: Sent, probes: Probes, rate: float, seconds: float) -> None:
@@ -245,6 +268,8 @@ class Loss:
     stale: int = 0  # traces still stored that retention should have purged
     unfinalized: int = 0  # spans of traces still active (only when the drain timed out)
     checked: int = 0  # traces checked one by one
+    archived: int = 0  # traces found in the archive's blocks
+    stale_blocks: int = 0  # archive blocks all of whose traces are older than the archive's retention
     unfinished_probes: int = 0
     drain_s: float = math.nan  # from the last send until drained (nan: not within the timeout)
 
@@ -268,17 +293,46 @@ async def drain(pipeline: Pipeline, sent: Sent, timeout_s: float) -> float:
     return math.nan
 
 
-async def check_loss(pipeline: Pipeline, sent: Sent, retention_us: int) -> Loss:
+def archived_spans(pipeline: Pipeline) -> dict[str, int]:
+    """trace id -> spans of the traces in the archive's registered blocks (none without an archive)."""
+    if pipeline.archive is None:
+        return {}
+    found: Counter[str] = Counter()
+    for (name,) in pipeline.query("SELECT name FROM archive_blocks"):
+        table = pq.read_table(pipeline.archive / name, columns=["trace_id", "trace_id_text"])
+        found.update(
+            text if text is not None else key.hex()
+            for key, text in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True)
+        )
+    return dict(found)
+
+
+def stale_blocks(pipeline: Pipeline, retention_us: int) -> int:
+    """The registered blocks whose traces all started before the archive's retention bound (the
+    retention and the slack of its rounds)."""
+    if pipeline.archive is None:
+        return 0
+    return pipeline.count(f"SELECT count(*) FROM archive_blocks WHERE end_us < {time.time_ns() // 1000 - retention_us}")
+
+
+async def check_loss(
+    pipeline: Pipeline, sent: Sent, retention_us: int, archive_retention_us: int, slack_us: int
+) -> Loss:
     """Every span decoded, none dead-lettered; each trace retention may not have purged stored with its
-    spans exactly once (its row's span count); none older left."""
+    spans exactly once (its row's span count, or its rows in the archive's blocks); none older left."""
     loss = Loss()
     async with aiohttp.ClientSession() as session:
         loss.decoded = await pipeline.counter(session, "tracing_worker_spans_total")
         loss.dead_lettered = await pipeline.counter(session, "tracing_worker_dead_lettered_total")
     stored: dict[str, int | None] = dict(pipeline.query("SELECT trace_id, span_count FROM traces"))
-    purgeable_before = time.time_ns() // 1000 - retention_us
+    archived = archived_spans(pipeline)
+    loss.archived = len(archived)
+    purgeable_before = time.time_ns() // 1000 - max(retention_us, archive_retention_us)
     for start_us, trace_id, spans in sent.recent:
         loss.checked += 1
+        if trace_id in archived and trace_id not in stored:
+            loss.mismatched += abs(archived[trace_id] - spans)
+            continue
         if trace_id not in stored:
             loss.missing += 0 if start_us < purgeable_before else spans
             continue
@@ -288,12 +342,82 @@ async def check_loss(pipeline: Pipeline, sent: Sent, retention_us: int) -> Loss:
         elif count != spans:
             loss.mismatched += abs(count - spans)
     loss.stale = len(stored)
+    loss.stale_blocks = stale_blocks(pipeline, archive_retention_us + slack_us)
     return loss
 
 
 def remove_store(workdir: Path) -> None:
     for path in workdir.glob("traces.db*"):
         path.unlink()
+
+
+def folder_bytes(folder: Path | None) -> int:
+    """The bytes of the files under ``folder`` (0 without one)."""
+    if folder is None:
+        return 0
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):  # deleted meanwhile (the archive's retention)
+            total += path.stat().st_size if path.is_file() else 0
+    return total
+
+
+def rss_mib(pid: int) -> float:
+    """The resident memory of ``pid`` (0 once it is gone)."""
+    try:
+        return peak_rss(pid)[1] / MIB
+    except OSError:
+        return 0.0
+
+
+def is_finalizer(pid: int) -> bool:
+    """Whether ``pid`` is a worker's finalizer process (``python -m ingest.finalizer.child``)."""
+    try:
+        return b"ingest.finalizer.child" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+ARENA_ALIGN = 64 * MIB
+"""glibc's ``HEAP_MAX_SIZE`` on 64-bit: a thread's malloc arena is made of anonymous mappings at this
+alignment."""
+
+
+@dataclass
+class MemoryMap:
+    """Where a process's resident memory is (``/proc/PID/smaps``), MiB."""
+
+    file: float = 0.0  # mapped files: code, shared libraries, SQLite's shared memory
+    heap: float = 0.0  # ``[heap]``: the main arena of glibc's malloc
+    arenas: float = 0.0  # anonymous mappings at the 64 MiB alignment of a thread's malloc arena
+    arena_count: int = 0
+    anon: float = 0.0  # the other anonymous mappings: pymalloc's 1 MiB arenas, large mallocs, stacks
+
+    def cells(self) -> str:
+        return f"{self.file:.1f} / {self.heap:.1f} / {self.arenas:.1f} ({self.arena_count}) / {self.anon:.1f}"
+
+
+def memory_map(pid: int) -> MemoryMap:
+    """:class:`MemoryMap` of ``pid`` (empty once it is gone)."""
+    found = MemoryMap()
+    try:
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
+        return found
+    kind = ""
+    for line in text.splitlines():
+        head = line.split(maxsplit=6)
+        if "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line: range perms offset dev inode [path]
+            start = int(head[0].split("-")[0], 16)
+            path = head[5] if len(head) > 5 else ""
+            anonymous = not path or path.startswith("[anon")
+            kind = "heap" if path == "[heap]" else "file" if not anonymous and not path.startswith("[") else ""
+            if anonymous:
+                kind = "arenas" if start % ARENA_ALIGN == 0 else "anon"
+                found.arena_count += kind == "arenas"
+        elif head[0] == "Rss:" and kind:
+            setattr(found, kind, getattr(found, kind) + int(head[1]) / 1024)
+    return found
 
 
 def cpu_seconds(pid: int) -> float:
@@ -325,21 +449,33 @@ def table_row(s: Sample) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def verdicts(samples: list[Sample], probes: Probes, loss: Loss, sent: Sent, window: float) -> list[tuple[str, bool]]:
+def verdicts(
+    samples: list[Sample], probes: Probes, loss: Loss, sent: Sent, window: float, archiving: bool
+) -> list[tuple[str, bool]]:
     """The goals of issue 32, each with whether it held."""
-    rss = {name: slope_per_10_min(samples, SERIES[name][1], window) for name in ("worker", "finalizer", "api")}
+    rss = {
+        name: slope_per_10_min(samples, SERIES[name][1], window) for name in ("worker", "finalizer", "planner", "api")
+    }
     disk = [s.disk_mib for s in samples if s.minute > window]
     disk_slope = slope_per_10_min(samples, SERIES["disk"][1], window)
+    archive = [s.archive_mib for s in samples if s.minute > window]
+    archive_slope = slope_per_10_min(samples, SERIES["archive"][1], window)
     t0, t1 = sent.started, sent.started + samples[-1].minute * 60
     first = percentile(probes.latencies_ms(t0, t0 + window * 60), 0.99)
     last = percentile(probes.latencies_ms(t1 - window * 60, t1 + 3600), 0.99)
     lost = loss.lost(sent.spans)
+    archived = [
+        (f"archive {archive_slope:+.1f} MiB per 10 min against a mean of {statistics.fmean(archive or [0]):,.0f} "
+         f"MiB (goal < 5%), {loss.stale_blocks} blocks older than its retention left, {loss.archived:,} traces "
+         "in it", abs(archive_slope) < 0.05 * statistics.fmean(archive or [0]) and loss.stale_blocks == 0),
+    ] if archiving else []  # fmt: skip
     return [
         (", ".join(f"{n} {v:+.2f}" for n, v in rss.items()) + " MiB per 10 min (goal < 1)",
          all(abs(v) < 1 for v in rss.values())),
         (f"disk {disk_slope:+.1f} MiB per 10 min against a mean of {statistics.fmean(disk or [0]):,.0f} MiB "
          f"(goal < 5%), {loss.stale} traces older than the retention left", abs(disk_slope) < 0.05 *
          statistics.fmean(disk or [0]) and loss.stale == 0),
+        *archived,
         (f"freshness p99 last {window:g} min {last:,.0f} ms / first {window:g} min {first:,.0f} ms = "
          f"{last / first:.2f} (goal <= 1.5)", last <= 1.5 * first),
         (f"{lost:,} spans lost of {sent.spans:,} (decoded {loss.decoded:,.0f}, dead-lettered "
@@ -349,7 +485,18 @@ def verdicts(samples: list[Sample], probes: Probes, loss: Loss, sent: Sent, wind
     ]  # fmt: skip
 
 
-def report(args: argparse.Namespace, samples: list[Sample], probes: Probes, loss: Loss, sent: Sent) -> bool:
+def print_smaps(smaps: list[tuple[int, dict[str, MemoryMap]]]) -> None:
+    """Each process's memory map each minute: file / [heap] / thread arenas (how many) / other anonymous."""
+    print("\nresident MiB by mapping: file / [heap] / thread arenas (how many) / other anonymous")
+    names = sorted({name for _, maps in smaps for name in maps})
+    print("| minute | " + " | ".join(names) + " |\n|---:|" + "---:|" * len(names))
+    for minute, maps in smaps:
+        print(f"| {minute} | " + " | ".join(maps[n].cells() if n in maps else "" for n in names) + " |")
+
+
+def report(
+    args: argparse.Namespace, pipeline: Pipeline, samples: list[Sample], probes: Probes, loss: Loss, sent: Sent
+) -> bool:
     window = min(WINDOW_MIN, args.minutes / 2)
     print(table_header())
     for s in samples:
@@ -363,7 +510,9 @@ def report(args: argparse.Namespace, samples: list[Sample], probes: Probes, loss
           f"traces ({sent.spans / args.minutes / 60:,.0f} spans/s), the producer at worst "
           f"{sent.behind_s * 1000:,.0f} ms behind its schedule; retention {args.retention_min:g} min, purged "
           f"every {args.retention_check_s:g} s")  # fmt: skip
-    results = verdicts(samples, probes, loss, sent, window)
+    if pipeline.smaps:
+        print_smaps(pipeline.smaps)
+    results = verdicts(samples, probes, loss, sent, window, pipeline.archive is not None)
     for text, ok in results:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
     return all(ok for _, ok in results)
@@ -375,8 +524,10 @@ async def soak(args: argparse.Namespace) -> int:
     print(f"soak: logs in {workdir} (the store is deleted at the end)", file=sys.stderr, flush=True)
     try:
         pipeline = await start_pipeline(args, processes, workdir)
+        pipeline.smaps = [] if args.smaps else None
         retention_us = int(pipeline.settings.retention_h * 3_600_000_000)
-        sent = Sent(keep_us=retention_us + int(2 * args.retention_check_s * 1e6) + 120_000_000)
+        kept_us = max(retention_us, int(args.archive_retention_min * 60e6) if pipeline.archive is not None else 0)
+        sent = Sent(keep_us=kept_us + int(2 * args.retention_check_s * 1e6) + 120_000_000)
         probes = Probes(f"http://{pipeline.settings.api_bind}")
         stop = asyncio.Event()
         async with aiohttp.ClientSession() as session:
@@ -387,12 +538,14 @@ async def soak(args: argparse.Namespace) -> int:
             drain_s = await drain(pipeline, sent, args.drain_timeout_s)
             stop.set()
             await poller
-        loss = await check_loss(pipeline, sent, retention_us)
+        archive_us = int(args.archive_retention_min * 60e6) if pipeline.archive is not None else 0
+        slack_us = int(2 * args.retention_check_s * 1e6) + 60_000_000  # a round's period, and its length
+        loss = await check_loss(pipeline, sent, retention_us, archive_us, slack_us)
         loss.unfinished_probes, loss.drain_s = len(probes.pending), drain_s
     finally:
         processes.stop_all()
         remove_store(workdir)
-    return 0 if report(args, samples, probes, loss, sent) else 1
+    return 0 if report(args, pipeline, samples, probes, loss, sent) else 1
 
 
 def main() -> int:
@@ -401,6 +554,15 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=5000.0, help="offered spans/s")
     parser.add_argument("--retention-min", type=float, default=5.0, help="TRACING_RETENTION_H, in minutes")
     parser.add_argument("--retention-check-s", type=float, default=30.0, help="TRACING_RETENTION_CHECK_S")
+    parser.add_argument(
+        "--archive-after-min", type=float, default=0.0,
+        help="TRACING_ARCHIVE_AFTER_H, in minutes: into a file:// archive in the soak's folder (0: no archive;"
+        " 2 with the default retentions: traces age into it, then out of it, within the soak)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--archive-retention-min", type=float, default=6.0, help="TRACING_ARCHIVE_RETENTION_D, in minutes"
+    )
+    parser.add_argument("--smaps", action="store_true", help="print each process's memory map each minute")
     parser.add_argument("--drain-timeout-s", type=float, default=900.0, help="after the last send")
     parser.add_argument("--bootstrap", default=os.environ.get("TRACING_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     args = parser.parse_args()

@@ -15,6 +15,7 @@ from ingest.metrics import WorkerCounters, WorkerMetrics
 from ingest.ownership import Ownership
 from ingest.store_full import StoreFull, log_failure
 from shared.clock import now_us
+from shared.gc_tuning import Trimmer
 from shared.lifecycle import Backoff, sleep_unless_stopped
 from shared.sampling import sampler_for
 from shared.settings import Settings
@@ -175,6 +176,7 @@ class FinalizeScheduler:
         """Rounds until ``stop`` is set, each started when :meth:`Wakeups.next_round_in` says, or after a
         failed round, with a back-off (twice the interval, doubling up to 10 s)."""
         backoff = Backoff(first_s=2 * self._interval)
+        trim = Trimmer()  # what the batches, rounds and purges of this process freed, back to the system
         while not stop.is_set():
             started_us = now_us()
             if await self.finalize_or_log():
@@ -182,4 +184,5 @@ class FinalizeScheduler:
                 wait = self.wakeups.next_round_in(started_us, self._interval)
             else:
                 wait = backoff.next()
+            await trim()
             await sleep_unless_stopped(stop, wait)

@@ -1,13 +1,15 @@
 """The garbage collector's settings while a worker (or its finalizer process) or the API runs, and the C
-allocator's arenas of the API."""
+allocator's arenas and trims of these processes."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import gc
 import platform
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Final
 
 GC_THRESHOLDS: Final = (50_000, 20, 100)
@@ -34,18 +36,70 @@ def tuned_gc() -> Iterator[None]:
 
 M_ARENA_MAX: Final = -8
 """glibc's ``mallopt`` parameter for the most arenas its ``malloc`` keeps (``malloc.h``)."""
-API_ARENAS: Final = 2
+MALLOC_ARENAS: Final = 2
+API_ARENAS: Final = MALLOC_ARENAS
 
 
-def cap_malloc_arenas(arenas: int = API_ARENAS) -> bool:
+def _glibc() -> ctypes.CDLL | None:
+    """This process's C library, if it is glibc."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
+def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     """Keep glibc's ``malloc`` to ``arenas`` arenas in this process (it makes up to 8 per core, one for each
     thread that allocates at once, each a 64 MiB reserve that fills with what its thread freed); whether
-    it was set (not glibc: nothing to do). The API reads on a pool of threads: in the hour's soak its RSS
-    grew in steps in threads' arenas, while its reads alone and SQLite's page cache stayed flat
-    (bench/README.md, "Soak"). Python's own small objects are not in these arenas."""
-    if platform.libc_ver()[0] != "glibc":
-        return False
+    it was set (not glibc: nothing to do). The API reads on a pool of threads, a worker writes on its
+    store's and checkpoint's threads and plans small purge rounds on others: in the soak their RSS grew in
+    steps in threads' arenas, while what they hold stayed flat (bench/README.md, "Soak"). Python's own
+    small objects are not in these arenas. Called first thing by ``python -m query_api``,
+    ``python -m ingest`` and the finalizer process, before their threads start."""
+    libc = _glibc()
     try:
-        return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):
+        return libc is not None and bool(libc.mallopt(M_ARENA_MAX, arenas))
+    except AttributeError:
         return False
+
+
+def trim_malloc() -> bool:
+    """Give the free pages of glibc's ``malloc`` back to the system (``malloc_trim(0)``: every arena,
+    the free pages inside the heap too, not only its top); whether any was (not glibc: nothing to do). A
+    purge round or a batch of finalizations frees tens of MiB of chunks at once, among objects that live
+    on, so without it the process keeps them resident until the next round reuses them."""
+    libc = _glibc()
+    try:
+        return libc is not None and bool(libc.malloc_trim(0))
+    except AttributeError:
+        return False
+
+
+TRIM_EVERY_S: Final = 30.0
+"""How often a worker's finalize loop and its finalizer process trim (:class:`Trimmer`)."""
+
+
+class Trimmer:
+    """:func:`trim_malloc` at most every ``every_s`` seconds, for a loop of rounds that free memory each:
+    ``await trimmer()``. On a thread: it takes milliseconds of CPU (tens after a large round freed
+    hundreds of MiB: a system call per free page range), more in wall time on a busy host, which the
+    event loop need not wait for (the call releases the interpreter lock)."""
+
+    def __init__(self, every_s: float = TRIM_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self._clock = clock
+        self._at = clock()
+
+    def due(self) -> bool:
+        """Whether a trim is due now (then the next is due ``every_s`` from now)."""
+        now = self._clock()
+        if now - self._at < self.every_s:
+            return False
+        self._at = now
+        return True
+
+    async def __call__(self) -> None:
+        if self.due():
+            await asyncio.to_thread(trim_malloc)

@@ -13,7 +13,7 @@ from typing import BinaryIO
 from ingest.finalizer.protocol import Ready, Round, RoundDone, Start, frame, read_message
 from ingest.metrics import SpanSum, span_sums
 from shared.clock import now_us
-from shared.gc_tuning import tuned_gc
+from shared.gc_tuning import Trimmer, cap_malloc_arenas, tuned_gc
 from shared.logs import configure_logging
 from shared.sampling import Sampler, sampler_for
 from shared.settings import Settings
@@ -70,6 +70,7 @@ async def _serve(settings: Settings, requests: asyncio.StreamReader, answers: Bi
         _write(answers, Ready(error=f"{type(exc).__name__}: {exc}"))
         return
     sampler = sampler_for(settings)
+    trim = Trimmer()
     try:
         _write(answers, Ready())
         while (message := await read_message(requests)) is not None:
@@ -81,6 +82,7 @@ async def _serve(settings: Settings, requests: asyncio.StreamReader, answers: Bi
                 except Exception as exc:  # the store failed (finding the due traces): the traces stay due
                     answer = RoundDone(due=0, finalized=0, error=f"{type(exc).__name__}: {exc}")
             _write(answers, answer)
+            await trim()  # a batch's chunks and analyses freed: their pages back to the system, every so often
     finally:
         await store.close()
 
@@ -108,6 +110,7 @@ def main() -> int:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
+    cap_malloc_arenas()  # before the store's threads start
     with tuned_gc():
         return asyncio.run(_main(requests, answers))
 

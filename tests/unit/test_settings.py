@@ -115,6 +115,15 @@ def test_a_client_certificate_that_does_not_load_names_the_setting_never_the_pas
     assert pki.key_password not in repr(settings) and "kafka_ssl_password=***" in repr(settings)
 
 
+def test_archive_ages_take_fractions_down_to_minutes_as_the_retention_does() -> None:
+    s = Settings.from_env(
+        {"TRACING_RETENTION_H": "0.0833", "TRACING_ARCHIVE_AFTER_H": "0.0333", "TRACING_ARCHIVE_RETENTION_D": "0.00417"}
+    )
+    assert round(s.retention_h * 60) == 5
+    assert round(s.archive_after_h * 60) == 2  # minutes
+    assert round(s.archive_retention_d * 24 * 60) == 6
+
+
 def test_archive_settings_default_to_no_archive_and_parse_both_kinds_of_url(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings.from_env({})
     assert (s.archive_url, s.archive_after_h, s.archive_retention_d, s.archive_check_s) == ("", 24, 90, 60)

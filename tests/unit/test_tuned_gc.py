@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from shared import gc_tuning
 from shared.gc_tuning import GC_THRESHOLDS, tuned_gc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,3 +64,52 @@ def test_capped_arenas_are_shared_by_threads(mode: str) -> None:
         assert arenas == 1
     else:
         assert arenas > 1  # six threads allocating at once get arenas of their own
+
+
+FREED_INSIDE_THE_HEAP = """
+import re, sys
+from pathlib import Path
+from shared.gc_tuning import trim_malloc
+def rss_kib():
+    return int(re.search(r"VmRSS:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
+freed = [bytearray(60_000) for _ in range(2_000)]  # 120 MB malloc'd on the heap (below the mmap threshold)
+pinned = bytearray(60_000)  # lives on above them: free() alone cannot shrink the heap's top
+del freed
+before = rss_kib()
+trimmed = trim_malloc()
+print(trimmed, before - rss_kib())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc_trim")
+def test_trim_gives_back_pages_freed_inside_the_heap() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FREED_INSIDE_THE_HEAP], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    trimmed, released_kib = done.stdout.split()
+    assert trimmed == "True"
+    assert int(released_kib) > 100_000  # most of the 120 MB freed below the pinned block
+
+
+async def test_trimmer_trims_at_most_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[None] = []
+
+    def trimmed() -> bool:
+        calls.append(None)
+        return True
+
+    monkeypatch.setattr(gc_tuning, "trim_malloc", trimmed)
+    clock = [100.0]
+    trim = gc_tuning.Trimmer(30.0, clock=lambda: clock[0])
+    await trim()
+    assert calls == []  # not at once: the interval counts from its start
+    clock[0] += 30.0
+    await trim()
+    await trim()
+    assert len(calls) == 1
+    clock[0] += 29.0
+    await trim()
+    assert len(calls) == 1
+    clock[0] += 1.0
+    await trim()
+    assert len(calls) == 2

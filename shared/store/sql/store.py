@@ -18,6 +18,7 @@ from typing import Final, TypeVar
 import msgspec
 
 from shared.analysis import TraceAnalysis, analyze_aside
+from shared.gc_tuning import trim_malloc
 from shared.sampling import Sampler
 from shared.store.backend import Backend
 from shared.store.base import (
@@ -127,6 +128,7 @@ class SqlStore(Backend, SqlReader):
             total += len(purged.ids)
             if not purged.more:
                 break
+        await self._trim_planner()
         self._sweep_pending = self._sweep_pending or total > 0 or self._unswept_us is not None
         if self._sweep_pending and self._sweep_due(before_us):
             await self._sweep(before_us)
@@ -174,6 +176,18 @@ class SqlStore(Backend, SqlReader):
             self._planner = None
             planner.shutdown(wait=False)
             raise
+
+    async def _trim_planner(self) -> None:
+        """The purge planner process's free pages back to the system: the chunks of the rounds it was
+        handed are freed only once each call returned, so it trims in a call of its own."""
+        planner = self._planner
+        if planner is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(planner, trim_malloc)
+        except BrokenProcessPool:  # the next large round starts another
+            self._planner = None
+            planner.shutdown(wait=False)
 
     async def _close_planner(self) -> None:
         """Stop the purge planner process, if one was started."""
