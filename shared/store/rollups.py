@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Sequence
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar
 
 import msgspec
 
@@ -55,7 +55,7 @@ from shared.critical_paths import Path, context_id, trace_contexts
 from shared.models import Span, flat_tags
 from shared.store.buckets import BUCKET_BOUNDS_US
 from shared.store.encoding import pack_blob, unpack_blob
-from shared.store.sketch import LEGACY_BINS, key_of, pack, split_key
+from shared.store.sketch import LEGACY_BINS, Bins, add_to, key_of, pack, split_key
 
 MINUTE_US: Final = 60_000_000
 TEN_MINUTES_US: Final = 600_000_000
@@ -313,14 +313,18 @@ class RollupDelta:
             row[1] += errors
         return sorted((h, p, c, v[0], v[1]) for (h, p, c), v in hours.items() if any(v))
 
-    def op_sketch_rows(self) -> list[tuple[int, int, OpKey, Counters, bytes]]:
-        """:meth:`op_rows` with each row's sketch delta packed (:func:`~shared.store.sketch.pack`): what a
-        store that keeps a sketch a row (SQLite, PostgreSQL) upserts."""
-        return _with_sketches(self.op_rows(), self.op_bin_rows())
+    def op_sketch_rows(self, grains: Sequence[int] = SQL_GRAINS) -> list[tuple[int, int, OpKey, Counters, bytes]]:
+        """:meth:`op_rows` with each row's sketch delta packed (:func:`~shared.store.sketch.pack`), a key with
+        bins and no counters (they summed to 0) as a row of zeros: what a store that keeps a sketch a row
+        (SQLite, PostgreSQL) upserts. The same rows as joining :meth:`op_rows` and :meth:`op_bin_rows`,
+        derived in one pass (:func:`_sketch_grains`)."""
+        return _sketch_grains(self.ops, self.op_bins, grains)
 
-    def endpoint_sketch_rows(self) -> list[tuple[int, int, EndpointKey, Counters, bytes]]:
+    def endpoint_sketch_rows(
+        self, grains: Sequence[int] = SQL_GRAINS
+    ) -> list[tuple[int, int, EndpointKey, Counters, bytes]]:
         """:meth:`endpoint_rows` with each row's sketch delta packed, as :meth:`op_sketch_rows`."""
-        return _with_sketches(self.endpoint_rows(), self.endpoint_bin_rows())
+        return _sketch_grains(self.endpoints, self.endpoint_bins, grains)
 
     def service_sketch_rows(self) -> list[tuple[str, bytes]]:
         """``(service, packed sketch delta)`` of :meth:`service_bin_rows`, in service order."""
@@ -355,16 +359,49 @@ def _grains(minute_rows: dict[tuple[int, K], Counters], grains: Sequence[int]) -
     return sorted((grain, bucket, key, values) for (grain, bucket, key), values in by_grain.items() if any(values))
 
 
-def _with_sketches(
-    rows: list[tuple[int, int, K, Counters]], bin_rows: Sequence[tuple[int, int, tuple[Any, ...], list[int]]]
+def _sketch_grains(
+    minute_rows: dict[tuple[int, K], Counters],
+    minute_bins: dict[tuple[int, tuple[Any, ...]], list[int]],
+    grains: Sequence[int],
 ) -> list[tuple[int, int, K, Counters, bytes]]:
-    """Counter rows joined with their packed sketch deltas (the bin rows of the same key, whose key ends
-    with the bin): a key with bins and no counters (they summed to 0) gets a row of zeros."""
-    bins: dict[tuple[int, int, tuple[Any, ...]], list[tuple[int, int]]] = {}
-    for grain, bucket, key, (n,) in bin_rows:
-        bins.setdefault((grain, bucket, key[:-1]), []).append((int(key[-1]), n))
-    out = [(g, b, key, values, pack(bins.pop((g, b, key), ()))) for g, b, key, values in rows]
-    out.extend((g, b, cast(K, key), _counters(), pack(pairs)) for (g, b, key), pairs in bins.items())
+    """Counter rows joined with their packed sketch deltas at each of ``grains``, from the minute rows in
+    one pass: the bins (a row per key and bin, thousands a round) are grouped per minute and key once and
+    each minute's sketch packed once; a coarser row summing a single minute row (the usual case: a round's
+    traces start within a minute or two) takes that row's counters and packed sketch as they are, and only
+    a coarser row of several minutes sums their counters and bins. Rows whose counters and bins are all
+    zero are left out; rows in (grain, bucket, key) order."""
+    sketches: dict[tuple[int, Any], Bins] = {}  # (minute, key) -> bins: the key is the bin key less its bin
+    for (minute, bin_key), (n,) in minute_bins.items():
+        if n:
+            at = (minute, bin_key[:-1])
+            found = sketches.get(at)
+            if found is None:
+                sketches[at] = {bin_key[-1]: n}
+            else:
+                found[bin_key[-1]] = n
+    minutes: dict[tuple[int, K], tuple[Counters, bytes]] = {
+        at: (minute_rows.get(at) or _counters(), pack(sketches.get(at, {}).items()))
+        for at in minute_rows.keys() | sketches.keys()
+    }
+    out: list[tuple[int, int, K, Counters, bytes]] = []
+    for grain in grains:
+        if grain == MINUTE:
+            out.extend((MINUTE, minute, key, list(values), bins) for (minute, key), (values, bins) in minutes.items())
+            continue
+        per_bucket = GRAIN_US[grain] // MINUTE_US if grain != TOTAL else 0
+        groups: dict[tuple[int, K], list[tuple[int, K]]] = {}
+        for at in minutes:
+            groups.setdefault((at[0] // per_bucket if per_bucket else 0, at[1]), []).append(at)
+        for (bucket, key), members in groups.items():
+            if len(members) == 1:
+                values, bins = minutes[members[0]]
+                out.append((grain, bucket, key, list(values), bins))
+                continue
+            summed: Bins = {}
+            for at in members:
+                add_to(summed, sketches.get(at, {}).items())
+            out.append((grain, bucket, key, merge_counters(minutes[at][0] for at in members), pack(summed.items())))
+    out = [row for row in out if row[4] or any(row[3])]
     out.sort(key=lambda row: (row[0], row[1], row[2]))
     return out
 

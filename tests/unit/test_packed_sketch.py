@@ -38,6 +38,18 @@ def test_add_packed_is_the_sum_without_the_bins_at_zero_or_below(stored: dict[in
     assert has_negative(pack(delta.items())) == any(n < 0 for n in delta.values())
 
 
+@given(
+    st.dictionaries(st.integers(0, 2_000), st.integers(1, 10**12), min_size=1, max_size=400),
+    st.dictionaries(st.integers(0, 2_000), st.integers(-(10**12), 10**12), min_size=1, max_size=80),
+)
+def test_add_packed_gives_the_same_bytes_by_either_path(stored: dict[int, int], delta: dict[int, int]) -> None:
+    """Small merges go through a dict, large ones (from :data:`~shared.store.sketch.ADD_NUMPY_FROM`
+    entries) through numpy: the same bytes, the sum packed in bin order."""
+    expected = pack((index, n) for index, n in _plus(stored, delta).items() if n > 0)
+    assert add_packed(pack(stored.items()), pack(delta.items())) == expected
+    assert sketch._added_numpy(pack(stored.items()), pack(delta.items())) == expected
+
+
 @given(st.lists(positive, max_size=8), st.integers(1, 400))
 def test_merged_packed_sums_many_sketches_by_either_path(sketches: list[dict[int, int]], copies: int) -> None:
     many = sketches * copies
