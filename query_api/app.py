@@ -1,8 +1,9 @@
 """The application factory: settings in, a ready ``web.Application`` out.
 
 Resources are opened by one cleanup context each, in order (store, Kafka producer, services with the
-archive's object store when ``TRACING_ARCHIVE_URL`` is set) and closed in reverse. A store or producer
-passed in is used as is and left open (its owner closes it).
+archive's object store when ``TRACING_ARCHIVE_URL`` is set) and closed in reverse. A store passed in is
+used as is and left open (its owner closes it). The producer does not wait for the broker
+(:mod:`query_api.producer`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from aiohttp import web
 
 from shared.archive.objects import open_object_store
 from shared.archive.tiered import TieredReads
-from shared.kafka import SpanProducer, ensure_topics
 from shared.settings import Settings
 from shared.store import open_store
 from shared.store.base import TraceStore
@@ -24,6 +24,7 @@ from .encoding import encode
 from .keys import CRITICAL, JAEGER, METRICS, MONITOR, OPENAPI, PRODUCER, SAMPLING, SETTINGS, STORE, TRACES, WRITES
 from .metrics import RequestMetrics
 from .openapi import openapi_document
+from .producer import Producer
 from .routes import setup_routes
 from .sampling_grpc import grpc_context
 from .services import CriticalPathService, JaegerService, MonitorService, TraceService, WriteService
@@ -57,10 +58,9 @@ def _resource_context(
     return context
 
 
-async def _start_producer(settings: Settings) -> SpanProducer:
-    await ensure_topics(settings, [settings.topic])
-    producer = SpanProducer(settings)
-    await producer.start()
+async def _start_producer(settings: Settings) -> Producer:
+    producer = Producer(settings)
+    await producer.open()
     return producer
 
 
@@ -68,7 +68,7 @@ async def _close_store(store: TraceStore) -> None:
     await store.close()
 
 
-async def _close_producer(producer: SpanProducer) -> None:
+async def _close_producer(producer: Producer) -> None:
     await producer.close()
 
 
@@ -88,10 +88,8 @@ async def _services_context(app: web.Application) -> AsyncIterator[None]:
         await reads.close()
 
 
-def create_app(
-    settings: Settings, *, store: TraceStore | None = None, producer: SpanProducer | None = None
-) -> web.Application:
-    """The query API. ``store``/``producer``: use these instead of opening ones from ``settings``."""
+def create_app(settings: Settings, *, store: TraceStore | None = None) -> web.Application:
+    """The query API. ``store``: use this one instead of opening one from ``settings``."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[middleware.metrics, middleware.errors, middleware.auth],
@@ -102,7 +100,7 @@ def create_app(
     app.cleanup_ctx.extend(
         [
             _resource_context(STORE, store, open_store, _close_store),
-            _resource_context(PRODUCER, producer, _start_producer, _close_producer),
+            _resource_context(PRODUCER, None, _start_producer, _close_producer),
             _services_context,
             grpc_context,
         ]

@@ -6,11 +6,11 @@ from typing import Final
 
 from aiohttp import web
 
-from shared.kafka import SpanProducer
 from shared.settings import Settings
 from shared.store.base import TraceStore
 
 from .metrics import RequestMetrics
+from .producer import Producer
 from .services import (
     CriticalPathService,
     JaegerService,
@@ -22,7 +22,7 @@ from .services import (
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 STORE: Final[web.AppKey[TraceStore]] = web.AppKey("store")
-PRODUCER: Final = web.AppKey("producer", SpanProducer)
+PRODUCER: Final = web.AppKey("producer", Producer)
 TRACES: Final = web.AppKey("traces", TraceService)
 WRITES: Final = web.AppKey("writes", WriteService)
 MONITOR: Final = web.AppKey("monitor", MonitorService)

@@ -63,11 +63,29 @@ def principal(settings: Settings) -> str:
     return "this client (anonymous: no SASL user, no client certificate)"
 
 
+REACH_TIMEOUT_S = 5.0
+
+
+async def check_reachable(settings: Settings) -> None:
+    """Raise ``KafkaConnectionError`` unless a bootstrap server accepts a TCP connection: the callers retry
+    while the broker is away, and aiokafka's clients would log an ERROR line per address and attempt."""
+    addresses = list(bootstrap_addresses(settings.kafka_bootstrap))
+    for host, port in addresses:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), REACH_TIMEOUT_S)
+        except OSError:  # TimeoutError is one
+            continue
+        writer.close()
+        return
+    raise KafkaConnectionError(f"no broker reachable at {settings.kafka_bootstrap}")
+
+
 async def check_access(settings: Settings) -> None:
     """Connect to the bootstrap servers as every client will (TLS handshake, SASL authentication, one
-    request) until one answers. Raises :class:`KafkaAccessError` when a broker refuses this client;
-    returns when one accepts it or none is reachable (waiting for a broker is the caller's retry).
-    Nothing to check on a PLAINTEXT connection."""
+    request) until one answers. Raises :class:`KafkaAccessError` when a broker refuses this client and
+    ``KafkaConnectionError`` when none is reachable (waiting for a broker is the caller's retry). Only
+    reachability to check on a PLAINTEXT connection."""
+    await check_reachable(settings)
     if settings.kafka_security_protocol == "PLAINTEXT":
         return
     options = settings.kafka_options()

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final
 
-from shared.kafka import SpanProducer
 from shared.models import STATUS_OF, Log, Span, SpanFinish
 from shared.propagation import new_span_id, new_trace_id, parse_traceparent
 from shared.store.base import TraceStore
 
 from ..errors import NotFound
+from ..producer import Producer
 from ..shapes import (
     FinishRequest,
     FinishResponse,
@@ -62,7 +62,7 @@ class WriteService:
 
     def __init__(
         self,
-        producer: SpanProducer,
+        producer: Producer,
         store: TraceStore,
         *,
         clock: Clock = now_us,
@@ -74,7 +74,7 @@ class WriteService:
         self._spans = SpanIndex(remembered_spans)
 
     async def _publish(self, event: Span | SpanFinish) -> None:
-        await self._producer.publish([event])
+        await self._producer.span_producer.publish([event])
 
     async def start(self, request: StartRequest, traceparent_header: str | None = None) -> StartResponse:
         """Publish an open span. The trace: ``traceId`` if given, else the body's ``traceparent``, else a
