@@ -329,7 +329,8 @@ class BlockReader:
                 if len(mine) == wanted:
                     break
                 if _spans_match(table, trace, query):
-                    services = services or table.column("service_name").cast(pa.string()).to_pylist()
+                    if services is None:
+                        services = table.column("service_name").cast(pa.string()).to_pylist()
                     mine.append(_summary(trace, services))
             found = sorted([*found, *mine], key=lambda t: (t.start_us, *_order_key(t.trace_id)), reverse=True)
             del found[wanted:]
