@@ -254,9 +254,24 @@ async def sweep_index(d: SqlDriver, before_us: int, low: int, high: int | None) 
         )
 
 
-PurgeShares = Mapping[PurgeCandidate, Contribution]
-"""The derived share of each purge candidate without a stored one, keyed by its whole row: the share is
-a function of the row (tid never reused, chunks only ever appended, ``final_chunks`` of them merged)."""
+PurgeShares = Mapping[PurgeCandidate, bytes]
+"""The derived share of each purge candidate without a stored one, msgpack (:func:`encode_share`), keyed
+by its whole row: the share is a function of the row (tid never reused, chunks only ever appended,
+``final_chunks`` of them merged). Encoded because a plan crosses from the planner process: a few hundred
+bytes a trace instead of a :class:`Contribution`'s dozens of objects, which made each purge round a
+passing peak of tens of MiB in a worker; decoded only for a round whose rows changed since
+(:func:`_replanned`)."""
+
+_share_encoder: Final = msgspec.msgpack.Encoder()
+_share_decoder: Final = msgspec.msgpack.Decoder(Contribution)
+
+
+def encode_share(share: Contribution) -> bytes:
+    return _share_encoder.encode(share)
+
+
+def decode_share(encoded: bytes) -> Contribution:
+    return _share_decoder.decode(encoded)
 
 
 class PurgePlan(msgspec.Struct, kw_only=True, gc=False):
@@ -266,8 +281,8 @@ class PurgePlan(msgspec.Struct, kw_only=True, gc=False):
     shares: PurgeShares
     delta: RollupDelta
     """What purging exactly ``rows`` takes out of the rollups."""
-    indexed: list[tuple[int, Contribution]]
-    """The (tid, share) of those of ``rows`` with search index rows."""
+    endpoints: list[EndpointKey]
+    """The endpoint index keys of those of ``rows`` with search index rows."""
 
 
 class Purged(msgspec.Struct, kw_only=True, gc=False):
@@ -317,10 +332,11 @@ def purge_shares(
 
 
 def purge_correction(
-    rows: Sequence[PurgeCandidate], shares: PurgeShares
-) -> tuple[RollupDelta, list[tuple[int, Contribution]]]:
-    """What purging these traces takes back: their shares out of the rollups, and the (tid, share) of those
-    with search index rows. ``shares``: the derived shares (:func:`purge_shares`), the stored ones decoded."""
+    rows: Sequence[PurgeCandidate], shares: Mapping[PurgeCandidate, Contribution]
+) -> tuple[RollupDelta, list[EndpointKey]]:
+    """What purging these traces takes back: their shares out of the rollups, and the endpoint index keys
+    of those with search index rows. ``shares``: the derived shares (:func:`purge_shares`), the stored ones
+    decoded."""
     delta = RollupDelta()
     indexed: list[tuple[int, Contribution]] = []
     for row in rows:
@@ -330,7 +346,7 @@ def purge_correction(
             delta.add(share, -1)
             if was_indexed:
                 indexed.append((tid, share))
-    return delta, indexed
+    return delta, endpoint_keys(indexed)
 
 
 def plan_purge(
@@ -338,8 +354,9 @@ def plan_purge(
 ) -> PurgePlan:
     """A purge round of these candidates (read by :func:`purge_reads`), planned before its transaction."""
     shares = purge_shares(rows, chunks, dicts)
-    delta, indexed = purge_correction(rows, shares)
-    return PurgePlan(rows=rows, shares=shares, delta=delta, indexed=indexed)
+    delta, endpoints = purge_correction(rows, shares)
+    encoded = {row: encode_share(share) for row, share in shares.items()}
+    return PurgePlan(rows=rows, shares=encoded, delta=delta, endpoints=endpoints)
 
 
 PLAN_APART_MIN: Final = 64
@@ -370,13 +387,13 @@ async def purge(d: SqlDriver, before_us: int, limit: int, planned: PurgePlan | N
     rows = await d.purge_candidates(before_us, limit)
     more = len(rows) == limit
     if planned is not None and rows == planned.rows:
-        delta, indexed = planned.delta, planned.indexed
+        delta, endpoints = planned.delta, planned.endpoints
     else:
-        rows, more, delta, indexed = await _replanned(d, rows, more, planned)
+        rows, more, delta, endpoints = await _replanned(d, rows, more, planned)
     if not rows:
         return Purged(ids=[], more=more)
-    if indexed:  # a tail read walks endpoint_traces alone: its rows go with their trace
-        await d.remove_index_rows([], [], endpoint_keys(indexed))
+    if endpoints:  # a tail read walks endpoint_traces alone: its rows go with their trace
+        await d.remove_index_rows([], [], endpoints)
     tids = [r[1] for r in rows]
     await d.delete_traces_data(tids)
     await d.delete_traces(tids)
@@ -386,10 +403,11 @@ async def purge(d: SqlDriver, before_us: int, limit: int, planned: PurgePlan | N
 
 async def _replanned(
     d: SqlDriver, rows: list[PurgeCandidate], more: bool, planned: PurgePlan | None
-) -> tuple[list[PurgeCandidate], bool, RollupDelta, list[tuple[int, Contribution]]]:
+) -> tuple[list[PurgeCandidate], bool, RollupDelta, list[EndpointKey]]:
     """The candidates that go in this round, whether some may be left, and their correction, when they
     are not the rows of the plan (:func:`purge`)."""
-    shares = dict(planned.shares) if planned is not None else {}
+    planned_shares = planned.shares if planned is not None else {}
+    shares = {r: decode_share(planned_shares[r]) for r in rows if derives(r) and r in planned_shares}
     stale = [r for r in rows if derives(r) and r not in shares]
     if stale and planned is not None and len(stale) < len(rows):
         rows, more = [r for r in rows if not derives(r) or r in shares], True

@@ -30,8 +30,10 @@ from shared.store.sql.store import SqlStore, _ignore
 from shared.store.sqlite.driver import DIALECT, SqliteDriver, add_functions, create_or_migrate
 
 T = TypeVar("T")
-PURGE_CHUNK: Final = 5000
-"""Traces deleted per purge transaction (short transactions: writers are not held up for long)."""
+PURGE_CHUNK: Final = 2000
+"""Traces deleted per purge transaction (short transactions: writers are not held up for long). Also what
+a worker holds at once for a round (candidates, chunks, the plan): 5,000 made each round a passing peak
+of tens of MiB that the worker's resident memory kept."""
 WAL_TRUNCATE_WAIT_MS: Final = 200
 """How long emptying the log waits for readers to move to the newest snapshot (writers wait meanwhile);
 past that it gives up until the next turn."""
