@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from typing import Any, Final, TypeVar
 
 import numpy as np
@@ -219,6 +219,15 @@ class BlockReader:
         """The block's Parquet footer, parsed: kept (the last :data:`FOOTERS_KEPT`), fetched once by
         concurrent readers."""
         return await _kept(self._footers, name, FOOTERS_KEPT, lambda: self._fetch_footer(name, meta))
+
+    def forget_all_but(self, names: Collection[str]) -> None:
+        """Drop what is kept of the blocks not in ``names`` (those that left the catalog: expired, or
+        compacted into others), so that the footers kept are the catalog's, not the last
+        :data:`FOOTERS_KEPT` ever read."""
+        for name in [n for n in self._footers if n not in names]:
+            del self._footers[name]
+        for group in [g for g in self._groups if g[0] not in names]:
+            del self._groups[group]
 
     def prefetches(self, blocks: Sequence[tuple[str, BlockMeta]]) -> list[tuple[str, BlockMeta]]:
         """What :meth:`prefetch` would fetch of ``blocks``: the first :data:`FOOTERS_KEPT` (more would evict

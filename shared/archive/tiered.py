@@ -132,6 +132,8 @@ class TieredReads:
                     self._catalog = catalog
                     self._newest = sorted(catalog, key=lambda r: (r.block.created_us, r.block.start_us), reverse=True)
                     self._index = None
+                    if self.reader is not None:
+                        self.reader.forget_all_but({r.block.name for r in catalog})
                 self._prefetch()
                 self._read_at = now
             return self._catalog
