@@ -243,6 +243,30 @@ async def test_registered_blocks_are_read_again_after_the_refresh_time(store: Tr
     assert found is not None and found.tier == "archive"
 
 
+async def test_what_is_kept_of_a_block_goes_when_it_leaves_the_catalog(store: TraceStore, tmp_path: Path) -> None:
+    now = [0.0]
+    reads = TieredReads(store, FileObjectStore(tmp_path), refresh_s=5.0, clock=lambda: now[0])
+    shard = "spans/0"
+    traces = list(realistic_traces(200, start_us=T0_US))
+    spans = [span for trace in traces for span in trace]
+    ids = [trace[0].trace_id for trace in traces]
+    await store.write_batch(spans, [], shards=dict.fromkeys(ids, shard), now_us=NOW_US, grace_us=0, idle_us=0)
+    await store.finalize(ids, now_us=NOW_US + 1)
+    await archive_before(store, tmp_path, shard, T0_US + len(ids) * 1000)
+    found = await reads.get_trace(ids[0])
+    assert found is not None and found.tier == "archive"
+    reader = reads.reader
+    assert reader is not None
+    (name,) = [r.block.name for r in await reads.blocks()]
+    assert name in reader._footers and any(key[0] == name for key in reader._groups)
+
+    await store.drop_blocks([name])  # expired
+    now[0] = 5.0
+    assert await reads.blocks() == []
+    assert name not in reader._footers and not any(key[0] == name for key in reader._groups)
+    await reads.close()
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
