@@ -8,7 +8,7 @@ import signal
 import sys
 
 from ingest.worker import Worker
-from shared.gc_tuning import cap_malloc_arenas, tuned_gc
+from shared.gc_tuning import arrow_on_malloc, cap_malloc_arenas, tuned_gc
 from shared.kafka_access import KafkaAccessError
 from shared.logs import configure_logging
 from shared.settings import Settings, SettingsError
@@ -44,6 +44,8 @@ def main() -> int:
         return 2
     configure_logging(settings.log_level)
     cap_malloc_arenas()  # before the store's threads start
+    if settings.archive_url.strip():
+        arrow_on_malloc()  # before pyarrow allocates
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         asyncio.run(serve(settings))

@@ -4,7 +4,8 @@ SIGTERM and SIGINT stop accepting connections, let requests in flight finish (up
 Kafka producer (flushing it) and the store. The garbage collector is tuned as the worker's
 (:func:`shared.gc_tuning.tuned_gc`): a read allocates thousands of short-lived rows, and the objects
 of every module loaded need not be scanned again by the collections they set off. The C allocator keeps
-two arenas (:func:`shared.gc_tuning.cap_malloc_arenas`), not one per reading thread.
+two arenas (:func:`shared.gc_tuning.cap_malloc_arenas`), not one per reading thread, and gives its free
+pages back every 30 s; with an archive, pyarrow allocates with it too (:func:`shared.gc_tuning.arrow_on_malloc`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 
 from aiohttp import web
 
-from shared.gc_tuning import cap_malloc_arenas, tuned_gc
+from shared.gc_tuning import arrow_on_malloc, cap_malloc_arenas, tuned_gc
 from shared.kafka_access import KafkaAccessError
 from shared.logs import configure_logging
 from shared.settings import Settings, SettingsError
@@ -48,6 +49,8 @@ def main() -> None:
 def _serve(settings: Settings, log: logging.Logger) -> None:
     host, port = settings.api_host_port
     cap_malloc_arenas()
+    if settings.archive_url.strip():
+        arrow_on_malloc()  # before pyarrow allocates
     with tuned_gc():
         web.run_app(
             create_app(settings),

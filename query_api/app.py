@@ -8,6 +8,8 @@ used as is and left open (its owner closes it). The producer does not wait for t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -15,6 +17,7 @@ from aiohttp import web
 
 from shared.archive.objects import open_object_store
 from shared.archive.tiered import TieredReads
+from shared.gc_tuning import trim_every
 from shared.settings import Settings
 from shared.store import open_store
 from shared.store.base import TraceStore
@@ -72,6 +75,18 @@ async def _close_producer(producer: Producer) -> None:
     await producer.close()
 
 
+async def _trim_context(app: web.Application) -> AsyncIterator[None]:
+    """The C allocator's free pages back to the system every 30 s (:func:`shared.gc_tuning.trim_every`):
+    the reads of large traces and of archive blocks free tens of MiB at once."""
+    trimming = asyncio.get_running_loop().create_task(trim_every(), name="malloc-trim")
+    try:
+        yield
+    finally:
+        trimming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await trimming
+
+
 async def _services_context(app: web.Application) -> AsyncIterator[None]:
     store = app[STORE]
     location = app[SETTINGS].archive_location()
@@ -103,6 +118,7 @@ def create_app(settings: Settings, *, store: TraceStore | None = None) -> web.Ap
             _resource_context(PRODUCER, None, _start_producer, _close_producer),
             _services_context,
             grpc_context,
+            _trim_context,
         ]
     )
     setup_routes(app)

@@ -103,3 +103,27 @@ class Trimmer:
     async def __call__(self) -> None:
         if self.due():
             await asyncio.to_thread(trim_malloc)
+
+
+def arrow_on_malloc() -> bool:
+    """Have pyarrow allocate with the C library's ``malloc`` (capped and trimmed as above) instead of its
+    bundled mimalloc; whether it was set (pyarrow not installed: nothing to do). Call it first thing in a
+    process that reads or writes archive blocks, before pyarrow allocates. Measured on the soak's archive
+    (a loop of reads by id that miss the hot store, so read the row groups their ids' filters let
+    through): resident memory 181.6 MiB after the first read with mimalloc, 101.7 with ``malloc``, pyarrow
+    holding 18-20 MiB live in both; the API with mimalloc grew 112 → 276 MiB over the soak's first 16
+    minutes (bench/README.md, "Soak")."""
+    try:
+        import pyarrow
+    except ImportError:
+        return False
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+    return True
+
+
+async def trim_every(every_s: float = TRIM_EVERY_S) -> None:
+    """:func:`trim_malloc` every ``every_s`` seconds on a thread, until cancelled: for a process whose work
+    comes in requests, not rounds (the API)."""
+    while True:
+        await asyncio.sleep(every_s)
+        await asyncio.to_thread(trim_malloc)
