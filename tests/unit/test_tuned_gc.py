@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from shared import gc_tuning
-from shared.gc_tuning import GC_THRESHOLDS, tuned_gc
+from shared.gc_tuning import GC_THRESHOLDS, arrow_on_malloc, tuned_gc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,3 +113,16 @@ async def test_trimmer_trims_at_most_every_interval(monkeypatch: pytest.MonkeyPa
     clock[0] += 1.0
     await trim()
     assert len(calls) == 2
+
+
+def test_arrow_allocates_with_malloc_once_asked() -> None:
+    import pyarrow as pa
+
+    before = pa.default_memory_pool()
+    try:
+        assert arrow_on_malloc()
+        assert pa.default_memory_pool().backend_name == "system"
+        table = pa.table({"x": list(range(100_000))})
+        assert pa.system_memory_pool().bytes_allocated() >= table.nbytes
+    finally:
+        pa.set_memory_pool(before)
