@@ -69,11 +69,7 @@ class Producer:
     async def _connect(self) -> None:
         await ensure_topics(self._settings, [self._settings.topic])
         producer = SpanProducer(self._settings)
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.close()
-            raise
+        await producer.start()
         self._producer = producer
 
     async def _keep_connecting(self) -> None:

@@ -99,7 +99,12 @@ class SpanProducer:
         return self._topic
 
     async def start(self) -> None:
-        await self._producer.start()
+        """Connect; a failed start leaves nothing open (the client is stopped again before it raises)."""
+        try:
+            await self._producer.start()
+        except BaseException:
+            await self._producer.stop()
+            raise
 
     async def __aenter__(self) -> SpanProducer:
         await self.start()

@@ -168,11 +168,7 @@ class KafkaSpanExporter(SpanExporter):
     async def _started(self) -> SpanProducer:
         if self._producer is None:
             producer = SpanProducer(self._settings, topic=self._topic)
-            try:
-                await producer.start()
-            except BaseException:
-                await producer.close()
-                raise
+            await producer.start()
             self._producer = producer
         return self._producer
 

@@ -419,11 +419,21 @@ _contribution_encoder: Final = msgspec.msgpack.Encoder()
 _contribution_decoder: Final = msgspec.msgpack.Decoder(Contribution)
 
 
+def contribution_msgpack(share: Contribution) -> bytes:
+    """A contribution as msgpack, uncompressed: what crosses between processes."""
+    return _contribution_encoder.encode(share)
+
+
+def contribution_of_msgpack(data: bytes) -> Contribution:
+    """:func:`contribution_msgpack` undone."""
+    return _contribution_decoder.decode(data)
+
+
 def encode_contribution(share: Contribution) -> bytes:
     """A contribution as stored: msgpack, compressed (:func:`~shared.store.encoding.pack_blob`)."""
-    return pack_blob(_contribution_encoder.encode(share))
+    return pack_blob(contribution_msgpack(share))
 
 
 def decode_contribution(blob: bytes) -> Contribution:
     """A stored contribution, compressed (layout v3) or not (v2)."""
-    return _contribution_decoder.decode(unpack_blob(blob))
+    return contribution_of_msgpack(unpack_blob(blob))

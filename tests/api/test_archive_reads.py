@@ -223,15 +223,25 @@ async def test_a_trace_in_both_tiers_is_answered_once_from_the_hot_store(
         assert {row["tier"] for row in found} == {"hot"}
 
 
-async def test_registered_blocks_are_read_again_after_the_refresh_time(store: TraceStore, tmp_path: Path) -> None:
+SHARD = "spans/0"
+
+
+async def _finalized_traces(store: TraceStore, tmp_path: Path) -> tuple[TieredReads, list[float], list[str]]:
+    """200 realistic traces finalized in shard ``spans/0``, and reads over ``tmp_path``'s archive whose
+    catalog is read again once ``now[0]`` is 5 s on."""
     now = [0.0]
     reads = TieredReads(store, FileObjectStore(tmp_path), refresh_s=5.0, clock=lambda: now[0])
-    shard = "spans/0"
     traces = list(realistic_traces(200, start_us=T0_US))
     spans = [span for trace in traces for span in trace]
     ids = [trace[0].trace_id for trace in traces]
-    await store.write_batch(spans, [], shards=dict.fromkeys(ids, shard), now_us=NOW_US, grace_us=0, idle_us=0)
+    await store.write_batch(spans, [], shards=dict.fromkeys(ids, SHARD), now_us=NOW_US, grace_us=0, idle_us=0)
     await store.finalize(ids, now_us=NOW_US + 1)
+    return reads, now, ids
+
+
+async def test_registered_blocks_are_read_again_after_the_refresh_time(store: TraceStore, tmp_path: Path) -> None:
+    reads, now, ids = await _finalized_traces(store, tmp_path)
+    shard = SHARD
     assert await reads.blocks() == []
     moved = await archive_before(store, tmp_path, shard, T0_US + len(ids) * 1000)
     assert moved == ids
@@ -244,14 +254,8 @@ async def test_registered_blocks_are_read_again_after_the_refresh_time(store: Tr
 
 
 async def test_what_is_kept_of_a_block_goes_when_it_leaves_the_catalog(store: TraceStore, tmp_path: Path) -> None:
-    now = [0.0]
-    reads = TieredReads(store, FileObjectStore(tmp_path), refresh_s=5.0, clock=lambda: now[0])
-    shard = "spans/0"
-    traces = list(realistic_traces(200, start_us=T0_US))
-    spans = [span for trace in traces for span in trace]
-    ids = [trace[0].trace_id for trace in traces]
-    await store.write_batch(spans, [], shards=dict.fromkeys(ids, shard), now_us=NOW_US, grace_us=0, idle_us=0)
-    await store.finalize(ids, now_us=NOW_US + 1)
+    reads, now, ids = await _finalized_traces(store, tmp_path)
+    shard = SHARD
     await archive_before(store, tmp_path, shard, T0_US + len(ids) * 1000)
     found = await reads.get_trace(ids[0])
     assert found is not None and found.tier == "archive"

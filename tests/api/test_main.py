@@ -18,32 +18,42 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.kafka
 
 
-async def test_serves_on_the_configured_address_and_stops_on_sigterm(settings: Settings) -> None:
-    port = free_port()
+async def _start_api(settings: Settings, port: int, bootstrap: str) -> asyncio.subprocess.Process:
+    """``python -m query_api`` on ``port`` with ``settings``' topic and store, its stderr piped."""
     env = {
         **os.environ,
-        "TRACING_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "TRACING_KAFKA_BOOTSTRAP": bootstrap,
         "TRACING_TOPIC": settings.topic,
         "TRACING_PARTITIONS": str(settings.partitions),
         "TRACING_STORE_URL": settings.store_url,
         "TRACING_API_BIND": f"127.0.0.1:{port}",
     }
-    process = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "query_api", env=env, stderr=asyncio.subprocess.PIPE
     )
+
+
+async def _wait_serving(http: aiohttp.ClientSession, url: str, process: asyncio.subprocess.Process) -> None:
+    """Until ``url`` answers 200 (30 s at most, and the API still running)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            async with http.get(url) as response:
+                assert response.status == 200
+                return
+        except aiohttp.ClientConnectionError:
+            assert time.monotonic() < deadline, "the API did not start"
+            assert process.returncode is None, "the API exited"
+            await asyncio.sleep(0.1)
+
+
+async def test_serves_on_the_configured_address_and_stops_on_sigterm(settings: Settings) -> None:
+    port = free_port()
+    process = await _start_api(settings, port, settings.kafka_bootstrap)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
         async with aiohttp.ClientSession() as http:
-            while True:
-                try:
-                    async with http.get(url + "/healthz") as response:
-                        assert response.status == 200
-                        break
-                except aiohttp.ClientConnectionError:
-                    assert time.monotonic() < deadline, "the API did not start"
-                    assert process.returncode is None, "the API exited"
-                    await asyncio.sleep(0.1)
+            await _wait_serving(http, url + "/healthz", process)
             async with http.get(url + "/traces/query?limit=1") as response:
                 assert response.status == 200
         process.send_signal(signal.SIGTERM)
@@ -93,32 +103,13 @@ async def _relay(upstream: str, port: int) -> asyncio.Server:
 
 async def test_without_a_broker_it_serves_reads_and_takes_writes_once_one_is_there(settings: Settings) -> None:
     port, kafka_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "TRACING_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",  # nothing there yet
-        "TRACING_TOPIC": settings.topic,
-        "TRACING_PARTITIONS": str(settings.partitions),
-        "TRACING_STORE_URL": settings.store_url,
-        "TRACING_API_BIND": f"127.0.0.1:{port}",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "query_api", env=env, stderr=asyncio.subprocess.PIPE
-    )
+    process = await _start_api(settings, port, f"127.0.0.1:{kafka_port}")  # nothing there yet
     relay: asyncio.Server | None = None
     body = {"serviceName": "checkout", "operationName": "GET /cart"}
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
         async with aiohttp.ClientSession() as http:
-            while True:
-                try:
-                    async with http.get(url + "/traces/query?limit=1") as response:
-                        assert response.status == 200
-                        break
-                except aiohttp.ClientConnectionError:
-                    assert time.monotonic() < deadline, "the API did not start"
-                    assert process.returncode is None, "the API exited"
-                    await asyncio.sleep(0.1)
+            await _wait_serving(http, url + "/traces/query?limit=1", process)
             async with http.post(url + "/traces/start", json=body) as response:
                 assert response.status == 503
                 assert "TRACING_KAFKA_BOOTSTRAP" in (await response.json())["error"]

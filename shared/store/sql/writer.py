@@ -15,7 +15,13 @@ from shared.store.cache import TraceCache
 from shared.store.chunks import StoredStates, TraceState
 from shared.store.encoding import Dictionaries
 from shared.store.finalizing import FinalizePlan, FinalizeRow, derived_share, encode_critical, plan_finalize
-from shared.store.rollups import Contribution, RollupDelta, decode_contribution
+from shared.store.rollups import (
+    Contribution,
+    RollupDelta,
+    contribution_msgpack,
+    contribution_of_msgpack,
+    decode_contribution,
+)
 from shared.store.sql import dicts
 from shared.store.sql.driver import EndpointIndexRow, EndpointKey, PurgeCandidate, SqlDriver
 from shared.store.tags import tag_hash
@@ -255,23 +261,12 @@ async def sweep_index(d: SqlDriver, before_us: int, low: int, high: int | None) 
 
 
 PurgeShares = Mapping[PurgeCandidate, bytes]
-"""The derived share of each purge candidate without a stored one, msgpack (:func:`encode_share`), keyed
-by its whole row: the share is a function of the row (tid never reused, chunks only ever appended,
-``final_chunks`` of them merged). Encoded because a plan crosses from the planner process: a few hundred
-bytes a trace instead of a :class:`Contribution`'s dozens of objects, which made each purge round a
-passing peak of tens of MiB in a worker; decoded only for a round whose rows changed since
-(:func:`_replanned`)."""
-
-_share_encoder: Final = msgspec.msgpack.Encoder()
-_share_decoder: Final = msgspec.msgpack.Decoder(Contribution)
-
-
-def encode_share(share: Contribution) -> bytes:
-    return _share_encoder.encode(share)
-
-
-def decode_share(encoded: bytes) -> Contribution:
-    return _share_decoder.decode(encoded)
+"""The derived share of each purge candidate without a stored one, as msgpack
+(:func:`~shared.store.rollups.contribution_msgpack`), keyed by its whole row: the share is a function of
+the row (tid never reused, chunks only ever appended, ``final_chunks`` of them merged). Encoded because a
+plan crosses from the planner process: a few hundred bytes a trace instead of a :class:`Contribution`'s
+dozens of objects, which made each purge round a passing peak of tens of MiB in a worker; decoded only
+for a round whose rows changed since (:func:`_replanned`)."""
 
 
 class PurgePlan(msgspec.Struct, kw_only=True, gc=False):
@@ -355,7 +350,7 @@ def plan_purge(
     """A purge round of these candidates (read by :func:`purge_reads`), planned before its transaction."""
     shares = purge_shares(rows, chunks, dicts)
     delta, endpoints = purge_correction(rows, shares)
-    encoded = {row: encode_share(share) for row, share in shares.items()}
+    encoded = {row: contribution_msgpack(share) for row, share in shares.items()}
     return PurgePlan(rows=rows, shares=encoded, delta=delta, endpoints=endpoints)
 
 
@@ -407,7 +402,7 @@ async def _replanned(
     """The candidates that go in this round, whether some may be left, and their correction, when they
     are not the rows of the plan (:func:`purge`)."""
     planned_shares = planned.shares if planned is not None else {}
-    shares = {r: decode_share(planned_shares[r]) for r in rows if derives(r) and r in planned_shares}
+    shares = {r: contribution_of_msgpack(planned_shares[r]) for r in rows if derives(r) and r in planned_shares}
     stale = [r for r in rows if derives(r) and r not in shares]
     if stale and planned is not None and len(stale) < len(rows):
         rows, more = [r for r in rows if not derives(r) or r in shares], True
